@@ -1,0 +1,127 @@
+//! The `check`, `classify` and `synth` commands, as library functions the binary calls and the
+//! tests drive. They write to the given writer and return what the exit code depends on.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::daemon::DaemonError;
+use crate::event::TopEntry;
+use crate::frame::{Frame, PixelFormat};
+use crate::model::{postprocess::top_k, Model, ModelConfig};
+use crate::pipeline::chain;
+use crate::rules::RuleSet;
+use crate::source::scene;
+
+/// `lookout check`: loads the model, resolves the rules, and describes what was found.
+pub fn check(config: &Config, out: &mut dyn Write) -> Result<(), DaemonError> {
+    let model = Model::load(&config.model)?;
+    let sink_names: Vec<String> = config.sinks.iter().map(|s| s.name().to_owned()).collect();
+    RuleSet::build(&config.rules, &model.labels, &sink_names)?;
+    let i = &model.input;
+    let shown: Vec<&str> = model.labels.iter().take(10).map(String::as_str).collect();
+    let more = if model.labels.len() > 10 { format!(" ... ({} more)", model.labels.len() - 10) } else { String::new() };
+    let p = &model.preprocess;
+    let lines = [
+        "config ok".to_owned(),
+        format!("model:        {}", model.name),
+        format!("input:        {:?} {:?} shape {:?} (dtype {:?})", i.name, i.layout, i.shape(), i.dtype),
+        format!("size:         {}x{} pixels, {} channel(s), batch {}", i.width, i.height, i.channels, i.batch),
+        format!("output:       {} classes ({:?})", model.classes(), model.output),
+        format!("labels:       {} from {}: {}{more}", model.labels.len(), model.labels_from, shown.join(", ")),
+        format!("quantization: {}", model.quantization.describe()),
+        format!("operators:    {}", model.op_counts.iter().map(|(k, v)| format!("{k}x{v}")).collect::<Vec<_>>().join(" ")),
+        format!(
+            "preprocess:   resize {:?}{} order {:?} scale {} mean {:?} std {:?}",
+            p.resize,
+            if p.resize == crate::model::ResizeMode::Crop { format!(" (shorter side to {})", p.resize_to) } else { String::new() },
+            p.channel_order,
+            p.scale,
+            p.mean,
+            p.std
+        ),
+        format!("loaded in:    {:.0} ms", model.load_time.as_secs_f64() * 1000.0),
+        format!("source:       {}", config.source.build().describe()),
+        format!("rules:        {}", if config.rules.is_empty() { "none (every classification is an event)".to_owned() } else { config.rules.iter().map(|r| r.name.clone()).collect::<Vec<_>>().join(", ") }),
+        format!("sinks:        {}", sink_names.join(", ")),
+    ];
+    let mut notes = Vec::new();
+    if i.batch > 1 {
+        notes.push(format!(
+            "note:         the model has a fixed batch of {}; each frame is run alone, copied into every slot",
+            i.batch
+        ));
+    }
+    for line in lines.iter().chain(&notes) {
+        let _ = writeln!(out, "{line}");
+    }
+    Ok(())
+}
+
+/// One line of `classify` output.
+#[derive(Debug, Serialize)]
+struct ClassifyLine<'a> {
+    image: &'a str,
+    top: Vec<TopEntry>,
+    infer_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    raw: Option<&'a [f32]>,
+}
+
+/// `lookout classify`: one JSON line per image. Returns the number of images that failed.
+pub fn classify(model_cfg: &ModelConfig, images: &[PathBuf], k: usize, raw: bool, out: &mut dyn Write) -> Result<usize, DaemonError> {
+    let model = Arc::new(Model::load(model_cfg)?);
+    let mut session = model.session()?;
+    let mut failed = 0;
+    for path in images {
+        let shown = path.display().to_string();
+        let result = std::fs::read(path)
+            .map_err(|e| format!("cannot read file: {e}"))
+            .and_then(|data| {
+                let format = if data.starts_with(&[0xFF, 0xD8]) { PixelFormat::Mjpeg } else { PixelFormat::Encoded };
+                let t0 = Instant::now();
+                session.classify_frame(&Frame::new(format, 0, 0, data)).map(|s| (s, t0.elapsed())).map_err(|e| chain(&e))
+            });
+        let line = match result {
+            Ok((scores, _)) => {
+                let top = top_k(&scores.probs, k)
+                    .into_iter()
+                    .map(|(index, score)| TopEntry { index, label: model.labels[index].clone(), score })
+                    .collect();
+                let line = ClassifyLine {
+                    image: &shown,
+                    top,
+                    infer_ms: scores.infer.as_secs_f64() * 1000.0,
+                    raw: raw.then_some(scores.raw.as_slice()),
+                };
+                serde_json::to_string(&line).unwrap_or_default()
+            }
+            Err(message) => {
+                failed += 1;
+                log::error!("Cannot classify image. image={shown} error={message}");
+                serde_json::json!({ "image": shown, "error": message }).to_string()
+            }
+        };
+        let _ = writeln!(out, "{line}");
+    }
+    Ok(failed)
+}
+
+/// `lookout synth`: writes `count` rendered scenes as PNG files plus `labels.csv` into `dir`.
+pub fn synth(dir: &Path, count: usize, width: u32, height: u32, seed: u64) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut rng = scene::SceneRng::new(seed);
+    let mut csv = String::from("file,label\n");
+    for n in 0..count {
+        let class = rng.below(scene::CLASSES.len());
+        let img = scene::render(class, &mut rng, width, height);
+        let name = format!("{n:06}_{}.png", scene::CLASSES[class]);
+        img.save(dir.join(&name)).map_err(std::io::Error::other)?;
+        csv.push_str(&format!("{name},{}\n", scene::CLASSES[class]));
+    }
+    std::fs::write(dir.join("labels.csv"), csv)
+}

@@ -1,0 +1,374 @@
+//! The configuration file: parse, validate without I/O, then let each component `build()`.
+//!
+//! One TOML file holds `[source]`, `[model]` (+ `[model.preprocess]`), `[pipeline]`, `[[rules]]`,
+//! `[[sinks]]` and `[log]`. Every struct denies unknown keys, so a misspelt key is an error that
+//! names the file, the key path and the keys that are allowed. Validation ([`Config::validate`])
+//! is pure and reports every problem at once. Each component's config struct lives beside the
+//! component ([`crate::source::SourceConfig`], [`crate::model::ModelConfig`], ...); their doc
+//! comments are the user reference, mirrored in `config/lookout.toml`.
+//!
+//! Relative paths in the file are taken relative to the working directory of the daemon.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::model::ModelConfig;
+use crate::rules::RuleConfig;
+use crate::sink::SinkConfig;
+use crate::source::SourceConfig;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Name of this device in events and MQTT topics. Default: the host name.
+    #[serde(default)]
+    pub device_id: Option<String>,
+    /// Where frames come from.
+    #[serde(default)]
+    pub source: SourceConfig,
+    /// The classifier.
+    #[serde(default)]
+    pub model: ModelConfig,
+    /// Workers and queues.
+    #[serde(default)]
+    pub pipeline: PipelineConfig,
+    /// Scores -> events. Without rules, every classification is an event.
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
+    /// Where events go. Default: one `log` sink.
+    #[serde(default = "default_sinks")]
+    pub sinks: Vec<SinkConfig>,
+    /// Logging.
+    #[serde(default)]
+    pub log: LogConfig,
+}
+
+fn default_sinks() -> Vec<SinkConfig> {
+    vec![SinkConfig::default()]
+}
+
+/// `[pipeline]`: worker threads and queues.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Inference worker threads. 0 = one per available core. Default 0.
+    #[serde(default)]
+    pub workers: usize,
+    /// Frames waiting for a worker. When full, the OLDEST frame is dropped (and counted), so
+    /// workers always take the freshest frame. Default 2.
+    #[serde(default = "default_frame_queue")]
+    pub frame_queue: usize,
+    /// Events waiting in each sink's queue. When full, new events for that sink are dropped and
+    /// counted. Default 1024.
+    #[serde(default = "default_sink_queue")]
+    pub sink_queue: usize,
+    /// Number of `top` entries in each event. Default 3.
+    #[serde(default = "default_top_k")]
+    pub top_k: usize,
+}
+
+fn default_frame_queue() -> usize {
+    2
+}
+fn default_sink_queue() -> usize {
+    1024
+}
+fn default_top_k() -> usize {
+    3
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            workers: 0,
+            frame_queue: default_frame_queue(),
+            sink_queue: default_sink_queue(),
+            top_k: default_top_k(),
+        }
+    }
+}
+
+impl PipelineConfig {
+    /// Workers to start: `workers`, or the number of available cores when 0.
+    pub fn worker_count(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        }
+    }
+}
+
+/// `[log]`: logging. `RUST_LOG`, when set, overrides `level`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// "error" | "warn" | "info" | "debug" | "trace". Default "info".
+    #[serde(default = "default_level")]
+    pub level: String,
+    /// Seconds between `info` summaries of the counters; 0 turns them off. Default 10.
+    #[serde(default = "default_summary_secs")]
+    pub summary_secs: f64,
+}
+
+fn default_level() -> String {
+    "info".into()
+}
+fn default_summary_secs() -> f64 {
+    10.0
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { level: default_level(), summary_secs: default_summary_secs() }
+    }
+}
+
+/// One validation problem: the key path (`sinks[1].path`) and what is wrong with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+/// Collects [`Problem`]s during validation.
+#[derive(Debug, Default)]
+pub struct Problems(pub Vec<Problem>);
+
+impl Problems {
+    pub fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem { key: key.into(), message: message.into() });
+    }
+
+    /// Checks `lo <= value <= hi`, else records "expected lo..=hi, got value".
+    pub fn range<T: PartialOrd + fmt::Display>(&mut self, key: &str, value: T, lo: T, hi: T) {
+        if !(value >= lo && value <= hi) {
+            self.push(key, format!("expected a value from {lo} to {hi}, got {value}"));
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// Where the configuration came from, for messages.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Origin {
+    File(PathBuf),
+    Embedded,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::File(p) => write!(f, "{}", p.display()),
+            Origin::Embedded => f.write_str("<embedded default config>"),
+        }
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: check the path and its permissions")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{origin}:{line}:{column}: {key}{message}")]
+    Parse { origin: Origin, key: String, line: usize, column: usize, message: String },
+    #[error("{origin}: invalid configuration:\n{}", list(.problems))]
+    Invalid { origin: Origin, problems: Vec<Problem> },
+}
+
+fn list(problems: &[Problem]) -> String {
+    problems.iter().map(|p| format!("  - {}: {}", p.key, p.message)).collect::<Vec<_>>().join("\n")
+}
+
+impl Config {
+    /// Reads, parses and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Config::parse(&text, Origin::File(path.to_owned()))
+    }
+
+    /// The compiled-in reference configuration (`config/lookout.toml`).
+    pub fn embedded() -> Result<Config, ConfigError> {
+        Config::parse(crate::DEFAULT_CONFIG, Origin::Embedded)
+    }
+
+    /// Parses and validates TOML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: Origin) -> Result<Config, ConfigError> {
+        let config = parse_toml(text, &origin)?;
+        let problems = config.validate();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid { origin, problems: problems.0 })
+        }
+    }
+
+    /// Checks every value and cross-reference without touching the file system.
+    pub fn validate(&self) -> Problems {
+        let mut p = Problems::default();
+        if let Some(id) = &self.device_id {
+            if id.trim().is_empty() || id.contains(['/', '#', '+']) {
+                p.push("device_id", "must be non-empty and contain no '/', '#' or '+' (it is used in MQTT topics)");
+            }
+        }
+        self.source.validate("source", &mut p);
+        self.model.validate("model", &mut p);
+        p.range("pipeline.workers", self.pipeline.workers, 0, 256);
+        p.range("pipeline.frame_queue", self.pipeline.frame_queue, 1, 1024);
+        p.range("pipeline.sink_queue", self.pipeline.sink_queue, 1, 1_000_000);
+        p.range("pipeline.top_k", self.pipeline.top_k, 1, 100);
+        if !["error", "warn", "info", "debug", "trace", "off"].contains(&self.log.level.as_str()) {
+            p.push(
+                "log.level",
+                format!("expected one of error, warn, info, debug, trace, off; got {:?}", self.log.level),
+            );
+        }
+        p.range("log.summary_secs", self.log.summary_secs, 0.0, 86_400.0);
+
+        let mut sink_names: Vec<String> = Vec::new();
+        if self.sinks.is_empty() {
+            p.push("sinks", "at least one sink is needed (for example `[[sinks]] type = \"log\"`)");
+        }
+        for (i, sink) in self.sinks.iter().enumerate() {
+            let key = format!("sinks[{i}]");
+            sink.validate(&key, &mut p);
+            let name = sink.name().to_owned();
+            if sink_names.contains(&name) {
+                p.push(
+                    format!("{key}.name"),
+                    format!("sink name {name:?} is used twice; give each sink a distinct `name`"),
+                );
+            }
+            sink_names.push(name);
+        }
+        let mut rule_names: Vec<&str> = Vec::new();
+        for (i, rule) in self.rules.iter().enumerate() {
+            let key = format!("rules[{i}]");
+            rule.validate(&key, &sink_names, &mut p);
+            if rule_names.contains(&rule.name.as_str()) {
+                p.push(format!("{key}.name"), format!("rule name {:?} is used twice", rule.name));
+            }
+            rule_names.push(&rule.name);
+        }
+        p
+    }
+
+    /// `device_id`, or the host name, or "lookout".
+    pub fn device_id(&self) -> String {
+        if let Some(id) = &self.device_id {
+            return id.clone();
+        }
+        std::fs::read_to_string("/etc/hostname")
+            .ok()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "lookout".into())
+    }
+}
+
+fn parse_toml(text: &str, origin: &Origin) -> Result<Config, ConfigError> {
+    let position = |span: Option<std::ops::Range<usize>>| -> (usize, usize) {
+        let Some(span) = span else { return (0, 0) };
+        let before = &text[..span.start.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        (line, column)
+    };
+    let de = toml::Deserializer::parse(text).map_err(|e| {
+        let (line, column) = position(e.span());
+        ConfigError::Parse {
+            origin: origin.clone(),
+            key: String::new(),
+            line,
+            column,
+            message: format!("malformed TOML: {}", e.message().trim()),
+        }
+    })?;
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let (line, column) = position(inner.span());
+        let key = if path == "." || path.is_empty() { String::new() } else { format!("{path}: ") };
+        ConfigError::Parse {
+            origin: origin.clone(),
+            key,
+            line,
+            column,
+            message: inner.message().trim().to_owned(),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Origin::File("test.toml".into()))
+    }
+
+    fn err(text: &str) -> String {
+        parse(text).expect_err("config should be refused").to_string()
+    }
+
+    #[test]
+    fn embedded_reference_config_is_valid() {
+        let c = Config::embedded().expect("config/lookout.toml must be valid");
+        assert!(!c.sinks.is_empty());
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = parse("").expect("empty config is valid");
+        assert_eq!(c.pipeline.frame_queue, 2);
+        assert_eq!(c.sinks.len(), 1);
+        assert!(c.rules.is_empty());
+    }
+
+    #[test]
+    fn config_errors_name_file_key_and_expectation() {
+        // (toml, fragments every message must contain)
+        let cases: &[(&str, &[&str])] = &[
+            ("[pipeline\nworkers = 2", &["test.toml:1:", "malformed TOML"]),
+            ("[pipeline]\nwokers = 2", &["test.toml:2:1", "pipeline", "unknown field `wokers`", "`workers`"]),
+            ("[pipeline]\nworkers = \"two\"", &["test.toml:2:", "pipeline.workers", "invalid type"]),
+            ("[pipeline]\nframe_queue = 0", &["pipeline.frame_queue", "from 1 to 1024, got 0"]),
+            ("[model.preprocess]\nresize = \"squash\"", &["model.preprocess.resize", "stretch", "letterbox"]),
+            ("[source]\ntype = \"webcam\"", &["source", "webcam", "synthetic"]),
+            ("[[sinks]]\ntype = \"jsonl\"", &["sinks[0]", "missing field `path`"]),
+            ("[[rules]]\nname = \"r\"\nlabels = [\"x\"]\nmin_score = 1.5", &["rules[0].min_score", "from 0 to 1, got 1.5"]),
+            ("[[rules]]\nname = \"r\"\nlabels = [\"x\"]\nframes = 3\nwindow = 2", &["rules[0].window", "frames (3)"]),
+            ("[[rules]]\nname = \"r\"\nlabels = [\"x\"]\nsinks = [\"mqtt\"]", &["rules[0].sinks", "\"mqtt\"", "log"]),
+            ("[log]\nlevel = \"loud\"", &["log.level", "loud"]),
+        ];
+        for (text, fragments) in cases {
+            let msg = err(text);
+            for f in *fragments {
+                assert!(msg.contains(f), "error for {text:?} should contain {f:?}, got:\n{msg}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let msg = err("[pipeline]\nframe_queue = 0\ntop_k = 0\n");
+        assert!(msg.contains("frame_queue") && msg.contains("top_k"), "{msg}");
+    }
+
+    #[test]
+    fn missing_file_is_named() {
+        let e = Config::load(Path::new("/nonexistent/lookout.toml")).expect_err("no such file");
+        assert!(e.to_string().contains("/nonexistent/lookout.toml"));
+    }
+}

@@ -1,0 +1,384 @@
+//! Frames as sources deliver them, and their conversion to packed RGB.
+//!
+//! A [`Frame`] carries the bytes exactly as the source produced them (raw RGB/GRAY/YUYV/NV12, a
+//! JPEG, or an encoded image file) with its size, sequence number and capture time. Sources never
+//! convert: the workers call [`decode_rgb`], so a frame that is dropped is never decoded. JPEGs are
+//! decoded at reduced scale (1/2, 1/4, 1/8) when the caller says how large the image needs to be.
+//! Colour conversion uses BT.601 limited range, as V4L2 cameras deliver it.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+/// How a frame's bytes are laid out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PixelFormat {
+    /// Packed 8-bit R, G, B; `width * height * 3` bytes.
+    Rgb24,
+    /// 8-bit luma; `width * height` bytes.
+    Gray8,
+    /// Packed 4:2:2 Y0 U Y1 V; `width * height * 2` bytes, even width.
+    Yuyv422,
+    /// 4:2:0, a Y plane then interleaved U/V; `width * height * 3 / 2` bytes, even width and height.
+    Nv12,
+    /// One JPEG image (a frame of an MJPEG stream); `width`/`height` may be 0 (read from it).
+    Mjpeg,
+    /// An image file in any format the `image` crate reads (PNG, BMP, PNM, JPEG ...).
+    Encoded,
+}
+
+impl PixelFormat {
+    /// Bytes a raw frame of this size must have; `None` for compressed formats.
+    pub fn frame_len(self, width: u32, height: u32) -> Option<usize> {
+        let px = width as usize * height as usize;
+        match self {
+            PixelFormat::Rgb24 => Some(px * 3),
+            PixelFormat::Gray8 => Some(px),
+            PixelFormat::Yuyv422 => Some(px * 2),
+            PixelFormat::Nv12 => Some(px * 3 / 2),
+            PixelFormat::Mjpeg | PixelFormat::Encoded => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            PixelFormat::Rgb24 => "rgb24",
+            PixelFormat::Gray8 => "gray",
+            PixelFormat::Yuyv422 => "yuyv422",
+            PixelFormat::Nv12 => "nv12",
+            PixelFormat::Mjpeg => "mjpeg",
+            PixelFormat::Encoded => "encoded",
+        }
+    }
+}
+
+/// One captured frame, as the source produced it.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    /// Capture order, from 0, assigned by the capture thread; gaps mean dropped frames.
+    pub seq: u64,
+    /// Wall-clock capture time (for events).
+    pub captured_at: SystemTime,
+    /// Monotonic capture time (for latency).
+    pub captured: Instant,
+    /// Size in pixels; 0 when only the encoded data knows it (`Mjpeg`, `Encoded`).
+    pub width: u32,
+    pub height: u32,
+    pub format: PixelFormat,
+    pub data: Vec<u8>,
+    /// Where the frame came from when it is a file (its path), for messages and events.
+    pub origin: Option<Arc<str>>,
+    /// The true label when the source knows it (synthetic scenes, labelled folders).
+    pub truth: Option<Arc<str>>,
+}
+
+impl Frame {
+    /// A frame captured now; `seq` is set by the capture thread.
+    pub fn new(format: PixelFormat, width: u32, height: u32, data: Vec<u8>) -> Frame {
+        Frame {
+            seq: 0,
+            captured_at: SystemTime::now(),
+            captured: Instant::now(),
+            width,
+            height,
+            format,
+            data,
+            origin: None,
+            truth: None,
+        }
+    }
+}
+
+/// A decoded frame: packed RGB, `width * height * 3` bytes.
+#[derive(Debug, Clone, Default)]
+pub struct RgbBuf {
+    pub width: u32,
+    pub height: u32,
+    pub data: Vec<u8>,
+}
+
+/// Why a frame could not be converted. Run-time errors: the frame is counted and skipped.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("{format} frame {width}x{height} should have {expected} bytes, got {got} (truncated or wrong size/format in the source config)")]
+    Size { format: &'static str, width: u32, height: u32, expected: usize, got: usize },
+    #[error("{format} frame size {width}x{height} is not allowed: {why}")]
+    Geometry { format: &'static str, width: u32, height: u32, why: &'static str },
+    #[error("corrupt or truncated JPEG")]
+    Jpeg(#[source] jpeg_decoder::Error),
+    #[error("JPEG with unsupported pixel format {0:?} (expected grayscale or colour)")]
+    JpegPixels(jpeg_decoder::PixelFormat),
+    #[error("not a readable image")]
+    Image(#[source] image::ImageError),
+    #[error("image is {width}x{height}: too large (limit {limit} pixels)")]
+    TooLarge { width: u32, height: u32, limit: u64 },
+}
+
+/// Largest frame we decode, in pixels (a 8K frame is 33 Mpx); guards memory against bad headers.
+pub const MAX_PIXELS: u64 = 64 * 1024 * 1024;
+
+/// Converts `frame` to RGB in `out` (its buffer is reused).
+///
+/// `min_size`: given the full size of the image, the smallest size the decoded image may have for
+/// the caller's purpose; a JPEG is decoded at the smallest DCT scale (1, 1/2, 1/4, 1/8) that stays
+/// at least that large on both axes. `None` decodes at full size.
+pub fn decode_rgb(frame: &Frame, min_size: Option<&MinSize>, out: &mut RgbBuf) -> Result<(), FrameError> {
+    let (w, h) = (frame.width, frame.height);
+    if let Some(expected) = frame.format.frame_len(w, h) {
+        if frame.data.len() != expected {
+            return Err(FrameError::Size {
+                format: frame.format.name(),
+                width: w,
+                height: h,
+                expected,
+                got: frame.data.len(),
+            });
+        }
+        if w == 0 || h == 0 || w as u64 * h as u64 > MAX_PIXELS {
+            return Err(FrameError::Geometry { format: frame.format.name(), width: w, height: h, why: "empty or larger than the decode limit" });
+        }
+    }
+    match frame.format {
+        PixelFormat::Rgb24 => {
+            set(out, w, h);
+            out.data.copy_from_slice(&frame.data);
+        }
+        PixelFormat::Gray8 => {
+            set(out, w, h);
+            gray_to_rgb(&frame.data, &mut out.data);
+        }
+        PixelFormat::Yuyv422 => {
+            if w % 2 != 0 {
+                return Err(FrameError::Geometry { format: "yuyv422", width: w, height: h, why: "width must be even" });
+            }
+            set(out, w, h);
+            yuyv_to_rgb(&frame.data, &mut out.data);
+        }
+        PixelFormat::Nv12 => {
+            if w % 2 != 0 || h % 2 != 0 {
+                return Err(FrameError::Geometry { format: "nv12", width: w, height: h, why: "width and height must be even" });
+            }
+            set(out, w, h);
+            nv12_to_rgb(&frame.data, w as usize, h as usize, &mut out.data);
+        }
+        PixelFormat::Mjpeg => decode_jpeg(&frame.data, min_size, out)?,
+        PixelFormat::Encoded => {
+            if frame.data.starts_with(&[0xFF, 0xD8]) {
+                decode_jpeg(&frame.data, min_size, out)?
+            } else {
+                decode_other(&frame.data, out)?
+            }
+        }
+    }
+    Ok(())
+}
+
+fn set(out: &mut RgbBuf, w: u32, h: u32) {
+    out.width = w;
+    out.height = h;
+    out.data.resize(w as usize * h as usize * 3, 0);
+}
+
+/// Given an image's full size, the smallest decoded size the caller can use.
+pub type MinSize = dyn Fn(u32, u32) -> (u32, u32);
+
+/// Size of a JPEG dimension decoded at `eighths`/8 scale (as jpeg-decoder computes it).
+fn jpeg_scaled(len: u32, eighths: u32) -> u32 {
+    (len * eighths).saturating_sub(1) / 8 + 1
+}
+
+/// Decodes a JPEG with `jpeg-decoder`, at reduced DCT scale when `min_size` allows.
+pub fn decode_jpeg(data: &[u8], min_size: Option<&MinSize>, out: &mut RgbBuf) -> Result<(), FrameError> {
+    let mut decoder = jpeg_decoder::Decoder::new(data);
+    decoder.read_info().map_err(FrameError::Jpeg)?;
+    let info = decoder.info().ok_or(FrameError::Jpeg(jpeg_decoder::Error::Format("no frame header".into())))?;
+    let (fw, fh) = (info.width as u32, info.height as u32);
+    if fw as u64 * fh as u64 > MAX_PIXELS {
+        return Err(FrameError::TooLarge { width: fw, height: fh, limit: MAX_PIXELS });
+    }
+    if let Some(need) = min_size {
+        let (mw, mh) = need(fw, fh);
+        // jpeg-decoder picks the smallest scale that is large enough on *either* axis; ask it for
+        // the exact size of the smallest scale that is large enough on *both*.
+        if let Some(e) = [1, 2, 4].into_iter().find(|&e| jpeg_scaled(fw, e) >= mw && jpeg_scaled(fh, e) >= mh) {
+            let req = (jpeg_scaled(fw, e).min(u16::MAX as u32) as u16, jpeg_scaled(fh, e).min(u16::MAX as u32) as u16);
+            decoder.scale(req.0, req.1).map_err(FrameError::Jpeg)?;
+        }
+    }
+    let pixels = decoder.decode().map_err(FrameError::Jpeg)?;
+    let info = decoder.info().ok_or(FrameError::Jpeg(jpeg_decoder::Error::Format("no frame header".into())))?;
+    let (w, h) = (info.width as u32, info.height as u32);
+    let n = w as usize * h as usize;
+    match info.pixel_format {
+        jpeg_decoder::PixelFormat::RGB24 if pixels.len() >= n * 3 => {
+            out.width = w;
+            out.height = h;
+            out.data.clear();
+            out.data.extend_from_slice(&pixels[..n * 3]);
+        }
+        jpeg_decoder::PixelFormat::L8 if pixels.len() >= n => {
+            set(out, w, h);
+            gray_to_rgb(&pixels[..n], &mut out.data);
+        }
+        other => return Err(FrameError::JpegPixels(other)),
+    }
+    Ok(())
+}
+
+fn decode_other(data: &[u8], out: &mut RgbBuf) -> Result<(), FrameError> {
+    let reader = image::ImageReader::new(std::io::Cursor::new(data))
+        .with_guessed_format()
+        .map_err(|e| FrameError::Image(image::ImageError::IoError(e)))?;
+    let (w, h) = reader.into_dimensions().map_err(FrameError::Image)?;
+    if w as u64 * h as u64 > MAX_PIXELS {
+        return Err(FrameError::TooLarge { width: w, height: h, limit: MAX_PIXELS });
+    }
+    let img = image::load_from_memory(data).map_err(FrameError::Image)?.into_rgb8();
+    out.width = img.width();
+    out.height = img.height();
+    out.data = img.into_raw();
+    Ok(())
+}
+
+fn gray_to_rgb(gray: &[u8], rgb: &mut [u8]) {
+    for (px, &y) in rgb.chunks_exact_mut(3).zip(gray) {
+        px.copy_from_slice(&[y, y, y]);
+    }
+}
+
+/// BT.601 limited-range YCbCr -> RGB in 16.16 fixed point (the coefficients V4L2 documents).
+#[inline]
+fn yuv_to_rgb(y: u8, u: u8, v: u8) -> [u8; 3] {
+    let c = (y as i32 - 16).max(0) * 76_309; // 1.164383 * 65536
+    let d = u as i32 - 128;
+    let e = v as i32 - 128;
+    let r = (c + 104_597 * e + 32_768) >> 16; // 1.596027
+    let g = (c - 25_675 * d - 53_279 * e + 32_768) >> 16; // 0.391762, 0.812968
+    let b = (c + 132_201 * d + 32_768) >> 16; // 2.017232
+    [r.clamp(0, 255) as u8, g.clamp(0, 255) as u8, b.clamp(0, 255) as u8]
+}
+
+fn yuyv_to_rgb(yuyv: &[u8], rgb: &mut [u8]) {
+    for (src, dst) in yuyv.chunks_exact(4).zip(rgb.chunks_exact_mut(6)) {
+        let (y0, u, y1, v) = (src[0], src[1], src[2], src[3]);
+        dst[..3].copy_from_slice(&yuv_to_rgb(y0, u, v));
+        dst[3..].copy_from_slice(&yuv_to_rgb(y1, u, v));
+    }
+}
+
+fn nv12_to_rgb(nv12: &[u8], w: usize, h: usize, rgb: &mut [u8]) {
+    let (luma, chroma) = nv12.split_at(w * h);
+    for row in 0..h {
+        let uv_row = &chroma[(row / 2) * w..(row / 2) * w + w];
+        let y_row = &luma[row * w..row * w + w];
+        let out_row = &mut rgb[row * w * 3..(row + 1) * w * 3];
+        for col in 0..w {
+            let uv = (col / 2) * 2;
+            out_row[col * 3..col * 3 + 3].copy_from_slice(&yuv_to_rgb(y_row[col], uv_row[uv], uv_row[uv + 1]));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(format: PixelFormat, w: u32, h: u32, data: Vec<u8>) -> Frame {
+        Frame::new(format, w, h, data)
+    }
+
+    fn decode(f: &Frame) -> Result<RgbBuf, FrameError> {
+        let mut out = RgbBuf::default();
+        decode_rgb(f, None, &mut out).map(|_| out)
+    }
+
+    #[test]
+    fn bt601_reference_colours() {
+        // (Y, U, V) -> RGB, reference values from the BT.601 limited-range equations.
+        let cases = [
+            ((16, 128, 128), [0, 0, 0]),
+            ((235, 128, 128), [255, 255, 255]),
+            ((126, 128, 128), [128, 128, 128]),
+            ((81, 90, 240), [255, 0, 0]),
+            ((145, 54, 34), [0, 255, 0]),
+            ((41, 240, 110), [0, 0, 255]),
+        ];
+        for ((y, u, v), want) in cases {
+            let got = yuv_to_rgb(y, u, v);
+            for c in 0..3 {
+                assert!((got[c] as i32 - want[c] as i32).abs() <= 1, "yuv({y},{u},{v}) -> {got:?}, want {want:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn yuyv_pairs_share_chroma() {
+        let f = frame(PixelFormat::Yuyv422, 2, 1, vec![16, 90, 235, 240]);
+        let rgb = decode(&f).expect("valid yuyv").data;
+        assert_eq!(rgb[..3], yuv_to_rgb(16, 90, 240));
+        assert_eq!(rgb[3..], yuv_to_rgb(235, 90, 240));
+    }
+
+    #[test]
+    fn nv12_uses_one_chroma_pair_per_2x2_block() {
+        // 4x2: Y plane 8 bytes, then one row of 4 interleaved U/V bytes (2 pairs).
+        let mut data = vec![16, 16, 235, 235, 16, 16, 235, 235];
+        data.extend_from_slice(&[128, 128, 54, 34]);
+        let f = frame(PixelFormat::Nv12, 4, 2, data);
+        let rgb = decode(&f).expect("valid nv12").data;
+        assert_eq!(&rgb[0..3], &[0, 0, 0]);
+        assert_eq!(rgb[6..9], yuv_to_rgb(235, 54, 34));
+        assert_eq!(rgb[12..15], [0, 0, 0]); // second row, first pixel: same block as (0,0)
+    }
+
+    #[test]
+    fn gray_is_replicated() {
+        let rgb = decode(&frame(PixelFormat::Gray8, 2, 1, vec![7, 200])).expect("gray").data;
+        assert_eq!(rgb, vec![7, 7, 7, 200, 200, 200]);
+    }
+
+    #[test]
+    fn wrong_sizes_are_errors_not_panics() {
+        let cases = [
+            frame(PixelFormat::Rgb24, 4, 4, vec![0; 47]),
+            frame(PixelFormat::Yuyv422, 3, 2, vec![0; 12]),
+            frame(PixelFormat::Nv12, 4, 3, vec![0; 18]),
+            frame(PixelFormat::Gray8, 0, 0, vec![]),
+            frame(PixelFormat::Mjpeg, 0, 0, vec![0xFF, 0xD8, 0xFF]),
+            frame(PixelFormat::Mjpeg, 0, 0, vec![]),
+            frame(PixelFormat::Encoded, 0, 0, b"not an image at all".to_vec()),
+        ];
+        for f in &cases {
+            assert!(decode(f).is_err(), "{:?} {}x{} should be refused", f.format, f.width, f.height);
+        }
+    }
+
+    fn jpeg(w: u32, h: u32) -> Vec<u8> {
+        let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 128]));
+        let mut buf = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut buf, 90)
+            .encode_image(&img)
+            .expect("encode test jpeg");
+        buf
+    }
+
+    #[test]
+    fn jpeg_decodes_at_reduced_scale_when_allowed() {
+        let f = frame(PixelFormat::Mjpeg, 0, 0, jpeg(640, 480));
+        let mut out = RgbBuf::default();
+        decode_rgb(&f, Some(&|_, _| (150, 100)), &mut out).expect("scaled decode");
+        assert_eq!((out.width, out.height), (160, 120));
+        decode_rgb(&f, Some(&|_, _| (150, 121)), &mut out).expect("both axes must be large enough");
+        assert_eq!((out.width, out.height), (320, 240));
+        decode_rgb(&f, None, &mut out).expect("full decode");
+        assert_eq!((out.width, out.height), (640, 480));
+        decode_rgb(&f, Some(&|_, _| (1000, 1000)), &mut out).expect("no upscale");
+        assert_eq!((out.width, out.height), (640, 480));
+    }
+
+    #[test]
+    fn truncated_jpeg_is_an_error() {
+        let mut data = jpeg(64, 64);
+        data.truncate(data.len() / 2);
+        assert!(decode(&frame(PixelFormat::Mjpeg, 0, 0, data)).is_err());
+    }
+}

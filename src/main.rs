@@ -1,0 +1,166 @@
+//! The `lookout` binary: parses the command line, sets up logging, calls the library, prints
+//! errors with their whole chain, and maps them to exit codes (0 ok, 1 run-time failure,
+//! 2 bad usage or configuration).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use lookout::config::{Config, ConfigError};
+use lookout::model::ModelConfig;
+
+#[derive(Parser)]
+#[command(name = "lookout", version, about = "Edge computer-vision inference daemon: camera -> ONNX classifier -> rules -> actions")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon until SIGINT/SIGTERM (or the end of a finite source).
+    Run {
+        /// Configuration file. Default: the embedded reference config (bundled model, synthetic frames).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Validate the configuration, load the model and describe it.
+    Check {
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Classify image files: one JSON line per image.
+    Classify {
+        /// Take [model] from this configuration file.
+        #[arg(long, short, conflicts_with_all = ["model", "labels"])]
+        config: Option<PathBuf>,
+        /// ONNX model file (default preprocessing: stretch, pixel/255).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Labels file, one per line.
+        #[arg(long, requires = "model")]
+        labels: Option<PathBuf>,
+        /// Number of labels per image.
+        #[arg(long, default_value_t = 5)]
+        top_k: usize,
+        /// Also print the model's raw output (before softmax).
+        #[arg(long)]
+        raw: bool,
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+    },
+    /// Render synthetic scenes to PNG files with a labels.csv (demos, training data).
+    Synth {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 100)]
+        count: usize,
+        #[arg(long, default_value_t = 320)]
+        width: u32,
+        #[arg(long, default_value_t = 240)]
+        height: u32,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+}
+
+fn print_error(err: &dyn std::error::Error) {
+    eprintln!("error: {err}");
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        eprintln!("  caused by: {c}");
+        cause = c.source();
+    }
+}
+
+fn load(path: Option<&PathBuf>) -> Result<Config, ConfigError> {
+    match path {
+        Some(p) => Config::load(p),
+        None => Config::embedded(),
+    }
+}
+
+fn init_logging(default_level: &str) {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
+        .format_timestamp_millis()
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run { config } => {
+            let config = match load(config.as_ref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    init_logging("info");
+                    print_error(&e);
+                    return ExitCode::from(2);
+                }
+            };
+            init_logging(&config.log.level);
+            match lookout::daemon::run(&config) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    print_error(&e);
+                    ExitCode::from(e.exit_code())
+                }
+            }
+        }
+        Command::Check { config } => {
+            init_logging("warn");
+            let config = match load(config.as_ref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    print_error(&e);
+                    return ExitCode::from(2);
+                }
+            };
+            match lookout::cli::check(&config, &mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    print_error(&e);
+                    ExitCode::from(e.exit_code())
+                }
+            }
+        }
+        Command::Classify { config, model, labels, top_k, raw, images } => {
+            init_logging("warn");
+            let model_cfg = match (config, model) {
+                (Some(path), _) => match Config::load(&path) {
+                    Ok(c) => c.model,
+                    Err(e) => {
+                        print_error(&e);
+                        return ExitCode::from(2);
+                    }
+                },
+                (None, Some(model)) => ModelConfig::for_path(model, labels),
+                (None, None) => match Config::embedded() {
+                    Ok(c) => c.model,
+                    Err(e) => {
+                        print_error(&e);
+                        return ExitCode::from(2);
+                    }
+                },
+            };
+            match lookout::cli::classify(&model_cfg, &images, top_k.max(1), raw, &mut std::io::stdout()) {
+                Ok(0) => ExitCode::SUCCESS,
+                Ok(_) => ExitCode::from(1),
+                Err(e) => {
+                    print_error(&e);
+                    ExitCode::from(e.exit_code())
+                }
+            }
+        }
+        Command::Synth { out, count, width, height, seed } => {
+            init_logging("warn");
+            match lookout::cli::synth(&out, count, width.max(32), height.max(32), seed) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: cannot write scenes to {}: {e}", out.display());
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}

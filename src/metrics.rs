@@ -1,0 +1,296 @@
+//! Counters and latency histograms shared by every stage.
+//!
+//! One [`Metrics`] is created per pipeline run and shared as `Arc<Metrics>`: each counter is an
+//! atomic written by exactly one stage (noted at the field) and read by anyone (the periodic
+//! summary, `bench`, tests). Histograms use fixed log-spaced buckets, so recording is lock-free
+//! and memory does not grow with run time.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// Number of histogram buckets: 10 µs * 1.1^k covers 10 µs .. ~8 minutes.
+const BUCKETS: usize = 190;
+const FIRST_US: f64 = 10.0;
+const GROWTH: f64 = 1.1;
+
+/// A lock-free latency histogram (microsecond resolution, ~10% bucket width).
+#[derive(Debug)]
+pub struct Histogram {
+    buckets: Vec<AtomicU64>,
+    count: AtomicU64,
+    sum_us: AtomicU64,
+    max_us: AtomicU64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+            sum_us: AtomicU64::new(0),
+            max_us: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Upper bound of bucket `i`, in microseconds.
+fn bound_us(i: usize) -> f64 {
+    FIRST_US * GROWTH.powi(i as i32)
+}
+
+impl Histogram {
+    pub fn record(&self, d: Duration) {
+        let us = d.as_secs_f64() * 1e6;
+        let i = if us <= FIRST_US { 0 } else { ((us / FIRST_US).ln() / GROWTH.ln()).ceil() as usize };
+        self.buckets[i.min(BUCKETS - 1)].fetch_add(1, Relaxed);
+        self.count.fetch_add(1, Relaxed);
+        self.sum_us.fetch_add(us as u64, Relaxed);
+        self.max_us.fetch_max(us as u64, Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Relaxed)
+    }
+
+    /// The `q` quantile (0..1) in milliseconds: the upper bound of the bucket holding it.
+    pub fn quantile_ms(&self, q: f64) -> f64 {
+        let n = self.count();
+        if n == 0 {
+            return 0.0;
+        }
+        let rank = ((q * n as f64).ceil() as u64).clamp(1, n);
+        let mut seen = 0;
+        for (i, b) in self.buckets.iter().enumerate() {
+            seen += b.load(Relaxed);
+            if seen >= rank {
+                let max_ms = self.max_us.load(Relaxed) as f64 / 1000.0;
+                return (bound_us(i) / 1000.0).min(max_ms.max(FIRST_US / 1000.0));
+            }
+        }
+        self.max_us.load(Relaxed) as f64 / 1000.0
+    }
+
+    pub fn mean_ms(&self) -> f64 {
+        let n = self.count();
+        if n == 0 {
+            0.0
+        } else {
+            self.sum_us.load(Relaxed) as f64 / n as f64 / 1000.0
+        }
+    }
+
+    pub fn snapshot(&self) -> LatencySummary {
+        LatencySummary {
+            count: self.count(),
+            mean: self.mean_ms(),
+            p50: self.quantile_ms(0.5),
+            p90: self.quantile_ms(0.9),
+            p99: self.quantile_ms(0.99),
+            max: self.max_us.load(Relaxed) as f64 / 1000.0,
+        }
+    }
+
+    /// Cumulative counts per upper bound (ms), for Prometheus-style export.
+    pub fn cumulative(&self) -> Vec<(f64, u64)> {
+        let mut total = 0;
+        self.buckets
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                total += b.load(Relaxed);
+                (bound_us(i) / 1000.0, total)
+            })
+            .collect()
+    }
+}
+
+/// Latency figures in milliseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct LatencySummary {
+    pub count: u64,
+    pub mean: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+/// Delivery counters of one sink. Written by that sink's thread, except `dropped` (dispatcher).
+#[derive(Debug, Default)]
+pub struct SinkMetrics {
+    pub name: String,
+    /// Events delivered.
+    pub sent: AtomicU64,
+    /// Deliveries that failed (after the sink's own retries).
+    pub failed: AtomicU64,
+    /// Events not queued because the sink's queue was full (dispatcher).
+    pub dropped: AtomicU64,
+    /// Time from capture to delivery.
+    pub latency: Histogram,
+}
+
+/// Everything counted in one pipeline run.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Frames the source delivered (capture thread).
+    pub captured: AtomicU64,
+    /// Frames dropped unprocessed because the frame queue was full: the oldest goes (capture thread).
+    pub dropped: AtomicU64,
+    /// Frames classified (workers).
+    pub inferred: AtomicU64,
+    /// Frames that could not be decoded or classified: counted and skipped (workers).
+    pub failed: AtomicU64,
+    /// Source errors (open/read failures, stalls) (capture thread).
+    pub source_errors: AtomicU64,
+    /// Successful reopenings of the source after an error (capture thread).
+    pub reconnects: AtomicU64,
+    /// Events produced by the dispatcher.
+    pub events: AtomicU64,
+    /// Classified frames with a known true label, and how many of those had it as top-1 (dispatcher).
+    pub truth_total: AtomicU64,
+    pub truth_correct: AtomicU64,
+    /// Capture -> a worker takes the frame.
+    pub queue_wait: Histogram,
+    /// Frame -> RGB.
+    pub decode: Histogram,
+    /// RGB -> input tensor.
+    pub preprocess: Histogram,
+    /// Model run.
+    pub infer: Histogram,
+    /// Capture -> classification done.
+    pub total: Histogram,
+    /// Capture -> event built by the dispatcher.
+    pub event_latency: Histogram,
+    /// One entry per configured sink, in config order.
+    pub sinks: Vec<SinkMetrics>,
+}
+
+/// A plain copy of the counters at one moment.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Snapshot {
+    pub captured: u64,
+    pub dropped: u64,
+    pub inferred: u64,
+    pub failed: u64,
+    pub source_errors: u64,
+    pub reconnects: u64,
+    pub events: u64,
+    /// Top-1 accuracy against the source's true labels, when it has them.
+    pub accuracy: Option<f64>,
+    pub truth_total: u64,
+    pub queue_wait_ms: LatencySummary,
+    pub decode_ms: LatencySummary,
+    pub preprocess_ms: LatencySummary,
+    pub infer_ms: LatencySummary,
+    pub total_ms: LatencySummary,
+    pub event_latency_ms: LatencySummary,
+    pub sinks: Vec<SinkSnapshot>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SinkSnapshot {
+    pub name: String,
+    pub sent: u64,
+    pub failed: u64,
+    pub dropped: u64,
+}
+
+impl Metrics {
+    pub fn new(sink_names: &[String]) -> Metrics {
+        Metrics {
+            sinks: sink_names.iter().map(|n| SinkMetrics { name: n.clone(), ..Default::default() }).collect(),
+            ..Default::default()
+        }
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        let truth_total = self.truth_total.load(Relaxed);
+        Snapshot {
+            captured: self.captured.load(Relaxed),
+            dropped: self.dropped.load(Relaxed),
+            inferred: self.inferred.load(Relaxed),
+            failed: self.failed.load(Relaxed),
+            source_errors: self.source_errors.load(Relaxed),
+            reconnects: self.reconnects.load(Relaxed),
+            events: self.events.load(Relaxed),
+            accuracy: (truth_total > 0).then(|| self.truth_correct.load(Relaxed) as f64 / truth_total as f64),
+            truth_total,
+            queue_wait_ms: self.queue_wait.snapshot(),
+            decode_ms: self.decode.snapshot(),
+            preprocess_ms: self.preprocess.snapshot(),
+            infer_ms: self.infer.snapshot(),
+            total_ms: self.total.snapshot(),
+            event_latency_ms: self.event_latency.snapshot(),
+            sinks: self
+                .sinks
+                .iter()
+                .map(|s| SinkSnapshot {
+                    name: s.name.clone(),
+                    sent: s.sent.load(Relaxed),
+                    failed: s.failed.load(Relaxed),
+                    dropped: s.dropped.load(Relaxed),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl Snapshot {
+    /// The one-line `info` summary: a sentence, then key=value fields.
+    pub fn summary_line(&self) -> String {
+        let mut s = format!(
+            "Pipeline summary. captured={} dropped={} inferred={} failed={} events={} source_errors={} \
+             infer_p50_ms={:.1} total_p50_ms={:.1} total_p99_ms={:.1}",
+            self.captured,
+            self.dropped,
+            self.inferred,
+            self.failed,
+            self.events,
+            self.source_errors,
+            self.infer_ms.p50,
+            self.total_ms.p50,
+            self.total_ms.p99,
+        );
+        if let Some(acc) = self.accuracy {
+            s.push_str(&format!(" accuracy={:.3} labelled={}", acc, self.truth_total));
+        }
+        for sink in &self.sinks {
+            s.push_str(&format!(
+                " sink.{}.sent={} sink.{}.failed={} sink.{}.dropped={}",
+                sink.name, sink.sent, sink.name, sink.failed, sink.name, sink.dropped
+            ));
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_are_within_a_bucket() {
+        let h = Histogram::default();
+        for ms in 1..=100 {
+            h.record(Duration::from_millis(ms));
+        }
+        let p50 = h.quantile_ms(0.5);
+        let p99 = h.quantile_ms(0.99);
+        assert!((50.0..=55.0).contains(&p50), "p50={p50}");
+        assert!((99.0..=100.0).contains(&p99), "p99={p99}");
+        assert_eq!(h.count(), 100);
+        assert!((h.mean_ms() - 50.5).abs() < 0.01);
+    }
+
+    #[test]
+    fn empty_and_extreme_values() {
+        let h = Histogram::default();
+        assert_eq!(h.quantile_ms(0.5), 0.0);
+        h.record(Duration::from_secs(100_000));
+        h.record(Duration::ZERO);
+        assert_eq!(h.count(), 2);
+        assert!(h.quantile_ms(1.0) > 1000.0);
+    }
+}

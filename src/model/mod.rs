@@ -1,0 +1,607 @@
+//! The classifier: an ONNX model loaded through tract, shared by every worker.
+//!
+//! [`Model::load`] reads the file, checks that tract knows every operator (naming the node of
+//! the first it does not), reads the input's layout (NCHW/NHWC), size and dtype from the model
+//! (or `input_shape` where the model leaves them open), finds the labels (labels file, ONNX
+//! metadata, or `class_<i>`), and compiles one optimised plan. Each worker opens its own
+//! [`Session`] on the shared plan; a session owns its tract state and its scratch buffers.
+//! Preprocessing is in [`preprocess`], softmax and top-k in [`postprocess`]. This module knows
+//! nothing of threads, sources or sinks.
+
+pub mod labels;
+pub mod postprocess;
+pub mod preprocess;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use tract_onnx::pb;
+use tract_onnx::prelude::*;
+use tract_onnx::tract_hir::infer::Factoid;
+use tract_onnx::prelude::tract_data::internal::DimLike;
+
+use crate::config::Problems;
+use crate::frame::{decode_rgb, Frame, FrameError, RgbBuf};
+pub use preprocess::{ChannelOrder, InputType, Layout, Preprocess, PreprocessConfig, ResizeMode};
+
+/// The bundled default model (see `models/MODEL_CARD.md`), used when `model.path` is not set.
+pub const BUILTIN_MODEL: &[u8] = include_bytes!("../../models/default.onnx");
+/// Name shown for the bundled model.
+pub const BUILTIN_NAME: &str = "<bundled default model>";
+
+/// `[model]`: the classifier and how to feed it. (Interface contract: keys change only additively.)
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Path of the `.onnx` file. Not set: the bundled default model (parts on a line: ok,
+    /// scratch, dent, missing).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Labels file, one label per line in output order. Not set: the model's ONNX metadata
+    /// (`labels`, `names`, `classes` or `class_names`), else `class_<i>`.
+    #[serde(default)]
+    pub labels: Option<PathBuf>,
+    /// "logits": softmax is applied to the output; "probabilities": the output is used as is.
+    #[serde(default)]
+    pub output: OutputKind,
+    /// Input shape, only where the model leaves dimensions open, e.g. [1, 3, 224, 224].
+    #[serde(default)]
+    pub input_shape: Option<Vec<usize>>,
+    /// How frames become input tensors.
+    #[serde(default)]
+    pub preprocess: PreprocessConfig,
+}
+
+/// What the model's output holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputKind {
+    #[default]
+    Logits,
+    Probabilities,
+}
+
+impl ModelConfig {
+    pub fn validate(&self, key: &str, p: &mut Problems) {
+        if let Some(shape) = &self.input_shape {
+            if !(shape.len() == 3 || shape.len() == 4) || shape.iter().any(|&d| d == 0 || d > 16384) {
+                p.push(
+                    format!("{key}.input_shape"),
+                    format!("expected 4 (or 3) positive dimensions like [1, 3, 224, 224], got {shape:?}"),
+                );
+            }
+        }
+        self.preprocess.validate(&format!("{key}.preprocess"), p);
+    }
+
+    /// A model config for a bare `--model FILE [--labels FILE]`.
+    pub fn for_path(path: PathBuf, labels: Option<PathBuf>) -> ModelConfig {
+        ModelConfig { path: Some(path), labels, ..ModelConfig::default() }
+    }
+}
+
+/// Why a model could not be used. All are startup errors except `Infer`.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error("cannot read model file {path}: check `model.path`")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{model} is not a valid ONNX file (truncated, corrupt, or another format)")]
+    Decode {
+        model: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("{model} uses operators that tract cannot run:\n{}\n{hint}", list_ops(.ops))]
+    Unsupported { model: String, ops: Vec<UnsupportedOp>, hint: String },
+    #[error("{model} has {count} inputs ({names}); lookout needs an image classifier with exactly one input")]
+    Inputs { model: String, count: usize, names: String },
+    #[error("{model}: input {name:?} has shape {shape}: {why}")]
+    InputShape { model: String, name: String, shape: String, why: String },
+    #[error("{model}: input type {dtype:?} is not supported (expected float32, uint8 or int8)")]
+    InputType { model: String, dtype: String },
+    #[error("{model}: tract could not prepare the model")]
+    Tract {
+        model: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("{model}: output shape {shape} is not a classifier output ([N, C] or [C])")]
+    OutputShape { model: String, shape: String },
+    #[error("cannot read labels file {path}: check `model.labels`")]
+    Labels {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{labels_from} has {labels} labels but {model} outputs {classes} classes: they must match")]
+    LabelCount { model: String, labels_from: String, labels: usize, classes: usize },
+    #[error("preprocessing does not fit the model: {0}")]
+    Preprocess(String),
+    #[error("inference failed")]
+    Infer(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// An operator tract has no implementation for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnsupportedOp {
+    pub op_type: String,
+    pub domain: String,
+    pub node: String,
+}
+
+fn list_ops(ops: &[UnsupportedOp]) -> String {
+    ops.iter()
+        .map(|o| {
+            let domain = if o.domain.is_empty() { String::new() } else { format!(" (domain {})", o.domain) };
+            format!("  - {}{domain} at node {:?}", o.op_type, o.node)
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The model's input as lookout feeds it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputSpec {
+    pub name: String,
+    pub layout: Layout,
+    pub dtype: InputType,
+    /// Batch size the model requires (1 unless the model fixes another).
+    pub batch: usize,
+    /// Whether the tensor has a batch axis at all.
+    pub has_batch_axis: bool,
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+}
+
+impl InputSpec {
+    /// The full tensor shape, in the model's layout.
+    pub fn shape(&self) -> Vec<usize> {
+        let mut s = match self.layout {
+            Layout::Nchw => vec![self.channels, self.height, self.width],
+            Layout::Nhwc => vec![self.height, self.width, self.channels],
+        };
+        if self.has_batch_axis {
+            s.insert(0, self.batch);
+        }
+        s
+    }
+}
+
+/// The quantization scheme found in the graph, for `lookout check`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quantization {
+    Float,
+    QdqPerTensor,
+    QdqPerChannel,
+    QOperator,
+}
+
+impl Quantization {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Quantization::Float => "none (float)",
+            Quantization::QdqPerTensor => "int8 QDQ, per-tensor",
+            Quantization::QdqPerChannel => "int8 QDQ, per-channel",
+            Quantization::QOperator => "int8 QOperator (QLinear* operators)",
+        }
+    }
+}
+
+/// Where the labels came from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LabelSource {
+    File(PathBuf),
+    Metadata(String),
+    Generated,
+}
+
+impl std::fmt::Display for LabelSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LabelSource::File(p) => write!(f, "labels file {}", p.display()),
+            LabelSource::Metadata(k) => write!(f, "ONNX metadata property {k:?}"),
+            LabelSource::Generated => f.write_str("generated names class_<i>"),
+        }
+    }
+}
+
+/// A loaded, optimised classifier. Shared (`Arc`) by all workers; immutable.
+#[derive(Debug)]
+pub struct Model {
+    /// Display name: the path, or [`BUILTIN_NAME`].
+    pub name: String,
+    /// The optimised plan; each [`Session`] holds its own state over it.
+    plan: Arc<TypedSimplePlan>,
+    pub input: InputSpec,
+    pub labels: Vec<String>,
+    pub labels_from: LabelSource,
+    pub output: OutputKind,
+    pub preprocess: Preprocess,
+    pub quantization: Quantization,
+    /// Operator types in the ONNX graph and how often each occurs.
+    pub op_counts: BTreeMap<String, usize>,
+    pub opset: i64,
+    pub load_time: Duration,
+}
+
+impl Model {
+    /// Loads and compiles the model described by `cfg`.
+    pub fn load(cfg: &ModelConfig) -> Result<Model, ModelError> {
+        let started = Instant::now();
+        let (name, bytes) = match &cfg.path {
+            Some(path) => {
+                let bytes = std::fs::read(path).map_err(|source| ModelError::Read { path: path.clone(), source })?;
+                (path.display().to_string(), bytes)
+            }
+            None => (BUILTIN_NAME.to_owned(), BUILTIN_MODEL.to_vec()),
+        };
+        let onnx = tract_onnx::onnx();
+        let proto = onnx
+            .proto_model_for_read(&mut bytes.as_slice())
+            .map_err(|e| ModelError::Decode { model: name.clone(), source: e.into() })?;
+        let graph = proto.graph.as_ref().ok_or_else(|| ModelError::Decode {
+            model: name.clone(),
+            source: "the file holds no graph".into(),
+        })?;
+        if graph.node.is_empty() {
+            return Err(ModelError::Decode { model: name, source: "the graph has no nodes".into() });
+        }
+        check_operators(&onnx, graph, &name)?;
+        let input_name = single_input(graph, &name)?;
+        let op_counts = count_ops(graph);
+        let quantization = detect_quantization(graph);
+        let opset = proto
+            .opset_import
+            .iter()
+            .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+            .map(|o| o.version)
+            .unwrap_or(0);
+
+        let model_dir = cfg.path.as_ref().and_then(|p| p.parent()).and_then(Path::to_str);
+        let tract_err = |e: TractError| ModelError::Tract { model: name.clone(), source: e.into() };
+        let parsed = onnx.parse(&proto, model_dir).map_err(tract_err)?;
+        let mut model = parsed.model;
+        let fact = model.input_fact(0).map_err(tract_err)?.clone();
+        let input = input_spec(&fact, &input_name, cfg.input_shape.as_deref(), &name)?;
+        let dt = match input.dtype {
+            InputType::F32 => f32::datum_type(),
+            InputType::U8 => u8::datum_type(),
+            InputType::I8 => i8::datum_type(),
+        };
+        model = model
+            .with_input_fact(0, InferenceFact::dt_shape(dt, input.shape()))
+            .map_err(tract_err)?;
+        let typed = model.into_optimized().map_err(tract_err)?;
+        let out_fact = typed.output_fact(0).map_err(tract_err)?;
+        let out_shape: Vec<usize> = out_fact
+            .shape
+            .as_concrete()
+            .map(|s| s.to_vec())
+            .ok_or_else(|| ModelError::OutputShape { model: name.clone(), shape: format!("{:?}", out_fact.shape) })?;
+        let classes = classes_in_output(&out_shape, input.batch)
+            .ok_or_else(|| ModelError::OutputShape { model: name.clone(), shape: format!("{out_shape:?}") })?;
+        let plan = typed.into_runnable().map_err(tract_err)?;
+
+        let (labels, labels_from) = labels::resolve(cfg.labels.as_deref(), &proto.metadata_props, classes)?;
+        if labels.len() != classes {
+            return Err(ModelError::LabelCount {
+                model: name,
+                labels_from: labels_from.to_string(),
+                labels: labels.len(),
+                classes,
+            });
+        }
+        let preprocess = cfg.preprocess.resolve(cfg.path.is_none(), &input).map_err(ModelError::Preprocess)?;
+        Ok(Model {
+            name,
+            plan,
+            input,
+            labels,
+            labels_from,
+            output: cfg.output,
+            preprocess,
+            quantization,
+            op_counts,
+            opset,
+            load_time: started.elapsed(),
+        })
+    }
+
+    /// Number of classes the model scores.
+    pub fn classes(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// A per-worker session: its own tract state and buffers over the shared plan.
+    pub fn session(self: &Arc<Self>) -> Result<Session, ModelError> {
+        let state = TypedSimpleState::new(&self.plan).map_err(|e| ModelError::Infer(e.into()))?;
+        Ok(Session {
+            model: Arc::clone(self),
+            state,
+            pre: preprocess::Preprocessor::new(self.preprocess.clone(), self.input.clone()),
+            rgb: RgbBuf::default(),
+        })
+    }
+}
+
+/// Errors while classifying one frame: counted and skipped by the pipeline.
+#[derive(Debug, thiserror::Error)]
+pub enum ClassifyError {
+    #[error("cannot decode frame")]
+    Frame(#[from] FrameError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+}
+
+/// What one classification produced.
+#[derive(Debug, Clone, Default)]
+pub struct Scores {
+    /// The model's output for this frame, flattened, before any softmax.
+    pub raw: Vec<f32>,
+    /// Probabilities (softmax of `raw` for logits models).
+    pub probs: Vec<f32>,
+    pub decode: Duration,
+    pub preprocess: Duration,
+    pub infer: Duration,
+}
+
+/// One worker's handle on the model. Not shared: each worker thread owns one.
+pub struct Session {
+    model: Arc<Model>,
+    state: TypedSimpleState,
+    pre: preprocess::Preprocessor,
+    rgb: RgbBuf,
+}
+
+impl Session {
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+
+    /// Decodes, preprocesses and classifies one frame.
+    pub fn classify_frame(&mut self, frame: &Frame) -> Result<Scores, ClassifyError> {
+        let t0 = Instant::now();
+        let mut rgb = std::mem::take(&mut self.rgb);
+        let sizer = self.pre.decode_sizer();
+        let need = move |w: u32, h: u32| sizer.min_decode_size(w, h);
+        let decoded = decode_rgb(frame, Some(&need), &mut rgb);
+        let decode = t0.elapsed();
+        let result = decoded.map_err(ClassifyError::from).and_then(|_| self.classify_rgb(&rgb));
+        self.rgb = rgb;
+        result.map(|mut s| {
+            s.decode = decode;
+            s
+        })
+    }
+
+    /// Preprocesses and classifies an RGB image.
+    pub fn classify_rgb(&mut self, rgb: &RgbBuf) -> Result<Scores, ClassifyError> {
+        let t0 = Instant::now();
+        let tensor = self.pre.run(rgb);
+        let t1 = Instant::now();
+        let outputs = self.state.run(tvec![tensor.into()]).map_err(|e| ModelError::Infer(e.into()))?;
+        let t2 = Instant::now();
+        let out = outputs[0]
+            .cast_to::<f32>()
+            .map_err(|e| ModelError::Infer(e.into()))?;
+        let flat = out.to_plain_array_view::<f32>().map_err(|e| ModelError::Infer(e.into()))?;
+        let classes = self.model.classes();
+        // Batch models: every slot holds this frame (see `Preprocessor::run`); use the first.
+        let raw: Vec<f32> = flat.iter().take(classes).copied().collect();
+        let probs = match self.model.output {
+            OutputKind::Logits => postprocess::softmax(&raw),
+            OutputKind::Probabilities => raw.clone(),
+        };
+        Ok(Scores { raw, probs, decode: Duration::ZERO, preprocess: t1 - t0, infer: t2 - t1 })
+    }
+}
+
+fn check_operators(onnx: &tract_onnx::Onnx, graph: &pb::GraphProto, model: &str) -> Result<(), ModelError> {
+    let mut ops: Vec<UnsupportedOp> = Vec::new();
+    for node in &graph.node {
+        if !onnx.op_register.0.contains_key(&node.op_type) {
+            ops.push(UnsupportedOp {
+                op_type: node.op_type.clone(),
+                domain: node.domain.clone(),
+                node: if node.name.is_empty() { node.output.first().cloned().unwrap_or_default() } else { node.name.clone() },
+            });
+        }
+    }
+    if ops.is_empty() {
+        return Ok(());
+    }
+    let mut kinds: Vec<&str> = ops.iter().map(|o| o.op_type.as_str()).collect();
+    kinds.dedup();
+    let contrib = ops.iter().any(|o| o.domain == "com.microsoft");
+    let hint = if contrib {
+        "These are onnxruntime contrib operators (QOperator quantization). Re-export the model in QDQ format: \
+         onnxruntime.quantization.quantize_static(model_fp32, model_int8, calibration_reader, \
+         quant_format=QuantFormat.QDQ), or use the float model."
+            .to_owned()
+    } else {
+        "Re-export the model with a standard ONNX operator set (opset 9 to 18), or replace these operators.".to_owned()
+    };
+    // Keep the message readable: at most 10 nodes listed, plus a count.
+    let total = ops.len();
+    ops.truncate(10);
+    let hint = if total > 10 { format!("({total} nodes in all)\n{hint}") } else { hint };
+    Err(ModelError::Unsupported { model: model.to_owned(), ops, hint })
+}
+
+fn single_input(graph: &pb::GraphProto, model: &str) -> Result<String, ModelError> {
+    let init: std::collections::HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let inputs: Vec<&str> = graph.input.iter().map(|i| i.name.as_str()).filter(|n| !init.contains(n)).collect();
+    if inputs.len() != 1 {
+        return Err(ModelError::Inputs {
+            model: model.to_owned(),
+            count: inputs.len(),
+            names: inputs.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", "),
+        });
+    }
+    Ok(inputs[0].to_owned())
+}
+
+fn count_ops(graph: &pb::GraphProto) -> BTreeMap<String, usize> {
+    let mut counts = BTreeMap::new();
+    for node in &graph.node {
+        *counts.entry(node.op_type.clone()).or_insert(0) += 1;
+    }
+    counts
+}
+
+fn detect_quantization(graph: &pb::GraphProto) -> Quantization {
+    let qop = graph.node.iter().any(|n| n.op_type.starts_with("QLinear") || n.op_type == "QGemm");
+    if qop {
+        return Quantization::QOperator;
+    }
+    let dims: std::collections::HashMap<&str, i64> =
+        graph.initializer.iter().map(|t| (t.name.as_str(), t.dims.iter().product::<i64>())).collect();
+    let mut qdq = false;
+    for n in graph.node.iter().filter(|n| n.op_type == "DequantizeLinear" || n.op_type == "QuantizeLinear") {
+        qdq = true;
+        if let Some(scale) = n.input.get(1) {
+            if dims.get(scale.as_str()).copied().unwrap_or(1) > 1 {
+                return Quantization::QdqPerChannel;
+            }
+        }
+    }
+    if qdq {
+        Quantization::QdqPerTensor
+    } else {
+        Quantization::Float
+    }
+}
+
+/// Classes per batch item of an output of shape `[N, C]`, `[C]`, or `[N, C, 1, 1]`.
+fn classes_in_output(shape: &[usize], batch: usize) -> Option<usize> {
+    let total: usize = shape.iter().product();
+    let classes = match shape {
+        [c] => *c,
+        [n, c] if *n == batch => *c,
+        [n, c, rest @ ..] if *n == batch && rest.iter().all(|&d| d == 1) => *c,
+        _ => return None,
+    };
+    (classes > 0 && total == classes * if shape.len() == 1 { 1 } else { batch }).then_some(classes)
+}
+
+fn input_spec(
+    fact: &InferenceFact,
+    name: &str,
+    configured: Option<&[usize]>,
+    model: &str,
+) -> Result<InputSpec, ModelError> {
+    let dims: Vec<Option<usize>> = fact
+        .shape
+        .dims()
+        .map(|d| d.concretize().and_then(|td| td.to_usize().ok()))
+        .collect();
+    let shape_str = format!(
+        "[{}]",
+        dims.iter().map(|d| d.map_or("?".to_owned(), |v| v.to_string())).collect::<Vec<_>>().join(", ")
+    );
+    let err = |why: String| ModelError::InputShape {
+        model: model.to_owned(),
+        name: name.to_owned(),
+        shape: shape_str.clone(),
+        why,
+    };
+    let dims: Vec<Option<usize>> = match configured {
+        Some(cfg) => {
+            if !dims.is_empty() && dims.len() != cfg.len() {
+                return Err(err(format!("model.input_shape {cfg:?} has {} dimensions, the model {}", cfg.len(), dims.len())));
+            }
+            for (i, (m, c)) in dims.iter().zip(cfg).enumerate() {
+                if let Some(m) = m {
+                    if m != c {
+                        return Err(err(format!("model.input_shape {cfg:?} disagrees with the model at axis {i} ({c} vs {m})")));
+                    }
+                }
+            }
+            cfg.iter().map(|&d| Some(d)).collect()
+        }
+        None => dims,
+    };
+    let dtype = match fact.datum_type.concretize() {
+        None => InputType::F32,
+        Some(dt) if dt == f32::datum_type() => InputType::F32,
+        Some(dt) if dt == u8::datum_type() => InputType::U8,
+        Some(dt) if dt == i8::datum_type() => InputType::I8,
+        Some(dt) => return Err(ModelError::InputType { model: model.to_owned(), dtype: format!("{dt:?}") }),
+    };
+    let (has_batch_axis, batch, rest) = match dims.len() {
+        4 => (true, dims[0].unwrap_or(1), &dims[1..]),
+        3 => (false, 1, &dims[..]),
+        0 => return Err(err("the model does not say; set model.input_shape, e.g. [1, 3, 224, 224]".into())),
+        n => return Err(err(format!("{n} dimensions; an image input has 4 (N, C, H, W or N, H, W, C)"))),
+    };
+    let is_ch = |d: Option<usize>| matches!(d, Some(1) | Some(3));
+    let layout = if is_ch(rest[0]) && !is_ch(rest[2]) {
+        Layout::Nchw
+    } else if is_ch(rest[2]) && !is_ch(rest[0]) {
+        Layout::Nhwc
+    } else if is_ch(rest[0]) {
+        Layout::Nchw
+    } else {
+        return Err(err("no channel axis of size 1 or 3 in position C of NCHW or NHWC".into()));
+    };
+    let (c, h, w) = match layout {
+        Layout::Nchw => (rest[0], rest[1], rest[2]),
+        Layout::Nhwc => (rest[2], rest[0], rest[1]),
+    };
+    let (Some(c), Some(h), Some(w)) = (c, h, w) else {
+        return Err(err("height or width is left open by the model; set model.input_shape, e.g. [1, 3, 224, 224]".into()));
+    };
+    Ok(InputSpec { name: name.to_owned(), layout, dtype, batch, has_batch_axis, channels: c, height: h, width: w })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifier_output_shapes() {
+        assert_eq!(classes_in_output(&[1, 10], 1), Some(10));
+        assert_eq!(classes_in_output(&[10], 1), Some(10));
+        assert_eq!(classes_in_output(&[16, 10], 16), Some(10));
+        assert_eq!(classes_in_output(&[1, 1000, 1, 1], 1), Some(1000));
+        assert_eq!(classes_in_output(&[1, 10, 7, 7], 1), None);
+        assert_eq!(classes_in_output(&[2, 10], 1), None);
+    }
+
+    fn fact(shape: &[Option<usize>]) -> InferenceFact {
+        let dims: TVec<tract_onnx::tract_hir::infer::DimFact> = shape
+            .iter()
+            .map(|d| match d {
+                Some(v) => tract_onnx::tract_hir::infer::GenericFactoid::Only(TDim::from(*v)),
+                None => tract_onnx::tract_hir::infer::GenericFactoid::Any,
+            })
+            .collect();
+        InferenceFact::dt(f32::datum_type()).with_shape(tract_onnx::tract_hir::infer::ShapeFactoid::closed(dims))
+    }
+
+    #[test]
+    fn input_layout_and_open_dims() {
+        let s = input_spec(&fact(&[None, Some(3), Some(96), Some(96)]), "x", None, "m").expect("nchw");
+        assert_eq!((s.layout, s.batch, s.channels, s.height, s.width), (Layout::Nchw, 1, 3, 96, 96));
+        let s = input_spec(&fact(&[Some(1), Some(224), Some(224), Some(3)]), "x", None, "m").expect("nhwc");
+        assert_eq!((s.layout, s.height), (Layout::Nhwc, 224));
+        let s = input_spec(&fact(&[Some(16), Some(3), Some(32), Some(32)]), "x", None, "m").expect("batch 16");
+        assert_eq!(s.batch, 16);
+        let e = input_spec(&fact(&[Some(1), Some(3), None, None]), "x", None, "m").expect_err("open h/w");
+        assert!(e.to_string().contains("input_shape"), "{e}");
+        let s = input_spec(&fact(&[Some(1), Some(3), None, None]), "x", Some(&[1, 3, 128, 160]), "m").expect("configured");
+        assert_eq!((s.height, s.width), (128, 160));
+        let e = input_spec(&fact(&[Some(1), Some(3), Some(96), Some(96)]), "x", Some(&[1, 3, 64, 64]), "m")
+            .expect_err("conflict");
+        assert!(e.to_string().contains("disagrees"), "{e}");
+        assert!(input_spec(&fact(&[Some(1), Some(5), Some(7), Some(9)]), "x", None, "m").is_err());
+    }
+}

@@ -1,0 +1,490 @@
+//! Preprocessing: decoded RGB frame -> model input tensor.
+//!
+//! Resize (`stretch`, `crop`, `letterbox`) with fast_image_resize's antialiased bilinear
+//! convolution, which matches Pillow's `Image.resize(..., BILINEAR)` (what most training and
+//! reference scripts use); then channel order, `value = pixel / scale`, `(value - mean) / std`
+//! through a per-channel lookup table, written in the model's layout (NCHW/NHWC) and dtype.
+//! Integer-input models (uint8/int8) get the pixel values themselves (int8: pixel - 128); `scale`,
+//! `mean` and `std` apply to float inputs only.
+
+use fast_image_resize as fr;
+use serde::Deserialize;
+use tract_onnx::prelude::Tensor;
+
+use super::InputSpec;
+use crate::config::Problems;
+use crate::frame::RgbBuf;
+
+/// How a frame is fitted to the model's input size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResizeMode {
+    /// Scale the whole frame to the input size, ignoring aspect ratio.
+    Stretch,
+    /// Scale the shorter side to `resize_to`, then cut the centre (torchvision's Resize+CenterCrop).
+    Crop,
+    /// Scale the whole frame to fit inside, keeping aspect ratio; pad with black.
+    Letterbox,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelOrder {
+    Rgb,
+    Bgr,
+}
+
+/// Memory layout of the input tensor, read from the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    Nchw,
+    Nhwc,
+}
+
+/// Element type of the input tensor, read from the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputType {
+    F32,
+    U8,
+    I8,
+}
+
+/// `[model.preprocess]`. Unset keys take the bundled model's values when `model.path` is unset,
+/// else the generic defaults given with each key.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreprocessConfig {
+    /// "stretch" | "crop" | "letterbox". Default "stretch".
+    #[serde(default)]
+    pub resize: Option<ResizeMode>,
+    /// For "crop": the shorter side is scaled to this many pixels before the centre crop.
+    /// Default: input size * 256 / 224 (256 for a 224 model).
+    #[serde(default)]
+    pub resize_to: Option<u32>,
+    /// "rgb" | "bgr". Default "rgb".
+    #[serde(default)]
+    pub channel_order: Option<ChannelOrder>,
+    /// value = pixel / scale. Default 255.0.
+    #[serde(default)]
+    pub scale: Option<f32>,
+    /// Per-channel mean subtracted after scaling (1 or 3 values). Default [0, 0, 0].
+    #[serde(default)]
+    pub mean: Option<Vec<f32>>,
+    /// Per-channel divisor after the mean (1 or 3 values, > 0). Default [1, 1, 1].
+    #[serde(default)]
+    pub std: Option<Vec<f32>>,
+}
+
+/// Preprocessing of the bundled model (`models/MODEL_CARD.md`).
+pub const BUILTIN_MEAN: [f32; 3] = [0.5, 0.5, 0.5];
+pub const BUILTIN_STD: [f32; 3] = [0.25, 0.25, 0.25];
+
+/// Resolved preprocessing, every value set.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Preprocess {
+    pub resize: ResizeMode,
+    pub resize_to: u32,
+    pub channel_order: ChannelOrder,
+    pub scale: f32,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+fn three(v: &[f32]) -> [f32; 3] {
+    match v {
+        [a] => [*a; 3],
+        [a, b, c] => [*a, *b, *c],
+        _ => [0.0; 3], // refused by validate()
+    }
+}
+
+impl PreprocessConfig {
+    pub fn validate(&self, key: &str, p: &mut Problems) {
+        if let Some(s) = self.scale {
+            if !(s.is_finite() && s > 0.0) {
+                p.push(format!("{key}.scale"), format!("expected a positive number, got {s}"));
+            }
+        }
+        if let Some(r) = self.resize_to {
+            p.range(&format!("{key}.resize_to"), r, 1, 16384);
+        }
+        for (name, v, positive) in [("mean", &self.mean, false), ("std", &self.std, true)] {
+            if let Some(v) = v {
+                if !(v.len() == 1 || v.len() == 3) {
+                    p.push(format!("{key}.{name}"), format!("expected 1 or 3 values, got {}", v.len()));
+                } else if v.iter().any(|x| !x.is_finite() || (positive && *x <= 0.0)) {
+                    let what = if positive { "positive numbers" } else { "finite numbers" };
+                    p.push(format!("{key}.{name}"), format!("expected {what}, got {v:?}"));
+                }
+            }
+        }
+    }
+
+    /// Fills unset values and checks them against the model's input.
+    pub fn resolve(&self, builtin: bool, input: &InputSpec) -> Result<Preprocess, String> {
+        let (mean, std) = if builtin { (BUILTIN_MEAN, BUILTIN_STD) } else { ([0.0; 3], [1.0; 3]) };
+        let longest = input.width.max(input.height) as u32;
+        let p = Preprocess {
+            resize: self.resize.unwrap_or(ResizeMode::Stretch),
+            resize_to: self.resize_to.unwrap_or((longest * 256).div_ceil(224)),
+            channel_order: self.channel_order.unwrap_or(ChannelOrder::Rgb),
+            scale: self.scale.unwrap_or(255.0),
+            mean: self.mean.as_deref().map_or(mean, three),
+            std: self.std.as_deref().map_or(std, three),
+        };
+        if p.resize == ResizeMode::Crop && p.resize_to < longest {
+            return Err(format!(
+                "model.preprocess.resize_to = {} is smaller than the model input ({}x{}); it must be at least {longest}",
+                p.resize_to, input.width, input.height
+            ));
+        }
+        Ok(p)
+    }
+}
+
+/// Decoding a JPEG to at least this multiple of the size it is resized to keeps the resize
+/// antialiased: the reduced-scale decode never does more than half of the downscaling.
+pub const MIN_DECODE_OVERSAMPLE: u32 = 2;
+
+/// A rectangle in source pixels (fractional) mapped onto a rectangle of the target.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Geometry {
+    /// Source crop box: left, top, width, height.
+    pub src: (f64, f64, f64, f64),
+    /// Destination rectangle inside the target: left, top, width, height.
+    pub dst: (u32, u32, u32, u32),
+}
+
+impl Preprocess {
+    /// Size of the whole frame after scaling, before crop or padding.
+    pub fn scaled_size(&self, w: u32, h: u32, tw: u32, th: u32) -> (u32, u32) {
+        let (w, h) = (w.max(1) as f64, h.max(1) as f64);
+        match self.resize {
+            ResizeMode::Stretch => (tw, th),
+            ResizeMode::Crop => {
+                let s = self.resize_to as f64 / w.min(h);
+                (((w * s).round() as u32).max(tw), ((h * s).round() as u32).max(th))
+            }
+            ResizeMode::Letterbox => {
+                let s = (tw as f64 / w).min(th as f64 / h);
+                (((w * s).round() as u32).clamp(1, tw), ((h * s).round() as u32).clamp(1, th))
+            }
+        }
+    }
+
+    /// Where the source goes in a `tw` x `th` target.
+    pub fn geometry(&self, w: u32, h: u32, tw: u32, th: u32) -> Geometry {
+        let (rw, rh) = self.scaled_size(w, h, tw, th);
+        let (wf, hf) = (w as f64, h as f64);
+        match self.resize {
+            ResizeMode::Stretch => Geometry { src: (0.0, 0.0, wf, hf), dst: (0, 0, tw, th) },
+            ResizeMode::Crop => {
+                // torchvision's center_crop: offset = round((scaled - target) / 2), ties to even.
+                let left = ((rw - tw) as f64 / 2.0).round_ties_even();
+                let top = ((rh - th) as f64 / 2.0).round_ties_even();
+                let (sx, sy) = (wf / rw as f64, hf / rh as f64);
+                Geometry { src: (left * sx, top * sy, tw as f64 * sx, th as f64 * sy), dst: (0, 0, tw, th) }
+            }
+            ResizeMode::Letterbox => Geometry { src: (0.0, 0.0, wf, hf), dst: ((tw - rw) / 2, (th - rh) / 2, rw, rh) },
+        }
+    }
+}
+
+/// Computes the smallest useful decode size for a frame (see [`MIN_DECODE_OVERSAMPLE`]).
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeSizer {
+    spec: Preprocess,
+    width: u32,
+    height: u32,
+}
+
+impl DecodeSizer {
+    pub fn min_decode_size(&self, w: u32, h: u32) -> (u32, u32) {
+        let (rw, rh) = self.spec.scaled_size(w, h, self.width, self.height);
+        (rw * MIN_DECODE_OVERSAMPLE, rh * MIN_DECODE_OVERSAMPLE)
+    }
+}
+
+/// Per-worker preprocessing state: the resizer and its buffers, reused frame after frame.
+pub struct Preprocessor {
+    spec: Preprocess,
+    input: InputSpec,
+    resizer: fr::Resizer,
+    /// Resized RGB at the model's input size.
+    resized: Vec<u8>,
+    /// Letterbox: the fitted image before padding.
+    fitted: Vec<u8>,
+    /// lut[c][v]: normalised value of pixel value `v` in model channel `c`.
+    lut: [[f32; 256]; 3],
+}
+
+impl Preprocessor {
+    pub fn new(spec: Preprocess, input: InputSpec) -> Preprocessor {
+        let mut lut = [[0f32; 256]; 3];
+        for (c, table) in lut.iter_mut().enumerate() {
+            for (v, out) in table.iter_mut().enumerate() {
+                *out = ((v as f32 / spec.scale) - spec.mean[c]) / spec.std[c];
+            }
+        }
+        Preprocessor { spec, input, resizer: fr::Resizer::new(), resized: Vec::new(), fitted: Vec::new(), lut }
+    }
+
+    /// For a frame whose full size is `w` x `h`: the smallest decode that keeps quality.
+    pub fn min_decode_size(&self, w: u32, h: u32) -> (u32, u32) {
+        self.decode_sizer().min_decode_size(w, h)
+    }
+
+    /// A copy of what [`Self::min_decode_size`] needs, to use while `self` is borrowed.
+    pub fn decode_sizer(&self) -> DecodeSizer {
+        DecodeSizer { spec: self.spec, width: self.input.width as u32, height: self.input.height as u32 }
+    }
+
+    /// The resized RGB image of the last [`Self::run`], at the model's input size.
+    pub fn resized(&self) -> &[u8] {
+        &self.resized
+    }
+
+    /// Resizes and normalises `rgb` into a new input tensor. A model with a fixed batch larger
+    /// than 1 gets this image in every slot.
+    pub fn run(&mut self, rgb: &RgbBuf) -> Tensor {
+        let (tw, th) = (self.input.width as u32, self.input.height as u32);
+        self.resize(rgb, tw, th);
+        let shape = self.input.shape();
+        let plane = (tw * th) as usize;
+        let per_item = plane * self.input.channels;
+        let channels = self.input.channels;
+        let order = self.spec.channel_order;
+        let layout = self.input.layout;
+        // Source channel for model channel c (gray models take luma, computed below).
+        let src_channel = |c: usize| if order == ChannelOrder::Bgr { 2 - c } else { c };
+        let pixels = &self.resized;
+        let luma = |i: usize| {
+            let p = &pixels[i * 3..i * 3 + 3];
+            // ITU-R 601-2 luma, as Pillow's convert("L").
+            ((p[0] as u32 * 19595 + p[1] as u32 * 38470 + p[2] as u32 * 7471 + 0x8000) >> 16) as u8
+        };
+        let value = |i: usize, c: usize| -> u8 { if channels == 1 { luma(i) } else { pixels[i * 3 + src_channel(c)] } };
+        let index = |i: usize, c: usize| match layout {
+            Layout::Nchw => c * plane + i,
+            Layout::Nhwc => i * channels + c,
+        };
+        let batch = shape.first().copied().filter(|_| self.input.has_batch_axis).unwrap_or(1);
+        let mut tensor = match self.input.dtype {
+            InputType::F32 => {
+                let mut data = vec![0f32; per_item];
+                for i in 0..plane {
+                    for c in 0..channels {
+                        data[index(i, c)] = self.lut[c][value(i, c) as usize];
+                    }
+                }
+                repeat(data, batch)
+            }
+            InputType::U8 => {
+                let mut data = vec![0u8; per_item];
+                for i in 0..plane {
+                    for c in 0..channels {
+                        data[index(i, c)] = value(i, c);
+                    }
+                }
+                repeat(data, batch)
+            }
+            InputType::I8 => {
+                let mut data = vec![0i8; per_item];
+                for i in 0..plane {
+                    for c in 0..channels {
+                        data[index(i, c)] = (value(i, c) as i16 - 128) as i8;
+                    }
+                }
+                repeat(data, batch)
+            }
+        };
+        // `repeat` builds a flat tensor; give it the model's shape (same element count).
+        if let Ok(t) = tensor.clone().into_shape(&shape) {
+            tensor = t;
+        }
+        tensor
+    }
+
+    fn resize(&mut self, rgb: &RgbBuf, tw: u32, th: u32) {
+        let need = (tw * th * 3) as usize;
+        self.resized.clear();
+        self.resized.resize(need, 0);
+        let g = self.spec.geometry(rgb.width, rgb.height, tw, th);
+        let (dx, dy, dw, dh) = g.dst;
+        let direct = (dx, dy, dw, dh) == (0, 0, tw, th);
+        let (sl, st, sw, sh) = g.src;
+        if direct && sl == 0.0 && st == 0.0 && (sw, sh) == (tw as f64, th as f64) {
+            self.resized.copy_from_slice(&rgb.data[..need]);
+            return;
+        }
+        let dst_buf = if direct { &mut self.resized } else { &mut self.fitted };
+        dst_buf.clear();
+        dst_buf.resize((dw * dh * 3) as usize, 0);
+        let options = fr::ResizeOptions::new()
+            .resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Bilinear))
+            .crop(sl, st, sw, sh);
+        // Both images are U8x3 with buffers of exactly the right size (checked by the decoder and
+        // sized above), so neither constructor nor resize can fail; should one ever do, the
+        // frame is left black rather than panicking.
+        let resized = fr::images::ImageRef::new(rgb.width, rgb.height, &rgb.data, fr::PixelType::U8x3)
+            .and_then(|src| {
+                fr::images::Image::from_slice_u8(dw, dh, dst_buf.as_mut_slice(), fr::PixelType::U8x3)
+                    .map(|dst| (src, dst))
+            });
+        if let Ok((src, mut dst)) = resized {
+            if let Err(e) = self.resizer.resize(&src, &mut dst, &options) {
+                log::debug!("resize failed, frame left black. error={e}");
+            }
+        }
+        if !direct {
+            let row = (dw * 3) as usize;
+            for y in 0..dh as usize {
+                let to = ((dy as usize + y) * tw as usize + dx as usize) * 3;
+                self.resized[to..to + row].copy_from_slice(&self.fitted[y * row..(y + 1) * row]);
+            }
+        }
+    }
+}
+
+fn repeat<T: tract_onnx::prelude::Datum + Copy>(data: Vec<T>, batch: usize) -> Tensor {
+    if batch <= 1 {
+        return Tensor::from(tract_onnx::prelude::tract_ndarray::Array1::from_vec(data));
+    }
+    let mut all = Vec::with_capacity(data.len() * batch);
+    for _ in 0..batch {
+        all.extend_from_slice(&data);
+    }
+    Tensor::from(tract_onnx::prelude::tract_ndarray::Array1::from_vec(all))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input(layout: Layout, dtype: InputType, c: usize, h: usize, w: usize) -> InputSpec {
+        InputSpec { name: "x".into(), layout, dtype, batch: 1, has_batch_axis: true, channels: c, height: h, width: w }
+    }
+
+    fn spec(resize: ResizeMode) -> Preprocess {
+        PreprocessConfig { resize: Some(resize), ..Default::default() }
+            .resolve(false, &input(Layout::Nchw, InputType::F32, 3, 224, 224))
+            .expect("valid")
+    }
+
+    fn rgb(w: u32, h: u32, f: impl Fn(u32, u32) -> [u8; 3]) -> RgbBuf {
+        let mut data = Vec::new();
+        for y in 0..h {
+            for x in 0..w {
+                data.extend_from_slice(&f(x, y));
+            }
+        }
+        RgbBuf { width: w, height: h, data }
+    }
+
+    #[test]
+    fn geometry_per_resize_mode() {
+        // (mode, source size, expected geometry) for a 224x224 target.
+        let cases = [
+            (ResizeMode::Stretch, (640, 480), Geometry { src: (0.0, 0.0, 640.0, 480.0), dst: (0, 0, 224, 224) }),
+            // shorter side 480 -> 256: scaled 341x256, offsets round(58.5)=58 (ties to even), 16.
+            (
+                ResizeMode::Crop,
+                (640, 480),
+                Geometry {
+                    src: (58.0 * 640.0 / 341.0, 16.0 * 480.0 / 256.0, 224.0 * 640.0 / 341.0, 224.0 * 480.0 / 256.0),
+                    dst: (0, 0, 224, 224),
+                },
+            ),
+            (ResizeMode::Letterbox, (640, 480), Geometry { src: (0.0, 0.0, 640.0, 480.0), dst: (0, 28, 224, 168) }),
+            (ResizeMode::Letterbox, (100, 400), Geometry { src: (0.0, 0.0, 100.0, 400.0), dst: (84, 0, 56, 224) }),
+        ];
+        for (mode, (w, h), want) in cases {
+            assert_eq!(spec(mode).geometry(w, h, 224, 224), want, "{mode:?} {w}x{h}");
+        }
+    }
+
+    #[test]
+    fn normalisation_layouts_and_dtypes() {
+        // A 2x1 image: red then blue, target 2x1 (no resize).
+        let img = rgb(2, 1, |x, _| if x == 0 { [255, 0, 0] } else { [0, 0, 255] });
+        let cfg = PreprocessConfig { mean: Some(vec![0.5]), std: Some(vec![0.5]), ..Default::default() };
+        let run = |layout, dtype, order| {
+            let mut cfg = cfg.clone();
+            cfg.channel_order = Some(order);
+            let inp = input(layout, dtype, 3, 1, 2);
+            let spec = cfg.resolve(false, &inp).expect("valid");
+            Preprocessor::new(spec, inp).run(&img)
+        };
+        let t = run(Layout::Nchw, InputType::F32, ChannelOrder::Rgb);
+        assert_eq!(t.shape(), &[1, 3, 1, 2]);
+        assert_eq!(t.to_plain_array_view::<f32>().expect("f32").iter().copied().collect::<Vec<_>>(), vec![1.0, -1.0, -1.0, -1.0, -1.0, 1.0]);
+        let t = run(Layout::Nhwc, InputType::F32, ChannelOrder::Rgb);
+        assert_eq!(t.shape(), &[1, 1, 2, 3]);
+        assert_eq!(t.to_plain_array_view::<f32>().expect("f32").iter().copied().collect::<Vec<_>>(), vec![1.0, -1.0, -1.0, -1.0, -1.0, 1.0]);
+        let t = run(Layout::Nchw, InputType::F32, ChannelOrder::Bgr);
+        assert_eq!(t.to_plain_array_view::<f32>().expect("f32").iter().copied().collect::<Vec<_>>(), vec![-1.0, 1.0, -1.0, -1.0, 1.0, -1.0]);
+        let t = run(Layout::Nhwc, InputType::U8, ChannelOrder::Rgb);
+        assert_eq!(t.to_plain_array_view::<u8>().expect("u8").iter().copied().collect::<Vec<_>>(), vec![255, 0, 0, 0, 0, 255]);
+        let t = run(Layout::Nchw, InputType::I8, ChannelOrder::Rgb);
+        assert_eq!(t.to_plain_array_view::<i8>().expect("i8").iter().copied().collect::<Vec<_>>(), vec![127, -128, -128, -128, -128, 127]);
+    }
+
+    #[test]
+    fn gray_models_get_luma_and_batches_are_filled() {
+        let img = rgb(1, 1, |_, _| [255, 255, 255]);
+        let mut inp = input(Layout::Nchw, InputType::U8, 1, 1, 1);
+        inp.batch = 4;
+        let spec = PreprocessConfig::default().resolve(false, &inp).expect("valid");
+        let t = Preprocessor::new(spec, inp).run(&img);
+        assert_eq!(t.shape(), &[4, 1, 1, 1]);
+        assert_eq!(t.to_plain_array_view::<u8>().expect("u8").iter().copied().collect::<Vec<_>>(), vec![255, 255, 255, 255]);
+    }
+
+    #[test]
+    fn letterbox_pads_black_and_stretch_fills() {
+        let white = rgb(40, 20, |_, _| [255, 255, 255]);
+        let mut inp = input(Layout::Nhwc, InputType::U8, 3, 20, 20);
+        let spec = PreprocessConfig { resize: Some(ResizeMode::Letterbox), ..Default::default() }
+            .resolve(false, &inp)
+            .expect("valid");
+        let mut p = Preprocessor::new(spec, inp.clone());
+        p.run(&white);
+        let r = p.resized();
+        assert_eq!(&r[..3], &[0, 0, 0], "top-left is padding");
+        assert_eq!(&r[(10 * 20 + 10) * 3..(10 * 20 + 10) * 3 + 3], &[255, 255, 255], "centre is image");
+        inp.layout = Layout::Nhwc;
+        let spec = PreprocessConfig::default().resolve(false, &inp).expect("valid");
+        let mut p = Preprocessor::new(spec, inp);
+        p.run(&white);
+        assert!(p.resized().iter().all(|&v| v == 255));
+    }
+
+    #[test]
+    fn crop_keeps_the_centre() {
+        // Left third red, middle green, right third blue: a centre crop sees only green.
+        let img = rgb(300, 100, |x, _| if x < 100 { [255, 0, 0] } else if x < 200 { [0, 255, 0] } else { [0, 0, 255] });
+        let inp = input(Layout::Nhwc, InputType::U8, 3, 32, 32);
+        let spec = PreprocessConfig { resize: Some(ResizeMode::Crop), resize_to: Some(40), ..Default::default() }
+            .resolve(false, &inp)
+            .expect("valid");
+        let mut p = Preprocessor::new(spec, inp);
+        p.run(&img);
+        assert!(p.resized().chunks(3).all(|px| px[1] > 200 && px[0] < 30 && px[2] < 30));
+    }
+
+    #[test]
+    fn crop_smaller_than_input_is_refused() {
+        let inp = input(Layout::Nchw, InputType::F32, 3, 224, 224);
+        let e = PreprocessConfig { resize: Some(ResizeMode::Crop), resize_to: Some(200), ..Default::default() }
+            .resolve(false, &inp)
+            .expect_err("too small");
+        assert!(e.contains("at least 224"), "{e}");
+    }
+
+    #[test]
+    fn reduced_decode_size_keeps_two_x_margin() {
+        let inp = input(Layout::Nchw, InputType::F32, 3, 224, 224);
+        let p = Preprocessor::new(spec(ResizeMode::Stretch), inp);
+        assert_eq!(p.min_decode_size(1280, 720), (448, 448));
+    }
+}

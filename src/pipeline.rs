@@ -1,0 +1,539 @@
+//! The pipeline: threads and bounded queues from source to sinks.
+//!
+//! ```text
+//! [capture]  --frames (bounded, drop-oldest when live)-->  [worker 1..N]
+//! [worker]   --classifications (bounded, blocking)----->  [dispatcher]
+//! [dispatcher] --events (bounded per sink, drop-newest)-> [sink thread per sink]
+//! ```
+//!
+//! Shutdown has one trigger: the [`StopToken`] (or the end of a finite source) ends the capture
+//! loop, which drops its frame sender; each later stage ends when its input disconnects, after
+//! finishing what it holds; sinks flush last. Nothing is lost between the dispatcher and the
+//! sinks except what a full sink queue refuses, and that is counted. Run-time errors (a bad
+//! frame, a failed delivery, a broken source) are logged, counted and never stop the loop.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TryRecvError, TrySendError};
+
+use crate::event::{rfc3339, Event, TopEntry};
+use crate::frame::Frame;
+use crate::metrics::{Metrics, Snapshot};
+use crate::model::{postprocess::top_k, Model, ModelError, Session};
+use crate::rules::RuleSet;
+use crate::sink::Sink;
+use crate::source::{FrameSource, SourceError};
+use crate::stop::StopToken;
+
+/// Everything a pipeline needs, built and validated by the caller.
+pub struct Parts {
+    pub source: Box<dyn FrameSource>,
+    pub model: Arc<Model>,
+    pub rules: RuleSet,
+    /// Sinks with their names, in config order (rule sink indices refer to this order).
+    pub sinks: Vec<(String, Box<dyn Sink>)>,
+    pub workers: usize,
+    pub frame_queue: usize,
+    pub sink_queue: usize,
+    pub top_k: usize,
+    pub device: String,
+    /// Interval of the `info` summary line; `None` for none.
+    pub summary_every: Option<Duration>,
+}
+
+/// Errors that prevent the pipeline from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open source {source_name}")]
+    Source {
+        source_name: String,
+        #[source]
+        source: SourceError,
+    },
+    #[error("cannot start a model session")]
+    Session(#[source] ModelError),
+    #[error("cannot start thread {name}")]
+    Thread {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A classified frame, worker -> dispatcher.
+struct Classified {
+    seq: u64,
+    captured_at: SystemTime,
+    captured: Instant,
+    origin: Option<Arc<str>>,
+    truth: Option<Arc<str>>,
+    probs: Vec<f32>,
+}
+
+/// An event on its way to one sink, dispatcher -> sink thread.
+struct Delivery {
+    event: Arc<Event>,
+    captured: Instant,
+}
+
+/// A started pipeline. Dropping it without [`Running::wait`] stops the source and detaches the
+/// threads.
+pub struct Running {
+    stop: StopToken,
+    metrics: Arc<Metrics>,
+    /// Joined in data order: capture, workers, dispatcher, sinks.
+    stages: Vec<(String, JoinHandle<()>)>,
+    /// Closing it (drop) ends the summary thread.
+    summary_done: Option<Sender<()>>,
+    summary: Option<JoinHandle<()>>,
+    pub source_name: String,
+}
+
+/// Capped exponential back-off with jitter, for reopening sources.
+#[derive(Debug)]
+pub struct Backoff {
+    next: Duration,
+    min: Duration,
+    max: Duration,
+    seed: u64,
+}
+
+impl Backoff {
+    pub fn new(min: Duration, max: Duration) -> Backoff {
+        let seed = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64) | 1;
+        Backoff { next: min, min, max, seed }
+    }
+
+    /// The next delay: doubling from `min` up to `max`, each with +-20% jitter.
+    pub fn next_delay(&mut self) -> Duration {
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        let jitter = 0.8 + 0.4 * (self.seed % 1000) as f64 / 1000.0;
+        let d = self.next.mul_f64(jitter);
+        self.next = (self.next * 2).min(self.max);
+        d
+    }
+
+    pub fn reset(&mut self) {
+        self.next = self.min;
+    }
+}
+
+/// Logs a recurring run-time problem at `warn` at most once per interval and at `debug`
+/// otherwise, saying how many occurrences were not shown.
+struct Throttled {
+    every: Duration,
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl Throttled {
+    fn new(every: Duration) -> Throttled {
+        Throttled { every, last: None, suppressed: 0 }
+    }
+
+    fn warn(&mut self, msg: std::fmt::Arguments<'_>) {
+        let now = Instant::now();
+        if self.last.is_none_or(|t| now.duration_since(t) >= self.every) {
+            if self.suppressed > 0 {
+                log::warn!("{msg} (and {} more like it since the last report)", self.suppressed);
+            } else {
+                log::warn!("{msg}");
+            }
+            self.last = Some(now);
+            self.suppressed = 0;
+        } else {
+            self.suppressed += 1;
+            log::debug!("{msg}");
+        }
+    }
+}
+
+/// The whole error chain of `e` on one line: `a: b: c`.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, StartError> {
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(f)
+        .map_err(|source| StartError::Thread { name: name.to_owned(), source })
+}
+
+/// Opens the source and starts every thread.
+pub fn start(parts: Parts, stop: StopToken) -> Result<Running, StartError> {
+    let Parts { mut source, model, rules, sinks, workers, frame_queue, sink_queue, top_k: k, device, summary_every } = parts;
+    let source_name = source.describe();
+    source.open().map_err(|e| StartError::Source { source_name: source_name.clone(), source: e })?;
+    let sink_names: Vec<String> = sinks.iter().map(|(n, _)| n.clone()).collect();
+    let metrics = Arc::new(Metrics::new(&sink_names));
+    let sessions: Vec<Session> = (0..workers.max(1)).map(|_| model.session()).collect::<Result<_, _>>().map_err(StartError::Session)?;
+
+    // Frames: capture -> workers. The capture thread also holds a receiver, to drop the oldest
+    // frame when the queue is full. Closes when the capture thread ends.
+    let (frame_tx, frame_rx) = bounded::<Frame>(frame_queue);
+    // Classifications: workers -> dispatcher. Workers block when it is full (the dispatcher is
+    // fast). Closes when the last worker ends.
+    let (class_tx, class_rx) = bounded::<Classified>(workers.max(1) * 4);
+    let mut stages = Vec::new();
+
+    // Sinks first, so the dispatcher has somewhere to send.
+    let mut sink_txs: Vec<Sender<Delivery>> = Vec::new();
+    let mut sink_threads = Vec::new();
+    for (i, (name, sink)) in sinks.into_iter().enumerate() {
+        // Events: dispatcher -> this sink. Full: the dispatcher drops the event for this sink and
+        // counts it. Closes when the dispatcher ends.
+        let (tx, rx) = bounded::<Delivery>(sink_queue);
+        sink_txs.push(tx);
+        let m = Arc::clone(&metrics);
+        let thread_name = format!("sink-{name}");
+        sink_threads.push((thread_name.clone(), spawn(&thread_name, move || sink_loop(i, name, sink, rx, m))?));
+    }
+
+    let m = Arc::clone(&metrics);
+    let st = stop.clone();
+    let drop_rx = frame_rx.clone();
+    stages.push(("capture".to_owned(), spawn("capture", move || capture_loop(source, frame_tx, drop_rx, m, st))?));
+
+    for (i, session) in sessions.into_iter().enumerate() {
+        let rx = frame_rx.clone();
+        let tx = class_tx.clone();
+        let m = Arc::clone(&metrics);
+        let name = format!("worker-{i}");
+        stages.push((name.clone(), spawn(&name, move || worker_loop(session, rx, tx, m))?));
+    }
+    drop(frame_rx);
+    drop(class_tx);
+
+    let m = Arc::clone(&metrics);
+    let labels: Arc<[String]> = model.labels.clone().into();
+    let src = source_name.clone();
+    stages.push((
+        "dispatcher".to_owned(),
+        spawn("dispatcher", move || dispatch_loop(class_rx, sink_txs, rules, labels, k, device, src, m))?,
+    ));
+    stages.extend(sink_threads);
+
+    let (summary_done, summary) = match summary_every {
+        Some(every) => {
+            let (tx, rx) = bounded::<()>(0);
+            let m = Arc::clone(&metrics);
+            let h = spawn("summary", move || loop {
+                match rx.recv_timeout(every) {
+                    Err(RecvTimeoutError::Timeout) => log::info!("{}", m.snapshot().summary_line()),
+                    _ => break,
+                }
+            })?;
+            (Some(tx), Some(h))
+        }
+        None => (None, None),
+    };
+    Ok(Running { stop, metrics, stages, summary_done, summary, source_name })
+}
+
+impl Running {
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Stops the source; the pipeline drains. Call [`Running::wait`] to join it.
+    pub fn stop(&self) {
+        self.stop.stop();
+    }
+
+    /// Whether every stage has ended (the source finished or was stopped, and all drained).
+    pub fn is_finished(&self) -> bool {
+        self.stages.iter().all(|(_, h)| h.is_finished())
+    }
+
+    /// Waits for the source to end (or the stop token), then for every stage to drain, in order.
+    /// After `stop` is set, stages get `deadline` in all; threads still running then are left
+    /// behind (and named in the log). Returns the final counters.
+    pub fn wait(mut self, deadline: Duration) -> Snapshot {
+        // Wait for the capture thread: until stop, or the end of a finite source.
+        if let Some((_, capture)) = self.stages.first() {
+            while !capture.is_finished() && !self.stop.is_stopped() {
+                std::thread::sleep(crate::stop::POLL);
+            }
+        }
+        let until = Instant::now() + deadline;
+        for (name, handle) in std::mem::take(&mut self.stages) {
+            while !handle.is_finished() && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if handle.is_finished() {
+                if handle.join().is_err() {
+                    log::error!("Pipeline thread panicked. thread={name}");
+                }
+            } else {
+                log::error!("Pipeline thread did not finish before the shutdown deadline; leaving it. thread={name}");
+            }
+        }
+        self.summary_done.take();
+        if let Some(h) = self.summary.take() {
+            let _ = h.join();
+        }
+        self.metrics.snapshot()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.stop();
+    }
+}
+
+fn capture_loop(
+    mut source: Box<dyn FrameSource>,
+    frame_tx: Sender<Frame>,
+    drop_rx: Receiver<Frame>,
+    m: Arc<Metrics>,
+    stop: StopToken,
+) {
+    let name = source.describe();
+    let live = source.live();
+    let mut seq = 0u64;
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(30));
+    'frames: while !stop.is_stopped() {
+        match source.next_frame(&stop) {
+            Ok(Some(mut frame)) => {
+                frame.seq = seq;
+                seq += 1;
+                m.captured.fetch_add(1, Relaxed);
+                if live {
+                    // Never block: make room by dropping the oldest queued frame.
+                    let mut frame = frame;
+                    loop {
+                        match frame_tx.try_send(frame) {
+                            Ok(()) => break,
+                            Err(TrySendError::Full(back)) => {
+                                frame = back;
+                                if drop_rx.try_recv().is_ok() {
+                                    m.dropped.fetch_add(1, Relaxed);
+                                }
+                            }
+                            Err(TrySendError::Disconnected(_)) => break 'frames,
+                        }
+                    }
+                } else {
+                    // Not live: wait for a worker, every frame is processed.
+                    let mut frame = frame;
+                    loop {
+                        match frame_tx.send_timeout(frame, crate::stop::POLL) {
+                            Ok(()) => break,
+                            Err(crossbeam_channel::SendTimeoutError::Timeout(back)) => {
+                                if stop.is_stopped() {
+                                    break 'frames;
+                                }
+                                frame = back;
+                            }
+                            Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => break 'frames,
+                        }
+                    }
+                }
+            }
+            Ok(None) => {
+                if stop.is_stopped() {
+                    log::info!("Source stopped. source={name} frames={seq}");
+                } else {
+                    log::info!("Source ended: no more frames. source={name} frames={seq}");
+                }
+                break;
+            }
+            Err(e) => {
+                m.source_errors.fetch_add(1, Relaxed);
+                log::warn!("Source failed; reopening with back-off. source={name} error={}", chain(&e));
+                source.close();
+                loop {
+                    if stop.sleep(backoff.next_delay()) {
+                        break 'frames;
+                    }
+                    match source.open() {
+                        Ok(()) => {
+                            m.reconnects.fetch_add(1, Relaxed);
+                            backoff.reset();
+                            log::info!("Source reopened. source={name}");
+                            break;
+                        }
+                        Err(e) => {
+                            m.source_errors.fetch_add(1, Relaxed);
+                            log::debug!("Source still failing. source={name} error={}", chain(&e));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    source.close();
+}
+
+fn worker_loop(mut session: Session, frame_rx: Receiver<Frame>, class_tx: Sender<Classified>, m: Arc<Metrics>) {
+    let mut warn = Throttled::new(Duration::from_secs(10));
+    while let Ok(frame) = frame_rx.recv() {
+        m.queue_wait.record(frame.captured.elapsed());
+        match session.classify_frame(&frame) {
+            Ok(scores) => {
+                m.inferred.fetch_add(1, Relaxed);
+                m.decode.record(scores.decode);
+                m.preprocess.record(scores.preprocess);
+                m.infer.record(scores.infer);
+                m.total.record(frame.captured.elapsed());
+                let c = Classified {
+                    seq: frame.seq,
+                    captured_at: frame.captured_at,
+                    captured: frame.captured,
+                    origin: frame.origin,
+                    truth: frame.truth,
+                    probs: scores.probs,
+                };
+                if class_tx.send(c).is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                m.failed.fetch_add(1, Relaxed);
+                let origin = frame.origin.as_deref().map(|o| format!(" file={o}")).unwrap_or_default();
+                warn.warn(format_args!(
+                    "Frame skipped: it could not be classified. frame={} format={}{origin} error={}",
+                    frame.seq,
+                    frame.format.name(),
+                    chain(&e)
+                ));
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn dispatch_loop(
+    class_rx: Receiver<Classified>,
+    sink_txs: Vec<Sender<Delivery>>,
+    mut rules: RuleSet,
+    labels: Arc<[String]>,
+    k: usize,
+    device: String,
+    source: String,
+    m: Arc<Metrics>,
+) {
+    let all_sinks: Vec<usize> = (0..sink_txs.len()).collect();
+    while let Ok(c) = class_rx.recv() {
+        let top: Vec<TopEntry> = top_k(&c.probs, k)
+            .into_iter()
+            .map(|(index, score)| TopEntry { index, label: labels.get(index).cloned().unwrap_or_default(), score })
+            .collect();
+        if let (Some(truth), Some(best)) = (c.truth.as_deref(), top.first()) {
+            m.truth_total.fetch_add(1, Relaxed);
+            if best.label == truth {
+                m.truth_correct.fetch_add(1, Relaxed);
+            }
+        }
+        let firings: Vec<(Option<String>, usize, f32, &[usize])> = if rules.is_empty() {
+            top.first().map(|t| (None, t.index, t.score, all_sinks.as_slice())).into_iter().collect()
+        } else {
+            let fired = rules.observe(&c.probs, c.captured);
+            fired
+                .into_iter()
+                .map(|f| (Some(rules.names[f.rule].clone()), f.label, f.score, rules.sinks[f.rule].as_slice()))
+                .collect()
+        };
+        for (rule, label, score, targets) in firings {
+            let latency = c.captured.elapsed();
+            let event = Arc::new(Event {
+                device: device.clone(),
+                source: source.clone(),
+                rule,
+                label: labels.get(label).cloned().unwrap_or_default(),
+                score,
+                top: top.clone(),
+                frame_seq: c.seq,
+                captured_at: rfc3339(c.captured_at),
+                latency_ms: latency.as_secs_f64() * 1000.0,
+                file: c.origin.as_deref().map(str::to_owned),
+                truth: c.truth.as_deref().map(str::to_owned),
+            });
+            m.events.fetch_add(1, Relaxed);
+            m.event_latency.record(latency);
+            for &i in targets {
+                let delivery = Delivery { event: Arc::clone(&event), captured: c.captured };
+                if let Err(TrySendError::Full(_)) = sink_txs[i].try_send(delivery) {
+                    m.sinks[i].dropped.fetch_add(1, Relaxed);
+                    log::debug!("Sink queue full; event dropped for this sink. sink={} frame={}", m.sinks[i].name, c.seq);
+                }
+            }
+        }
+    }
+}
+
+fn sink_loop(index: usize, name: String, mut sink: Box<dyn Sink>, rx: Receiver<Delivery>, m: Arc<Metrics>) {
+    let counters = &m.sinks[index];
+    let mut warn = Throttled::new(Duration::from_secs(10));
+    loop {
+        let delivery = match rx.try_recv() {
+            Ok(d) => d,
+            Err(TryRecvError::Empty) => {
+                if let Err(e) = sink.flush() {
+                    counters.failed.fetch_add(1, Relaxed);
+                    warn.warn(format_args!("Sink flush failed. sink={name} error={}", chain(&e)));
+                }
+                match rx.recv() {
+                    Ok(d) => d,
+                    Err(_) => break,
+                }
+            }
+            Err(TryRecvError::Disconnected) => break,
+        };
+        match sink.send(&delivery.event) {
+            Ok(()) => {
+                counters.sent.fetch_add(1, Relaxed);
+                counters.latency.record(delivery.captured.elapsed());
+            }
+            Err(e) => {
+                counters.failed.fetch_add(1, Relaxed);
+                warn.warn(format_args!(
+                    "Sink could not deliver an event. sink={name} frame={} error={}",
+                    delivery.event.frame_seq,
+                    chain(&e)
+                ));
+            }
+        }
+    }
+    if let Err(e) = sink.flush() {
+        counters.failed.fetch_add(1, Relaxed);
+        log::error!("Sink flush at shutdown failed. sink={name} error={}", chain(&e));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_the_cap_with_jitter() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(1000));
+        let d: Vec<f64> = (0..6).map(|_| b.next_delay().as_secs_f64() * 1000.0).collect();
+        let nominal = [100.0, 200.0, 400.0, 800.0, 1000.0, 1000.0];
+        for (got, want) in d.iter().zip(nominal) {
+            assert!(*got >= want * 0.8 - 1e-9 && *got <= want * 1.2 + 1e-9, "{d:?}");
+        }
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(120));
+    }
+
+    #[test]
+    fn chain_joins_causes() {
+        let e = SourceError::Io { what: "cannot open x".into(), source: std::io::Error::other("denied") };
+        assert_eq!(chain(&e), "cannot open x: denied");
+    }
+}

@@ -1,0 +1,273 @@
+//! Rules: per-class thresholds, N-of-M frames and cooldown, turning scores into events.
+//!
+//! A frame is a *hit* for a rule when any of the rule's labels scores at least `min_score`. The
+//! rule fires when at least `frames` of the last `window` frames were hits and it is not cooling
+//! down; firing clears the window (so the next event needs `frames` fresh hits) and starts the
+//! cooldown, measured on capture time. State is per rule and lives on the dispatcher thread;
+//! [`RuleSet::observe`] is pure apart from that state, so it is table-tested here.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use crate::config::Problems;
+
+/// `[[rules]]`: when a classification becomes an event.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// Name, unique, carried in events (`rule`).
+    pub name: String,
+    /// Labels that trigger the rule (any of them). Must exist in the model's labels.
+    pub labels: Vec<String>,
+    /// Probability a label needs for the frame to count as a hit, 0..1. Default 0.5.
+    #[serde(default = "default_min_score")]
+    pub min_score: f32,
+    /// N: hits needed within the window. Default 1.
+    #[serde(default = "one")]
+    pub frames: usize,
+    /// M: the window, in consecutive classified frames. Default: `frames`.
+    #[serde(default)]
+    pub window: Option<usize>,
+    /// Seconds after firing during which the rule stays quiet. Default 0.
+    #[serde(default)]
+    pub cooldown_secs: f64,
+    /// Names of the sinks that receive this rule's events. Default: all sinks.
+    #[serde(default)]
+    pub sinks: Option<Vec<String>>,
+}
+
+fn default_min_score() -> f32 {
+    0.5
+}
+fn one() -> usize {
+    1
+}
+
+impl RuleConfig {
+    pub fn window(&self) -> usize {
+        self.window.unwrap_or(self.frames)
+    }
+
+    pub fn validate(&self, key: &str, sink_names: &[String], p: &mut Problems) {
+        if self.name.trim().is_empty() {
+            p.push(format!("{key}.name"), "must not be empty");
+        }
+        if self.labels.is_empty() {
+            p.push(format!("{key}.labels"), "list at least one label, e.g. labels = [\"scratch\"]");
+        }
+        p.range(&format!("{key}.min_score"), self.min_score, 0.0, 1.0);
+        p.range(&format!("{key}.frames"), self.frames, 1, 10_000);
+        if self.window() < self.frames {
+            p.push(
+                format!("{key}.window"),
+                format!("must be at least frames ({}), got {}", self.frames, self.window()),
+            );
+        }
+        p.range(&format!("{key}.window"), self.window(), 1, 10_000);
+        p.range(&format!("{key}.cooldown_secs"), self.cooldown_secs, 0.0, 31_536_000.0);
+        if let Some(sinks) = &self.sinks {
+            for s in sinks {
+                if !sink_names.contains(s) {
+                    p.push(
+                        format!("{key}.sinks"),
+                        format!("no sink named {s:?}; configured sinks: {}", sink_names.join(", ")),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// A rule that fired on a frame.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Firing {
+    /// Index into the rule list.
+    pub rule: usize,
+    /// The best-scoring of the rule's labels on this frame.
+    pub label: usize,
+    pub score: f32,
+}
+
+/// A rule with its labels resolved to class indices, and its state.
+#[derive(Debug)]
+struct Rule {
+    labels: Vec<usize>,
+    min_score: f32,
+    frames: usize,
+    window: usize,
+    cooldown: Duration,
+    history: VecDeque<bool>,
+    last_fired: Option<Instant>,
+}
+
+/// All rules and their state. Owned by the dispatcher thread.
+#[derive(Debug)]
+pub struct RuleSet {
+    rules: Vec<Rule>,
+    pub names: Vec<String>,
+    /// For each rule, the indices of its sinks (into the sink list).
+    pub sinks: Vec<Vec<usize>>,
+}
+
+/// A rule names a label the model does not have (a startup error).
+#[derive(Debug, thiserror::Error)]
+#[error("rule {rule:?} uses label {label:?}, which the model does not have; its labels are: {known}")]
+pub struct UnknownLabel {
+    pub rule: String,
+    pub label: String,
+    pub known: String,
+}
+
+impl RuleSet {
+    /// Resolves labels and sink names. `labels`: the model's labels; `sinks`: sink names in order.
+    pub fn build(configs: &[RuleConfig], labels: &[String], sinks: &[String]) -> Result<RuleSet, UnknownLabel> {
+        let mut rules = Vec::new();
+        let mut sink_idx = Vec::new();
+        for cfg in configs {
+            let mut idx = Vec::new();
+            for l in &cfg.labels {
+                match labels.iter().position(|m| m == l) {
+                    Some(i) => idx.push(i),
+                    None => {
+                        let mut known: Vec<&str> = labels.iter().take(20).map(String::as_str).collect();
+                        if labels.len() > 20 {
+                            known.push("...");
+                        }
+                        return Err(UnknownLabel { rule: cfg.name.clone(), label: l.clone(), known: known.join(", ") });
+                    }
+                }
+            }
+            rules.push(Rule {
+                labels: idx,
+                min_score: cfg.min_score,
+                frames: cfg.frames,
+                window: cfg.window(),
+                cooldown: Duration::from_secs_f64(cfg.cooldown_secs),
+                history: VecDeque::with_capacity(cfg.window()),
+                last_fired: None,
+            });
+            sink_idx.push(match &cfg.sinks {
+                None => (0..sinks.len()).collect(),
+                Some(names) => names.iter().filter_map(|n| sinks.iter().position(|s| s == n)).collect(),
+            });
+        }
+        Ok(RuleSet { rules, names: configs.iter().map(|c| c.name.clone()).collect(), sinks: sink_idx })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Feeds one frame's probabilities, captured at `at`; returns the rules that fire.
+    pub fn observe(&mut self, probs: &[f32], at: Instant) -> Vec<Firing> {
+        let mut fired = Vec::new();
+        for (i, rule) in self.rules.iter_mut().enumerate() {
+            let best = rule
+                .labels
+                .iter()
+                .map(|&l| (l, probs.get(l).copied().unwrap_or(0.0)))
+                .max_by(|a, b| a.1.total_cmp(&b.1));
+            let Some((label, score)) = best else { continue };
+            let hit = score >= rule.min_score;
+            if rule.history.len() == rule.window {
+                rule.history.pop_front();
+            }
+            rule.history.push_back(hit);
+            let hits = rule.history.iter().filter(|&&h| h).count();
+            let cooling = rule.last_fired.is_some_and(|t| at.saturating_duration_since(t) < rule.cooldown);
+            if hit && hits >= rule.frames && !cooling {
+                rule.history.clear();
+                rule.last_fired = Some(at);
+                fired.push(Firing { rule: i, label, score });
+            }
+        }
+        fired
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(frames: usize, window: usize, cooldown_secs: f64) -> RuleConfig {
+        RuleConfig {
+            name: "defect".into(),
+            labels: vec!["scratch".into(), "dent".into()],
+            min_score: 0.6,
+            frames,
+            window: Some(window),
+            cooldown_secs,
+            sinks: None,
+        }
+    }
+
+    fn labels() -> Vec<String> {
+        ["ok", "scratch", "dent"].iter().map(|s| s.to_string()).collect()
+    }
+
+    /// Feeds frames 100 ms apart; `h` = a scratch hit (0.9), `d` = a dent hit, `.` = ok.
+    fn run(cfg: RuleConfig, frames: &str) -> String {
+        let mut set = RuleSet::build(&[cfg], &labels(), &["log".into()]).expect("labels exist");
+        let t0 = Instant::now();
+        frames
+            .chars()
+            .enumerate()
+            .map(|(i, c)| {
+                let probs = match c {
+                    'h' => [0.05, 0.9, 0.05],
+                    'd' => [0.1, 0.2, 0.7],
+                    _ => [0.9, 0.05, 0.05],
+                };
+                let fired = set.observe(&probs, t0 + Duration::from_millis(100 * i as u64));
+                match fired.first() {
+                    Some(f) if f.label == 1 => 'S',
+                    Some(_) => 'D',
+                    None => '_',
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn n_of_m_and_cooldown_table() {
+        let cases = [
+            // (frames, window, cooldown s, input, expected firings)
+            (1, 1, 0.0, "h.hd", "S_SD"),
+            (2, 3, 0.0, "h.h..hh", "__S___S"),
+            (3, 3, 0.0, "hhhhhh", "__S__S"),
+            (3, 5, 0.0, "h.h.h", "____S"),
+            (3, 5, 0.0, "h..h..h", "_______"),
+            (1, 1, 0.25, "hhhhhh", "S__S__"),
+            (2, 2, 10.0, "hhhhhh", "_S____"),
+            (1, 1, 0.0, "ddd", "DDD"),
+        ];
+        for (n, m, cool, input, want) in cases {
+            assert_eq!(run(rule(n, m, cool), input), want, "N={n} M={m} cooldown={cool} input={input}");
+        }
+    }
+
+    #[test]
+    fn below_threshold_is_not_a_hit() {
+        let mut cfg = rule(1, 1, 0.0);
+        cfg.min_score = 0.95;
+        assert_eq!(run(cfg, "hhh"), "___");
+    }
+
+    #[test]
+    fn unknown_label_is_an_error_naming_it() {
+        let mut cfg = rule(1, 1, 0.0);
+        cfg.labels = vec!["crack".into()];
+        let e = RuleSet::build(&[cfg], &labels(), &[]).expect_err("unknown label");
+        assert!(e.to_string().contains("\"crack\"") && e.to_string().contains("scratch"), "{e}");
+    }
+
+    #[test]
+    fn rule_sinks_resolve_to_indices() {
+        let mut cfg = rule(1, 1, 0.0);
+        cfg.sinks = Some(vec!["jsonl".into()]);
+        let set = RuleSet::build(&[cfg, rule(1, 1, 0.0)], &labels(), &["log".into(), "jsonl".into()]).expect("ok");
+        assert_eq!(set.sinks, vec![vec![1], vec![0, 1]]);
+    }
+}

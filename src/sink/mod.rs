@@ -1,0 +1,90 @@
+//! Sinks: where events go.
+//!
+//! Each configured sink runs on its own thread behind its own bounded queue (see
+//! [`crate::pipeline`]), so a slow sink never holds up the others or the workers: when its queue
+//! is full the dispatcher drops the event for that sink and counts it. A sink is built from its
+//! config struct (`[[sinks]]`, tagged by `type`) after validation; a closed set of sinks is the
+//! [`SinkConfig`] enum. MQTT, webhook, command, GPIO and snapshot sinks plug in here.
+
+pub mod jsonl;
+pub mod log;
+pub mod memory;
+
+use serde::Deserialize;
+
+use crate::config::Problems;
+use crate::event::Event;
+
+/// An event consumer.
+///
+/// Lifecycle: built on the main thread at startup (an `Err` from building is fatal), then moved
+/// to its own thread, where `send` is called once per event in dispatch order and `flush`
+/// whenever its queue is momentarily empty and once at shutdown, before it is dropped.
+pub trait Sink: Send {
+    /// Delivers one event. `Err` means this event was not delivered (after any retries the sink
+    /// does itself): the pipeline logs and counts it and goes on with the next event.
+    fn send(&mut self, event: &Event) -> Result<(), SinkError>;
+
+    /// Pushes out anything buffered. `Err` is logged and counted like a failed send.
+    fn flush(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+}
+
+/// A failed delivery or a sink that could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot encode event as JSON")]
+    Json(#[from] serde_json::Error),
+}
+
+/// `[[sinks]]`: one entry per sink, `type` selects it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum SinkConfig {
+    /// Writes each event as one log line.
+    Log(log::LogSinkConfig),
+    /// Appends each event as one JSON line to a file, with size-based rotation.
+    Jsonl(jsonl::JsonlSinkConfig),
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        SinkConfig::Log(log::LogSinkConfig::default())
+    }
+}
+
+impl SinkConfig {
+    /// The sink's name: `name`, or its type.
+    pub fn name(&self) -> &str {
+        match self {
+            SinkConfig::Log(c) => c.name.as_deref().unwrap_or("log"),
+            SinkConfig::Jsonl(c) => c.name.as_deref().unwrap_or("jsonl"),
+        }
+    }
+
+    pub fn validate(&self, key: &str, p: &mut Problems) {
+        let name = self.name();
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            p.push(format!("{key}.name"), format!("expected letters, digits, '_' or '-', got {name:?}"));
+        }
+        match self {
+            SinkConfig::Log(c) => c.validate(key, p),
+            SinkConfig::Jsonl(c) => c.validate(key, p),
+        }
+    }
+
+    /// Builds the sink (opens files, connects ...). Errors are fatal at startup.
+    pub fn build(&self) -> Result<Box<dyn Sink>, SinkError> {
+        Ok(match self {
+            SinkConfig::Log(c) => Box::new(log::LogSink::new(c)),
+            SinkConfig::Jsonl(c) => Box::new(jsonl::JsonlSink::open(c)?),
+        })
+    }
+}
