@@ -103,7 +103,12 @@ pub fn classify(model_cfg: &ModelConfig, images: &[PathBuf], k: usize, raw: bool
             Err(message) => {
                 failed += 1;
                 log::error!("Cannot classify image. image={shown} error={message}");
-                serde_json::json!({ "image": shown, "error": message }).to_string()
+                #[derive(Serialize)]
+                struct ErrorLine<'a> {
+                    image: &'a str,
+                    error: &'a str,
+                }
+                serde_json::to_string(&ErrorLine { image: &shown, error: &message }).unwrap_or_default()
             }
         };
         let _ = writeln!(out, "{line}");

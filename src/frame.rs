@@ -103,10 +103,8 @@ pub enum FrameError {
     Size { format: &'static str, width: u32, height: u32, expected: usize, got: usize },
     #[error("{format} frame size {width}x{height} is not allowed: {why}")]
     Geometry { format: &'static str, width: u32, height: u32, why: &'static str },
-    #[error("corrupt or truncated JPEG")]
-    Jpeg(#[source] jpeg_decoder::Error),
-    #[error("JPEG with unsupported pixel format {0:?} (expected grayscale or colour)")]
-    JpegPixels(jpeg_decoder::PixelFormat),
+    #[error("corrupt JPEG: {0}")]
+    Jpeg(String),
     #[error("not a readable image")]
     Image(#[source] image::ImageError),
     #[error("image is {width}x{height}: too large (limit {limit} pixels)")]
@@ -181,47 +179,68 @@ fn set(out: &mut RgbBuf, w: u32, h: u32) {
 /// Given an image's full size, the smallest decoded size the caller can use.
 pub type MinSize = dyn Fn(u32, u32) -> (u32, u32);
 
-/// Size of a JPEG dimension decoded at `eighths`/8 scale (as jpeg-decoder computes it).
+/// Size of a JPEG dimension decoded at `eighths`/8 scale (libjpeg's `jdiv_round_up`).
 fn jpeg_scaled(len: u32, eighths: u32) -> u32 {
     (len * eighths).saturating_sub(1) / 8 + 1
 }
 
-/// Decodes a JPEG with `jpeg-decoder`, at reduced DCT scale when `min_size` allows.
+/// Whether `data` ends with the JPEG end-of-image marker (trailing zero padding allowed), the
+/// cheap check that catches frames cut short in a stream. libjpeg itself would fill the missing
+/// part with grey and only warn.
+fn has_eoi(data: &[u8]) -> bool {
+    let end = data.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    end >= 4 && data[end - 2..end] == [0xFF, 0xD9]
+}
+
+/// Decodes a JPEG with libjpeg-turbo (the decoder behind Pillow), at reduced DCT scale when
+/// `min_size` allows.
 pub fn decode_jpeg(data: &[u8], min_size: Option<&MinSize>, out: &mut RgbBuf) -> Result<(), FrameError> {
-    let mut decoder = jpeg_decoder::Decoder::new(data);
-    decoder.read_info().map_err(FrameError::Jpeg)?;
-    let info = decoder.info().ok_or(FrameError::Jpeg(jpeg_decoder::Error::Format("no frame header".into())))?;
-    let (fw, fh) = (info.width as u32, info.height as u32);
-    if fw as u64 * fh as u64 > MAX_PIXELS {
-        return Err(FrameError::TooLarge { width: fw, height: fh, limit: MAX_PIXELS });
+    if data.len() < 4 || data[..2] != [0xFF, 0xD8] {
+        return Err(FrameError::Jpeg("no JPEG start-of-image marker".into()));
     }
-    if let Some(need) = min_size {
-        let (mw, mh) = need(fw, fh);
-        // jpeg-decoder picks the smallest scale that is large enough on *either* axis; ask it for
-        // the exact size of the smallest scale that is large enough on *both*.
-        if let Some(e) = [1, 2, 4].into_iter().find(|&e| jpeg_scaled(fw, e) >= mw && jpeg_scaled(fh, e) >= mh) {
-            let req = (jpeg_scaled(fw, e).min(u16::MAX as u32) as u16, jpeg_scaled(fh, e).min(u16::MAX as u32) as u16);
-            decoder.scale(req.0, req.1).map_err(FrameError::Jpeg)?;
+    if !has_eoi(data) {
+        return Err(FrameError::Jpeg("truncated: no end-of-image marker".into()));
+    }
+    // The mozjpeg wrapper reports libjpeg's fatal errors by unwinding (without invoking the panic
+    // hook); they are caught here and become a per-frame error.
+    let buf = &mut out.data;
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<(u32, u32), FrameError> {
+        let io = |e: std::io::Error| FrameError::Jpeg(e.to_string());
+        let mut d = mozjpeg::Decompress::new_mem(data).map_err(io)?;
+        let (fw, fh) = (d.width() as u32, d.height() as u32);
+        if fw as u64 * fh as u64 > MAX_PIXELS {
+            return Err(FrameError::TooLarge { width: fw, height: fh, limit: MAX_PIXELS });
         }
-    }
-    let pixels = decoder.decode().map_err(FrameError::Jpeg)?;
-    let info = decoder.info().ok_or(FrameError::Jpeg(jpeg_decoder::Error::Format("no frame header".into())))?;
-    let (w, h) = (info.width as u32, info.height as u32);
-    let n = w as usize * h as usize;
-    match info.pixel_format {
-        jpeg_decoder::PixelFormat::RGB24 if pixels.len() >= n * 3 => {
+        if let Some(need) = min_size {
+            let (mw, mh) = need(fw, fh);
+            if let Some(e) = [1u8, 2, 4].into_iter().find(|&e| jpeg_scaled(fw, e as u32) >= mw && jpeg_scaled(fh, e as u32) >= mh) {
+                d.scale(e);
+            }
+        }
+        let mut started = d.rgb().map_err(io)?;
+        let (w, h) = (started.width(), started.height());
+        buf.clear();
+        buf.resize(w * h * 3, 0);
+        started.read_scanlines_into(buf.as_mut_slice()).map_err(io)?;
+        started.finish().map_err(io)?;
+        Ok((w as u32, h as u32))
+    }));
+    match result {
+        Ok(Ok((w, h))) => {
             out.width = w;
             out.height = h;
-            out.data.clear();
-            out.data.extend_from_slice(&pixels[..n * 3]);
+            Ok(())
         }
-        jpeg_decoder::PixelFormat::L8 if pixels.len() >= n => {
-            set(out, w, h);
-            gray_to_rgb(&pixels[..n], &mut out.data);
+        Ok(Err(e)) => Err(e),
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "libjpeg error".into());
+            Err(FrameError::Jpeg(msg))
         }
-        other => return Err(FrameError::JpegPixels(other)),
     }
-    Ok(())
 }
 
 fn decode_other(data: &[u8], out: &mut RgbBuf) -> Result<(), FrameError> {

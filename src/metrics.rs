@@ -148,6 +148,9 @@ pub struct Metrics {
     pub reconnects: AtomicU64,
     /// Events produced by the dispatcher.
     pub events: AtomicU64,
+    /// Most frames captured after a frame before a worker took it: how stale the oldest frame
+    /// ever worked on was, in frames (workers). Bounded by the frame queue and worker count.
+    pub max_staleness: AtomicU64,
     /// Classified frames with a known true label, and how many of those had it as top-1 (dispatcher).
     pub truth_total: AtomicU64,
     pub truth_correct: AtomicU64,
@@ -177,6 +180,7 @@ pub struct Snapshot {
     pub source_errors: u64,
     pub reconnects: u64,
     pub events: u64,
+    pub max_staleness: u64,
     /// Top-1 accuracy against the source's true labels, when it has them.
     pub accuracy: Option<f64>,
     pub truth_total: u64,
@@ -215,6 +219,7 @@ impl Metrics {
             source_errors: self.source_errors.load(Relaxed),
             reconnects: self.reconnects.load(Relaxed),
             events: self.events.load(Relaxed),
+            max_staleness: self.max_staleness.load(Relaxed),
             accuracy: (truth_total > 0).then(|| self.truth_correct.load(Relaxed) as f64 / truth_total as f64),
             truth_total,
             queue_wait_ms: self.queue_wait.snapshot(),

@@ -383,6 +383,8 @@ fn worker_loop(mut session: Session, frame_rx: Receiver<Frame>, class_tx: Sender
     let mut warn = Throttled::new(Duration::from_secs(10));
     while let Ok(frame) = frame_rx.recv() {
         m.queue_wait.record(frame.captured.elapsed());
+        let newer = m.captured.load(Relaxed).saturating_sub(frame.seq + 1);
+        m.max_staleness.fetch_max(newer, Relaxed);
         match session.classify_frame(&frame) {
             Ok(scores) => {
                 m.inferred.fetch_add(1, Relaxed);

@@ -11,6 +11,7 @@
 pub mod labels;
 pub mod postprocess;
 pub mod preprocess;
+pub mod resample;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,7 +26,7 @@ use tract_onnx::prelude::tract_data::internal::DimLike;
 
 use crate::config::Problems;
 use crate::frame::{decode_rgb, Frame, FrameError, RgbBuf};
-pub use preprocess::{ChannelOrder, InputType, Layout, Preprocess, PreprocessConfig, ResizeMode};
+pub use preprocess::{ChannelOrder, InputType, Layout, Preprocess, PreprocessConfig, Resampler, ResizeMode};
 
 /// The bundled default model (see `models/MODEL_CARD.md`), used when `model.path` is not set.
 pub const BUILTIN_MODEL: &[u8] = include_bytes!("../../models/default.onnx");
@@ -133,14 +134,18 @@ pub enum ModelError {
 pub struct UnsupportedOp {
     pub op_type: String,
     pub domain: String,
+    /// The first node using it.
     pub node: String,
+    /// How many nodes use it.
+    pub count: usize,
 }
 
 fn list_ops(ops: &[UnsupportedOp]) -> String {
     ops.iter()
         .map(|o| {
             let domain = if o.domain.is_empty() { String::new() } else { format!(" (domain {})", o.domain) };
-            format!("  - {}{domain} at node {:?}", o.op_type, o.node)
+            let more = if o.count > 1 { format!(" and {} more", o.count - 1) } else { String::new() };
+            format!("  - {}{domain} at node {:?}{more}", o.op_type, o.node)
         })
         .collect::<Vec<_>>()
         .join("\n")
@@ -268,18 +273,29 @@ impl Model {
         let model_dir = cfg.path.as_ref().and_then(|p| p.parent()).and_then(Path::to_str);
         let tract_err = |e: TractError| ModelError::Tract { model: name.clone(), source: e.into() };
         let parsed = onnx.parse(&proto, model_dir).map_err(tract_err)?;
-        let mut model = parsed.model;
-        let fact = model.input_fact(0).map_err(tract_err)?.clone();
+        let fact = parsed.model.input_fact(0).map_err(tract_err)?.clone();
         let input = input_spec(&fact, &input_name, cfg.input_shape.as_deref(), &name)?;
         let dt = match input.dtype {
             InputType::F32 => f32::datum_type(),
             InputType::U8 => u8::datum_type(),
             InputType::I8 => i8::datum_type(),
         };
-        model = model
-            .with_input_fact(0, InferenceFact::dt_shape(dt, input.shape()))
-            .map_err(tract_err)?;
-        let typed = model.into_optimized().map_err(tract_err)?;
+        let optimize = |model: InferenceModel| -> TractResult<TypedModel> {
+            model.with_input_fact(0, InferenceFact::dt_shape(dt, input.shape()))?.into_optimized()
+        };
+        let typed = match optimize(parsed.model) {
+            Ok(t) => t,
+            // Exporters often annotate intermediate tensors (value_info) with the symbolic batch
+            // dimension, which then cannot unify with the fixed batch lookout feeds. Those
+            // annotations are hints: retry without them before giving up.
+            Err(first) => {
+                let relaxed = tract_onnx::onnx().with_ignore_value_info(true);
+                match relaxed.parse(&proto, model_dir).and_then(|p| optimize(p.model)) {
+                    Ok(t) => t,
+                    Err(_) => return Err(tract_err(first)),
+                }
+            }
+        };
         let out_fact = typed.output_fact(0).map_err(tract_err)?;
         let out_shape: Vec<usize> = out_fact
             .shape
@@ -412,14 +428,13 @@ fn check_operators(onnx: &tract_onnx::Onnx, graph: &pb::GraphProto, model: &str)
                 op_type: node.op_type.clone(),
                 domain: node.domain.clone(),
                 node: if node.name.is_empty() { node.output.first().cloned().unwrap_or_default() } else { node.name.clone() },
+                count: 1,
             });
         }
     }
     if ops.is_empty() {
         return Ok(());
     }
-    let mut kinds: Vec<&str> = ops.iter().map(|o| o.op_type.as_str()).collect();
-    kinds.dedup();
     let contrib = ops.iter().any(|o| o.domain == "com.microsoft");
     let hint = if contrib {
         "These are onnxruntime contrib operators (QOperator quantization). Re-export the model in QDQ format: \
@@ -429,11 +444,15 @@ fn check_operators(onnx: &tract_onnx::Onnx, graph: &pb::GraphProto, model: &str)
     } else {
         "Re-export the model with a standard ONNX operator set (opset 9 to 18), or replace these operators.".to_owned()
     };
-    // Keep the message readable: at most 10 nodes listed, plus a count.
-    let total = ops.len();
-    ops.truncate(10);
-    let hint = if total > 10 { format!("({total} nodes in all)\n{hint}") } else { hint };
-    Err(ModelError::Unsupported { model: model.to_owned(), ops, hint })
+    // Keep the message readable: each operator type once, at its first node, with a count.
+    let mut firsts: Vec<UnsupportedOp> = Vec::new();
+    for op in &ops {
+        if !firsts.iter().any(|f| f.op_type == op.op_type) {
+            let count = ops.iter().filter(|o| o.op_type == op.op_type).count();
+            firsts.push(UnsupportedOp { count, ..op.clone() });
+        }
+    }
+    Err(ModelError::Unsupported { model: model.to_owned(), ops: firsts, hint })
 }
 
 fn single_input(graph: &pb::GraphProto, model: &str) -> Result<String, ModelError> {
@@ -557,7 +576,11 @@ fn input_spec(
         Layout::Nhwc => (rest[2], rest[0], rest[1]),
     };
     let (Some(c), Some(h), Some(w)) = (c, h, w) else {
-        return Err(err("height or width is left open by the model; set model.input_shape, e.g. [1, 3, 224, 224]".into()));
+        let example = match layout {
+            Layout::Nchw => "[1, 3, 224, 224]",
+            Layout::Nhwc => "[1, 224, 224, 3]",
+        };
+        return Err(err(format!("height or width is left open by the model; set model.input_shape, e.g. {example}")));
     };
     Ok(InputSpec { name: name.to_owned(), layout, dtype, batch, has_batch_axis, channels: c, height: h, width: w })
 }

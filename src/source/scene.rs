@@ -11,8 +11,8 @@
 //! requested class from [`CLASSES`]: `scratch` (one to three thin bright or
 //! dark lines across the part), `dent` (a shaded elliptical dimple: dark
 //! crescent on the side facing the light, highlight opposite) or `missing`
-//! (a bite, a V-notch or a straight chunk cut off the rim, the belt showing
-//! through). Every size is relative to the shorter side of the frame, so a
+//! (a round bite, a V-shaped wedge or a square slot gone from the rim, the
+//! belt showing through). Every size is relative to the shorter side of the frame, so a
 //! scene reads the same at 320x240 or 1280x720, and all randomness comes from
 //! the caller's [`SceneRng`], so a seed reproduces a frame exactly on every
 //! platform and crate version.
@@ -110,8 +110,9 @@ enum Cut {
     Bite { x: f32, y: f32, r: f32 },
     /// A V-notch: inside both half-planes `n . (p - apex) <= 0`.
     Notch { ax: f32, ay: f32, n1: (f32, f32), n2: (f32, f32) },
-    /// A straight break: everything with `n . p > c` is gone.
-    Chord { nx: f32, ny: f32, c: f32 },
+    /// A square-bottomed slot cut in from the rim along `u`: everything with
+    /// `u . p > depth` and `|v . p| < half` is gone (`v` is `u` turned 90 degrees).
+    Slot { ux: f32, uy: f32, depth: f32, half: f32 },
 }
 
 impl Cut {
@@ -124,7 +125,9 @@ impl Cut {
                 let (dx, dy) = (x - ax, y - ay);
                 (n1.0 * dx + n1.1 * dy).max(n2.0 * dx + n2.1 * dy)
             }
-            Cut::Chord { nx, ny, c } => c - (nx * x + ny * y),
+            Cut::Slot { ux, uy, depth, half } => {
+                (depth - (ux * x + uy * y)).max((uy * x - ux * y).abs() - half)
+            }
         }
     }
 }
@@ -320,11 +323,12 @@ impl Scene {
                 [g, g, g]
             }
             _ => {
-                let g = rng.range(0.55, 0.72);
-                [g * 1.03, g, g * 0.93]
+                let g = rng.range(0.24, 0.36);
+                [g * 1.04, g, g * 0.92]
             }
         };
-        let light_belt = kind == 4;
+        // Parts are always lighter than the belt; on the lighter belts, clearly so.
+        let pale_belt = kind == 4 || (kind == 0 && belt[0] > 0.2);
         let bright = rng.range(0.85, 1.15);
         let belt = belt.map(|c| c * bright);
         let rib_period = rng.range(0.015, 0.05) * s;
@@ -425,7 +429,7 @@ impl Scene {
         }
 
         let light = rng.unit();
-        let metal = if light_belt { rng.range(0.26, 0.42) } else { rng.range(0.45, 0.85) };
+        let metal = if pale_belt { rng.range(0.58, 0.85) } else { rng.range(0.45, 0.85) };
         let tint = if rng.chance(0.15) {
             [1.12, 0.98, 0.68]
         } else {
@@ -433,7 +437,7 @@ impl Scene {
         };
         let grad = rng.range(0.08, 0.3);
         let ring_freq = std::f32::consts::TAU / (rng.range(0.008, 0.03) * s).max(1.5);
-        let ring_amp = rng.range(0.0, 0.035);
+        let ring_amp = rng.range(0.0, 0.02);
         let ring_phase = rng.range(0.0, std::f32::consts::TAU);
         let spec = {
             let d = rng.range(0.1, 0.5) * r;
@@ -505,13 +509,13 @@ impl Scene {
                     let (mx, my) = (part.cx + ux * rho, part.cy + uy * rho);
                     let (tx, ty) = rng.unit();
                     let half = rng.range(0.2, 0.42) * d;
-                    let hw = rng.range(0.005, 0.009) * s;
+                    let hw = rng.range(0.007, 0.011) * s;
                     // Bright (fresh metal) or dark (groove), mostly whichever
                     // stands out on this shade.
                     let amp = if rng.chance(if metal > 0.62 { 0.25 } else { 0.75 }) {
-                        rng.range(0.25, 0.45)
+                        rng.range(0.3, 0.5)
                     } else {
-                        -rng.range(0.22, 0.4)
+                        -rng.range(0.28, 0.45)
                     };
                     // Lines thinner than a pixel are drawn a pixel wide, fainter.
                     let hw_eff = hw.max(0.7);
@@ -528,7 +532,7 @@ impl Scene {
                 defect = Defect::Scratches(v);
             }
             2 => {
-                let a = rng.range(0.08, 0.13) * d;
+                let a = rng.range(0.09, 0.14) * d;
                 let b = a * rng.range(0.55, 1.0);
                 let psi = rng.range(0.0, std::f32::consts::PI);
                 let k = rng.range(0.75, 1.15);
@@ -580,7 +584,12 @@ impl Scene {
                             n2: ((phi - al).sin(), -(phi - al).cos()),
                         }
                     }
-                    _ => Cut::Chord { nx: ux, ny: uy, c: e * rng.range(0.5, 0.72) },
+                    _ => Cut::Slot {
+                        ux,
+                        uy,
+                        depth: e * rng.range(0.5, 0.72),
+                        half: rng.range(0.16, 0.28) * r,
+                    },
                 };
                 part.cut = Some(cut);
             }
