@@ -24,8 +24,10 @@
 //!   the source and letting each stage drain when its input disconnects.
 //! - [`metrics`]: counters and latency histograms shared by every stage.
 //! - [`daemon`]: signal handling and the `run` entry point used by the binary.
-//! - [`cli`]: the `check` and `classify` commands' logic, testable without the binary.
+//! - [`cli`]: the `check`, `classify` and `synth` commands' logic, testable without the binary.
+//! - [`bench`]: `lookout bench`, model, preprocessing and pipeline figures beside a peer baseline.
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod daemon;

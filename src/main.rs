@@ -49,6 +49,35 @@ enum Command {
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
+    /// Measure model-only latency, preprocessing and the pipeline; print a summary.
+    Bench {
+        /// Configuration file: its [model] and [pipeline] are measured. Default: embedded config.
+        #[arg(long, short, conflicts_with = "model")]
+        config: Option<PathBuf>,
+        /// Measure this ONNX model instead (default preprocessing).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Print one JSON object instead of the readable summary.
+        #[arg(long)]
+        json: bool,
+        /// Also run the Python baseline (benches/peer.py: Pillow + numpy + onnxruntime) on the same frames.
+        #[arg(long)]
+        peer: bool,
+        /// Timed model runs (after warm-up).
+        #[arg(long, default_value_t = 100)]
+        runs: usize,
+        #[arg(long, default_value_t = 10)]
+        warmup: usize,
+        /// Frames through the pipeline.
+        #[arg(long, default_value_t = 300)]
+        frames: u64,
+        /// Source rate for the pipeline run (0 = as fast as the workers go).
+        #[arg(long, default_value_t = 0.0)]
+        fps: f64,
+        /// Python interpreter for --peer.
+        #[arg(long, default_value = "python3")]
+        python: String,
+    },
     /// Render synthetic scenes to PNG files with a labels.csv (demos, training data).
     Synth {
         #[arg(long)]
@@ -149,6 +178,34 @@ fn main() -> ExitCode {
                 Err(e) => {
                     print_error(&e);
                     ExitCode::from(e.exit_code())
+                }
+            }
+        }
+        Command::Bench { config, model, json, peer, runs, warmup, frames, fps, python } => {
+            init_logging("warn");
+            let mut cfg = match load(config.as_ref()) {
+                Ok(c) => c,
+                Err(e) => {
+                    print_error(&e);
+                    return ExitCode::from(2);
+                }
+            };
+            if let Some(m) = model {
+                cfg.model = ModelConfig::for_path(m, None);
+            }
+            let opts = lookout::bench::BenchOptions { runs: runs.max(1), warmup, frames: frames.max(1), fps, peer, python };
+            match lookout::bench::run(&cfg, &opts) {
+                Ok(report) => {
+                    if json {
+                        println!("{}", serde_json::to_string(&report).unwrap_or_default());
+                    } else {
+                        print!("{}", lookout::bench::render_text(&report));
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    print_error(&e);
+                    ExitCode::from(1)
                 }
             }
         }

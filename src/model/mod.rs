@@ -398,6 +398,22 @@ impl Session {
         })
     }
 
+    /// Decodes and preprocesses one frame into an input tensor, without running the model
+    /// (for benchmarks of the stages before inference).
+    pub fn prepare_frame(&mut self, frame: &Frame) -> Result<Tensor, ClassifyError> {
+        let sizer = self.pre.decode_sizer();
+        let need = move |w: u32, h: u32| sizer.min_decode_size(w, h);
+        decode_rgb(frame, Some(&need), &mut self.rgb)?;
+        Ok(self.pre.run(&self.rgb))
+    }
+
+    /// Runs the model alone on a prepared input tensor; returns the time it took.
+    pub fn run_tensor(&mut self, tensor: Tensor) -> Result<Duration, ClassifyError> {
+        let t0 = Instant::now();
+        self.state.run(tvec![tensor.into()]).map_err(|e| ModelError::Infer(e.into()))?;
+        Ok(t0.elapsed())
+    }
+
     /// Preprocesses and classifies an RGB image.
     pub fn classify_rgb(&mut self, rgb: &RgbBuf) -> Result<Scores, ClassifyError> {
         let t0 = Instant::now();

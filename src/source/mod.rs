@@ -105,7 +105,7 @@ pub(crate) fn validate_fps(key: &str, fps: f64, p: &mut Problems) {
 
 /// Paces a source at a fixed rate without drift.
 #[derive(Debug)]
-pub(crate) struct Pacer {
+pub struct Pacer {
     interval: Option<Duration>,
     next: Option<Instant>,
 }

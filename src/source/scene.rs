@@ -508,7 +508,7 @@ impl Scene {
                     let rho = rng.range(0.0, 0.55) * r;
                     let (mx, my) = (part.cx + ux * rho, part.cy + uy * rho);
                     let (tx, ty) = rng.unit();
-                    let half = rng.range(0.2, 0.42) * d;
+                    let half = (rng.range(0.25, 0.45) * d).max(0.12 * s);
                     let hw = rng.range(0.007, 0.011) * s;
                     // Bright (fresh metal) or dark (groove), mostly whichever
                     // stands out on this shade.
@@ -532,8 +532,8 @@ impl Scene {
                 defect = Defect::Scratches(v);
             }
             2 => {
-                let a = rng.range(0.09, 0.14) * d;
-                let b = a * rng.range(0.55, 1.0);
+                let a = (rng.range(0.1, 0.14) * d).max(0.045 * s);
+                let b = a * rng.range(0.7, 1.0);
                 let psi = rng.range(0.0, std::f32::consts::PI);
                 let k = rng.range(0.75, 1.15);
                 // Somewhere on solid material, clear of holes and the rim:

@@ -1,0 +1,384 @@
+//! `lookout bench`: model-only latency, preprocessing cost, and the whole pipeline, measured in
+//! one run, optionally beside a peer baseline (`benches/peer.py`: the Pillow + numpy +
+//! onnxruntime loop users write by hand) fed the very same frames, with our/peer ratios.
+//!
+//! Benchmarks are reports, not tests: nothing here asserts a time.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::daemon::{self, DaemonError};
+use crate::frame::{Frame, PixelFormat};
+use crate::model::Model;
+use crate::source::scene::{self, SceneRng};
+use crate::source::synthetic::rgb_to_yuyv;
+use crate::stop::StopToken;
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Timed model runs (after `warmup`).
+    pub runs: usize,
+    pub warmup: usize,
+    /// Frames through the pipeline.
+    pub frames: u64,
+    /// Source rate for the pipeline run; 0 = as fast as the workers take frames.
+    pub fps: f64,
+    /// Run `benches/peer.py` on the same frames and model.
+    pub peer: bool,
+    /// Python interpreter for the peer.
+    pub python: String,
+}
+
+/// Latency percentiles in milliseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize, serde::Deserialize, PartialEq)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+}
+
+impl Percentiles {
+    pub fn of(samples: &mut [Duration]) -> Percentiles {
+        if samples.is_empty() {
+            return Percentiles::default();
+        }
+        samples.sort();
+        let at = |q: f64| {
+            let i = ((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1;
+            samples[i].as_secs_f64() * 1000.0
+        };
+        Percentiles { p50: at(0.5), p90: at(0.9), p99: at(0.99) }
+    }
+}
+
+/// Cost of turning one frame into the model's input.
+#[derive(Debug, Clone, Serialize)]
+pub struct PreprocessFigure {
+    pub format: &'static str,
+    pub width: u32,
+    pub height: u32,
+    pub ms: Percentiles,
+    /// p50 as a share of the model-only p50.
+    pub share_of_model: f64,
+}
+
+/// The peer baseline's figures (see `benches/peer.py`).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct PeerFigures {
+    pub runtime: String,
+    pub threads: usize,
+    pub model_ms: Percentiles,
+    pub e2e_ms: Percentiles,
+    pub fps: f64,
+    pub rss_mb: f64,
+}
+
+/// our / peer, for each figure (below 1 is better for times, above 1 for fps).
+#[derive(Debug, Clone, Serialize)]
+pub struct Ratios {
+    pub model_p50: f64,
+    pub e2e_p50: f64,
+    pub fps: f64,
+}
+
+/// The JSON summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub model: String,
+    pub input: Vec<usize>,
+    pub workers: usize,
+    /// Model-only latency, one thread, after warm-up.
+    pub model_ms: Percentiles,
+    pub preprocess: Vec<PreprocessFigure>,
+    /// Pipeline: capture -> classification done.
+    pub e2e_ms: Percentiles,
+    pub fps: f64,
+    pub frames: u64,
+    pub dropped: u64,
+    /// Process CPU time during the pipeline run / wall time (1.0 = one core busy).
+    pub cpu_cores: f64,
+    /// Peak resident memory of the process, MB.
+    pub rss_mb: f64,
+    pub start_to_first_inference_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer: Option<PeerFigures>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratios: Option<Ratios>,
+}
+
+/// Why a benchmark could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Daemon(#[from] DaemonError),
+    #[error("cannot prepare or classify a benchmark frame")]
+    Frame(#[from] crate::model::ClassifyError),
+    #[error("cannot write benchmark frames to {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the peer baseline failed: {0} (it needs python3 with numpy, pillow and onnxruntime: pip install numpy pillow onnxruntime)")]
+    Peer(String),
+}
+
+fn render_frame(width: u32, height: u32, seed: u64) -> image::RgbImage {
+    let mut rng = SceneRng::new(seed);
+    let class = rng.below(scene::CLASSES.len());
+    scene::render(class, &mut rng, width, height)
+}
+
+fn encode(img: &image::RgbImage, format: PixelFormat) -> Frame {
+    let (w, h) = img.dimensions();
+    match format {
+        PixelFormat::Mjpeg => {
+            let mut out = Vec::new();
+            // Encoding a rendered image cannot fail: the buffer is an in-memory Vec.
+            let _ = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90).encode_image(img);
+            Frame::new(PixelFormat::Mjpeg, 0, 0, out)
+        }
+        PixelFormat::Yuyv422 => Frame::new(PixelFormat::Yuyv422, w, h, rgb_to_yuyv(img.as_raw())),
+        _ => Frame::new(PixelFormat::Rgb24, w, h, img.as_raw().clone()),
+    }
+}
+
+/// Peak resident set size of this process (VmHWM), MB.
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// CPU time (user + system) of this process so far.
+fn cpu_time() -> Duration {
+    let ticks = std::fs::read_to_string("/proc/self/stat").ok().and_then(|s| {
+        let rest = s.rsplit_once(')')?.1;
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+    });
+    // Linux reports in USER_HZ, 100 on every architecture lookout targets.
+    Duration::from_millis(ticks.unwrap_or(0) * 10)
+}
+
+/// Runs the benchmark for `config`'s model and pipeline settings.
+pub fn run(config: &Config, opts: &BenchOptions) -> Result<BenchReport, BenchError> {
+    let started = Instant::now();
+    let model = Arc::new(Model::load(&config.model).map_err(DaemonError::from)?);
+    let mut session = model.session().map_err(DaemonError::from)?;
+
+    // Model only.
+    let probe = encode(&render_frame(640, 480, 1), PixelFormat::Rgb24);
+    let tensor = session.prepare_frame(&probe)?;
+    let first = session.run_tensor(tensor.clone())?;
+    let start_to_first = started.elapsed();
+    let _ = first;
+    for _ in 0..opts.warmup {
+        session.run_tensor(tensor.clone())?;
+    }
+    let mut model_times: Vec<Duration> = (0..opts.runs).map(|_| session.run_tensor(tensor.clone())).collect::<Result<_, _>>()?;
+    let model_ms = Percentiles::of(&mut model_times);
+
+    // Preprocessing: decode + resize + normalise, per format and size.
+    let mut preprocess = Vec::new();
+    for (w, h) in [(640, 480), (1280, 720)] {
+        let img = render_frame(w, h, 7);
+        for format in [PixelFormat::Mjpeg, PixelFormat::Yuyv422, PixelFormat::Rgb24] {
+            let frame = encode(&img, format);
+            let mut times = Vec::with_capacity(opts.runs);
+            for i in 0..opts.runs + opts.warmup {
+                let t0 = Instant::now();
+                let t = session.prepare_frame(&frame)?;
+                let dt = t0.elapsed();
+                drop(t);
+                if i >= opts.warmup {
+                    times.push(dt);
+                }
+            }
+            let ms = Percentiles::of(&mut times);
+            preprocess.push(PreprocessFigure {
+                format: format.name(),
+                width: w,
+                height: h,
+                ms,
+                share_of_model: if model_ms.p50 > 0.0 { ms.p50 / model_ms.p50 } else { 0.0 },
+            });
+        }
+    }
+
+    // The pipeline on pre-encoded 640x480 MJPEG frames replayed by the source, so the source
+    // costs nothing and the figures are the pipeline's own.
+    let mut cfg = config.clone();
+    cfg.rules.clear();
+    cfg.sinks.clear();
+    cfg.log.summary_secs = 0.0;
+    let workers = cfg.pipeline.worker_count();
+    let memory = crate::sink::memory::MemorySink::new();
+    let mut parts = daemon::build(&cfg, vec![("bench".into(), Box::new(memory))])?;
+    parts.source = Box::new(ReplaySource::new(&bench_frames(32), opts.frames, opts.fps));
+    let cpu0 = cpu_time();
+    let t0 = Instant::now();
+    let running = crate::pipeline::start(parts, StopToken::new()).map_err(DaemonError::from)?;
+    let snap = running.wait(Duration::from_secs(600));
+    let wall = t0.elapsed();
+    let cpu = cpu_time().saturating_sub(cpu0);
+    let e2e_ms = Percentiles { p50: snap.total_ms.p50, p90: snap.total_ms.p90, p99: snap.total_ms.p99 };
+    let fps = snap.inferred as f64 / wall.as_secs_f64();
+
+    let mut report = BenchReport {
+        model: model.name.clone(),
+        input: model.input.shape(),
+        workers,
+        model_ms,
+        preprocess,
+        e2e_ms,
+        fps,
+        frames: snap.inferred,
+        dropped: snap.dropped,
+        cpu_cores: cpu.as_secs_f64() / wall.as_secs_f64(),
+        rss_mb: peak_rss_mb(),
+        start_to_first_inference_ms: start_to_first.as_secs_f64() * 1000.0,
+        peer: None,
+        ratios: None,
+    };
+    if opts.peer {
+        let peer = run_peer(config, &model, opts, workers)?;
+        report.ratios = Some(Ratios {
+            model_p50: report.model_ms.p50 / peer.model_ms.p50,
+            e2e_p50: report.e2e_ms.p50 / peer.e2e_ms.p50,
+            fps: report.fps / peer.fps,
+        });
+        report.peer = Some(peer);
+    }
+    Ok(report)
+}
+
+/// `n` distinct rendered 640x480 scenes, JPEG-encoded (the frames both lookout and the peer get).
+fn bench_frames(n: u64) -> Vec<Vec<u8>> {
+    let mut rng = SceneRng::new(11);
+    (0..n)
+        .map(|_| {
+            let class = rng.below(scene::CLASSES.len());
+            encode(&scene::render(class, &mut rng, 640, 480), PixelFormat::Mjpeg).data
+        })
+        .collect()
+}
+
+/// Replays pre-encoded JPEG frames, `count` in all, at `fps` (0: as fast as workers take them).
+struct ReplaySource {
+    frames: Vec<Vec<u8>>,
+    left: u64,
+    next: usize,
+    pacer: crate::source::Pacer,
+    fps: f64,
+}
+
+impl ReplaySource {
+    fn new(frames: &[Vec<u8>], count: u64, fps: f64) -> ReplaySource {
+        ReplaySource { frames: frames.to_vec(), left: count, next: 0, pacer: crate::source::Pacer::new(fps), fps }
+    }
+}
+
+impl crate::source::FrameSource for ReplaySource {
+    fn describe(&self) -> String {
+        "bench-replay".into()
+    }
+    fn live(&self) -> bool {
+        self.fps > 0.0
+    }
+    fn open(&mut self) -> Result<(), crate::source::SourceError> {
+        Ok(())
+    }
+    fn next_frame(&mut self, stop: &StopToken) -> Result<Option<Frame>, crate::source::SourceError> {
+        if self.left == 0 || self.frames.is_empty() || self.pacer.wait(stop) {
+            return Ok(None);
+        }
+        self.left -= 1;
+        let data = self.frames[self.next % self.frames.len()].clone();
+        self.next += 1;
+        Ok(Some(Frame::new(PixelFormat::Mjpeg, 0, 0, data)))
+    }
+}
+
+/// Writes the benchmark frames as JPEG files and runs `benches/peer.py` on them.
+fn run_peer(config: &Config, model: &Model, opts: &BenchOptions, threads: usize) -> Result<PeerFigures, BenchError> {
+    let dir = std::env::temp_dir().join(format!("lookout-bench-{}", std::process::id()));
+    let io = |source| BenchError::Io { path: dir.clone(), source };
+    std::fs::create_dir_all(&dir).map_err(io)?;
+    let frames = bench_frames(32);
+    for i in 0..opts.frames {
+        std::fs::write(dir.join(format!("{i:05}.jpg")), &frames[i as usize % frames.len()]).map_err(io)?;
+    }
+    let model_path = match &config.model.path {
+        Some(p) => p.clone(),
+        None => {
+            let p = dir.join("model.onnx");
+            std::fs::write(&p, crate::model::BUILTIN_MODEL).map_err(io)?;
+            p
+        }
+    };
+    let p = &model.preprocess;
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/peer.py");
+    let out = std::process::Command::new(&opts.python)
+        .arg(&script)
+        .arg("--model")
+        .arg(&model_path)
+        .arg("--frames")
+        .arg(&dir)
+        .args(["--size", &model.input.width.to_string(), &model.input.height.to_string()])
+        .args(["--mean", &p.mean.iter().map(f32::to_string).collect::<Vec<_>>().join(",")])
+        .args(["--std", &p.std.iter().map(f32::to_string).collect::<Vec<_>>().join(",")])
+        .args(["--scale", &p.scale.to_string()])
+        .args(["--layout", if model.input.layout == crate::model::Layout::Nchw { "nchw" } else { "nhwc" }])
+        .args(["--threads", &threads.to_string()])
+        .args(["--runs", &opts.runs.to_string(), "--warmup", &opts.warmup.to_string()])
+        .output()
+        .map_err(|e| BenchError::Peer(format!("cannot run {}: {e}", opts.python)))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    if !out.status.success() {
+        return Err(BenchError::Peer(String::from_utf8_lossy(&out.stderr).trim().to_owned()));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| BenchError::Peer(format!("unreadable output: {e}")))
+}
+
+/// The readable summary.
+pub fn render_text(r: &BenchReport) -> String {
+    let mut s = format!(
+        "model {} input {:?}\n  model only (1 thread): p50 {:.2} ms  p90 {:.2}  p99 {:.2}\n  start to first inference: {:.0} ms\n",
+        r.model, r.input, r.model_ms.p50, r.model_ms.p90, r.model_ms.p99, r.start_to_first_inference_ms
+    );
+    s.push_str("  preprocess (decode + resize + normalise), p50 ms and share of model time:\n");
+    for p in &r.preprocess {
+        s.push_str(&format!("    {:>8} {:>4}x{:<4} {:>7.2} ms  {:>5.1}%\n", p.format, p.width, p.height, p.ms.p50, p.share_of_model * 100.0));
+    }
+    s.push_str(&format!(
+        "  pipeline ({} workers, 640x480 MJPEG): {:.1} fps, capture->result p50 {:.2} ms p99 {:.2} ms, dropped {}, cpu {:.2} cores, peak RSS {:.1} MB\n",
+        r.workers, r.fps, r.e2e_ms.p50, r.e2e_ms.p99, r.dropped, r.cpu_cores, r.rss_mb
+    ));
+    if let (Some(p), Some(x)) = (&r.peer, &r.ratios) {
+        s.push_str(&format!(
+            "  peer ({}, {} threads): model p50 {:.2} ms, e2e p50 {:.2} ms, {:.1} fps, RSS {:.1} MB\n  ratios ours/peer: model {:.2}x  e2e {:.2}x  fps {:.2}x\n",
+            p.runtime, p.threads, p.model_ms.p50, p.e2e_ms.p50, p.fps, p.rss_mb, x.model_p50, x.e2e_p50, x.fps
+        ));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_of_samples() {
+        let mut v: Vec<Duration> = (1..=100).rev().map(Duration::from_millis).collect();
+        let p = Percentiles::of(&mut v);
+        assert_eq!((p.p50, p.p90, p.p99), (50.0, 90.0, 99.0));
+        assert_eq!(Percentiles::of(&mut []), Percentiles::default());
+    }
+}
