@@ -298,7 +298,18 @@ fn parse_toml(text: &str, origin: &Origin) -> Result<Config, ConfigError> {
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
-        let (line, column) = position(inner.span());
+        let (mut line, mut column) = position(inner.span());
+        // Tagged enums (`[source]`, `[[sinks]]`) are buffered by serde and lose the span of an
+        // unknown key; find the key's own line instead.
+        if let Some(name) = inner.message().strip_prefix("unknown field `").and_then(|m| m.split('`').next()) {
+            let found = text.lines().position(|l| {
+                l.trim_start().strip_prefix(name).is_some_and(|rest| rest.trim_start().starts_with('='))
+            });
+            if let Some(i) = found {
+                line = i + 1;
+                column = text.lines().nth(i).map_or(1, |l| l.len() - l.trim_start().len() + 1);
+            }
+        }
         let key = if path == "." || path.is_empty() { String::new() } else { format!("{path}: ") };
         ConfigError::Parse {
             origin: origin.clone(),

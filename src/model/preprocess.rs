@@ -89,8 +89,8 @@ pub enum Resampler {
 }
 
 /// Preprocessing of the bundled model (`models/MODEL_CARD.md`).
-pub const BUILTIN_MEAN: [f32; 3] = [0.5, 0.5, 0.5];
-pub const BUILTIN_STD: [f32; 3] = [0.25, 0.25, 0.25];
+pub const BUILTIN_MEAN: [f32; 3] = [0.28, 0.31, 0.3];
+pub const BUILTIN_STD: [f32; 3] = [0.24, 0.21, 0.21];
 
 /// Resolved preprocessing, every value set.
 #[derive(Debug, Clone, Copy, PartialEq)]
