@@ -521,6 +521,22 @@ mod tests {
     }
 
     #[test]
+    fn fast_resampler_stays_within_two_grey_levels_of_pillow() {
+        let img = rgb(97, 61, |x, y| [((x * 13 + y * 7) % 256) as u8, ((x * y) % 256) as u8, ((x + 3 * y) % 256) as u8]);
+        let inp = input(Layout::Nhwc, InputType::U8, 3, 24, 32);
+        let run = |resampler| {
+            let spec = PreprocessConfig { resampler: Some(resampler), ..Default::default() }.resolve(false, &inp).expect("valid");
+            let mut p = Preprocessor::new(spec, inp.clone());
+            p.run(&img);
+            p.resized().to_vec()
+        };
+        let (pillow, fast) = (run(Resampler::Pillow), run(Resampler::Fast));
+        assert_eq!(pillow.len(), fast.len());
+        let worst = pillow.iter().zip(&fast).map(|(a, b)| (*a as i16 - *b as i16).abs()).max().expect("pixels");
+        assert!(worst <= 2, "fast resampler differs from Pillow by {worst} grey levels");
+    }
+
+    #[test]
     fn reduced_decode_size_keeps_two_x_margin() {
         let inp = input(Layout::Nchw, InputType::F32, 3, 224, 224);
         let p = Preprocessor::new(spec(ResizeMode::Stretch), inp);
