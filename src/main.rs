@@ -49,6 +49,8 @@ enum Command {
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
+    /// List cameras (V4L2 devices) with the formats, sizes and rates they offer.
+    Cameras,
     /// Render synthetic scenes to PNG files with a labels.csv (demos, training data).
     Synth {
         #[arg(long)]
@@ -149,6 +151,16 @@ fn main() -> ExitCode {
                 Err(e) => {
                     print_error(&e);
                     ExitCode::from(e.exit_code())
+                }
+            }
+        }
+        Command::Cameras => {
+            init_logging("warn");
+            match lookout::source::camera::list(&mut std::io::stdout()) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    print_error(&e);
+                    ExitCode::from(1)
                 }
             }
         }
