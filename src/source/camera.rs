@@ -13,7 +13,6 @@
 //! parses, and opening the source says how to get camera support.
 
 use std::io::Write;
-use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -214,6 +213,7 @@ pub use stub::{list, CameraSource};
 #[cfg(feature = "camera")]
 mod native {
     use super::*;
+    use std::time::Duration;
     use crate::frame::Frame;
     use crate::source::feed::{Feed, FeedTx, Next};
     use crate::stop::StopToken;
