@@ -109,7 +109,7 @@ impl CameraConfig {
         validate_stall(key, self.stall_timeout_secs, p);
     }
 
-    fn want(&self) -> Want {
+    pub fn want(&self) -> Want {
         Want { width: self.width, height: self.height, fps: self.fps, format: self.format }
     }
 }
