@@ -13,7 +13,9 @@
 //! - [`frame`]: the [`frame::Frame`] type and pixel formats (RGB, GRAY, YUYV, NV12, MJPEG, encoded
 //!   files), and their conversion to RGB. Conversion happens in the workers, never on capture.
 //! - [`source`]: the [`source::FrameSource`] trait and the sources: `synthetic` (rendered scenes
-//!   for the bundled model, with their true label) and `files` (images on disk).
+//!   for the bundled model, with their true label), `files` (images on disk), `pipe` (a
+//!   program's output: ffmpeg for RTSP, rpicam-vid, GStreamer), `http_mjpeg` (IP cameras) and
+//!   `camera` (V4L2 through nokhwa, crate feature `camera`).
 //! - [`model`]: loading an ONNX classifier through tract, detecting its input layout, size and
 //!   dtype, labels, preprocessing and postprocessing (softmax, top-k).
 //! - [`rules`]: per-class thresholds, N-of-M frames and cooldown, turning scores into events.

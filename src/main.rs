@@ -78,6 +78,8 @@ enum Command {
         #[arg(long, default_value = "python3")]
         python: String,
     },
+    /// List cameras (V4L2 devices) with the formats, sizes and rates they offer.
+    Cameras,
     /// Render synthetic scenes to PNG files with a labels.csv (demos, training data).
     Synth {
         #[arg(long)]
@@ -203,6 +205,16 @@ fn main() -> ExitCode {
                     }
                     ExitCode::SUCCESS
                 }
+                Err(e) => {
+                    print_error(&e);
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Cameras => {
+            init_logging("warn");
+            match lookout::source::camera::list(&mut std::io::stdout()) {
+                Ok(_) => ExitCode::SUCCESS,
                 Err(e) => {
                     print_error(&e);
                     ExitCode::from(1)

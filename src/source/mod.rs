@@ -1,13 +1,21 @@
 //! Frame sources: where frames come from.
 //!
 //! A source runs on the capture thread only, behind the [`FrameSource`] trait; it delivers frames
-//! as they come (raw pixels or JPEG bytes) and never decodes them. Sources here need no hardware:
-//! `synthetic` renders scenes for the bundled model with their true label, `files` reads images
-//! from disk. The camera, pipe and HTTP MJPEG sources plug into the same trait and the same
-//! [`SourceConfig`] enum. Reconnection with back-off is the capture thread's job
-//! ([`crate::pipeline`]), not each source's.
+//! as they come (raw pixels or JPEG bytes) and never decodes them. `synthetic` renders scenes for
+//! the bundled model with their true label, `files` reads images from disk, `pipe` reads the
+//! output of a program (ffmpeg for RTSP and video files, rpicam-vid, GStreamer), `http_mjpeg`
+//! reads `multipart/x-mixed-replace` streams (IP cameras, ESP32-CAM) and `camera` reads V4L2
+//! devices through nokhwa. Live sources read on a thread of their own ([`feed`]) so a stall is
+//! noticed and shutdown never waits on a read. Reconnection with back-off is the capture thread's
+//! job ([`crate::pipeline`]), not each source's: a source reports a stall or a lost stream as an
+//! `Err` from `next_frame`.
 
+pub mod camera;
+pub(crate) mod feed;
 pub mod files;
+pub mod http_mjpeg;
+pub mod mjpeg;
+pub mod pipe;
 pub mod scene;
 pub mod synthetic;
 
@@ -60,6 +68,16 @@ pub enum SourceError {
     Input(String),
     #[error("cannot encode synthetic frame")]
     Encode(#[source] image::ImageError),
+    #[error("{what}: no frame for {secs:.1} s (stalled; see stall_timeout_secs)")]
+    Stalled { what: String, secs: f64 },
+    #[error("{program} exited ({status}); its last messages: {stderr}")]
+    Exited { program: String, status: String, stderr: String },
+    #[error("{url}: {message}")]
+    Http { url: String, message: String },
+    #[error("{url}: stream ended")]
+    StreamEnded { url: String },
+    #[error("camera {device}: {message}")]
+    Camera { device: String, message: String },
 }
 
 /// `[source]`: where frames come from; `type` selects the source.
@@ -71,6 +89,15 @@ pub enum SourceConfig {
     Synthetic(synthetic::SyntheticConfig),
     /// Image files: a directory (recursively, in name order), one file, or a glob pattern.
     Files(files::FilesConfig),
+    /// The standard output of a program (ffmpeg, rpicam-vid, gst-launch-1.0 ...): MJPEG or raw
+    /// frames; restarted with back-off when it exits or stalls.
+    Pipe(pipe::PipeConfig),
+    /// An HTTP `multipart/x-mixed-replace` MJPEG stream (IP cameras, ESP32-CAM); reconnected
+    /// with back-off when it stalls or drops.
+    #[serde(rename = "http_mjpeg")]
+    HttpMjpeg(http_mjpeg::HttpMjpegConfig),
+    /// A V4L2 camera (USB webcam, Pi camera through its V4L2 driver) via nokhwa.
+    Camera(camera::CameraConfig),
 }
 
 impl Default for SourceConfig {
@@ -84,6 +111,9 @@ impl SourceConfig {
         match self {
             SourceConfig::Synthetic(c) => c.validate(key, p),
             SourceConfig::Files(c) => c.validate(key, p),
+            SourceConfig::Pipe(c) => c.validate(key, p),
+            SourceConfig::HttpMjpeg(c) => c.validate(key, p),
+            SourceConfig::Camera(c) => c.validate(key, p),
         }
     }
 
@@ -92,6 +122,9 @@ impl SourceConfig {
         match self {
             SourceConfig::Synthetic(c) => Box::new(synthetic::SyntheticSource::new(c.clone())),
             SourceConfig::Files(c) => Box::new(files::FilesSource::new(c.clone())),
+            SourceConfig::Pipe(c) => Box::new(pipe::PipeSource::new(c.clone())),
+            SourceConfig::HttpMjpeg(c) => Box::new(http_mjpeg::HttpMjpegSource::new(c.clone())),
+            SourceConfig::Camera(c) => camera::build(c.clone()),
         }
     }
 }

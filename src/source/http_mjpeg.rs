@@ -1,0 +1,596 @@
+//! The `http_mjpeg` source: `multipart/x-mixed-replace` JPEG streams over plain HTTP (IP cameras,
+//! ESP32-CAM, `mjpg-streamer`, motion).
+//!
+//! `open` connects, sends one GET (with basic auth when configured) and checks the response
+//! header: status 200 and a multipart content type whose boundary it keeps. A producer thread
+//! ([`super::feed`]) then reads the body and splits it with [`MultipartSplitter`]: a part with a
+//! `Content-Length` is read to that length, one without is cut at the next boundary. Each part is
+//! handed on as an MJPEG frame, undecoded; a corrupt part fails in the worker that decodes it and
+//! is counted there, and the stream goes on. A stall (no part for `stall_timeout_secs`) or a
+//! dropped connection is an error from `next_frame`: the capture thread reconnects with back-off.
+//! HTTPS and chunked transfer encoding are not supported (cameras serve neither for MJPEG).
+
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::feed::{Feed, FeedTx, Next};
+use super::pipe::{default_stall, validate_stall};
+use super::{FrameSource, SourceError};
+use crate::config::Problems;
+use crate::frame::{Frame, PixelFormat};
+use crate::stop::StopToken;
+
+/// `type = "http_mjpeg"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpMjpegConfig {
+    /// The stream's address, plain HTTP: "http://192.168.1.20:81/stream" (ESP32-CAM),
+    /// "http://camera/video.cgi" ...
+    pub url: String,
+    /// User name for HTTP basic authentication. Default: none.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Password for basic authentication. Prefer `password_env`, which keeps it out of the file.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Name of an environment variable holding the password (read when connecting).
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// Seconds without a frame (or to connect and get the response header) before the stream is
+    /// considered stalled and reconnected. Default 10.
+    #[serde(default = "default_stall")]
+    pub stall_timeout_secs: f64,
+    /// Largest part accepted, in bytes; bigger ones are skipped. Default 16000000.
+    #[serde(default = "default_max_part")]
+    pub max_frame_bytes: usize,
+}
+
+fn default_max_part() -> usize {
+    16_000_000
+}
+
+/// The parts of an `http://` URL this source needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpUrl {
+    pub host: String,
+    pub port: u16,
+    /// Path and query, starting with '/'.
+    pub path: String,
+    /// `user:password` given in the URL itself.
+    pub userinfo: Option<String>,
+}
+
+/// Parses `http://[user[:password]@]host[:port][/path]`.
+pub fn parse_url(url: &str) -> Result<HttpUrl, String> {
+    let rest = match url.split_once("://") {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
+        Some((scheme, _)) if scheme.eq_ignore_ascii_case("https") => {
+            return Err("https is not supported by http_mjpeg; use the camera's plain http stream, or a `pipe` source with ffmpeg".into())
+        }
+        _ => return Err("expected an http:// URL, e.g. \"http://192.168.1.20:81/stream\"".into()),
+    };
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let (userinfo, hostport) = match authority.rsplit_once('@') {
+        Some((u, h)) => (Some(u.to_owned()), h),
+        None => (None, authority),
+    };
+    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+        let (h, after) = v6.split_once(']').ok_or("unclosed '[' in the host")?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().map_err(|_| format!("invalid port {p:?}"))?,
+            None => 80,
+        };
+        (h.to_owned(), port)
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((h, p)) => (h.to_owned(), p.parse().map_err(|_| format!("invalid port {p:?}"))?),
+            None => (hostport.to_owned(), 80),
+        }
+    };
+    if host.is_empty() {
+        return Err("the URL has no host".into());
+    }
+    Ok(HttpUrl { host, port, path: path.to_owned(), userinfo })
+}
+
+impl HttpMjpegConfig {
+    pub fn validate(&self, key: &str, p: &mut Problems) {
+        if let Err(e) = parse_url(&self.url) {
+            p.push(format!("{key}.url"), e);
+        }
+        if self.password.is_some() && self.password_env.is_some() {
+            p.push(format!("{key}.password_env"), "set either password or password_env, not both");
+        }
+        if (self.password.is_some() || self.password_env.is_some()) && self.username.is_none() {
+            p.push(format!("{key}.username"), "a password needs a username");
+        }
+        if let Some(var) = &self.password_env {
+            if var.is_empty() || var.contains('=') {
+                p.push(format!("{key}.password_env"), "must name an environment variable");
+            }
+        }
+        validate_stall(key, self.stall_timeout_secs, p);
+        p.range(&format!("{key}.max_frame_bytes"), self.max_frame_bytes, 1024, 256_000_000);
+    }
+}
+
+/// Standard base64 (RFC 4648, with padding), for the basic auth header.
+pub fn base64(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// The boundary named in a `multipart/x-mixed-replace; boundary=...` content type, without the
+/// leading `--` some cameras include in it.
+pub fn boundary_of(content_type: &str) -> Option<String> {
+    let mut parts = content_type.split(';');
+    let mime = parts.next()?.trim().to_ascii_lowercase();
+    if !mime.starts_with("multipart/") {
+        return None;
+    }
+    parts.find_map(|p| {
+        let (k, v) = p.trim().split_once('=')?;
+        if !k.trim().eq_ignore_ascii_case("boundary") {
+            return None;
+        }
+        let v = v.trim().trim_matches('"');
+        let v = v.strip_prefix("--").unwrap_or(v);
+        (!v.is_empty()).then(|| v.to_owned())
+    })
+}
+
+/// What the splitter found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Part {
+    /// A part's body.
+    Body(Vec<u8>),
+    /// A part larger than the limit (or with unreadable headers) was skipped.
+    Skipped(String),
+    /// The closing boundary: the server ends the stream.
+    End,
+}
+
+/// Incremental `multipart/x-mixed-replace` splitter: push body bytes as they arrive, then take
+/// parts until `None`. Memory is bounded by the part limit plus one read.
+#[derive(Debug)]
+pub struct MultipartSplitter {
+    /// `--boundary`.
+    delimiter: Vec<u8>,
+    buf: Vec<u8>,
+    max_part: usize,
+    state: State,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Looking for the next delimiter.
+    Seek,
+    /// After a delimiter line: reading part headers.
+    Headers,
+    /// Reading a body of known length.
+    Body(usize),
+    /// Reading a body up to the next delimiter.
+    BodyToBoundary,
+    /// Skipping `n` more bytes of an oversized body of known length.
+    Discard(usize),
+}
+
+const MAX_HEADERS: usize = 16 * 1024;
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() || hay.len() < needle.len() {
+        return None;
+    }
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+impl MultipartSplitter {
+    pub fn new(boundary: &str, max_part: usize) -> MultipartSplitter {
+        MultipartSplitter { delimiter: format!("--{boundary}").into_bytes(), buf: Vec::new(), max_part: max_part.max(1024), state: State::Seek }
+    }
+
+    pub fn push(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub fn next_part(&mut self) -> Option<Part> {
+        loop {
+            match self.state {
+                State::Seek => {
+                    let d = self.delimiter.len();
+                    let Some(i) = find(&self.buf, &self.delimiter) else {
+                        // Keep what could be the start of a delimiter.
+                        let keep = self.buf.len().min(d - 1);
+                        self.buf.drain(..self.buf.len() - keep);
+                        return None;
+                    };
+                    // Need the two bytes after it: "--" (closing) or a line end.
+                    if self.buf.len() < i + d + 2 {
+                        self.buf.drain(..i);
+                        return None;
+                    }
+                    if &self.buf[i + d..i + d + 2] == b"--" {
+                        self.buf.drain(..i + d + 2);
+                        return Some(Part::End);
+                    }
+                    self.buf.drain(..i + d);
+                    self.state = State::Headers;
+                }
+                State::Headers => {
+                    // Headers end at an empty line; the delimiter line's own end comes first.
+                    let end = find(&self.buf, b"\r\n\r\n").map(|i| (i, 4)).into_iter().chain(find(&self.buf, b"\n\n").map(|i| (i, 2))).min_by_key(|(i, _)| *i);
+                    let Some((i, n)) = end else {
+                        if self.buf.len() > MAX_HEADERS {
+                            self.state = State::Seek;
+                            return Some(Part::Skipped(format!("part headers longer than {MAX_HEADERS} bytes")));
+                        }
+                        return None;
+                    };
+                    let headers = String::from_utf8_lossy(&self.buf[..i]).into_owned();
+                    self.buf.drain(..i + n);
+                    let length = headers.lines().find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.trim().eq_ignore_ascii_case("content-length").then(|| v.trim().parse::<usize>().ok()).flatten()
+                    });
+                    self.state = match length {
+                        Some(n) if n > self.max_part => {
+                            self.state = State::Discard(n);
+                            return Some(Part::Skipped(format!("part of {n} bytes is over the {} byte limit", self.max_part)));
+                        }
+                        Some(n) => State::Body(n),
+                        None => State::BodyToBoundary,
+                    };
+                }
+                State::Body(n) => {
+                    if self.buf.len() < n {
+                        return None;
+                    }
+                    let rest = self.buf.split_off(n);
+                    let body = std::mem::replace(&mut self.buf, rest);
+                    self.state = State::Seek;
+                    return Some(Part::Body(body));
+                }
+                State::Discard(n) => {
+                    let k = n.min(self.buf.len());
+                    self.buf.drain(..k);
+                    if k < n {
+                        self.state = State::Discard(n - k);
+                        return None;
+                    }
+                    self.state = State::Seek;
+                }
+                State::BodyToBoundary => {
+                    let Some(i) = find(&self.buf, &self.delimiter) else {
+                        if self.buf.len() > self.max_part {
+                            self.buf.clear();
+                            self.state = State::Seek;
+                            return Some(Part::Skipped(format!("part without Content-Length over the {} byte limit", self.max_part)));
+                        }
+                        return None;
+                    };
+                    let mut end = i;
+                    if self.buf[..end].ends_with(b"\r\n") {
+                        end -= 2;
+                    } else if self.buf[..end].ends_with(b"\n") {
+                        end -= 1;
+                    }
+                    let body = self.buf[..end].to_vec();
+                    self.buf.drain(..i);
+                    self.state = State::Seek;
+                    return Some(Part::Body(body));
+                }
+            }
+        }
+    }
+}
+
+pub struct HttpMjpegSource {
+    cfg: HttpMjpegConfig,
+    feed: Option<Feed>,
+}
+
+impl HttpMjpegSource {
+    pub fn new(cfg: HttpMjpegConfig) -> HttpMjpegSource {
+        HttpMjpegSource { cfg, feed: None }
+    }
+
+    fn err(&self, message: impl Into<String>) -> SourceError {
+        SourceError::Http { url: self.shown_url(), message: message.into() }
+    }
+
+    /// The URL without any password in it, for messages.
+    fn shown_url(&self) -> String {
+        match parse_url(&self.cfg.url) {
+            Ok(u) => format!("http://{}:{}{}", u.host, u.port, u.path),
+            Err(_) => self.cfg.url.clone(),
+        }
+    }
+
+    /// Connects and reads the response header. Returns the stream, the boundary and the body
+    /// bytes read past the header.
+    fn connect(&self) -> Result<(TcpStream, String, Vec<u8>), SourceError> {
+        let url = parse_url(&self.cfg.url).map_err(|m| self.err(m))?;
+        let timeout = Duration::from_secs_f64(self.cfg.stall_timeout_secs);
+        let io = |what: String| {
+            let shown = self.shown_url();
+            move |source: std::io::Error| SourceError::Io { what: format!("{shown}: {what}"), source }
+        };
+        let addrs: Vec<_> = (url.host.as_str(), url.port).to_socket_addrs().map_err(io(format!("cannot resolve host {}", url.host)))?.collect();
+        let mut last = None;
+        let mut stream = None;
+        for addr in &addrs {
+            match TcpStream::connect_timeout(addr, timeout) {
+                Ok(s) => {
+                    stream = Some(s);
+                    break;
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        let mut stream = match (stream, last) {
+            (Some(s), _) => s,
+            (None, Some(e)) => return Err(io("cannot connect: check the address and that the camera is on".into())(e)),
+            (None, None) => return Err(self.err(format!("host {} has no address", url.host))),
+        };
+        stream.set_read_timeout(Some(timeout)).map_err(io("cannot set a read timeout".into()))?;
+        stream.set_write_timeout(Some(timeout)).map_err(io("cannot set a write timeout".into()))?;
+        let _ = stream.set_nodelay(true);
+
+        let password = match (&self.cfg.password, &self.cfg.password_env) {
+            (Some(p), _) => Some(p.clone()),
+            (None, Some(var)) => Some(std::env::var(var).map_err(|_| {
+                self.err(format!("environment variable {var} (source.password_env) is not set or not valid UTF-8"))
+            })?),
+            (None, None) => None,
+        };
+        let credentials = match (&self.cfg.username, password) {
+            (Some(u), p) => Some(format!("{u}:{}", p.unwrap_or_default())),
+            (None, _) => url.userinfo.clone(),
+        };
+        let host = if url.host.contains(':') { format!("[{}]", url.host) } else { url.host.clone() };
+        let mut request = format!(
+            "GET {} HTTP/1.1\r\nHost: {host}:{}\r\nUser-Agent: lookout/{}\r\nAccept: multipart/x-mixed-replace, */*\r\n",
+            url.path,
+            url.port,
+            env!("CARGO_PKG_VERSION")
+        );
+        if let Some(c) = credentials {
+            request.push_str(&format!("Authorization: Basic {}\r\n", base64(c.as_bytes())));
+        }
+        request.push_str("\r\n");
+        stream.write_all(request.as_bytes()).map_err(io("cannot send the request".into()))?;
+
+        // The response header, bounded.
+        let mut head = Vec::with_capacity(2048);
+        let mut chunk = [0u8; 4096];
+        let header_end = loop {
+            if let Some(i) = find(&head, b"\r\n\r\n") {
+                break i + 4;
+            }
+            if head.len() > 64 * 1024 {
+                return Err(self.err("response header longer than 64 KiB"));
+            }
+            let n = stream.read(&mut chunk).map_err(io("no response header".into()))?;
+            if n == 0 {
+                return Err(self.err("the server closed the connection before answering"));
+            }
+            head.extend_from_slice(&chunk[..n]);
+        };
+        let text = String::from_utf8_lossy(&head[..header_end]).into_owned();
+        let mut lines = text.lines();
+        let status_line = lines.next().unwrap_or_default();
+        let status: u16 = status_line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let header = |name: &str| {
+            text.lines().skip(1).find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+            })
+        };
+        match status {
+            200 => {}
+            401 | 403 => return Err(self.err(format!("{status_line:?}: check username and password"))),
+            _ => return Err(self.err(format!("unexpected answer {status_line:?}; expected 200 OK"))),
+        }
+        if header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
+            return Err(self.err("chunked transfer encoding is not supported"));
+        }
+        let content_type = header("content-type").unwrap_or_default();
+        let boundary = boundary_of(&content_type).ok_or_else(|| {
+            self.err(format!(
+                "content type {content_type:?} is not a multipart/x-mixed-replace stream with a boundary (is this the camera's MJPEG stream URL, not a snapshot or page?)"
+            ))
+        })?;
+        Ok((stream, boundary, head[header_end..].to_vec()))
+    }
+}
+
+fn produce(mut stream: TcpStream, mut splitter: MultipartSplitter, url: String, tx: FeedTx) {
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        while let Some(part) = splitter.next_part() {
+            match part {
+                Part::Body(data) => {
+                    if !tx.send(Ok(Frame::new(PixelFormat::Mjpeg, 0, 0, data))) {
+                        return;
+                    }
+                }
+                Part::Skipped(why) => log::warn!("Skipped a stream part. url={url} reason={why:?}"),
+                Part::End => {
+                    tx.send(Err(SourceError::StreamEnded { url }));
+                    return;
+                }
+            }
+        }
+        if tx.quitting() {
+            return;
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => {
+                tx.send(Err(SourceError::StreamEnded { url }));
+                return;
+            }
+            Ok(n) => splitter.push(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            // The read timeout equals the stall timeout; the capture thread reports the stall.
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e) => {
+                tx.send(Err(SourceError::Io { what: format!("{url}: connection lost"), source: e }));
+                return;
+            }
+        }
+    }
+}
+
+impl FrameSource for HttpMjpegSource {
+    fn describe(&self) -> String {
+        format!("http_mjpeg:{}", self.shown_url())
+    }
+
+    fn live(&self) -> bool {
+        true
+    }
+
+    fn open(&mut self) -> Result<(), SourceError> {
+        self.close();
+        let (stream, boundary, rest) = self.connect()?;
+        log::debug!("Stream connected. url={} boundary={boundary:?}", self.shown_url());
+        let mut splitter = MultipartSplitter::new(&boundary, self.cfg.max_frame_bytes);
+        splitter.push(&rest);
+        let url = self.shown_url();
+        self.feed = Some(Feed::spawn("http-mjpeg-reader", move |tx| produce(stream, splitter, url, tx))?);
+        Ok(())
+    }
+
+    fn next_frame(&mut self, stop: &StopToken) -> Result<Option<Frame>, SourceError> {
+        let stall = Duration::from_secs_f64(self.cfg.stall_timeout_secs);
+        let what = self.describe();
+        let Some(feed) = self.feed.as_mut() else { return Err(self.err("not connected")) };
+        match feed.next(stop, stall) {
+            Next::Frame(f) => Ok(Some(f)),
+            Next::Stopped => Ok(None),
+            Next::Failed(e) => Err(e),
+            Next::Stalled(waited) => Err(SourceError::Stalled { what, secs: waited.as_secs_f64() }),
+            Next::Ended => Err(SourceError::StreamEnded { url: self.shown_url() }),
+        }
+    }
+
+    fn close(&mut self) {
+        if let Some(mut feed) = self.feed.take() {
+            // The reader wakes from its read within the stall timeout at worst; don't wait that long.
+            feed.close(Duration::from_millis(200));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_parsed_or_refused_with_a_reason() {
+        let u = parse_url("http://admin:pw@192.168.1.20:81/stream?x=1").expect("valid");
+        assert_eq!(u, HttpUrl { host: "192.168.1.20".into(), port: 81, path: "/stream?x=1".into(), userinfo: Some("admin:pw".into()) });
+        let u = parse_url("HTTP://camera").expect("valid");
+        assert_eq!((u.host.as_str(), u.port, u.path.as_str()), ("camera", 80, "/"));
+        let u = parse_url("http://[::1]:8080/v").expect("valid");
+        assert_eq!((u.host.as_str(), u.port), ("::1", 8080));
+        for (bad, why) in [("https://cam/x", "https"), ("rtsp://cam", "http://"), ("http://cam:port/x", "port"), ("http:///x", "no host")] {
+            let e = parse_url(bad).expect_err(bad);
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        for (plain, coded) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("Aladdin:open sesame", "QWxhZGRpbjpvcGVuIHNlc2FtZQ==")] {
+            assert_eq!(base64(plain.as_bytes()), coded);
+        }
+    }
+
+    #[test]
+    fn boundary_is_read_from_the_content_type() {
+        let cases = [
+            ("multipart/x-mixed-replace; boundary=frame", Some("frame")),
+            ("multipart/x-mixed-replace;boundary=\"--myboundary\"", Some("myboundary")),
+            ("Multipart/X-Mixed-Replace; charset=x; Boundary=123456789000000000000987654321", Some("123456789000000000000987654321")),
+            ("image/jpeg", None),
+            ("multipart/x-mixed-replace", None),
+        ];
+        for (ct, want) in cases {
+            assert_eq!(boundary_of(ct).as_deref(), want, "{ct}");
+        }
+    }
+
+    fn stream(parts: &[(&[u8], bool)]) -> Vec<u8> {
+        let mut s = b"preamble\r\n".to_vec();
+        for (body, with_length) in parts {
+            s.extend_from_slice(b"--frame\r\nContent-Type: image/jpeg\r\n");
+            if *with_length {
+                s.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+            }
+            s.extend_from_slice(b"\r\n");
+            s.extend_from_slice(body);
+            s.extend_from_slice(b"\r\n");
+        }
+        s.extend_from_slice(b"--frame--\r\n");
+        s
+    }
+
+    #[test]
+    fn parts_with_and_without_length_in_any_chunking() {
+        let a: &[u8] = b"\xFF\xD8first--frame-lookalike\xFF\xD9";
+        let b: &[u8] = b"\xFF\xD8second\xFF\xD9";
+        let data = stream(&[(a, true), (b, false), (b"", true)]);
+        for chunk in [1, 2, 7, 64, data.len()] {
+            let mut s = MultipartSplitter::new("frame", 4096);
+            let mut got = Vec::new();
+            for c in data.chunks(chunk) {
+                s.push(c);
+                while let Some(p) = s.next_part() {
+                    got.push(p);
+                }
+            }
+            assert_eq!(got, vec![Part::Body(a.to_vec()), Part::Body(b.to_vec()), Part::Body(Vec::new()), Part::End], "chunk {chunk}");
+        }
+    }
+
+    #[test]
+    fn oversized_parts_are_skipped_and_the_stream_resumes() {
+        let big = vec![7u8; 5000];
+        let small: &[u8] = b"\xFF\xD8ok\xFF\xD9";
+        let data = stream(&[(&big, true), (&big, false), (small, true)]);
+        let mut s = MultipartSplitter::new("frame", 1024);
+        let mut got = Vec::new();
+        for c in data.chunks(100) {
+            s.push(c);
+            while let Some(p) = s.next_part() {
+                got.push(p);
+            }
+            assert!(s.buffered() <= 1024 + 100 + 16, "bounded: {}", s.buffered());
+        }
+        assert!(matches!(got[0], Part::Skipped(_)) && matches!(got[1], Part::Skipped(_)), "{got:?}");
+        assert_eq!(got[2..], [Part::Body(small.to_vec()), Part::End]);
+    }
+}
