@@ -63,9 +63,10 @@ pub fn build(config: &Config, extra_sinks: Vec<(String, Box<dyn Sink>)>) -> Resu
         model.quantization.describe(),
         model.load_time.as_secs_f64() * 1000.0
     );
+    let device = config.device_id();
     let mut sinks: Vec<(String, Box<dyn Sink>)> = Vec::new();
     for cfg in &config.sinks {
-        let sink = cfg.build().map_err(|source| DaemonError::Sink { name: cfg.name().to_owned(), source })?;
+        let sink = cfg.build(&device).map_err(|source| DaemonError::Sink { name: cfg.name().to_owned(), source })?;
         sinks.push((cfg.name().to_owned(), sink));
     }
     sinks.extend(extra_sinks);

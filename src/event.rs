@@ -1,7 +1,7 @@
 //! The event: one JSON object shared by every sink.
 //!
 //! Built by the dispatcher when a rule fires (or for every classification when no rules are
-//! configured). Its serialised form is documented in the README and is a contract for
+//! configured). Its serialised form is documented in docs/events.md and is a contract for
 //! downstream consumers: fields are only ever added.
 
 use std::time::SystemTime;
@@ -43,6 +43,10 @@ pub struct Event {
     /// True label when the source knows it (synthetic scenes, labelled folders).
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub truth: Option<String>,
+    /// File name (in the snapshot sink's `dir`) of the JPEG of the triggering frame, when a
+    /// snapshot sink is configured.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub snapshot: Option<String>,
 }
 
 /// RFC 3339, UTC, milliseconds: `2026-11-23T04:31:25.123Z`.
@@ -74,6 +78,7 @@ mod tests {
             latency_ms: 1.0,
             file: None,
             truth: None,
+            snapshot: None,
         };
         let json = serde_json::to_string(&e).expect("serialise");
         assert!(json.contains("\"rule\":null") && !json.contains("truth") && !json.contains("file"), "{json}");

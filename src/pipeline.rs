@@ -464,6 +464,7 @@ fn dispatch_loop(
                 latency_ms: latency.as_secs_f64() * 1000.0,
                 file: c.origin.as_deref().map(str::to_owned),
                 truth: c.truth.as_deref().map(str::to_owned),
+                snapshot: None,
             });
             m.events.fetch_add(1, Relaxed);
             m.event_latency.record(latency);

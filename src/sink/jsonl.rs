@@ -174,6 +174,7 @@ mod tests {
             latency_ms: 1.0,
             file: None,
             truth: None,
+            snapshot: None,
         }
     }
 

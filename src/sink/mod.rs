@@ -4,11 +4,15 @@
 //! [`crate::pipeline`]), so a slow sink never holds up the others or the workers: when its queue
 //! is full the dispatcher drops the event for that sink and counts it. A sink is built from its
 //! config struct (`[[sinks]]`, tagged by `type`) after validation; a closed set of sinks is the
-//! [`SinkConfig`] enum. MQTT, webhook, command, GPIO and snapshot sinks plug in here.
+//! [`SinkConfig`] enum. Every sink receives the same [`Event`] JSON (docs/events.md).
 
+pub mod command;
+pub mod gpio;
 pub mod jsonl;
 pub mod log;
 pub mod memory;
+pub mod mqtt;
+pub mod webhook;
 
 use serde::Deserialize;
 
@@ -42,6 +46,22 @@ pub enum SinkError {
     },
     #[error("cannot encode event as JSON")]
     Json(#[from] serde_json::Error),
+    /// A sink that cannot be built as configured; `what` says what to do.
+    #[error("{what}")]
+    Build { what: String },
+    /// The sink's own queue is full (its destination is down or too slow): the event is dropped.
+    #[error("sink {sink:?} queue is full; event dropped (the destination is down or too slow)")]
+    QueueFull { sink: String },
+    #[error("HTTP request to {url} failed")]
+    Http {
+        url: String,
+        #[source]
+        source: Box<ureq::Error>,
+    },
+    #[error("HTTP endpoint {url} answered status {status}")]
+    HttpStatus { url: String, status: u16 },
+    #[error("command sink {sink:?}: the program {what}")]
+    Command { sink: String, what: String },
 }
 
 /// `[[sinks]]`: one entry per sink, `type` selects it.
@@ -52,6 +72,14 @@ pub enum SinkConfig {
     Log(log::LogSinkConfig),
     /// Appends each event as one JSON line to a file, with size-based rotation.
     Jsonl(jsonl::JsonlSinkConfig),
+    /// Publishes each event to an MQTT broker; queues while it is down.
+    Mqtt(mqtt::MqttSinkConfig),
+    /// POSTs each event to an HTTP(S) endpoint, with retries.
+    Webhook(webhook::WebhookSinkConfig),
+    /// Runs a program per event (event in its environment and on stdin).
+    Command(command::CommandSinkConfig),
+    /// Drives a GPIO output line (relay, lamp, gate): pulse per event, or follow the rule.
+    Gpio(gpio::GpioSinkConfig),
 }
 
 impl Default for SinkConfig {
@@ -66,6 +94,10 @@ impl SinkConfig {
         match self {
             SinkConfig::Log(c) => c.name.as_deref().unwrap_or("log"),
             SinkConfig::Jsonl(c) => c.name.as_deref().unwrap_or("jsonl"),
+            SinkConfig::Mqtt(c) => c.name.as_deref().unwrap_or("mqtt"),
+            SinkConfig::Webhook(c) => c.name.as_deref().unwrap_or("webhook"),
+            SinkConfig::Command(c) => c.name.as_deref().unwrap_or("command"),
+            SinkConfig::Gpio(c) => c.name.as_deref().unwrap_or("gpio"),
         }
     }
 
@@ -77,14 +109,23 @@ impl SinkConfig {
         match self {
             SinkConfig::Log(c) => c.validate(key, p),
             SinkConfig::Jsonl(c) => c.validate(key, p),
+            SinkConfig::Mqtt(c) => c.validate(key, p),
+            SinkConfig::Webhook(c) => c.validate(key, p),
+            SinkConfig::Command(c) => c.validate(key, p),
+            SinkConfig::Gpio(c) => c.validate(key, p),
         }
     }
 
-    /// Builds the sink (opens files, connects ...). Errors are fatal at startup.
-    pub fn build(&self) -> Result<Box<dyn Sink>, SinkError> {
+    /// Builds the sink (opens files, starts connections ...) for device `device`. Errors are
+    /// fatal at startup.
+    pub fn build(&self, device: &str) -> Result<Box<dyn Sink>, SinkError> {
         Ok(match self {
             SinkConfig::Log(c) => Box::new(log::LogSink::new(c)),
             SinkConfig::Jsonl(c) => Box::new(jsonl::JsonlSink::open(c)?),
+            SinkConfig::Mqtt(c) => Box::new(mqtt::MqttSink::start(c, device)?),
+            SinkConfig::Webhook(c) => Box::new(webhook::WebhookSink::new(c)?),
+            SinkConfig::Command(c) => Box::new(command::CommandSink::new(c)?),
+            SinkConfig::Gpio(c) => Box::new(gpio::GpioSink::open(c)?),
         })
     }
 }

@@ -1,0 +1,492 @@
+//! The delivery sinks against real endpoints on loopback: an MQTT broker (mosquitto, started and
+//! restarted by the test), HTTP servers started on port 0, and shell scripts run by the command
+//! sink. Every wait is bounded; nothing asserts on speed.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lookout::config::{Config, Origin};
+use lookout::daemon;
+use lookout::event::Event;
+use lookout::sink::command::{CommandSink, CommandSinkConfig};
+use lookout::sink::memory::MemorySink;
+use lookout::sink::mqtt::{MqttSink, MqttSinkConfig};
+use lookout::sink::webhook::{WebhookSink, WebhookSinkConfig};
+use lookout::sink::Sink;
+use lookout::stop::StopToken;
+
+fn event(seq: u64) -> Event {
+    Event {
+        device: "testdev".into(),
+        source: "synthetic".into(),
+        rule: Some("defect".into()),
+        label: "dent".into(),
+        score: 0.93,
+        top: vec![],
+        frame_seq: seq,
+        captured_at: "2026-11-23T00:00:00.000Z".into(),
+        latency_ms: 12.5,
+        file: None,
+        truth: None,
+        snapshot: None,
+    }
+}
+
+/// Polls `f` every 20 ms until it is true or `limit` passes; returns its last value.
+fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let until = Instant::now() + limit;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() >= until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    l.local_addr().expect("local addr").port()
+}
+
+// ---------------------------------------------------------------------------------------------
+// MQTT
+
+/// A mosquitto broker on 127.0.0.1:`port`, with persistence in `dir` so a subscriber's session
+/// (and its queued messages) survives a restart. Stopped with SIGTERM (so it saves) on drop.
+struct Broker {
+    child: Option<Child>,
+    port: u16,
+    conf: PathBuf,
+}
+
+impl Broker {
+    fn start(dir: &Path, port: u16) -> Broker {
+        let conf = dir.join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nlog_dest none\n",
+                dir.display()
+            ),
+        )
+        .expect("write mosquitto.conf");
+        let mut b = Broker { child: None, port, conf };
+        b.restart();
+        b
+    }
+
+    fn restart(&mut self) {
+        let child = Command::new("mosquitto")
+            .arg("-c")
+            .arg(&self.conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("mosquitto must be installed (scripts/test installs it)");
+        self.child = Some(child);
+        let port = self.port;
+        assert!(
+            wait_until(Duration::from_secs(10), || TcpStream::connect(("127.0.0.1", port)).is_ok()),
+            "mosquitto did not start listening on port {port}"
+        );
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let until = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < until {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Messages received by a test subscriber: (topic, payload, retained).
+type Received = Arc<Mutex<Vec<(String, Vec<u8>, bool)>>>;
+
+/// Subscribes to `lookout/#` and `homeassistant/#` with a persistent session (QoS 1) and records every message on a
+/// thread that reconnects after errors; ends when `done` is set.
+fn subscriber(port: u16, done: Arc<std::sync::atomic::AtomicBool>) -> (Received, std::thread::JoinHandle<()>) {
+    use rumqttc::{Client, Event as E, MqttOptions, Packet, QoS};
+    let received: Received = Arc::default();
+    let rec = Arc::clone(&received);
+    let mut opts = MqttOptions::new("lookout-test-subscriber", "127.0.0.1", port);
+    opts.set_clean_session(false);
+    opts.set_keep_alive(Duration::from_secs(5));
+    let (client, mut connection) = Client::new(opts, 64);
+    let h = std::thread::spawn(move || {
+        while !done.load(std::sync::atomic::Ordering::Relaxed) {
+            match connection.recv_timeout(Duration::from_millis(50)) {
+                Ok(Ok(E::Incoming(Packet::ConnAck(_)))) => {
+                    let _ = client.try_subscribe("lookout/#", QoS::AtLeastOnce);
+                    let _ = client.try_subscribe("homeassistant/#", QoS::AtLeastOnce);
+                }
+                Ok(Ok(E::Incoming(Packet::SubAck(_)))) => {
+                    rec.lock().expect("lock").push(("$suback".into(), Vec::new(), false));
+                }
+                Ok(Ok(E::Incoming(Packet::Publish(p)))) => {
+                    rec.lock().expect("lock").push((p.topic.clone(), p.payload.to_vec(), p.retain));
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) => std::thread::sleep(Duration::from_millis(100)),
+                Err(rumqttc::RecvTimeoutError::Timeout) => {}
+                Err(rumqttc::RecvTimeoutError::Disconnected) => break,
+            }
+        }
+    });
+    (received, h)
+}
+
+fn wait_subscribed(received: &Received) {
+    assert!(
+        wait_until(Duration::from_secs(10), || received.lock().expect("lock").iter().any(|(t, _, _)| t == "$suback")),
+        "the test subscriber could not subscribe"
+    );
+}
+
+fn event_seqs(received: &Received) -> Vec<u64> {
+    received
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|(t, _, _)| t == "lookout/testdev/events")
+        .map(|(_, p, _)| serde_json::from_slice::<Event>(p).expect("payload is the documented event JSON").frame_seq)
+        .collect()
+}
+
+fn statuses(received: &Received) -> Vec<String> {
+    received
+        .lock()
+        .expect("lock")
+        .iter()
+        .filter(|(t, _, _)| t == "lookout/testdev/status")
+        .map(|(_, p, _)| String::from_utf8_lossy(p).into_owned())
+        .collect()
+}
+
+fn mqtt_config(port: u16, extra: &str) -> MqttSinkConfig {
+    toml::from_str(&format!("host = \"127.0.0.1\"\nport = {port}\nreconnect_max_secs = 0.5\n{extra}")).expect("mqtt config")
+}
+
+#[test]
+fn mqtt_delivers_in_order_and_loses_nothing_while_the_broker_restarts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let mut broker = Broker::start(dir.path(), port);
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (received, sub) = subscriber(port, Arc::clone(&done));
+    // The subscriber's session must exist before the sink publishes.
+    wait_subscribed(&received);
+
+    let cfg = mqtt_config(port, "queue = 1000");
+    let mut sink = MqttSink::start(&cfg, "testdev").expect("sink starts");
+    for seq in 0..10 {
+        sink.send(&event(seq)).expect("queued");
+    }
+    assert!(
+        wait_until(Duration::from_secs(20), || event_seqs(&received).len() >= 10),
+        "first events arrive; got {:?}",
+        event_seqs(&received)
+    );
+    assert!(wait_until(Duration::from_secs(10), || statuses(&received).contains(&"online".to_string())));
+
+    broker.stop();
+    for seq in 10..60 {
+        sink.send(&event(seq)).expect("queued while the broker is down");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    broker.restart();
+
+    let want: Vec<u64> = (0..60).collect();
+    let arrived = wait_until(Duration::from_secs(30), || {
+        let mut got = event_seqs(&received);
+        got.dedup();
+        got.len() >= 60
+    });
+    let mut got = event_seqs(&received);
+    // At-least-once: an event in flight when the broker died may come twice; never out of order.
+    got.dedup();
+    assert!(arrived, "every queued event arrives after the restart; got {got:?}");
+    assert_eq!(got, want, "in order, none lost");
+
+    // A clean stop leaves the retained status `offline`.
+    drop(sink);
+    assert!(
+        wait_until(Duration::from_secs(10), || statuses(&received).last().map(String::as_str) == Some("offline")),
+        "status after stop: {:?}",
+        statuses(&received)
+    );
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = sub.join();
+}
+
+#[test]
+fn mqtt_sink_runs_in_the_daemon_with_the_documented_payload_and_discovery() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let _broker = Broker::start(dir.path(), port);
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (received, sub) = subscriber(port, Arc::clone(&done));
+    wait_subscribed(&received);
+    let cfg = Config::parse(
+        &format!(
+            r#"
+            device_id = "testdev"
+            [source]
+            type = "synthetic"
+            fps = 0
+            count = 12
+            seed = 7
+            [pipeline]
+            workers = 1
+            [[sinks]]
+            type = "mqtt"
+            host = "127.0.0.1"
+            port = {port}
+            qos = 1
+            homeassistant = true
+            [log]
+            summary_secs = 0
+            "#
+        ),
+        Origin::File("test.toml".into()),
+    )
+    .expect("valid config");
+    let memory = MemorySink::new();
+    let running = daemon::start(&cfg, vec![("memory".into(), Box::new(memory.clone()))], StopToken::new()).expect("starts");
+    let snap = running.wait(Duration::from_secs(60));
+    assert_eq!(snap.events, 12);
+    assert!(wait_until(Duration::from_secs(20), || event_seqs(&received).len() >= 12), "got {:?}", event_seqs(&received));
+    let msgs = received.lock().expect("lock").clone();
+    let first = msgs.iter().find(|(t, _, _)| t == "lookout/testdev/events").expect("an event");
+    let json: serde_json::Value = serde_json::from_slice(&first.1).expect("JSON payload");
+    for key in ["device", "source", "rule", "label", "score", "top", "frame_seq", "captured_at", "latency_ms"] {
+        assert!(json.get(key).is_some(), "payload has {key}: {json}");
+    }
+    let recorded: Vec<u64> = memory.events().iter().map(|e| e.frame_seq).collect();
+    assert_eq!(event_seqs(&received), recorded, "same events, same order as the other sinks");
+    assert!(msgs.iter().any(|(t, _, _)| t == "homeassistant/sensor/lookout_testdev_top/config"), "discovery sensor announced (retained; live deliveries carry no retain flag)");
+    assert!(msgs.iter().any(|(t, _, _)| t == "lookout/testdev/top"), "top label state published");
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = sub.join();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Webhook
+
+/// One recorded HTTP request: header lines (lower-cased names) and body.
+#[derive(Clone, Debug)]
+struct Request {
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+/// An HTTP server on 127.0.0.1:0 answering with the next status of `script` (then 200);
+/// status 0 means: read the request, then hang for `hang` without answering.
+fn http_server(script: Vec<u16>, hang: Duration) -> (String, Arc<Mutex<Vec<Request>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    let log: Arc<Mutex<Vec<Request>>> = Arc::default();
+    let rec = Arc::clone(&log);
+    let script = Arc::new(Mutex::new(VecDeque::from(script)));
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { break };
+            let rec = Arc::clone(&rec);
+            let script = Arc::clone(&script);
+            std::thread::spawn(move || serve(stream, &rec, &script, hang));
+        }
+    });
+    (url, log)
+}
+
+fn serve(stream: TcpStream, rec: &Mutex<Vec<Request>>, script: &Mutex<VecDeque<u16>>, hang: Duration) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+    let mut stream = stream;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut headers = Vec::new();
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
+            }
+        }
+        let len: usize = headers.iter().find(|(k, _)| k == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
+        let mut body = vec![0; len];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        rec.lock().expect("lock").push(Request { headers, body });
+        let status = script.lock().expect("lock").pop_front().unwrap_or(200);
+        if status == 0 {
+            std::thread::sleep(hang);
+            return;
+        }
+        let reply = format!("HTTP/1.1 {status} X\r\ncontent-length: 2\r\n\r\nok");
+        if stream.write_all(reply.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+fn webhook_config(url: &str, extra: &str) -> WebhookSinkConfig {
+    toml::from_str(&format!("url = {url:?}\nbackoff_min_ms = 10\nbackoff_max_secs = 0.1\n{extra}")).expect("webhook config")
+}
+
+#[test]
+fn webhook_posts_the_event_with_headers_and_bearer_token() {
+    let (url, log) = http_server(vec![], Duration::ZERO);
+    std::env::set_var("LOOKOUT_TEST_WEBHOOK_TOKEN", "s3cret");
+    let cfg = webhook_config(&url, "token_env = \"LOOKOUT_TEST_WEBHOOK_TOKEN\"\nheaders = { X-Line = \"3\" }");
+    let mut sink = WebhookSink::new(&cfg).expect("builds");
+    sink.send(&event(5)).expect("delivered");
+    let reqs = log.lock().expect("lock").clone();
+    assert_eq!(reqs.len(), 1);
+    let get = |k: &str| reqs[0].headers.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    assert_eq!(get("authorization").as_deref(), Some("Bearer s3cret"));
+    assert_eq!(get("x-line").as_deref(), Some("3"));
+    assert_eq!(get("content-type").as_deref(), Some("application/json"));
+    let e: Event = serde_json::from_slice(&reqs[0].body).expect("body is the event JSON");
+    assert_eq!(e.frame_seq, 5);
+    assert_eq!(e.rule.as_deref(), Some("defect"));
+}
+
+#[test]
+fn webhook_retries_server_errors_and_delivers_once() {
+    let (url, log) = http_server(vec![500, 503, 500], Duration::ZERO);
+    let mut sink = WebhookSink::new(&webhook_config(&url, "retries = 5")).expect("builds");
+    sink.send(&event(1)).expect("delivered after retries");
+    assert_eq!(log.lock().expect("lock").len(), 4, "three failures, then one success");
+    sink.send(&event(2)).expect("next one at once");
+    let reqs = log.lock().expect("lock").clone();
+    assert_eq!(reqs.len(), 5, "delivered once each");
+    let seqs: Vec<u64> = reqs.iter().map(|r| serde_json::from_slice::<Event>(&r.body).expect("event").frame_seq).collect();
+    assert_eq!(seqs, [1, 1, 1, 1, 2]);
+
+    let (url, _log) = http_server(vec![404], Duration::ZERO);
+    let mut sink = WebhookSink::new(&webhook_config(&url, "retries = 5")).expect("builds");
+    let e = sink.send(&event(1)).err().expect("a 404 is not retried");
+    assert!(e.to_string().contains("404"), "{e}");
+}
+
+#[test]
+fn webhook_timeout_fires_and_a_hanging_endpoint_does_not_stall_other_sinks() {
+    let (url, _log) = http_server(vec![0; 1000], Duration::from_secs(5));
+    let mut sink = WebhookSink::new(&webhook_config(&url, "timeout_secs = 0.3\nretries = 1")).expect("builds");
+    let t = Instant::now();
+    assert!(sink.send(&event(1)).is_err(), "a hanging endpoint is a failed delivery");
+    assert!(t.elapsed() < Duration::from_secs(4), "the timeout fired (took {:?})", t.elapsed());
+
+    let cfg = Config::parse(
+        &format!(
+            r#"
+            device_id = "testdev"
+            [source]
+            type = "synthetic"
+            fps = 0
+            count = 20
+            [pipeline]
+            workers = 1
+            sink_queue = 64
+            [[sinks]]
+            type = "webhook"
+            url = "{url}"
+            timeout_secs = 0.3
+            retries = 0
+            [log]
+            summary_secs = 0
+            "#
+        ),
+        Origin::File("test.toml".into()),
+    )
+    .expect("valid config");
+    let memory = MemorySink::new();
+    let running = daemon::start(&cfg, vec![("memory".into(), Box::new(memory.clone()))], StopToken::new()).expect("starts");
+    // The recording sink has every event while the webhook is still working through its queue
+    // (each of its 20 events takes a 0.3 s timeout).
+    assert!(wait_until(Duration::from_secs(30), || memory.events().len() == 20), "the recording sink got every event");
+    let now = running.metrics().snapshot();
+    let hook = now.sinks.iter().find(|s| s.name == "webhook").expect("webhook counters");
+    assert!(hook.failed + hook.dropped < 20, "the other sink was not held up behind the webhook: {hook:?}");
+    let snap = running.wait(Duration::from_secs(30));
+    let hook = snap.sinks.iter().find(|s| s.name == "webhook").expect("webhook counters");
+    assert_eq!(hook.sent, 0);
+    assert_eq!(hook.failed + hook.dropped, 20, "every event failed or was dropped, and counted: {hook:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Command
+
+fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("write script");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    path
+}
+
+#[test]
+fn command_gets_the_event_on_stdin_and_in_its_environment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().display().to_string();
+    let prog = script(dir.path(), "record.sh", &format!("cat > '{out}/stdin.json'\nenv | grep '^LOOKOUT_' | sort > '{out}/env.txt'\nexit 0"));
+    let cfg = CommandSinkConfig { name: None, command: vec![prog.display().to_string(), "arg1".into()], timeout_secs: 10.0, cwd: None };
+    let mut sink = CommandSink::new(&cfg).expect("builds");
+    sink.send(&event(42)).expect("ran");
+    let stdin: Event = serde_json::from_slice(&std::fs::read(dir.path().join("stdin.json")).expect("stdin recorded")).expect("event JSON");
+    assert_eq!(stdin.frame_seq, 42);
+    let env = std::fs::read_to_string(dir.path().join("env.txt")).expect("env recorded");
+    for line in ["LOOKOUT_LABEL=dent", "LOOKOUT_RULE=defect", "LOOKOUT_DEVICE=testdev", "LOOKOUT_FRAME_SEQ=42", "LOOKOUT_SCORE=0.9300"] {
+        assert!(env.lines().any(|l| l == line), "{line} in\n{env}");
+    }
+
+    let failing = script(dir.path(), "fail.sh", "exit 3");
+    let cfg = CommandSinkConfig { name: None, command: vec![failing.display().to_string()], timeout_secs: 10.0, cwd: None };
+    let e = CommandSink::new(&cfg).expect("builds").send(&event(1)).err().expect("non-zero exit fails");
+    assert!(e.to_string().contains('3'), "{e}");
+}
+
+#[test]
+fn hanging_command_is_killed_at_the_timeout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let prog = script(dir.path(), "hang.sh", "exec sleep 30");
+    let cfg = CommandSinkConfig { name: None, command: vec![prog.display().to_string()], timeout_secs: 0.3, cwd: None };
+    let mut sink = CommandSink::new(&cfg).expect("builds");
+    let t = Instant::now();
+    let e = sink.send(&event(1)).err().expect("killed");
+    assert!(e.to_string().contains("killed"), "{e}");
+    assert!(t.elapsed() < Duration::from_secs(20), "killed at the timeout, not after the program's 30 s");
+}
