@@ -68,6 +68,20 @@ pub struct PipelineConfig {
     /// Number of `top` entries in each event. Default 3.
     #[serde(default = "default_top_k")]
     pub top_k: usize,
+    /// Seconds before the first attempt to reopen a failed, stalled or exited source; each
+    /// further attempt waits twice as long (with +-20% jitter). Default 0.1.
+    #[serde(default = "default_reconnect_min")]
+    pub reconnect_min_secs: f64,
+    /// Longest wait between reopening attempts, seconds. Attempts go on forever. Default 30.
+    #[serde(default = "default_reconnect_max")]
+    pub reconnect_max_secs: f64,
+}
+
+fn default_reconnect_min() -> f64 {
+    0.1
+}
+fn default_reconnect_max() -> f64 {
+    30.0
 }
 
 fn default_frame_queue() -> usize {
@@ -87,6 +101,8 @@ impl Default for PipelineConfig {
             frame_queue: default_frame_queue(),
             sink_queue: default_sink_queue(),
             top_k: default_top_k(),
+            reconnect_min_secs: default_reconnect_min(),
+            reconnect_max_secs: default_reconnect_max(),
         }
     }
 }
@@ -228,6 +244,11 @@ impl Config {
         p.range("pipeline.frame_queue", self.pipeline.frame_queue, 1, 1024);
         p.range("pipeline.sink_queue", self.pipeline.sink_queue, 1, 1_000_000);
         p.range("pipeline.top_k", self.pipeline.top_k, 1, 100);
+        p.range("pipeline.reconnect_min_secs", self.pipeline.reconnect_min_secs, 0.001, 3600.0);
+        p.range("pipeline.reconnect_max_secs", self.pipeline.reconnect_max_secs, 0.001, 86_400.0);
+        if self.pipeline.reconnect_max_secs < self.pipeline.reconnect_min_secs {
+            p.push("pipeline.reconnect_max_secs", "must be at least reconnect_min_secs");
+        }
         if !["error", "warn", "info", "debug", "trace", "off"].contains(&self.log.level.as_str()) {
             p.push(
                 "log.level",
@@ -362,6 +383,8 @@ mod tests {
             ("[[rules]]\nname = \"r\"\nlabels = [\"x\"]\nframes = 3\nwindow = 2", &["rules[0].window", "frames (3)"]),
             ("[[rules]]\nname = \"r\"\nlabels = [\"x\"]\nsinks = [\"mqtt\"]", &["rules[0].sinks", "\"mqtt\"", "log"]),
             ("[log]\nlevel = \"loud\"", &["log.level", "loud"]),
+            ("[pipeline]\nreconnect_min_secs = 5.0\nreconnect_max_secs = 1.0", &["pipeline.reconnect_max_secs", "at least reconnect_min_secs"]),
+            ("[pipeline]\nreconnect_min_secs = 0", &["pipeline.reconnect_min_secs", "got 0"]),
         ];
         for (text, fragments) in cases {
             let msg = err(text);

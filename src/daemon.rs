@@ -84,6 +84,10 @@ pub fn build(config: &Config, extra_sinks: Vec<(String, Box<dyn Sink>)>) -> Resu
         top_k: config.pipeline.top_k,
         device: config.device_id(),
         summary_every: (summary > 0.0).then(|| Duration::from_secs_f64(summary)),
+        reconnect: (
+            Duration::from_secs_f64(config.pipeline.reconnect_min_secs),
+            Duration::from_secs_f64(config.pipeline.reconnect_max_secs),
+        ),
     })
 }
 

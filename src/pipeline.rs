@@ -42,6 +42,8 @@ pub struct Parts {
     pub device: String,
     /// Interval of the `info` summary line; `None` for none.
     pub summary_every: Option<Duration>,
+    /// Source reopening back-off: first delay and cap (doubling, +-20% jitter).
+    pub reconnect: (Duration, Duration),
 }
 
 /// Errors that prevent the pipeline from starting.
@@ -174,7 +176,7 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>
 
 /// Opens the source and starts every thread.
 pub fn start(parts: Parts, stop: StopToken) -> Result<Running, StartError> {
-    let Parts { mut source, model, rules, sinks, workers, frame_queue, sink_queue, top_k: k, device, summary_every } = parts;
+    let Parts { mut source, model, rules, sinks, workers, frame_queue, sink_queue, top_k: k, device, summary_every, reconnect } = parts;
     let source_name = source.describe();
     source.open().map_err(|e| StartError::Source { source_name: source_name.clone(), source: e })?;
     let sink_names: Vec<String> = sinks.iter().map(|(n, _)| n.clone()).collect();
@@ -205,7 +207,7 @@ pub fn start(parts: Parts, stop: StopToken) -> Result<Running, StartError> {
     let m = Arc::clone(&metrics);
     let st = stop.clone();
     let drop_rx = frame_rx.clone();
-    stages.push(("capture".to_owned(), spawn("capture", move || capture_loop(source, frame_tx, drop_rx, m, st))?));
+    stages.push(("capture".to_owned(), spawn("capture", move || capture_loop(source, frame_tx, drop_rx, m, st, reconnect))?));
 
     for (i, session) in sessions.into_iter().enumerate() {
         let rx = frame_rx.clone();
@@ -301,11 +303,12 @@ fn capture_loop(
     drop_rx: Receiver<Frame>,
     m: Arc<Metrics>,
     stop: StopToken,
+    reconnect: (Duration, Duration),
 ) {
     let name = source.describe();
     let live = source.live();
     let mut seq = 0u64;
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(30));
+    let mut backoff = Backoff::new(reconnect.0, reconnect.1);
     'frames: while !stop.is_stopped() {
         match source.next_frame(&stop) {
             Ok(Some(mut frame)) => {
