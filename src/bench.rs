@@ -52,7 +52,11 @@ impl Percentiles {
             let i = ((q * samples.len() as f64).ceil() as usize).clamp(1, samples.len()) - 1;
             samples[i].as_secs_f64() * 1000.0
         };
-        Percentiles { p50: at(0.5), p90: at(0.9), p99: at(0.99) }
+        Percentiles {
+            p50: at(0.5),
+            p90: at(0.9),
+            p99: at(0.99),
+        }
     }
 }
 
@@ -140,7 +144,8 @@ fn encode(img: &image::RgbImage, format: PixelFormat) -> Frame {
         PixelFormat::Mjpeg => {
             let mut out = Vec::new();
             // Encoding a rendered image cannot fail: the buffer is an in-memory Vec.
-            let _ = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90).encode_image(img);
+            let _ =
+                image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90).encode_image(img);
             Frame::new(PixelFormat::Mjpeg, 0, 0, out)
         }
         PixelFormat::Yuyv422 => Frame::new(PixelFormat::Yuyv422, w, h, rgb_to_yuyv(img.as_raw())),
@@ -152,17 +157,23 @@ fn encode(img: &image::RgbImage, format: PixelFormat) -> Frame {
 pub fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
 /// CPU time (user + system) of this process so far.
 fn cpu_time() -> Duration {
-    let ticks = std::fs::read_to_string("/proc/self/stat").ok().and_then(|s| {
-        let rest = s.rsplit_once(')')?.1;
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-    });
+    let ticks = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        });
     // Linux reports in USER_HZ, 100 on every architecture lookout targets.
     Duration::from_millis(ticks.unwrap_or(0) * 10)
 }
@@ -182,7 +193,9 @@ pub fn run(config: &Config, opts: &BenchOptions) -> Result<BenchReport, BenchErr
     for _ in 0..opts.warmup {
         session.run_tensor(tensor.clone())?;
     }
-    let mut model_times: Vec<Duration> = (0..opts.runs).map(|_| session.run_tensor(tensor.clone())).collect::<Result<_, _>>()?;
+    let mut model_times: Vec<Duration> = (0..opts.runs)
+        .map(|_| session.run_tensor(tensor.clone()))
+        .collect::<Result<_, _>>()?;
     let model_ms = Percentiles::of(&mut model_times);
 
     // Preprocessing: decode + resize + normalise, per format and size.
@@ -207,7 +220,11 @@ pub fn run(config: &Config, opts: &BenchOptions) -> Result<BenchReport, BenchErr
                 width: w,
                 height: h,
                 ms,
-                share_of_model: if model_ms.p50 > 0.0 { ms.p50 / model_ms.p50 } else { 0.0 },
+                share_of_model: if model_ms.p50 > 0.0 {
+                    ms.p50 / model_ms.p50
+                } else {
+                    0.0
+                },
             });
         }
     }
@@ -228,7 +245,11 @@ pub fn run(config: &Config, opts: &BenchOptions) -> Result<BenchReport, BenchErr
     let snap = running.wait(Duration::from_secs(600));
     let wall = t0.elapsed();
     let cpu = cpu_time().saturating_sub(cpu0);
-    let e2e_ms = Percentiles { p50: snap.total_ms.p50, p90: snap.total_ms.p90, p99: snap.total_ms.p99 };
+    let e2e_ms = Percentiles {
+        p50: snap.total_ms.p50,
+        p90: snap.total_ms.p90,
+        p99: snap.total_ms.p99,
+    };
     let fps = snap.inferred as f64 / wall.as_secs_f64();
 
     let mut report = BenchReport {
@@ -265,7 +286,11 @@ fn bench_frames(n: u64) -> Vec<Vec<u8>> {
     (0..n)
         .map(|_| {
             let class = rng.below(scene::CLASSES.len());
-            encode(&scene::render(class, &mut rng, 640, 480), PixelFormat::Mjpeg).data
+            encode(
+                &scene::render(class, &mut rng, 640, 480),
+                PixelFormat::Mjpeg,
+            )
+            .data
         })
         .collect()
 }
@@ -281,7 +306,13 @@ struct ReplaySource {
 
 impl ReplaySource {
     fn new(frames: &[Vec<u8>], count: u64, fps: f64) -> ReplaySource {
-        ReplaySource { frames: frames.to_vec(), left: count, next: 0, pacer: crate::source::Pacer::new(fps), fps }
+        ReplaySource {
+            frames: frames.to_vec(),
+            left: count,
+            next: 0,
+            pacer: crate::source::Pacer::new(fps),
+            fps,
+        }
     }
 }
 
@@ -295,7 +326,10 @@ impl crate::source::FrameSource for ReplaySource {
     fn open(&mut self) -> Result<(), crate::source::SourceError> {
         Ok(())
     }
-    fn next_frame(&mut self, stop: &StopToken) -> Result<Option<Frame>, crate::source::SourceError> {
+    fn next_frame(
+        &mut self,
+        stop: &StopToken,
+    ) -> Result<Option<Frame>, crate::source::SourceError> {
         if self.left == 0 || self.frames.is_empty() || self.pacer.wait(stop) {
             return Ok(None);
         }
@@ -307,13 +341,25 @@ impl crate::source::FrameSource for ReplaySource {
 }
 
 /// Writes the benchmark frames as JPEG files and runs `benches/peer.py` on them.
-fn run_peer(config: &Config, model: &Model, opts: &BenchOptions, threads: usize) -> Result<PeerFigures, BenchError> {
+fn run_peer(
+    config: &Config,
+    model: &Model,
+    opts: &BenchOptions,
+    threads: usize,
+) -> Result<PeerFigures, BenchError> {
     let dir = std::env::temp_dir().join(format!("lookout-bench-{}", std::process::id()));
-    let io = |source| BenchError::Io { path: dir.clone(), source };
+    let io = |source| BenchError::Io {
+        path: dir.clone(),
+        source,
+    };
     std::fs::create_dir_all(&dir).map_err(io)?;
     let frames = bench_frames(32);
     for i in 0..opts.frames {
-        std::fs::write(dir.join(format!("{i:05}.jpg")), &frames[i as usize % frames.len()]).map_err(io)?;
+        std::fs::write(
+            dir.join(format!("{i:05}.jpg")),
+            &frames[i as usize % frames.len()],
+        )
+        .map_err(io)?;
     }
     let model_path = match &config.model.path {
         Some(p) => p.clone(),
@@ -331,20 +377,53 @@ fn run_peer(config: &Config, model: &Model, opts: &BenchOptions, threads: usize)
         .arg(&model_path)
         .arg("--frames")
         .arg(&dir)
-        .args(["--size", &model.input.width.to_string(), &model.input.height.to_string()])
-        .args(["--mean", &p.mean.iter().map(f32::to_string).collect::<Vec<_>>().join(",")])
-        .args(["--std", &p.std.iter().map(f32::to_string).collect::<Vec<_>>().join(",")])
+        .args([
+            "--size",
+            &model.input.width.to_string(),
+            &model.input.height.to_string(),
+        ])
+        .args([
+            "--mean",
+            &p.mean
+                .iter()
+                .map(f32::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        ])
+        .args([
+            "--std",
+            &p.std
+                .iter()
+                .map(f32::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        ])
         .args(["--scale", &p.scale.to_string()])
-        .args(["--layout", if model.input.layout == crate::model::Layout::Nchw { "nchw" } else { "nhwc" }])
+        .args([
+            "--layout",
+            if model.input.layout == crate::model::Layout::Nchw {
+                "nchw"
+            } else {
+                "nhwc"
+            },
+        ])
         .args(["--threads", &threads.to_string()])
-        .args(["--runs", &opts.runs.to_string(), "--warmup", &opts.warmup.to_string()])
+        .args([
+            "--runs",
+            &opts.runs.to_string(),
+            "--warmup",
+            &opts.warmup.to_string(),
+        ])
         .output()
         .map_err(|e| BenchError::Peer(format!("cannot run {}: {e}", opts.python)))?;
     let _ = std::fs::remove_dir_all(&dir);
     if !out.status.success() {
-        return Err(BenchError::Peer(String::from_utf8_lossy(&out.stderr).trim().to_owned()));
+        return Err(BenchError::Peer(
+            String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        ));
     }
-    serde_json::from_slice(&out.stdout).map_err(|e| BenchError::Peer(format!("unreadable output: {e}")))
+    serde_json::from_slice(&out.stdout)
+        .map_err(|e| BenchError::Peer(format!("unreadable output: {e}")))
 }
 
 /// The readable summary.
@@ -355,7 +434,14 @@ pub fn render_text(r: &BenchReport) -> String {
     );
     s.push_str("  preprocess (decode + resize + normalise), p50 ms and share of model time:\n");
     for p in &r.preprocess {
-        s.push_str(&format!("    {:>8} {:>4}x{:<4} {:>7.2} ms  {:>5.1}%\n", p.format, p.width, p.height, p.ms.p50, p.share_of_model * 100.0));
+        s.push_str(&format!(
+            "    {:>8} {:>4}x{:<4} {:>7.2} ms  {:>5.1}%\n",
+            p.format,
+            p.width,
+            p.height,
+            p.ms.p50,
+            p.share_of_model * 100.0
+        ));
     }
     s.push_str(&format!(
         "  pipeline ({} workers, 640x480 MJPEG): {:.1} fps, capture->result p50 {:.2} ms p99 {:.2} ms, dropped {}, cpu {:.2} cores, peak RSS {:.1} MB\n",

@@ -24,29 +24,78 @@ pub fn check(config: &Config, out: &mut dyn Write) -> Result<(), DaemonError> {
     RuleSet::build(&config.rules, &model.labels, &sink_names)?;
     let i = &model.input;
     let shown: Vec<&str> = model.labels.iter().take(10).map(String::as_str).collect();
-    let more = if model.labels.len() > 10 { format!(" ... ({} more)", model.labels.len() - 10) } else { String::new() };
+    let more = if model.labels.len() > 10 {
+        format!(" ... ({} more)", model.labels.len() - 10)
+    } else {
+        String::new()
+    };
     let p = &model.preprocess;
     let lines = [
         "config ok".to_owned(),
         format!("model:        {}", model.name),
-        format!("input:        {:?} {:?} shape {:?} (dtype {:?})", i.name, i.layout, i.shape(), i.dtype),
-        format!("size:         {}x{} pixels, {} channel(s), batch {}", i.width, i.height, i.channels, i.batch),
-        format!("output:       {} classes ({:?})", model.classes(), model.output),
-        format!("labels:       {} from {}: {}{more}", model.labels.len(), model.labels_from, shown.join(", ")),
+        format!(
+            "input:        {:?} {:?} shape {:?} (dtype {:?})",
+            i.name,
+            i.layout,
+            i.shape(),
+            i.dtype
+        ),
+        format!(
+            "size:         {}x{} pixels, {} channel(s), batch {}",
+            i.width, i.height, i.channels, i.batch
+        ),
+        format!(
+            "output:       {} classes ({:?})",
+            model.classes(),
+            model.output
+        ),
+        format!(
+            "labels:       {} from {}: {}{more}",
+            model.labels.len(),
+            model.labels_from,
+            shown.join(", ")
+        ),
         format!("quantization: {}", model.quantization.describe()),
-        format!("operators:    {}", model.op_counts.iter().map(|(k, v)| format!("{k}x{v}")).collect::<Vec<_>>().join(" ")),
+        format!(
+            "operators:    {}",
+            model
+                .op_counts
+                .iter()
+                .map(|(k, v)| format!("{k}x{v}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
         format!(
             "preprocess:   resize {:?}{} order {:?} scale {} mean {:?} std {:?}",
             p.resize,
-            if p.resize == crate::model::ResizeMode::Crop { format!(" (shorter side to {})", p.resize_to) } else { String::new() },
+            if p.resize == crate::model::ResizeMode::Crop {
+                format!(" (shorter side to {})", p.resize_to)
+            } else {
+                String::new()
+            },
             p.channel_order,
             p.scale,
             p.mean,
             p.std
         ),
-        format!("loaded in:    {:.0} ms", model.load_time.as_secs_f64() * 1000.0),
+        format!(
+            "loaded in:    {:.0} ms",
+            model.load_time.as_secs_f64() * 1000.0
+        ),
         format!("source:       {}", config.source.build().describe()),
-        format!("rules:        {}", if config.rules.is_empty() { "none (every classification is an event)".to_owned() } else { config.rules.iter().map(|r| r.name.clone()).collect::<Vec<_>>().join(", ") }),
+        format!(
+            "rules:        {}",
+            if config.rules.is_empty() {
+                "none (every classification is an event)".to_owned()
+            } else {
+                config
+                    .rules
+                    .iter()
+                    .map(|r| r.name.clone())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        ),
         format!("sinks:        {}", sink_names.join(", ")),
     ];
     let mut notes = Vec::new();
@@ -73,7 +122,13 @@ struct ClassifyLine<'a> {
 }
 
 /// `lookout classify`: one JSON line per image. Returns the number of images that failed.
-pub fn classify(model_cfg: &ModelConfig, images: &[PathBuf], k: usize, raw: bool, out: &mut dyn Write) -> Result<usize, DaemonError> {
+pub fn classify(
+    model_cfg: &ModelConfig,
+    images: &[PathBuf],
+    k: usize,
+    raw: bool,
+    out: &mut dyn Write,
+) -> Result<usize, DaemonError> {
     let model = Arc::new(Model::load(model_cfg)?);
     let mut session = model.session()?;
     let mut failed = 0;
@@ -82,15 +137,26 @@ pub fn classify(model_cfg: &ModelConfig, images: &[PathBuf], k: usize, raw: bool
         let result = std::fs::read(path)
             .map_err(|e| format!("cannot read file: {e}"))
             .and_then(|data| {
-                let format = if data.starts_with(&[0xFF, 0xD8]) { PixelFormat::Mjpeg } else { PixelFormat::Encoded };
+                let format = if data.starts_with(&[0xFF, 0xD8]) {
+                    PixelFormat::Mjpeg
+                } else {
+                    PixelFormat::Encoded
+                };
                 let t0 = Instant::now();
-                session.classify_frame(&Frame::new(format, 0, 0, data)).map(|s| (s, t0.elapsed())).map_err(|e| chain(&e))
+                session
+                    .classify_frame(&Frame::new(format, 0, 0, data))
+                    .map(|s| (s, t0.elapsed()))
+                    .map_err(|e| chain(&e))
             });
         let line = match result {
             Ok((scores, _)) => {
                 let top = top_k(&scores.probs, k)
                     .into_iter()
-                    .map(|(index, score)| TopEntry { index, label: model.labels[index].clone(), score })
+                    .map(|(index, score)| TopEntry {
+                        index,
+                        label: model.labels[index].clone(),
+                        score,
+                    })
                     .collect();
                 let line = ClassifyLine {
                     image: &shown,
@@ -108,7 +174,11 @@ pub fn classify(model_cfg: &ModelConfig, images: &[PathBuf], k: usize, raw: bool
                     image: &'a str,
                     error: &'a str,
                 }
-                serde_json::to_string(&ErrorLine { image: &shown, error: &message }).unwrap_or_default()
+                serde_json::to_string(&ErrorLine {
+                    image: &shown,
+                    error: &message,
+                })
+                .unwrap_or_default()
             }
         };
         let _ = writeln!(out, "{line}");

@@ -113,7 +113,9 @@ impl PipelineConfig {
         if self.workers > 0 {
             self.workers
         } else {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
         }
     }
 }
@@ -139,7 +141,10 @@ fn default_summary_secs() -> f64 {
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { level: default_level(), summary_secs: default_summary_secs() }
+        LogConfig {
+            level: default_level(),
+            summary_secs: default_summary_secs(),
+        }
     }
 }
 
@@ -156,13 +161,19 @@ pub struct Problems(pub Vec<Problem>);
 
 impl Problems {
     pub fn push(&mut self, key: impl Into<String>, message: impl Into<String>) {
-        self.0.push(Problem { key: key.into(), message: message.into() });
+        self.0.push(Problem {
+            key: key.into(),
+            message: message.into(),
+        });
     }
 
     /// Checks `lo <= value <= hi`, else records "expected lo..=hi, got value".
     pub fn range<T: PartialOrd + fmt::Display>(&mut self, key: &str, value: T, lo: T, hi: T) {
         if !(value >= lo && value <= hi) {
-            self.push(key, format!("expected a value from {lo} to {hi}, got {value}"));
+            self.push(
+                key,
+                format!("expected a value from {lo} to {hi}, got {value}"),
+            );
         }
     }
 
@@ -197,20 +208,35 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     #[error("{origin}:{line}:{column}: {key}{message}")]
-    Parse { origin: Origin, key: String, line: usize, column: usize, message: String },
+    Parse {
+        origin: Origin,
+        key: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
     #[error("{origin}: invalid configuration:\n{}", list(.problems))]
-    Invalid { origin: Origin, problems: Vec<Problem> },
+    Invalid {
+        origin: Origin,
+        problems: Vec<Problem>,
+    },
 }
 
 fn list(problems: &[Problem]) -> String {
-    problems.iter().map(|p| format!("  - {}: {}", p.key, p.message)).collect::<Vec<_>>().join("\n")
+    problems
+        .iter()
+        .map(|p| format!("  - {}: {}", p.key, p.message))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 impl Config {
     /// Reads, parses and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         Config::parse(&text, Origin::File(path.to_owned()))
     }
 
@@ -226,7 +252,10 @@ impl Config {
         if problems.is_empty() {
             Ok(config)
         } else {
-            Err(ConfigError::Invalid { origin, problems: problems.0 })
+            Err(ConfigError::Invalid {
+                origin,
+                problems: problems.0,
+            })
         }
     }
 
@@ -235,31 +264,58 @@ impl Config {
         let mut p = Problems::default();
         if let Some(id) = &self.device_id {
             if id.trim().is_empty() || id.contains(['/', '#', '+']) {
-                p.push("device_id", "must be non-empty and contain no '/', '#' or '+' (it is used in MQTT topics)");
+                p.push(
+                    "device_id",
+                    "must be non-empty and contain no '/', '#' or '+' (it is used in MQTT topics)",
+                );
             }
         }
         self.source.validate("source", &mut p);
         self.model.validate("model", &mut p);
         p.range("pipeline.workers", self.pipeline.workers, 0, 256);
         p.range("pipeline.frame_queue", self.pipeline.frame_queue, 1, 1024);
-        p.range("pipeline.sink_queue", self.pipeline.sink_queue, 1, 1_000_000);
+        p.range(
+            "pipeline.sink_queue",
+            self.pipeline.sink_queue,
+            1,
+            1_000_000,
+        );
         p.range("pipeline.top_k", self.pipeline.top_k, 1, 100);
-        p.range("pipeline.reconnect_min_secs", self.pipeline.reconnect_min_secs, 0.001, 3600.0);
-        p.range("pipeline.reconnect_max_secs", self.pipeline.reconnect_max_secs, 0.001, 86_400.0);
+        p.range(
+            "pipeline.reconnect_min_secs",
+            self.pipeline.reconnect_min_secs,
+            0.001,
+            3600.0,
+        );
+        p.range(
+            "pipeline.reconnect_max_secs",
+            self.pipeline.reconnect_max_secs,
+            0.001,
+            86_400.0,
+        );
         if self.pipeline.reconnect_max_secs < self.pipeline.reconnect_min_secs {
-            p.push("pipeline.reconnect_max_secs", "must be at least reconnect_min_secs");
+            p.push(
+                "pipeline.reconnect_max_secs",
+                "must be at least reconnect_min_secs",
+            );
         }
         if !["error", "warn", "info", "debug", "trace", "off"].contains(&self.log.level.as_str()) {
             p.push(
                 "log.level",
-                format!("expected one of error, warn, info, debug, trace, off; got {:?}", self.log.level),
+                format!(
+                    "expected one of error, warn, info, debug, trace, off; got {:?}",
+                    self.log.level
+                ),
             );
         }
         p.range("log.summary_secs", self.log.summary_secs, 0.0, 86_400.0);
 
         let mut sink_names: Vec<String> = Vec::new();
         if self.sinks.is_empty() {
-            p.push("sinks", "at least one sink is needed (for example `[[sinks]] type = \"log\"`)");
+            p.push(
+                "sinks",
+                "at least one sink is needed (for example `[[sinks]] type = \"log\"`)",
+            );
         }
         for (i, sink) in self.sinks.iter().enumerate() {
             let key = format!("sinks[{i}]");
@@ -278,7 +334,10 @@ impl Config {
             let key = format!("rules[{i}]");
             rule.validate(&key, &sink_names, &mut p);
             if rule_names.contains(&rule.name.as_str()) {
-                p.push(format!("{key}.name"), format!("rule name {:?} is used twice", rule.name));
+                p.push(
+                    format!("{key}.name"),
+                    format!("rule name {:?} is used twice", rule.name),
+                );
             }
             rule_names.push(&rule.name);
         }
@@ -322,16 +381,29 @@ fn parse_toml(text: &str, origin: &Origin) -> Result<Config, ConfigError> {
         let (mut line, mut column) = position(inner.span());
         // Tagged enums (`[source]`, `[[sinks]]`) are buffered by serde and lose the span of an
         // unknown key; find the key's own line instead.
-        if let Some(name) = inner.message().strip_prefix("unknown field `").and_then(|m| m.split('`').next()) {
+        if let Some(name) = inner
+            .message()
+            .strip_prefix("unknown field `")
+            .and_then(|m| m.split('`').next())
+        {
             let found = text.lines().position(|l| {
-                l.trim_start().strip_prefix(name).is_some_and(|rest| rest.trim_start().starts_with('='))
+                l.trim_start()
+                    .strip_prefix(name)
+                    .is_some_and(|rest| rest.trim_start().starts_with('='))
             });
             if let Some(i) = found {
                 line = i + 1;
-                column = text.lines().nth(i).map_or(1, |l| l.len() - l.trim_start().len() + 1);
+                column = text
+                    .lines()
+                    .nth(i)
+                    .map_or(1, |l| l.len() - l.trim_start().len() + 1);
             }
         }
-        let key = if path == "." || path.is_empty() { String::new() } else { format!("{path}: ") };
+        let key = if path == "." || path.is_empty() {
+            String::new()
+        } else {
+            format!("{path}: ")
+        };
         ConfigError::Parse {
             origin: origin.clone(),
             key,
@@ -351,7 +423,9 @@ mod tests {
     }
 
     fn err(text: &str) -> String {
-        parse(text).expect_err("config should be refused").to_string()
+        parse(text)
+            .expect_err("config should be refused")
+            .to_string()
     }
 
     #[test]
@@ -372,24 +446,68 @@ mod tests {
     fn config_errors_name_file_key_and_expectation() {
         // (toml, fragments every message must contain)
         let cases: &[(&str, &[&str])] = &[
-            ("[pipeline\nworkers = 2", &["test.toml:1:", "malformed TOML"]),
-            ("[pipeline]\nwokers = 2", &["test.toml:2:1", "pipeline", "unknown field `wokers`", "`workers`"]),
-            ("[pipeline]\nworkers = \"two\"", &["test.toml:2:", "pipeline.workers", "invalid type"]),
-            ("[pipeline]\nframe_queue = 0", &["pipeline.frame_queue", "from 1 to 1024, got 0"]),
-            ("[model.preprocess]\nresize = \"squash\"", &["model.preprocess.resize", "stretch", "letterbox"]),
-            ("[source]\ntype = \"webcam\"", &["source", "webcam", "synthetic"]),
-            ("[[sinks]]\ntype = \"jsonl\"", &["sinks[0]", "missing field `path`"]),
-            ("[[rules]]\nname = \"r\"\nlabels = [\"x\"]\nmin_score = 1.5", &["rules[0].min_score", "from 0 to 1, got 1.5"]),
-            ("[[rules]]\nname = \"r\"\nlabels = [\"x\"]\nframes = 3\nwindow = 2", &["rules[0].window", "frames (3)"]),
-            ("[[rules]]\nname = \"r\"\nlabels = [\"x\"]\nsinks = [\"mqtt\"]", &["rules[0].sinks", "\"mqtt\"", "log"]),
+            (
+                "[pipeline\nworkers = 2",
+                &["test.toml:1:", "malformed TOML"],
+            ),
+            (
+                "[pipeline]\nwokers = 2",
+                &[
+                    "test.toml:2:1",
+                    "pipeline",
+                    "unknown field `wokers`",
+                    "`workers`",
+                ],
+            ),
+            (
+                "[pipeline]\nworkers = \"two\"",
+                &["test.toml:2:", "pipeline.workers", "invalid type"],
+            ),
+            (
+                "[pipeline]\nframe_queue = 0",
+                &["pipeline.frame_queue", "from 1 to 1024, got 0"],
+            ),
+            (
+                "[model.preprocess]\nresize = \"squash\"",
+                &["model.preprocess.resize", "stretch", "letterbox"],
+            ),
+            (
+                "[source]\ntype = \"webcam\"",
+                &["source", "webcam", "synthetic"],
+            ),
+            (
+                "[[sinks]]\ntype = \"jsonl\"",
+                &["sinks[0]", "missing field `path`"],
+            ),
+            (
+                "[[rules]]\nname = \"r\"\nlabels = [\"x\"]\nmin_score = 1.5",
+                &["rules[0].min_score", "from 0 to 1, got 1.5"],
+            ),
+            (
+                "[[rules]]\nname = \"r\"\nlabels = [\"x\"]\nframes = 3\nwindow = 2",
+                &["rules[0].window", "frames (3)"],
+            ),
+            (
+                "[[rules]]\nname = \"r\"\nlabels = [\"x\"]\nsinks = [\"mqtt\"]",
+                &["rules[0].sinks", "\"mqtt\"", "log"],
+            ),
             ("[log]\nlevel = \"loud\"", &["log.level", "loud"]),
-            ("[pipeline]\nreconnect_min_secs = 5.0\nreconnect_max_secs = 1.0", &["pipeline.reconnect_max_secs", "at least reconnect_min_secs"]),
-            ("[pipeline]\nreconnect_min_secs = 0", &["pipeline.reconnect_min_secs", "got 0"]),
+            (
+                "[pipeline]\nreconnect_min_secs = 5.0\nreconnect_max_secs = 1.0",
+                &["pipeline.reconnect_max_secs", "at least reconnect_min_secs"],
+            ),
+            (
+                "[pipeline]\nreconnect_min_secs = 0",
+                &["pipeline.reconnect_min_secs", "got 0"],
+            ),
         ];
         for (text, fragments) in cases {
             let msg = err(text);
             for f in *fragments {
-                assert!(msg.contains(f), "error for {text:?} should contain {f:?}, got:\n{msg}");
+                assert!(
+                    msg.contains(f),
+                    "error for {text:?} should contain {f:?}, got:\n{msg}"
+                );
             }
         }
     }
@@ -397,7 +515,10 @@ mod tests {
     #[test]
     fn every_problem_is_reported_at_once() {
         let msg = err("[pipeline]\nframe_queue = 0\ntop_k = 0\n");
-        assert!(msg.contains("frame_queue") && msg.contains("top_k"), "{msg}");
+        assert!(
+            msg.contains("frame_queue") && msg.contains("top_k"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -50,7 +50,10 @@ impl DaemonError {
 
 /// Loads the model and builds rules and sinks. `extra_sinks` are added after the configured
 /// ones (a recording sink in tests, for instance); rules without a `sinks` list reach them too.
-pub fn build(config: &Config, extra_sinks: Vec<(String, Box<dyn Sink>)>) -> Result<Parts, DaemonError> {
+pub fn build(
+    config: &Config,
+    extra_sinks: Vec<(String, Box<dyn Sink>)>,
+) -> Result<Parts, DaemonError> {
     let model = Arc::new(Model::load(&config.model)?);
     log::info!(
         "Model loaded. model={} input={:?} layout={:?} dtype={:?} classes={} labels_from=\"{}\" quantization=\"{}\" load_ms={:.0}",
@@ -66,7 +69,10 @@ pub fn build(config: &Config, extra_sinks: Vec<(String, Box<dyn Sink>)>) -> Resu
     let device = config.device_id();
     let mut sinks: Vec<(String, Box<dyn Sink>)> = Vec::new();
     for cfg in &config.sinks {
-        let sink = cfg.build(&device).map_err(|source| DaemonError::Sink { name: cfg.name().to_owned(), source })?;
+        let sink = cfg.build(&device).map_err(|source| DaemonError::Sink {
+            name: cfg.name().to_owned(),
+            source,
+        })?;
         sinks.push((cfg.name().to_owned(), sink));
     }
     sinks.extend(extra_sinks);
@@ -92,7 +98,11 @@ pub fn build(config: &Config, extra_sinks: Vec<(String, Box<dyn Sink>)>) -> Resu
 }
 
 /// Builds and starts the pipeline; `stop` ends it.
-pub fn start(config: &Config, extra_sinks: Vec<(String, Box<dyn Sink>)>, stop: StopToken) -> Result<Running, DaemonError> {
+pub fn start(
+    config: &Config,
+    extra_sinks: Vec<(String, Box<dyn Sink>)>,
+    stop: StopToken,
+) -> Result<Running, DaemonError> {
     let parts = build(config, extra_sinks)?;
     let workers = parts.workers;
     let sinks: Vec<String> = parts.sinks.iter().map(|(n, _)| n.clone()).collect();
@@ -110,7 +120,8 @@ pub fn install_signals(stop: &StopToken) -> Result<(), DaemonError> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     for sig in [SIGINT, SIGTERM] {
         // Order matters: the conditional exit is armed before the flag is set by this signal.
-        signal_hook::flag::register_conditional_shutdown(sig, 130, stop.flag()).map_err(DaemonError::Signals)?;
+        signal_hook::flag::register_conditional_shutdown(sig, 130, stop.flag())
+            .map_err(DaemonError::Signals)?;
         signal_hook::flag::register(sig, stop.flag()).map_err(DaemonError::Signals)?;
     }
     Ok(())

@@ -81,6 +81,9 @@ mod tests {
             snapshot: None,
         };
         let json = serde_json::to_string(&e).expect("serialise");
-        assert!(json.contains("\"rule\":null") && !json.contains("truth") && !json.contains("file"), "{json}");
+        assert!(
+            json.contains("\"rule\":null") && !json.contains("truth") && !json.contains("file"),
+            "{json}"
+        );
     }
 }

@@ -100,9 +100,20 @@ pub struct RgbBuf {
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
     #[error("{format} frame {width}x{height} should have {expected} bytes, got {got} (truncated or wrong size/format in the source config)")]
-    Size { format: &'static str, width: u32, height: u32, expected: usize, got: usize },
+    Size {
+        format: &'static str,
+        width: u32,
+        height: u32,
+        expected: usize,
+        got: usize,
+    },
     #[error("{format} frame size {width}x{height} is not allowed: {why}")]
-    Geometry { format: &'static str, width: u32, height: u32, why: &'static str },
+    Geometry {
+        format: &'static str,
+        width: u32,
+        height: u32,
+        why: &'static str,
+    },
     #[error("corrupt JPEG: {0}")]
     Jpeg(String),
     #[error("not a readable image")]
@@ -119,7 +130,11 @@ pub const MAX_PIXELS: u64 = 64 * 1024 * 1024;
 /// `min_size`: given the full size of the image, the smallest size the decoded image may have for
 /// the caller's purpose; a JPEG is decoded at the smallest DCT scale (1, 1/2, 1/4, 1/8) that stays
 /// at least that large on both axes. `None` decodes at full size.
-pub fn decode_rgb(frame: &Frame, min_size: Option<&MinSize>, out: &mut RgbBuf) -> Result<(), FrameError> {
+pub fn decode_rgb(
+    frame: &Frame,
+    min_size: Option<&MinSize>,
+    out: &mut RgbBuf,
+) -> Result<(), FrameError> {
     let (w, h) = (frame.width, frame.height);
     if let Some(expected) = frame.format.frame_len(w, h) {
         if frame.data.len() != expected {
@@ -132,7 +147,12 @@ pub fn decode_rgb(frame: &Frame, min_size: Option<&MinSize>, out: &mut RgbBuf) -
             });
         }
         if w == 0 || h == 0 || w as u64 * h as u64 > MAX_PIXELS {
-            return Err(FrameError::Geometry { format: frame.format.name(), width: w, height: h, why: "empty or larger than the decode limit" });
+            return Err(FrameError::Geometry {
+                format: frame.format.name(),
+                width: w,
+                height: h,
+                why: "empty or larger than the decode limit",
+            });
         }
     }
     match frame.format {
@@ -146,14 +166,24 @@ pub fn decode_rgb(frame: &Frame, min_size: Option<&MinSize>, out: &mut RgbBuf) -
         }
         PixelFormat::Yuyv422 => {
             if w % 2 != 0 {
-                return Err(FrameError::Geometry { format: "yuyv422", width: w, height: h, why: "width must be even" });
+                return Err(FrameError::Geometry {
+                    format: "yuyv422",
+                    width: w,
+                    height: h,
+                    why: "width must be even",
+                });
             }
             set(out, w, h);
             yuyv_to_rgb(&frame.data, &mut out.data);
         }
         PixelFormat::Nv12 => {
             if w % 2 != 0 || h % 2 != 0 {
-                return Err(FrameError::Geometry { format: "nv12", width: w, height: h, why: "width and height must be even" });
+                return Err(FrameError::Geometry {
+                    format: "nv12",
+                    width: w,
+                    height: h,
+                    why: "width and height must be even",
+                });
             }
             set(out, w, h);
             nv12_to_rgb(&frame.data, w as usize, h as usize, &mut out.data);
@@ -194,7 +224,11 @@ fn has_eoi(data: &[u8]) -> bool {
 
 /// Decodes a JPEG with libjpeg-turbo (the decoder behind Pillow), at reduced DCT scale when
 /// `min_size` allows.
-pub fn decode_jpeg(data: &[u8], min_size: Option<&MinSize>, out: &mut RgbBuf) -> Result<(), FrameError> {
+pub fn decode_jpeg(
+    data: &[u8],
+    min_size: Option<&MinSize>,
+    out: &mut RgbBuf,
+) -> Result<(), FrameError> {
     if data.len() < 4 || data[..2] != [0xFF, 0xD8] {
         return Err(FrameError::Jpeg("no JPEG start-of-image marker".into()));
     }
@@ -204,27 +238,38 @@ pub fn decode_jpeg(data: &[u8], min_size: Option<&MinSize>, out: &mut RgbBuf) ->
     // The mozjpeg wrapper reports libjpeg's fatal errors by unwinding (without invoking the panic
     // hook); they are caught here and become a per-frame error.
     let buf = &mut out.data;
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| -> Result<(u32, u32), FrameError> {
-        let io = |e: std::io::Error| FrameError::Jpeg(e.to_string());
-        let mut d = mozjpeg::Decompress::new_mem(data).map_err(io)?;
-        let (fw, fh) = (d.width() as u32, d.height() as u32);
-        if fw as u64 * fh as u64 > MAX_PIXELS {
-            return Err(FrameError::TooLarge { width: fw, height: fh, limit: MAX_PIXELS });
-        }
-        if let Some(need) = min_size {
-            let (mw, mh) = need(fw, fh);
-            if let Some(e) = [1u8, 2, 4].into_iter().find(|&e| jpeg_scaled(fw, e as u32) >= mw && jpeg_scaled(fh, e as u32) >= mh) {
-                d.scale(e);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(
+        || -> Result<(u32, u32), FrameError> {
+            let io = |e: std::io::Error| FrameError::Jpeg(e.to_string());
+            let mut d = mozjpeg::Decompress::new_mem(data).map_err(io)?;
+            let (fw, fh) = (d.width() as u32, d.height() as u32);
+            if fw as u64 * fh as u64 > MAX_PIXELS {
+                return Err(FrameError::TooLarge {
+                    width: fw,
+                    height: fh,
+                    limit: MAX_PIXELS,
+                });
             }
-        }
-        let mut started = d.rgb().map_err(io)?;
-        let (w, h) = (started.width(), started.height());
-        buf.clear();
-        buf.resize(w * h * 3, 0);
-        started.read_scanlines_into(buf.as_mut_slice()).map_err(io)?;
-        started.finish().map_err(io)?;
-        Ok((w as u32, h as u32))
-    }));
+            if let Some(need) = min_size {
+                let (mw, mh) = need(fw, fh);
+                if let Some(e) = [1u8, 2, 4]
+                    .into_iter()
+                    .find(|&e| jpeg_scaled(fw, e as u32) >= mw && jpeg_scaled(fh, e as u32) >= mh)
+                {
+                    d.scale(e);
+                }
+            }
+            let mut started = d.rgb().map_err(io)?;
+            let (w, h) = (started.width(), started.height());
+            buf.clear();
+            buf.resize(w * h * 3, 0);
+            started
+                .read_scanlines_into(buf.as_mut_slice())
+                .map_err(io)?;
+            started.finish().map_err(io)?;
+            Ok((w as u32, h as u32))
+        },
+    ));
     match result {
         Ok(Ok((w, h))) => {
             out.width = w;
@@ -249,9 +294,15 @@ fn decode_other(data: &[u8], out: &mut RgbBuf) -> Result<(), FrameError> {
         .map_err(|e| FrameError::Image(image::ImageError::IoError(e)))?;
     let (w, h) = reader.into_dimensions().map_err(FrameError::Image)?;
     if w as u64 * h as u64 > MAX_PIXELS {
-        return Err(FrameError::TooLarge { width: w, height: h, limit: MAX_PIXELS });
+        return Err(FrameError::TooLarge {
+            width: w,
+            height: h,
+            limit: MAX_PIXELS,
+        });
     }
-    let img = image::load_from_memory(data).map_err(FrameError::Image)?.into_rgb8();
+    let img = image::load_from_memory(data)
+        .map_err(FrameError::Image)?
+        .into_rgb8();
     out.width = img.width();
     out.height = img.height();
     out.data = img.into_raw();
@@ -273,7 +324,11 @@ fn yuv_to_rgb(y: u8, u: u8, v: u8) -> [u8; 3] {
     let r = (c + 104_597 * e + 32_768) >> 16; // 1.596027
     let g = (c - 25_675 * d - 53_279 * e + 32_768) >> 16; // 0.391762, 0.812968
     let b = (c + 132_201 * d + 32_768) >> 16; // 2.017232
-    [r.clamp(0, 255) as u8, g.clamp(0, 255) as u8, b.clamp(0, 255) as u8]
+    [
+        r.clamp(0, 255) as u8,
+        g.clamp(0, 255) as u8,
+        b.clamp(0, 255) as u8,
+    ]
 }
 
 fn yuyv_to_rgb(yuyv: &[u8], rgb: &mut [u8]) {
@@ -292,7 +347,11 @@ fn nv12_to_rgb(nv12: &[u8], w: usize, h: usize, rgb: &mut [u8]) {
         let out_row = &mut rgb[row * w * 3..(row + 1) * w * 3];
         for col in 0..w {
             let uv = (col / 2) * 2;
-            out_row[col * 3..col * 3 + 3].copy_from_slice(&yuv_to_rgb(y_row[col], uv_row[uv], uv_row[uv + 1]));
+            out_row[col * 3..col * 3 + 3].copy_from_slice(&yuv_to_rgb(
+                y_row[col],
+                uv_row[uv],
+                uv_row[uv + 1],
+            ));
         }
     }
 }
@@ -324,7 +383,10 @@ mod tests {
         for ((y, u, v), want) in cases {
             let got = yuv_to_rgb(y, u, v);
             for c in 0..3 {
-                assert!((got[c] as i32 - want[c] as i32).abs() <= 1, "yuv({y},{u},{v}) -> {got:?}, want {want:?}");
+                assert!(
+                    (got[c] as i32 - want[c] as i32).abs() <= 1,
+                    "yuv({y},{u},{v}) -> {got:?}, want {want:?}"
+                );
             }
         }
     }
@@ -351,7 +413,9 @@ mod tests {
 
     #[test]
     fn gray_is_replicated() {
-        let rgb = decode(&frame(PixelFormat::Gray8, 2, 1, vec![7, 200])).expect("gray").data;
+        let rgb = decode(&frame(PixelFormat::Gray8, 2, 1, vec![7, 200]))
+            .expect("gray")
+            .data;
         assert_eq!(rgb, vec![7, 7, 7, 200, 200, 200]);
     }
 
@@ -367,12 +431,20 @@ mod tests {
             frame(PixelFormat::Encoded, 0, 0, b"not an image at all".to_vec()),
         ];
         for f in &cases {
-            assert!(decode(f).is_err(), "{:?} {}x{} should be refused", f.format, f.width, f.height);
+            assert!(
+                decode(f).is_err(),
+                "{:?} {}x{} should be refused",
+                f.format,
+                f.width,
+                f.height
+            );
         }
     }
 
     fn jpeg(w: u32, h: u32) -> Vec<u8> {
-        let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 128]));
+        let img = image::RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([(x % 256) as u8, (y % 256) as u8, 128])
+        });
         let mut buf = Vec::new();
         image::codecs::jpeg::JpegEncoder::new_with_quality(&mut buf, 90)
             .encode_image(&img)

@@ -10,7 +10,11 @@ use lookout::config::{Config, ConfigError};
 use lookout::model::ModelConfig;
 
 #[derive(Parser)]
-#[command(name = "lookout", version, about = "Edge computer-vision inference daemon: camera -> ONNX classifier -> rules -> actions")]
+#[command(
+    name = "lookout",
+    version,
+    about = "Edge computer-vision inference daemon: camera -> ONNX classifier -> rules -> actions"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -155,7 +159,14 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Classify { config, model, labels, top_k, raw, images } => {
+        Command::Classify {
+            config,
+            model,
+            labels,
+            top_k,
+            raw,
+            images,
+        } => {
             init_logging("warn");
             let model_cfg = match (config, model) {
                 (Some(path), _) => match Config::load(&path) {
@@ -174,7 +185,13 @@ fn main() -> ExitCode {
                     }
                 },
             };
-            match lookout::cli::classify(&model_cfg, &images, top_k.max(1), raw, &mut std::io::stdout()) {
+            match lookout::cli::classify(
+                &model_cfg,
+                &images,
+                top_k.max(1),
+                raw,
+                &mut std::io::stdout(),
+            ) {
                 Ok(0) => ExitCode::SUCCESS,
                 Ok(_) => ExitCode::from(1),
                 Err(e) => {
@@ -183,7 +200,17 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Bench { config, model, json, peer, runs, warmup, frames, fps, python } => {
+        Command::Bench {
+            config,
+            model,
+            json,
+            peer,
+            runs,
+            warmup,
+            frames,
+            fps,
+            python,
+        } => {
             init_logging("warn");
             let mut cfg = match load(config.as_ref()) {
                 Ok(c) => c,
@@ -195,7 +222,14 @@ fn main() -> ExitCode {
             if let Some(m) = model {
                 cfg.model = ModelConfig::for_path(m, None);
             }
-            let opts = lookout::bench::BenchOptions { runs: runs.max(1), warmup, frames: frames.max(1), fps, peer, python };
+            let opts = lookout::bench::BenchOptions {
+                runs: runs.max(1),
+                warmup,
+                frames: frames.max(1),
+                fps,
+                peer,
+                python,
+            };
             match lookout::bench::run(&cfg, &opts) {
                 Ok(report) => {
                     if json {
@@ -221,7 +255,13 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Synth { out, count, width, height, seed } => {
+        Command::Synth {
+            out,
+            count,
+            width,
+            height,
+            seed,
+        } => {
             init_logging("warn");
             match lookout::cli::synth(&out, count, width.max(32), height.max(32), seed) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -43,7 +43,11 @@ fn bound_us(i: usize) -> f64 {
 impl Histogram {
     pub fn record(&self, d: Duration) {
         let us = d.as_secs_f64() * 1e6;
-        let i = if us <= FIRST_US { 0 } else { ((us / FIRST_US).ln() / GROWTH.ln()).ceil() as usize };
+        let i = if us <= FIRST_US {
+            0
+        } else {
+            ((us / FIRST_US).ln() / GROWTH.ln()).ceil() as usize
+        };
         self.buckets[i.min(BUCKETS - 1)].fetch_add(1, Relaxed);
         self.count.fetch_add(1, Relaxed);
         self.sum_us.fetch_add(us as u64, Relaxed);
@@ -204,7 +208,13 @@ pub struct SinkSnapshot {
 impl Metrics {
     pub fn new(sink_names: &[String]) -> Metrics {
         Metrics {
-            sinks: sink_names.iter().map(|n| SinkMetrics { name: n.clone(), ..Default::default() }).collect(),
+            sinks: sink_names
+                .iter()
+                .map(|n| SinkMetrics {
+                    name: n.clone(),
+                    ..Default::default()
+                })
+                .collect(),
             ..Default::default()
         }
     }
@@ -220,7 +230,8 @@ impl Metrics {
             reconnects: self.reconnects.load(Relaxed),
             events: self.events.load(Relaxed),
             max_staleness: self.max_staleness.load(Relaxed),
-            accuracy: (truth_total > 0).then(|| self.truth_correct.load(Relaxed) as f64 / truth_total as f64),
+            accuracy: (truth_total > 0)
+                .then(|| self.truth_correct.load(Relaxed) as f64 / truth_total as f64),
             truth_total,
             queue_wait_ms: self.queue_wait.snapshot(),
             decode_ms: self.decode.snapshot(),
@@ -259,7 +270,10 @@ impl Snapshot {
             self.total_ms.p99,
         );
         if let Some(acc) = self.accuracy {
-            s.push_str(&format!(" accuracy={:.3} labelled={}", acc, self.truth_total));
+            s.push_str(&format!(
+                " accuracy={:.3} labelled={}",
+                acc, self.truth_total
+            ));
         }
         for sink in &self.sinks {
             s.push_str(&format!(

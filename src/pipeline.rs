@@ -105,8 +105,16 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(min: Duration, max: Duration) -> Backoff {
-        let seed = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64) | 1;
-        Backoff { next: min, min, max, seed }
+        let seed = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+            | 1;
+        Backoff {
+            next: min,
+            min,
+            max,
+            seed,
+        }
     }
 
     /// The next delay: doubling from `min` up to `max`, each with +-20% jitter.
@@ -135,14 +143,24 @@ struct Throttled {
 
 impl Throttled {
     fn new(every: Duration) -> Throttled {
-        Throttled { every, last: None, suppressed: 0 }
+        Throttled {
+            every,
+            last: None,
+            suppressed: 0,
+        }
     }
 
     fn warn(&mut self, msg: std::fmt::Arguments<'_>) {
         let now = Instant::now();
-        if self.last.is_none_or(|t| now.duration_since(t) >= self.every) {
+        if self
+            .last
+            .is_none_or(|t| now.duration_since(t) >= self.every)
+        {
             if self.suppressed > 0 {
-                log::warn!("{msg} (and {} more like it since the last report)", self.suppressed);
+                log::warn!(
+                    "{msg} (and {} more like it since the last report)",
+                    self.suppressed
+                );
             } else {
                 log::warn!("{msg}");
             }
@@ -171,17 +189,38 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>
     std::thread::Builder::new()
         .name(name.to_owned())
         .spawn(f)
-        .map_err(|source| StartError::Thread { name: name.to_owned(), source })
+        .map_err(|source| StartError::Thread {
+            name: name.to_owned(),
+            source,
+        })
 }
 
 /// Opens the source and starts every thread.
 pub fn start(parts: Parts, stop: StopToken) -> Result<Running, StartError> {
-    let Parts { mut source, model, rules, sinks, workers, frame_queue, sink_queue, top_k: k, device, summary_every, reconnect } = parts;
+    let Parts {
+        mut source,
+        model,
+        rules,
+        sinks,
+        workers,
+        frame_queue,
+        sink_queue,
+        top_k: k,
+        device,
+        summary_every,
+        reconnect,
+    } = parts;
     let source_name = source.describe();
-    source.open().map_err(|e| StartError::Source { source_name: source_name.clone(), source: e })?;
+    source.open().map_err(|e| StartError::Source {
+        source_name: source_name.clone(),
+        source: e,
+    })?;
     let sink_names: Vec<String> = sinks.iter().map(|(n, _)| n.clone()).collect();
     let metrics = Arc::new(Metrics::new(&sink_names));
-    let sessions: Vec<Session> = (0..workers.max(1)).map(|_| model.session()).collect::<Result<_, _>>().map_err(StartError::Session)?;
+    let sessions: Vec<Session> = (0..workers.max(1))
+        .map(|_| model.session())
+        .collect::<Result<_, _>>()
+        .map_err(StartError::Session)?;
 
     // Frames: capture -> workers. The capture thread also holds a receiver, to drop the oldest
     // frame when the queue is full. Closes when the capture thread ends.
@@ -201,20 +240,31 @@ pub fn start(parts: Parts, stop: StopToken) -> Result<Running, StartError> {
         sink_txs.push(tx);
         let m = Arc::clone(&metrics);
         let thread_name = format!("sink-{name}");
-        sink_threads.push((thread_name.clone(), spawn(&thread_name, move || sink_loop(i, name, sink, rx, m))?));
+        sink_threads.push((
+            thread_name.clone(),
+            spawn(&thread_name, move || sink_loop(i, name, sink, rx, m))?,
+        ));
     }
 
     let m = Arc::clone(&metrics);
     let st = stop.clone();
     let drop_rx = frame_rx.clone();
-    stages.push(("capture".to_owned(), spawn("capture", move || capture_loop(source, frame_tx, drop_rx, m, st, reconnect))?));
+    stages.push((
+        "capture".to_owned(),
+        spawn("capture", move || {
+            capture_loop(source, frame_tx, drop_rx, m, st, reconnect)
+        })?,
+    ));
 
     for (i, session) in sessions.into_iter().enumerate() {
         let rx = frame_rx.clone();
         let tx = class_tx.clone();
         let m = Arc::clone(&metrics);
         let name = format!("worker-{i}");
-        stages.push((name.clone(), spawn(&name, move || worker_loop(session, rx, tx, m))?));
+        stages.push((
+            name.clone(),
+            spawn(&name, move || worker_loop(session, rx, tx, m))?,
+        ));
     }
     drop(frame_rx);
     drop(class_tx);
@@ -224,7 +274,9 @@ pub fn start(parts: Parts, stop: StopToken) -> Result<Running, StartError> {
     let src = source_name.clone();
     stages.push((
         "dispatcher".to_owned(),
-        spawn("dispatcher", move || dispatch_loop(class_rx, sink_txs, rules, labels, k, device, src, m))?,
+        spawn("dispatcher", move || {
+            dispatch_loop(class_rx, sink_txs, rules, labels, k, device, src, m)
+        })?,
     ));
     stages.extend(sink_threads);
 
@@ -242,7 +294,14 @@ pub fn start(parts: Parts, stop: StopToken) -> Result<Running, StartError> {
         }
         None => (None, None),
     };
-    Ok(Running { stop, metrics, stages, summary_done, summary, source_name })
+    Ok(Running {
+        stop,
+        metrics,
+        stages,
+        summary_done,
+        summary,
+        source_name,
+    })
 }
 
 impl Running {
@@ -342,7 +401,9 @@ fn capture_loop(
                                 }
                                 frame = back;
                             }
-                            Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => break 'frames,
+                            Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => {
+                                break 'frames
+                            }
                         }
                     }
                 }
@@ -357,7 +418,10 @@ fn capture_loop(
             }
             Err(e) => {
                 m.source_errors.fetch_add(1, Relaxed);
-                log::warn!("Source failed; reopening with back-off. source={name} error={}", chain(&e));
+                log::warn!(
+                    "Source failed; reopening with back-off. source={name} error={}",
+                    chain(&e)
+                );
                 source.close();
                 loop {
                     if stop.sleep(backoff.next_delay()) {
@@ -382,7 +446,12 @@ fn capture_loop(
     source.close();
 }
 
-fn worker_loop(mut session: Session, frame_rx: Receiver<Frame>, class_tx: Sender<Classified>, m: Arc<Metrics>) {
+fn worker_loop(
+    mut session: Session,
+    frame_rx: Receiver<Frame>,
+    class_tx: Sender<Classified>,
+    m: Arc<Metrics>,
+) {
     let mut warn = Throttled::new(Duration::from_secs(10));
     while let Ok(frame) = frame_rx.recv() {
         m.queue_wait.record(frame.captured.elapsed());
@@ -409,7 +478,11 @@ fn worker_loop(mut session: Session, frame_rx: Receiver<Frame>, class_tx: Sender
             }
             Err(e) => {
                 m.failed.fetch_add(1, Relaxed);
-                let origin = frame.origin.as_deref().map(|o| format!(" file={o}")).unwrap_or_default();
+                let origin = frame
+                    .origin
+                    .as_deref()
+                    .map(|o| format!(" file={o}"))
+                    .unwrap_or_default();
                 warn.warn(format_args!(
                     "Frame skipped: it could not be classified. frame={} format={}{origin} error={}",
                     frame.seq,
@@ -436,7 +509,11 @@ fn dispatch_loop(
     while let Ok(c) = class_rx.recv() {
         let top: Vec<TopEntry> = top_k(&c.probs, k)
             .into_iter()
-            .map(|(index, score)| TopEntry { index, label: labels.get(index).cloned().unwrap_or_default(), score })
+            .map(|(index, score)| TopEntry {
+                index,
+                label: labels.get(index).cloned().unwrap_or_default(),
+                score,
+            })
             .collect();
         if let (Some(truth), Some(best)) = (c.truth.as_deref(), top.first()) {
             m.truth_total.fetch_add(1, Relaxed);
@@ -445,12 +522,22 @@ fn dispatch_loop(
             }
         }
         let firings: Vec<(Option<String>, usize, f32, &[usize])> = if rules.is_empty() {
-            top.first().map(|t| (None, t.index, t.score, all_sinks.as_slice())).into_iter().collect()
+            top.first()
+                .map(|t| (None, t.index, t.score, all_sinks.as_slice()))
+                .into_iter()
+                .collect()
         } else {
             let fired = rules.observe(&c.probs, c.captured);
             fired
                 .into_iter()
-                .map(|f| (Some(rules.names[f.rule].clone()), f.label, f.score, rules.sinks[f.rule].as_slice()))
+                .map(|f| {
+                    (
+                        Some(rules.names[f.rule].clone()),
+                        f.label,
+                        f.score,
+                        rules.sinks[f.rule].as_slice(),
+                    )
+                })
                 .collect()
         };
         for (rule, label, score, targets) in firings {
@@ -472,17 +559,30 @@ fn dispatch_loop(
             m.events.fetch_add(1, Relaxed);
             m.event_latency.record(latency);
             for &i in targets {
-                let delivery = Delivery { event: Arc::clone(&event), captured: c.captured };
+                let delivery = Delivery {
+                    event: Arc::clone(&event),
+                    captured: c.captured,
+                };
                 if let Err(TrySendError::Full(_)) = sink_txs[i].try_send(delivery) {
                     m.sinks[i].dropped.fetch_add(1, Relaxed);
-                    log::debug!("Sink queue full; event dropped for this sink. sink={} frame={}", m.sinks[i].name, c.seq);
+                    log::debug!(
+                        "Sink queue full; event dropped for this sink. sink={} frame={}",
+                        m.sinks[i].name,
+                        c.seq
+                    );
                 }
             }
         }
     }
 }
 
-fn sink_loop(index: usize, name: String, mut sink: Box<dyn Sink>, rx: Receiver<Delivery>, m: Arc<Metrics>) {
+fn sink_loop(
+    index: usize,
+    name: String,
+    mut sink: Box<dyn Sink>,
+    rx: Receiver<Delivery>,
+    m: Arc<Metrics>,
+) {
     let counters = &m.sinks[index];
     let mut warn = Throttled::new(Duration::from_secs(10));
     loop {
@@ -491,7 +591,10 @@ fn sink_loop(index: usize, name: String, mut sink: Box<dyn Sink>, rx: Receiver<D
             Err(TryRecvError::Empty) => {
                 if let Err(e) = sink.flush() {
                     counters.failed.fetch_add(1, Relaxed);
-                    warn.warn(format_args!("Sink flush failed. sink={name} error={}", chain(&e)));
+                    warn.warn(format_args!(
+                        "Sink flush failed. sink={name} error={}",
+                        chain(&e)
+                    ));
                 }
                 match rx.recv() {
                     Ok(d) => d,
@@ -517,7 +620,10 @@ fn sink_loop(index: usize, name: String, mut sink: Box<dyn Sink>, rx: Receiver<D
     }
     if let Err(e) = sink.flush() {
         counters.failed.fetch_add(1, Relaxed);
-        log::error!("Sink flush at shutdown failed. sink={name} error={}", chain(&e));
+        log::error!(
+            "Sink flush at shutdown failed. sink={name} error={}",
+            chain(&e)
+        );
     }
 }
 
@@ -528,10 +634,15 @@ mod tests {
     #[test]
     fn backoff_doubles_to_the_cap_with_jitter() {
         let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(1000));
-        let d: Vec<f64> = (0..6).map(|_| b.next_delay().as_secs_f64() * 1000.0).collect();
+        let d: Vec<f64> = (0..6)
+            .map(|_| b.next_delay().as_secs_f64() * 1000.0)
+            .collect();
         let nominal = [100.0, 200.0, 400.0, 800.0, 1000.0, 1000.0];
         for (got, want) in d.iter().zip(nominal) {
-            assert!(*got >= want * 0.8 - 1e-9 && *got <= want * 1.2 + 1e-9, "{d:?}");
+            assert!(
+                *got >= want * 0.8 - 1e-9 && *got <= want * 1.2 + 1e-9,
+                "{d:?}"
+            );
         }
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(120));
@@ -539,7 +650,10 @@ mod tests {
 
     #[test]
     fn chain_joins_causes() {
-        let e = SourceError::Io { what: "cannot open x".into(), source: std::io::Error::other("denied") };
+        let e = SourceError::Io {
+            what: "cannot open x".into(),
+            source: std::io::Error::other("denied"),
+        };
         assert_eq!(chain(&e), "cannot open x: denied");
     }
 }

@@ -55,24 +55,39 @@ impl RuleConfig {
             p.push(format!("{key}.name"), "must not be empty");
         }
         if self.labels.is_empty() {
-            p.push(format!("{key}.labels"), "list at least one label, e.g. labels = [\"scratch\"]");
+            p.push(
+                format!("{key}.labels"),
+                "list at least one label, e.g. labels = [\"scratch\"]",
+            );
         }
         p.range(&format!("{key}.min_score"), self.min_score, 0.0, 1.0);
         p.range(&format!("{key}.frames"), self.frames, 1, 10_000);
         if self.window() < self.frames {
             p.push(
                 format!("{key}.window"),
-                format!("must be at least frames ({}), got {}", self.frames, self.window()),
+                format!(
+                    "must be at least frames ({}), got {}",
+                    self.frames,
+                    self.window()
+                ),
             );
         }
         p.range(&format!("{key}.window"), self.window(), 1, 10_000);
-        p.range(&format!("{key}.cooldown_secs"), self.cooldown_secs, 0.0, 31_536_000.0);
+        p.range(
+            &format!("{key}.cooldown_secs"),
+            self.cooldown_secs,
+            0.0,
+            31_536_000.0,
+        );
         if let Some(sinks) = &self.sinks {
             for s in sinks {
                 if !sink_names.contains(s) {
                     p.push(
                         format!("{key}.sinks"),
-                        format!("no sink named {s:?}; configured sinks: {}", sink_names.join(", ")),
+                        format!(
+                            "no sink named {s:?}; configured sinks: {}",
+                            sink_names.join(", ")
+                        ),
                     );
                 }
             }
@@ -113,7 +128,9 @@ pub struct RuleSet {
 
 /// A rule names a label the model does not have (a startup error).
 #[derive(Debug, thiserror::Error)]
-#[error("rule {rule:?} uses label {label:?}, which the model does not have; its labels are: {known}")]
+#[error(
+    "rule {rule:?} uses label {label:?}, which the model does not have; its labels are: {known}"
+)]
 pub struct UnknownLabel {
     pub rule: String,
     pub label: String,
@@ -122,7 +139,11 @@ pub struct UnknownLabel {
 
 impl RuleSet {
     /// Resolves labels and sink names. `labels`: the model's labels; `sinks`: sink names in order.
-    pub fn build(configs: &[RuleConfig], labels: &[String], sinks: &[String]) -> Result<RuleSet, UnknownLabel> {
+    pub fn build(
+        configs: &[RuleConfig],
+        labels: &[String],
+        sinks: &[String],
+    ) -> Result<RuleSet, UnknownLabel> {
         let mut rules = Vec::new();
         let mut sink_idx = Vec::new();
         for cfg in configs {
@@ -131,11 +152,16 @@ impl RuleSet {
                 match labels.iter().position(|m| m == l) {
                     Some(i) => idx.push(i),
                     None => {
-                        let mut known: Vec<&str> = labels.iter().take(20).map(String::as_str).collect();
+                        let mut known: Vec<&str> =
+                            labels.iter().take(20).map(String::as_str).collect();
                         if labels.len() > 20 {
                             known.push("...");
                         }
-                        return Err(UnknownLabel { rule: cfg.name.clone(), label: l.clone(), known: known.join(", ") });
+                        return Err(UnknownLabel {
+                            rule: cfg.name.clone(),
+                            label: l.clone(),
+                            known: known.join(", "),
+                        });
                     }
                 }
             }
@@ -150,10 +176,17 @@ impl RuleSet {
             });
             sink_idx.push(match &cfg.sinks {
                 None => (0..sinks.len()).collect(),
-                Some(names) => names.iter().filter_map(|n| sinks.iter().position(|s| s == n)).collect(),
+                Some(names) => names
+                    .iter()
+                    .filter_map(|n| sinks.iter().position(|s| s == n))
+                    .collect(),
             });
         }
-        Ok(RuleSet { rules, names: configs.iter().map(|c| c.name.clone()).collect(), sinks: sink_idx })
+        Ok(RuleSet {
+            rules,
+            names: configs.iter().map(|c| c.name.clone()).collect(),
+            sinks: sink_idx,
+        })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -176,11 +209,17 @@ impl RuleSet {
             }
             rule.history.push_back(hit);
             let hits = rule.history.iter().filter(|&&h| h).count();
-            let cooling = rule.last_fired.is_some_and(|t| at.saturating_duration_since(t) < rule.cooldown);
+            let cooling = rule
+                .last_fired
+                .is_some_and(|t| at.saturating_duration_since(t) < rule.cooldown);
             if hit && hits >= rule.frames && !cooling {
                 rule.history.clear();
                 rule.last_fired = Some(at);
-                fired.push(Firing { rule: i, label, score });
+                fired.push(Firing {
+                    rule: i,
+                    label,
+                    score,
+                });
             }
         }
         fired
@@ -204,7 +243,10 @@ mod tests {
     }
 
     fn labels() -> Vec<String> {
-        ["ok", "scratch", "dent"].iter().map(|s| s.to_string()).collect()
+        ["ok", "scratch", "dent"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
     }
 
     /// Feeds frames 100 ms apart; `h` = a scratch hit (0.9), `d` = a dent hit, `.` = ok.
@@ -244,7 +286,11 @@ mod tests {
             (1, 1, 0.0, "ddd", "DDD"),
         ];
         for (n, m, cool, input, want) in cases {
-            assert_eq!(run(rule(n, m, cool), input), want, "N={n} M={m} cooldown={cool} input={input}");
+            assert_eq!(
+                run(rule(n, m, cool), input),
+                want,
+                "N={n} M={m} cooldown={cool} input={input}"
+            );
         }
     }
 
@@ -260,14 +306,22 @@ mod tests {
         let mut cfg = rule(1, 1, 0.0);
         cfg.labels = vec!["crack".into()];
         let e = RuleSet::build(&[cfg], &labels(), &[]).expect_err("unknown label");
-        assert!(e.to_string().contains("\"crack\"") && e.to_string().contains("scratch"), "{e}");
+        assert!(
+            e.to_string().contains("\"crack\"") && e.to_string().contains("scratch"),
+            "{e}"
+        );
     }
 
     #[test]
     fn rule_sinks_resolve_to_indices() {
         let mut cfg = rule(1, 1, 0.0);
         cfg.sinks = Some(vec!["jsonl".into()]);
-        let set = RuleSet::build(&[cfg, rule(1, 1, 0.0)], &labels(), &["log".into(), "jsonl".into()]).expect("ok");
+        let set = RuleSet::build(
+            &[cfg, rule(1, 1, 0.0)],
+            &labels(),
+            &["log".into(), "jsonl".into()],
+        )
+        .expect("ok");
         assert_eq!(set.sinks, vec![vec![1], vec![0, 1]]);
     }
 }

@@ -62,24 +62,42 @@ fn bundled_model_is_accurate_on_synthetic_frames_through_the_daemon() {
     ));
     let (snap, recorded) = run_to_end(&cfg);
     assert_eq!(snap.captured, 400);
-    assert_eq!(snap.dropped, 0, "a source with fps = 0 is never dropped from");
+    assert_eq!(
+        snap.dropped, 0,
+        "a source with fps = 0 is never dropped from"
+    );
     assert_eq!(snap.inferred, 400);
     assert_eq!(snap.failed, 0);
-    let accuracy = snap.accuracy.expect("synthetic frames carry their true label");
-    eprintln!("bundled model accuracy on 400 synthetic MJPEG frames through the daemon: {accuracy:.4}");
+    let accuracy = snap
+        .accuracy
+        .expect("synthetic frames carry their true label");
+    eprintln!(
+        "bundled model accuracy on 400 synthetic MJPEG frames through the daemon: {accuracy:.4}"
+    );
     assert!(accuracy >= 0.95, "accuracy {accuracy} < 0.95");
     // Without rules every classification is an event, in both sinks.
     assert_eq!(recorded.len(), 400);
     let written = jsonl(&events);
     assert_eq!(written.len(), 400);
-    let correct = written.iter().filter(|e| Some(&e.label) == e.truth.as_ref()).count();
-    assert_eq!(correct as f64 / 400.0, accuracy, "the events agree with the counters");
+    let correct = written
+        .iter()
+        .filter(|e| Some(&e.label) == e.truth.as_ref())
+        .count();
+    assert_eq!(
+        correct as f64 / 400.0,
+        accuracy,
+        "the events agree with the counters"
+    );
     let e = &written[0];
     assert_eq!(e.device, "test-line");
     assert_eq!(e.source, "synthetic");
     assert!(e.rule.is_none());
     assert_eq!(e.top.len(), 3);
-    assert!(e.captured_at.ends_with('Z') && e.captured_at.len() == 24, "{}", e.captured_at);
+    assert!(
+        e.captured_at.ends_with('Z') && e.captured_at.len() == 24,
+        "{}",
+        e.captured_at
+    );
     assert!(e.latency_ms >= 0.0);
 }
 
@@ -115,9 +133,17 @@ fn rules_turn_defect_frames_into_events_for_their_sinks_only() {
     assert_eq!(snap.inferred, 120);
     // One worker, so frames arrive in order and N-of-M = 1-of-1 fires once per scratch frame.
     assert!(!events.is_empty());
-    assert!(events.iter().all(|e| e.rule.as_deref() == Some("scratch") && e.label == "scratch"));
-    let scratches = events.iter().filter(|e| e.truth.as_deref() == Some("scratch")).count();
-    assert!(scratches as f64 >= 0.9 * events.len() as f64, "events are mostly true scratches");
+    assert!(events
+        .iter()
+        .all(|e| e.rule.as_deref() == Some("scratch") && e.label == "scratch"));
+    let scratches = events
+        .iter()
+        .filter(|e| e.truth.as_deref() == Some("scratch"))
+        .count();
+    assert!(
+        scratches as f64 >= 0.9 * events.len() as f64,
+        "events are mostly true scratches"
+    );
     let sinks = &snap.sinks;
     assert_eq!(sinks[1].name, "memory");
     assert_eq!(sinks[1].sent, events.len() as u64);
@@ -127,7 +153,9 @@ fn rules_turn_defect_frames_into_events_for_their_sinks_only() {
 fn overload_drops_oldest_frames_and_keeps_work_fresh() {
     // A live source far faster than one worker running MobileNetV2 (tens of ms per frame),
     // with a 2-frame queue.
-    let Some(assets) = common::assets() else { return };
+    let Some(assets) = common::assets() else {
+        return;
+    };
     let cfg = config(&format!(
         r#"
         [source]
@@ -145,12 +173,26 @@ fn overload_drops_oldest_frames_and_keeps_work_fresh() {
         assets.join("models/bench/mobilenetv2-fp32.onnx").display()
     ));
     let (snap, events) = run_to_end(&cfg);
-    eprintln!("overload: captured={} dropped={} inferred={} max_staleness={}", snap.captured, snap.dropped, snap.inferred, snap.max_staleness);
+    eprintln!(
+        "overload: captured={} dropped={} inferred={} max_staleness={}",
+        snap.captured, snap.dropped, snap.inferred, snap.max_staleness
+    );
     assert_eq!(snap.captured, 300);
-    assert!(snap.dropped > 0, "a source faster than the workers must drop");
-    assert_eq!(snap.captured, snap.dropped + snap.inferred + snap.failed, "every frame is dropped or processed");
+    assert!(
+        snap.dropped > 0,
+        "a source faster than the workers must drop"
+    );
+    assert_eq!(
+        snap.captured,
+        snap.dropped + snap.inferred + snap.failed,
+        "every frame is dropped or processed"
+    );
     // Staleness is bounded in frames: the queue (2) plus the frame arriving meanwhile.
-    assert!(snap.max_staleness <= 3, "worked on a frame {} frames old", snap.max_staleness);
+    assert!(
+        snap.max_staleness <= 3,
+        "worked on a frame {} frames old",
+        snap.max_staleness
+    );
     assert_eq!(events.len() as u64, snap.inferred);
     // Frames are processed in capture order with gaps where frames were dropped.
     assert!(events.windows(2).all(|w| w[0].frame_seq < w[1].frame_seq));
@@ -187,7 +229,9 @@ fn files_source_counts_and_skips_non_images() {
     assert_eq!(snap.failed, 3);
     assert_eq!(snap.inferred, 2);
     assert_eq!(events.len(), 2);
-    assert!(events.iter().all(|e| e.file.as_deref().is_some_and(|f| f.ends_with(".png"))));
+    assert!(events
+        .iter()
+        .all(|e| e.file.as_deref().is_some_and(|f| f.ends_with(".png"))));
     assert!(events.iter().all(|e| e.truth.as_deref() == Some("scratch")));
 }
 
@@ -195,7 +239,11 @@ fn files_source_counts_and_skips_non_images() {
 fn startup_errors_are_clear_and_never_panic() {
     let dir = tempfile::tempdir().expect("tempdir");
     let truncated = dir.path().join("truncated.onnx");
-    std::fs::write(&truncated, &lookout::model::BUILTIN_MODEL[..lookout::model::BUILTIN_MODEL.len() / 3]).expect("write");
+    std::fs::write(
+        &truncated,
+        &lookout::model::BUILTIN_MODEL[..lookout::model::BUILTIN_MODEL.len() / 3],
+    )
+    .expect("write");
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     let five_labels = dir.path().join("five.txt");
     std::fs::write(&five_labels, "a\nb\nc\nd\ne\n").expect("write");
@@ -227,7 +275,10 @@ fn startup_errors_are_clear_and_never_panic() {
         };
         let msg = lookout::pipeline::chain(&err);
         for f in &fragments {
-            assert!(msg.contains(f), "error for\n{text}\nshould contain {f:?}, got: {msg}");
+            assert!(
+                msg.contains(f),
+                "error for\n{text}\nshould contain {f:?}, got: {msg}"
+            );
         }
         if matches!(err, DaemonError::Model(_)) {
             assert_eq!(err.exit_code(), 2);
@@ -260,8 +311,15 @@ fn open_dimensions_are_set_by_input_shape_and_metadata_labels_are_read() {
     let (snap, events) = run_to_end(&cfg);
     assert_eq!(snap.inferred, 1);
     let e = &events[0];
-    assert_eq!(e.label, "red", "labels come from the Ultralytics-style `names` metadata");
-    assert!((e.score - 1.0).abs() < 1e-6, "mean of the red channel is 1.0, got {}", e.score);
+    assert_eq!(
+        e.label, "red",
+        "labels come from the Ultralytics-style `names` metadata"
+    );
+    assert!(
+        (e.score - 1.0).abs() < 1e-6,
+        "mean of the red channel is 1.0, got {}",
+        e.score
+    );
     assert_eq!(e.top[1].score, 0.0);
 }
 
@@ -308,15 +366,32 @@ fn sigterm_exits_zero_with_every_event_written() {
     assert_eq!(unsafe { libc_kill(pid, 15) }, 0);
     let rest: Vec<String> = lines.map(|l| l.expect("log line")).collect();
     let status = child.wait().expect("exits");
-    assert_eq!(status.code(), Some(0), "SIGTERM is a clean exit; log:\n{}", rest.join("\n"));
-    let stopped = rest.iter().find(|l| l.contains("Stopped.")).expect("final summary line");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "SIGTERM is a clean exit; log:\n{}",
+        rest.join("\n")
+    );
+    let stopped = rest
+        .iter()
+        .find(|l| l.contains("Stopped."))
+        .expect("final summary line");
     let field = |name: &str| -> u64 {
         let start = stopped.find(&format!(" {name}=")).expect("field") + name.len() + 2;
-        stopped[start..].split(' ').next().expect("value").parse().expect("number")
+        stopped[start..]
+            .split(' ')
+            .next()
+            .expect("value")
+            .parse()
+            .expect("number")
     };
     let written = jsonl(&events);
     assert!(field("events") > 0);
-    assert_eq!(written.len() as u64, field("events"), "every event that reached the dispatcher is in the file");
+    assert_eq!(
+        written.len() as u64,
+        field("events"),
+        "every event that reached the dispatcher is in the file"
+    );
     assert_eq!(field("sink.jsonl.dropped"), 0);
 }
 

@@ -78,7 +78,11 @@ impl Broker {
             ),
         )
         .expect("write mosquitto.conf");
-        let mut b = Broker { child: None, port, conf };
+        let mut b = Broker {
+            child: None,
+            port,
+            conf,
+        };
         b.restart();
         b
     }
@@ -94,14 +98,21 @@ impl Broker {
         self.child = Some(child);
         let port = self.port;
         assert!(
-            wait_until(Duration::from_secs(10), || TcpStream::connect(("127.0.0.1", port)).is_ok()),
+            wait_until(Duration::from_secs(10), || TcpStream::connect((
+                "127.0.0.1",
+                port
+            ))
+            .is_ok()),
             "mosquitto did not start listening on port {port}"
         );
     }
 
     fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
             let until = Instant::now() + Duration::from_secs(10);
             while Instant::now() < until {
                 if let Ok(Some(_)) = c.try_wait() {
@@ -126,7 +137,10 @@ type Received = Arc<Mutex<Vec<(String, Vec<u8>, bool)>>>;
 
 /// Subscribes to `lookout/#` and `homeassistant/#` with a persistent session (QoS 1) and records every message on a
 /// thread that reconnects after errors; ends when `done` is set.
-fn subscriber(port: u16, done: Arc<std::sync::atomic::AtomicBool>) -> (Received, std::thread::JoinHandle<()>) {
+fn subscriber(
+    port: u16,
+    done: Arc<std::sync::atomic::AtomicBool>,
+) -> (Received, std::thread::JoinHandle<()>) {
     use rumqttc::{Client, Event as E, MqttOptions, Packet, QoS};
     let received: Received = Arc::default();
     let rec = Arc::clone(&received);
@@ -142,10 +156,14 @@ fn subscriber(port: u16, done: Arc<std::sync::atomic::AtomicBool>) -> (Received,
                     let _ = client.try_subscribe("homeassistant/#", QoS::AtLeastOnce);
                 }
                 Ok(Ok(E::Incoming(Packet::SubAck(_)))) => {
-                    rec.lock().expect("lock").push(("$suback".into(), Vec::new(), false));
+                    rec.lock()
+                        .expect("lock")
+                        .push(("$suback".into(), Vec::new(), false));
                 }
                 Ok(Ok(E::Incoming(Packet::Publish(p)))) => {
-                    rec.lock().expect("lock").push((p.topic.clone(), p.payload.to_vec(), p.retain));
+                    rec.lock()
+                        .expect("lock")
+                        .push((p.topic.clone(), p.payload.to_vec(), p.retain));
                 }
                 Ok(Ok(_)) => {}
                 Ok(Err(_)) => std::thread::sleep(Duration::from_millis(100)),
@@ -159,7 +177,11 @@ fn subscriber(port: u16, done: Arc<std::sync::atomic::AtomicBool>) -> (Received,
 
 fn wait_subscribed(received: &Received) {
     assert!(
-        wait_until(Duration::from_secs(10), || received.lock().expect("lock").iter().any(|(t, _, _)| t == "$suback")),
+        wait_until(Duration::from_secs(10), || received
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(|(t, _, _)| t == "$suback")),
         "the test subscriber could not subscribe"
     );
 }
@@ -170,7 +192,11 @@ fn event_seqs(received: &Received) -> Vec<u64> {
         .expect("lock")
         .iter()
         .filter(|(t, _, _)| t == "lookout/testdev/events")
-        .map(|(_, p, _)| serde_json::from_slice::<Event>(p).expect("payload is the documented event JSON").frame_seq)
+        .map(|(_, p, _)| {
+            serde_json::from_slice::<Event>(p)
+                .expect("payload is the documented event JSON")
+                .frame_seq
+        })
         .collect()
 }
 
@@ -185,7 +211,10 @@ fn statuses(received: &Received) -> Vec<String> {
 }
 
 fn mqtt_config(port: u16, extra: &str) -> MqttSinkConfig {
-    toml::from_str(&format!("host = \"127.0.0.1\"\nport = {port}\nreconnect_max_secs = 0.5\n{extra}")).expect("mqtt config")
+    toml::from_str(&format!(
+        "host = \"127.0.0.1\"\nport = {port}\nreconnect_max_secs = 0.5\n{extra}"
+    ))
+    .expect("mqtt config")
 }
 
 #[test]
@@ -204,15 +233,18 @@ fn mqtt_delivers_in_order_and_loses_nothing_while_the_broker_restarts() {
         sink.send(&event(seq)).expect("queued");
     }
     assert!(
-        wait_until(Duration::from_secs(20), || event_seqs(&received).len() >= 10),
+        wait_until(Duration::from_secs(20), || event_seqs(&received).len()
+            >= 10),
         "first events arrive; got {:?}",
         event_seqs(&received)
     );
-    assert!(wait_until(Duration::from_secs(10), || statuses(&received).contains(&"online".to_string())));
+    assert!(wait_until(Duration::from_secs(10), || statuses(&received)
+        .contains(&"online".to_string())));
 
     broker.stop();
     for seq in 10..60 {
-        sink.send(&event(seq)).expect("queued while the broker is down");
+        sink.send(&event(seq))
+            .expect("queued while the broker is down");
         std::thread::sleep(Duration::from_millis(10));
     }
     std::thread::sleep(Duration::from_millis(500));
@@ -227,13 +259,19 @@ fn mqtt_delivers_in_order_and_loses_nothing_while_the_broker_restarts() {
     let mut got = event_seqs(&received);
     // At-least-once: an event in flight when the broker died may come twice; never out of order.
     got.dedup();
-    assert!(arrived, "every queued event arrives after the restart; got {got:?}");
+    assert!(
+        arrived,
+        "every queued event arrives after the restart; got {got:?}"
+    );
     assert_eq!(got, want, "in order, none lost");
 
     // A clean stop leaves the retained status `offline`.
     drop(sink);
     assert!(
-        wait_until(Duration::from_secs(10), || statuses(&received).last().map(String::as_str) == Some("offline")),
+        wait_until(Duration::from_secs(10), || statuses(&received)
+            .last()
+            .map(String::as_str)
+            == Some("offline")),
         "status after stop: {:?}",
         statuses(&received)
     );
@@ -274,20 +312,54 @@ fn mqtt_sink_runs_in_the_daemon_with_the_documented_payload_and_discovery() {
     )
     .expect("valid config");
     let memory = MemorySink::new();
-    let running = daemon::start(&cfg, vec![("memory".into(), Box::new(memory.clone()))], StopToken::new()).expect("starts");
+    let running = daemon::start(
+        &cfg,
+        vec![("memory".into(), Box::new(memory.clone()))],
+        StopToken::new(),
+    )
+    .expect("starts");
     let snap = running.wait(Duration::from_secs(60));
     assert_eq!(snap.events, 12);
-    assert!(wait_until(Duration::from_secs(20), || event_seqs(&received).len() >= 12), "got {:?}", event_seqs(&received));
+    assert!(
+        wait_until(Duration::from_secs(20), || event_seqs(&received).len()
+            >= 12),
+        "got {:?}",
+        event_seqs(&received)
+    );
     let msgs = received.lock().expect("lock").clone();
-    let first = msgs.iter().find(|(t, _, _)| t == "lookout/testdev/events").expect("an event");
+    let first = msgs
+        .iter()
+        .find(|(t, _, _)| t == "lookout/testdev/events")
+        .expect("an event");
     let json: serde_json::Value = serde_json::from_slice(&first.1).expect("JSON payload");
-    for key in ["device", "source", "rule", "label", "score", "top", "frame_seq", "captured_at", "latency_ms"] {
+    for key in [
+        "device",
+        "source",
+        "rule",
+        "label",
+        "score",
+        "top",
+        "frame_seq",
+        "captured_at",
+        "latency_ms",
+    ] {
         assert!(json.get(key).is_some(), "payload has {key}: {json}");
     }
     let recorded: Vec<u64> = memory.events().iter().map(|e| e.frame_seq).collect();
-    assert_eq!(event_seqs(&received), recorded, "same events, same order as the other sinks");
-    assert!(msgs.iter().any(|(t, _, _)| t == "homeassistant/sensor/lookout_testdev_top/config"), "discovery sensor announced (retained; live deliveries carry no retain flag)");
-    assert!(msgs.iter().any(|(t, _, _)| t == "lookout/testdev/top"), "top label state published");
+    assert_eq!(
+        event_seqs(&received),
+        recorded,
+        "same events, same order as the other sinks"
+    );
+    assert!(
+        msgs.iter()
+            .any(|(t, _, _)| t == "homeassistant/sensor/lookout_testdev_top/config"),
+        "discovery sensor announced (retained; live deliveries carry no retain flag)"
+    );
+    assert!(
+        msgs.iter().any(|(t, _, _)| t == "lookout/testdev/top"),
+        "top label state published"
+    );
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = sub.join();
 }
@@ -321,7 +393,12 @@ fn http_server(script: Vec<u16>, hang: Duration) -> (String, Arc<Mutex<Vec<Reque
     (url, log)
 }
 
-fn serve(stream: TcpStream, rec: &Mutex<Vec<Request>>, script: &Mutex<VecDeque<u16>>, hang: Duration) {
+fn serve(
+    stream: TcpStream,
+    rec: &Mutex<Vec<Request>>,
+    script: &Mutex<VecDeque<u16>>,
+    hang: Duration,
+) {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
     let mut reader = BufReader::new(stream.try_clone().expect("clone"));
     let mut stream = stream;
@@ -344,7 +421,11 @@ fn serve(stream: TcpStream, rec: &Mutex<Vec<Request>>, script: &Mutex<VecDeque<u
                 headers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
             }
         }
-        let len: usize = headers.iter().find(|(k, _)| k == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
+        let len: usize = headers
+            .iter()
+            .find(|(k, _)| k == "content-length")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
         let mut body = vec![0; len];
         if reader.read_exact(&mut body).is_err() {
             return;
@@ -363,19 +444,31 @@ fn serve(stream: TcpStream, rec: &Mutex<Vec<Request>>, script: &Mutex<VecDeque<u
 }
 
 fn webhook_config(url: &str, extra: &str) -> WebhookSinkConfig {
-    toml::from_str(&format!("url = {url:?}\nbackoff_min_ms = 10\nbackoff_max_secs = 0.1\n{extra}")).expect("webhook config")
+    toml::from_str(&format!(
+        "url = {url:?}\nbackoff_min_ms = 10\nbackoff_max_secs = 0.1\n{extra}"
+    ))
+    .expect("webhook config")
 }
 
 #[test]
 fn webhook_posts_the_event_with_headers_and_bearer_token() {
     let (url, log) = http_server(vec![], Duration::ZERO);
     std::env::set_var("LOOKOUT_TEST_WEBHOOK_TOKEN", "s3cret");
-    let cfg = webhook_config(&url, "token_env = \"LOOKOUT_TEST_WEBHOOK_TOKEN\"\nheaders = { X-Line = \"3\" }");
+    let cfg = webhook_config(
+        &url,
+        "token_env = \"LOOKOUT_TEST_WEBHOOK_TOKEN\"\nheaders = { X-Line = \"3\" }",
+    );
     let mut sink = WebhookSink::new(&cfg).expect("builds");
     sink.send(&event(5)).expect("delivered");
     let reqs = log.lock().expect("lock").clone();
     assert_eq!(reqs.len(), 1);
-    let get = |k: &str| reqs[0].headers.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let get = |k: &str| {
+        reqs[0]
+            .headers
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+    };
     assert_eq!(get("authorization").as_deref(), Some("Bearer s3cret"));
     assert_eq!(get("x-line").as_deref(), Some("3"));
     assert_eq!(get("content-type").as_deref(), Some("application/json"));
@@ -389,11 +482,22 @@ fn webhook_retries_server_errors_and_delivers_once() {
     let (url, log) = http_server(vec![500, 503, 500], Duration::ZERO);
     let mut sink = WebhookSink::new(&webhook_config(&url, "retries = 5")).expect("builds");
     sink.send(&event(1)).expect("delivered after retries");
-    assert_eq!(log.lock().expect("lock").len(), 4, "three failures, then one success");
+    assert_eq!(
+        log.lock().expect("lock").len(),
+        4,
+        "three failures, then one success"
+    );
     sink.send(&event(2)).expect("next one at once");
     let reqs = log.lock().expect("lock").clone();
     assert_eq!(reqs.len(), 5, "delivered once each");
-    let seqs: Vec<u64> = reqs.iter().map(|r| serde_json::from_slice::<Event>(&r.body).expect("event").frame_seq).collect();
+    let seqs: Vec<u64> = reqs
+        .iter()
+        .map(|r| {
+            serde_json::from_slice::<Event>(&r.body)
+                .expect("event")
+                .frame_seq
+        })
+        .collect();
     assert_eq!(seqs, [1, 1, 1, 1, 2]);
 
     let (url, _log) = http_server(vec![404], Duration::ZERO);
@@ -405,10 +509,18 @@ fn webhook_retries_server_errors_and_delivers_once() {
 #[test]
 fn webhook_timeout_fires_and_a_hanging_endpoint_does_not_stall_other_sinks() {
     let (url, _log) = http_server(vec![0; 1000], Duration::from_secs(5));
-    let mut sink = WebhookSink::new(&webhook_config(&url, "timeout_secs = 0.3\nretries = 1")).expect("builds");
+    let mut sink =
+        WebhookSink::new(&webhook_config(&url, "timeout_secs = 0.3\nretries = 1")).expect("builds");
     let t = Instant::now();
-    assert!(sink.send(&event(1)).is_err(), "a hanging endpoint is a failed delivery");
-    assert!(t.elapsed() < Duration::from_secs(4), "the timeout fired (took {:?})", t.elapsed());
+    assert!(
+        sink.send(&event(1)).is_err(),
+        "a hanging endpoint is a failed delivery"
+    );
+    assert!(
+        t.elapsed() < Duration::from_secs(4),
+        "the timeout fired (took {:?})",
+        t.elapsed()
+    );
 
     let cfg = Config::parse(
         &format!(
@@ -434,17 +546,40 @@ fn webhook_timeout_fires_and_a_hanging_endpoint_does_not_stall_other_sinks() {
     )
     .expect("valid config");
     let memory = MemorySink::new();
-    let running = daemon::start(&cfg, vec![("memory".into(), Box::new(memory.clone()))], StopToken::new()).expect("starts");
+    let running = daemon::start(
+        &cfg,
+        vec![("memory".into(), Box::new(memory.clone()))],
+        StopToken::new(),
+    )
+    .expect("starts");
     // The recording sink has every event while the webhook is still working through its queue
     // (each of its 20 events takes a 0.3 s timeout).
-    assert!(wait_until(Duration::from_secs(30), || memory.events().len() == 20), "the recording sink got every event");
+    assert!(
+        wait_until(Duration::from_secs(30), || memory.events().len() == 20),
+        "the recording sink got every event"
+    );
     let now = running.metrics().snapshot();
-    let hook = now.sinks.iter().find(|s| s.name == "webhook").expect("webhook counters");
-    assert!(hook.failed + hook.dropped < 20, "the other sink was not held up behind the webhook: {hook:?}");
+    let hook = now
+        .sinks
+        .iter()
+        .find(|s| s.name == "webhook")
+        .expect("webhook counters");
+    assert!(
+        hook.failed + hook.dropped < 20,
+        "the other sink was not held up behind the webhook: {hook:?}"
+    );
     let snap = running.wait(Duration::from_secs(30));
-    let hook = snap.sinks.iter().find(|s| s.name == "webhook").expect("webhook counters");
+    let hook = snap
+        .sinks
+        .iter()
+        .find(|s| s.name == "webhook")
+        .expect("webhook counters");
     assert_eq!(hook.sent, 0);
-    assert_eq!(hook.failed + hook.dropped, 20, "every event failed or was dropped, and counted: {hook:?}");
+    assert_eq!(
+        hook.failed + hook.dropped,
+        20,
+        "every event failed or was dropped, and counted: {hook:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -462,20 +597,49 @@ fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
 fn command_gets_the_event_on_stdin_and_in_its_environment() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().display().to_string();
-    let prog = script(dir.path(), "record.sh", &format!("cat > '{out}/stdin.json'\nenv | grep '^LOOKOUT_' | sort > '{out}/env.txt'\nexit 0"));
-    let cfg = CommandSinkConfig { name: None, command: vec![prog.display().to_string(), "arg1".into()], timeout_secs: 10.0, cwd: None };
+    let prog = script(
+        dir.path(),
+        "record.sh",
+        &format!(
+            "cat > '{out}/stdin.json'\nenv | grep '^LOOKOUT_' | sort > '{out}/env.txt'\nexit 0"
+        ),
+    );
+    let cfg = CommandSinkConfig {
+        name: None,
+        command: vec![prog.display().to_string(), "arg1".into()],
+        timeout_secs: 10.0,
+        cwd: None,
+    };
     let mut sink = CommandSink::new(&cfg).expect("builds");
     sink.send(&event(42)).expect("ran");
-    let stdin: Event = serde_json::from_slice(&std::fs::read(dir.path().join("stdin.json")).expect("stdin recorded")).expect("event JSON");
+    let stdin: Event = serde_json::from_slice(
+        &std::fs::read(dir.path().join("stdin.json")).expect("stdin recorded"),
+    )
+    .expect("event JSON");
     assert_eq!(stdin.frame_seq, 42);
     let env = std::fs::read_to_string(dir.path().join("env.txt")).expect("env recorded");
-    for line in ["LOOKOUT_LABEL=dent", "LOOKOUT_RULE=defect", "LOOKOUT_DEVICE=testdev", "LOOKOUT_FRAME_SEQ=42", "LOOKOUT_SCORE=0.9300"] {
+    for line in [
+        "LOOKOUT_LABEL=dent",
+        "LOOKOUT_RULE=defect",
+        "LOOKOUT_DEVICE=testdev",
+        "LOOKOUT_FRAME_SEQ=42",
+        "LOOKOUT_SCORE=0.9300",
+    ] {
         assert!(env.lines().any(|l| l == line), "{line} in\n{env}");
     }
 
     let failing = script(dir.path(), "fail.sh", "exit 3");
-    let cfg = CommandSinkConfig { name: None, command: vec![failing.display().to_string()], timeout_secs: 10.0, cwd: None };
-    let e = CommandSink::new(&cfg).expect("builds").send(&event(1)).err().expect("non-zero exit fails");
+    let cfg = CommandSinkConfig {
+        name: None,
+        command: vec![failing.display().to_string()],
+        timeout_secs: 10.0,
+        cwd: None,
+    };
+    let e = CommandSink::new(&cfg)
+        .expect("builds")
+        .send(&event(1))
+        .err()
+        .expect("non-zero exit fails");
     assert!(e.to_string().contains('3'), "{e}");
 }
 
@@ -483,10 +647,18 @@ fn command_gets_the_event_on_stdin_and_in_its_environment() {
 fn hanging_command_is_killed_at_the_timeout() {
     let dir = tempfile::tempdir().expect("tempdir");
     let prog = script(dir.path(), "hang.sh", "exec sleep 30");
-    let cfg = CommandSinkConfig { name: None, command: vec![prog.display().to_string()], timeout_secs: 0.3, cwd: None };
+    let cfg = CommandSinkConfig {
+        name: None,
+        command: vec![prog.display().to_string()],
+        timeout_secs: 0.3,
+        cwd: None,
+    };
     let mut sink = CommandSink::new(&cfg).expect("builds");
     let t = Instant::now();
     let e = sink.send(&event(1)).err().expect("killed");
     assert!(e.to_string().contains("killed"), "{e}");
-    assert!(t.elapsed() < Duration::from_secs(20), "killed at the timeout, not after the program's 30 s");
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "killed at the timeout, not after the program's 30 s"
+    );
 }

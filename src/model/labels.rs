@@ -21,7 +21,10 @@ pub fn resolve(
     classes: usize,
 ) -> Result<(Vec<String>, LabelSource), ModelError> {
     if let Some(path) = file {
-        let text = std::fs::read_to_string(path).map_err(|source| ModelError::Labels { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ModelError::Labels {
+            path: path.to_owned(),
+            source,
+        })?;
         return Ok((parse_labels_file(&text), LabelSource::File(path.to_owned())));
     }
     for key in METADATA_KEYS {
@@ -31,7 +34,10 @@ pub fn resolve(
             }
         }
     }
-    Ok(((0..classes).map(|i| format!("class_{i}")).collect(), LabelSource::Generated))
+    Ok((
+        (0..classes).map(|i| format!("class_{i}")).collect(),
+        LabelSource::Generated,
+    ))
 }
 
 /// One label per line; surrounding blanks trimmed; trailing empty lines ignored.
@@ -50,16 +56,25 @@ pub fn parse_label_list(value: &str) -> Option<Vec<String>> {
         return None;
     }
     if v.starts_with('[') {
-        return serde_json::from_str::<Vec<String>>(v).ok().filter(|l| !l.is_empty());
+        return serde_json::from_str::<Vec<String>>(v)
+            .ok()
+            .filter(|l| !l.is_empty());
     }
     if v.starts_with('{') {
         if let Ok(map) = serde_json::from_str::<std::collections::BTreeMap<String, String>>(v) {
-            return indexed(map.into_iter().map(|(k, v)| (k.trim().parse::<usize>().ok(), v)));
+            return indexed(
+                map.into_iter()
+                    .map(|(k, v)| (k.trim().parse::<usize>().ok(), v)),
+            );
         }
-        return indexed(split_top_level(&v[1..v.len().saturating_sub(1).max(1)]).into_iter().map(|entry| {
-            let (k, val) = entry.split_once(':').unwrap_or(("", &entry));
-            (unquote(k).parse::<usize>().ok(), unquote(val).to_owned())
-        }));
+        return indexed(
+            split_top_level(&v[1..v.len().saturating_sub(1).max(1)])
+                .into_iter()
+                .map(|entry| {
+                    let (k, val) = entry.split_once(':').unwrap_or(("", &entry));
+                    (unquote(k).parse::<usize>().ok(), unquote(val).to_owned())
+                }),
+        );
     }
     let items: Vec<String> = if v.contains('\n') {
         parse_labels_file(v)
@@ -71,7 +86,9 @@ pub fn parse_label_list(value: &str) -> Option<Vec<String>> {
 
 /// Orders `(index, label)` pairs; `None` unless the indices are exactly 0..n.
 fn indexed(pairs: impl Iterator<Item = (Option<usize>, String)>) -> Option<Vec<String>> {
-    let mut pairs: Vec<(usize, String)> = pairs.map(|(k, v)| k.map(|k| (k, v))).collect::<Option<_>>()?;
+    let mut pairs: Vec<(usize, String)> = pairs
+        .map(|(k, v)| k.map(|k| (k, v)))
+        .collect::<Option<_>>()?;
     pairs.sort_by_key(|(k, _)| *k);
     let ok = !pairs.is_empty() && pairs.iter().enumerate().all(|(i, (k, _))| i == *k);
     ok.then(|| pairs.into_iter().map(|(_, v)| v).collect())

@@ -20,13 +20,15 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use tract_onnx::pb;
+use tract_onnx::prelude::tract_data::internal::DimLike;
 use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
-use tract_onnx::prelude::tract_data::internal::DimLike;
 
 use crate::config::Problems;
 use crate::frame::{decode_rgb, Frame, FrameError, RgbBuf};
-pub use preprocess::{ChannelOrder, InputType, Layout, Preprocess, PreprocessConfig, Resampler, ResizeMode};
+pub use preprocess::{
+    ChannelOrder, InputType, Layout, Preprocess, PreprocessConfig, Resampler, ResizeMode,
+};
 
 /// The bundled default model (see `models/MODEL_CARD.md`), used when `model.path` is not set.
 pub const BUILTIN_MODEL: &[u8] = include_bytes!("../../models/default.onnx");
@@ -68,7 +70,8 @@ pub enum OutputKind {
 impl ModelConfig {
     pub fn validate(&self, key: &str, p: &mut Problems) {
         if let Some(shape) = &self.input_shape {
-            if !(shape.len() == 3 || shape.len() == 4) || shape.iter().any(|&d| d == 0 || d > 16384) {
+            if !(shape.len() == 3 || shape.len() == 4) || shape.iter().any(|&d| d == 0 || d > 16384)
+            {
                 p.push(
                     format!("{key}.input_shape"),
                     format!("expected 4 (or 3) positive dimensions like [1, 3, 224, 224], got {shape:?}"),
@@ -80,7 +83,11 @@ impl ModelConfig {
 
     /// A model config for a bare `--model FILE [--labels FILE]`.
     pub fn for_path(path: PathBuf, labels: Option<PathBuf>) -> ModelConfig {
-        ModelConfig { path: Some(path), labels, ..ModelConfig::default() }
+        ModelConfig {
+            path: Some(path),
+            labels,
+            ..ModelConfig::default()
+        }
     }
 }
 
@@ -100,11 +107,24 @@ pub enum ModelError {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error("{model} uses operators that tract cannot run:\n{}\n{hint}", list_ops(.ops))]
-    Unsupported { model: String, ops: Vec<UnsupportedOp>, hint: String },
+    Unsupported {
+        model: String,
+        ops: Vec<UnsupportedOp>,
+        hint: String,
+    },
     #[error("{model} has {count} inputs ({names}); lookout needs an image classifier with exactly one input")]
-    Inputs { model: String, count: usize, names: String },
+    Inputs {
+        model: String,
+        count: usize,
+        names: String,
+    },
     #[error("{model}: input {name:?} has shape {shape}: {why}")]
-    InputShape { model: String, name: String, shape: String, why: String },
+    InputShape {
+        model: String,
+        name: String,
+        shape: String,
+        why: String,
+    },
     #[error("{model}: input type {dtype:?} is not supported (expected float32, uint8 or int8)")]
     InputType { model: String, dtype: String },
     #[error("{model}: tract could not prepare the model")]
@@ -121,8 +141,15 @@ pub enum ModelError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{labels_from} has {labels} labels but {model} outputs {classes} classes: they must match")]
-    LabelCount { model: String, labels_from: String, labels: usize, classes: usize },
+    #[error(
+        "{labels_from} has {labels} labels but {model} outputs {classes} classes: they must match"
+    )]
+    LabelCount {
+        model: String,
+        labels_from: String,
+        labels: usize,
+        classes: usize,
+    },
     #[error("preprocessing does not fit the model: {0}")]
     Preprocess(String),
     #[error("inference failed")]
@@ -143,8 +170,16 @@ pub struct UnsupportedOp {
 fn list_ops(ops: &[UnsupportedOp]) -> String {
     ops.iter()
         .map(|o| {
-            let domain = if o.domain.is_empty() { String::new() } else { format!(" (domain {})", o.domain) };
-            let more = if o.count > 1 { format!(" and {} more", o.count - 1) } else { String::new() };
+            let domain = if o.domain.is_empty() {
+                String::new()
+            } else {
+                format!(" (domain {})", o.domain)
+            };
+            let more = if o.count > 1 {
+                format!(" and {} more", o.count - 1)
+            } else {
+                String::new()
+            };
             format!("  - {}{domain} at node {:?}{more}", o.op_type, o.node)
         })
         .collect::<Vec<_>>()
@@ -243,7 +278,10 @@ impl Model {
         let started = Instant::now();
         let (name, bytes) = match &cfg.path {
             Some(path) => {
-                let bytes = std::fs::read(path).map_err(|source| ModelError::Read { path: path.clone(), source })?;
+                let bytes = std::fs::read(path).map_err(|source| ModelError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
                 (path.display().to_string(), bytes)
             }
             None => (BUILTIN_NAME.to_owned(), BUILTIN_MODEL.to_vec()),
@@ -251,13 +289,19 @@ impl Model {
         let onnx = tract_onnx::onnx();
         let proto = onnx
             .proto_model_for_read(&mut bytes.as_slice())
-            .map_err(|e| ModelError::Decode { model: name.clone(), source: e.into() })?;
+            .map_err(|e| ModelError::Decode {
+                model: name.clone(),
+                source: e.into(),
+            })?;
         let graph = proto.graph.as_ref().ok_or_else(|| ModelError::Decode {
             model: name.clone(),
             source: "the file holds no graph".into(),
         })?;
         if graph.node.is_empty() {
-            return Err(ModelError::Decode { model: name, source: "the graph has no nodes".into() });
+            return Err(ModelError::Decode {
+                model: name,
+                source: "the graph has no nodes".into(),
+            });
         }
         check_operators(&onnx, graph, &name)?;
         let input_name = single_input(graph, &name)?;
@@ -270,8 +314,15 @@ impl Model {
             .map(|o| o.version)
             .unwrap_or(0);
 
-        let model_dir = cfg.path.as_ref().and_then(|p| p.parent()).and_then(Path::to_str);
-        let tract_err = |e: TractError| ModelError::Tract { model: name.clone(), source: e.into() };
+        let model_dir = cfg
+            .path
+            .as_ref()
+            .and_then(|p| p.parent())
+            .and_then(Path::to_str);
+        let tract_err = |e: TractError| ModelError::Tract {
+            model: name.clone(),
+            source: e.into(),
+        };
         let parsed = onnx.parse(&proto, model_dir).map_err(tract_err)?;
         let fact = parsed.model.input_fact(0).map_err(tract_err)?.clone();
         let input = input_spec(&fact, &input_name, cfg.input_shape.as_deref(), &name)?;
@@ -281,7 +332,9 @@ impl Model {
             InputType::I8 => i8::datum_type(),
         };
         let optimize = |model: InferenceModel| -> TractResult<TypedModel> {
-            model.with_input_fact(0, InferenceFact::dt_shape(dt, input.shape()))?.into_optimized()
+            model
+                .with_input_fact(0, InferenceFact::dt_shape(dt, input.shape()))?
+                .into_optimized()
         };
         let typed = match optimize(parsed.model) {
             Ok(t) => t,
@@ -290,7 +343,10 @@ impl Model {
             // annotations are hints: retry without them before giving up.
             Err(first) => {
                 let relaxed = tract_onnx::onnx().with_ignore_value_info(true);
-                match relaxed.parse(&proto, model_dir).and_then(|p| optimize(p.model)) {
+                match relaxed
+                    .parse(&proto, model_dir)
+                    .and_then(|p| optimize(p.model))
+                {
                     Ok(t) => t,
                     Err(_) => return Err(tract_err(first)),
                 }
@@ -301,12 +357,19 @@ impl Model {
             .shape
             .as_concrete()
             .map(|s| s.to_vec())
-            .ok_or_else(|| ModelError::OutputShape { model: name.clone(), shape: format!("{:?}", out_fact.shape) })?;
-        let classes = classes_in_output(&out_shape, input.batch)
-            .ok_or_else(|| ModelError::OutputShape { model: name.clone(), shape: format!("{out_shape:?}") })?;
+            .ok_or_else(|| ModelError::OutputShape {
+                model: name.clone(),
+                shape: format!("{:?}", out_fact.shape),
+            })?;
+        let classes =
+            classes_in_output(&out_shape, input.batch).ok_or_else(|| ModelError::OutputShape {
+                model: name.clone(),
+                shape: format!("{out_shape:?}"),
+            })?;
         let plan = typed.into_runnable().map_err(tract_err)?;
 
-        let (labels, labels_from) = labels::resolve(cfg.labels.as_deref(), &proto.metadata_props, classes)?;
+        let (labels, labels_from) =
+            labels::resolve(cfg.labels.as_deref(), &proto.metadata_props, classes)?;
         if labels.len() != classes {
             return Err(ModelError::LabelCount {
                 model: name,
@@ -315,7 +378,10 @@ impl Model {
                 classes,
             });
         }
-        let preprocess = cfg.preprocess.resolve(cfg.path.is_none(), &input).map_err(ModelError::Preprocess)?;
+        let preprocess = cfg
+            .preprocess
+            .resolve(cfg.path.is_none(), &input)
+            .map_err(ModelError::Preprocess)?;
         Ok(Model {
             name,
             plan,
@@ -390,7 +456,9 @@ impl Session {
         let need = move |w: u32, h: u32| sizer.min_decode_size(w, h);
         let decoded = decode_rgb(frame, Some(&need), &mut rgb);
         let decode = t0.elapsed();
-        let result = decoded.map_err(ClassifyError::from).and_then(|_| self.classify_rgb(&rgb));
+        let result = decoded
+            .map_err(ClassifyError::from)
+            .and_then(|_| self.classify_rgb(&rgb));
         self.rgb = rgb;
         result.map(|mut s| {
             s.decode = decode;
@@ -410,7 +478,9 @@ impl Session {
     /// Runs the model alone on a prepared input tensor; returns the time it took.
     pub fn run_tensor(&mut self, tensor: Tensor) -> Result<Duration, ClassifyError> {
         let t0 = Instant::now();
-        self.state.run(tvec![tensor.into()]).map_err(|e| ModelError::Infer(e.into()))?;
+        self.state
+            .run(tvec![tensor.into()])
+            .map_err(|e| ModelError::Infer(e.into()))?;
         Ok(t0.elapsed())
     }
 
@@ -419,12 +489,17 @@ impl Session {
         let t0 = Instant::now();
         let tensor = self.pre.run(rgb);
         let t1 = Instant::now();
-        let outputs = self.state.run(tvec![tensor.into()]).map_err(|e| ModelError::Infer(e.into()))?;
+        let outputs = self
+            .state
+            .run(tvec![tensor.into()])
+            .map_err(|e| ModelError::Infer(e.into()))?;
         let t2 = Instant::now();
         let out = outputs[0]
             .cast_to::<f32>()
             .map_err(|e| ModelError::Infer(e.into()))?;
-        let flat = out.to_plain_array_view::<f32>().map_err(|e| ModelError::Infer(e.into()))?;
+        let flat = out
+            .to_plain_array_view::<f32>()
+            .map_err(|e| ModelError::Infer(e.into()))?;
         let classes = self.model.classes();
         // Batch models: every slot holds this frame (see `Preprocessor::run`); use the first.
         let raw: Vec<f32> = flat.iter().take(classes).copied().collect();
@@ -432,18 +507,32 @@ impl Session {
             OutputKind::Logits => postprocess::softmax(&raw),
             OutputKind::Probabilities => raw.clone(),
         };
-        Ok(Scores { raw, probs, decode: Duration::ZERO, preprocess: t1 - t0, infer: t2 - t1 })
+        Ok(Scores {
+            raw,
+            probs,
+            decode: Duration::ZERO,
+            preprocess: t1 - t0,
+            infer: t2 - t1,
+        })
     }
 }
 
-fn check_operators(onnx: &tract_onnx::Onnx, graph: &pb::GraphProto, model: &str) -> Result<(), ModelError> {
+fn check_operators(
+    onnx: &tract_onnx::Onnx,
+    graph: &pb::GraphProto,
+    model: &str,
+) -> Result<(), ModelError> {
     let mut ops: Vec<UnsupportedOp> = Vec::new();
     for node in &graph.node {
         if !onnx.op_register.0.contains_key(&node.op_type) {
             ops.push(UnsupportedOp {
                 op_type: node.op_type.clone(),
                 domain: node.domain.clone(),
-                node: if node.name.is_empty() { node.output.first().cloned().unwrap_or_default() } else { node.name.clone() },
+                node: if node.name.is_empty() {
+                    node.output.first().cloned().unwrap_or_default()
+                } else {
+                    node.name.clone()
+                },
                 count: 1,
             });
         }
@@ -465,20 +554,37 @@ fn check_operators(onnx: &tract_onnx::Onnx, graph: &pb::GraphProto, model: &str)
     for op in &ops {
         if !firsts.iter().any(|f| f.op_type == op.op_type) {
             let count = ops.iter().filter(|o| o.op_type == op.op_type).count();
-            firsts.push(UnsupportedOp { count, ..op.clone() });
+            firsts.push(UnsupportedOp {
+                count,
+                ..op.clone()
+            });
         }
     }
-    Err(ModelError::Unsupported { model: model.to_owned(), ops: firsts, hint })
+    Err(ModelError::Unsupported {
+        model: model.to_owned(),
+        ops: firsts,
+        hint,
+    })
 }
 
 fn single_input(graph: &pb::GraphProto, model: &str) -> Result<String, ModelError> {
-    let init: std::collections::HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
-    let inputs: Vec<&str> = graph.input.iter().map(|i| i.name.as_str()).filter(|n| !init.contains(n)).collect();
+    let init: std::collections::HashSet<&str> =
+        graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let inputs: Vec<&str> = graph
+        .input
+        .iter()
+        .map(|i| i.name.as_str())
+        .filter(|n| !init.contains(n))
+        .collect();
     if inputs.len() != 1 {
         return Err(ModelError::Inputs {
             model: model.to_owned(),
             count: inputs.len(),
-            names: inputs.iter().map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", "),
+            names: inputs
+                .iter()
+                .map(|n| format!("{n:?}"))
+                .collect::<Vec<_>>()
+                .join(", "),
         });
     }
     Ok(inputs[0].to_owned())
@@ -493,14 +599,24 @@ fn count_ops(graph: &pb::GraphProto) -> BTreeMap<String, usize> {
 }
 
 fn detect_quantization(graph: &pb::GraphProto) -> Quantization {
-    let qop = graph.node.iter().any(|n| n.op_type.starts_with("QLinear") || n.op_type == "QGemm");
+    let qop = graph
+        .node
+        .iter()
+        .any(|n| n.op_type.starts_with("QLinear") || n.op_type == "QGemm");
     if qop {
         return Quantization::QOperator;
     }
-    let dims: std::collections::HashMap<&str, i64> =
-        graph.initializer.iter().map(|t| (t.name.as_str(), t.dims.iter().product::<i64>())).collect();
+    let dims: std::collections::HashMap<&str, i64> = graph
+        .initializer
+        .iter()
+        .map(|t| (t.name.as_str(), t.dims.iter().product::<i64>()))
+        .collect();
     let mut qdq = false;
-    for n in graph.node.iter().filter(|n| n.op_type == "DequantizeLinear" || n.op_type == "QuantizeLinear") {
+    for n in graph
+        .node
+        .iter()
+        .filter(|n| n.op_type == "DequantizeLinear" || n.op_type == "QuantizeLinear")
+    {
         qdq = true;
         if let Some(scale) = n.input.get(1) {
             if dims.get(scale.as_str()).copied().unwrap_or(1) > 1 {
@@ -540,7 +656,10 @@ fn input_spec(
         .collect();
     let shape_str = format!(
         "[{}]",
-        dims.iter().map(|d| d.map_or("?".to_owned(), |v| v.to_string())).collect::<Vec<_>>().join(", ")
+        dims.iter()
+            .map(|d| d.map_or("?".to_owned(), |v| v.to_string()))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     let err = |why: String| ModelError::InputShape {
         model: model.to_owned(),
@@ -551,7 +670,11 @@ fn input_spec(
     let dims: Vec<Option<usize>> = match configured {
         Some(cfg) => {
             if !dims.is_empty() && dims.len() != cfg.len() {
-                return Err(err(format!("model.input_shape {cfg:?} has {} dimensions, the model {}", cfg.len(), dims.len())));
+                return Err(err(format!(
+                    "model.input_shape {cfg:?} has {} dimensions, the model {}",
+                    cfg.len(),
+                    dims.len()
+                )));
             }
             for (i, (m, c)) in dims.iter().zip(cfg).enumerate() {
                 if let Some(m) = m {
@@ -569,13 +692,26 @@ fn input_spec(
         Some(dt) if dt == f32::datum_type() => InputType::F32,
         Some(dt) if dt == u8::datum_type() => InputType::U8,
         Some(dt) if dt == i8::datum_type() => InputType::I8,
-        Some(dt) => return Err(ModelError::InputType { model: model.to_owned(), dtype: format!("{dt:?}") }),
+        Some(dt) => {
+            return Err(ModelError::InputType {
+                model: model.to_owned(),
+                dtype: format!("{dt:?}"),
+            })
+        }
     };
     let (has_batch_axis, batch, rest) = match dims.len() {
         4 => (true, dims[0].unwrap_or(1), &dims[1..]),
         3 => (false, 1, &dims[..]),
-        0 => return Err(err("the model does not say; set model.input_shape, e.g. [1, 3, 224, 224]".into())),
-        n => return Err(err(format!("{n} dimensions; an image input has 4 (N, C, H, W or N, H, W, C)"))),
+        0 => {
+            return Err(err(
+                "the model does not say; set model.input_shape, e.g. [1, 3, 224, 224]".into(),
+            ))
+        }
+        n => {
+            return Err(err(format!(
+                "{n} dimensions; an image input has 4 (N, C, H, W or N, H, W, C)"
+            )))
+        }
     };
     let is_ch = |d: Option<usize>| matches!(d, Some(1) | Some(3));
     let layout = if is_ch(rest[0]) && !is_ch(rest[2]) {
@@ -585,7 +721,9 @@ fn input_spec(
     } else if is_ch(rest[0]) {
         Layout::Nchw
     } else {
-        return Err(err("no channel axis of size 1 or 3 in position C of NCHW or NHWC".into()));
+        return Err(err(
+            "no channel axis of size 1 or 3 in position C of NCHW or NHWC".into(),
+        ));
     };
     let (c, h, w) = match layout {
         Layout::Nchw => (rest[0], rest[1], rest[2]),
@@ -596,9 +734,20 @@ fn input_spec(
             Layout::Nchw => "[1, 3, 224, 224]",
             Layout::Nhwc => "[1, 224, 224, 3]",
         };
-        return Err(err(format!("height or width is left open by the model; set model.input_shape, e.g. {example}")));
+        return Err(err(format!(
+            "height or width is left open by the model; set model.input_shape, e.g. {example}"
+        )));
     };
-    Ok(InputSpec { name: name.to_owned(), layout, dtype, batch, has_batch_axis, channels: c, height: h, width: w })
+    Ok(InputSpec {
+        name: name.to_owned(),
+        layout,
+        dtype,
+        batch,
+        has_batch_axis,
+        channels: c,
+        height: h,
+        width: w,
+    })
 }
 
 #[cfg(test)]
@@ -623,23 +772,52 @@ mod tests {
                 None => tract_onnx::tract_hir::infer::GenericFactoid::Any,
             })
             .collect();
-        InferenceFact::dt(f32::datum_type()).with_shape(tract_onnx::tract_hir::infer::ShapeFactoid::closed(dims))
+        InferenceFact::dt(f32::datum_type())
+            .with_shape(tract_onnx::tract_hir::infer::ShapeFactoid::closed(dims))
     }
 
     #[test]
     fn input_layout_and_open_dims() {
-        let s = input_spec(&fact(&[None, Some(3), Some(96), Some(96)]), "x", None, "m").expect("nchw");
-        assert_eq!((s.layout, s.batch, s.channels, s.height, s.width), (Layout::Nchw, 1, 3, 96, 96));
-        let s = input_spec(&fact(&[Some(1), Some(224), Some(224), Some(3)]), "x", None, "m").expect("nhwc");
+        let s =
+            input_spec(&fact(&[None, Some(3), Some(96), Some(96)]), "x", None, "m").expect("nchw");
+        assert_eq!(
+            (s.layout, s.batch, s.channels, s.height, s.width),
+            (Layout::Nchw, 1, 3, 96, 96)
+        );
+        let s = input_spec(
+            &fact(&[Some(1), Some(224), Some(224), Some(3)]),
+            "x",
+            None,
+            "m",
+        )
+        .expect("nhwc");
         assert_eq!((s.layout, s.height), (Layout::Nhwc, 224));
-        let s = input_spec(&fact(&[Some(16), Some(3), Some(32), Some(32)]), "x", None, "m").expect("batch 16");
+        let s = input_spec(
+            &fact(&[Some(16), Some(3), Some(32), Some(32)]),
+            "x",
+            None,
+            "m",
+        )
+        .expect("batch 16");
         assert_eq!(s.batch, 16);
-        let e = input_spec(&fact(&[Some(1), Some(3), None, None]), "x", None, "m").expect_err("open h/w");
+        let e = input_spec(&fact(&[Some(1), Some(3), None, None]), "x", None, "m")
+            .expect_err("open h/w");
         assert!(e.to_string().contains("input_shape"), "{e}");
-        let s = input_spec(&fact(&[Some(1), Some(3), None, None]), "x", Some(&[1, 3, 128, 160]), "m").expect("configured");
+        let s = input_spec(
+            &fact(&[Some(1), Some(3), None, None]),
+            "x",
+            Some(&[1, 3, 128, 160]),
+            "m",
+        )
+        .expect("configured");
         assert_eq!((s.height, s.width), (128, 160));
-        let e = input_spec(&fact(&[Some(1), Some(3), Some(96), Some(96)]), "x", Some(&[1, 3, 64, 64]), "m")
-            .expect_err("conflict");
+        let e = input_spec(
+            &fact(&[Some(1), Some(3), Some(96), Some(96)]),
+            "x",
+            Some(&[1, 3, 64, 64]),
+            "m",
+        )
+        .expect_err("conflict");
         assert!(e.to_string().contains("disagrees"), "{e}");
         assert!(input_spec(&fact(&[Some(1), Some(5), Some(7), Some(9)]), "x", None, "m").is_err());
     }

@@ -3,11 +3,18 @@
 /// Numerically stable softmax. Non-finite inputs give a uniform distribution's worth of NaNs
 /// nowhere: they are treated as very negative.
 pub fn softmax(logits: &[f32]) -> Vec<f32> {
-    let max = logits.iter().copied().filter(|v| v.is_finite()).fold(f32::NEG_INFINITY, f32::max);
+    let max = logits
+        .iter()
+        .copied()
+        .filter(|v| v.is_finite())
+        .fold(f32::NEG_INFINITY, f32::max);
     if !max.is_finite() {
         return vec![1.0 / logits.len().max(1) as f32; logits.len()];
     }
-    let exps: Vec<f32> = logits.iter().map(|&v| if v.is_finite() { (v - max).exp() } else { 0.0 }).collect();
+    let exps: Vec<f32> = logits
+        .iter()
+        .map(|&v| if v.is_finite() { (v - max).exp() } else { 0.0 })
+        .collect();
     let sum: f32 = exps.iter().sum();
     exps.into_iter().map(|e| e / sum).collect()
 }
@@ -28,7 +35,10 @@ mod tests {
     fn softmax_table() {
         let cases: &[(&[f32], &[f32])] = &[
             (&[0.0, 0.0], &[0.5, 0.5]),
-            (&[1.0, 2.0, 3.0], &[0.090_030_57, 0.244_728_48, 0.665_240_94]),
+            (
+                &[1.0, 2.0, 3.0],
+                &[0.090_030_57, 0.244_728_48, 0.665_240_94],
+            ),
             (&[1000.0, 1000.0], &[0.5, 0.5]),
             (&[-1000.0, 0.0], &[0.0, 1.0]),
             (&[f32::NAN, 0.0], &[0.0, 1.0]),
@@ -37,7 +47,10 @@ mod tests {
         for (input, want) in cases {
             let got = softmax(input);
             for (g, w) in got.iter().zip(*want) {
-                assert!((g - w).abs() < 1e-6, "softmax({input:?}) = {got:?}, want {want:?}");
+                assert!(
+                    (g - w).abs() < 1e-6,
+                    "softmax({input:?}) = {got:?}, want {want:?}"
+                );
             }
         }
     }

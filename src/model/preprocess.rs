@@ -116,7 +116,10 @@ impl PreprocessConfig {
     pub fn validate(&self, key: &str, p: &mut Problems) {
         if let Some(s) = self.scale {
             if !(s.is_finite() && s > 0.0) {
-                p.push(format!("{key}.scale"), format!("expected a positive number, got {s}"));
+                p.push(
+                    format!("{key}.scale"),
+                    format!("expected a positive number, got {s}"),
+                );
             }
         }
         if let Some(r) = self.resize_to {
@@ -125,10 +128,20 @@ impl PreprocessConfig {
         for (name, v, positive) in [("mean", &self.mean, false), ("std", &self.std, true)] {
             if let Some(v) = v {
                 if !(v.len() == 1 || v.len() == 3) {
-                    p.push(format!("{key}.{name}"), format!("expected 1 or 3 values, got {}", v.len()));
+                    p.push(
+                        format!("{key}.{name}"),
+                        format!("expected 1 or 3 values, got {}", v.len()),
+                    );
                 } else if v.iter().any(|x| !x.is_finite() || (positive && *x <= 0.0)) {
-                    let what = if positive { "positive numbers" } else { "finite numbers" };
-                    p.push(format!("{key}.{name}"), format!("expected {what}, got {v:?}"));
+                    let what = if positive {
+                        "positive numbers"
+                    } else {
+                        "finite numbers"
+                    };
+                    p.push(
+                        format!("{key}.{name}"),
+                        format!("expected {what}, got {v:?}"),
+                    );
                 }
             }
         }
@@ -136,7 +149,11 @@ impl PreprocessConfig {
 
     /// Fills unset values and checks them against the model's input.
     pub fn resolve(&self, builtin: bool, input: &InputSpec) -> Result<Preprocess, String> {
-        let (mean, std) = if builtin { (BUILTIN_MEAN, BUILTIN_STD) } else { ([0.0; 3], [1.0; 3]) };
+        let (mean, std) = if builtin {
+            (BUILTIN_MEAN, BUILTIN_STD)
+        } else {
+            ([0.0; 3], [1.0; 3])
+        };
         let longest = input.width.max(input.height) as u32;
         let p = Preprocess {
             resize: self.resize.unwrap_or(ResizeMode::Stretch),
@@ -178,11 +195,17 @@ impl Preprocess {
             ResizeMode::Stretch => (tw, th),
             ResizeMode::Crop => {
                 let s = self.resize_to as f64 / w.min(h);
-                (((w * s).round() as u32).max(tw), ((h * s).round() as u32).max(th))
+                (
+                    ((w * s).round() as u32).max(tw),
+                    ((h * s).round() as u32).max(th),
+                )
             }
             ResizeMode::Letterbox => {
                 let s = (tw as f64 / w).min(th as f64 / h);
-                (((w * s).round() as u32).clamp(1, tw), ((h * s).round() as u32).clamp(1, th))
+                (
+                    ((w * s).round() as u32).clamp(1, tw),
+                    ((h * s).round() as u32).clamp(1, th),
+                )
             }
         }
     }
@@ -192,15 +215,24 @@ impl Preprocess {
         let (rw, rh) = self.scaled_size(w, h, tw, th);
         let (wf, hf) = (w as f64, h as f64);
         match self.resize {
-            ResizeMode::Stretch => Geometry { src: (0.0, 0.0, wf, hf), dst: (0, 0, tw, th) },
+            ResizeMode::Stretch => Geometry {
+                src: (0.0, 0.0, wf, hf),
+                dst: (0, 0, tw, th),
+            },
             ResizeMode::Crop => {
                 // torchvision's center_crop: offset = round((scaled - target) / 2), ties to even.
                 let left = ((rw - tw) as f64 / 2.0).round_ties_even();
                 let top = ((rh - th) as f64 / 2.0).round_ties_even();
                 let (sx, sy) = (wf / rw as f64, hf / rh as f64);
-                Geometry { src: (left * sx, top * sy, tw as f64 * sx, th as f64 * sy), dst: (0, 0, tw, th) }
+                Geometry {
+                    src: (left * sx, top * sy, tw as f64 * sx, th as f64 * sy),
+                    dst: (0, 0, tw, th),
+                }
             }
-            ResizeMode::Letterbox => Geometry { src: (0.0, 0.0, wf, hf), dst: ((tw - rw) / 2, (th - rh) / 2, rw, rh) },
+            ResizeMode::Letterbox => Geometry {
+                src: (0.0, 0.0, wf, hf),
+                dst: ((tw - rw) / 2, (th - rh) / 2, rw, rh),
+            },
         }
     }
 }
@@ -243,7 +275,15 @@ impl Preprocessor {
                 *out = ((v as f32 / spec.scale) - spec.mean[c]) / spec.std[c];
             }
         }
-        Preprocessor { spec, input, resizer: fr::Resizer::new(), resized: Vec::new(), fitted: Vec::new(), scratch: Vec::new(), lut }
+        Preprocessor {
+            spec,
+            input,
+            resizer: fr::Resizer::new(),
+            resized: Vec::new(),
+            fitted: Vec::new(),
+            scratch: Vec::new(),
+            lut,
+        }
     }
 
     /// For a frame whose full size is `w` x `h`: the smallest decode that keeps quality.
@@ -253,7 +293,11 @@ impl Preprocessor {
 
     /// A copy of what [`Self::min_decode_size`] needs, to use while `self` is borrowed.
     pub fn decode_sizer(&self) -> DecodeSizer {
-        DecodeSizer { spec: self.spec, width: self.input.width as u32, height: self.input.height as u32 }
+        DecodeSizer {
+            spec: self.spec,
+            width: self.input.width as u32,
+            height: self.input.height as u32,
+        }
     }
 
     /// The resized RGB image of the last [`Self::run`], at the model's input size.
@@ -280,12 +324,22 @@ impl Preprocessor {
             // ITU-R 601-2 luma, as Pillow's convert("L").
             ((p[0] as u32 * 19595 + p[1] as u32 * 38470 + p[2] as u32 * 7471 + 0x8000) >> 16) as u8
         };
-        let value = |i: usize, c: usize| -> u8 { if channels == 1 { luma(i) } else { pixels[i * 3 + src_channel(c)] } };
+        let value = |i: usize, c: usize| -> u8 {
+            if channels == 1 {
+                luma(i)
+            } else {
+                pixels[i * 3 + src_channel(c)]
+            }
+        };
         let index = |i: usize, c: usize| match layout {
             Layout::Nchw => c * plane + i,
             Layout::Nhwc => i * channels + c,
         };
-        let batch = shape.first().copied().filter(|_| self.input.has_batch_axis).unwrap_or(1);
+        let batch = shape
+            .first()
+            .copied()
+            .filter(|_| self.input.has_batch_axis)
+            .unwrap_or(1);
         let mut tensor = match self.input.dtype {
             InputType::F32 => {
                 let mut data = vec![0f32; per_item];
@@ -334,7 +388,11 @@ impl Preprocessor {
             self.resized.copy_from_slice(&rgb.data[..need]);
             return;
         }
-        let dst_buf = if direct { &mut self.resized } else { &mut self.fitted };
+        let dst_buf = if direct {
+            &mut self.resized
+        } else {
+            &mut self.fitted
+        };
         dst_buf.clear();
         dst_buf.resize((dw * dh * 3) as usize, 0);
         if self.spec.resampler == Resampler::Pillow {
@@ -365,18 +423,28 @@ impl Preprocessor {
         let (_, _, dw, dh) = g.dst;
         let (sl, st, sw, sh) = g.src;
         let direct = g.dst == (0, 0, tw, th);
-        let dst_buf = if direct { &mut self.resized } else { &mut self.fitted };
+        let dst_buf = if direct {
+            &mut self.resized
+        } else {
+            &mut self.fitted
+        };
         let options = fr::ResizeOptions::new()
             .resize_alg(fr::ResizeAlg::Convolution(fr::FilterType::Bilinear))
             .crop(sl, st, sw, sh);
         // Both images are U8x3 with buffers of exactly the right size (checked by the decoder and
         // sized above), so neither constructor nor resize can fail; should one ever do, the
         // frame is left black rather than panicking.
-        let resized = fr::images::ImageRef::new(rgb.width, rgb.height, &rgb.data, fr::PixelType::U8x3)
-            .and_then(|src| {
-                fr::images::Image::from_slice_u8(dw, dh, dst_buf.as_mut_slice(), fr::PixelType::U8x3)
+        let resized =
+            fr::images::ImageRef::new(rgb.width, rgb.height, &rgb.data, fr::PixelType::U8x3)
+                .and_then(|src| {
+                    fr::images::Image::from_slice_u8(
+                        dw,
+                        dh,
+                        dst_buf.as_mut_slice(),
+                        fr::PixelType::U8x3,
+                    )
                     .map(|dst| (src, dst))
-            });
+                });
         if let Ok((src, mut dst)) = resized {
             if let Err(e) = self.resizer.resize(&src, &mut dst, &options) {
                 log::debug!("resize failed, frame left black. error={e}");
@@ -401,13 +469,25 @@ mod tests {
     use super::*;
 
     fn input(layout: Layout, dtype: InputType, c: usize, h: usize, w: usize) -> InputSpec {
-        InputSpec { name: "x".into(), layout, dtype, batch: 1, has_batch_axis: true, channels: c, height: h, width: w }
+        InputSpec {
+            name: "x".into(),
+            layout,
+            dtype,
+            batch: 1,
+            has_batch_axis: true,
+            channels: c,
+            height: h,
+            width: w,
+        }
     }
 
     fn spec(resize: ResizeMode) -> Preprocess {
-        PreprocessConfig { resize: Some(resize), ..Default::default() }
-            .resolve(false, &input(Layout::Nchw, InputType::F32, 3, 224, 224))
-            .expect("valid")
+        PreprocessConfig {
+            resize: Some(resize),
+            ..Default::default()
+        }
+        .resolve(false, &input(Layout::Nchw, InputType::F32, 3, 224, 224))
+        .expect("valid")
     }
 
     fn rgb(w: u32, h: u32, f: impl Fn(u32, u32) -> [u8; 3]) -> RgbBuf {
@@ -417,28 +497,62 @@ mod tests {
                 data.extend_from_slice(&f(x, y));
             }
         }
-        RgbBuf { width: w, height: h, data }
+        RgbBuf {
+            width: w,
+            height: h,
+            data,
+        }
     }
 
     #[test]
     fn geometry_per_resize_mode() {
         // (mode, source size, expected geometry) for a 224x224 target.
         let cases = [
-            (ResizeMode::Stretch, (640, 480), Geometry { src: (0.0, 0.0, 640.0, 480.0), dst: (0, 0, 224, 224) }),
+            (
+                ResizeMode::Stretch,
+                (640, 480),
+                Geometry {
+                    src: (0.0, 0.0, 640.0, 480.0),
+                    dst: (0, 0, 224, 224),
+                },
+            ),
             // shorter side 480 -> 256: scaled 341x256, offsets round(58.5)=58 (ties to even), 16.
             (
                 ResizeMode::Crop,
                 (640, 480),
                 Geometry {
-                    src: (58.0 * 640.0 / 341.0, 16.0 * 480.0 / 256.0, 224.0 * 640.0 / 341.0, 224.0 * 480.0 / 256.0),
+                    src: (
+                        58.0 * 640.0 / 341.0,
+                        16.0 * 480.0 / 256.0,
+                        224.0 * 640.0 / 341.0,
+                        224.0 * 480.0 / 256.0,
+                    ),
                     dst: (0, 0, 224, 224),
                 },
             ),
-            (ResizeMode::Letterbox, (640, 480), Geometry { src: (0.0, 0.0, 640.0, 480.0), dst: (0, 28, 224, 168) }),
-            (ResizeMode::Letterbox, (100, 400), Geometry { src: (0.0, 0.0, 100.0, 400.0), dst: (84, 0, 56, 224) }),
+            (
+                ResizeMode::Letterbox,
+                (640, 480),
+                Geometry {
+                    src: (0.0, 0.0, 640.0, 480.0),
+                    dst: (0, 28, 224, 168),
+                },
+            ),
+            (
+                ResizeMode::Letterbox,
+                (100, 400),
+                Geometry {
+                    src: (0.0, 0.0, 100.0, 400.0),
+                    dst: (84, 0, 56, 224),
+                },
+            ),
         ];
         for (mode, (w, h), want) in cases {
-            assert_eq!(spec(mode).geometry(w, h, 224, 224), want, "{mode:?} {w}x{h}");
+            assert_eq!(
+                spec(mode).geometry(w, h, 224, 224),
+                want,
+                "{mode:?} {w}x{h}"
+            );
         }
     }
 
@@ -446,7 +560,11 @@ mod tests {
     fn normalisation_layouts_and_dtypes() {
         // A 2x1 image: red then blue, target 2x1 (no resize).
         let img = rgb(2, 1, |x, _| if x == 0 { [255, 0, 0] } else { [0, 0, 255] });
-        let cfg = PreprocessConfig { mean: Some(vec![0.5]), std: Some(vec![0.5]), ..Default::default() };
+        let cfg = PreprocessConfig {
+            mean: Some(vec![0.5]),
+            std: Some(vec![0.5]),
+            ..Default::default()
+        };
         let run = |layout, dtype, order| {
             let mut cfg = cfg.clone();
             cfg.channel_order = Some(order);
@@ -456,16 +574,51 @@ mod tests {
         };
         let t = run(Layout::Nchw, InputType::F32, ChannelOrder::Rgb);
         assert_eq!(t.shape(), &[1, 3, 1, 2]);
-        assert_eq!(t.to_plain_array_view::<f32>().expect("f32").iter().copied().collect::<Vec<_>>(), vec![1.0, -1.0, -1.0, -1.0, -1.0, 1.0]);
+        assert_eq!(
+            t.to_plain_array_view::<f32>()
+                .expect("f32")
+                .iter()
+                .copied()
+                .collect::<Vec<_>>(),
+            vec![1.0, -1.0, -1.0, -1.0, -1.0, 1.0]
+        );
         let t = run(Layout::Nhwc, InputType::F32, ChannelOrder::Rgb);
         assert_eq!(t.shape(), &[1, 1, 2, 3]);
-        assert_eq!(t.to_plain_array_view::<f32>().expect("f32").iter().copied().collect::<Vec<_>>(), vec![1.0, -1.0, -1.0, -1.0, -1.0, 1.0]);
+        assert_eq!(
+            t.to_plain_array_view::<f32>()
+                .expect("f32")
+                .iter()
+                .copied()
+                .collect::<Vec<_>>(),
+            vec![1.0, -1.0, -1.0, -1.0, -1.0, 1.0]
+        );
         let t = run(Layout::Nchw, InputType::F32, ChannelOrder::Bgr);
-        assert_eq!(t.to_plain_array_view::<f32>().expect("f32").iter().copied().collect::<Vec<_>>(), vec![-1.0, 1.0, -1.0, -1.0, 1.0, -1.0]);
+        assert_eq!(
+            t.to_plain_array_view::<f32>()
+                .expect("f32")
+                .iter()
+                .copied()
+                .collect::<Vec<_>>(),
+            vec![-1.0, 1.0, -1.0, -1.0, 1.0, -1.0]
+        );
         let t = run(Layout::Nhwc, InputType::U8, ChannelOrder::Rgb);
-        assert_eq!(t.to_plain_array_view::<u8>().expect("u8").iter().copied().collect::<Vec<_>>(), vec![255, 0, 0, 0, 0, 255]);
+        assert_eq!(
+            t.to_plain_array_view::<u8>()
+                .expect("u8")
+                .iter()
+                .copied()
+                .collect::<Vec<_>>(),
+            vec![255, 0, 0, 0, 0, 255]
+        );
         let t = run(Layout::Nchw, InputType::I8, ChannelOrder::Rgb);
-        assert_eq!(t.to_plain_array_view::<i8>().expect("i8").iter().copied().collect::<Vec<_>>(), vec![127, -128, -128, -128, -128, 127]);
+        assert_eq!(
+            t.to_plain_array_view::<i8>()
+                .expect("i8")
+                .iter()
+                .copied()
+                .collect::<Vec<_>>(),
+            vec![127, -128, -128, -128, -128, 127]
+        );
     }
 
     #[test]
@@ -473,26 +626,44 @@ mod tests {
         let img = rgb(1, 1, |_, _| [255, 255, 255]);
         let mut inp = input(Layout::Nchw, InputType::U8, 1, 1, 1);
         inp.batch = 4;
-        let spec = PreprocessConfig::default().resolve(false, &inp).expect("valid");
+        let spec = PreprocessConfig::default()
+            .resolve(false, &inp)
+            .expect("valid");
         let t = Preprocessor::new(spec, inp).run(&img);
         assert_eq!(t.shape(), &[4, 1, 1, 1]);
-        assert_eq!(t.to_plain_array_view::<u8>().expect("u8").iter().copied().collect::<Vec<_>>(), vec![255, 255, 255, 255]);
+        assert_eq!(
+            t.to_plain_array_view::<u8>()
+                .expect("u8")
+                .iter()
+                .copied()
+                .collect::<Vec<_>>(),
+            vec![255, 255, 255, 255]
+        );
     }
 
     #[test]
     fn letterbox_pads_black_and_stretch_fills() {
         let white = rgb(40, 20, |_, _| [255, 255, 255]);
         let mut inp = input(Layout::Nhwc, InputType::U8, 3, 20, 20);
-        let spec = PreprocessConfig { resize: Some(ResizeMode::Letterbox), ..Default::default() }
-            .resolve(false, &inp)
-            .expect("valid");
+        let spec = PreprocessConfig {
+            resize: Some(ResizeMode::Letterbox),
+            ..Default::default()
+        }
+        .resolve(false, &inp)
+        .expect("valid");
         let mut p = Preprocessor::new(spec, inp.clone());
         p.run(&white);
         let r = p.resized();
         assert_eq!(&r[..3], &[0, 0, 0], "top-left is padding");
-        assert_eq!(&r[(10 * 20 + 10) * 3..(10 * 20 + 10) * 3 + 3], &[255, 255, 255], "centre is image");
+        assert_eq!(
+            &r[(10 * 20 + 10) * 3..(10 * 20 + 10) * 3 + 3],
+            &[255, 255, 255],
+            "centre is image"
+        );
         inp.layout = Layout::Nhwc;
-        let spec = PreprocessConfig::default().resolve(false, &inp).expect("valid");
+        let spec = PreprocessConfig::default()
+            .resolve(false, &inp)
+            .expect("valid");
         let mut p = Preprocessor::new(spec, inp);
         p.run(&white);
         assert!(p.resized().iter().all(|&v| v == 255));
@@ -501,39 +672,77 @@ mod tests {
     #[test]
     fn crop_keeps_the_centre() {
         // Left third red, middle green, right third blue: a centre crop sees only green.
-        let img = rgb(300, 100, |x, _| if x < 100 { [255, 0, 0] } else if x < 200 { [0, 255, 0] } else { [0, 0, 255] });
+        let img = rgb(300, 100, |x, _| {
+            if x < 100 {
+                [255, 0, 0]
+            } else if x < 200 {
+                [0, 255, 0]
+            } else {
+                [0, 0, 255]
+            }
+        });
         let inp = input(Layout::Nhwc, InputType::U8, 3, 32, 32);
-        let spec = PreprocessConfig { resize: Some(ResizeMode::Crop), resize_to: Some(40), ..Default::default() }
-            .resolve(false, &inp)
-            .expect("valid");
+        let spec = PreprocessConfig {
+            resize: Some(ResizeMode::Crop),
+            resize_to: Some(40),
+            ..Default::default()
+        }
+        .resolve(false, &inp)
+        .expect("valid");
         let mut p = Preprocessor::new(spec, inp);
         p.run(&img);
-        assert!(p.resized().chunks(3).all(|px| px[1] > 200 && px[0] < 30 && px[2] < 30));
+        assert!(p
+            .resized()
+            .chunks(3)
+            .all(|px| px[1] > 200 && px[0] < 30 && px[2] < 30));
     }
 
     #[test]
     fn crop_smaller_than_input_is_refused() {
         let inp = input(Layout::Nchw, InputType::F32, 3, 224, 224);
-        let e = PreprocessConfig { resize: Some(ResizeMode::Crop), resize_to: Some(200), ..Default::default() }
-            .resolve(false, &inp)
-            .expect_err("too small");
+        let e = PreprocessConfig {
+            resize: Some(ResizeMode::Crop),
+            resize_to: Some(200),
+            ..Default::default()
+        }
+        .resolve(false, &inp)
+        .expect_err("too small");
         assert!(e.contains("at least 224"), "{e}");
     }
 
     #[test]
     fn fast_resampler_stays_within_two_grey_levels_of_pillow() {
-        let img = rgb(97, 61, |x, y| [((x * 13 + y * 7) % 256) as u8, ((x * y) % 256) as u8, ((x + 3 * y) % 256) as u8]);
+        let img = rgb(97, 61, |x, y| {
+            [
+                ((x * 13 + y * 7) % 256) as u8,
+                ((x * y) % 256) as u8,
+                ((x + 3 * y) % 256) as u8,
+            ]
+        });
         let inp = input(Layout::Nhwc, InputType::U8, 3, 24, 32);
         let run = |resampler| {
-            let spec = PreprocessConfig { resampler: Some(resampler), ..Default::default() }.resolve(false, &inp).expect("valid");
+            let spec = PreprocessConfig {
+                resampler: Some(resampler),
+                ..Default::default()
+            }
+            .resolve(false, &inp)
+            .expect("valid");
             let mut p = Preprocessor::new(spec, inp.clone());
             p.run(&img);
             p.resized().to_vec()
         };
         let (pillow, fast) = (run(Resampler::Pillow), run(Resampler::Fast));
         assert_eq!(pillow.len(), fast.len());
-        let worst = pillow.iter().zip(&fast).map(|(a, b)| (*a as i16 - *b as i16).abs()).max().expect("pixels");
-        assert!(worst <= 2, "fast resampler differs from Pillow by {worst} grey levels");
+        let worst = pillow
+            .iter()
+            .zip(&fast)
+            .map(|(a, b)| (*a as i16 - *b as i16).abs())
+            .max()
+            .expect("pixels");
+        assert!(
+            worst <= 2,
+            "fast resampler differs from Pillow by {worst} grey levels"
+        );
     }
 
     #[test]

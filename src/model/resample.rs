@@ -47,7 +47,10 @@ impl Coeffs {
             let ss = 1.0 / filterscale;
             // C casts truncate toward zero; Pillow then clamps.
             let xmin = ((center - support + 0.5) as i64).max(0) as usize;
-            let xmax = ((center + support + 0.5) as i64).min(in_size as i64).max(xmin as i64) as usize - xmin;
+            let xmax = ((center + support + 0.5) as i64)
+                .min(in_size as i64)
+                .max(xmin as i64) as usize
+                - xmin;
             let xmax = xmax.min(ksize);
             let mut ww = 0.0;
             for (x, kx) in k.iter_mut().enumerate().take(xmax) {
@@ -59,11 +62,19 @@ impl Coeffs {
             for x in 0..xmax {
                 let v = if ww != 0.0 { k[x] / ww } else { k[x] };
                 let fixed = v * (1u32 << PRECISION_BITS) as f64;
-                row[x] = if v < 0.0 { (-0.5 + fixed) as i32 } else { (0.5 + fixed) as i32 };
+                row[x] = if v < 0.0 {
+                    (-0.5 + fixed) as i32
+                } else {
+                    (0.5 + fixed) as i32
+                };
             }
             bounds.push((xmin, xmax));
         }
-        Coeffs { ksize, bounds, weights }
+        Coeffs {
+            ksize,
+            bounds,
+            weights,
+        }
     }
 }
 
@@ -116,7 +127,15 @@ pub fn resize_rgb(
     vertical(tmp, dw, &vert, dst, dh);
 }
 
-fn horizontal(src: &[u8], sw: usize, row0: usize, c: &Coeffs, out: &mut [u8], ow: usize, rows: usize) {
+fn horizontal(
+    src: &[u8],
+    sw: usize,
+    row0: usize,
+    c: &Coeffs,
+    out: &mut [u8],
+    ow: usize,
+    rows: usize,
+) {
     let half = 1i32 << (PRECISION_BITS - 1);
     for y in 0..rows {
         let line = &src[(y + row0) * sw * 3..(y + row0 + 1) * sw * 3];
@@ -171,7 +190,16 @@ mod tests {
             row.extend_from_slice(&[v, 0, 0]);
         }
         let mut out = vec![0u8; 6];
-        resize_rgb(&row, 5, 1, (0.0, 0.0, 5.0, 1.0), &mut out, 2, 1, &mut Vec::new());
+        resize_rgb(
+            &row,
+            5,
+            1,
+            (0.0, 0.0, 5.0, 1.0),
+            &mut out,
+            2,
+            1,
+            &mut Vec::new(),
+        );
         assert_eq!([out[0], out[3]], [60, 180]);
     }
 
@@ -193,24 +221,44 @@ mod tests {
         // PIL 13: im.resize((7, 5), BILINEAR) and im.resize((6, 4), BILINEAR, box=(2.5, 1.25, 20, 15))
         // of the 23x17 pattern above.
         let down: [u8; 105] = [
-            72, 130, 172, 158, 158, 99, 120, 87, 129, 111, 162, 163, 160, 111, 90, 83, 111, 158, 139, 172, 88, 126, 170, 152,
-            160, 111, 91, 85, 118, 166, 155, 161, 99, 119, 79, 131, 119, 163, 150, 164, 141, 70, 170, 146, 90, 109, 92, 134,
-            135, 158, 157, 157, 110, 86, 108, 97, 164, 105, 140, 159, 145, 170, 115, 154, 83, 106, 98, 137, 168, 175, 150, 98,
-            159, 118, 72, 135, 84, 136, 102, 162, 165, 164, 152, 122, 96, 97, 161, 142, 151, 155, 171, 137, 66, 173, 109, 73,
-            87, 95, 171, 89, 160, 160, 134, 171, 145,
+            72, 130, 172, 158, 158, 99, 120, 87, 129, 111, 162, 163, 160, 111, 90, 83, 111, 158,
+            139, 172, 88, 126, 170, 152, 160, 111, 91, 85, 118, 166, 155, 161, 99, 119, 79, 131,
+            119, 163, 150, 164, 141, 70, 170, 146, 90, 109, 92, 134, 135, 158, 157, 157, 110, 86,
+            108, 97, 164, 105, 140, 159, 145, 170, 115, 154, 83, 106, 98, 137, 168, 175, 150, 98,
+            159, 118, 72, 135, 84, 136, 102, 162, 165, 164, 152, 122, 96, 97, 161, 142, 151, 155,
+            171, 137, 66, 173, 109, 73, 87, 95, 171, 89, 160, 160, 134, 171, 145,
         ];
         let boxed: [u8; 72] = [
-            147, 169, 110, 150, 86, 108, 86, 136, 176, 156, 156, 103, 127, 77, 119, 97, 143, 164, 169, 120, 85, 82, 100, 159,
-            135, 168, 136, 158, 104, 82, 86, 109, 175, 138, 165, 139, 117, 87, 127, 118, 153, 170, 174, 139, 87, 140, 89, 118,
-            114, 99, 149, 98, 147, 172, 88, 128, 175, 174, 157, 118, 163, 136, 47, 170, 95, 88, 94, 107, 169, 117, 175, 154,
+            147, 169, 110, 150, 86, 108, 86, 136, 176, 156, 156, 103, 127, 77, 119, 97, 143, 164,
+            169, 120, 85, 82, 100, 159, 135, 168, 136, 158, 104, 82, 86, 109, 175, 138, 165, 139,
+            117, 87, 127, 118, 153, 170, 174, 139, 87, 140, 89, 118, 114, 99, 149, 98, 147, 172,
+            88, 128, 175, 174, 157, 118, 163, 136, 47, 170, 95, 88, 94, 107, 169, 117, 175, 154,
         ];
         let src = pattern();
         let mut tmp = Vec::new();
         let mut out = vec![0u8; 105];
-        resize_rgb(&src, 23, 17, (0.0, 0.0, 23.0, 17.0), &mut out, 7, 5, &mut tmp);
+        resize_rgb(
+            &src,
+            23,
+            17,
+            (0.0, 0.0, 23.0, 17.0),
+            &mut out,
+            7,
+            5,
+            &mut tmp,
+        );
         assert_eq!(out, down);
         let mut out = vec![0u8; 72];
-        resize_rgb(&src, 23, 17, (2.5, 1.25, 20.0, 15.0), &mut out, 6, 4, &mut tmp);
+        resize_rgb(
+            &src,
+            23,
+            17,
+            (2.5, 1.25, 20.0, 15.0),
+            &mut out,
+            6,
+            4,
+            &mut tmp,
+        );
         assert_eq!(out, boxed);
     }
 
@@ -218,11 +266,29 @@ mod tests {
     fn identity_and_constant_images() {
         let src: Vec<u8> = (0..4 * 3 * 3).map(|i| (i * 7) as u8).collect();
         let mut out = vec![0u8; src.len()];
-        resize_rgb(&src, 4, 3, (0.0, 0.0, 4.0, 3.0), &mut out, 4, 3, &mut Vec::new());
+        resize_rgb(
+            &src,
+            4,
+            3,
+            (0.0, 0.0, 4.0, 3.0),
+            &mut out,
+            4,
+            3,
+            &mut Vec::new(),
+        );
         assert_eq!(out, src);
         let grey = vec![77u8; 17 * 13 * 3];
         let mut out = vec![0u8; 5 * 4 * 3];
-        resize_rgb(&grey, 17, 13, (1.5, 2.25, 16.0, 12.5), &mut out, 5, 4, &mut Vec::new());
+        resize_rgb(
+            &grey,
+            17,
+            13,
+            (1.5, 2.25, 16.0, 12.5),
+            &mut out,
+            5,
+            4,
+            &mut Vec::new(),
+        );
         assert!(out.iter().all(|&v| v == 77), "{out:?}");
     }
 }

@@ -47,12 +47,21 @@ const POLL: Duration = Duration::from_millis(10);
 impl CommandSinkConfig {
     pub fn validate(&self, key: &str, p: &mut Problems) {
         match self.command.first() {
-            None => p.push(format!("{key}.command"), "must name a program: [\"/path/to/program\", \"arg\", ...]"),
-            Some(prog) if prog.is_empty() => p.push(format!("{key}.command"), "the program (first element) must not be empty"),
+            None => p.push(
+                format!("{key}.command"),
+                "must name a program: [\"/path/to/program\", \"arg\", ...]",
+            ),
+            Some(prog) if prog.is_empty() => p.push(
+                format!("{key}.command"),
+                "the program (first element) must not be empty",
+            ),
             _ => {}
         }
         if !(self.timeout_secs > 0.0 && self.timeout_secs <= 86_400.0) {
-            p.push(format!("{key}.timeout_secs"), format!("expected 0..86400, got {}", self.timeout_secs));
+            p.push(
+                format!("{key}.timeout_secs"),
+                format!("expected 0..86400, got {}", self.timeout_secs),
+            );
         }
     }
 }
@@ -72,7 +81,11 @@ pub fn event_env(e: &Event) -> Vec<(&'static str, String)> {
         ("LOOKOUT_CAPTURED_AT", e.captured_at.clone()),
         ("LOOKOUT_LATENCY_MS", format!("{:.1}", e.latency_ms)),
     ];
-    for (k, v) in [("LOOKOUT_FILE", &e.file), ("LOOKOUT_TRUTH", &e.truth), ("LOOKOUT_SNAPSHOT", &e.snapshot)] {
+    for (k, v) in [
+        ("LOOKOUT_FILE", &e.file),
+        ("LOOKOUT_TRUTH", &e.truth),
+        ("LOOKOUT_SNAPSHOT", &e.snapshot),
+    ] {
         if let Some(v) = v {
             env.push((k, v.clone()));
         }
@@ -91,12 +104,23 @@ impl CommandSink {
     pub fn new(cfg: &CommandSinkConfig) -> Result<CommandSink, SinkError> {
         let name = cfg.name.clone().unwrap_or_else(|| "command".into());
         let Some(prog) = cfg.command.first() else {
-            return Err(SinkError::Build { what: format!("command sink {name:?}: command is empty; name a program") });
+            return Err(SinkError::Build {
+                what: format!("command sink {name:?}: command is empty; name a program"),
+            });
         };
         if prog.contains('/') && !std::path::Path::new(prog).is_file() {
-            return Err(SinkError::Build { what: format!("command sink {name:?}: program {prog:?} does not exist; check command[0]") });
+            return Err(SinkError::Build {
+                what: format!(
+                    "command sink {name:?}: program {prog:?} does not exist; check command[0]"
+                ),
+            });
         }
-        Ok(CommandSink { name, argv: cfg.command.clone(), timeout: Duration::from_secs_f64(cfg.timeout_secs), cwd: cfg.cwd.clone() })
+        Ok(CommandSink {
+            name,
+            argv: cfg.command.clone(),
+            timeout: Duration::from_secs_f64(cfg.timeout_secs),
+            cwd: cfg.cwd.clone(),
+        })
     }
 
     fn wait(&self, child: &mut Child) -> Result<Option<ExitStatus>, std::io::Error> {
@@ -119,12 +143,17 @@ impl Sink for CommandSink {
     fn send(&mut self, event: &Event) -> Result<(), SinkError> {
         let json = serde_json::to_vec(event)?;
         let mut cmd = Command::new(&self.argv[0]);
-        cmd.args(&self.argv[1..]).envs(event_env(event)).stdin(Stdio::piped());
+        cmd.args(&self.argv[1..])
+            .envs(event_env(event))
+            .stdin(Stdio::piped());
         if let Some(dir) = &self.cwd {
             cmd.current_dir(dir);
         }
         let mut child = cmd.spawn().map_err(|source| SinkError::Io {
-            what: format!("command sink {:?} cannot start {:?}", self.name, self.argv[0]),
+            what: format!(
+                "command sink {:?} cannot start {:?}",
+                self.name, self.argv[0]
+            ),
             source,
         })?;
         // stdin on its own thread: a program that never reads it cannot block us past the timeout.
@@ -139,16 +168,30 @@ impl Sink for CommandSink {
             // The child has exited or been killed: its end of the pipe is closed, so this returns.
             let _ = w.join();
         }
-        let status = result.map_err(|source| SinkError::Io { what: format!("command sink {:?} cannot wait for its program", self.name), source })?;
+        let status = result.map_err(|source| SinkError::Io {
+            what: format!("command sink {:?} cannot wait for its program", self.name),
+            source,
+        })?;
         match status {
             Some(s) if s.success() => {
-                log::debug!("Command finished. sink={} frame={} status=0 ms={}", self.name, event.frame_seq, started.elapsed().as_millis());
+                log::debug!(
+                    "Command finished. sink={} frame={} status=0 ms={}",
+                    self.name,
+                    event.frame_seq,
+                    started.elapsed().as_millis()
+                );
                 Ok(())
             }
-            Some(s) => Err(SinkError::Command { sink: self.name.clone(), what: format!("exited with {s}") }),
+            Some(s) => Err(SinkError::Command {
+                sink: self.name.clone(),
+                what: format!("exited with {s}"),
+            }),
             None => Err(SinkError::Command {
                 sink: self.name.clone(),
-                what: format!("killed after the timeout of {:.1} s", self.timeout.as_secs_f64()),
+                what: format!(
+                    "killed after the timeout of {:.1} s",
+                    self.timeout.as_secs_f64()
+                ),
             }),
         }
     }
@@ -186,10 +229,20 @@ mod tests {
     #[test]
     fn empty_or_missing_program_is_rejected() {
         let mut p = Problems::default();
-        let c = CommandSinkConfig { name: None, command: vec![], timeout_secs: 1.0, cwd: None };
+        let c = CommandSinkConfig {
+            name: None,
+            command: vec![],
+            timeout_secs: 1.0,
+            cwd: None,
+        };
         c.validate("sinks[0]", &mut p);
         assert_eq!(p.0[0].key, "sinks[0].command");
-        let c = CommandSinkConfig { name: None, command: vec!["/nonexistent/prog".into()], timeout_secs: 1.0, cwd: None };
+        let c = CommandSinkConfig {
+            name: None,
+            command: vec!["/nonexistent/prog".into()],
+            timeout_secs: 1.0,
+            cwd: None,
+        };
         let e = CommandSink::new(&c).err().expect("missing program");
         assert!(e.to_string().contains("/nonexistent/prog"), "{e}");
     }

@@ -69,7 +69,10 @@ impl GpioSinkConfig {
             _ => {}
         }
         if Mode::parse(&self.mode).is_none() {
-            p.push(format!("{key}.mode"), format!("expected \"pulse\" or \"follow\", got {:?}", self.mode));
+            p.push(
+                format!("{key}.mode"),
+                format!("expected \"pulse\" or \"follow\", got {:?}", self.mode),
+            );
         }
         p.range(&format!("{key}.hold_ms"), self.hold_ms, 1, 3_600_000);
         if self.chip.is_empty() {
@@ -142,9 +145,20 @@ pub struct Actuator<L: Line> {
 
 impl<L: Line> Actuator<L> {
     /// Takes the line and sets it to its safe (inactive) level.
-    pub fn new(mut line: L, mode: Mode, hold: Duration, active_low: bool) -> Result<Actuator<L>, SinkError> {
+    pub fn new(
+        mut line: L,
+        mode: Mode,
+        hold: Duration,
+        active_low: bool,
+    ) -> Result<Actuator<L>, SinkError> {
         line.set_level(active_low)?;
-        Ok(Actuator { line, mode, hold, active_low, off_at: None })
+        Ok(Actuator {
+            line,
+            mode,
+            hold,
+            active_low,
+            off_at: None,
+        })
     }
 
     pub fn is_active(&self) -> bool {
@@ -202,7 +216,11 @@ impl ChipLine {
     /// Requests the line as an output at its inactive level.
     pub fn open(cfg: &GpioSinkConfig) -> Result<ChipLine, SinkError> {
         let name = cfg.name.as_deref().unwrap_or("gpio");
-        let initial = if cfg.active_low { gpiocdev::line::Value::Active } else { gpiocdev::line::Value::Inactive };
+        let initial = if cfg.active_low {
+            gpiocdev::line::Value::Active
+        } else {
+            gpiocdev::line::Value::Inactive
+        };
         let mut builder = gpiocdev::Request::builder();
         builder.with_consumer(format!("lookout-{name}"));
         let what = match (&cfg.line_name, cfg.line) {
@@ -228,22 +246,36 @@ impl ChipLine {
                 builder.on_chip(chip.clone()).with_line(offset);
                 format!("line {offset} on {}", chip.display())
             }
-            (None, None) => return Err(SinkError::Build { what: format!("gpio sink {name:?}: set line or line_name") }),
+            (None, None) => {
+                return Err(SinkError::Build {
+                    what: format!("gpio sink {name:?}: set line or line_name"),
+                })
+            }
         };
         builder.as_output(initial);
         let request = builder.request().map_err(|e| SinkError::Build {
             what: format!("gpio sink {name:?}: cannot request {what} as an output ({e}); is it in use, and may this user open the chip?"),
         })?;
-        Ok(ChipLine { request, what, safe_high: cfg.active_low })
+        Ok(ChipLine {
+            request,
+            what,
+            safe_high: cfg.active_low,
+        })
     }
 }
 
 impl Line for ChipLine {
     fn set_level(&mut self, high: bool) -> Result<(), SinkError> {
-        let v = if high { gpiocdev::line::Value::Active } else { gpiocdev::line::Value::Inactive };
+        let v = if high {
+            gpiocdev::line::Value::Active
+        } else {
+            gpiocdev::line::Value::Inactive
+        };
         self.request
             .set_lone_value(v)
-            .map_err(|e| SinkError::Build { what: format!("cannot set GPIO {} ({e})", self.what) })
+            .map_err(|e| SinkError::Build {
+                what: format!("cannot set GPIO {} ({e})", self.what),
+            })
     }
 }
 
@@ -264,10 +296,20 @@ impl GpioSink {
     }
 
     /// The sink over any line (a [`SoftwareLine`] in tests).
-    pub fn with_line<L: Line + 'static>(cfg: &GpioSinkConfig, line: L) -> Result<GpioSink, SinkError> {
+    pub fn with_line<L: Line + 'static>(
+        cfg: &GpioSinkConfig,
+        line: L,
+    ) -> Result<GpioSink, SinkError> {
         let name = cfg.name.clone().unwrap_or_else(|| "gpio".into());
-        let mode = Mode::parse(&cfg.mode).ok_or_else(|| SinkError::Build { what: format!("gpio sink {name:?}: bad mode {:?}", cfg.mode) })?;
-        let mut actuator = Actuator::new(line, mode, Duration::from_millis(cfg.hold_ms), cfg.active_low)?;
+        let mode = Mode::parse(&cfg.mode).ok_or_else(|| SinkError::Build {
+            what: format!("gpio sink {name:?}: bad mode {:?}", cfg.mode),
+        })?;
+        let mut actuator = Actuator::new(
+            line,
+            mode,
+            Duration::from_millis(cfg.hold_ms),
+            cfg.active_low,
+        )?;
         let (trigger_tx, trigger_rx) = bounded::<()>(1);
         let thread_name = name.clone();
         let thread = std::thread::Builder::new()
@@ -283,7 +325,9 @@ impl GpioSink {
                     }
                 };
                 loop {
-                    let wait = actuator.deadline().map_or(Duration::from_secs(3600), |t| t.saturating_duration_since(Instant::now()));
+                    let wait = actuator.deadline().map_or(Duration::from_secs(3600), |t| {
+                        t.saturating_duration_since(Instant::now())
+                    });
                     match trigger_rx.recv_timeout(wait) {
                         Ok(()) => report(actuator.on_event(Instant::now())),
                         Err(RecvTimeoutError::Timeout) => report(actuator.tick(Instant::now())),
@@ -292,8 +336,15 @@ impl GpioSink {
                 }
                 report(actuator.stop());
             })
-            .map_err(|source| SinkError::Io { what: format!("cannot start the thread of GPIO sink {name:?}"), source })?;
-        Ok(GpioSink { name, trigger_tx: Some(trigger_tx), thread: Some(thread) })
+            .map_err(|source| SinkError::Io {
+                what: format!("cannot start the thread of GPIO sink {name:?}"),
+                source,
+            })?;
+        Ok(GpioSink {
+            name,
+            trigger_tx: Some(trigger_tx),
+            thread: Some(thread),
+        })
     }
 }
 
@@ -301,7 +352,9 @@ impl Sink for GpioSink {
     fn send(&mut self, _event: &Event) -> Result<(), SinkError> {
         match self.trigger_tx.as_ref().map(|tx| tx.try_send(())) {
             Some(Ok(())) | Some(Err(TrySendError::Full(()))) => Ok(()),
-            _ => Err(SinkError::Build { what: format!("GPIO sink {:?}: its line thread has ended", self.name) }),
+            _ => Err(SinkError::Build {
+                what: format!("GPIO sink {:?}: its line thread has ended", self.name),
+            }),
         }
     }
 }
@@ -321,7 +374,10 @@ impl Drop for ChipLine {
     fn drop(&mut self) {
         // Safe level before the kernel releases the line (its level is undefined after).
         if let Err(e) = self.set_level(self.safe_high) {
-            log::error!("GPIO line could not be returned to its safe level. line={} error={e}", self.what);
+            log::error!(
+                "GPIO line could not be returned to its safe level. line={} error={e}",
+                self.what
+            );
         }
     }
 }
@@ -347,7 +403,11 @@ mod tests {
         a.tick(ms(t0, 499)).expect("tick");
         assert!(a.is_active());
         a.tick(ms(t0, 500)).expect("tick");
-        assert_eq!(a.line().level(), Some(false), "pulse ends hold_ms after it began");
+        assert_eq!(
+            a.line().level(),
+            Some(false),
+            "pulse ends hold_ms after it began"
+        );
         assert_eq!(a.line().levels, [false, true, false]);
         a.on_event(ms(t0, 600)).expect("a new pulse");
         assert_eq!(a.deadline(), Some(ms(t0, 1100)));
@@ -365,7 +425,11 @@ mod tests {
         a.tick(ms(t0, 1399)).expect("tick");
         assert!(a.is_active());
         a.tick(ms(t0, 1400)).expect("tick");
-        assert_eq!(a.line().levels, [false, true, false], "one continuous high period");
+        assert_eq!(
+            a.line().levels,
+            [false, true, false],
+            "one continuous high period"
+        );
     }
 
     #[test]
@@ -381,7 +445,8 @@ mod tests {
     fn stop_returns_to_the_safe_level() {
         let t0 = Instant::now();
         for active_low in [false, true] {
-            let mut a = Actuator::new(SoftwareLine::default(), Mode::Follow, HOLD, active_low).expect("new");
+            let mut a = Actuator::new(SoftwareLine::default(), Mode::Follow, HOLD, active_low)
+                .expect("new");
             a.on_event(t0).expect("event");
             a.stop().expect("stop");
             assert_eq!(a.line().level(), Some(active_low));
@@ -391,7 +456,8 @@ mod tests {
 
     #[test]
     fn missing_chip_is_a_clear_error_naming_it() {
-        let cfg: GpioSinkConfig = toml::from_str("chip = \"gpiochip99\"\nline = 17").expect("config");
+        let cfg: GpioSinkConfig =
+            toml::from_str("chip = \"gpiochip99\"\nline = 17").expect("config");
         let e = GpioSink::open(&cfg).err().expect("no such chip here");
         assert!(e.to_string().contains("/dev/gpiochip99"), "{e}");
     }
@@ -412,8 +478,12 @@ mod tests {
     #[ignore = "needs a GPIO chip: run on a Raspberry Pi"]
     fn hardware_pulse_on_a_real_line() {
         let chip = std::env::var("LOOKOUT_GPIO_CHIP").unwrap_or_else(|_| "gpiochip0".into());
-        let line = std::env::var("LOOKOUT_GPIO_LINE").ok().and_then(|l| l.parse().ok()).unwrap_or(17);
-        let cfg: GpioSinkConfig = toml::from_str(&format!("chip = {chip:?}\nline = {line}")).expect("config");
+        let line = std::env::var("LOOKOUT_GPIO_LINE")
+            .ok()
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(17);
+        let cfg: GpioSinkConfig =
+            toml::from_str(&format!("chip = {chip:?}\nline = {line}")).expect("config");
         let mut sink = GpioSink::open(&cfg).expect("line available");
         let e = Event {
             device: "d".into(),

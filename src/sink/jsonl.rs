@@ -72,7 +72,14 @@ fn open(path: &Path) -> Result<(BufWriter<File>, u64), SinkError> {
 impl JsonlSink {
     pub fn open(cfg: &JsonlSinkConfig) -> Result<JsonlSink, SinkError> {
         let (file, size) = open(&cfg.path)?;
-        Ok(JsonlSink { path: cfg.path.clone(), max_bytes: cfg.max_bytes, keep: cfg.keep, file: Some(file), size, line: Vec::new() })
+        Ok(JsonlSink {
+            path: cfg.path.clone(),
+            max_bytes: cfg.max_bytes,
+            keep: cfg.keep,
+            file: Some(file),
+            size,
+            line: Vec::new(),
+        })
     }
 
     fn rotated(&self, n: u32) -> PathBuf {
@@ -83,19 +90,23 @@ impl JsonlSink {
 
     fn rotate(&mut self) -> Result<(), SinkError> {
         if let Some(mut f) = self.file.take() {
-            f.flush().map_err(|source| self.io_err("cannot flush", source))?;
+            f.flush()
+                .map_err(|source| self.io_err("cannot flush", source))?;
         }
         if self.keep == 0 {
-            std::fs::remove_file(&self.path).map_err(|source| self.io_err("cannot remove", source))?;
+            std::fs::remove_file(&self.path)
+                .map_err(|source| self.io_err("cannot remove", source))?;
         } else {
             let _ = std::fs::remove_file(self.rotated(self.keep));
             for n in (1..self.keep).rev() {
                 let from = self.rotated(n);
                 if from.exists() {
-                    std::fs::rename(&from, self.rotated(n + 1)).map_err(|source| self.io_err("cannot rotate", source))?;
+                    std::fs::rename(&from, self.rotated(n + 1))
+                        .map_err(|source| self.io_err("cannot rotate", source))?;
                 }
             }
-            std::fs::rename(&self.path, self.rotated(1)).map_err(|source| self.io_err("cannot rotate", source))?;
+            std::fs::rename(&self.path, self.rotated(1))
+                .map_err(|source| self.io_err("cannot rotate", source))?;
         }
         let (file, size) = open(&self.path)?;
         self.file = Some(file);
@@ -104,7 +115,10 @@ impl JsonlSink {
     }
 
     fn io_err(&self, what: &str, source: std::io::Error) -> SinkError {
-        SinkError::Io { what: format!("{what} JSONL file {}", self.path.display()), source }
+        SinkError::Io {
+            what: format!("{what} JSONL file {}", self.path.display()),
+            source,
+        }
     }
 }
 
@@ -118,7 +132,10 @@ impl Sink for JsonlSink {
             self.file = Some(file);
             self.size = size;
         }
-        if self.max_bytes > 0 && self.size > 0 && self.size + self.line.len() as u64 > self.max_bytes {
+        if self.max_bytes > 0
+            && self.size > 0
+            && self.size + self.line.len() as u64 > self.max_bytes
+        {
             self.rotate()?;
         }
         let result = match self.file.as_mut() {
@@ -152,7 +169,10 @@ impl Sink for JsonlSink {
 impl Drop for JsonlSink {
     fn drop(&mut self) {
         if let Err(e) = self.flush() {
-            ::log::error!("JSONL sink lost buffered events at shutdown. path={} error={e}", self.path.display());
+            ::log::error!(
+                "JSONL sink lost buffered events at shutdown. path={} error={e}",
+                self.path.display()
+            );
         }
     }
 }
@@ -183,7 +203,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("events.jsonl");
         let line_len = serde_json::to_string(&event(10)).expect("json").len() as u64 + 1;
-        let cfg = JsonlSinkConfig { name: None, path: path.clone(), max_bytes: line_len * 3, keep: 2 };
+        let cfg = JsonlSinkConfig {
+            name: None,
+            path: path.clone(),
+            max_bytes: line_len * 3,
+            keep: 2,
+        };
         let mut sink = JsonlSink::open(&cfg).expect("open");
         for seq in 10..20 {
             sink.send(&event(seq)).expect("send");
@@ -193,18 +218,30 @@ mod tests {
             std::fs::read_to_string(p)
                 .expect("read")
                 .lines()
-                .map(|l| serde_json::from_str::<Event>(l).expect("valid JSON line").frame_seq)
+                .map(|l| {
+                    serde_json::from_str::<Event>(l)
+                        .expect("valid JSON line")
+                        .frame_seq
+                })
                 .collect()
         };
         assert_eq!(read(&path), vec![19]);
         assert_eq!(read(&sink.rotated(1)), vec![16, 17, 18]);
         assert_eq!(read(&sink.rotated(2)), vec![13, 14, 15]);
-        assert!(!sink.rotated(3).exists(), "only `keep` rotated files are kept");
+        assert!(
+            !sink.rotated(3).exists(),
+            "only `keep` rotated files are kept"
+        );
     }
 
     #[test]
     fn missing_directory_is_a_clear_error() {
-        let cfg = JsonlSinkConfig { name: None, path: "/nonexistent/dir/e.jsonl".into(), max_bytes: 0, keep: 1 };
+        let cfg = JsonlSinkConfig {
+            name: None,
+            path: "/nonexistent/dir/e.jsonl".into(),
+            max_bytes: 0,
+            keep: 1,
+        };
         let e = JsonlSink::open(&cfg).err().expect("cannot open");
         assert!(e.to_string().contains("/nonexistent/dir/e.jsonl"), "{e}");
     }

@@ -22,7 +22,10 @@ impl LogSinkConfig {
     pub fn validate(&self, key: &str, p: &mut Problems) {
         if let Some(l) = &self.level {
             if level(l).is_none() {
-                p.push(format!("{key}.level"), format!("expected one of error, warn, info, debug; got {l:?}"));
+                p.push(
+                    format!("{key}.level"),
+                    format!("expected one of error, warn, info, debug; got {l:?}"),
+                );
             }
         }
     }
@@ -44,13 +47,23 @@ pub struct LogSink {
 
 impl LogSink {
     pub fn new(cfg: &LogSinkConfig) -> LogSink {
-        LogSink { level: cfg.level.as_deref().and_then(level).unwrap_or(::log::Level::Info) }
+        LogSink {
+            level: cfg
+                .level
+                .as_deref()
+                .and_then(level)
+                .unwrap_or(::log::Level::Info),
+        }
     }
 }
 
 impl Sink for LogSink {
     fn send(&mut self, e: &Event) -> Result<(), SinkError> {
-        let top: Vec<String> = e.top.iter().map(|t| format!("{}:{:.3}", t.label, t.score)).collect();
+        let top: Vec<String> = e
+            .top
+            .iter()
+            .map(|t| format!("{}:{:.3}", t.label, t.score))
+            .collect();
         ::log::log!(
             target: "lookout::event",
             self.level,

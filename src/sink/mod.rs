@@ -103,8 +103,15 @@ impl SinkConfig {
 
     pub fn validate(&self, key: &str, p: &mut Problems) {
         let name = self.name();
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-            p.push(format!("{key}.name"), format!("expected letters, digits, '_' or '-', got {name:?}"));
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            p.push(
+                format!("{key}.name"),
+                format!("expected letters, digits, '_' or '-', got {name:?}"),
+            );
         }
         match self {
             SinkConfig::Log(c) => c.validate(key, p),

@@ -24,7 +24,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
-use rumqttc::{Client, Connection, Event as MqttEvent, LastWill, MqttOptions, Outgoing, Packet, QoS, Transport};
+use rumqttc::{
+    Client, Connection, Event as MqttEvent, LastWill, MqttOptions, Outgoing, Packet, QoS, Transport,
+};
 use serde::Deserialize;
 
 use super::{Sink, SinkError};
@@ -132,22 +134,43 @@ impl MqttSinkConfig {
             p.push(format!("{key}.host"), "must not be empty");
         }
         if self.qos > 1 {
-            p.push(format!("{key}.qos"), format!("expected 0 or 1, got {}", self.qos));
+            p.push(
+                format!("{key}.qos"),
+                format!("expected 0 or 1, got {}", self.qos),
+            );
         }
-        let secrets = [self.password.is_some(), self.password_env.is_some(), self.password_file.is_some()];
+        let secrets = [
+            self.password.is_some(),
+            self.password_env.is_some(),
+            self.password_file.is_some(),
+        ];
         if secrets.iter().filter(|s| **s).count() > 1 {
-            p.push(format!("{key}.password"), "set at most one of password, password_env, password_file");
+            p.push(
+                format!("{key}.password"),
+                "set at most one of password, password_env, password_file",
+            );
         }
         if let Err(m) = check_topic(&self.topic) {
             p.push(format!("{key}.topic"), m);
         }
         p.range(&format!("{key}.queue"), self.queue, 1, 10_000_000);
         if !(self.reconnect_max_secs >= 0.1 && self.reconnect_max_secs <= 3600.0) {
-            p.push(format!("{key}.reconnect_max_secs"), format!("expected 0.1..3600, got {}", self.reconnect_max_secs));
+            p.push(
+                format!("{key}.reconnect_max_secs"),
+                format!("expected 0.1..3600, got {}", self.reconnect_max_secs),
+            );
         }
-        p.range(&format!("{key}.keep_alive_secs"), self.keep_alive_secs, 5, 3600);
+        p.range(
+            &format!("{key}.keep_alive_secs"),
+            self.keep_alive_secs,
+            5,
+            3600,
+        );
         if self.discovery_prefix.is_empty() || self.discovery_prefix.contains(['#', '+']) {
-            p.push(format!("{key}.discovery_prefix"), "must be non-empty and contain no '#' or '+'");
+            p.push(
+                format!("{key}.discovery_prefix"),
+                "must be non-empty and contain no '#' or '+'",
+            );
         }
     }
 
@@ -157,7 +180,9 @@ impl MqttSinkConfig {
         }
         if let Some(var) = &self.password_env {
             return std::env::var(var).map(Some).map_err(|_| SinkError::Build {
-                what: format!("MQTT password_env {var:?} is not set: export it, or remove password_env"),
+                what: format!(
+                    "MQTT password_env {var:?} is not set: export it, or remove password_env"
+                ),
             });
         }
         if let Some(path) = &self.password_file {
@@ -174,11 +199,16 @@ impl MqttSinkConfig {
 /// Checks a topic template: known placeholders only, no wildcards.
 fn check_topic(t: &str) -> Result<(), String> {
     if t.is_empty() || t.contains(['#', '+']) {
-        return Err(format!("must be non-empty and contain no '#' or '+', got {t:?}"));
+        return Err(format!(
+            "must be non-empty and contain no '#' or '+', got {t:?}"
+        ));
     }
     let mut rest = t;
     while let Some(open) = rest.find('{') {
-        let close = rest[open..].find('}').ok_or_else(|| format!("unclosed '{{' in {t:?}"))? + open;
+        let close = rest[open..]
+            .find('}')
+            .ok_or_else(|| format!("unclosed '{{' in {t:?}"))?
+            + open;
         let name = &rest[open + 1..close];
         if !matches!(name, "device" | "rule" | "label") {
             return Err(format!("unknown placeholder {{{name}}} in {t:?}; expected {{device}}, {{rule}} or {{label}}"));
@@ -222,21 +252,33 @@ impl MqttSink {
     /// an error: events wait in the queue).
     pub fn start(cfg: &MqttSinkConfig, device: &str) -> Result<MqttSink, SinkError> {
         let name = cfg.name.clone().unwrap_or_else(|| "mqtt".into());
-        let client_id = cfg.client_id.clone().unwrap_or_else(|| format!("lookout-{device}"));
+        let client_id = cfg
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("lookout-{device}"));
         let status_topic = format!("lookout/{device}/status");
         let mut opts = MqttOptions::new(client_id, cfg.host.clone(), cfg.port);
         opts.set_keep_alive(Duration::from_secs(cfg.keep_alive_secs));
         opts.set_clean_session(true);
         opts.set_inflight(WINDOW as u16 + 8);
-        opts.set_last_will(LastWill::new(status_topic.clone(), "offline", QoS::AtLeastOnce, true));
+        opts.set_last_will(LastWill::new(
+            status_topic.clone(),
+            "offline",
+            QoS::AtLeastOnce,
+            true,
+        ));
         if let Some(user) = &cfg.username {
             opts.set_credentials(user.clone(), cfg.password()?.unwrap_or_default());
         } else if cfg.password()?.is_some() {
-            return Err(SinkError::Build { what: format!("sink {name:?}: a password is set without a username; add username") });
+            return Err(SinkError::Build {
+                what: format!("sink {name:?}: a password is set without a username; add username"),
+            });
         }
         if let Some(ca_file) = &cfg.ca_file {
-            let ca = std::fs::read(ca_file)
-                .map_err(|source| SinkError::Io { what: format!("cannot read MQTT ca_file {}", ca_file.display()), source })?;
+            let ca = std::fs::read(ca_file).map_err(|source| SinkError::Io {
+                what: format!("cannot read MQTT ca_file {}", ca_file.display()),
+                source,
+            })?;
             // Either we install ring as the process default or someone already did; both are fine.
             let _ = rustls::crypto::ring::default_provider().install_default();
             opts.set_transport(Transport::tls(ca, None, None));
@@ -247,7 +289,11 @@ impl MqttSink {
         let worker = Worker {
             name: name.clone(),
             client,
-            qos: if cfg.qos == 0 { QoS::AtMostOnce } else { QoS::AtLeastOnce },
+            qos: if cfg.qos == 0 {
+                QoS::AtMostOnce
+            } else {
+                QoS::AtLeastOnce
+            },
             status_topic,
             device: device.to_owned(),
             capacity: cfg.queue,
@@ -265,9 +311,23 @@ impl MqttSink {
         let thread = std::thread::Builder::new()
             .name(format!("mqtt-{name}"))
             .spawn(move || worker.run(connection, event_rx))
-            .map_err(|source| SinkError::Io { what: format!("cannot start the thread of MQTT sink {name:?}"), source })?;
-        log::info!("MQTT sink started. sink={} broker={}:{} tls={}", cfg.name.as_deref().unwrap_or("mqtt"), cfg.host, cfg.port, cfg.ca_file.is_some());
-        Ok(MqttSink { name: cfg.name.clone().unwrap_or_else(|| "mqtt".into()), topic: cfg.topic.clone(), event_tx: Some(event_tx), thread: Some(thread) })
+            .map_err(|source| SinkError::Io {
+                what: format!("cannot start the thread of MQTT sink {name:?}"),
+                source,
+            })?;
+        log::info!(
+            "MQTT sink started. sink={} broker={}:{} tls={}",
+            cfg.name.as_deref().unwrap_or("mqtt"),
+            cfg.host,
+            cfg.port,
+            cfg.ca_file.is_some()
+        );
+        Ok(MqttSink {
+            name: cfg.name.clone().unwrap_or_else(|| "mqtt".into()),
+            topic: cfg.topic.clone(),
+            event_tx: Some(event_tx),
+            thread: Some(thread),
+        })
     }
 }
 
@@ -281,14 +341,18 @@ impl Sink for MqttSink {
             score: event.score,
         };
         let Some(tx) = self.event_tx.as_ref() else {
-            return Err(SinkError::Build { what: format!("MQTT sink {:?} is stopped", self.name) });
+            return Err(SinkError::Build {
+                what: format!("MQTT sink {:?} is stopped", self.name),
+            });
         };
         match tx.try_send(out) {
             Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => Err(SinkError::QueueFull { sink: self.name.clone() }),
-            Err(TrySendError::Disconnected(_)) => {
-                Err(SinkError::Build { what: format!("MQTT sink {:?}: its connection thread has ended", self.name) })
-            }
+            Err(TrySendError::Full(_)) => Err(SinkError::QueueFull {
+                sink: self.name.clone(),
+            }),
+            Err(TrySendError::Disconnected(_)) => Err(SinkError::Build {
+                what: format!("MQTT sink {:?}: its connection thread has ended", self.name),
+            }),
         }
     }
 }
@@ -352,10 +416,19 @@ impl Worker {
         // QoS 1 publishes awaiting their PubAck: (packet id, event id).
         let mut inflight: Vec<(u16, u64)> = Vec::new();
         for (id, out) in self.disk.load() {
-            self.pending.push_back(Pending { id, out, sent: false, done: false });
+            self.pending.push_back(Pending {
+                id,
+                out,
+                sent: false,
+                done: false,
+            });
         }
         if !self.pending.is_empty() {
-            log::info!("MQTT sink resumes events queued on disk. sink={} events={}", self.name, self.pending.len());
+            log::info!(
+                "MQTT sink resumes events queued on disk. sink={} events={}",
+                self.name,
+                self.pending.len()
+            );
         }
         let mut backoff = Backoff::new(Duration::from_millis(200), self.reconnect_max);
         let mut input_open = true;
@@ -374,7 +447,10 @@ impl Worker {
                     }
                 }
             }
-            if input_open && self.pending.len() >= self.capacity && overflow_warned.elapsed() >= Duration::from_secs(10) {
+            if input_open
+                && self.pending.len() >= self.capacity
+                && overflow_warned.elapsed() >= Duration::from_secs(10)
+            {
                 overflow_warned = Instant::now();
                 log::warn!("MQTT queue full; new events are dropped until the broker takes them. sink={} queued={}", self.name, self.pending.len());
             }
@@ -394,7 +470,11 @@ impl Worker {
                             self.connected = true;
                             backoff.reset();
                             if failures > 0 {
-                                log::info!("MQTT broker reachable again. sink={} queued={}", self.name, self.pending.len());
+                                log::info!(
+                                    "MQTT broker reachable again. sink={} queued={}",
+                                    self.name,
+                                    self.pending.len()
+                                );
                             }
                             failures = 0;
                             self.on_connect();
@@ -406,11 +486,15 @@ impl Worker {
                             self.mark_done(id);
                         }
                     }
-                    MqttEvent::Outgoing(Outgoing::Publish(pkid)) => match self.sent_order.pop_front() {
-                        Some(SentKind::Event(id)) if self.qos == QoS::AtMostOnce => self.mark_done(id),
-                        Some(SentKind::Event(id)) => inflight.push((pkid, id)),
-                        _ => {}
-                    },
+                    MqttEvent::Outgoing(Outgoing::Publish(pkid)) => {
+                        match self.sent_order.pop_front() {
+                            Some(SentKind::Event(id)) if self.qos == QoS::AtMostOnce => {
+                                self.mark_done(id)
+                            }
+                            Some(SentKind::Event(id)) => inflight.push((pkid, id)),
+                            _ => {}
+                        }
+                    }
                     _ => {}
                 },
                 Ok(Err(e)) => {
@@ -426,15 +510,21 @@ impl Worker {
                             chain(&e)
                         );
                     } else {
-                        log::debug!("MQTT broker still unreachable. sink={} error={}", self.name, chain(&e));
+                        log::debug!(
+                            "MQTT broker still unreachable. sink={} error={}",
+                            self.name,
+                            chain(&e)
+                        );
                     }
                     if !input_open {
                         break;
                     }
                     // Back off, taking events meanwhile.
                     let until = Instant::now() + backoff.next_delay();
-                    while Instant::now() < until && input_open && self.pending.len() < self.capacity {
-                        match event_rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+                    while Instant::now() < until && input_open && self.pending.len() < self.capacity
+                    {
+                        match event_rx.recv_timeout(until.saturating_duration_since(Instant::now()))
+                        {
                             Ok(out) => self.enqueue(out),
                             Err(RecvTimeoutError::Timeout) => break,
                             Err(RecvTimeoutError::Disconnected) => {
@@ -455,7 +545,12 @@ impl Worker {
 
     fn enqueue(&mut self, out: Outbound) {
         let id = self.disk.push(&out);
-        self.pending.push_back(Pending { id, out, sent: false, done: false });
+        self.pending.push_back(Pending {
+            id,
+            out,
+            sent: false,
+            done: false,
+        });
     }
 
     fn mark_done(&mut self, id: u64) {
@@ -479,14 +574,22 @@ impl Worker {
             if room == 0 {
                 break;
             }
-            if self.client.try_publish(p.out.topic.clone(), qos, false, p.out.payload.clone()).is_err() {
+            if self
+                .client
+                .try_publish(p.out.topic.clone(), qos, false, p.out.payload.clone())
+                .is_err()
+            {
                 break;
             }
             p.sent = true;
             room -= 1;
             self.sent_order.push_back(SentKind::Event(p.id));
             if self.homeassistant.is_some() {
-                extra.push((p.out.rule.clone().unwrap_or_default(), p.out.label.clone(), p.out.score));
+                extra.push((
+                    p.out.rule.clone().unwrap_or_default(),
+                    p.out.label.clone(),
+                    p.out.score,
+                ));
             }
         }
         for (rule, label, score) in extra {
@@ -495,7 +598,11 @@ impl Worker {
     }
 
     fn publish_other(&mut self, topic: String, retain: bool, payload: Vec<u8>) {
-        if self.client.try_publish(topic, QoS::AtMostOnce, retain, payload).is_ok() {
+        if self
+            .client
+            .try_publish(topic, QoS::AtMostOnce, retain, payload)
+            .is_ok()
+        {
             self.sent_order.push_back(SentKind::Other);
         }
     }
@@ -529,10 +636,16 @@ impl Worker {
     }
 
     fn announce_event(&mut self, rule: &str, label: &str, score: f32) {
-        let Some(ha) = self.homeassistant.as_mut() else { return };
+        let Some(ha) = self.homeassistant.as_mut() else {
+            return;
+        };
         let device = self.device.clone();
         let top = serde_json::json!({ "label": label, "score": score, "rule": rule });
-        let mut msgs = vec![(format!("lookout/{device}/top"), true, top.to_string().into_bytes())];
+        let mut msgs = vec![(
+            format!("lookout/{device}/top"),
+            true,
+            top.to_string().into_bytes(),
+        )];
         if !rule.is_empty() {
             let object = format!("lookout_{}_{}", sanitize(&device), sanitize(rule));
             let state = format!("lookout/{device}/rule/{rule}");
@@ -545,7 +658,11 @@ impl Worker {
                     "availability_topic": self.status_topic,
                     "device": { "identifiers": [format!("lookout_{}", sanitize(&device))], "name": format!("lookout {device}") },
                 });
-                msgs.push((format!("{}/binary_sensor/{}/config", ha.prefix, object), true, config.to_string().into_bytes()));
+                msgs.push((
+                    format!("{}/binary_sensor/{}/config", ha.prefix, object),
+                    true,
+                    config.to_string().into_bytes(),
+                ));
             }
             msgs.push((state, false, b"ON".to_vec()));
         }
@@ -578,7 +695,15 @@ impl Worker {
 }
 
 fn sanitize(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' { c } else { '_' }).collect()
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// The optional on-disk mirror of the queue: `<id>.msg` files, topic on the first line, payload
@@ -593,11 +718,18 @@ impl DiskQueue {
     fn open(dir: Option<&Path>) -> Result<DiskQueue, SinkError> {
         if let Some(d) = dir {
             std::fs::create_dir_all(d).map_err(|source| SinkError::Io {
-                what: format!("cannot create MQTT queue_dir {}: check the path and its permissions", d.display()),
+                what: format!(
+                    "cannot create MQTT queue_dir {}: check the path and its permissions",
+                    d.display()
+                ),
                 source,
             })?;
         }
-        Ok(DiskQueue { dir: dir.map(Path::to_path_buf), next_id: 1, last_warn: None })
+        Ok(DiskQueue {
+            dir: dir.map(Path::to_path_buf),
+            next_id: 1,
+            last_warn: None,
+        })
     }
 
     fn path(&self, id: u64) -> Option<PathBuf> {
@@ -606,18 +738,28 @@ impl DiskQueue {
 
     /// The events left by a previous run, oldest first.
     fn load(&mut self) -> Vec<(u64, Outbound)> {
-        let Some(dir) = &self.dir else { return Vec::new() };
+        let Some(dir) = &self.dir else {
+            return Vec::new();
+        };
         let mut found: Vec<(u64, PathBuf)> = match std::fs::read_dir(dir) {
             Ok(rd) => rd
                 .filter_map(|e| e.ok())
                 .filter_map(|e| {
                     let p = e.path();
-                    let id = p.file_name()?.to_str()?.strip_suffix(".msg")?.parse::<u64>().ok()?;
+                    let id = p
+                        .file_name()?
+                        .to_str()?
+                        .strip_suffix(".msg")?
+                        .parse::<u64>()
+                        .ok()?;
                     Some((id, p))
                 })
                 .collect(),
             Err(e) => {
-                log::warn!("Cannot read the MQTT queue directory; starting empty. dir={} error={e}", dir.display());
+                log::warn!(
+                    "Cannot read the MQTT queue directory; starting empty. dir={} error={e}",
+                    dir.display()
+                );
                 Vec::new()
             }
         };
@@ -627,14 +769,32 @@ impl DiskQueue {
             self.next_id = self.next_id.max(id + 1);
             match std::fs::read(&path) {
                 Ok(bytes) => {
-                    let Some(nl) = bytes.iter().position(|b| *b == b'\n') else { continue };
+                    let Some(nl) = bytes.iter().position(|b| *b == b'\n') else {
+                        continue;
+                    };
                     let topic = String::from_utf8_lossy(&bytes[..nl]).into_owned();
                     let payload = bytes[nl + 1..].to_vec();
                     let ev: Option<Event> = serde_json::from_slice(&payload).ok();
-                    let (rule, label, score) = ev.map(|e| (e.rule, e.label, e.score)).unwrap_or((None, String::new(), 0.0));
-                    out.push((id, Outbound { topic, payload, rule, label, score }));
+                    let (rule, label, score) = ev.map(|e| (e.rule, e.label, e.score)).unwrap_or((
+                        None,
+                        String::new(),
+                        0.0,
+                    ));
+                    out.push((
+                        id,
+                        Outbound {
+                            topic,
+                            payload,
+                            rule,
+                            label,
+                            score,
+                        },
+                    ));
                 }
-                Err(e) => log::warn!("Cannot read a queued MQTT event; skipped. file={} error={e}", path.display()),
+                Err(e) => log::warn!(
+                    "Cannot read a queued MQTT event; skipped. file={} error={e}",
+                    path.display()
+                ),
             }
         }
         out
@@ -651,7 +811,10 @@ impl DiskQueue {
             let tmp = path.with_extension("tmp");
             let result = std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, &path));
             if let Err(e) = result {
-                if self.last_warn.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                if self
+                    .last_warn
+                    .is_none_or(|t| t.elapsed() >= Duration::from_secs(10))
+                {
                     self.last_warn = Some(Instant::now());
                     log::warn!("Cannot write a queued MQTT event to disk; kept in memory only. file={} error={e}", path.display());
                 }
@@ -690,8 +853,14 @@ mod tests {
 
     #[test]
     fn topic_templates_expand_and_validate() {
-        assert_eq!(expand_topic("lookout/{device}/events", &event(None, "ok")), "lookout/cam_1/events");
-        assert_eq!(expand_topic("x/{rule}/{label}", &event(Some("defect"), "dent")), "x/defect/dent");
+        assert_eq!(
+            expand_topic("lookout/{device}/events", &event(None, "ok")),
+            "lookout/cam_1/events"
+        );
+        assert_eq!(
+            expand_topic("x/{rule}/{label}", &event(Some("defect"), "dent")),
+            "x/defect/dent"
+        );
         assert!(check_topic("a/{device}/{rule}/{label}").is_ok());
         assert!(check_topic("a/{devce}").is_err());
         assert!(check_topic("a/#").is_err());
@@ -703,7 +872,13 @@ mod tests {
     fn disk_queue_survives_a_restart_in_order() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut q = DiskQueue::open(Some(dir.path())).expect("open");
-        let out = |n: u8| Outbound { topic: format!("t/{n}"), payload: vec![b'{', b'}'], rule: None, label: String::new(), score: 0.0 };
+        let out = |n: u8| Outbound {
+            topic: format!("t/{n}"),
+            payload: vec![b'{', b'}'],
+            rule: None,
+            label: String::new(),
+            score: 0.0,
+        };
         let a = q.push(&out(1));
         let _b = q.push(&out(2));
         let _c = q.push(&out(3));
@@ -712,6 +887,9 @@ mod tests {
         let loaded = again.load();
         let topics: Vec<&str> = loaded.iter().map(|(_, o)| o.topic.as_str()).collect();
         assert_eq!(topics, ["t/2", "t/3"]);
-        assert!(again.push(&out(4)) > loaded[1].0, "ids keep growing across restarts");
+        assert!(
+            again.push(&out(4)) > loaded[1].0,
+            "ids keep growing across restarts"
+        );
     }
 }

@@ -62,24 +62,46 @@ fn default_backoff_max() -> f64 {
 
 impl WebhookSinkConfig {
     pub fn validate(&self, key: &str, p: &mut Problems) {
-        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) || self.url.len() < 10 {
-            p.push(format!("{key}.url"), format!("expected an http:// or https:// URL, got {:?}", self.url));
+        if !(self.url.starts_with("http://") || self.url.starts_with("https://"))
+            || self.url.len() < 10
+        {
+            p.push(
+                format!("{key}.url"),
+                format!("expected an http:// or https:// URL, got {:?}", self.url),
+            );
         }
         if !(self.timeout_secs > 0.0 && self.timeout_secs <= 600.0) {
-            p.push(format!("{key}.timeout_secs"), format!("expected 0..600, got {}", self.timeout_secs));
+            p.push(
+                format!("{key}.timeout_secs"),
+                format!("expected 0..600, got {}", self.timeout_secs),
+            );
         }
         p.range(&format!("{key}.retries"), self.retries, 0, 100);
-        p.range(&format!("{key}.backoff_min_ms"), self.backoff_min_ms, 1, 600_000);
+        p.range(
+            &format!("{key}.backoff_min_ms"),
+            self.backoff_min_ms,
+            1,
+            600_000,
+        );
         if !(self.backoff_max_secs > 0.0 && self.backoff_max_secs <= 3600.0) {
-            p.push(format!("{key}.backoff_max_secs"), format!("expected 0..3600, got {}", self.backoff_max_secs));
+            p.push(
+                format!("{key}.backoff_max_secs"),
+                format!("expected 0..3600, got {}", self.backoff_max_secs),
+            );
         }
         for (name, value) in &self.headers {
             let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
             if name.is_empty() || !name.chars().all(token) {
-                p.push(format!("{key}.headers"), format!("invalid header name {name:?}"));
+                p.push(
+                    format!("{key}.headers"),
+                    format!("invalid header name {name:?}"),
+                );
             }
             if value.contains(['\r', '\n']) {
-                p.push(format!("{key}.headers.{name}"), "must not contain line breaks");
+                p.push(
+                    format!("{key}.headers.{name}"),
+                    "must not contain line breaks",
+                );
             }
         }
     }
@@ -105,7 +127,11 @@ enum Attempt {
 impl WebhookSink {
     pub fn new(cfg: &WebhookSinkConfig) -> Result<WebhookSink, SinkError> {
         let name = cfg.name.clone().unwrap_or_else(|| "webhook".into());
-        let mut headers: Vec<(String, String)> = cfg.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut headers: Vec<(String, String)> = cfg
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         if let Some(var) = &cfg.token_env {
             let token = std::env::var(var).map_err(|_| SinkError::Build {
                 what: format!("webhook sink {name:?}: token_env {var:?} is not set; export it, or remove token_env"),
@@ -123,7 +149,10 @@ impl WebhookSink {
             agent: ureq::Agent::new_with_config(config),
             headers,
             retries: cfg.retries,
-            backoff: Backoff::new(Duration::from_millis(cfg.backoff_min_ms), Duration::from_secs_f64(cfg.backoff_max_secs)),
+            backoff: Backoff::new(
+                Duration::from_millis(cfg.backoff_min_ms),
+                Duration::from_secs_f64(cfg.backoff_max_secs),
+            ),
             body: Vec::new(),
         })
     }
@@ -136,14 +165,20 @@ impl WebhookSink {
         match req.send(&self.body[..]) {
             Ok(resp) => {
                 let status = resp.status().as_u16();
-                let err = || SinkError::HttpStatus { url: self.url.clone(), status };
+                let err = || SinkError::HttpStatus {
+                    url: self.url.clone(),
+                    status,
+                };
                 match status {
                     200..=299 => Attempt::Delivered,
                     429 | 500..=599 => Attempt::Retry(err()),
                     _ => Attempt::Fail(err()),
                 }
             }
-            Err(e) => Attempt::Retry(SinkError::Http { url: self.url.clone(), source: Box::new(e) }),
+            Err(e) => Attempt::Retry(SinkError::Http {
+                url: self.url.clone(),
+                source: Box::new(e),
+            }),
         }
     }
 }
@@ -195,7 +230,10 @@ mod tests {
         c.headers.insert("Bad Header".into(), "v".into());
         c.validate("sinks[1]", &mut p);
         let keys: Vec<&str> = p.0.iter().map(|x| x.key.as_str()).collect();
-        assert_eq!(keys, ["sinks[0].url", "sinks[1].timeout_secs", "sinks[1].headers"]);
+        assert_eq!(
+            keys,
+            ["sinks[0].url", "sinks[1].timeout_secs", "sinks[1].headers"]
+        );
     }
 
     #[test]
@@ -203,6 +241,9 @@ mod tests {
         let mut c = cfg("http://127.0.0.1:1/x");
         c.token_env = Some("LOOKOUT_TEST_SURELY_UNSET_TOKEN".into());
         let e = WebhookSink::new(&c).err().expect("must fail");
-        assert!(e.to_string().contains("LOOKOUT_TEST_SURELY_UNSET_TOKEN"), "{e}");
+        assert!(
+            e.to_string().contains("LOOKOUT_TEST_SURELY_UNSET_TOKEN"),
+            "{e}"
+        );
     }
 }

@@ -110,7 +110,12 @@ impl CameraConfig {
     }
 
     pub fn want(&self) -> Want {
-        Want { width: self.width, height: self.height, fps: self.fps, format: self.format }
+        Want {
+            width: self.width,
+            height: self.height,
+            fps: self.fps,
+            format: self.format,
+        }
     }
 }
 
@@ -125,7 +130,14 @@ pub struct Offer {
 
 impl std::fmt::Display for Offer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}x{} @{} fps", self.format.name(), self.width, self.height, self.fps)
+        write!(
+            f,
+            "{} {}x{} @{} fps",
+            self.format.name(),
+            self.width,
+            self.height,
+            self.fps
+        )
     }
 }
 
@@ -163,10 +175,20 @@ pub fn negotiate(offers: &[Offer], want: &Want) -> Option<Offer> {
                 2
             };
             // Covering sizes: the smallest first; smaller sizes: the largest first.
-            let size_cost = if size_class == 2 { u64::MAX - area } else { area.abs_diff(wanted_area) };
+            let size_cost = if size_class == 2 {
+                u64::MAX - area
+            } else {
+                area.abs_diff(wanted_area)
+            };
             let fps_class = u8::from(o.fps < want.fps);
             let fps_cost = o.fps.abs_diff(want.fps);
-            (size_class, size_cost, fps_class, fps_cost, format_rank(o.format, large))
+            (
+                size_class,
+                size_cost,
+                fps_class,
+                fps_cost,
+                format_rank(o.format, large),
+            )
         })
         .copied()
 }
@@ -195,7 +217,9 @@ fn format_rank(f: PixelFormat, large: bool) -> u8 {
 
 /// The index in `/dev/videoN` of a device path (following links such as `/dev/v4l/by-id/...`).
 pub fn video_index(path: &str) -> Option<u32> {
-    let real = std::fs::canonicalize(path).map(|p| p.to_string_lossy().into_owned()).unwrap_or_else(|_| path.to_owned());
+    let real = std::fs::canonicalize(path)
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| path.to_owned());
     real.strip_prefix("/dev/video").and_then(|n| n.parse().ok())
 }
 
@@ -213,16 +237,24 @@ pub use stub::{list, CameraSource};
 #[cfg(feature = "camera")]
 mod native {
     use super::*;
-    use std::time::Duration;
     use crate::frame::Frame;
     use crate::source::feed::{Feed, FeedTx, Next};
     use crate::stop::StopToken;
     use crossbeam_channel::bounded;
-    use nokhwa::utils::{ApiBackend, CameraFormat, CameraIndex, FrameFormat, RequestedFormat, RequestedFormatType};
+    use nokhwa::utils::{
+        ApiBackend, CameraFormat, CameraIndex, FrameFormat, RequestedFormat, RequestedFormatType,
+    };
     use nokhwa::Camera;
+    use std::time::Duration;
 
     /// Formats lookout can decode; nokhwa is asked only for these.
-    const DECODABLE: &[FrameFormat] = &[FrameFormat::MJPEG, FrameFormat::YUYV, FrameFormat::NV12, FrameFormat::GRAY, FrameFormat::RAWRGB];
+    const DECODABLE: &[FrameFormat] = &[
+        FrameFormat::MJPEG,
+        FrameFormat::YUYV,
+        FrameFormat::NV12,
+        FrameFormat::GRAY,
+        FrameFormat::RAWRGB,
+    ];
 
     fn pixel_format(f: FrameFormat) -> Option<PixelFormat> {
         match f {
@@ -246,7 +278,10 @@ mod native {
     }
 
     fn camera_error(device: &DeviceSelector, message: &str, e: nokhwa::NokhwaError) -> SourceError {
-        SourceError::Camera { device: device.to_string(), message: format!("{message}: {e}") }
+        SourceError::Camera {
+            device: device.to_string(),
+            message: format!("{message}: {e}"),
+        }
     }
 
     /// The V4L2 index for `device`.
@@ -263,16 +298,24 @@ mod native {
                         message: "not a /dev/videoN device (or a link to one)".into(),
                     });
                 }
-                let cameras = nokhwa::query(ApiBackend::Auto).map_err(|e| camera_error(device, "cannot list cameras", e))?;
-                let found = cameras
-                    .iter()
-                    .find(|c| c.human_name() == *n)
-                    .or_else(|| cameras.iter().find(|c| c.human_name().to_lowercase().contains(&n.to_lowercase())));
+                let cameras = nokhwa::query(ApiBackend::Auto)
+                    .map_err(|e| camera_error(device, "cannot list cameras", e))?;
+                let found = cameras.iter().find(|c| c.human_name() == *n).or_else(|| {
+                    cameras
+                        .iter()
+                        .find(|c| c.human_name().to_lowercase().contains(&n.to_lowercase()))
+                });
                 match found {
-                    Some(c) => c.index().as_index().map_err(|e| camera_error(device, "unusable camera index", e)),
+                    Some(c) => c
+                        .index()
+                        .as_index()
+                        .map_err(|e| camera_error(device, "unusable camera index", e)),
                     None => Err(SourceError::Camera {
                         device: n.clone(),
-                        message: format!("no camera with this name among {} found; run `lookout cameras`", cameras.len()),
+                        message: format!(
+                            "no camera with this name among {} found; run `lookout cameras`",
+                            cameras.len()
+                        ),
                     }),
                 }
             }
@@ -283,7 +326,14 @@ mod native {
         Ok(cam
             .compatible_camera_formats()?
             .into_iter()
-            .filter_map(|f| Some(Offer { format: pixel_format(f.format())?, width: f.width(), height: f.height(), fps: f.frame_rate() }))
+            .filter_map(|f| {
+                Some(Offer {
+                    format: pixel_format(f.format())?,
+                    width: f.width(),
+                    height: f.height(),
+                    fps: f.frame_rate(),
+                })
+            })
             .collect())
     }
 
@@ -292,26 +342,39 @@ mod native {
         let index = resolve(&cfg.device)?;
         let dev = &cfg.device;
         let any = RequestedFormat::with_formats(RequestedFormatType::None, DECODABLE);
-        let mut cam = Camera::new(CameraIndex::Index(index), any).map_err(|e| camera_error(dev, "cannot open", e))?;
+        let mut cam = Camera::new(CameraIndex::Index(index), any)
+            .map_err(|e| camera_error(dev, "cannot open", e))?;
         let offered = offers(&mut cam).map_err(|e| camera_error(dev, "cannot list formats", e))?;
         let chosen = negotiate(&offered, &cfg.want()).ok_or_else(|| SourceError::Camera {
             device: dev.to_string(),
             message: format!(
                 "offers no mode lookout can use with format = {:?} (offered: {})",
                 cfg.format,
-                offered.iter().map(Offer::to_string).collect::<Vec<_>>().join(", ")
+                offered
+                    .iter()
+                    .map(Offer::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         })?;
         let ff = frame_format(chosen.format);
         let exact = CameraFormat::new_from(chosen.width, chosen.height, ff, chosen.fps);
-        cam.set_camera_requset(RequestedFormat::with_formats(RequestedFormatType::Exact(exact), &[ff]))
-            .map_err(|e| camera_error(dev, &format!("cannot set {chosen}"), e))?;
-        cam.open_stream().map_err(|e| camera_error(dev, "cannot start streaming", e))?;
+        cam.set_camera_requset(RequestedFormat::with_formats(
+            RequestedFormatType::Exact(exact),
+            &[ff],
+        ))
+        .map_err(|e| camera_error(dev, &format!("cannot set {chosen}"), e))?;
+        cam.open_stream()
+            .map_err(|e| camera_error(dev, "cannot start streaming", e))?;
         Ok((cam, chosen, offered))
     }
 
     /// The producer: opens the camera, reports the outcome on `ready_tx`, then reads frames.
-    fn run(cfg: CameraConfig, ready_tx: crossbeam_channel::Sender<Result<(Offer, usize), SourceError>>, tx: FeedTx) {
+    fn run(
+        cfg: CameraConfig,
+        ready_tx: crossbeam_channel::Sender<Result<(Offer, usize), SourceError>>,
+        tx: FeedTx,
+    ) {
         let (mut cam, chosen) = match open_camera(&cfg) {
             Ok((cam, chosen, offered)) => {
                 if ready_tx.send(Ok((chosen, offered.len()))).is_err() {
@@ -326,7 +389,12 @@ mod native {
         };
         while !tx.quitting() {
             let item = match cam.frame_raw() {
-                Ok(data) => Ok(Frame::new(chosen.format, chosen.width, chosen.height, data.into_owned())),
+                Ok(data) => Ok(Frame::new(
+                    chosen.format,
+                    chosen.width,
+                    chosen.height,
+                    data.into_owned(),
+                )),
                 Err(e) => Err(camera_error(&cfg.device, "cannot read a frame", e)),
             };
             let failed = item.is_err();
@@ -399,14 +467,23 @@ mod native {
             let stall = Duration::from_secs_f64(self.cfg.stall_timeout_secs);
             let what = self.describe();
             let Some(feed) = self.feed.as_mut() else {
-                return Err(SourceError::Camera { device: self.cfg.device.to_string(), message: "not open".into() });
+                return Err(SourceError::Camera {
+                    device: self.cfg.device.to_string(),
+                    message: "not open".into(),
+                });
             };
             match feed.next(stop, stall) {
                 Next::Frame(f) => Ok(Some(f)),
                 Next::Stopped => Ok(None),
                 Next::Failed(e) => Err(e),
-                Next::Stalled(waited) => Err(SourceError::Stalled { what, secs: waited.as_secs_f64() }),
-                Next::Ended => Err(SourceError::Camera { device: self.cfg.device.to_string(), message: "stopped delivering frames".into() }),
+                Next::Stalled(waited) => Err(SourceError::Stalled {
+                    what,
+                    secs: waited.as_secs_f64(),
+                }),
+                Next::Ended => Err(SourceError::Camera {
+                    device: self.cfg.device.to_string(),
+                    message: "stopped delivering frames".into(),
+                }),
             }
         }
 
@@ -419,7 +496,8 @@ mod native {
 
     /// `lookout cameras`: every camera with the modes it offers. Returns how many were found.
     pub fn list(out: &mut dyn Write) -> Result<usize, SourceError> {
-        let cameras = nokhwa::query(ApiBackend::Auto).map_err(|e| camera_error(&DeviceSelector::Index(0), "cannot list cameras", e))?;
+        let cameras = nokhwa::query(ApiBackend::Auto)
+            .map_err(|e| camera_error(&DeviceSelector::Index(0), "cannot list cameras", e))?;
         if cameras.is_empty() {
             let _ = writeln!(
                 out,
@@ -431,20 +509,35 @@ mod native {
         }
         for info in &cameras {
             let index = info.index().clone();
-            let _ = writeln!(out, "camera {}: {:?} ({})", index, info.human_name(), info.description());
+            let _ = writeln!(
+                out,
+                "camera {}: {:?} ({})",
+                index,
+                info.human_name(),
+                info.description()
+            );
             let any = RequestedFormat::with_formats(RequestedFormatType::None, DECODABLE);
             match Camera::new(index, any).and_then(|mut cam| offers(&mut cam)) {
                 Ok(mut modes) => {
-                    modes.sort_by_key(|o| (o.format.name(), std::cmp::Reverse(o.width as u64 * o.height as u64), std::cmp::Reverse(o.fps)));
+                    modes.sort_by_key(|o| {
+                        (
+                            o.format.name(),
+                            std::cmp::Reverse(o.width as u64 * o.height as u64),
+                            std::cmp::Reverse(o.fps),
+                        )
+                    });
                     let mut i = 0;
                     while i < modes.len() {
                         let (f, w, h) = (modes[i].format, modes[i].width, modes[i].height);
                         let mut rates = Vec::new();
-                        while i < modes.len() && (modes[i].format, modes[i].width, modes[i].height) == (f, w, h) {
+                        while i < modes.len()
+                            && (modes[i].format, modes[i].width, modes[i].height) == (f, w, h)
+                        {
                             rates.push(modes[i].fps.to_string());
                             i += 1;
                         }
-                        let _ = writeln!(out, "  {:<8} {w}x{h} @ {} fps", f.name(), rates.join(", "));
+                        let _ =
+                            writeln!(out, "  {:<8} {w}x{h} @ {} fps", f.name(), rates.join(", "));
                     }
                 }
                 Err(e) => {
@@ -482,7 +575,10 @@ mod stub {
             true
         }
         fn open(&mut self) -> Result<(), SourceError> {
-            Err(SourceError::Camera { device: self.cfg.device.to_string(), message: NO_CAMERA.into() })
+            Err(SourceError::Camera {
+                device: self.cfg.device.to_string(),
+                message: NO_CAMERA.into(),
+            })
         }
         fn next_frame(&mut self, _stop: &StopToken) -> Result<Option<Frame>, SourceError> {
             self.open().map(|_| None)
@@ -501,11 +597,21 @@ mod tests {
     use super::*;
 
     fn o(format: PixelFormat, width: u32, height: u32, fps: u32) -> Offer {
-        Offer { format, width, height, fps }
+        Offer {
+            format,
+            width,
+            height,
+            fps,
+        }
     }
 
     fn want(width: u32, height: u32, fps: u32, format: FormatPreference) -> Want {
-        Want { width, height, fps, format }
+        Want {
+            width,
+            height,
+            fps,
+            format,
+        }
     }
 
     /// A typical USB webcam (C920-like): YUYV is slow at large sizes, MJPEG is fast everywhere.
@@ -528,23 +634,98 @@ mod tests {
     fn negotiation_table() {
         use FormatPreference::{Auto, Gray, Yuyv};
         use PixelFormat::{Gray8, Mjpeg, Nv12, Yuyv422};
-        let pi_csi = vec![o(Nv12, 640, 480, 60), o(Yuyv422, 640, 480, 30), o(Gray8, 640, 480, 90), o(Mjpeg, 1920, 1080, 30)];
+        let pi_csi = vec![
+            o(Nv12, 640, 480, 60),
+            o(Yuyv422, 640, 480, 30),
+            o(Gray8, 640, 480, 90),
+            o(Mjpeg, 1920, 1080, 30),
+        ];
         let cases: Vec<(&str, Vec<Offer>, Want, Option<Offer>)> = vec![
-            ("small frames prefer YUYV", webcam(), want(640, 480, 30, Auto), Some(o(Yuyv422, 640, 480, 30))),
-            ("large frames prefer MJPEG", webcam(), want(1280, 720, 30, Auto), Some(o(Mjpeg, 1280, 720, 30))),
-            ("rate beats format preference", webcam(), want(1920, 1080, 30, Auto), Some(o(Mjpeg, 1920, 1080, 30))),
-            ("explicit format", webcam(), want(640, 480, 30, FormatPreference::Mjpeg), Some(o(Mjpeg, 640, 480, 30))),
-            ("explicit YUYV even when slow", webcam(), want(1280, 720, 30, Yuyv), Some(o(Yuyv422, 1280, 720, 10))),
-            ("smallest size covering the request", webcam(), want(800, 600, 30, Auto), Some(o(Mjpeg, 1280, 720, 30))),
-            ("largest size below when none covers", webcam(), want(4000, 3000, 30, Auto), Some(o(Mjpeg, 1920, 1080, 30))),
-            ("closest rate at or above", webcam(), want(640, 480, 20, Yuyv), Some(o(Yuyv422, 640, 480, 30))),
-            ("closest rate below when none reaches", webcam(), want(1280, 720, 60, Yuyv), Some(o(Yuyv422, 1280, 720, 10))),
-            ("NV12 where offered", pi_csi.clone(), want(640, 480, 30, FormatPreference::Nv12), Some(o(Nv12, 640, 480, 60))),
-            ("GRAY where asked", pi_csi.clone(), want(640, 480, 30, Gray), Some(o(Gray8, 640, 480, 90))),
-            ("auto small: YUYV at the exact rate", pi_csi.clone(), want(640, 480, 30, Auto), Some(o(Yuyv422, 640, 480, 30))),
-            ("format not offered", webcam(), want(640, 480, 30, FormatPreference::Nv12), None),
+            (
+                "small frames prefer YUYV",
+                webcam(),
+                want(640, 480, 30, Auto),
+                Some(o(Yuyv422, 640, 480, 30)),
+            ),
+            (
+                "large frames prefer MJPEG",
+                webcam(),
+                want(1280, 720, 30, Auto),
+                Some(o(Mjpeg, 1280, 720, 30)),
+            ),
+            (
+                "rate beats format preference",
+                webcam(),
+                want(1920, 1080, 30, Auto),
+                Some(o(Mjpeg, 1920, 1080, 30)),
+            ),
+            (
+                "explicit format",
+                webcam(),
+                want(640, 480, 30, FormatPreference::Mjpeg),
+                Some(o(Mjpeg, 640, 480, 30)),
+            ),
+            (
+                "explicit YUYV even when slow",
+                webcam(),
+                want(1280, 720, 30, Yuyv),
+                Some(o(Yuyv422, 1280, 720, 10)),
+            ),
+            (
+                "smallest size covering the request",
+                webcam(),
+                want(800, 600, 30, Auto),
+                Some(o(Mjpeg, 1280, 720, 30)),
+            ),
+            (
+                "largest size below when none covers",
+                webcam(),
+                want(4000, 3000, 30, Auto),
+                Some(o(Mjpeg, 1920, 1080, 30)),
+            ),
+            (
+                "closest rate at or above",
+                webcam(),
+                want(640, 480, 20, Yuyv),
+                Some(o(Yuyv422, 640, 480, 30)),
+            ),
+            (
+                "closest rate below when none reaches",
+                webcam(),
+                want(1280, 720, 60, Yuyv),
+                Some(o(Yuyv422, 1280, 720, 10)),
+            ),
+            (
+                "NV12 where offered",
+                pi_csi.clone(),
+                want(640, 480, 30, FormatPreference::Nv12),
+                Some(o(Nv12, 640, 480, 60)),
+            ),
+            (
+                "GRAY where asked",
+                pi_csi.clone(),
+                want(640, 480, 30, Gray),
+                Some(o(Gray8, 640, 480, 90)),
+            ),
+            (
+                "auto small: YUYV at the exact rate",
+                pi_csi.clone(),
+                want(640, 480, 30, Auto),
+                Some(o(Yuyv422, 640, 480, 30)),
+            ),
+            (
+                "format not offered",
+                webcam(),
+                want(640, 480, 30, FormatPreference::Nv12),
+                None,
+            ),
             ("nothing offered", vec![], want(640, 480, 30, Auto), None),
-            ("zero-size modes ignored", vec![o(Yuyv422, 0, 0, 30)], want(640, 480, 30, Auto), None),
+            (
+                "zero-size modes ignored",
+                vec![o(Yuyv422, 0, 0, 30)],
+                want(640, 480, 30, Auto),
+                None,
+            ),
         ];
         for (name, offers, w, expected) in cases {
             assert_eq!(negotiate(&offers, &w), expected, "{name}");
@@ -559,17 +740,30 @@ mod tests {
         }
         let parse = |s: &str| toml::from_str::<T>(s).expect("parses").device;
         assert_eq!(parse("device = 2"), DeviceSelector::Index(2));
-        assert_eq!(parse("device = \"/dev/video1\""), DeviceSelector::Name("/dev/video1".into()));
+        assert_eq!(
+            parse("device = \"/dev/video1\""),
+            DeviceSelector::Name("/dev/video1".into())
+        );
         assert_eq!(video_index("/dev/video7"), Some(7));
         assert_eq!(video_index("/dev/sda"), None);
     }
 
     #[test]
     fn validation_reports_bad_values() {
-        let cfg: CameraConfig = toml::from_str("device = \"\"\nwidth = 0\nfps = 0\nstall_timeout_secs = 0").expect("parses");
+        let cfg: CameraConfig =
+            toml::from_str("device = \"\"\nwidth = 0\nfps = 0\nstall_timeout_secs = 0")
+                .expect("parses");
         let mut p = Problems::default();
         cfg.validate("source", &mut p);
         let keys: Vec<&str> = p.0.iter().map(|x| x.key.as_str()).collect();
-        assert_eq!(keys, ["source.device", "source.width", "source.fps", "source.stall_timeout_secs"]);
+        assert_eq!(
+            keys,
+            [
+                "source.device",
+                "source.width",
+                "source.fps",
+                "source.stall_timeout_secs"
+            ]
+        );
     }
 }

@@ -82,15 +82,29 @@ pub(crate) struct Feed {
 
 impl Feed {
     /// Starts `produce` on a thread named `name`.
-    pub fn spawn(name: &str, produce: impl FnOnce(FeedTx) + Send + 'static) -> Result<Feed, SourceError> {
+    pub fn spawn(
+        name: &str,
+        produce: impl FnOnce(FeedTx) + Send + 'static,
+    ) -> Result<Feed, SourceError> {
         let (tx, rx) = bounded(FEED_CAPACITY);
         let quit = Arc::new(AtomicBool::new(false));
-        let feed_tx = FeedTx { tx, quit: Arc::clone(&quit) };
+        let feed_tx = FeedTx {
+            tx,
+            quit: Arc::clone(&quit),
+        };
         let handle = std::thread::Builder::new()
             .name(name.to_owned())
             .spawn(move || produce(feed_tx))
-            .map_err(|source| SourceError::Io { what: format!("cannot start thread {name}"), source })?;
-        Ok(Feed { rx, quit, handle: Some(handle), last: Instant::now() })
+            .map_err(|source| SourceError::Io {
+                what: format!("cannot start thread {name}"),
+                source,
+            })?;
+        Ok(Feed {
+            rx,
+            quit,
+            handle: Some(handle),
+            last: Instant::now(),
+        })
     }
 
     /// Waits for the next frame, at most `stall` after the previous one, waking on `stop`.
@@ -161,9 +175,15 @@ mod tests {
         })
         .expect("spawn");
         let stop = StopToken::new();
-        assert!(matches!(feed.next(&stop, Duration::from_secs(5)), Next::Frame(_)));
+        assert!(matches!(
+            feed.next(&stop, Duration::from_secs(5)),
+            Next::Frame(_)
+        ));
         let t0 = Instant::now();
-        assert!(matches!(feed.next(&stop, Duration::from_millis(200)), Next::Stalled(_)));
+        assert!(matches!(
+            feed.next(&stop, Duration::from_millis(200)),
+            Next::Stalled(_)
+        ));
         assert!(t0.elapsed() >= Duration::from_millis(190));
         feed.close(Duration::from_secs(2));
         assert!(feed.handle.is_none());
@@ -173,18 +193,29 @@ mod tests {
     fn end_error_and_stop_are_distinguished() {
         let stop = StopToken::new();
         let mut feed = Feed::spawn("test-feed", |_tx| {}).expect("spawn");
-        assert!(matches!(feed.next(&stop, Duration::from_secs(5)), Next::Ended));
+        assert!(matches!(
+            feed.next(&stop, Duration::from_secs(5)),
+            Next::Ended
+        ));
         let mut feed = Feed::spawn("test-feed", |tx| {
             tx.send(Err(SourceError::Input("boom".into())));
         })
         .expect("spawn");
-        assert!(matches!(feed.next(&stop, Duration::from_secs(5)), Next::Failed(_)));
-        let mut feed = Feed::spawn("test-feed", |tx| while !tx.quitting() {
-            std::thread::sleep(Duration::from_millis(5));
+        assert!(matches!(
+            feed.next(&stop, Duration::from_secs(5)),
+            Next::Failed(_)
+        ));
+        let mut feed = Feed::spawn("test-feed", |tx| {
+            while !tx.quitting() {
+                std::thread::sleep(Duration::from_millis(5));
+            }
         })
         .expect("spawn");
         stop.stop();
-        assert!(matches!(feed.next(&stop, Duration::from_secs(5)), Next::Stopped));
+        assert!(matches!(
+            feed.next(&stop, Duration::from_secs(5)),
+            Next::Stopped
+        ));
         feed.close(Duration::from_secs(2));
     }
 }

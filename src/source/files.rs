@@ -38,7 +38,10 @@ pub struct FilesConfig {
 impl FilesConfig {
     pub fn validate(&self, key: &str, p: &mut Problems) {
         if self.path.trim().is_empty() {
-            p.push(format!("{key}.path"), "must name a directory, a file or a glob pattern");
+            p.push(
+                format!("{key}.path"),
+                "must name a directory, a file or a glob pattern",
+            );
         }
         if is_glob(&self.path) {
             if let Err(e) = glob::Pattern::new(&self.path) {
@@ -63,7 +66,12 @@ pub struct FilesSource {
 impl FilesSource {
     pub fn new(cfg: FilesConfig) -> FilesSource {
         let pacer = Pacer::new(cfg.fps);
-        FilesSource { cfg, files: Vec::new(), next: 0, pacer }
+        FilesSource {
+            cfg,
+            files: Vec::new(),
+            next: 0,
+            pacer,
+        }
     }
 
     /// Files in the order they will be delivered (after `open`).
@@ -88,7 +96,8 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), SourceError> {
         if entry.file_name().to_string_lossy().starts_with('.') {
             continue;
         }
-        let meta = std::fs::metadata(&path).map_err(io(format!("cannot read {}", path.display())))?;
+        let meta =
+            std::fs::metadata(&path).map_err(io(format!("cannot read {}", path.display())))?;
         if meta.is_dir() {
             walk(&path, out)?;
         } else if meta.is_file() {
@@ -111,9 +120,13 @@ impl FrameSource for FilesSource {
         let mut files = Vec::new();
         let path = Path::new(&self.cfg.path);
         if is_glob(&self.cfg.path) {
-            let paths = glob::glob(&self.cfg.path).map_err(|e| SourceError::Input(format!("invalid glob pattern {:?}: {e}", self.cfg.path)))?;
+            let paths = glob::glob(&self.cfg.path).map_err(|e| {
+                SourceError::Input(format!("invalid glob pattern {:?}: {e}", self.cfg.path))
+            })?;
             for p in paths {
-                let p = p.map_err(|e| SourceError::Input(format!("cannot read {}: {}", e.path().display(), e.error())))?;
+                let p = p.map_err(|e| {
+                    SourceError::Input(format!("cannot read {}: {}", e.path().display(), e.error()))
+                })?;
                 if p.is_file() {
                     files.push(p);
                 }
@@ -131,7 +144,10 @@ impl FrameSource for FilesSource {
         }
         files.sort();
         if files.is_empty() {
-            return Err(SourceError::Input(format!("no files found at {:?}: check `source.path`", self.cfg.path)));
+            return Err(SourceError::Input(format!(
+                "no files found at {:?}: check `source.path`",
+                self.cfg.path
+            )));
         }
         self.files = files;
         self.next = 0;
@@ -153,7 +169,11 @@ impl FrameSource for FilesSource {
             self.next += 1;
             match std::fs::read(path) {
                 Ok(data) => {
-                    let format = if data.starts_with(&[0xFF, 0xD8]) { PixelFormat::Mjpeg } else { PixelFormat::Encoded };
+                    let format = if data.starts_with(&[0xFF, 0xD8]) {
+                        PixelFormat::Mjpeg
+                    } else {
+                        PixelFormat::Encoded
+                    };
                     let mut frame = Frame::new(format, 0, 0, data);
                     frame.origin = Some(Arc::from(path.display().to_string()));
                     if self.cfg.labels_from_dirs {
@@ -165,7 +185,10 @@ impl FrameSource for FilesSource {
                     return Ok(Some(frame));
                 }
                 // A file that vanished or cannot be read is skipped, not a broken source.
-                Err(e) => log::warn!("Skipping unreadable file. path={} error={e}", path.display()),
+                Err(e) => log::warn!(
+                    "Skipping unreadable file. path={} error={e}",
+                    path.display()
+                ),
             }
         }
     }
@@ -176,7 +199,12 @@ mod tests {
     use super::*;
 
     fn cfg(path: &str) -> FilesConfig {
-        FilesConfig { path: path.into(), repeat: false, fps: 0.0, labels_from_dirs: true }
+        FilesConfig {
+            path: path.into(),
+            repeat: false,
+            fps: 0.0,
+            labels_from_dirs: true,
+        }
     }
 
     #[test]
@@ -209,6 +237,10 @@ mod tests {
         let e = s.open().expect_err("missing");
         assert!(e.to_string().contains("/nonexistent/images"), "{e}");
         let mut s = FilesSource::new(cfg(&format!("{}/*.png", dir.path().display())));
-        assert!(s.open().expect_err("empty").to_string().contains("no files"));
+        assert!(s
+            .open()
+            .expect_err("empty")
+            .to_string()
+            .contains("no files"));
     }
 }

@@ -89,14 +89,22 @@ pub fn parse_url(url: &str) -> Result<HttpUrl, String> {
         (h.to_owned(), port)
     } else {
         match hostport.rsplit_once(':') {
-            Some((h, p)) => (h.to_owned(), p.parse().map_err(|_| format!("invalid port {p:?}"))?),
+            Some((h, p)) => (
+                h.to_owned(),
+                p.parse().map_err(|_| format!("invalid port {p:?}"))?,
+            ),
             None => (hostport.to_owned(), 80),
         }
     };
     if host.is_empty() {
         return Err("the URL has no host".into());
     }
-    Ok(HttpUrl { host, port, path: path.to_owned(), userinfo })
+    Ok(HttpUrl {
+        host,
+        port,
+        path: path.to_owned(),
+        userinfo,
+    })
 }
 
 impl HttpMjpegConfig {
@@ -105,18 +113,29 @@ impl HttpMjpegConfig {
             p.push(format!("{key}.url"), e);
         }
         if self.password.is_some() && self.password_env.is_some() {
-            p.push(format!("{key}.password_env"), "set either password or password_env, not both");
+            p.push(
+                format!("{key}.password_env"),
+                "set either password or password_env, not both",
+            );
         }
         if (self.password.is_some() || self.password_env.is_some()) && self.username.is_none() {
             p.push(format!("{key}.username"), "a password needs a username");
         }
         if let Some(var) = &self.password_env {
             if var.is_empty() || var.contains('=') {
-                p.push(format!("{key}.password_env"), "must name an environment variable");
+                p.push(
+                    format!("{key}.password_env"),
+                    "must name an environment variable",
+                );
             }
         }
         validate_stall(key, self.stall_timeout_secs, p);
-        p.range(&format!("{key}.max_frame_bytes"), self.max_frame_bytes, 1024, 256_000_000);
+        p.range(
+            &format!("{key}.max_frame_bytes"),
+            self.max_frame_bytes,
+            1024,
+            256_000_000,
+        );
     }
 }
 
@@ -125,7 +144,11 @@ pub fn base64(data: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
         for i in 0..4 {
             if i <= chunk.len() {
@@ -204,7 +227,12 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 
 impl MultipartSplitter {
     pub fn new(boundary: &str, max_part: usize) -> MultipartSplitter {
-        MultipartSplitter { delimiter: format!("--{boundary}").into_bytes(), buf: Vec::new(), max_part: max_part.max(1024), state: State::Seek }
+        MultipartSplitter {
+            delimiter: format!("--{boundary}").into_bytes(),
+            buf: Vec::new(),
+            max_part: max_part.max(1024),
+            state: State::Seek,
+        }
     }
 
     pub fn push(&mut self, data: &[u8]) {
@@ -240,11 +268,17 @@ impl MultipartSplitter {
                 }
                 State::Headers => {
                     // Headers end at an empty line; the delimiter line's own end comes first.
-                    let end = find(&self.buf, b"\r\n\r\n").map(|i| (i, 4)).into_iter().chain(find(&self.buf, b"\n\n").map(|i| (i, 2))).min_by_key(|(i, _)| *i);
+                    let end = find(&self.buf, b"\r\n\r\n")
+                        .map(|i| (i, 4))
+                        .into_iter()
+                        .chain(find(&self.buf, b"\n\n").map(|i| (i, 2)))
+                        .min_by_key(|(i, _)| *i);
                     let Some((i, n)) = end else {
                         if self.buf.len() > MAX_HEADERS {
                             self.state = State::Seek;
-                            return Some(Part::Skipped(format!("part headers longer than {MAX_HEADERS} bytes")));
+                            return Some(Part::Skipped(format!(
+                                "part headers longer than {MAX_HEADERS} bytes"
+                            )));
                         }
                         return None;
                     };
@@ -252,12 +286,18 @@ impl MultipartSplitter {
                     self.buf.drain(..i + n);
                     let length = headers.lines().find_map(|l| {
                         let (k, v) = l.split_once(':')?;
-                        k.trim().eq_ignore_ascii_case("content-length").then(|| v.trim().parse::<usize>().ok()).flatten()
+                        k.trim()
+                            .eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse::<usize>().ok())
+                            .flatten()
                     });
                     self.state = match length {
                         Some(n) if n > self.max_part => {
                             self.state = State::Discard(n);
-                            return Some(Part::Skipped(format!("part of {n} bytes is over the {} byte limit", self.max_part)));
+                            return Some(Part::Skipped(format!(
+                                "part of {n} bytes is over the {} byte limit",
+                                self.max_part
+                            )));
                         }
                         Some(n) => State::Body(n),
                         None => State::BodyToBoundary,
@@ -286,7 +326,10 @@ impl MultipartSplitter {
                         if self.buf.len() > self.max_part {
                             self.buf.clear();
                             self.state = State::Seek;
-                            return Some(Part::Skipped(format!("part without Content-Length over the {} byte limit", self.max_part)));
+                            return Some(Part::Skipped(format!(
+                                "part without Content-Length over the {} byte limit",
+                                self.max_part
+                            )));
                         }
                         return None;
                     };
@@ -317,7 +360,10 @@ impl HttpMjpegSource {
     }
 
     fn err(&self, message: impl Into<String>) -> SourceError {
-        SourceError::Http { url: self.shown_url(), message: message.into() }
+        SourceError::Http {
+            url: self.shown_url(),
+            message: message.into(),
+        }
     }
 
     /// The URL without any password in it, for messages.
@@ -335,9 +381,15 @@ impl HttpMjpegSource {
         let timeout = Duration::from_secs_f64(self.cfg.stall_timeout_secs);
         let io = |what: String| {
             let shown = self.shown_url();
-            move |source: std::io::Error| SourceError::Io { what: format!("{shown}: {what}"), source }
+            move |source: std::io::Error| SourceError::Io {
+                what: format!("{shown}: {what}"),
+                source,
+            }
         };
-        let addrs: Vec<_> = (url.host.as_str(), url.port).to_socket_addrs().map_err(io(format!("cannot resolve host {}", url.host)))?.collect();
+        let addrs: Vec<_> = (url.host.as_str(), url.port)
+            .to_socket_addrs()
+            .map_err(io(format!("cannot resolve host {}", url.host)))?
+            .collect();
         let mut last = None;
         let mut stream = None;
         for addr in &addrs {
@@ -351,11 +403,19 @@ impl HttpMjpegSource {
         }
         let mut stream = match (stream, last) {
             (Some(s), _) => s,
-            (None, Some(e)) => return Err(io("cannot connect: check the address and that the camera is on".into())(e)),
+            (None, Some(e)) => {
+                return Err(io(
+                    "cannot connect: check the address and that the camera is on".into(),
+                )(e))
+            }
             (None, None) => return Err(self.err(format!("host {} has no address", url.host))),
         };
-        stream.set_read_timeout(Some(timeout)).map_err(io("cannot set a read timeout".into()))?;
-        stream.set_write_timeout(Some(timeout)).map_err(io("cannot set a write timeout".into()))?;
+        stream
+            .set_read_timeout(Some(timeout))
+            .map_err(io("cannot set a read timeout".into()))?;
+        stream
+            .set_write_timeout(Some(timeout))
+            .map_err(io("cannot set a write timeout".into()))?;
         let _ = stream.set_nodelay(true);
 
         let password = match (&self.cfg.password, &self.cfg.password_env) {
@@ -369,7 +429,11 @@ impl HttpMjpegSource {
             (Some(u), p) => Some(format!("{u}:{}", p.unwrap_or_default())),
             (None, _) => url.userinfo.clone(),
         };
-        let host = if url.host.contains(':') { format!("[{}]", url.host) } else { url.host.clone() };
+        let host = if url.host.contains(':') {
+            format!("[{}]", url.host)
+        } else {
+            url.host.clone()
+        };
         let mut request = format!(
             "GET {} HTTP/1.1\r\nHost: {host}:{}\r\nUser-Agent: lookout/{}\r\nAccept: multipart/x-mixed-replace, */*\r\n",
             url.path,
@@ -377,10 +441,15 @@ impl HttpMjpegSource {
             env!("CARGO_PKG_VERSION")
         );
         if let Some(c) = credentials {
-            request.push_str(&format!("Authorization: Basic {}\r\n", base64(c.as_bytes())));
+            request.push_str(&format!(
+                "Authorization: Basic {}\r\n",
+                base64(c.as_bytes())
+            ));
         }
         request.push_str("\r\n");
-        stream.write_all(request.as_bytes()).map_err(io("cannot send the request".into()))?;
+        stream
+            .write_all(request.as_bytes())
+            .map_err(io("cannot send the request".into()))?;
 
         // The response header, bounded.
         let mut head = Vec::with_capacity(2048);
@@ -392,7 +461,9 @@ impl HttpMjpegSource {
             if head.len() > 64 * 1024 {
                 return Err(self.err("response header longer than 64 KiB"));
             }
-            let n = stream.read(&mut chunk).map_err(io("no response header".into()))?;
+            let n = stream
+                .read(&mut chunk)
+                .map_err(io("no response header".into()))?;
             if n == 0 {
                 return Err(self.err("the server closed the connection before answering"));
             }
@@ -401,17 +472,29 @@ impl HttpMjpegSource {
         let text = String::from_utf8_lossy(&head[..header_end]).into_owned();
         let mut lines = text.lines();
         let status_line = lines.next().unwrap_or_default();
-        let status: u16 = status_line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let status: u16 = status_line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
         let header = |name: &str| {
             text.lines().skip(1).find_map(|l| {
                 let (k, v) = l.split_once(':')?;
-                k.trim().eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+                k.trim()
+                    .eq_ignore_ascii_case(name)
+                    .then(|| v.trim().to_owned())
             })
         };
         match status {
             200 => {}
-            401 | 403 => return Err(self.err(format!("{status_line:?}: check username and password"))),
-            _ => return Err(self.err(format!("unexpected answer {status_line:?}; expected 200 OK"))),
+            401 | 403 => {
+                return Err(self.err(format!("{status_line:?}: check username and password")))
+            }
+            _ => {
+                return Err(self.err(format!(
+                    "unexpected answer {status_line:?}; expected 200 OK"
+                )))
+            }
         }
         if header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
             return Err(self.err("chunked transfer encoding is not supported"));
@@ -454,9 +537,16 @@ fn produce(mut stream: TcpStream, mut splitter: MultipartSplitter, url: String, 
             Ok(n) => splitter.push(&chunk[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             // The read timeout equals the stall timeout; the capture thread reports the stall.
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
             Err(e) => {
-                tx.send(Err(SourceError::Io { what: format!("{url}: connection lost"), source: e }));
+                tx.send(Err(SourceError::Io {
+                    what: format!("{url}: connection lost"),
+                    source: e,
+                }));
                 return;
             }
         }
@@ -475,24 +565,36 @@ impl FrameSource for HttpMjpegSource {
     fn open(&mut self) -> Result<(), SourceError> {
         self.close();
         let (stream, boundary, rest) = self.connect()?;
-        log::debug!("Stream connected. url={} boundary={boundary:?}", self.shown_url());
+        log::debug!(
+            "Stream connected. url={} boundary={boundary:?}",
+            self.shown_url()
+        );
         let mut splitter = MultipartSplitter::new(&boundary, self.cfg.max_frame_bytes);
         splitter.push(&rest);
         let url = self.shown_url();
-        self.feed = Some(Feed::spawn("http-mjpeg-reader", move |tx| produce(stream, splitter, url, tx))?);
+        self.feed = Some(Feed::spawn("http-mjpeg-reader", move |tx| {
+            produce(stream, splitter, url, tx)
+        })?);
         Ok(())
     }
 
     fn next_frame(&mut self, stop: &StopToken) -> Result<Option<Frame>, SourceError> {
         let stall = Duration::from_secs_f64(self.cfg.stall_timeout_secs);
         let what = self.describe();
-        let Some(feed) = self.feed.as_mut() else { return Err(self.err("not connected")) };
+        let Some(feed) = self.feed.as_mut() else {
+            return Err(self.err("not connected"));
+        };
         match feed.next(stop, stall) {
             Next::Frame(f) => Ok(Some(f)),
             Next::Stopped => Ok(None),
             Next::Failed(e) => Err(e),
-            Next::Stalled(waited) => Err(SourceError::Stalled { what, secs: waited.as_secs_f64() }),
-            Next::Ended => Err(SourceError::StreamEnded { url: self.shown_url() }),
+            Next::Stalled(waited) => Err(SourceError::Stalled {
+                what,
+                secs: waited.as_secs_f64(),
+            }),
+            Next::Ended => Err(SourceError::StreamEnded {
+                url: self.shown_url(),
+            }),
         }
     }
 
@@ -511,12 +613,28 @@ mod tests {
     #[test]
     fn urls_are_parsed_or_refused_with_a_reason() {
         let u = parse_url("http://admin:pw@192.168.1.20:81/stream?x=1").expect("valid");
-        assert_eq!(u, HttpUrl { host: "192.168.1.20".into(), port: 81, path: "/stream?x=1".into(), userinfo: Some("admin:pw".into()) });
+        assert_eq!(
+            u,
+            HttpUrl {
+                host: "192.168.1.20".into(),
+                port: 81,
+                path: "/stream?x=1".into(),
+                userinfo: Some("admin:pw".into())
+            }
+        );
         let u = parse_url("HTTP://camera").expect("valid");
-        assert_eq!((u.host.as_str(), u.port, u.path.as_str()), ("camera", 80, "/"));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.path.as_str()),
+            ("camera", 80, "/")
+        );
         let u = parse_url("http://[::1]:8080/v").expect("valid");
         assert_eq!((u.host.as_str(), u.port), ("::1", 8080));
-        for (bad, why) in [("https://cam/x", "https"), ("rtsp://cam", "http://"), ("http://cam:port/x", "port"), ("http:///x", "no host")] {
+        for (bad, why) in [
+            ("https://cam/x", "https"),
+            ("rtsp://cam", "http://"),
+            ("http://cam:port/x", "port"),
+            ("http:///x", "no host"),
+        ] {
             let e = parse_url(bad).expect_err(bad);
             assert!(e.contains(why), "{bad}: {e}");
         }
@@ -524,7 +642,14 @@ mod tests {
 
     #[test]
     fn base64_matches_rfc4648_vectors() {
-        for (plain, coded) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("Aladdin:open sesame", "QWxhZGRpbjpvcGVuIHNlc2FtZQ==")] {
+        for (plain, coded) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("Aladdin:open sesame", "QWxhZGRpbjpvcGVuIHNlc2FtZQ=="),
+        ] {
             assert_eq!(base64(plain.as_bytes()), coded);
         }
     }
@@ -533,8 +658,14 @@ mod tests {
     fn boundary_is_read_from_the_content_type() {
         let cases = [
             ("multipart/x-mixed-replace; boundary=frame", Some("frame")),
-            ("multipart/x-mixed-replace;boundary=\"--myboundary\"", Some("myboundary")),
-            ("Multipart/X-Mixed-Replace; charset=x; Boundary=123456789000000000000987654321", Some("123456789000000000000987654321")),
+            (
+                "multipart/x-mixed-replace;boundary=\"--myboundary\"",
+                Some("myboundary"),
+            ),
+            (
+                "Multipart/X-Mixed-Replace; charset=x; Boundary=123456789000000000000987654321",
+                Some("123456789000000000000987654321"),
+            ),
             ("image/jpeg", None),
             ("multipart/x-mixed-replace", None),
         ];
@@ -572,7 +703,16 @@ mod tests {
                     got.push(p);
                 }
             }
-            assert_eq!(got, vec![Part::Body(a.to_vec()), Part::Body(b.to_vec()), Part::Body(Vec::new()), Part::End], "chunk {chunk}");
+            assert_eq!(
+                got,
+                vec![
+                    Part::Body(a.to_vec()),
+                    Part::Body(b.to_vec()),
+                    Part::Body(Vec::new()),
+                    Part::End
+                ],
+                "chunk {chunk}"
+            );
         }
     }
 
@@ -590,7 +730,10 @@ mod tests {
             }
             assert!(s.buffered() <= 1024 + 100 + 16, "bounded: {}", s.buffered());
         }
-        assert!(matches!(got[0], Part::Skipped(_)) && matches!(got[1], Part::Skipped(_)), "{got:?}");
+        assert!(
+            matches!(got[0], Part::Skipped(_)) && matches!(got[1], Part::Skipped(_)),
+            "{got:?}"
+        );
         assert_eq!(got[2..], [Part::Body(small.to_vec()), Part::End]);
     }
 }

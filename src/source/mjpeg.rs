@@ -42,7 +42,14 @@ const SOI: [u8; 2] = [0xFF, 0xD8];
 impl JpegSplitter {
     /// `max_frame`: the largest image accepted, in bytes.
     pub fn new(max_frame: usize) -> JpegSplitter {
-        JpegSplitter { buf: Vec::new(), max_frame: max_frame.max(1024), in_image: false, pos: 0, in_entropy: false, skipped: 0 }
+        JpegSplitter {
+            buf: Vec::new(),
+            max_frame: max_frame.max(1024),
+            in_image: false,
+            pos: 0,
+            in_entropy: false,
+            skipped: 0,
+        }
     }
 
     pub fn push(&mut self, data: &[u8]) {
@@ -192,9 +199,13 @@ mod tests {
     use super::*;
 
     fn jpeg(w: u32, h: u32, shade: u8) -> Vec<u8> {
-        let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x as u8).wrapping_mul(7), (y as u8).wrapping_mul(5), shade]));
+        let img = image::RgbImage::from_fn(w, h, |x, y| {
+            image::Rgb([(x as u8).wrapping_mul(7), (y as u8).wrapping_mul(5), shade])
+        });
         let mut buf = Vec::new();
-        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut buf, 80).encode_image(&img).expect("encode");
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut buf, 80)
+            .encode_image(&img)
+            .expect("encode");
         buf
     }
 
@@ -234,7 +245,15 @@ mod tests {
         stream.extend_from_slice(&c);
         for chunk in [1, 3, 17, 4096, stream.len()] {
             let (pieces, skipped) = split_all(&stream, chunk, 1 << 20);
-            assert_eq!(pieces, vec![Piece::Jpeg(a.clone()), Piece::Jpeg(b.clone()), Piece::Jpeg(c.clone())], "chunk {chunk}");
+            assert_eq!(
+                pieces,
+                vec![
+                    Piece::Jpeg(a.clone()),
+                    Piece::Jpeg(b.clone()),
+                    Piece::Jpeg(c.clone())
+                ],
+                "chunk {chunk}"
+            );
             assert_eq!(skipped, 16, "chunk {chunk}");
         }
     }
@@ -259,7 +278,10 @@ mod tests {
         let mut stream = big.clone();
         stream.extend_from_slice(&small);
         let (pieces, _) = split_all(&stream, 512, 2048);
-        assert!(matches!(pieces.first(), Some(Piece::Oversize(_))), "{pieces:?}");
+        assert!(
+            matches!(pieces.first(), Some(Piece::Oversize(_))),
+            "{pieces:?}"
+        );
         assert_eq!(pieces.last(), Some(&Piece::Jpeg(small)));
     }
 

@@ -71,7 +71,11 @@ pub enum SourceError {
     #[error("{what}: no frame for {secs:.1} s (stalled; see stall_timeout_secs)")]
     Stalled { what: String, secs: f64 },
     #[error("{program} exited ({status}); its last messages: {stderr}")]
-    Exited { program: String, status: String, stderr: String },
+    Exited {
+        program: String,
+        status: String,
+        stderr: String,
+    },
     #[error("{url}: {message}")]
     Http { url: String, message: String },
     #[error("{url}: stream ended")]
@@ -132,7 +136,12 @@ impl SourceConfig {
 /// Validates an `fps` key: 0 (unpaced) or a positive rate up to 1000.
 pub(crate) fn validate_fps(key: &str, fps: f64, p: &mut Problems) {
     if !(fps.is_finite() && (0.0..=1000.0).contains(&fps)) {
-        p.push(format!("{key}.fps"), format!("expected 0 (as fast as the workers take frames) or a rate up to 1000, got {fps}"));
+        p.push(
+            format!("{key}.fps"),
+            format!(
+                "expected 0 (as fast as the workers take frames) or a rate up to 1000, got {fps}"
+            ),
+        );
     }
 }
 
@@ -145,19 +154,28 @@ pub struct Pacer {
 
 impl Pacer {
     pub fn new(fps: f64) -> Pacer {
-        Pacer { interval: (fps > 0.0).then(|| Duration::from_secs_f64(1.0 / fps)), next: None }
+        Pacer {
+            interval: (fps > 0.0).then(|| Duration::from_secs_f64(1.0 / fps)),
+            next: None,
+        }
     }
 
     /// Waits for the next slot. Returns `true` if stopped meanwhile.
     pub fn wait(&mut self, stop: &StopToken) -> bool {
-        let Some(interval) = self.interval else { return stop.is_stopped() };
+        let Some(interval) = self.interval else {
+            return stop.is_stopped();
+        };
         let now = Instant::now();
         let next = *self.next.get_or_insert(now);
         let stopped = stop.sleep_until(next);
         // Late by more than a frame (a slow consumer, a suspended machine): restart the clock
         // rather than bursting to catch up.
         let after = next + interval;
-        self.next = Some(if after < Instant::now() { Instant::now() + interval } else { after });
+        self.next = Some(if after < Instant::now() {
+            Instant::now() + interval
+        } else {
+            after
+        });
         stopped
     }
 }

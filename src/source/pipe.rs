@@ -91,7 +91,10 @@ fn default_max_frame() -> usize {
 /// Validates a `stall_timeout_secs` key.
 pub(crate) fn validate_stall(key: &str, secs: f64, p: &mut Problems) {
     if !(secs.is_finite() && (0.1..=3600.0).contains(&secs)) {
-        p.push(format!("{key}.stall_timeout_secs"), format!("expected seconds from 0.1 to 3600, got {secs}"));
+        p.push(
+            format!("{key}.stall_timeout_secs"),
+            format!("expected seconds from 0.1 to 3600, got {secs}"),
+        );
     }
 }
 
@@ -110,7 +113,8 @@ impl PipeConfig {
                 p.range(&format!("{key}.width"), self.width, 2, 16384);
                 p.range(&format!("{key}.height"), self.height, 2, 16384);
             }
-            if matches!(self.format, PipeFormat::Yuyv422 | PipeFormat::Nv12) && self.width % 2 != 0 {
+            if matches!(self.format, PipeFormat::Yuyv422 | PipeFormat::Nv12) && self.width % 2 != 0
+            {
                 p.push(format!("{key}.width"), "must be even for yuyv422 and nv12");
             }
             if self.format == PipeFormat::Nv12 && self.height % 2 != 0 {
@@ -118,7 +122,12 @@ impl PipeConfig {
             }
         }
         validate_stall(key, self.stall_timeout_secs, p);
-        p.range(&format!("{key}.max_frame_bytes"), self.max_frame_bytes, 1024, 256_000_000);
+        p.range(
+            &format!("{key}.max_frame_bytes"),
+            self.max_frame_bytes,
+            1024,
+            256_000_000,
+        );
     }
 
     fn program(&self) -> &str {
@@ -140,11 +149,20 @@ pub struct PipeSource {
 
 impl PipeSource {
     pub fn new(cfg: PipeConfig) -> PipeSource {
-        PipeSource { cfg, child: None, feed: None, stderr_tail: Arc::default() }
+        PipeSource {
+            cfg,
+            child: None,
+            feed: None,
+            stderr_tail: Arc::default(),
+        }
     }
 
     fn tail(&self) -> String {
-        let lines = self.stderr_tail.lock().map(|t| t.iter().cloned().collect::<Vec<_>>()).unwrap_or_default();
+        let lines = self
+            .stderr_tail
+            .lock()
+            .map(|t| t.iter().cloned().collect::<Vec<_>>())
+            .unwrap_or_default();
         if lines.is_empty() {
             "(nothing on stderr)".into()
         } else {
@@ -154,7 +172,9 @@ impl PipeSource {
 
     /// The program's exit status, waiting briefly for it to exit after its output closed.
     fn exit_status(&mut self) -> String {
-        let Some(child) = self.child.as_mut() else { return "not running".into() };
+        let Some(child) = self.child.as_mut() else {
+            return "not running".into();
+        };
         let until = Instant::now() + Duration::from_millis(500);
         loop {
             match child.try_wait() {
@@ -171,7 +191,10 @@ impl PipeSource {
 fn produce(stdout: ChildStdout, cfg: PipeConfig, tx: FeedTx) {
     let mut stdout = stdout;
     let program = cfg.program().to_owned();
-    let read_error = |e: std::io::Error| SourceError::Io { what: format!("cannot read the output of {program}"), source: e };
+    let read_error = |e: std::io::Error| SourceError::Io {
+        what: format!("cannot read the output of {program}"),
+        source: e,
+    };
     match cfg.format.pixel_format().frame_len(cfg.width, cfg.height) {
         None => {
             let mut splitter = JpegSplitter::new(cfg.max_frame_bytes);
@@ -218,7 +241,12 @@ fn produce(stdout: ChildStdout, cfg: PipeConfig, tx: FeedTx) {
                     }
                 }
             }
-            if !tx.send(Ok(Frame::new(cfg.format.pixel_format(), cfg.width, cfg.height, data))) {
+            if !tx.send(Ok(Frame::new(
+                cfg.format.pixel_format(),
+                cfg.width,
+                cfg.height,
+                data,
+            ))) {
                 return;
             }
         },
@@ -238,7 +266,10 @@ impl FrameSource for PipeSource {
         self.close();
         let program = self.cfg.program().to_owned();
         let mut cmd = Command::new(&program);
-        cmd.args(self.cfg.command.get(1..).unwrap_or_default()).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.args(self.cfg.command.get(1..).unwrap_or_default())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         // Its own process group, so that closing kills the program's own children too.
         cmd.process_group(0);
         let mut child = cmd.spawn().map_err(|source| SourceError::Io {
@@ -251,18 +282,20 @@ impl FrameSource for PipeSource {
         if let Some(stderr) = child.stderr.take() {
             let prog = program.clone();
             // Ends at end of the program's stderr (when it and its children exit); not joined.
-            let spawned = std::thread::Builder::new().name("pipe-stderr".into()).spawn(move || {
-                for line in BufReader::new(stderr).lines() {
-                    let Ok(line) = line else { break };
-                    log::debug!("Program output. program={prog} line={line:?}");
-                    if let Ok(mut t) = tail.lock() {
-                        if t.len() == STDERR_TAIL {
-                            t.pop_front();
+            let spawned = std::thread::Builder::new()
+                .name("pipe-stderr".into())
+                .spawn(move || {
+                    for line in BufReader::new(stderr).lines() {
+                        let Ok(line) = line else { break };
+                        log::debug!("Program output. program={prog} line={line:?}");
+                        if let Ok(mut t) = tail.lock() {
+                            if t.len() == STDERR_TAIL {
+                                t.pop_front();
+                            }
+                            t.push_back(line);
                         }
-                        t.push_back(line);
                     }
-                }
-            });
+                });
             if let Err(e) = spawned {
                 log::warn!("Cannot start the thread reading the program's stderr; its messages are lost. program={program} error={e}");
             }
@@ -270,7 +303,9 @@ impl FrameSource for PipeSource {
         let Some(stdout) = child.stdout.take() else {
             self.child = Some(child);
             self.close();
-            return Err(SourceError::Input(format!("{program}: no standard output pipe")));
+            return Err(SourceError::Input(format!(
+                "{program}: no standard output pipe"
+            )));
         };
         self.child = Some(child);
         let cfg = self.cfg.clone();
@@ -287,16 +322,26 @@ impl FrameSource for PipeSource {
     fn next_frame(&mut self, stop: &StopToken) -> Result<Option<Frame>, SourceError> {
         let stall = Duration::from_secs_f64(self.cfg.stall_timeout_secs);
         let Some(feed) = self.feed.as_mut() else {
-            return Err(SourceError::Input(format!("{} is not running", self.cfg.program())));
+            return Err(SourceError::Input(format!(
+                "{} is not running",
+                self.cfg.program()
+            )));
         };
         match feed.next(stop, stall) {
             Next::Frame(f) => Ok(Some(f)),
             Next::Stopped => Ok(None),
             Next::Failed(e) => Err(e),
-            Next::Stalled(waited) => Err(SourceError::Stalled { what: self.describe(), secs: waited.as_secs_f64() }),
+            Next::Stalled(waited) => Err(SourceError::Stalled {
+                what: self.describe(),
+                secs: waited.as_secs_f64(),
+            }),
             Next::Ended => {
                 let status = self.exit_status();
-                Err(SourceError::Exited { program: self.cfg.program().to_owned(), status, stderr: self.tail() })
+                Err(SourceError::Exited {
+                    program: self.cfg.program().to_owned(),
+                    status,
+                    stderr: self.tail(),
+                })
             }
         }
     }
@@ -310,8 +355,14 @@ impl FrameSource for PipeSource {
             }
             // Reap it: no zombie is left behind.
             match child.wait() {
-                Ok(status) => log::debug!("Program stopped. program={} pid={pid} status={status}", self.cfg.program()),
-                Err(e) => log::warn!("Cannot reap the program. program={} pid={pid} error={e}", self.cfg.program()),
+                Ok(status) => log::debug!(
+                    "Program stopped. program={} pid={pid} status={status}",
+                    self.cfg.program()
+                ),
+                Err(e) => log::warn!(
+                    "Cannot reap the program. program={} pid={pid} error={e}",
+                    self.cfg.program()
+                ),
             }
         }
         if let Some(mut feed) = self.feed.take() {
@@ -362,15 +413,32 @@ mod tests {
     fn validation_names_the_problem() {
         let cases: &[(PipeConfig, &str)] = &[
             (cfg(&[], PipeFormat::Mjpeg, 0, 0), "command"),
-            (cfg(&["ffmpeg"], PipeFormat::Rgb24, 0, 0), "width and height are required"),
+            (
+                cfg(&["ffmpeg"], PipeFormat::Rgb24, 0, 0),
+                "width and height are required",
+            ),
             (cfg(&["ffmpeg"], PipeFormat::Yuyv422, 321, 240), "even"),
-            (cfg(&["ffmpeg"], PipeFormat::Nv12, 320, 241), "even for nv12"),
-            (PipeConfig { stall_timeout_secs: 0.0, ..cfg(&["x"], PipeFormat::Mjpeg, 0, 0) }, "stall_timeout_secs"),
+            (
+                cfg(&["ffmpeg"], PipeFormat::Nv12, 320, 241),
+                "even for nv12",
+            ),
+            (
+                PipeConfig {
+                    stall_timeout_secs: 0.0,
+                    ..cfg(&["x"], PipeFormat::Mjpeg, 0, 0)
+                },
+                "stall_timeout_secs",
+            ),
         ];
         for (c, want) in cases {
             let mut p = Problems::default();
             c.validate("source", &mut p);
-            assert!(p.0.iter().any(|x| x.message.contains(want) || x.key.contains(want)), "{want}: {:?}", p.0);
+            assert!(
+                p.0.iter()
+                    .any(|x| x.message.contains(want) || x.key.contains(want)),
+                "{want}: {:?}",
+                p.0
+            );
         }
         let mut p = Problems::default();
         cfg(&["ffmpeg", "-i", "x"], PipeFormat::Mjpeg, 0, 0).validate("source", &mut p);
@@ -386,11 +454,17 @@ mod tests {
         let stop = StopToken::new();
         let a = s.next_frame(&stop).expect("frame").expect("some");
         let b = s.next_frame(&stop).expect("frame").expect("some");
-        assert_eq!((a.data.as_slice(), b.data.as_slice()), (&b"abcdefgh"[..], &b"ABCDEFGH"[..]));
+        assert_eq!(
+            (a.data.as_slice(), b.data.as_slice()),
+            (&b"abcdefgh"[..], &b"ABCDEFGH"[..])
+        );
         assert_eq!((a.format, a.width, a.height), (PixelFormat::Gray8, 4, 2));
         let e = s.next_frame(&stop).expect_err("exit is an error");
         let msg = e.to_string();
-        assert!(msg.contains("exit status: 3") && msg.contains("camera unplugged"), "{msg}");
+        assert!(
+            msg.contains("exit status: 3") && msg.contains("camera unplugged"),
+            "{msg}"
+        );
         s.close();
     }
 
@@ -398,7 +472,10 @@ mod tests {
     fn missing_program_fails_to_open_with_a_hint() {
         let mut s = PipeSource::new(cfg(&["/nonexistent/ffmpeg"], PipeFormat::Mjpeg, 0, 0));
         let e = s.open().expect_err("no such program");
-        assert!(crate::pipeline::chain(&e).contains("/nonexistent/ffmpeg"), "{e}");
+        assert!(
+            crate::pipeline::chain(&e).contains("/nonexistent/ffmpeg"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -411,6 +488,9 @@ mod tests {
         let e = s.next_frame(&StopToken::new()).expect_err("stall");
         assert!(matches!(e, SourceError::Stalled { .. }), "{e}");
         s.close();
-        assert!(t0.elapsed() < Duration::from_secs(5), "close does not wait for the program");
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "close does not wait for the program"
+        );
     }
 }

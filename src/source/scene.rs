@@ -109,10 +109,20 @@ enum Cut {
     /// A round bite centred near the rim.
     Bite { x: f32, y: f32, r: f32 },
     /// A V-notch: inside both half-planes `n . (p - apex) <= 0`.
-    Notch { ax: f32, ay: f32, n1: (f32, f32), n2: (f32, f32) },
+    Notch {
+        ax: f32,
+        ay: f32,
+        n1: (f32, f32),
+        n2: (f32, f32),
+    },
     /// A square-bottomed slot cut in from the rim along `u`: everything with
     /// `u . p > depth` and `|v . p| < half` is gone (`v` is `u` turned 90 degrees).
-    Slot { ux: f32, uy: f32, depth: f32, half: f32 },
+    Slot {
+        ux: f32,
+        uy: f32,
+        depth: f32,
+        half: f32,
+    },
 }
 
 impl Cut {
@@ -125,9 +135,12 @@ impl Cut {
                 let (dx, dy) = (x - ax, y - ay);
                 (n1.0 * dx + n1.1 * dy).max(n2.0 * dx + n2.1 * dy)
             }
-            Cut::Slot { ux, uy, depth, half } => {
-                (depth - (ux * x + uy * y)).max((uy * x - ux * y).abs() - half)
-            }
+            Cut::Slot {
+                ux,
+                uy,
+                depth,
+                half,
+            } => (depth - (ux * x + uy * y)).max((uy * x - ux * y).abs() - half),
         }
     }
 }
@@ -152,12 +165,18 @@ impl Part {
     #[inline]
     fn local(&self, x: f32, y: f32) -> (f32, f32) {
         let (dx, dy) = (x - self.cx, y - self.cy);
-        (dx * self.cos + dy * self.sin, -dx * self.sin + dy * self.cos)
+        (
+            dx * self.cos + dy * self.sin,
+            -dx * self.sin + dy * self.cos,
+        )
     }
 
     /// Local offset back to frame coordinates.
     fn global(&self, lx: f32, ly: f32) -> (f32, f32) {
-        (self.cx + lx * self.cos - ly * self.sin, self.cy + lx * self.sin + ly * self.cos)
+        (
+            self.cx + lx * self.cos - ly * self.sin,
+            self.cy + lx * self.sin + ly * self.cos,
+        )
     }
 
     #[inline]
@@ -316,8 +335,16 @@ impl Scene {
                 let g = rng.range(0.10, 0.28);
                 [g, g, g * 1.03]
             }
-            1 => [rng.range(0.10, 0.18), rng.range(0.22, 0.34), rng.range(0.13, 0.21)],
-            2 => [rng.range(0.09, 0.15), rng.range(0.15, 0.23), rng.range(0.26, 0.40)],
+            1 => [
+                rng.range(0.10, 0.18),
+                rng.range(0.22, 0.34),
+                rng.range(0.13, 0.21),
+            ],
+            2 => [
+                rng.range(0.09, 0.15),
+                rng.range(0.15, 0.23),
+                rng.range(0.26, 0.40),
+            ],
             3 => {
                 let g = rng.range(0.05, 0.10);
                 [g, g, g]
@@ -429,11 +456,19 @@ impl Scene {
         }
 
         let light = rng.unit();
-        let metal = if pale_belt { rng.range(0.58, 0.85) } else { rng.range(0.45, 0.85) };
+        let metal = if pale_belt {
+            rng.range(0.58, 0.85)
+        } else {
+            rng.range(0.45, 0.85)
+        };
         let tint = if rng.chance(0.15) {
             [1.12, 0.98, 0.68]
         } else {
-            [1.0 + rng.range(-0.04, 0.04), 1.0, 1.0 + rng.range(-0.02, 0.06)]
+            [
+                1.0 + rng.range(-0.04, 0.04),
+                1.0,
+                1.0 + rng.range(-0.02, 0.06),
+            ]
         };
         let grad = rng.range(0.08, 0.3);
         let ring_freq = std::f32::consts::TAU / (rng.range(0.008, 0.03) * s).max(1.5);
@@ -571,7 +606,11 @@ impl Scene {
                 let cut = match rng.below(3) {
                     0 => {
                         let t = e * rng.range(0.92, 1.05);
-                        Cut::Bite { x: ux * t, y: uy * t, r: rng.range(0.26, 0.4) * r }
+                        Cut::Bite {
+                            x: ux * t,
+                            y: uy * t,
+                            r: rng.range(0.26, 0.4) * r,
+                        }
                     }
                     1 => {
                         let t = e * rng.range(0.3, 0.55);
@@ -739,10 +778,8 @@ impl Scene {
         let stride = self.blotch_nx + 1;
 
         let p = &self.part;
-        let reach = p.bound()
-            + len(self.shadow_off.0, self.shadow_off.1)
-            + 2.0 * self.shadow_soft
-            + 2.0;
+        let reach =
+            p.bound() + len(self.shadow_off.0, self.shadow_off.1) + 2.0 * self.shadow_soft + 2.0;
         let reach2 = reach * reach;
         let vig_n = 1.0 / (0.25 * (wf * wf + hf * hf)).max(1.0);
         let noise_l = self.noise / 0.408;
@@ -761,13 +798,18 @@ impl Scene {
                 let b0 = self.blotch[i0] + (self.blotch[i0 + 1] - self.blotch[i0]) * fx;
                 let b1 = self.blotch[i0 + stride]
                     + (self.blotch[i0 + stride + 1] - self.blotch[i0 + stride]) * fx;
-                let mut lum = (along_tab[if self.horizontal { xi } else { yi }]) + b0 + (b1 - b0) * fy;
+                let mut lum =
+                    (along_tab[if self.horizontal { xi } else { yi }]) + b0 + (b1 - b0) * fy;
                 for d in &self.debris {
                     lum += dot_value(d, x, y);
                 }
                 let mut col = [self.belt[0] * lum, self.belt[1] * lum, self.belt[2] * lum];
                 if self.rail_w > 0.0 {
-                    let a = if self.horizontal { across_y } else { x.min(wf - x) };
+                    let a = if self.horizontal {
+                        across_y
+                    } else {
+                        x.min(wf - x)
+                    };
                     if a < self.rail_w {
                         let t = a / self.rail_w;
                         let g = self.rail_shade * (0.8 + 0.4 * (1.0 - (2.0 * t - 1.0).abs()));
@@ -863,7 +905,10 @@ mod tests {
                         .filter(|(a, b)| (**a as i32 - **b as i32).abs() > 20)
                         .count();
                     // A defect changes a clear patch of pixels, not one or two.
-                    assert!(diff > 30, "seed {seed}: classes {i} and {j} differ in {diff} values");
+                    assert!(
+                        diff > 30,
+                        "seed {seed}: classes {i} and {j} differ in {diff} values"
+                    );
                 }
             }
         }
@@ -872,7 +917,16 @@ mod tests {
     #[test]
     fn odd_sizes_do_not_panic() {
         let mut rng = SceneRng::new(1);
-        for &(w, h) in &[(32, 32), (33, 97), (97, 33), (1280, 720), (1, 1), (0, 5), (5, 0), (2, 300)] {
+        for &(w, h) in &[
+            (32, 32),
+            (33, 97),
+            (97, 33),
+            (1280, 720),
+            (1, 1),
+            (0, 5),
+            (5, 0),
+            (2, 300),
+        ] {
             for class in 0..CLASSES.len() + 1 {
                 let img = render(class, &mut rng, w, h);
                 assert_eq!(img.dimensions(), (w, h));

@@ -90,11 +90,20 @@ impl SyntheticConfig {
         validate_fps(key, self.fps, p);
         if let Some(classes) = &self.classes {
             if classes.is_empty() {
-                p.push(format!("{key}.classes"), format!("list at least one of {}", CLASSES.join(", ")));
+                p.push(
+                    format!("{key}.classes"),
+                    format!("list at least one of {}", CLASSES.join(", ")),
+                );
             }
             for c in classes {
                 if !CLASSES.contains(&c.as_str()) {
-                    p.push(format!("{key}.classes"), format!("unknown class {c:?}; expected some of {}", CLASSES.join(", ")));
+                    p.push(
+                        format!("{key}.classes"),
+                        format!(
+                            "unknown class {c:?}; expected some of {}",
+                            CLASSES.join(", ")
+                        ),
+                    );
                 }
             }
         }
@@ -113,7 +122,10 @@ pub struct SyntheticSource {
 impl SyntheticSource {
     pub fn new(cfg: SyntheticConfig) -> SyntheticSource {
         let classes = match &cfg.classes {
-            Some(names) => names.iter().filter_map(|n| CLASSES.iter().position(|c| c == n)).collect(),
+            Some(names) => names
+                .iter()
+                .filter_map(|n| CLASSES.iter().position(|c| c == n))
+                .collect(),
             None => (0..CLASSES.len()).collect(),
         };
         SyntheticSource {
@@ -130,7 +142,12 @@ impl SyntheticSource {
         let rgb = self.image.as_raw();
         Ok(match self.cfg.format {
             SyntheticFormat::Rgb24 => (PixelFormat::Rgb24, rgb.clone()),
-            SyntheticFormat::Gray => (PixelFormat::Gray8, rgb.chunks_exact(3).map(|p| luma(p[0], p[1], p[2])).collect()),
+            SyntheticFormat::Gray => (
+                PixelFormat::Gray8,
+                rgb.chunks_exact(3)
+                    .map(|p| luma(p[0], p[1], p[2]))
+                    .collect(),
+            ),
             SyntheticFormat::Yuyv422 => (PixelFormat::Yuyv422, rgb_to_yuyv(rgb)),
             SyntheticFormat::Mjpeg => {
                 let mut out = Vec::with_capacity(rgb.len() / 8);
@@ -151,12 +168,20 @@ fn luma(r: u8, g: u8, b: u8) -> u8 {
 pub fn rgb_to_yuyv(rgb: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(rgb.len() / 3 * 2);
     for pair in rgb.chunks_exact(6) {
-        let y = |r: f32, g: f32, b: f32| (16.0 + 0.256_788 * r + 0.504_129 * g + 0.097_906 * b).round().clamp(0.0, 255.0) as u8;
+        let y = |r: f32, g: f32, b: f32| {
+            (16.0 + 0.256_788 * r + 0.504_129 * g + 0.097_906 * b)
+                .round()
+                .clamp(0.0, 255.0) as u8
+        };
         let (r0, g0, b0) = (pair[0] as f32, pair[1] as f32, pair[2] as f32);
         let (r1, g1, b1) = (pair[3] as f32, pair[4] as f32, pair[5] as f32);
         let (r, g, b) = ((r0 + r1) / 2.0, (g0 + g1) / 2.0, (b0 + b1) / 2.0);
-        let u = (128.0 - 0.148_223 * r - 0.290_993 * g + 0.439_216 * b).round().clamp(0.0, 255.0) as u8;
-        let v = (128.0 + 0.439_216 * r - 0.367_788 * g - 0.071_427 * b).round().clamp(0.0, 255.0) as u8;
+        let u = (128.0 - 0.148_223 * r - 0.290_993 * g + 0.439_216 * b)
+            .round()
+            .clamp(0.0, 255.0) as u8;
+        let v = (128.0 + 0.439_216 * r - 0.367_788 * g - 0.071_427 * b)
+            .round()
+            .clamp(0.0, 255.0) as u8;
         out.extend_from_slice(&[y(r0, g0, b0), u, y(r1, g1, b1), v]);
     }
     out
@@ -203,8 +228,18 @@ mod tests {
 
     #[test]
     fn every_format_decodes_back_to_the_scene() {
-        for format in [SyntheticFormat::Rgb24, SyntheticFormat::Mjpeg, SyntheticFormat::Yuyv422, SyntheticFormat::Gray] {
-            let cfg = SyntheticConfig { fps: 0.0, format, count: 2, ..Default::default() };
+        for format in [
+            SyntheticFormat::Rgb24,
+            SyntheticFormat::Mjpeg,
+            SyntheticFormat::Yuyv422,
+            SyntheticFormat::Gray,
+        ] {
+            let cfg = SyntheticConfig {
+                fps: 0.0,
+                format,
+                count: 2,
+                ..Default::default()
+            };
             let mut s = SyntheticSource::new(cfg);
             let stop = StopToken::new();
             let f = s.next_frame(&stop).expect("frame").expect("some");
@@ -213,21 +248,42 @@ mod tests {
             decode_rgb(&f, None, &mut rgb).expect("decodes");
             assert_eq!((rgb.width, rgb.height), (320, 240), "{format:?}");
             // Mean absolute difference to the rendered image stays small for every format.
-            let diff: u64 = rgb.data.iter().zip(s.image.as_raw()).map(|(a, b)| (*a as i64 - *b as i64).unsigned_abs()).sum();
+            let diff: u64 = rgb
+                .data
+                .iter()
+                .zip(s.image.as_raw())
+                .map(|(a, b)| (*a as i64 - *b as i64).unsigned_abs())
+                .sum();
             let mad = diff as f64 / rgb.data.len() as f64;
-            let limit = if format == SyntheticFormat::Gray { 40.0 } else { 6.0 };
+            let limit = if format == SyntheticFormat::Gray {
+                40.0
+            } else {
+                6.0
+            };
             assert!(mad < limit, "{format:?}: mean abs diff {mad}");
             s.next_frame(&stop).expect("second").expect("some");
-            assert!(s.next_frame(&stop).expect("end").is_none(), "count = 2 ends the source");
+            assert!(
+                s.next_frame(&stop).expect("end").is_none(),
+                "count = 2 ends the source"
+            );
         }
     }
 
     #[test]
     fn same_seed_same_frames() {
-        let cfg = SyntheticConfig { fps: 0.0, ..Default::default() };
+        let cfg = SyntheticConfig {
+            fps: 0.0,
+            ..Default::default()
+        };
         let stop = StopToken::new();
-        let a = SyntheticSource::new(cfg.clone()).next_frame(&stop).expect("a").expect("a");
-        let b = SyntheticSource::new(cfg).next_frame(&stop).expect("b").expect("b");
+        let a = SyntheticSource::new(cfg.clone())
+            .next_frame(&stop)
+            .expect("a")
+            .expect("a");
+        let b = SyntheticSource::new(cfg)
+            .next_frame(&stop)
+            .expect("b")
+            .expect("b");
         assert_eq!(a.data, b.data);
         assert_eq!(a.truth, b.truth);
     }

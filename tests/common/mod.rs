@@ -14,7 +14,10 @@ pub fn assets() -> Option<PathBuf> {
         return Some(dir);
     }
     if std::env::var("LOOKOUT_SKIP_ASSET_TESTS").as_deref() == Ok("1") {
-        eprintln!("SKIPPED: test assets not found at {} (LOOKOUT_SKIP_ASSET_TESTS=1)", dir.display());
+        eprintln!(
+            "SKIPPED: test assets not found at {} (LOOKOUT_SKIP_ASSET_TESTS=1)",
+            dir.display()
+        );
         return None;
     }
     panic!(
