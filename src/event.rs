@@ -49,6 +49,37 @@ pub struct Event {
     pub snapshot: Option<String>,
 }
 
+impl Event {
+    /// A filled-in example event (the one in docs/events.md), for tests and documentation.
+    pub fn example() -> Event {
+        Event {
+            device: "barn-cam-1".into(),
+            source: "synthetic".into(),
+            rule: Some("defect".into()),
+            label: "defect".into(),
+            score: 0.93,
+            top: vec![
+                TopEntry {
+                    index: 1,
+                    label: "defect".into(),
+                    score: 0.93,
+                },
+                TopEntry {
+                    index: 0,
+                    label: "ok".into(),
+                    score: 0.07,
+                },
+            ],
+            frame_seq: 1234,
+            captured_at: "2026-11-23T07:38:12.345Z".into(),
+            latency_ms: 41.2,
+            file: None,
+            truth: None,
+            snapshot: None,
+        }
+    }
+}
+
 /// RFC 3339, UTC, milliseconds: `2026-11-23T04:31:25.123Z`.
 pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_millis(t).to_string()

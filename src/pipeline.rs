@@ -73,12 +73,16 @@ struct Classified {
     origin: Option<Arc<str>>,
     truth: Option<Arc<str>>,
     probs: Vec<f32>,
+    /// The frame itself, kept only when a sink wants frames (snapshots).
+    frame: Option<Frame>,
 }
 
 /// An event on its way to one sink, dispatcher -> sink thread.
 struct Delivery {
     event: Arc<Event>,
     captured: Instant,
+    /// The triggering frame, for sinks that want frames.
+    frame: Option<Arc<Frame>>,
 }
 
 /// A started pipeline. Dropping it without [`Running::wait`] stops the source and detaches the
@@ -233,6 +237,8 @@ pub fn start(parts: Parts, stop: StopToken) -> Result<Running, StartError> {
     // Sinks first, so the dispatcher has somewhere to send.
     let mut sink_txs: Vec<Sender<Delivery>> = Vec::new();
     let mut sink_threads = Vec::new();
+    let frame_sinks: Vec<bool> = sinks.iter().map(|(_, s)| s.wants_frames()).collect();
+    let keep_frames = frame_sinks.contains(&true);
     for (i, (name, sink)) in sinks.into_iter().enumerate() {
         // Events: dispatcher -> this sink. Full: the dispatcher drops the event for this sink and
         // counts it. Closes when the dispatcher ends.
@@ -263,7 +269,7 @@ pub fn start(parts: Parts, stop: StopToken) -> Result<Running, StartError> {
         let name = format!("worker-{i}");
         stages.push((
             name.clone(),
-            spawn(&name, move || worker_loop(session, rx, tx, m))?,
+            spawn(&name, move || worker_loop(session, rx, tx, m, keep_frames))?,
         ));
     }
     drop(frame_rx);
@@ -275,7 +281,17 @@ pub fn start(parts: Parts, stop: StopToken) -> Result<Running, StartError> {
     stages.push((
         "dispatcher".to_owned(),
         spawn("dispatcher", move || {
-            dispatch_loop(class_rx, sink_txs, rules, labels, k, device, src, m)
+            dispatch_loop(
+                class_rx,
+                sink_txs,
+                frame_sinks,
+                rules,
+                labels,
+                k,
+                device,
+                src,
+                m,
+            )
         })?,
     ));
     stages.extend(sink_threads);
@@ -451,6 +467,7 @@ fn worker_loop(
     frame_rx: Receiver<Frame>,
     class_tx: Sender<Classified>,
     m: Arc<Metrics>,
+    keep_frames: bool,
 ) {
     let mut warn = Throttled::new(Duration::from_secs(10));
     while let Ok(frame) = frame_rx.recv() {
@@ -468,9 +485,10 @@ fn worker_loop(
                     seq: frame.seq,
                     captured_at: frame.captured_at,
                     captured: frame.captured,
-                    origin: frame.origin,
-                    truth: frame.truth,
+                    origin: frame.origin.clone(),
+                    truth: frame.truth.clone(),
                     probs: scores.probs,
+                    frame: keep_frames.then_some(frame),
                 };
                 if class_tx.send(c).is_err() {
                     break;
@@ -498,6 +516,7 @@ fn worker_loop(
 fn dispatch_loop(
     class_rx: Receiver<Classified>,
     sink_txs: Vec<Sender<Delivery>>,
+    frame_sinks: Vec<bool>,
     mut rules: RuleSet,
     labels: Arc<[String]>,
     k: usize,
@@ -506,7 +525,8 @@ fn dispatch_loop(
     m: Arc<Metrics>,
 ) {
     let all_sinks: Vec<usize> = (0..sink_txs.len()).collect();
-    while let Ok(c) = class_rx.recv() {
+    while let Ok(mut c) = class_rx.recv() {
+        let frame: Option<Arc<Frame>> = c.frame.take().map(Arc::new);
         let top: Vec<TopEntry> = top_k(&c.probs, k)
             .into_iter()
             .map(|(index, score)| TopEntry {
@@ -542,19 +562,28 @@ fn dispatch_loop(
         };
         for (rule, label, score, targets) in firings {
             let latency = c.captured.elapsed();
+            let captured_at = rfc3339(c.captured_at);
+            let label_name = labels.get(label).cloned().unwrap_or_default();
+            // Name the snapshot only when a snapshot sink will take the event (the dispatcher
+            // is the only sender, so a queue with room now still has it below).
+            let snapshot = (frame.is_some()
+                && targets
+                    .iter()
+                    .any(|&i| frame_sinks[i] && !sink_txs[i].is_full()))
+            .then(|| crate::sink::snapshot::file_name(&captured_at, c.seq, &label_name));
             let event = Arc::new(Event {
                 device: device.clone(),
                 source: source.clone(),
                 rule,
-                label: labels.get(label).cloned().unwrap_or_default(),
+                label: label_name,
                 score,
                 top: top.clone(),
                 frame_seq: c.seq,
-                captured_at: rfc3339(c.captured_at),
+                captured_at,
                 latency_ms: latency.as_secs_f64() * 1000.0,
                 file: c.origin.as_deref().map(str::to_owned),
                 truth: c.truth.as_deref().map(str::to_owned),
-                snapshot: None,
+                snapshot,
             });
             m.events.fetch_add(1, Relaxed);
             m.event_latency.record(latency);
@@ -562,6 +591,7 @@ fn dispatch_loop(
                 let delivery = Delivery {
                     event: Arc::clone(&event),
                     captured: c.captured,
+                    frame: if frame_sinks[i] { frame.clone() } else { None },
                 };
                 if let Err(TrySendError::Full(_)) = sink_txs[i].try_send(delivery) {
                     m.sinks[i].dropped.fetch_add(1, Relaxed);
@@ -603,7 +633,11 @@ fn sink_loop(
             }
             Err(TryRecvError::Disconnected) => break,
         };
-        match sink.send(&delivery.event) {
+        let sent = match &delivery.frame {
+            Some(frame) => sink.send_with_frame(&delivery.event, frame),
+            None => sink.send(&delivery.event),
+        };
+        match sent {
             Ok(()) => {
                 counters.sent.fetch_add(1, Relaxed);
                 counters.latency.record(delivery.captured.elapsed());

@@ -20,6 +20,8 @@ use lookout::sink::webhook::{WebhookSink, WebhookSinkConfig};
 use lookout::sink::Sink;
 use lookout::stop::StopToken;
 
+mod common;
+
 fn event(seq: u64) -> Event {
     Event {
         device: "testdev".into(),
@@ -69,11 +71,16 @@ struct Broker {
 
 impl Broker {
     fn start(dir: &Path, port: u16) -> Broker {
+        Broker::start_with(dir, port, "")
+    }
+
+    /// `listener_extra`: more lines for the listener (e.g. TLS certificate files).
+    fn start_with(dir: &Path, port: u16, listener_extra: &str) -> Broker {
         let conf = dir.join("mosquitto.conf");
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nlog_dest none\n",
+                "listener {port} 127.0.0.1\n{listener_extra}allow_anonymous true\npersistence true\npersistence_location {}/\nlog_dest none\n",
                 dir.display()
             ),
         )
@@ -661,4 +668,335 @@ fn hanging_command_is_killed_at_the_timeout() {
         t.elapsed() < Duration::from_secs(20),
         "killed at the timeout, not after the program's 30 s"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// TLS: a private CA and a server certificate for 127.0.0.1 / localhost, made with openssl.
+
+struct Certs {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+fn make_certs(dir: &Path) -> Certs {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl must be installed (scripts/test installs it)");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=lookout test CA",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ]);
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .expect("write san.ext");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.pem",
+    ]);
+    // mosquitto started as root reads its files as the `mosquitto` user: a test-only key may be
+    // world-readable, and the temporary directory must be traversable.
+    use std::os::unix::fs::PermissionsExt;
+    for (p, mode) in [(dir.to_owned(), 0o755), (dir.join("server.key"), 0o644)] {
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+    Certs {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("server.pem"),
+        key: dir.join("server.key"),
+    }
+}
+
+/// Python's HTTPS server on 127.0.0.1:0 with `certs`, appending each POST body as a line to
+/// `bodies`. Killed on drop.
+struct HttpsServer {
+    child: Child,
+    url: String,
+}
+
+impl HttpsServer {
+    fn start(certs: &Certs, bodies: &Path) -> HttpsServer {
+        let script = r#"
+import http.server, ssl, sys
+cert, key, out = sys.argv[1:4]
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        with open(out, "ab") as f:
+            f.write(body + b"\n")
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+srv = http.server.HTTPServer(("127.0.0.1", 0), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+print(srv.server_address[1], flush=True)
+srv.serve_forever()
+"#;
+        let mut child = Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .arg(&certs.cert)
+            .arg(&certs.key)
+            .arg(bodies)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("port line");
+        let port: u16 = line.trim().parse().expect("the server prints its port");
+        HttpsServer {
+            child,
+            url: format!("https://127.0.0.1:{port}/events"),
+        }
+    }
+}
+
+impl Drop for HttpsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn webhook_over_https_trusts_its_ca_file_and_refuses_an_unknown_certificate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = make_certs(dir.path());
+    let bodies = dir.path().join("bodies.jsonl");
+    let server = HttpsServer::start(&certs, &bodies);
+
+    let mut trusted = WebhookSink::new(&webhook_config(
+        &server.url,
+        &format!("ca_file = {:?}", certs.ca.display().to_string()),
+    ))
+    .expect("builds");
+    trusted.send(&event(41)).expect("delivered over HTTPS");
+    let got = std::fs::read_to_string(&bodies).expect("server recorded the body");
+    let e: Event = serde_json::from_str(got.lines().next().expect("one body")).expect("event JSON");
+    assert_eq!(e.frame_seq, 41);
+
+    // With the public roots only, the private CA's certificate is refused: not delivered.
+    let mut public = WebhookSink::new(&webhook_config(&server.url, "retries = 0")).expect("builds");
+    let err = public.send(&event(42)).expect_err("unknown issuer");
+    let msg = format!("{err:#}");
+    assert_eq!(
+        std::fs::read_to_string(&bodies)
+            .expect("read")
+            .lines()
+            .count(),
+        1,
+        "nothing delivered without trust: {msg}"
+    );
+
+    // A ca_file that is not PEM is a build error that names it.
+    let bad = dir.path().join("not-a-cert.pem");
+    std::fs::write(&bad, "hello").expect("write");
+    let err = WebhookSink::new(&webhook_config(
+        &server.url,
+        &format!("ca_file = {:?}", bad.display().to_string()),
+    ))
+    .err()
+    .expect("refused");
+    assert!(err.to_string().contains("not-a-cert.pem"), "{err}");
+}
+
+#[test]
+fn mqtt_over_tls_with_a_ca_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = make_certs(dir.path());
+    let tls_port = free_port();
+    let plain_port = free_port();
+    // One broker, two listeners: TLS for the sink, plain loopback for the test subscriber.
+    let _broker = Broker::start_with(
+        dir.path(),
+        plain_port,
+        &format!(
+            "listener {tls_port} 127.0.0.1\ncafile {}\ncertfile {}\nkeyfile {}\n",
+            certs.ca.display(),
+            certs.cert.display(),
+            certs.key.display()
+        ),
+    );
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (received, sub) = subscriber(plain_port, Arc::clone(&done));
+    wait_subscribed(&received);
+    let cfg = mqtt_config(
+        tls_port,
+        &format!("qos = 1\nca_file = {:?}", certs.ca.display().to_string()),
+    );
+    let mut sink = MqttSink::start(&cfg, "testdev").expect("starts");
+    for seq in 0..3 {
+        sink.send(&event(seq)).expect("queued");
+    }
+    sink.flush().expect("flush");
+    assert!(
+        wait_until(Duration::from_secs(20), || event_seqs(&received).len() >= 3),
+        "events over TLS: {:?}",
+        event_seqs(&received)
+    );
+    assert_eq!(event_seqs(&received), vec![0, 1, 2]);
+    drop(sink);
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = sub.join();
+}
+
+#[test]
+fn mqtt_last_will_says_offline_when_the_daemon_is_killed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let _broker = Broker::start(dir.path(), port);
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (received, sub) = subscriber(port, Arc::clone(&done));
+    wait_subscribed(&received);
+    let conf = dir.path().join("lookout.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            r#"
+            device_id = "testdev"
+            [source]
+            type = "synthetic"
+            fps = 5
+            [[sinks]]
+            type = "mqtt"
+            host = "127.0.0.1"
+            port = {port}
+            keep_alive_secs = 5
+            "#
+        ),
+    )
+    .expect("write config");
+    let mut daemon = Command::new(common::bin())
+        .args(["run", "--config"])
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start lookout");
+    let online = wait_until(Duration::from_secs(60), || {
+        statuses(&received).last().map(String::as_str) == Some("online")
+    });
+    // SIGKILL: no clean disconnect, so only the broker's last will can say offline.
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    assert!(online, "status went online: {:?}", statuses(&received));
+    assert!(
+        wait_until(Duration::from_secs(30), || statuses(&received)
+            .last()
+            .map(String::as_str)
+            == Some("offline")),
+        "the broker published the last will: {:?}",
+        statuses(&received)
+    );
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = sub.join();
+}
+
+#[test]
+fn snapshot_sink_writes_the_triggering_frames_and_every_sink_names_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shots = dir.path().join("shots");
+    let events = dir.path().join("events.jsonl");
+    let cfg = Config::parse(
+        &format!(
+            r#"
+            device_id = "testdev"
+            [source]
+            type = "synthetic"
+            fps = 0
+            count = 12
+            seed = 3
+            [pipeline]
+            workers = 2
+            [[sinks]]
+            type = "jsonl"
+            path = {:?}
+            [[sinks]]
+            type = "snapshot"
+            dir = {:?}
+            max_files = 5
+            [log]
+            summary_secs = 0
+            "#,
+            events.display().to_string(),
+            shots.display().to_string()
+        ),
+        Origin::File("test.toml".into()),
+    )
+    .expect("valid config");
+    let running = daemon::start(&cfg, vec![], StopToken::new()).expect("starts");
+    let snap = running.wait(Duration::from_secs(60));
+    assert_eq!(snap.events, 12);
+    let lines = std::fs::read_to_string(&events).expect("jsonl written");
+    let named: Vec<String> = lines
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Event>(l)
+                .expect("event JSON")
+                .snapshot
+                .expect("every event names its snapshot")
+        })
+        .collect();
+    assert_eq!(named.len(), 12);
+    let mut newest = named.clone();
+    newest.sort();
+    let on_disk = lookout::sink::snapshot::list(&shots).expect("list");
+    assert_eq!(on_disk, newest[7..].to_vec(), "the newest 5 are kept");
+    for name in &on_disk {
+        let img = image::open(shots.join(name)).expect("a JPEG");
+        assert_eq!((img.width(), img.height()), (320, 240), "{name}");
+    }
 }

@@ -67,7 +67,7 @@ impl Sink for LogSink {
         ::log::log!(
             target: "lookout::event",
             self.level,
-            "Event. rule={} label={} score={:.3} frame={} latency_ms={:.1} top={}{}{}",
+            "Event. rule={} label={} score={:.3} frame={} latency_ms={:.1} top={}{}{}{}",
             e.rule.as_deref().unwrap_or("-"),
             e.label,
             e.score,
@@ -76,6 +76,7 @@ impl Sink for LogSink {
             top.join(","),
             e.truth.as_deref().map(|t| format!(" truth={t}")).unwrap_or_default(),
             e.file.as_deref().map(|f| format!(" file={f}")).unwrap_or_default(),
+            e.snapshot.as_deref().map(|f| format!(" snapshot={f}")).unwrap_or_default(),
         );
         Ok(())
     }

@@ -12,12 +12,14 @@ pub mod jsonl;
 pub mod log;
 pub mod memory;
 pub mod mqtt;
+pub mod snapshot;
 pub mod webhook;
 
 use serde::Deserialize;
 
 use crate::config::Problems;
 use crate::event::Event;
+use crate::frame::Frame;
 
 /// An event consumer.
 ///
@@ -32,6 +34,19 @@ pub trait Sink: Send {
     /// Pushes out anything buffered. `Err` is logged and counted like a failed send.
     fn flush(&mut self) -> Result<(), SinkError> {
         Ok(())
+    }
+
+    /// Whether this sink needs the frame that triggered each event (the snapshot sink). The
+    /// pipeline then keeps frames until their events are dispatched and calls
+    /// [`Sink::send_with_frame`] instead of [`Sink::send`].
+    fn wants_frames(&self) -> bool {
+        false
+    }
+
+    /// Delivers one event with its frame; only called when [`Sink::wants_frames`] is true.
+    fn send_with_frame(&mut self, event: &Event, frame: &Frame) -> Result<(), SinkError> {
+        let _ = frame;
+        self.send(event)
     }
 }
 
@@ -80,6 +95,8 @@ pub enum SinkConfig {
     Command(command::CommandSinkConfig),
     /// Drives a GPIO output line (relay, lamp, gate): pulse per event, or follow the rule.
     Gpio(gpio::GpioSinkConfig),
+    /// Writes the triggering frame as a JPEG into a directory, with retention limits.
+    Snapshot(snapshot::SnapshotSinkConfig),
 }
 
 impl Default for SinkConfig {
@@ -98,6 +115,7 @@ impl SinkConfig {
             SinkConfig::Webhook(c) => c.name.as_deref().unwrap_or("webhook"),
             SinkConfig::Command(c) => c.name.as_deref().unwrap_or("command"),
             SinkConfig::Gpio(c) => c.name.as_deref().unwrap_or("gpio"),
+            SinkConfig::Snapshot(c) => c.name.as_deref().unwrap_or("snapshot"),
         }
     }
 
@@ -120,6 +138,7 @@ impl SinkConfig {
             SinkConfig::Webhook(c) => c.validate(key, p),
             SinkConfig::Command(c) => c.validate(key, p),
             SinkConfig::Gpio(c) => c.validate(key, p),
+            SinkConfig::Snapshot(c) => c.validate(key, p),
         }
     }
 
@@ -133,6 +152,7 @@ impl SinkConfig {
             SinkConfig::Webhook(c) => Box::new(webhook::WebhookSink::new(c)?),
             SinkConfig::Command(c) => Box::new(command::CommandSink::new(c)?),
             SinkConfig::Gpio(c) => Box::new(gpio::GpioSink::open(c)?),
+            SinkConfig::Snapshot(c) => Box::new(snapshot::SnapshotSink::open(c)?),
         })
     }
 }

@@ -6,9 +6,11 @@
 //! counts them, without holding up other sinks. Each attempt is bounded by `timeout_secs`; a
 //! transport error, HTTP 429 or 5xx is retried up to `retries` times with doubling delays capped
 //! at `backoff_max_secs`; any other non-2xx status fails at once (the request itself is wrong).
-//! HTTPS uses rustls with the Mozilla root certificates bundled in ureq.
+//! HTTPS uses rustls with the Mozilla root certificates bundled in ureq, or, with `ca_file`, only
+//! the certificates in that PEM file (a LAN server with its own or a self-signed certificate).
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -45,6 +47,10 @@ pub struct WebhookSinkConfig {
     /// Longest retry delay, seconds. Default 30.
     #[serde(default = "default_backoff_max")]
     pub backoff_max_secs: f64,
+    /// PEM file of the CA certificate(s) to trust for `https://` instead of the bundled public
+    /// roots, e.g. a self-signed server certificate. Default: public roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 fn default_timeout() -> f64 {
@@ -124,6 +130,41 @@ enum Attempt {
     Fail(SinkError),
 }
 
+/// The certificates of a PEM file, as ureq's trusted roots.
+fn read_ca_file(sink: &str, path: &std::path::Path) -> Result<ureq::tls::RootCerts, SinkError> {
+    let pem = std::fs::read(path).map_err(|source| SinkError::Io {
+        what: format!(
+            "webhook sink {sink:?}: cannot read ca_file {}",
+            path.display()
+        ),
+        source,
+    })?;
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        match item {
+            Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
+            Ok(_) => {}
+            Err(e) => {
+                return Err(SinkError::Build {
+                    what: format!(
+                        "webhook sink {sink:?}: ca_file {} is not valid PEM: {e}",
+                        path.display()
+                    ),
+                })
+            }
+        }
+    }
+    if certs.is_empty() {
+        return Err(SinkError::Build {
+            what: format!(
+                "webhook sink {sink:?}: ca_file {} holds no certificate (expected PEM \"-----BEGIN CERTIFICATE-----\" blocks)",
+                path.display()
+            ),
+        });
+    }
+    Ok(ureq::tls::RootCerts::new_with_certs(&certs))
+}
+
 impl WebhookSink {
     pub fn new(cfg: &WebhookSinkConfig) -> Result<WebhookSink, SinkError> {
         let name = cfg.name.clone().unwrap_or_else(|| "webhook".into());
@@ -138,7 +179,15 @@ impl WebhookSink {
             })?;
             headers.push(("Authorization".into(), format!("Bearer {}", token.trim())));
         }
-        let config = ureq::Agent::config_builder()
+        let mut builder = ureq::Agent::config_builder();
+        if let Some(path) = &cfg.ca_file {
+            builder = builder.tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .root_certs(read_ca_file(&name, path)?)
+                    .build(),
+            );
+        }
+        let config = builder
             .timeout_global(Some(Duration::from_secs_f64(cfg.timeout_secs)))
             .http_status_as_error(false)
             .user_agent(concat!("lookout/", env!("CARGO_PKG_VERSION")))
