@@ -41,6 +41,9 @@ pub struct Config {
     /// Where events go. Default: one `log` sink.
     #[serde(default = "default_sinks")]
     pub sinks: Vec<SinkConfig>,
+    /// The embedded HTTP server (live view, health, metrics). Off unless `listen` is set.
+    #[serde(default)]
+    pub http: crate::http::HttpConfig,
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
@@ -309,6 +312,7 @@ impl Config {
             );
         }
         p.range("log.summary_secs", self.log.summary_secs, 0.0, 86_400.0);
+        self.http.validate(&mut p);
 
         let mut sink_names: Vec<String> = Vec::new();
         if self.sinks.is_empty() {

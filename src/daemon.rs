@@ -5,12 +5,17 @@
 //! frame flows; the binary prints them and exits non-zero. A second SIGINT/SIGTERM while
 //! shutting down exits at once.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use crate::metrics::Snapshot;
+use crate::health::{Report, Watch};
+use crate::http::{HttpError, Info, Server, State};
+use crate::live::Live;
+use crate::metrics::{Metrics, Snapshot};
 use crate::model::{Model, ModelError};
+use crate::notify::Notifier;
 use crate::pipeline::{self, Parts, Running, StartError};
 use crate::rules::{RuleSet, UnknownLabel};
 use crate::sink::{Sink, SinkError};
@@ -36,6 +41,8 @@ pub enum DaemonError {
     Start(#[from] StartError),
     #[error("cannot install signal handlers")]
     Signals(#[source] std::io::Error),
+    #[error("cannot start the HTTP server")]
+    Http(#[from] HttpError),
 }
 
 impl DaemonError {
@@ -94,6 +101,7 @@ pub fn build(
             Duration::from_secs_f64(config.pipeline.reconnect_min_secs),
             Duration::from_secs_f64(config.pipeline.reconnect_max_secs),
         ),
+        live: config.http.listen.is_some().then(Live::new),
     })
 }
 
@@ -103,7 +111,10 @@ pub fn start(
     extra_sinks: Vec<(String, Box<dyn Sink>)>,
     stop: StopToken,
 ) -> Result<Running, DaemonError> {
-    let parts = build(config, extra_sinks)?;
+    start_parts(build(config, extra_sinks)?, stop)
+}
+
+fn start_parts(parts: Parts, stop: StopToken) -> Result<Running, DaemonError> {
     let workers = parts.workers;
     let sinks: Vec<String> = parts.sinks.iter().map(|(n, _)| n.clone()).collect();
     let running = pipeline::start(parts, stop)?;
@@ -128,11 +139,150 @@ pub fn install_signals(stop: &StopToken) -> Result<(), DaemonError> {
 }
 
 /// `lookout run`: runs until the source ends or SIGINT/SIGTERM; returns the final counters.
-pub fn run(config: &Config) -> Result<Snapshot, DaemonError> {
+///
+/// Under systemd (`notifier`), READY=1 is sent once the model is loaded and the pipeline runs,
+/// WATCHDOG=1 while [`Watch`] sees progress, and STOPPING=1 when a signal arrives.
+pub fn run(config: &Config, notifier: Notifier) -> Result<Snapshot, DaemonError> {
     let stop = StopToken::new();
     install_signals(&stop)?;
-    let running = start(config, Vec::new(), stop.clone())?;
+    let parts = build(config, Vec::new())?;
+    let live = parts.live.clone();
+    let info = Info {
+        device: parts.device.clone(),
+        source: parts.source.describe(),
+        model: parts.model.name.clone(),
+        input: parts.model.input.shape().to_vec(),
+        quantization: parts.model.quantization.describe().to_string(),
+        labels: parts.model.labels.clone(),
+        version: env!("CARGO_PKG_VERSION"),
+    };
+    let running = start_parts(parts, stop.clone())?;
+    let health = Arc::new(Mutex::new(Report::default()));
+    let server = match live {
+        Some(live) => {
+            let state = State {
+                metrics: Arc::clone(running.metrics()),
+                live,
+                health: Arc::clone(&health),
+                info,
+            };
+            match Server::start(&config.http, state) {
+                Ok(s) => s,
+                Err(e) => {
+                    running.stop();
+                    running.wait(SHUTDOWN_DEADLINE);
+                    return Err(e.into());
+                }
+            }
+        }
+        None => None,
+    };
+    notifier.ready(&format!("Running. source={}", running.source_name));
+    // Stuck means no frame processed for a minute (or two watchdog intervals) while frames
+    // arrive, or a capture thread gone longer than its longest back-off plus two minutes.
+    let watchdog = notifier.watchdog_interval();
+    let stall = watchdog.map_or(STALL, |w| (w * 2).max(STALL));
+    let capture_limit =
+        Duration::from_secs_f64(config.pipeline.reconnect_max_secs * 1.25) + CAPTURE_GRACE;
+    let done = Arc::new(AtomicBool::new(false));
+    let supervisor = {
+        let (m, stop, done) = (
+            Arc::clone(running.metrics()),
+            stop.clone(),
+            Arc::clone(&done),
+        );
+        let watch = Watch::new(stall, capture_limit);
+        std::thread::Builder::new()
+            .name("supervisor".into())
+            .spawn(move || supervise(notifier, watch, &m, &stop, &done, &health))
+            .map_err(|source| {
+                DaemonError::Start(StartError::Thread {
+                    name: "supervisor".into(),
+                    source,
+                })
+            })?
+    };
     let snapshot = running.wait(SHUTDOWN_DEADLINE);
+    done.store(true, Ordering::Relaxed);
+    let _ = supervisor.join();
+    if let Some(server) = server {
+        server.stop();
+    }
     log::info!("Stopped. {}", snapshot.summary_line());
     Ok(snapshot)
+}
+
+/// Longest time frames may arrive with none processed before the pipeline counts as stuck.
+const STALL: Duration = Duration::from_secs(60);
+/// Added to the longest back-off delay: the longest a source read or open may take.
+const CAPTURE_GRACE: Duration = Duration::from_secs(120);
+
+/// Checks progress every second: pings the watchdog while healthy, logs when the pipeline gets
+/// stuck and when it recovers, keeps systemd's status line current, and says STOPPING.
+fn supervise(
+    notifier: Notifier,
+    mut watch: Watch,
+    m: &Metrics,
+    stop: &StopToken,
+    done: &AtomicBool,
+    health: &Mutex<Report>,
+) {
+    let ping_every = notifier
+        .watchdog_interval()
+        .map(|w| (w / 2).max(Duration::from_millis(100)));
+    let mut last_ping = Instant::now();
+    let mut last_check = Instant::now();
+    let mut last_status = Instant::now();
+    let mut stuck = false;
+    let mut healthy = true;
+    while !done.load(Ordering::Relaxed) {
+        if stop.is_stopped() {
+            notifier.stopping();
+            return;
+        }
+        if last_check.elapsed() >= Duration::from_secs(1) {
+            last_check = Instant::now();
+            let report = watch.report(m);
+            *health.lock().unwrap_or_else(|e| e.into_inner()) = report.clone();
+            match report.reason.filter(|_| report.stuck) {
+                None => {
+                    healthy = true;
+                    if stuck {
+                        stuck = false;
+                        log::info!("Pipeline making progress again.");
+                    }
+                }
+                Some(why) => {
+                    healthy = false;
+                    if !stuck {
+                        stuck = true;
+                        log::error!(
+                            "Pipeline {why}.{}",
+                            if ping_every.is_some() {
+                                " Watchdog pings stopped: systemd will restart the service."
+                            } else {
+                                ""
+                            }
+                        );
+                        notifier.status(&why);
+                    }
+                }
+            }
+        }
+        if let Some(every) = ping_every {
+            if healthy && last_ping.elapsed() >= every {
+                notifier.watchdog();
+                last_ping = Instant::now();
+            }
+        }
+        if healthy && notifier.active() && last_status.elapsed() >= Duration::from_secs(10) {
+            notifier.status(&m.snapshot().summary_line());
+            last_status = Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The pipeline may drain between two polls.
+    if stop.is_stopped() {
+        notifier.stopping();
+    }
 }

@@ -20,12 +20,16 @@
 //!   dtype, labels, preprocessing and postprocessing (softmax, top-k).
 //! - [`rules`]: per-class thresholds, N-of-M frames and cooldown, turning scores into events.
 //! - [`event`]: the one JSON event shared by every sink.
-//! - [`sink`]: the [`sink::Sink`] trait and the sinks (`log`, `jsonl`, and an in-memory
-//!   recording sink for tests and embedding).
+//! - [`sink`]: the [`sink::Sink`] trait and the sinks (`log`, `jsonl`, `mqtt`, `webhook`,
+//!   `command`, `gpio`, `snapshot`, and an in-memory recording sink for tests and embedding).
 //! - [`pipeline`]: the threads and bounded queues joining all of the above; shutdown by stopping
 //!   the source and letting each stage drain when its input disconnects.
 //! - [`metrics`]: counters and latency histograms shared by every stage.
 //! - [`daemon`]: signal handling and the `run` entry point used by the binary.
+//! - [`health`]: whether the pipeline makes progress (feeds the watchdog).
+//! - [`notify`]: systemd readiness, watchdog and stopping notifications.
+//! - [`http`]: the embedded HTTP server (live view, `/healthz`, `/metrics`, JSON API), fed by
+//!   [`live`] (latest frame, score timeline, recent events).
 //! - [`cli`]: the `check`, `classify` and `synth` commands' logic, testable without the binary.
 //! - [`bench`]: `lookout bench`, model, preprocessing and pipeline figures beside a peer baseline.
 
@@ -35,8 +39,12 @@ pub mod config;
 pub mod daemon;
 pub mod event;
 pub mod frame;
+pub mod health;
+pub mod http;
+pub mod live;
 pub mod metrics;
 pub mod model;
+pub mod notify;
 pub mod pipeline;
 pub mod rules;
 pub mod sink;

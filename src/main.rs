@@ -116,9 +116,15 @@ fn load(path: Option<&PathBuf>) -> Result<Config, ConfigError> {
 }
 
 fn init_logging(default_level: &str) {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
-        .format_timestamp_millis()
-        .init();
+    let mut b =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level));
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        // Under systemd the journal stamps every line itself.
+        b.format_timestamp(None);
+    } else {
+        b.format_timestamp_millis();
+    }
+    b.init();
 }
 
 fn main() -> ExitCode {
@@ -134,7 +140,8 @@ fn main() -> ExitCode {
                 }
             };
             init_logging(&config.log.level);
-            match lookout::daemon::run(&config) {
+            let notifier = lookout::notify::Notifier::from_env();
+            match lookout::daemon::run(&config, notifier) {
                 Ok(_) => ExitCode::SUCCESS,
                 Err(e) => {
                     print_error(&e);

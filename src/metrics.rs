@@ -155,6 +155,9 @@ pub struct Metrics {
     /// Most frames captured after a frame before a worker took it: how stale the oldest frame
     /// ever worked on was, in frames (workers). Bounded by the frame queue and worker count.
     pub max_staleness: AtomicU64,
+    /// When the capture thread last came back from the source ([`now_ms`]; 0 = not yet): read
+    /// by the watchdog to tell a hung source read from a slow one.
+    pub capture_beat: AtomicU64,
     /// Classified frames with a known true label, and how many of those had it as top-1 (dispatcher).
     pub truth_total: AtomicU64,
     pub truth_correct: AtomicU64,
@@ -172,6 +175,14 @@ pub struct Metrics {
     pub event_latency: Histogram,
     /// One entry per configured sink, in config order.
     pub sinks: Vec<SinkMetrics>,
+}
+
+/// Milliseconds on a monotonic clock that starts at 1 when first read in this process.
+pub fn now_ms() -> u64 {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let epoch =
+        *EPOCH.get_or_init(|| std::time::Instant::now() - std::time::Duration::from_millis(1));
+    epoch.elapsed().as_millis() as u64
 }
 
 /// A plain copy of the counters at one moment.

@@ -21,6 +21,7 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TryRecvErro
 
 use crate::event::{rfc3339, Event, TopEntry};
 use crate::frame::Frame;
+use crate::live::Live;
 use crate::metrics::{Metrics, Snapshot};
 use crate::model::{postprocess::top_k, Model, ModelError, Session};
 use crate::rules::RuleSet;
@@ -44,6 +45,8 @@ pub struct Parts {
     pub summary_every: Option<Duration>,
     /// Source reopening back-off: first delay and cap (doubling, +-20% jitter).
     pub reconnect: (Duration, Duration),
+    /// Latest frame, scores and events for the live view, when the HTTP server runs.
+    pub live: Option<Arc<Live>>,
 }
 
 /// Errors that prevent the pipeline from starting.
@@ -213,6 +216,7 @@ pub fn start(parts: Parts, stop: StopToken) -> Result<Running, StartError> {
         device,
         summary_every,
         reconnect,
+        live,
     } = parts;
     let source_name = source.describe();
     source.open().map_err(|e| StartError::Source {
@@ -238,7 +242,7 @@ pub fn start(parts: Parts, stop: StopToken) -> Result<Running, StartError> {
     let mut sink_txs: Vec<Sender<Delivery>> = Vec::new();
     let mut sink_threads = Vec::new();
     let frame_sinks: Vec<bool> = sinks.iter().map(|(_, s)| s.wants_frames()).collect();
-    let keep_frames = frame_sinks.contains(&true);
+    let keep_frames = frame_sinks.contains(&true) || live.is_some();
     for (i, (name, sink)) in sinks.into_iter().enumerate() {
         // Events: dispatcher -> this sink. Full: the dispatcher drops the event for this sink and
         // counts it. Closes when the dispatcher ends.
@@ -285,6 +289,7 @@ pub fn start(parts: Parts, stop: StopToken) -> Result<Running, StartError> {
                 class_rx,
                 sink_txs,
                 frame_sinks,
+                live,
                 rules,
                 labels,
                 k,
@@ -300,10 +305,9 @@ pub fn start(parts: Parts, stop: StopToken) -> Result<Running, StartError> {
         Some(every) => {
             let (tx, rx) = bounded::<()>(0);
             let m = Arc::clone(&metrics);
-            let h = spawn("summary", move || loop {
-                match rx.recv_timeout(every) {
-                    Err(RecvTimeoutError::Timeout) => log::info!("{}", m.snapshot().summary_line()),
-                    _ => break,
+            let h = spawn("summary", move || {
+                while let Err(RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
+                    log::info!("{}", m.snapshot().summary_line());
                 }
             })?;
             (Some(tx), Some(h))
@@ -385,6 +389,7 @@ fn capture_loop(
     let mut seq = 0u64;
     let mut backoff = Backoff::new(reconnect.0, reconnect.1);
     'frames: while !stop.is_stopped() {
+        m.capture_beat.store(crate::metrics::now_ms(), Relaxed);
         match source.next_frame(&stop) {
             Ok(Some(mut frame)) => {
                 frame.seq = seq;
@@ -443,6 +448,7 @@ fn capture_loop(
                     if stop.sleep(backoff.next_delay()) {
                         break 'frames;
                     }
+                    m.capture_beat.store(crate::metrics::now_ms(), Relaxed);
                     match source.open() {
                         Ok(()) => {
                             m.reconnects.fetch_add(1, Relaxed);
@@ -517,6 +523,7 @@ fn dispatch_loop(
     class_rx: Receiver<Classified>,
     sink_txs: Vec<Sender<Delivery>>,
     frame_sinks: Vec<bool>,
+    live: Option<Arc<Live>>,
     mut rules: RuleSet,
     labels: Arc<[String]>,
     k: usize,
@@ -560,9 +567,17 @@ fn dispatch_loop(
                 })
                 .collect()
         };
+        let captured_at = rfc3339(c.captured_at);
+        if let Some(live) = &live {
+            let ms = c
+                .captured_at
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            live.classified(c.seq, ms, &captured_at, &top, frame.clone());
+        }
         for (rule, label, score, targets) in firings {
             let latency = c.captured.elapsed();
-            let captured_at = rfc3339(c.captured_at);
+            let captured_at = captured_at.clone();
             let label_name = labels.get(label).cloned().unwrap_or_default();
             // Name the snapshot only when a snapshot sink will take the event (the dispatcher
             // is the only sender, so a queue with room now still has it below).
@@ -587,6 +602,9 @@ fn dispatch_loop(
             });
             m.events.fetch_add(1, Relaxed);
             m.event_latency.record(latency);
+            if let Some(live) = &live {
+                live.event(&event);
+            }
             for &i in targets {
                 let delivery = Delivery {
                     event: Arc::clone(&event),

@@ -5,7 +5,7 @@ mod common;
 use std::process::Command;
 
 fn lookout(args: &[&str]) -> std::process::Output {
-    Command::new(common::bin())
+    common::lookout_command()
         .args(args)
         .output()
         .expect("lookout runs")
@@ -81,4 +81,85 @@ fn bench_short_mode_prints_the_json_summary() {
     assert_eq!(v["dropped"].as_u64(), Some(0));
     assert!(v["rss_mb"].as_f64().expect("rss") > 1.0);
     assert_eq!(v["preprocess"].as_array().expect("preprocess").len(), 6);
+}
+
+/// `lookout run` under a systemd-like supervisor: READY=1 after start, WATCHDOG=1 pings at
+/// least every half interval, STOPPING=1 on SIGTERM, and the notification variables are not
+/// passed on (a `pipe` source's program sees none of them).
+#[test]
+fn run_notifies_systemd_ready_watchdog_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock_path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).expect("bind");
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let env_seen = dir.path().join("env.txt");
+    let conf = dir.path().join("lookout.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            r#"
+            [source]
+            type = "pipe"
+            format = "gray"
+            width = 64
+            height = 64
+            command = ["sh", "-c", "env > {}; while true; do head -c 4096 /dev/zero; sleep 0.1; done"]
+            [log]
+            summary_secs = 0
+            "#,
+            env_seen.display()
+        ),
+    )
+    .expect("config");
+    let mut child = common::lookout_command()
+        .args(["run", "--config"])
+        .arg(&conf)
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "1000000")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start lookout");
+    let mut messages: Vec<String> = Vec::new();
+    let mut buf = [0u8; 4096];
+    let until = Instant::now() + Duration::from_secs(60);
+    let mut sent_term = false;
+    while Instant::now() < until {
+        if let Ok(n) = sock.recv(&mut buf) {
+            messages.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        let pings = messages.iter().filter(|m| *m == "WATCHDOG=1").count();
+        if pings >= 3 && !sent_term {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            sent_term = true;
+        }
+        if messages.iter().any(|m| m.starts_with("STOPPING=1")) {
+            break;
+        }
+    }
+    let status = child.wait().expect("lookout exits");
+    assert!(
+        messages
+            .first()
+            .is_some_and(|m| m.starts_with("READY=1\nSTATUS=Running")),
+        "READY first: {messages:?}"
+    );
+    assert!(
+        messages.iter().filter(|m| *m == "WATCHDOG=1").count() >= 3,
+        "{messages:?}"
+    );
+    assert!(
+        messages.iter().any(|m| m.starts_with("STOPPING=1")),
+        "{messages:?}"
+    );
+    assert!(status.success(), "clean exit after SIGTERM: {status:?}");
+    let env = std::fs::read_to_string(&env_seen).expect("the pipe program ran");
+    for var in ["NOTIFY_SOCKET", "WATCHDOG_USEC"] {
+        assert!(!env.contains(var), "{var} leaked to the child:\n{env}");
+    }
 }

@@ -204,7 +204,7 @@ fn files_source_counts_and_skips_non_images() {
     let images = dir.path().join("images/scratch");
     std::fs::create_dir_all(&images).expect("mkdir");
     // Two real frames (rendered scenes) and two that are not images.
-    let status = Command::new(common::bin())
+    let status = common::lookout_command()
         .args(["synth", "--count", "2", "--seed", "3", "--out"])
         .arg(&images)
         .status()
@@ -345,7 +345,7 @@ fn sigterm_exits_zero_with_every_event_written() {
         ),
     )
     .expect("write config");
-    let mut child = Command::new(common::bin())
+    let mut child = common::lookout_command()
         .args(["run", "--config"])
         .arg(&config_path)
         .env("RUST_LOG", "info")

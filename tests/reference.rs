@@ -163,7 +163,7 @@ fn classify_command_prints_the_json_contract() {
     images.sort();
     let bad = tempfile::NamedTempFile::new().expect("temp file");
     std::fs::write(bad.path(), b"this is not an image").expect("write");
-    let out = std::process::Command::new(common::bin())
+    let out = common::lookout_command()
         .arg("classify")
         .arg("--model")
         .arg(assets.join("models/plant-cnn96.onnx"))

@@ -919,7 +919,7 @@ fn mqtt_last_will_says_offline_when_the_daemon_is_killed() {
         ),
     )
     .expect("write config");
-    let mut daemon = Command::new(common::bin())
+    let mut daemon = common::lookout_command()
         .args(["run", "--config"])
         .arg(&conf)
         .stdout(Stdio::null())

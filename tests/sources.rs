@@ -402,7 +402,7 @@ fn http_mjpeg_corrupt_parts_are_counted_and_the_stream_goes_on() {
 
 #[test]
 fn cameras_command_exits_zero_and_explains_when_there_is_none() {
-    let out = Command::new(common::bin())
+    let out = common::lookout_command()
         .arg("cameras")
         .output()
         .expect("runs");
@@ -463,7 +463,7 @@ fn every_example_config_passes_check() {
     assert!(files.len() >= 4, "{files:?}");
     for file in &files {
         Config::load(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-        let out = Command::new(common::bin())
+        let out = common::lookout_command()
             .args(["check", "--config"])
             .arg(file)
             .output()

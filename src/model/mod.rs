@@ -408,7 +408,7 @@ impl Model {
         Ok(Session {
             model: Arc::clone(self),
             state,
-            pre: preprocess::Preprocessor::new(self.preprocess.clone(), self.input.clone()),
+            pre: preprocess::Preprocessor::new(self.preprocess, self.input.clone()),
             rgb: RgbBuf::default(),
         })
     }

@@ -63,53 +63,51 @@ impl JpegSplitter {
 
     /// The next piece, or `None` when more bytes are needed.
     pub fn next_piece(&mut self) -> Option<Piece> {
-        loop {
-            if !self.in_image {
-                // Resynchronise on a start-of-image marker followed by another marker.
-                match find(&self.buf, &[0xFF, 0xD8, 0xFF]) {
-                    Some(i) => {
-                        self.skipped += i as u64;
-                        self.buf.drain(..i);
-                        self.in_image = true;
-                        self.pos = 2;
-                        self.in_entropy = false;
-                    }
-                    None => {
-                        // Keep a possible partial marker at the end.
-                        let keep = self.buf.len().min(2);
-                        let drop = self.buf.len() - keep;
-                        self.skipped += drop as u64;
-                        self.buf.drain(..drop);
-                        return None;
-                    }
+        if !self.in_image {
+            // Resynchronise on a start-of-image marker followed by another marker.
+            match find(&self.buf, &[0xFF, 0xD8, 0xFF]) {
+                Some(i) => {
+                    self.skipped += i as u64;
+                    self.buf.drain(..i);
+                    self.in_image = true;
+                    self.pos = 2;
+                    self.in_entropy = false;
                 }
-            }
-            match self.walk() {
-                Walk::Complete(end) => {
-                    let rest = self.buf.split_off(end);
-                    let image = std::mem::replace(&mut self.buf, rest);
-                    self.in_image = false;
-                    return Some(Piece::Jpeg(image));
-                }
-                Walk::Truncated(at) | Walk::Invalid(at) => {
-                    // `at` is where the next image may begin (a new start marker) or where the
-                    // structure broke; resynchronise from there.
-                    let at = at.max(2);
-                    let rest = self.buf.split_off(at);
-                    let broken = std::mem::replace(&mut self.buf, rest);
-                    self.in_image = false;
-                    return Some(Piece::Corrupt(broken));
-                }
-                Walk::Incomplete => {
-                    if self.buf.len() > self.max_frame {
-                        let n = self.buf.len();
-                        // Drop all but the start marker's first byte, and look for the next image.
-                        self.buf.drain(..2);
-                        self.in_image = false;
-                        return Some(Piece::Oversize(n));
-                    }
+                None => {
+                    // Keep a possible partial marker at the end.
+                    let keep = self.buf.len().min(2);
+                    let drop = self.buf.len() - keep;
+                    self.skipped += drop as u64;
+                    self.buf.drain(..drop);
                     return None;
                 }
+            }
+        }
+        match self.walk() {
+            Walk::Complete(end) => {
+                let rest = self.buf.split_off(end);
+                let image = std::mem::replace(&mut self.buf, rest);
+                self.in_image = false;
+                Some(Piece::Jpeg(image))
+            }
+            Walk::Truncated(at) | Walk::Invalid(at) => {
+                // `at` is where the next image may begin (a new start marker) or where the
+                // structure broke; resynchronise from there.
+                let at = at.max(2);
+                let rest = self.buf.split_off(at);
+                let broken = std::mem::replace(&mut self.buf, rest);
+                self.in_image = false;
+                Some(Piece::Corrupt(broken))
+            }
+            Walk::Incomplete => {
+                if self.buf.len() > self.max_frame {
+                    let n = self.buf.len();
+                    // Drop all but the start marker's first byte, and look for the next image.
+                    self.buf.drain(..2);
+                    self.in_image = false;
+                    return Some(Piece::Oversize(n));
+                }
+                None
             }
         }
     }

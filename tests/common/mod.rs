@@ -30,3 +30,18 @@ pub fn assets() -> Option<PathBuf> {
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_lookout"))
 }
+
+/// A command that runs the `lookout` binary built for these tests. When the tests themselves run
+/// under an emulator (`scripts/build-arm.sh --test`), `LOOKOUT_TEST_RUNNER` names it (program and
+/// arguments, space-separated), because the host cannot exec a foreign binary directly.
+pub fn lookout_command() -> std::process::Command {
+    match std::env::var("LOOKOUT_TEST_RUNNER") {
+        Ok(runner) if !runner.trim().is_empty() => {
+            let mut parts = runner.split_whitespace();
+            let mut cmd = std::process::Command::new(parts.next().expect("non-empty runner"));
+            cmd.args(parts).arg(bin());
+            cmd
+        }
+        _ => std::process::Command::new(bin()),
+    }
+}

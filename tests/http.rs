@@ -1,0 +1,333 @@
+//! The embedded HTTP server as an operator uses it: the `lookout` binary with `[http]` on a
+//! loopback port, read with a real HTTP client and a real headless Chromium. Every wait is
+//! bounded; nothing asserts on speed.
+
+mod common;
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    l.local_addr().expect("local addr").port()
+}
+
+/// The daemon running `config` (with `[http] listen` on `port` appended); killed on drop.
+struct Daemon {
+    child: Child,
+    base: String,
+}
+
+impl Daemon {
+    fn start(dir: &Path, source: &str, http_extra: &str, env: &[(&str, &str)]) -> Daemon {
+        let port = free_port();
+        let conf = dir.join("lookout.toml");
+        std::fs::write(
+            &conf,
+            format!(
+                "device_id = \"testdev\"\n{source}\n[log]\nsummary_secs = 0\n[http]\nlisten = \"127.0.0.1:{port}\"\n{http_extra}\n"
+            ),
+        )
+        .expect("write config");
+        let mut cmd = common::lookout_command();
+        cmd.args(["run", "--config"])
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("start lookout");
+        let d = Daemon {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        let up = wait_until(Duration::from_secs(60), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        assert!(up, "HTTP server did not come up on port {port}");
+        d
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let until = Instant::now() + limit;
+    while Instant::now() < until {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    f()
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build(),
+    )
+}
+
+/// GET `url` with optional bearer token: (status, body bytes).
+fn get(url: &str, token: Option<&str>) -> (u16, Vec<u8>) {
+    let mut req = agent().get(url);
+    if let Some(t) = token {
+        req = req.header("Authorization", &format!("Bearer {t}"));
+    }
+    let mut resp = req.call().expect("HTTP request");
+    let status = resp.status().as_u16();
+    let mut body = Vec::new();
+    resp.body_mut()
+        .as_reader()
+        .read_to_end(&mut body)
+        .expect("body");
+    (status, body)
+}
+
+fn get_json(url: &str) -> serde_json::Value {
+    let (status, body) = get(url, None);
+    assert_eq!(status, 200, "{url}: {}", String::from_utf8_lossy(&body));
+    serde_json::from_slice(&body).expect("JSON")
+}
+
+/// The value of an unlabelled Prometheus sample `name`.
+fn sample(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name} in:\n{metrics}"))
+}
+
+const SYNTHETIC: &str = "[source]\ntype = \"synthetic\"\nfps = 10\n";
+
+#[test]
+fn health_metrics_status_live_frame_and_events_are_served() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = Daemon::start(dir.path(), SYNTHETIC, "", &[]);
+    assert!(
+        wait_until(Duration::from_secs(30), || get(
+            &format!("{}/healthz", d.base),
+            None
+        )
+        .0 == 200),
+        "healthz turns 200 once frames are classified: {:?}",
+        String::from_utf8_lossy(&get(&format!("{}/healthz", d.base), None).1)
+    );
+
+    let (status, body) = get(&format!("{}/metrics", d.base), None);
+    assert_eq!(status, 200);
+    let metrics = String::from_utf8(body).expect("utf8");
+    assert!(sample(&metrics, "lookout_frames_classified_total") >= 1.0);
+    assert_eq!(sample(&metrics, "lookout_healthy"), 1.0);
+    assert!(sample(&metrics, "lookout_process_resident_memory_bytes") > 1e6);
+    assert!(sample(&metrics, "lookout_process_threads") >= 4.0);
+    for needle in [
+        "# TYPE lookout_inference_seconds histogram",
+        "lookout_inference_seconds_bucket{le=\"+Inf\"}",
+        "lookout_sink_sent_total{sink=\"log\"}",
+        "lookout_sink_latency_seconds_count{sink=\"log\"}",
+        "lookout_info{version=",
+    ] {
+        assert!(
+            metrics.contains(needle),
+            "/metrics lacks {needle}:\n{metrics}"
+        );
+    }
+
+    let status = get_json(&format!("{}/api/status", d.base));
+    assert_eq!(status["info"]["device"], "testdev");
+    assert_eq!(status["health"]["ok"], true);
+    assert_eq!(status["info"]["labels"].as_array().map(Vec::len), Some(4));
+
+    let first = get_json(&format!("{}/api/live", d.base));
+    let seq0 = first["seq"].as_u64().expect("seq");
+    assert!(first["top"].as_array().is_some_and(|t| !t.is_empty()));
+    assert!(
+        wait_until(Duration::from_secs(20), || get_json(&format!(
+            "{}/api/live",
+            d.base
+        ))["seq"]
+            .as_u64()
+            > Some(seq0)),
+        "the latest frame advances"
+    );
+
+    let (status, jpeg) = get(&format!("{}/frame.jpg", d.base), None);
+    assert_eq!(status, 200);
+    let img = image::load_from_memory(&jpeg).expect("a JPEG");
+    assert_eq!((img.width(), img.height()), (320, 240));
+
+    let events = get_json(&format!("{}/api/events?limit=5", d.base));
+    let list = events["events"].as_array().expect("events");
+    assert!(!list.is_empty() && list.len() <= 5, "{events}");
+    assert!(events["total"].as_u64() >= Some(list.len() as u64));
+    assert!(list[0]["frame_seq"].is_u64());
+
+    let history = get_json(&format!("{}/api/history?since=0", d.base));
+    assert!(history.as_array().is_some_and(|h| !h.is_empty()));
+
+    let (status, page) = get(&format!("{}/", d.base), None);
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&page).contains("<canvas id=\"timeline\""));
+    assert_eq!(get(&format!("{}/nope", d.base), None).0, 404);
+}
+
+#[test]
+fn a_token_guards_everything_but_healthz() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = Daemon::start(
+        dir.path(),
+        SYNTHETIC,
+        "token_env = \"LOOKOUT_TEST_HTTP_TOKEN\"",
+        &[("LOOKOUT_TEST_HTTP_TOKEN", "s3cret")],
+    );
+    assert!(wait_until(Duration::from_secs(30), || get(
+        &format!("{}/healthz", d.base),
+        None
+    )
+    .0 == 200));
+    for path in ["/", "/metrics", "/api/status", "/frame.jpg"] {
+        let (status, _) = get(&format!("{}{path}", d.base), None);
+        assert_eq!(status, 401, "{path} without a token");
+        let (status, _) = get(&format!("{}{path}", d.base), Some("wrong"));
+        assert_eq!(status, 401, "{path} with a wrong token");
+    }
+    assert_eq!(
+        get(&format!("{}/api/status", d.base), Some("s3cret")).0,
+        200
+    );
+    assert_eq!(
+        get(&format!("{}/api/status?token=s3cret", d.base), None).0,
+        200
+    );
+}
+
+#[test]
+fn healthz_says_why_when_no_frames_arrive() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A camera program that dies at once: the source reconnects forever, no frame arrives.
+    let d = Daemon::start(
+        dir.path(),
+        "[source]\ntype = \"pipe\"\nformat = \"gray\"\nwidth = 8\nheight = 8\ncommand = [\"false\"]\n[pipeline]\nreconnect_max_secs = 1.0\n",
+        "",
+        &[],
+    );
+    let mut last = (0, Vec::new());
+    let unhealthy = wait_until(Duration::from_secs(40), || {
+        last = get(&format!("{}/healthz", d.base), None);
+        last.0 == 503 && String::from_utf8_lossy(&last.1).contains("no frame classified")
+    });
+    assert!(
+        unhealthy,
+        "503 with a reason: {} {}",
+        last.0,
+        String::from_utf8_lossy(&last.1)
+    );
+    let text = String::from_utf8_lossy(&last.1);
+    assert!(text.contains("source errors"), "{text}");
+    // The process keeps running (and keeps serving) while the source is down.
+    let metrics = String::from_utf8(get(&format!("{}/metrics", d.base), None).1).expect("utf8");
+    assert!(sample(&metrics, "lookout_source_errors_total") >= 1.0);
+    assert_eq!(sample(&metrics, "lookout_healthy"), 0.0);
+}
+
+/// The live view in a real browser: headless Chromium loads the page, runs its scripts, shows a
+/// frame and scores that update, and takes a screenshot.
+#[test]
+fn the_live_view_renders_and_updates_in_headless_chromium() {
+    let chromium = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| {
+            std::process::Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .expect("chromium must be installed (scripts/test installs Debian's chromium)");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = Daemon::start(dir.path(), SYNTHETIC, "", &[]);
+    assert!(wait_until(Duration::from_secs(30), || get(
+        &format!("{}/healthz", d.base),
+        None
+    )
+    .0 == 200));
+    let profile = dir.path().join("profile");
+    let run = |args: &[&str]| -> String {
+        let out = std::process::Command::new(chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--no-first-run",
+                "--hide-scrollbars",
+                "--window-size=1280,900",
+                "--run-all-compositor-stages-before-draw",
+                "--virtual-time-budget=4000",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .args(args)
+            .arg(format!("{}/", d.base))
+            .output()
+            .expect("chromium runs");
+        assert!(
+            out.status.success(),
+            "chromium failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let seq_of = |dom: &str| -> u64 {
+        let at = dom
+            .find("data-seq=\"")
+            .unwrap_or_else(|| panic!("the page set no frame sequence:\n{dom}"));
+        dom[at + 10..]
+            .split('"')
+            .next()
+            .and_then(|s| s.parse().ok())
+            .expect("a number")
+    };
+    let dom1 = run(&["--dump-dom"]);
+    assert!(
+        dom1.contains("/frame.jpg?seq="),
+        "the frame image is set:\n{dom1}"
+    );
+    assert!(
+        dom1.contains("class=\"bar\""),
+        "score bars are drawn:\n{dom1}"
+    );
+    assert!(
+        dom1.contains("class=\"ok\">healthy"),
+        "health shown:\n{dom1}"
+    );
+    let first = seq_of(&dom1);
+    std::thread::sleep(Duration::from_secs(2));
+    let dom2 = run(&["--dump-dom"]);
+    assert!(seq_of(&dom2) > first, "the page shows newer frames");
+
+    let shot = dir.path().join("live-view.png");
+    run(&[&format!("--screenshot={}", shot.display())]);
+    let img = image::open(&shot).expect("a PNG screenshot");
+    assert_eq!((img.width(), img.height()), (1280, 900));
+    // Not a blank page: the screenshot has many distinct colours (frame, text, plot).
+    let rgb = img.to_rgb8();
+    let mut colours: Vec<[u8; 3]> = rgb.pixels().step_by(97).map(|p| p.0).collect();
+    colours.sort();
+    colours.dedup();
+    assert!(colours.len() > 50, "{} distinct colours", colours.len());
+    if let Some(keep) = std::env::var_os("LOOKOUT_SCREENSHOT") {
+        std::fs::copy(&shot, keep).expect("copy screenshot");
+    }
+}
