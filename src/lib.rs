@@ -31,6 +31,7 @@
 //! - [`http`]: the embedded HTTP server (live view, `/healthz`, `/metrics`, JSON API), fed by
 //!   [`live`] (latest frame, score timeline, recent events).
 //! - [`cli`]: the `check`, `classify` and `synth` commands' logic, testable without the binary.
+//! - [`fuzz`]: entry points for fuzzing the parsers (`fuzz/`, `tests/fuzz.rs`).
 //! - [`bench`]: `lookout bench`, model, preprocessing and pipeline figures beside a peer baseline.
 
 pub mod bench;
@@ -39,6 +40,7 @@ pub mod config;
 pub mod daemon;
 pub mod event;
 pub mod frame;
+pub mod fuzz;
 pub mod health;
 pub mod http;
 pub mod live;

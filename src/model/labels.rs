@@ -68,7 +68,9 @@ pub fn parse_label_list(value: &str) -> Option<Vec<String>> {
             );
         }
         return indexed(
-            split_top_level(&v[1..v.len().saturating_sub(1).max(1)])
+            // `v` starts with the one-byte '{'; the closing brace may be missing, and the last
+            // character may be any width (found by fuzzing: `{0: 'ok'` + a non-ASCII character).
+            split_top_level(v[1..].strip_suffix('}').unwrap_or(&v[1..]))
                 .into_iter()
                 .map(|entry| {
                     let (k, val) = entry.split_once(':').unwrap_or(("", &entry));
@@ -132,6 +134,16 @@ fn split_top_level(s: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unterminated_dicts_with_wide_characters_do_not_panic() {
+        assert_eq!(
+            parse_label_list("{0: 'ok', 1: '猫'"),
+            Some(vec!["ok".into(), "猫".into()])
+        );
+        assert_eq!(parse_label_list("{0: 'ok'é"), Some(vec!["'ok'é".into()]));
+        assert_eq!(parse_label_list("{"), None);
+    }
 
     #[test]
     fn metadata_label_formats() {

@@ -253,6 +253,37 @@ fn produce(stdout: ChildStdout, cfg: PipeConfig, tx: FeedTx) {
     }
 }
 
+/// Where `program` would run from: itself when it contains a '/', else the first executable
+/// match in PATH. Checked before spawning, so a missing program is reported the same way on
+/// every platform (under qemu-user emulation, spawning cannot report a failed exec).
+fn find_program(program: &str) -> std::io::Result<std::path::PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &std::path::Path| {
+        p.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        return if executable(std::path::Path::new(program)) {
+            Ok(program.into())
+        } else {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no executable file there",
+            ))
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| executable(p))
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("not found in PATH ({})", path.to_string_lossy()),
+            )
+        })
+}
+
 impl FrameSource for PipeSource {
     fn describe(&self) -> String {
         format!("pipe:{}", self.cfg.program())
@@ -265,6 +296,13 @@ impl FrameSource for PipeSource {
     fn open(&mut self) -> Result<(), SourceError> {
         self.close();
         let program = self.cfg.program().to_owned();
+        let not_started = |source| {
+            SourceError::Io {
+            what: format!("cannot start {program:?}: check `source.command` and that the program is installed and in PATH"),
+            source,
+        }
+        };
+        find_program(&program).map_err(not_started)?;
         let mut cmd = Command::new(&program);
         cmd.args(self.cfg.command.get(1..).unwrap_or_default())
             .stdin(Stdio::null())
@@ -272,10 +310,7 @@ impl FrameSource for PipeSource {
             .stderr(Stdio::piped());
         // Its own process group, so that closing kills the program's own children too.
         cmd.process_group(0);
-        let mut child = cmd.spawn().map_err(|source| SourceError::Io {
-            what: format!("cannot start {program:?}: check `source.command` and that the program is installed and in PATH"),
-            source,
-        })?;
+        let mut child = cmd.spawn().map_err(not_started)?;
         log::debug!("Program started. program={program} pid={}", child.id());
         let tail: Arc<Mutex<VecDeque<String>>> = Arc::default();
         self.stderr_tail = Arc::clone(&tail);
@@ -474,6 +509,12 @@ mod tests {
         let e = s.open().expect_err("no such program");
         assert!(
             crate::pipeline::chain(&e).contains("/nonexistent/ffmpeg"),
+            "{e}"
+        );
+        let mut s = PipeSource::new(cfg(&["lookout-no-such-program"], PipeFormat::Mjpeg, 0, 0));
+        let e = crate::pipeline::chain(&s.open().expect_err("not in PATH"));
+        assert!(
+            e.contains("lookout-no-such-program") && e.contains("not found in PATH"),
             "{e}"
         );
     }

@@ -1,7 +1,10 @@
 //! Shared helpers for the integration tests.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
 
 /// The shared test assets (`../shared/assets`, see its README): `LOOKOUT_ASSETS`, else the
 /// folder beside the checkout. A test that needs them fails with a clear message when they are
@@ -44,4 +47,111 @@ pub fn lookout_command() -> std::process::Command {
         }
         _ => std::process::Command::new(bin()),
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The daemon with its HTTP server, for tests that watch it from outside.
+
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    l.local_addr().expect("local addr").port()
+}
+
+/// `lookout run` on a config made of `source` (any TOML before `[log]`: source, pipeline, rules,
+/// sinks) and `[http]` on a free loopback port plus `http_extra`; its log goes to
+/// `dir/lookout.log`. Killed on drop.
+pub struct Daemon {
+    pub child: Child,
+    pub base: String,
+}
+
+impl Daemon {
+    pub fn start(dir: &Path, source: &str, http_extra: &str, env: &[(&str, &str)]) -> Daemon {
+        let port = free_port();
+        let conf = dir.join("lookout.toml");
+        std::fs::write(
+            &conf,
+            format!(
+                "device_id = \"testdev\"\n{source}\n[log]\nsummary_secs = 0\n[http]\nlisten = \"127.0.0.1:{port}\"\n{http_extra}\n"
+            ),
+        )
+        .expect("write config");
+        let mut cmd = lookout_command();
+        let log = std::fs::File::create(dir.join("lookout.log")).expect("log file");
+        cmd.args(["run", "--config"])
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("start lookout");
+        let d = Daemon {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        let up = wait_until(Duration::from_secs(60), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        assert!(up, "HTTP server did not come up on port {port}");
+        d
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let until = Instant::now() + limit;
+    while Instant::now() < until {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    f()
+}
+
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build(),
+    )
+}
+
+/// GET `url` with optional bearer token: (status, body bytes).
+pub fn get(url: &str, token: Option<&str>) -> (u16, Vec<u8>) {
+    let mut req = agent().get(url);
+    if let Some(t) = token {
+        req = req.header("Authorization", &format!("Bearer {t}"));
+    }
+    let mut resp = req.call().expect("HTTP request");
+    let status = resp.status().as_u16();
+    let mut body = Vec::new();
+    resp.body_mut()
+        .as_reader()
+        .read_to_end(&mut body)
+        .expect("body");
+    (status, body)
+}
+
+pub fn get_json(url: &str) -> serde_json::Value {
+    let (status, body) = get(url, None);
+    assert_eq!(status, 200, "{url}: {}", String::from_utf8_lossy(&body));
+    serde_json::from_slice(&body).expect("JSON")
+}
+
+/// The value of an unlabelled Prometheus sample `name`.
+pub fn sample(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name} in:\n{metrics}"))
 }
