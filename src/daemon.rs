@@ -5,18 +5,19 @@
 //! frame flows; the binary prints them and exits non-zero. A second SIGINT/SIGTERM while
 //! shutting down exits at once.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::health::{Report, Watch};
-use crate::http::{HttpError, Info, Server, State};
+use crate::http::{HttpError, Info, ReloadRequest, Server, State};
 use crate::live::Live;
 use crate::metrics::{Metrics, Snapshot};
 use crate::model::{Model, ModelError};
 use crate::notify::Notifier;
-use crate::pipeline::{self, Parts, Running, StartError};
+use crate::pipeline::{self, Downstream, Parts, Running, StartError};
 use crate::rules::{RuleSet, UnknownLabel};
 use crate::sink::{Sink, SinkError};
 use crate::stop::StopToken;
@@ -61,27 +62,9 @@ pub fn build(
     config: &Config,
     extra_sinks: Vec<(String, Box<dyn Sink>)>,
 ) -> Result<Parts, DaemonError> {
-    let model = Arc::new(Model::load(&config.model)?);
-    log::info!(
-        "Model loaded. model={} input={:?} layout={:?} dtype={:?} classes={} labels_from=\"{}\" quantization=\"{}\" load_ms={:.0}",
-        model.name,
-        model.input.shape(),
-        model.input.layout,
-        model.input.dtype,
-        model.classes(),
-        model.labels_from,
-        model.quantization.describe(),
-        model.load_time.as_secs_f64() * 1000.0
-    );
+    let model = load_model(config)?;
     let device = config.device_id();
-    let mut sinks: Vec<(String, Box<dyn Sink>)> = Vec::new();
-    for cfg in &config.sinks {
-        let sink = cfg.build(&device).map_err(|source| DaemonError::Sink {
-            name: cfg.name().to_owned(),
-            source,
-        })?;
-        sinks.push((cfg.name().to_owned(), sink));
-    }
+    let mut sinks = build_sinks(config, &device)?;
     sinks.extend(extra_sinks);
     let names: Vec<String> = sinks.iter().map(|(n, _)| n.clone()).collect();
     let rules = RuleSet::build(&config.rules, &model.labels, &names)?;
@@ -95,7 +78,7 @@ pub fn build(
         frame_queue: config.pipeline.frame_queue,
         sink_queue: config.pipeline.sink_queue,
         top_k: config.pipeline.top_k,
-        device: config.device_id(),
+        device,
         summary_every: (summary > 0.0).then(|| Duration::from_secs_f64(summary)),
         reconnect: (
             Duration::from_secs_f64(config.pipeline.reconnect_min_secs),
@@ -103,6 +86,150 @@ pub fn build(
         ),
         live: config.http.listen.is_some().then(Live::new),
     })
+}
+
+/// Loads `[model]` and logs what it is.
+fn load_model(config: &Config) -> Result<Arc<Model>, DaemonError> {
+    let model = Arc::new(Model::load(&config.model)?);
+    log::info!(
+        "Model loaded. model={} input={:?} layout={:?} dtype={:?} classes={} labels_from=\"{}\" quantization=\"{}\" load_ms={:.0}",
+        model.name,
+        model.input.shape(),
+        model.input.layout,
+        model.input.dtype,
+        model.classes(),
+        model.labels_from,
+        model.quantization.describe(),
+        model.load_time.as_secs_f64() * 1000.0
+    );
+    Ok(model)
+}
+
+/// Sinks with their names, in config order.
+type NamedSinks = Vec<(String, Box<dyn Sink>)>;
+
+/// Builds `[[sinks]]` in config order.
+fn build_sinks(config: &Config, device: &str) -> Result<NamedSinks, DaemonError> {
+    let mut sinks: Vec<(String, Box<dyn Sink>)> = Vec::new();
+    for cfg in &config.sinks {
+        let sink = cfg.build(device).map_err(|source| DaemonError::Sink {
+            name: cfg.name().to_owned(),
+            source,
+        })?;
+        sinks.push((cfg.name().to_owned(), sink));
+    }
+    Ok(sinks)
+}
+
+fn info(config: &Config, source: String, model: &Model) -> Info {
+    Info {
+        device: config.device_id(),
+        source,
+        model: model.name.clone(),
+        input: model.input.shape().to_vec(),
+        quantization: model.quantization.describe().to_string(),
+        labels: model.labels.clone(),
+        version: env!("CARGO_PKG_VERSION"),
+    }
+}
+
+/// Settings a reload cannot change while the camera keeps running: the source, the frame
+/// queue, reconnection, the HTTP server and logging. Each changed one is named.
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    if format!("{:?}", old.source) != format!("{:?}", new.source) {
+        changed.push("[source]");
+    }
+    let (a, b) = (&old.pipeline, &new.pipeline);
+    if a.frame_queue != b.frame_queue
+        || a.reconnect_min_secs != b.reconnect_min_secs
+        || a.reconnect_max_secs != b.reconnect_max_secs
+    {
+        changed.push("[pipeline] frame_queue / reconnect_*");
+    }
+    if format!("{:?}", old.http) != format!("{:?}", new.http) {
+        changed.push("[http]");
+    }
+    if format!("{:?}", old.log) != format!("{:?}", new.log) {
+        changed.push("[log]");
+    }
+    changed
+}
+
+/// Re-reads and applies the configuration file (SIGHUP, `POST /api/reload`): the model, rules,
+/// sinks, workers and `[pipeline]` queue/top-k settings change; the source keeps running. An
+/// invalid file, a model that does not load or rules that do not fit it leave everything as it
+/// was. Sinks are replaced after the old ones have delivered what they hold; should a new sink
+/// fail to start, the previous configuration's sinks are started again. Returns what was done,
+/// or why nothing was.
+fn reload(
+    running: &mut Running,
+    current: &mut Config,
+    path: Option<&Path>,
+    live: &Option<Arc<Live>>,
+    info_slot: &Mutex<Info>,
+) -> Result<String, String> {
+    let Some(path) = path else {
+        return Err("running on the embedded default configuration: there is no file to re-read (start with --config FILE)".into());
+    };
+    let new = Config::load(path).map_err(|e| crate::pipeline::chain(&e))?;
+    let model = load_model(&new).map_err(|e| crate::pipeline::chain(&e))?;
+    let names: Vec<String> = new.sinks.iter().map(|c| c.name().to_owned()).collect();
+    let rules = RuleSet::build(&new.rules, &model.labels, &names)
+        .map_err(|e| crate::pipeline::chain(&e))?;
+    let kept = restart_only_changes(current, &new);
+    // Point of no return: the old workers, dispatcher and sinks finish what they hold.
+    running.drain_downstream(SHUTDOWN_DEADLINE);
+    let device = new.device_id();
+    let (applied, sinks, rules, model, result) = match build_sinks(&new, &device) {
+        Ok(sinks) => (&new, sinks, rules, model, Ok(())),
+        Err(e) => {
+            let why = crate::pipeline::chain(&e);
+            log::error!("A sink of the new configuration did not start; restarting the previous configuration's sinks. error={why}");
+            let old_model = load_model(current).map_err(|e| crate::pipeline::chain(&e))?;
+            let old_sinks = build_sinks(current, &current.device_id()).map_err(|e| {
+                format!(
+                    "{why}; and the previous sinks did not restart either: {}",
+                    crate::pipeline::chain(&e)
+                )
+            })?;
+            let old_names: Vec<String> = old_sinks.iter().map(|(n, _)| n.clone()).collect();
+            let old_rules = RuleSet::build(&current.rules, &old_model.labels, &old_names)
+                .map_err(|e| crate::pipeline::chain(&e))?;
+            (&*current, old_sinks, old_rules, old_model, Err(why))
+        }
+    };
+    let applied = applied.clone();
+    let downstream = Downstream {
+        model: Arc::clone(&model),
+        rules,
+        sinks,
+        workers: applied.pipeline.worker_count(),
+        sink_queue: applied.pipeline.sink_queue,
+        top_k: applied.pipeline.top_k,
+        device: applied.device_id(),
+        live: live.clone(),
+    };
+    running
+        .start_downstream(downstream)
+        .map_err(|e| crate::pipeline::chain(&e))?;
+    *info_slot.lock().unwrap_or_else(|e| e.into_inner()) =
+        info(&applied, running.source_name.clone(), &model);
+    result?;
+    *current = applied;
+    let mut msg = format!(
+        "Configuration reloaded. model={} rules={} sinks={}",
+        model.name,
+        current.rules.len(),
+        names.join(",")
+    );
+    if !kept.is_empty() {
+        msg.push_str(&format!(
+            "; not applied until a restart (the source keeps running): {}",
+            kept.join(", ")
+        ));
+    }
+    Ok(msg)
 }
 
 /// Builds and starts the pipeline; `stop` ends it.
@@ -142,29 +269,34 @@ pub fn install_signals(stop: &StopToken) -> Result<(), DaemonError> {
 ///
 /// Under systemd (`notifier`), READY=1 is sent once the model is loaded and the pipeline runs,
 /// WATCHDOG=1 while [`Watch`] sees progress, and STOPPING=1 when a signal arrives.
-pub fn run(config: &Config, notifier: Notifier) -> Result<Snapshot, DaemonError> {
+pub fn run(
+    config: &Config,
+    path: Option<&Path>,
+    notifier: Notifier,
+) -> Result<Snapshot, DaemonError> {
     let stop = StopToken::new();
     install_signals(&stop)?;
+    let hup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup))
+        .map_err(DaemonError::Signals)?;
     let parts = build(config, Vec::new())?;
     let live = parts.live.clone();
-    let info = Info {
-        device: parts.device.clone(),
-        source: parts.source.describe(),
-        model: parts.model.name.clone(),
-        input: parts.model.input.shape().to_vec(),
-        quantization: parts.model.quantization.describe().to_string(),
-        labels: parts.model.labels.clone(),
-        version: env!("CARGO_PKG_VERSION"),
-    };
-    let running = start_parts(parts, stop.clone())?;
+    let info_slot = Arc::new(Mutex::new(info(
+        config,
+        parts.source.describe(),
+        &parts.model,
+    )));
+    let mut running = start_parts(parts, stop.clone())?;
     let health = Arc::new(Mutex::new(Report::default()));
-    let server = match live {
+    let (reload_tx, reload_rx) = crossbeam_channel::bounded::<ReloadRequest>(4);
+    let server = match &live {
         Some(live) => {
             let state = State {
                 metrics: Arc::clone(running.metrics()),
-                live,
+                live: Arc::clone(live),
                 health: Arc::clone(&health),
-                info,
+                info: Arc::clone(&info_slot),
+                reload: Some(reload_tx),
             };
             match Server::start(&config.http, state) {
                 Ok(s) => s,
@@ -202,6 +334,40 @@ pub fn run(config: &Config, notifier: Notifier) -> Result<Snapshot, DaemonError>
                 })
             })?
     };
+    // Until the source ends or a signal stops it: apply reload requests as they come.
+    let mut current = config.clone();
+    while !running.capture_finished() && !stop.is_stopped() {
+        let reply = match reload_rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(reply) => Some(reply),
+            Err(_) if hup.swap(false, Ordering::Relaxed) => None,
+            Err(_) => continue,
+        };
+        log::info!(
+            "Reloading the configuration. trigger={}",
+            if reply.is_some() {
+                "POST /api/reload"
+            } else {
+                "SIGHUP"
+            }
+        );
+        let result = reload(&mut running, &mut current, path, &live, &info_slot);
+        let m = running.metrics();
+        match &result {
+            Ok(msg) => {
+                m.reloads.fetch_add(1, Ordering::Relaxed);
+                log::info!("{msg}");
+            }
+            Err(why) => {
+                m.reload_failures.fetch_add(1, Ordering::Relaxed);
+                log::error!(
+                    "Configuration not reloaded; the running configuration stays. reason={why}"
+                );
+            }
+        }
+        if let Some(reply) = reply {
+            let _ = reply.send(result);
+        }
+    }
     let snapshot = running.wait(SHUTDOWN_DEADLINE);
     done.store(true, Ordering::Relaxed);
     let _ = supervisor.join();

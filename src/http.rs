@@ -16,6 +16,7 @@
 //! | `/api/history?since=MS` | JSON: timeline points (top-k per ~250 ms) after `since` |
 //! | `/api/events?limit=N` | JSON: the most recent events (default 50, at most 200) |
 //! | `/frame.jpg` | the latest classified frame as JPEG |
+//! | `POST /api/reload` | re-read the configuration file (needs `token_env`); 200 and what changed, or 422 and why nothing did |
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -85,12 +86,18 @@ pub struct Info {
     pub version: &'static str,
 }
 
+/// A reload request to the daemon's main loop, with where to send the outcome.
+pub type ReloadRequest = crossbeam_channel::Sender<Result<String, String>>;
+
 /// Everything the handlers read.
 pub struct State {
     pub metrics: Arc<Metrics>,
     pub live: Arc<Live>,
     pub health: Arc<Mutex<Report>>,
-    pub info: Info,
+    /// Replaced when a reload changes the model.
+    pub info: Arc<Mutex<Info>>,
+    /// Where `POST /api/reload` sends its request; `None`: reloading is not offered.
+    pub reload: Option<crossbeam_channel::Sender<ReloadRequest>>,
 }
 
 /// A running server; [`Server::stop`] ends it.
@@ -237,67 +244,118 @@ fn authorized(req: &tiny_http::Request, token: Option<&str>) -> bool {
 fn handle(req: tiny_http::Request, state: &State, token: Option<&str>, started: Instant) {
     let url = req.url().to_owned();
     let path = url.split('?').next().unwrap_or("");
-    let resp =
-        if *req.method() != tiny_http::Method::Get && *req.method() != tiny_http::Method::Head {
+    let method = req.method().clone();
+    let resp = if path == "/api/reload" {
+        if method != tiny_http::Method::Post {
+            text(405, "text/plain; charset=utf-8", "POST to reload\n")
+                .with_header(header("Allow", "POST"))
+        } else if token.is_none() {
             text(
-                405,
+                403,
                 "text/plain; charset=utf-8",
-                "only GET is served here\n",
+                "reloading over HTTP needs a token: set [http] token_env (or send SIGHUP)\n",
             )
-            .with_header(header("Allow", "GET, HEAD"))
-        } else if path == "/healthz" {
-            healthz(state)
         } else if !authorized(&req, token) {
             text(
                 401,
                 "text/plain; charset=utf-8",
-                "missing or wrong bearer token (Authorization: Bearer <token>, or ?token=)\n",
+                "missing or wrong bearer token\n",
             )
             .with_header(header("WWW-Authenticate", "Bearer"))
         } else {
-            match path {
-                "/" | "/index.html" => text(200, "text/html; charset=utf-8", PAGE),
-                "/metrics" => text(
-                    200,
-                    "text/plain; version=0.0.4; charset=utf-8",
-                    prometheus(state, started),
-                ),
-                "/api/status" => json(&status(state, started)),
-                "/api/live" => json(&state.live.latest()),
-                "/api/history" => {
-                    let since = query(&url, "since")
-                        .and_then(|s| s.parse().ok())
-                        .unwrap_or(0);
-                    json(&state.live.history_since(since))
-                }
-                "/api/events" => {
-                    let limit = query(&url, "limit")
-                        .and_then(|s| s.parse().ok())
-                        .unwrap_or(50usize)
-                        .min(crate::live::RECENT_EVENTS);
-                    let (events, total) = state.live.recent_events(limit);
-                    let events: Vec<&crate::event::Event> = events.iter().map(|e| &**e).collect();
-                    json(&serde_json::json!({ "total": total, "events": events }))
-                }
-                "/frame.jpg" => match state.live.jpeg() {
-                    Some(Ok((seq, bytes))) => text(200, "image/jpeg", bytes.as_slice())
-                        .with_header(header("X-Frame-Seq", &seq.to_string())),
-                    Some(Err(e)) => text(500, "text/plain; charset=utf-8", format!("{e}\n")),
-                    None => text(
-                        404,
-                        "text/plain; charset=utf-8",
-                        "no frame classified yet\n",
-                    ),
-                },
-                _ => text(
+            reload(state)
+        }
+    } else if method != tiny_http::Method::Get && method != tiny_http::Method::Head {
+        text(
+            405,
+            "text/plain; charset=utf-8",
+            "only GET is served here\n",
+        )
+        .with_header(header("Allow", "GET, HEAD"))
+    } else if path == "/healthz" {
+        healthz(state)
+    } else if !authorized(&req, token) {
+        text(
+            401,
+            "text/plain; charset=utf-8",
+            "missing or wrong bearer token (Authorization: Bearer <token>, or ?token=)\n",
+        )
+        .with_header(header("WWW-Authenticate", "Bearer"))
+    } else {
+        match path {
+            "/" | "/index.html" => text(200, "text/html; charset=utf-8", PAGE),
+            "/metrics" => text(
+                200,
+                "text/plain; version=0.0.4; charset=utf-8",
+                prometheus(state, started),
+            ),
+            "/api/status" => json(&status(state, started)),
+            "/api/live" => json(&state.live.latest()),
+            "/api/history" => {
+                let since = query(&url, "since")
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                json(&state.live.history_since(since))
+            }
+            "/api/events" => {
+                let limit = query(&url, "limit")
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(50usize)
+                    .min(crate::live::RECENT_EVENTS);
+                let (events, total) = state.live.recent_events(limit);
+                let events: Vec<&crate::event::Event> = events.iter().map(|e| &**e).collect();
+                json(&serde_json::json!({ "total": total, "events": events }))
+            }
+            "/frame.jpg" => match state.live.jpeg() {
+                Some(Ok((seq, bytes))) => text(200, "image/jpeg", bytes.as_slice())
+                    .with_header(header("X-Frame-Seq", &seq.to_string())),
+                Some(Err(e)) => text(500, "text/plain; charset=utf-8", format!("{e}\n")),
+                None => text(
                     404,
                     "text/plain; charset=utf-8",
-                    "not found; see / for the live view\n",
+                    "no frame classified yet\n",
                 ),
-            }
-        };
+            },
+            _ => text(
+                404,
+                "text/plain; charset=utf-8",
+                "not found; see / for the live view\n",
+            ),
+        }
+    };
     if let Err(e) = req.respond(resp) {
         log::debug!("HTTP client went away. path={path} error={e}");
+    }
+}
+
+fn reload(state: &State) -> Resp {
+    let Some(tx) = &state.reload else {
+        return text(
+            503,
+            "text/plain; charset=utf-8",
+            "reloading is not available\n",
+        );
+    };
+    let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
+    if tx.try_send(reply_tx).is_err() {
+        return text(
+            503,
+            "text/plain; charset=utf-8",
+            "a reload is already under way; try again\n",
+        );
+    }
+    match reply_rx.recv_timeout(std::time::Duration::from_secs(300)) {
+        Ok(Ok(msg)) => text(200, "text/plain; charset=utf-8", format!("{msg}\n")),
+        Ok(Err(why)) => text(
+            422,
+            "text/plain; charset=utf-8",
+            format!("not reloaded; the running configuration stays: {why}\n"),
+        ),
+        Err(_) => text(
+            503,
+            "text/plain; charset=utf-8",
+            "the daemon is shutting down\n",
+        ),
     }
 }
 
@@ -322,16 +380,16 @@ fn healthz(state: &State) -> Resp {
 }
 
 #[derive(Serialize)]
-struct Status<'a> {
-    info: &'a Info,
+struct Status {
+    info: Info,
     health: Report,
     uptime_secs: f64,
     counters: crate::metrics::Snapshot,
 }
 
-fn status(state: &State, started: Instant) -> Status<'_> {
+fn status(state: &State, started: Instant) -> Status {
     Status {
-        info: &state.info,
+        info: state.info.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         health: state
             .health
             .lock()
@@ -401,14 +459,15 @@ fn escape(v: &str) -> String {
 fn prometheus(state: &State, started: Instant) -> String {
     use std::sync::atomic::Ordering::Relaxed;
     let m = &state.metrics;
+    let info = state.info.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let mut o = String::with_capacity(16 * 1024);
     let _ = writeln!(
         o,
         "# HELP lookout_info Static facts about this daemon.\n# TYPE lookout_info gauge\nlookout_info{{version=\"{}\",device=\"{}\",source=\"{}\",model=\"{}\"}} 1",
-        state.info.version,
-        escape(&state.info.device),
-        escape(&state.info.source),
-        escape(&state.info.model)
+        info.version,
+        escape(&info.device),
+        escape(&info.source),
+        escape(&info.model)
     );
     let health = state.health.lock().unwrap_or_else(|e| e.into_inner()).ok;
     gauge(
@@ -465,6 +524,18 @@ fn prometheus(state: &State, started: Instant) -> String {
         "Events produced by the rules.",
         m.events.load(Relaxed),
     );
+    counter(
+        &mut o,
+        "lookout_reloads_total",
+        "Configuration reloads applied.",
+        m.reloads.load(Relaxed),
+    );
+    counter(
+        &mut o,
+        "lookout_reload_failures_total",
+        "Configuration reloads refused (the running configuration was kept).",
+        m.reload_failures.load(Relaxed),
+    );
     for (name, help, h) in [
         (
             "lookout_queue_wait_seconds",
@@ -509,12 +580,12 @@ fn prometheus(state: &State, started: Instant) -> String {
         ),
     ] {
         let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");
-        for s in &m.sinks {
+        for s in &m.sinks() {
             let v = [&s.sent, &s.failed, &s.dropped][get].load(Relaxed);
             let _ = writeln!(o, "{name}{{sink=\"{}\"}} {v}", escape(&s.name));
         }
     }
-    for (i, s) in m.sinks.iter().enumerate() {
+    for (i, s) in m.sinks().iter().enumerate() {
         histogram(
             &mut o,
             "lookout_sink_latency_seconds",

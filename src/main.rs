@@ -131,6 +131,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config } => {
+            let config_path = config.clone();
             let config = match load(config.as_ref()) {
                 Ok(c) => c,
                 Err(e) => {
@@ -141,7 +142,7 @@ fn main() -> ExitCode {
             };
             init_logging(&config.log.level);
             let notifier = lookout::notify::Notifier::from_env();
-            match lookout::daemon::run(&config, notifier) {
+            match lookout::daemon::run(&config, config_path.as_deref(), notifier) {
                 Ok(_) => ExitCode::SUCCESS,
                 Err(e) => {
                     print_error(&e);

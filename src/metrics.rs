@@ -6,6 +6,7 @@
 //! and memory does not grow with run time.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -173,8 +174,12 @@ pub struct Metrics {
     pub total: Histogram,
     /// Capture -> event built by the dispatcher.
     pub event_latency: Histogram,
-    /// One entry per configured sink, in config order.
-    pub sinks: Vec<SinkMetrics>,
+    /// Configuration reloads applied, and refused (invalid config, model or sinks).
+    pub reloads: AtomicU64,
+    pub reload_failures: AtomicU64,
+    /// One entry per configured sink, in config order; replaced on reload (a sink keeps its
+    /// counters when its name stays).
+    sinks: std::sync::RwLock<Vec<Arc<SinkMetrics>>>,
 }
 
 /// Milliseconds on a monotonic clock that starts at 1 when first read in this process.
@@ -218,16 +223,32 @@ pub struct SinkSnapshot {
 
 impl Metrics {
     pub fn new(sink_names: &[String]) -> Metrics {
-        Metrics {
-            sinks: sink_names
-                .iter()
-                .map(|n| SinkMetrics {
-                    name: n.clone(),
-                    ..Default::default()
+        let m = Metrics::default();
+        m.replace_sinks(sink_names);
+        m
+    }
+
+    /// The current sinks' counters, in config order.
+    pub fn sinks(&self) -> Vec<Arc<SinkMetrics>> {
+        self.sinks.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Sets the sink list (at start and on reload): a name already present keeps its counters.
+    pub fn replace_sinks(&self, names: &[String]) -> Vec<Arc<SinkMetrics>> {
+        let mut g = self.sinks.write().unwrap_or_else(|e| e.into_inner());
+        let new: Vec<Arc<SinkMetrics>> = names
+            .iter()
+            .map(|n| {
+                g.iter().find(|s| &s.name == n).cloned().unwrap_or_else(|| {
+                    Arc::new(SinkMetrics {
+                        name: n.clone(),
+                        ..Default::default()
+                    })
                 })
-                .collect(),
-            ..Default::default()
-        }
+            })
+            .collect();
+        *g = new.clone();
+        new
     }
 
     pub fn snapshot(&self) -> Snapshot {
@@ -251,7 +272,7 @@ impl Metrics {
             total_ms: self.total.snapshot(),
             event_latency_ms: self.event_latency.snapshot(),
             sinks: self
-                .sinks
+                .sinks()
                 .iter()
                 .map(|s| SinkSnapshot {
                     name: s.name.clone(),

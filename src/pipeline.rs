@@ -12,7 +12,7 @@
 //! sinks except what a full sink queue refuses, and that is counted. Run-time errors (a bad
 //! frame, a failed delivery, a broken source) are logged, counted and never stop the loop.
 
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -22,7 +22,7 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TryRecvErro
 use crate::event::{rfc3339, Event, TopEntry};
 use crate::frame::Frame;
 use crate::live::Live;
-use crate::metrics::{Metrics, Snapshot};
+use crate::metrics::{Metrics, SinkMetrics, Snapshot};
 use crate::model::{postprocess::top_k, Model, ModelError, Session};
 use crate::rules::RuleSet;
 use crate::sink::Sink;
@@ -93,8 +93,10 @@ struct Delivery {
 pub struct Running {
     stop: StopToken,
     metrics: Arc<Metrics>,
-    /// Joined in data order: capture, workers, dispatcher, sinks.
-    stages: Vec<(String, JoinHandle<()>)>,
+    capture: Option<JoinHandle<()>>,
+    /// Kept to start the workers of the next configuration on reload.
+    frame_rx: Receiver<Frame>,
+    generation: Option<Generation>,
     /// Closing it (drop) ends the summary thread.
     summary_done: Option<Sender<()>>,
     summary: Option<JoinHandle<()>>,
@@ -202,6 +204,28 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>
         })
 }
 
+/// Everything downstream of the frame queue: what a configuration reload replaces while the
+/// source keeps running.
+pub struct Downstream {
+    pub model: Arc<Model>,
+    pub rules: RuleSet,
+    /// Sinks with their names, in config order (rule sink indices refer to this order).
+    pub sinks: Vec<(String, Box<dyn Sink>)>,
+    pub workers: usize,
+    pub sink_queue: usize,
+    pub top_k: usize,
+    pub device: String,
+    pub live: Option<Arc<Live>>,
+}
+
+/// The running workers, dispatcher and sinks of one configuration.
+struct Generation {
+    /// Tells the workers to stop taking frames (the frame queue stays for the next generation).
+    quit: Arc<AtomicBool>,
+    /// Workers, dispatcher, sinks: joined in this order.
+    stages: Vec<(String, JoinHandle<()>)>,
+}
+
 /// Opens the source and starts every thread.
 pub fn start(parts: Parts, stop: StopToken) -> Result<Running, StartError> {
     let Parts {
@@ -212,7 +236,7 @@ pub fn start(parts: Parts, stop: StopToken) -> Result<Running, StartError> {
         workers,
         frame_queue,
         sink_queue,
-        top_k: k,
+        top_k,
         device,
         summary_every,
         reconnect,
@@ -223,83 +247,29 @@ pub fn start(parts: Parts, stop: StopToken) -> Result<Running, StartError> {
         source_name: source_name.clone(),
         source: e,
     })?;
-    let sink_names: Vec<String> = sinks.iter().map(|(n, _)| n.clone()).collect();
-    let metrics = Arc::new(Metrics::new(&sink_names));
-    let sessions: Vec<Session> = (0..workers.max(1))
-        .map(|_| model.session())
-        .collect::<Result<_, _>>()
-        .map_err(StartError::Session)?;
+    let metrics = Arc::new(Metrics::new(&[]));
 
     // Frames: capture -> workers. The capture thread also holds a receiver, to drop the oldest
-    // frame when the queue is full. Closes when the capture thread ends.
+    // frame when the queue is full. Closes when the capture thread ends; outlives reloads.
     let (frame_tx, frame_rx) = bounded::<Frame>(frame_queue);
-    // Classifications: workers -> dispatcher. Workers block when it is full (the dispatcher is
-    // fast). Closes when the last worker ends.
-    let (class_tx, class_rx) = bounded::<Classified>(workers.max(1) * 4);
-    let mut stages = Vec::new();
-
-    // Sinks first, so the dispatcher has somewhere to send.
-    let mut sink_txs: Vec<Sender<Delivery>> = Vec::new();
-    let mut sink_threads = Vec::new();
-    let frame_sinks: Vec<bool> = sinks.iter().map(|(_, s)| s.wants_frames()).collect();
-    let keep_frames = frame_sinks.contains(&true) || live.is_some();
-    for (i, (name, sink)) in sinks.into_iter().enumerate() {
-        // Events: dispatcher -> this sink. Full: the dispatcher drops the event for this sink and
-        // counts it. Closes when the dispatcher ends.
-        let (tx, rx) = bounded::<Delivery>(sink_queue);
-        sink_txs.push(tx);
-        let m = Arc::clone(&metrics);
-        let thread_name = format!("sink-{name}");
-        sink_threads.push((
-            thread_name.clone(),
-            spawn(&thread_name, move || sink_loop(i, name, sink, rx, m))?,
-        ));
-    }
+    let downstream = Downstream {
+        model,
+        rules,
+        sinks,
+        workers,
+        sink_queue,
+        top_k,
+        device,
+        live,
+    };
+    let generation = start_generation(downstream, &frame_rx, &metrics, &source_name)?;
 
     let m = Arc::clone(&metrics);
     let st = stop.clone();
     let drop_rx = frame_rx.clone();
-    stages.push((
-        "capture".to_owned(),
-        spawn("capture", move || {
-            capture_loop(source, frame_tx, drop_rx, m, st, reconnect)
-        })?,
-    ));
-
-    for (i, session) in sessions.into_iter().enumerate() {
-        let rx = frame_rx.clone();
-        let tx = class_tx.clone();
-        let m = Arc::clone(&metrics);
-        let name = format!("worker-{i}");
-        stages.push((
-            name.clone(),
-            spawn(&name, move || worker_loop(session, rx, tx, m, keep_frames))?,
-        ));
-    }
-    drop(frame_rx);
-    drop(class_tx);
-
-    let m = Arc::clone(&metrics);
-    let labels: Arc<[String]> = model.labels.clone().into();
-    let src = source_name.clone();
-    stages.push((
-        "dispatcher".to_owned(),
-        spawn("dispatcher", move || {
-            dispatch_loop(
-                class_rx,
-                sink_txs,
-                frame_sinks,
-                live,
-                rules,
-                labels,
-                k,
-                device,
-                src,
-                m,
-            )
-        })?,
-    ));
-    stages.extend(sink_threads);
+    let capture = spawn("capture", move || {
+        capture_loop(source, frame_tx, drop_rx, m, st, reconnect)
+    })?;
 
     let (summary_done, summary) = match summary_every {
         Some(every) => {
@@ -317,11 +287,117 @@ pub fn start(parts: Parts, stop: StopToken) -> Result<Running, StartError> {
     Ok(Running {
         stop,
         metrics,
-        stages,
+        capture: Some(capture),
+        frame_rx,
+        generation: Some(generation),
         summary_done,
         summary,
         source_name,
     })
+}
+
+/// Starts workers, dispatcher and sinks reading `frame_rx`.
+fn start_generation(
+    d: Downstream,
+    frame_rx: &Receiver<Frame>,
+    metrics: &Arc<Metrics>,
+    source_name: &str,
+) -> Result<Generation, StartError> {
+    let Downstream {
+        model,
+        rules,
+        sinks,
+        workers,
+        sink_queue,
+        top_k: k,
+        device,
+        live,
+    } = d;
+    let sessions: Vec<Session> = (0..workers.max(1))
+        .map(|_| model.session())
+        .collect::<Result<_, _>>()
+        .map_err(StartError::Session)?;
+    let sink_names: Vec<String> = sinks.iter().map(|(n, _)| n.clone()).collect();
+    let counters = metrics.replace_sinks(&sink_names);
+    let quit = Arc::new(AtomicBool::new(false));
+    // Classifications: workers -> dispatcher. Workers block when it is full (the dispatcher is
+    // fast). Closes when the last worker ends.
+    let (class_tx, class_rx) = bounded::<Classified>(workers.max(1) * 4);
+    let mut stages = Vec::new();
+
+    // Sinks first, so the dispatcher has somewhere to send.
+    let mut sink_txs: Vec<Sender<Delivery>> = Vec::new();
+    let mut sink_threads = Vec::new();
+    let frame_sinks: Vec<bool> = sinks.iter().map(|(_, s)| s.wants_frames()).collect();
+    let keep_frames = frame_sinks.contains(&true) || live.is_some();
+    for ((name, sink), c) in sinks.into_iter().zip(counters.iter().cloned()) {
+        // Events: dispatcher -> this sink. Full: the dispatcher drops the event for this sink and
+        // counts it. Closes when the dispatcher ends.
+        let (tx, rx) = bounded::<Delivery>(sink_queue);
+        sink_txs.push(tx);
+        let thread_name = format!("sink-{name}");
+        sink_threads.push((
+            thread_name.clone(),
+            spawn(&thread_name, move || sink_loop(name, sink, rx, c))?,
+        ));
+    }
+
+    for (i, session) in sessions.into_iter().enumerate() {
+        let rx = frame_rx.clone();
+        let tx = class_tx.clone();
+        let m = Arc::clone(metrics);
+        let q = Arc::clone(&quit);
+        let name = format!("worker-{i}");
+        stages.push((
+            name.clone(),
+            spawn(&name, move || {
+                worker_loop(session, rx, tx, m, keep_frames, q)
+            })?,
+        ));
+    }
+    drop(class_tx);
+
+    let m = Arc::clone(metrics);
+    let labels: Arc<[String]> = model.labels.clone().into();
+    let src = source_name.to_owned();
+    stages.push((
+        "dispatcher".to_owned(),
+        spawn("dispatcher", move || {
+            dispatch_loop(
+                class_rx,
+                sink_txs,
+                frame_sinks,
+                counters,
+                live,
+                rules,
+                labels,
+                k,
+                device,
+                src,
+                m,
+            )
+        })?,
+    ));
+    stages.extend(sink_threads);
+    Ok(Generation { quit, stages })
+}
+
+/// Joins `stages` in order within `deadline`; names the ones left running.
+fn join_stages(stages: Vec<(String, JoinHandle<()>)>, until: Instant) {
+    for (name, handle) in stages {
+        while !handle.is_finished() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if handle.is_finished() {
+            if handle.join().is_err() {
+                log::error!("Pipeline thread panicked. thread={name}");
+            }
+        } else {
+            log::error!(
+                "Pipeline thread did not finish before the deadline; leaving it. thread={name}"
+            );
+        }
+    }
 }
 
 impl Running {
@@ -336,7 +412,55 @@ impl Running {
 
     /// Whether every stage has ended (the source finished or was stopped, and all drained).
     pub fn is_finished(&self) -> bool {
-        self.stages.iter().all(|(_, h)| h.is_finished())
+        self.capture.as_ref().is_none_or(|h| h.is_finished())
+            && self
+                .generation
+                .as_ref()
+                .is_none_or(|g| g.stages.iter().all(|(_, h)| h.is_finished()))
+    }
+
+    /// Whether the capture thread has ended (the source finished, or stop was set).
+    pub fn capture_finished(&self) -> bool {
+        self.capture.as_ref().is_none_or(|h| h.is_finished())
+    }
+
+    /// Stops the workers, dispatcher and sinks after they have finished what they hold: every
+    /// frame a worker took is classified and every event produced is delivered (or counted),
+    /// within `deadline`. The source keeps capturing into the frame queue (dropping the oldest
+    /// frame when it is full). Start the next configuration with [`Running::start_downstream`].
+    pub fn drain_downstream(&mut self, deadline: Duration) {
+        if let Some(g) = self.generation.take() {
+            g.quit.store(true, Relaxed);
+            join_stages(g.stages, Instant::now() + deadline);
+            let counts: Vec<String> = self
+                .metrics
+                .sinks()
+                .iter()
+                .map(|c| {
+                    format!(
+                        "sink.{0}.sent={1} sink.{0}.failed={2} sink.{0}.dropped={3}",
+                        c.name,
+                        c.sent.load(Relaxed),
+                        c.failed.load(Relaxed),
+                        c.dropped.load(Relaxed)
+                    )
+                })
+                .collect();
+            log::info!("Previous sinks finished. {}", counts.join(" "));
+        }
+    }
+
+    /// Starts workers, dispatcher and sinks for `d` on the running source (after
+    /// [`Running::drain_downstream`]).
+    pub fn start_downstream(&mut self, d: Downstream) -> Result<(), StartError> {
+        self.drain_downstream(Duration::from_secs(10));
+        self.generation = Some(start_generation(
+            d,
+            &self.frame_rx,
+            &self.metrics,
+            &self.source_name,
+        )?);
+        Ok(())
     }
 
     /// Waits for the source to end (or the stop token), then for every stage to drain, in order.
@@ -344,24 +468,20 @@ impl Running {
     /// behind (and named in the log). Returns the final counters.
     pub fn wait(mut self, deadline: Duration) -> Snapshot {
         // Wait for the capture thread: until stop, or the end of a finite source.
-        if let Some((_, capture)) = self.stages.first() {
+        if let Some(capture) = &self.capture {
             while !capture.is_finished() && !self.stop.is_stopped() {
                 std::thread::sleep(crate::stop::POLL);
             }
         }
         let until = Instant::now() + deadline;
-        for (name, handle) in std::mem::take(&mut self.stages) {
-            while !handle.is_finished() && Instant::now() < until {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            if handle.is_finished() {
-                if handle.join().is_err() {
-                    log::error!("Pipeline thread panicked. thread={name}");
-                }
-            } else {
-                log::error!("Pipeline thread did not finish before the shutdown deadline; leaving it. thread={name}");
-            }
+        let mut stages: Vec<(String, JoinHandle<()>)> = Vec::new();
+        if let Some(c) = self.capture.take() {
+            stages.push(("capture".to_owned(), c));
         }
+        if let Some(g) = self.generation.take() {
+            stages.extend(g.stages);
+        }
+        join_stages(stages, until);
         self.summary_done.take();
         if let Some(h) = self.summary.take() {
             let _ = h.join();
@@ -474,9 +594,15 @@ fn worker_loop(
     class_tx: Sender<Classified>,
     m: Arc<Metrics>,
     keep_frames: bool,
+    quit: Arc<AtomicBool>,
 ) {
     let mut warn = Throttled::new(Duration::from_secs(10));
-    while let Ok(frame) = frame_rx.recv() {
+    while !quit.load(Relaxed) {
+        let frame = match frame_rx.recv_timeout(crate::stop::POLL) {
+            Ok(f) => f,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
         m.queue_wait.record(frame.captured.elapsed());
         let newer = m.captured.load(Relaxed).saturating_sub(frame.seq + 1);
         m.max_staleness.fetch_max(newer, Relaxed);
@@ -523,6 +649,7 @@ fn dispatch_loop(
     class_rx: Receiver<Classified>,
     sink_txs: Vec<Sender<Delivery>>,
     frame_sinks: Vec<bool>,
+    counters: Vec<Arc<SinkMetrics>>,
     live: Option<Arc<Live>>,
     mut rules: RuleSet,
     labels: Arc<[String]>,
@@ -612,10 +739,10 @@ fn dispatch_loop(
                     frame: if frame_sinks[i] { frame.clone() } else { None },
                 };
                 if let Err(TrySendError::Full(_)) = sink_txs[i].try_send(delivery) {
-                    m.sinks[i].dropped.fetch_add(1, Relaxed);
+                    counters[i].dropped.fetch_add(1, Relaxed);
                     log::debug!(
                         "Sink queue full; event dropped for this sink. sink={} frame={}",
-                        m.sinks[i].name,
+                        counters[i].name,
                         c.seq
                     );
                 }
@@ -625,13 +752,11 @@ fn dispatch_loop(
 }
 
 fn sink_loop(
-    index: usize,
     name: String,
     mut sink: Box<dyn Sink>,
     rx: Receiver<Delivery>,
-    m: Arc<Metrics>,
+    counters: Arc<SinkMetrics>,
 ) {
-    let counters = &m.sinks[index];
     let mut warn = Throttled::new(Duration::from_secs(10));
     loop {
         let delivery = match rx.try_recv() {

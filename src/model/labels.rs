@@ -67,10 +67,11 @@ pub fn parse_label_list(value: &str) -> Option<Vec<String>> {
                     .map(|(k, v)| (k.trim().parse::<usize>().ok(), v)),
             );
         }
+        // The closing brace may be missing, and the last character may be any width (found by
+        // fuzzing: `{0: 'ok'` followed by a non-ASCII character).
+        let inner = v.strip_prefix('{').unwrap_or(v);
         return indexed(
-            // `v` starts with the one-byte '{'; the closing brace may be missing, and the last
-            // character may be any width (found by fuzzing: `{0: 'ok'` + a non-ASCII character).
-            split_top_level(v[1..].strip_suffix('}').unwrap_or(&v[1..]))
+            split_top_level(inner.strip_suffix('}').unwrap_or(inner))
                 .into_iter()
                 .map(|entry| {
                     let (k, val) = entry.split_once(':').unwrap_or(("", &entry));
