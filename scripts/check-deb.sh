@@ -10,7 +10,9 @@
 # - the systemd unit passes `systemd-analyze verify` (skipped, with a note, where
 #   systemd-analyze is absent), and `systemd-analyze security` prints its exposure score;
 # - the shared libraries the binary needs are all in libc6/libgcc-s1 (else a warning: the
-#   package would need more Depends).
+#   package would need more Depends);
+# - lintian reports nothing at warning level or above beyond packaging/lintian-overrides
+#   (skipped, with a note, where lintian is absent).
 # Needs dpkg-deb; installs nothing. Exit code 0 when every check passed, 1 otherwise.
 set -euo pipefail
 
@@ -128,6 +130,9 @@ if command -v systemd-analyze >/dev/null 2>&1; then
     # print warnings, so any output counts as a failure.
     vroot="$work/verify-root"
     cp -a "$work/root" "$vroot"
+    # ExecReload= runs the target system's /bin/sh (essential on every Debian system).
+    mkdir -p "$vroot/bin"
+    cp -a "$(readlink -f /bin/sh)" "$vroot/bin/sh"
     mkdir -p "$vroot/usr/lib/systemd"
     cp -a /usr/lib/systemd/system "$vroot/usr/lib/systemd/" 2>/dev/null \
         || cp -a /lib/systemd/system "$vroot/usr/lib/systemd/"
@@ -164,6 +169,20 @@ if command -v readelf >/dev/null 2>&1; then
     else
         fail "binary needs libraries outside libc6/libgcc-s1 (add them to Depends):$other"
     fi
+fi
+
+# --- lintian ---------------------------------------------------------------------------
+# Every tag it still reports is explained in packaging/lintian-overrides (installed with the
+# package, so lintian applies it); anything else at warning level or above fails.
+if command -v lintian >/dev/null 2>&1; then
+    if lintian --fail-on error,warning "$deb" >"$work/lintian" 2>&1; then
+        pass "lintian: no errors or warnings beyond packaging/lintian-overrides"
+    else
+        fail "lintian:"
+        grep -v 'running with root privileges' "$work/lintian" | sed 's/^/      /'
+    fi
+else
+    note "lintian not found: the package was not linted (lintian package)"
 fi
 
 echo

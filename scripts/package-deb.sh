@@ -32,9 +32,9 @@ binary="${2:-target/$target/release/lookout}"
 
 # Debian architecture, and the ELF machine `readelf -h` reports for a binary built for it.
 case "$target" in
-    aarch64-unknown-linux-gnu)     arch=arm64; elf_machine="AArch64" ;;
-    armv7-unknown-linux-gnueabihf) arch=armhf; elf_machine="ARM" ;;
-    x86_64-unknown-linux-gnu)      arch=amd64; elf_machine="X86-64" ;;
+    aarch64-unknown-linux-gnu)     arch=arm64; elf_machine="AArch64"; strip_tool=aarch64-linux-gnu-strip ;;
+    armv7-unknown-linux-gnueabihf) arch=armhf; elf_machine="ARM"; strip_tool=arm-linux-gnueabihf-strip ;;
+    x86_64-unknown-linux-gnu)      arch=amd64; elf_machine="X86-64"; strip_tool=strip ;;
     *) echo "scripts/package-deb.sh: unsupported target '$target'" >&2; usage ;;
 esac
 
@@ -101,18 +101,27 @@ chmod 0755 "$root" # mktemp made it 0700; it becomes the package's "./" entry
 install -d -m 0755 "$root/DEBIAN" "$root/usr/bin" "$root/etc/lookout" "$root/usr/share/lookout" \
     "$root/lib/systemd/system" "$root/lib/udev/rules.d" "$root/usr/share/doc/lookout/examples"
 install -m 0755 "$binary" "$root/usr/bin/lookout"
+# Release builds are stripped already; a test-profile binary is stripped here (as dh_strip
+# would), with the target's binutils (installed with its cross compiler).
+if ! command -v "${STRIP:-$strip_tool}" >/dev/null 2>&1; then
+    echo "package-deb.sh: ${STRIP:-$strip_tool} not found: install the target's binutils (or set STRIP)" >&2
+    exit 1
+fi
+"${STRIP:-$strip_tool}" --strip-unneeded "$root/usr/bin/lookout"
 install -m 0644 config/lookout.toml "$root/etc/lookout/lookout.toml"
 install -m 0644 models/default.onnx models/default.labels.txt "$root/usr/share/lookout/"
 install -m 0644 packaging/lookout.service "$root/lib/systemd/system/lookout.service"
 install -m 0644 packaging/99-lookout-gpio.rules "$root/lib/udev/rules.d/99-lookout-gpio.rules"
 install -m 0644 README.md docs/events.md models/MODEL_CARD.md "$root/usr/share/doc/lookout/"
 install -m 0644 config/examples/*.toml "$root/usr/share/doc/lookout/examples/"
+install -d -m 0755 "$root/usr/share/lintian/overrides"
+install -m 0644 packaging/lintian-overrides "$root/usr/share/lintian/overrides/lookout"
 cat >"$root/usr/share/doc/lookout/copyright" <<EOF
 Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: lookout
 
 Files: *
-Copyright: lookout developers
+Copyright: 2026 lookout developers
 License: MIT or Apache-2.0
  The full license texts are in /usr/share/common-licenses/Apache-2.0 and at
  https://opensource.org/license/mit.
