@@ -1000,3 +1000,80 @@ fn snapshot_sink_writes_the_triggering_frames_and_every_sink_names_them() {
         assert_eq!((img.width(), img.height()), (320, 240), "{name}");
     }
 }
+
+/// `queue_dir`: events produced while the broker is down survive a daemon restart and are
+/// delivered, in order, by the next run.
+#[test]
+fn mqtt_disk_queue_survives_a_daemon_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let queue = dir.path().join("queue");
+    let conf = dir.path().join("lookout.toml");
+    let write_conf = |count: u32| {
+        std::fs::write(
+            &conf,
+            format!(
+                r#"
+                device_id = "testdev"
+                [source]
+                type = "synthetic"
+                fps = 0
+                count = {count}
+                seed = 11
+                [pipeline]
+                workers = 1   # events in capture order, so the queue's order is what is checked
+                [[sinks]]
+                type = "mqtt"
+                host = "127.0.0.1"
+                port = {port}
+                qos = 1
+                reconnect_max_secs = 0.5
+                queue_dir = {:?}
+                [log]
+                summary_secs = 0
+                "#,
+                queue.display().to_string()
+            ),
+        )
+        .expect("write config");
+    };
+    let run = || {
+        let out = common::lookout_command()
+            .args(["run", "--config"])
+            .arg(&conf)
+            .output()
+            .expect("lookout runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // First run: no broker at all; 15 events are queued (in memory and on disk) and the daemon
+    // stops at the end of its finite source.
+    write_conf(15);
+    run();
+    assert!(
+        std::fs::read_dir(&queue).expect("queue dir").next().is_some(),
+        "the queue is on disk"
+    );
+    // The broker comes up; the second run delivers the first run's events, then its own.
+    let _broker = Broker::start(dir.path(), port);
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (received, sub) = subscriber(port, Arc::clone(&done));
+    wait_subscribed(&received);
+    write_conf(5);
+    run();
+    let arrived = wait_until(Duration::from_secs(30), || {
+        let mut got = event_seqs(&received);
+        got.dedup();
+        got.len() >= 20
+    });
+    let mut got = event_seqs(&received);
+    got.dedup();
+    assert!(arrived, "all 20 events delivered; got {got:?}");
+    let want: Vec<u64> = (0..15).chain(0..5).collect();
+    assert_eq!(got, want, "the first run's events first, in order, then the second run's");
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = sub.join();
+}
