@@ -1054,7 +1054,10 @@ fn mqtt_disk_queue_survives_a_daemon_restart() {
     write_conf(15);
     run();
     assert!(
-        std::fs::read_dir(&queue).expect("queue dir").next().is_some(),
+        std::fs::read_dir(&queue)
+            .expect("queue dir")
+            .next()
+            .is_some(),
         "the queue is on disk"
     );
     // The broker comes up; the second run delivers the first run's events, then its own.
@@ -1073,7 +1076,10 @@ fn mqtt_disk_queue_survives_a_daemon_restart() {
     got.dedup();
     assert!(arrived, "all 20 events delivered; got {got:?}");
     let want: Vec<u64> = (0..15).chain(0..5).collect();
-    assert_eq!(got, want, "the first run's events first, in order, then the second run's");
+    assert_eq!(
+        got, want,
+        "the first run's events first, in order, then the second run's"
+    );
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     let _ = sub.join();
 }
