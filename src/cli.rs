@@ -57,6 +57,19 @@ pub fn check(config: &Config, out: &mut dyn Write) -> Result<(), DaemonError> {
         ),
         format!("quantization: {}", model.quantization.describe()),
         format!(
+            "translated:   {}",
+            if model.translations.is_empty() {
+                "nothing (tract runs every operator as it is)".to_owned()
+            } else {
+                model
+                    .translations
+                    .iter()
+                    .map(|t| format!("{}x{} -> {}", t.op_type, t.count, t.into))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            }
+        ),
+        format!(
             "operators:    {}",
             model
                 .op_counts
@@ -100,9 +113,14 @@ pub fn check(config: &Config, out: &mut dyn Write) -> Result<(), DaemonError> {
     ];
     let mut notes = Vec::new();
     if i.batch > 1 {
+        let waiting = config.pipeline.frame_queue + 1;
         notes.push(format!(
-            "note:         the model has a fixed batch of {}; each frame is run alone, copied into every slot",
-            i.batch
+            "note:         the model has a fixed batch of {b}: each run takes the frames already waiting, up to {}, \
+             and repeats the last in the empty slots (pipeline.frame_queue = {} lets at most {waiting} wait; \
+             a batch-1 export of the model runs a single frame {b} times cheaper)",
+            waiting.min(i.batch),
+            config.pipeline.frame_queue,
+            b = i.batch,
         ));
     }
     for line in lines.iter().chain(&notes) {

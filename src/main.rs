@@ -30,8 +30,14 @@ enum Command {
     },
     /// Validate the configuration, load the model and describe it.
     Check {
-        #[arg(long, short)]
+        #[arg(long, short, conflicts_with_all = ["model", "labels"])]
         config: Option<PathBuf>,
+        /// Check and describe this ONNX model alone (no rules, default preprocessing).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Labels file for --model, one per line.
+        #[arg(long, requires = "model")]
+        labels: Option<PathBuf>,
     },
     /// Classify image files: one JSON line per image.
     Classify {
@@ -150,15 +156,24 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Check { config } => {
+        Command::Check {
+            config,
+            model,
+            labels,
+        } => {
             init_logging("warn");
-            let config = match load(config.as_ref()) {
+            let mut config = match load(config.as_ref()) {
                 Ok(c) => c,
                 Err(e) => {
                     print_error(&e);
                     return ExitCode::from(2);
                 }
             };
+            if let Some(model) = model {
+                // The model alone: the embedded config's rules name the bundled model's labels.
+                config.model = ModelConfig::for_path(model, labels);
+                config.rules.clear();
+            }
             match lookout::cli::check(&config, &mut std::io::stdout()) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -597,49 +597,70 @@ fn worker_loop(
     quit: Arc<AtomicBool>,
 ) {
     let mut warn = Throttled::new(Duration::from_secs(10));
+    // A model with a fixed batch takes the frames already waiting, up to its batch, in one
+    // run; it never waits for more (latency first). Batch 1: one frame at a time.
+    let batch = session.batch();
+    let mut frames = Vec::with_capacity(batch);
     while !quit.load(Relaxed) {
         let frame = match frame_rx.recv_timeout(crate::stop::POLL) {
             Ok(f) => f,
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => break,
         };
-        m.queue_wait.record(frame.captured.elapsed());
-        let newer = m.captured.load(Relaxed).saturating_sub(frame.seq + 1);
-        m.max_staleness.fetch_max(newer, Relaxed);
-        match session.classify_frame(&frame) {
-            Ok(scores) => {
-                m.inferred.fetch_add(1, Relaxed);
-                m.decode.record(scores.decode);
-                m.preprocess.record(scores.preprocess);
-                m.infer.record(scores.infer);
-                m.total.record(frame.captured.elapsed());
-                let c = Classified {
-                    seq: frame.seq,
-                    captured_at: frame.captured_at,
-                    captured: frame.captured,
-                    origin: frame.origin.clone(),
-                    truth: frame.truth.clone(),
-                    probs: scores.probs,
-                    frame: keep_frames.then_some(frame),
-                };
-                if class_tx.send(c).is_err() {
-                    break;
-                }
+        frames.push(frame);
+        while frames.len() < batch {
+            match frame_rx.try_recv() {
+                Ok(f) => frames.push(f),
+                Err(_) => break,
             }
-            Err(e) => {
-                m.failed.fetch_add(1, Relaxed);
-                let origin = frame
-                    .origin
-                    .as_deref()
-                    .map(|o| format!(" file={o}"))
-                    .unwrap_or_default();
-                warn.warn(format_args!(
+        }
+        for frame in &frames {
+            m.queue_wait.record(frame.captured.elapsed());
+            let newer = m.captured.load(Relaxed).saturating_sub(frame.seq + 1);
+            m.max_staleness.fetch_max(newer, Relaxed);
+        }
+        let results = session.classify_frames(&frames);
+        let mut closed = false;
+        for (frame, result) in frames.drain(..).zip(results) {
+            match result {
+                Ok(scores) => {
+                    m.inferred.fetch_add(1, Relaxed);
+                    m.decode.record(scores.decode);
+                    m.preprocess.record(scores.preprocess);
+                    m.infer.record(scores.infer);
+                    m.total.record(frame.captured.elapsed());
+                    let c = Classified {
+                        seq: frame.seq,
+                        captured_at: frame.captured_at,
+                        captured: frame.captured,
+                        origin: frame.origin.clone(),
+                        truth: frame.truth.clone(),
+                        probs: scores.probs,
+                        frame: keep_frames.then_some(frame),
+                    };
+                    if class_tx.send(c).is_err() {
+                        closed = true;
+                        break;
+                    }
+                }
+                Err(e) => {
+                    m.failed.fetch_add(1, Relaxed);
+                    let origin = frame
+                        .origin
+                        .as_deref()
+                        .map(|o| format!(" file={o}"))
+                        .unwrap_or_default();
+                    warn.warn(format_args!(
                     "Frame skipped: it could not be classified. frame={} format={}{origin} error={}",
                     frame.seq,
                     frame.format.name(),
                     chain(&e)
                 ));
+                }
             }
+        }
+        if closed {
+            break;
         }
     }
 }

@@ -8,10 +8,12 @@
 //! Preprocessing is in [`preprocess`], softmax and top-k in [`postprocess`]. This module knows
 //! nothing of threads, sources or sinks.
 
+pub mod contrib;
 pub mod labels;
 pub mod postprocess;
 pub mod preprocess;
 pub mod resample;
+pub mod softmax;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -112,6 +114,11 @@ pub enum ModelError {
         ops: Vec<UnsupportedOp>,
         hint: String,
     },
+    #[error("{model}: cannot translate onnxruntime contrib operators:\n{}\n{}", list_refusals(.refused), QDQ_HINT)]
+    Contrib {
+        model: String,
+        refused: Vec<contrib::Refusal>,
+    },
     #[error("{model} has {count} inputs ({names}); lookout needs an image classifier with exactly one input")]
     Inputs {
         model: String,
@@ -166,6 +173,19 @@ pub struct UnsupportedOp {
     /// How many nodes use it.
     pub count: usize,
 }
+
+fn list_refusals(refused: &[contrib::Refusal]) -> String {
+    refused
+        .iter()
+        .map(|r| format!("  - {} at node {:?}: {}", r.op_type, r.node, r.why))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// What to do about a quantized operator lookout cannot run.
+const QDQ_HINT: &str = "Re-export the model in QDQ format, which every engine runs: \
+     onnxruntime.quantization.quantize_static(model_fp32, model_int8, calibration_reader, \
+     quant_format=QuantFormat.QDQ), or use the float model.";
 
 fn list_ops(ops: &[UnsupportedOp]) -> String {
     ops.iter()
@@ -222,6 +242,7 @@ pub enum Quantization {
     QdqPerTensor,
     QdqPerChannel,
     QOperator,
+    QOperatorPerChannel,
 }
 
 impl Quantization {
@@ -230,7 +251,10 @@ impl Quantization {
             Quantization::Float => "none (float)",
             Quantization::QdqPerTensor => "int8 QDQ, per-tensor",
             Quantization::QdqPerChannel => "int8 QDQ, per-channel",
-            Quantization::QOperator => "int8 QOperator (QLinear* operators)",
+            Quantization::QOperator => "int8 QOperator (QLinear* operators), per-tensor",
+            Quantization::QOperatorPerChannel => {
+                "int8 QOperator (QLinear* operators), per-channel weights"
+            }
         }
     }
 }
@@ -268,6 +292,8 @@ pub struct Model {
     pub quantization: Quantization,
     /// Operator types in the ONNX graph and how often each occurs.
     pub op_counts: BTreeMap<String, usize>,
+    /// onnxruntime contrib operators rewritten into standard ones ([`contrib`]).
+    pub translations: Vec<contrib::Translation>,
     pub opset: i64,
     pub load_time: Duration,
 }
@@ -286,8 +312,8 @@ impl Model {
             }
             None => (BUILTIN_NAME.to_owned(), BUILTIN_MODEL.to_vec()),
         };
-        let onnx = tract_onnx::onnx();
-        let proto = onnx
+        let onnx = onnx();
+        let mut proto = onnx
             .proto_model_for_read(&mut bytes.as_slice())
             .map_err(|e| ModelError::Decode {
                 model: name.clone(),
@@ -303,10 +329,16 @@ impl Model {
                 source: "the graph has no nodes".into(),
             });
         }
-        check_operators(&onnx, graph, &name)?;
-        let input_name = single_input(graph, &name)?;
+        // Counted before the rewrite: `check` shows the operators of the file as it is.
         let op_counts = count_ops(graph);
         let quantization = detect_quantization(graph);
+        let input_name = single_input(graph, &name)?;
+        let translations = contrib::rewrite(&mut proto).map_err(|refused| ModelError::Contrib {
+            model: name.clone(),
+            refused,
+        })?;
+        let graph = proto.graph.as_ref().expect("checked above");
+        check_operators(&onnx, graph, &name)?;
         let opset = proto
             .opset_import
             .iter()
@@ -342,7 +374,7 @@ impl Model {
             // dimension, which then cannot unify with the fixed batch lookout feeds. Those
             // annotations are hints: retry without them before giving up.
             Err(first) => {
-                let relaxed = tract_onnx::onnx().with_ignore_value_info(true);
+                let relaxed = self::onnx().with_ignore_value_info(true);
                 match relaxed
                     .parse(&proto, model_dir)
                     .and_then(|p| optimize(p.model))
@@ -392,6 +424,7 @@ impl Model {
             preprocess,
             quantization,
             op_counts,
+            translations,
             opset,
             load_time: started.elapsed(),
         })
@@ -410,6 +443,7 @@ impl Model {
             state,
             pre: preprocess::Preprocessor::new(self.preprocess, self.input.clone()),
             rgb: RgbBuf::default(),
+            rgbs: Vec::new(),
         })
     }
 }
@@ -440,7 +474,10 @@ pub struct Session {
     model: Arc<Model>,
     state: TypedSimpleState,
     pre: preprocess::Preprocessor,
+    /// Decode buffer of `prepare_frame`.
     rgb: RgbBuf,
+    /// Decode buffers of `classify_frames`, one per frame of a batch.
+    rgbs: Vec<RgbBuf>,
 }
 
 impl Session {
@@ -448,22 +485,64 @@ impl Session {
         &self.model
     }
 
+    /// Frames one model run takes: the model's fixed batch size (1 for most models).
+    pub fn batch(&self) -> usize {
+        self.model.input.batch.max(1)
+    }
+
     /// Decodes, preprocesses and classifies one frame.
     pub fn classify_frame(&mut self, frame: &Frame) -> Result<Scores, ClassifyError> {
-        let t0 = Instant::now();
-        let mut rgb = std::mem::take(&mut self.rgb);
+        self.classify_frames(std::slice::from_ref(frame))
+            .pop()
+            .expect("one result per frame")
+    }
+
+    /// Classifies several frames, one result each, in order. A model with a fixed batch takes
+    /// up to [`Session::batch`] frames per run; a frame that cannot be decoded fails alone.
+    pub fn classify_frames(&mut self, frames: &[Frame]) -> Vec<Result<Scores, ClassifyError>> {
+        if self.rgbs.len() < frames.len() {
+            self.rgbs.resize_with(frames.len(), RgbBuf::default);
+        }
+        let mut results: Vec<Option<Result<Scores, ClassifyError>>> =
+            Vec::with_capacity(frames.len());
+        let mut decoded = Vec::with_capacity(frames.len());
         let sizer = self.pre.decode_sizer();
         let need = move |w: u32, h: u32| sizer.min_decode_size(w, h);
-        let decoded = decode_rgb(frame, Some(&need), &mut rgb);
-        let decode = t0.elapsed();
-        let result = decoded
-            .map_err(ClassifyError::from)
-            .and_then(|_| self.classify_rgb(&rgb));
-        self.rgb = rgb;
-        result.map(|mut s| {
-            s.decode = decode;
-            s
-        })
+        for (i, frame) in frames.iter().enumerate() {
+            let t0 = Instant::now();
+            match decode_rgb(frame, Some(&need), &mut self.rgbs[i]) {
+                Ok(_) => {
+                    decoded.push((i, t0.elapsed()));
+                    results.push(None);
+                }
+                Err(e) => results.push(Some(Err(e.into()))),
+            }
+        }
+        let rgbs = std::mem::take(&mut self.rgbs);
+        for chunk in decoded.chunks(self.batch()) {
+            let images: Vec<&RgbBuf> = chunk.iter().map(|(i, _)| &rgbs[*i]).collect();
+            match self.infer(&images) {
+                Ok(scores) => {
+                    for ((i, decode), mut s) in chunk.iter().zip(scores) {
+                        s.decode = *decode;
+                        results[*i] = Some(Ok(s));
+                    }
+                }
+                Err(e) => {
+                    let e = Arc::new(e);
+                    for (i, _) in chunk {
+                        results[*i] = Some(Err(ClassifyError::Model(ModelError::Infer(Box::new(
+                            SharedError(Arc::clone(&e)),
+                        )))));
+                    }
+                }
+            }
+        }
+        self.rgbs = rgbs;
+        results
+            .into_iter()
+            .map(|r| r.expect("every frame has a result"))
+            .collect()
     }
 
     /// Decodes and preprocesses one frame into an input tensor, without running the model
@@ -486,35 +565,66 @@ impl Session {
 
     /// Preprocesses and classifies an RGB image.
     pub fn classify_rgb(&mut self, rgb: &RgbBuf) -> Result<Scores, ClassifyError> {
-        let t0 = Instant::now();
-        let tensor = self.pre.run(rgb);
-        let t1 = Instant::now();
-        let outputs = self
-            .state
-            .run(tvec![tensor.into()])
-            .map_err(|e| ModelError::Infer(e.into()))?;
-        let t2 = Instant::now();
-        let out = outputs[0]
-            .cast_to::<f32>()
-            .map_err(|e| ModelError::Infer(e.into()))?;
-        let flat = out
-            .to_plain_array_view::<f32>()
-            .map_err(|e| ModelError::Infer(e.into()))?;
-        let classes = self.model.classes();
-        // Batch models: every slot holds this frame (see `Preprocessor::run`); use the first.
-        let raw: Vec<f32> = flat.iter().take(classes).copied().collect();
-        let probs = match self.model.output {
-            OutputKind::Logits => postprocess::softmax(&raw),
-            OutputKind::Probabilities => raw.clone(),
-        };
-        Ok(Scores {
-            raw,
-            probs,
-            decode: Duration::ZERO,
-            preprocess: t1 - t0,
-            infer: t2 - t1,
-        })
+        let mut scores = self.infer(&[rgb]).map_err(ModelError::Infer)?;
+        Ok(scores.pop().expect("one result per image"))
     }
+
+    /// Preprocesses up to a batch of images and runs the model once; one result per image.
+    fn infer(
+        &mut self,
+        images: &[&RgbBuf],
+    ) -> Result<Vec<Scores>, Box<dyn std::error::Error + Send + Sync>> {
+        let t0 = Instant::now();
+        let tensor = self.pre.run_batch(images);
+        let t1 = Instant::now();
+        let outputs = self.state.run(tvec![tensor.into()])?;
+        let t2 = Instant::now();
+        let out = outputs[0].cast_to::<f32>()?;
+        let flat = out.to_plain_array_view::<f32>()?;
+        let flat = flat.as_slice().ok_or("model output is not contiguous")?;
+        let classes = self.model.classes();
+        Ok(images
+            .iter()
+            .enumerate()
+            .map(|(slot, _)| {
+                let raw: Vec<f32> = flat[slot * classes..][..classes].to_vec();
+                let probs = match self.model.output {
+                    OutputKind::Logits => postprocess::softmax(&raw),
+                    OutputKind::Probabilities => raw.clone(),
+                };
+                Scores {
+                    raw,
+                    probs,
+                    decode: Duration::ZERO,
+                    preprocess: t1 - t0,
+                    infer: t2 - t1,
+                }
+            })
+            .collect())
+    }
+}
+
+/// One inference error shared by every frame of the batch it failed.
+#[derive(Debug)]
+struct SharedError(Arc<Box<dyn std::error::Error + Send + Sync>>);
+
+impl std::fmt::Display for SharedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for SharedError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+/// tract's ONNX front end with lookout's operator translations ([`softmax`]).
+pub fn onnx() -> tract_onnx::Onnx {
+    let mut onnx = tract_onnx::onnx();
+    softmax::register(&mut onnx.op_register);
+    onnx
 }
 
 fn check_operators(
@@ -540,12 +650,12 @@ fn check_operators(
     if ops.is_empty() {
         return Ok(());
     }
-    let contrib = ops.iter().any(|o| o.domain == "com.microsoft");
-    let hint = if contrib {
-        "These are onnxruntime contrib operators (QOperator quantization). Re-export the model in QDQ format: \
-         onnxruntime.quantization.quantize_static(model_fp32, model_int8, calibration_reader, \
-         quant_format=QuantFormat.QDQ), or use the float model."
-            .to_owned()
+    let is_contrib = ops.iter().any(|o| o.domain == "com.microsoft");
+    let hint = if is_contrib {
+        format!(
+            "These are onnxruntime contrib operators; lookout translates {}. {QDQ_HINT}",
+            contrib::TRANSLATED.join(", ")
+        )
     } else {
         "Re-export the model with a standard ONNX operator set (opset 9 to 18), or replace these operators.".to_owned()
     };
@@ -603,14 +713,30 @@ fn detect_quantization(graph: &pb::GraphProto) -> Quantization {
         .node
         .iter()
         .any(|n| n.op_type.starts_with("QLinear") || n.op_type == "QGemm");
-    if qop {
-        return Quantization::QOperator;
-    }
     let dims: std::collections::HashMap<&str, i64> = graph
         .initializer
         .iter()
         .map(|t| (t.name.as_str(), t.dims.iter().product::<i64>()))
         .collect();
+    if qop {
+        // The weight scale: input 4 of QLinearConv and QGemm, 4 of QLinearMatMul.
+        let per_channel = graph
+            .node
+            .iter()
+            .filter(|n| {
+                matches!(
+                    n.op_type.as_str(),
+                    "QLinearConv" | "QLinearMatMul" | "QGemm"
+                )
+            })
+            .filter_map(|n| n.input.get(4))
+            .any(|s| dims.get(s.as_str()).copied().unwrap_or(1) > 1);
+        return if per_channel {
+            Quantization::QOperatorPerChannel
+        } else {
+            Quantization::QOperator
+        };
+    }
     let mut qdq = false;
     for n in graph
         .node

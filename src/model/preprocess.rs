@@ -64,7 +64,8 @@ pub struct PreprocessConfig {
     /// "rgb" | "bgr". Default "rgb".
     #[serde(default)]
     pub channel_order: Option<ChannelOrder>,
-    /// value = pixel / scale. Default 255.0.
+    /// value = pixel / scale. Default 255.0. Float32 inputs only: uint8 inputs get the pixel
+    /// itself, int8 inputs pixel - 128, and setting scale, mean or std for them is an error.
     #[serde(default)]
     pub scale: Option<f32>,
     /// Per-channel mean subtracted after scaling (1 or 3 values). Default [0, 0, 0].
@@ -154,6 +155,20 @@ impl PreprocessConfig {
         } else {
             ([0.0; 3], [1.0; 3])
         };
+        if input.dtype != InputType::F32
+            && (self.scale.is_some() || self.mean.is_some() || self.std.is_some())
+        {
+            let fed = if input.dtype == InputType::U8 {
+                "uint8 pixels as they are (0..255)"
+            } else {
+                "int8 values pixel - 128 (-128..127)"
+            };
+            return Err(format!(
+                "model.preprocess.scale, mean and std apply to float32 inputs only; this model's input is {:?}, \
+                 fed {fed} for the model's own first DequantizeLinear to scale: remove them",
+                input.dtype
+            ));
+        }
         let longest = input.width.max(input.height) as u32;
         let p = Preprocess {
             resize: self.resize.unwrap_or(ResizeMode::Stretch),
@@ -308,11 +323,66 @@ impl Preprocessor {
     /// Resizes and normalises `rgb` into a new input tensor. A model with a fixed batch larger
     /// than 1 gets this image in every slot.
     pub fn run(&mut self, rgb: &RgbBuf) -> Tensor {
+        self.run_batch(&[rgb])
+    }
+
+    /// Resizes and normalises up to a batch of images into one input tensor: image `i` in slot
+    /// `i`; slots beyond the images given repeat the last one (their results are not used).
+    pub fn run_batch(&mut self, rgbs: &[&RgbBuf]) -> Tensor {
         let (tw, th) = (self.input.width as u32, self.input.height as u32);
-        self.resize(rgb, tw, th);
         let shape = self.input.shape();
-        let plane = (tw * th) as usize;
-        let per_item = plane * self.input.channels;
+        let batch = if self.input.has_batch_axis {
+            shape[0]
+        } else {
+            1
+        };
+        let per_item = (tw * th) as usize * self.input.channels;
+        let n = rgbs.len().min(batch);
+        let mut tensor = match self.input.dtype {
+            InputType::F32 => {
+                let mut all = vec![0f32; per_item * batch];
+                for (b, rgb) in rgbs.iter().take(n).enumerate() {
+                    self.resize(rgb, tw, th);
+                    let lut = &self.lut;
+                    self.write_item(&mut all[b * per_item..][..per_item], |v, c| {
+                        lut[c][v as usize]
+                    });
+                }
+                repeat_last(&mut all, n, per_item);
+                Tensor::from(tract_onnx::prelude::tract_ndarray::Array1::from_vec(all))
+            }
+            InputType::U8 => {
+                let mut all = vec![0u8; per_item * batch];
+                for (b, rgb) in rgbs.iter().take(n).enumerate() {
+                    self.resize(rgb, tw, th);
+                    self.write_item(&mut all[b * per_item..][..per_item], |v, _| v);
+                }
+                repeat_last(&mut all, n, per_item);
+                Tensor::from(tract_onnx::prelude::tract_ndarray::Array1::from_vec(all))
+            }
+            InputType::I8 => {
+                let mut all = vec![0i8; per_item * batch];
+                for (b, rgb) in rgbs.iter().take(n).enumerate() {
+                    self.resize(rgb, tw, th);
+                    self.write_item(&mut all[b * per_item..][..per_item], |v, _| {
+                        (v as i16 - 128) as i8
+                    });
+                }
+                repeat_last(&mut all, n, per_item);
+                Tensor::from(tract_onnx::prelude::tract_ndarray::Array1::from_vec(all))
+            }
+        };
+        // A flat tensor so far; give it the model's shape (same element count).
+        if let Ok(t) = tensor.clone().into_shape(&shape) {
+            tensor = t;
+        }
+        tensor
+    }
+
+    /// Writes the resized image (`self.resized`) into one batch slot, in the model's layout,
+    /// channel order and element type (`conv(pixel value, model channel)`).
+    fn write_item<T>(&self, out: &mut [T], conv: impl Fn(u8, usize) -> T) {
+        let plane = self.input.width * self.input.height;
         let channels = self.input.channels;
         let order = self.spec.channel_order;
         let layout = self.input.layout;
@@ -324,56 +394,20 @@ impl Preprocessor {
             // ITU-R 601-2 luma, as Pillow's convert("L").
             ((p[0] as u32 * 19595 + p[1] as u32 * 38470 + p[2] as u32 * 7471 + 0x8000) >> 16) as u8
         };
-        let value = |i: usize, c: usize| -> u8 {
-            if channels == 1 {
-                luma(i)
-            } else {
-                pixels[i * 3 + src_channel(c)]
+        for i in 0..plane {
+            for c in 0..channels {
+                let v = if channels == 1 {
+                    luma(i)
+                } else {
+                    pixels[i * 3 + src_channel(c)]
+                };
+                let at = match layout {
+                    Layout::Nchw => c * plane + i,
+                    Layout::Nhwc => i * channels + c,
+                };
+                out[at] = conv(v, c);
             }
-        };
-        let index = |i: usize, c: usize| match layout {
-            Layout::Nchw => c * plane + i,
-            Layout::Nhwc => i * channels + c,
-        };
-        let batch = shape
-            .first()
-            .copied()
-            .filter(|_| self.input.has_batch_axis)
-            .unwrap_or(1);
-        let mut tensor = match self.input.dtype {
-            InputType::F32 => {
-                let mut data = vec![0f32; per_item];
-                for i in 0..plane {
-                    for c in 0..channels {
-                        data[index(i, c)] = self.lut[c][value(i, c) as usize];
-                    }
-                }
-                repeat(data, batch)
-            }
-            InputType::U8 => {
-                let mut data = vec![0u8; per_item];
-                for i in 0..plane {
-                    for c in 0..channels {
-                        data[index(i, c)] = value(i, c);
-                    }
-                }
-                repeat(data, batch)
-            }
-            InputType::I8 => {
-                let mut data = vec![0i8; per_item];
-                for i in 0..plane {
-                    for c in 0..channels {
-                        data[index(i, c)] = (value(i, c) as i16 - 128) as i8;
-                    }
-                }
-                repeat(data, batch)
-            }
-        };
-        // `repeat` builds a flat tensor; give it the model's shape (same element count).
-        if let Ok(t) = tensor.clone().into_shape(&shape) {
-            tensor = t;
         }
-        tensor
     }
 
     fn resize(&mut self, rgb: &RgbBuf, tw: u32, th: u32) {
@@ -453,15 +487,16 @@ impl Preprocessor {
     }
 }
 
-fn repeat<T: tract_onnx::prelude::Datum + Copy>(data: Vec<T>, batch: usize) -> Tensor {
-    if batch <= 1 {
-        return Tensor::from(tract_onnx::prelude::tract_ndarray::Array1::from_vec(data));
+/// Fills batch slots `n..` with a copy of slot `n - 1` (nothing when `n` is 0).
+fn repeat_last<T: Copy>(all: &mut [T], n: usize, per_item: usize) {
+    if n == 0 {
+        return;
     }
-    let mut all = Vec::with_capacity(data.len() * batch);
-    for _ in 0..batch {
-        all.extend_from_slice(&data);
+    let last = (n - 1) * per_item;
+    let slots = all.len() / per_item.max(1);
+    for b in n..slots {
+        all.copy_within(last..last + per_item, b * per_item);
     }
-    Tensor::from(tract_onnx::prelude::tract_ndarray::Array1::from_vec(all))
 }
 
 #[cfg(test)]
@@ -568,6 +603,10 @@ mod tests {
         let run = |layout, dtype, order| {
             let mut cfg = cfg.clone();
             cfg.channel_order = Some(order);
+            if dtype != InputType::F32 {
+                // Integer inputs take pixels as they are; mean/std for them is an error.
+                (cfg.mean, cfg.std) = (None, None);
+            }
             let inp = input(layout, dtype, 3, 1, 2);
             let spec = cfg.resolve(false, &inp).expect("valid");
             Preprocessor::new(spec, inp).run(&img)
@@ -622,6 +661,21 @@ mod tests {
     }
 
     #[test]
+    fn float_normalisation_is_refused_for_integer_inputs() {
+        let cfg = PreprocessConfig {
+            std: Some(vec![0.5]),
+            ..Default::default()
+        };
+        let e = cfg
+            .resolve(false, &input(Layout::Nhwc, InputType::I8, 3, 4, 4))
+            .expect_err("std on int8");
+        assert!(
+            e.contains("float32 inputs only") && e.contains("pixel - 128"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn gray_models_get_luma_and_batches_are_filled() {
         let img = rgb(1, 1, |_, _| [255, 255, 255]);
         let mut inp = input(Layout::Nchw, InputType::U8, 1, 1, 1);
@@ -639,6 +693,30 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec![255, 255, 255, 255]
         );
+    }
+
+    #[test]
+    fn a_batch_takes_one_image_per_slot_and_repeats_the_last() {
+        let imgs: Vec<RgbBuf> = [10u8, 20, 30]
+            .iter()
+            .map(|&v| rgb(1, 1, move |_, _| [v, v, v]))
+            .collect();
+        let mut inp = input(Layout::Nhwc, InputType::U8, 3, 1, 1);
+        inp.batch = 5;
+        let spec = PreprocessConfig::default()
+            .resolve(false, &inp)
+            .expect("valid");
+        let refs: Vec<&RgbBuf> = imgs.iter().collect();
+        let t = Preprocessor::new(spec, inp).run_batch(&refs);
+        assert_eq!(t.shape(), &[5, 1, 1, 3]);
+        let firsts: Vec<u8> = t
+            .to_plain_array_view::<u8>()
+            .expect("u8")
+            .iter()
+            .step_by(3)
+            .copied()
+            .collect();
+        assert_eq!(firsts, [10, 20, 30, 30, 30]);
     }
 
     #[test]
