@@ -72,12 +72,21 @@ pub fn rewrite(proto: &mut pb::ModelProto) -> Result<Vec<Translation>, Vec<Refus
     let Some(graph) = proto.graph.as_mut() else {
         return Ok(Vec::new());
     };
+    let mut done = Vec::new();
+    let inputs = dequantize_int8_inputs(graph);
+    if inputs > 0 {
+        done.push(Translation {
+            op_type: "DequantizeLinear (int8 input)".into(),
+            count: inputs,
+            into: "Cast -> Sub -> Mul".into(),
+        });
+    }
     if !graph
         .node
         .iter()
         .any(|n| TRANSLATED.contains(&n.op_type.as_str()))
     {
-        return Ok(Vec::new());
+        return Ok(done);
     }
     let zp_types: HashMap<String, i32> = graph
         .initializer
@@ -122,7 +131,8 @@ pub fn rewrite(proto: &mut pb::ModelProto) -> Result<Vec<Translation>, Vec<Refus
     graph.node = b.nodes;
     graph.initializer.extend(b.initializers);
     if refused.is_empty() {
-        Ok(applied.into_values().collect())
+        done.extend(applied.into_values());
+        Ok(done)
     } else {
         Err(refused)
     }
@@ -147,6 +157,84 @@ pub fn parse(
         )
     })?;
     Ok((onnx.parse(&proto, None)?.model, translations))
+}
+
+/// tract 0.23 folds DequantizeLinear(int8 graph input) -> Transpose/Reshape... ->
+/// QuantizeLinear(uint8), the entry of a TFLite-style model with uint8 activations, into one
+/// lookup table that outputs int8 where uint8 is expected, and refuses the model. Such a
+/// per-tensor DequantizeLinear is rewritten as Cast -> Sub -> Mul (the same arithmetic: exact
+/// in f32 for 8-bit values), which tract leaves alone. Returns how many were rewritten.
+fn dequantize_int8_inputs(graph: &mut pb::GraphProto) -> usize {
+    use pb::type_proto::Value;
+    let int8_inputs: Vec<String> = graph
+        .input
+        .iter()
+        .filter(|i| {
+            matches!(
+                i.r#type.as_ref().and_then(|t| t.value.as_ref()),
+                Some(Value::TensorType(t)) if t.elem_type == DataType::Int8 as i32
+            )
+        })
+        .map(|i| i.name.clone())
+        .collect();
+    if int8_inputs.is_empty() {
+        return 0;
+    }
+    let scalar: HashMap<&str, bool> = graph
+        .initializer
+        .iter()
+        .map(|t| (t.name.as_str(), t.dims.iter().product::<i64>() <= 1))
+        .collect();
+    let mut rewritten = Vec::new();
+    for (k, n) in graph.node.iter().enumerate() {
+        let per_tensor = n
+            .input
+            .iter()
+            .skip(1)
+            .all(|p| scalar.get(p.as_str()) == Some(&true));
+        if n.op_type == "DequantizeLinear"
+            && n.input.len() >= 2
+            && int8_inputs.contains(&n.input[0])
+            && per_tensor
+        {
+            rewritten.push(k);
+        }
+    }
+    let count = rewritten.len();
+    for k in rewritten.into_iter().rev() {
+        let n = graph.node.remove(k);
+        let name = node_name(&n);
+        let cast = |input: &str, out: &str| pb::NodeProto {
+            name: format!("{name}/lookout.cast.{out}"),
+            op_type: "Cast".into(),
+            input: vec![input.to_owned()],
+            output: vec![out.to_owned()],
+            attribute: vec![int_attr("to", DataType::Float as i64)],
+            ..Default::default()
+        };
+        let binary = |op: &str, a: &str, b: &str, out: &str| pb::NodeProto {
+            name: format!("{name}/lookout.{op}"),
+            op_type: op.into(),
+            input: vec![a.to_owned(), b.to_owned()],
+            output: vec![out.to_owned()],
+            ..Default::default()
+        };
+        let x = format!("{name}/lookout.x");
+        let mut chain = vec![cast(&n.input[0], &x)];
+        let centred = match n.input.get(2).filter(|z| !z.is_empty()) {
+            Some(zp) => {
+                let z = format!("{name}/lookout.zero_point");
+                let c = format!("{name}/lookout.centred");
+                chain.push(cast(zp, &z));
+                chain.push(binary("Sub", &x, &z, &c));
+                c
+            }
+            None => x,
+        };
+        chain.push(binary("Mul", &centred, &n.input[1], &n.output[0]));
+        graph.node.splice(k..k, chain);
+    }
+    count
 }
 
 /// The node's name, or its first output where it has none.
