@@ -38,6 +38,51 @@ fn check_describes_the_bundled_model() {
 }
 
 #[test]
+fn check_model_reports_the_quantization_format_and_translations() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let qop = fixtures.join("quant/tiny-qop-perchannel-int8.onnx");
+    let out = lookout(&["check", "--model", qop.to_str().expect("utf8 path")]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for fragment in [
+        "quantization: int8 QOperator (QLinear* operators), per-channel weights",
+        "QLinearAddx1 -> DequantizeLinear x2 -> Add -> QuantizeLinear",
+        "QGemmx1 -> DequantizeLinear x2 (+ bias) -> Gemm -> QuantizeLinear",
+        "QLinearSoftmaxx1",
+        "rules:        none",
+    ] {
+        assert!(
+            text.contains(fragment),
+            "check output lacks {fragment:?}:\n{text}"
+        );
+    }
+    let qdq = fixtures.join("quant/tiny-qdq-perchannel-int8.onnx");
+    let out = lookout(&["check", "--model", qdq.to_str().expect("utf8 path")]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("quantization: int8 QDQ, per-channel"),
+        "{text}"
+    );
+    assert!(text.contains("translated:   nothing"), "{text}");
+    // An operator lookout cannot translate: exit 2, naming it, its node and the remedy.
+    let bad = fixtures.join("contrib_unsupported.onnx");
+    let out = lookout(&["check", "--model", bad.to_str().expect("utf8 path")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("QLinearReduceMean")
+            && err.contains("pool_q")
+            && err.contains("QuantFormat.QDQ"),
+        "{err}"
+    );
+}
+
+#[test]
 fn bad_config_exits_2_naming_file_and_key() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("bad.toml");
