@@ -18,7 +18,9 @@
 //! rounding tie: results agree with onnxruntime's to within one quantization step, and are
 //! usually identical (see `tests/quant.rs`).
 //!
-//! This module works on the protobuf only; it knows nothing of tract's internals.
+//! QLinearMatMul is rewritten the same way (tract's own gives `[1, N]` for a 1-D input where
+//! ONNX says `[N]`), and so is a DequantizeLinear of an int8 graph input (see
+//! `dequantize_int8_inputs`). Apart from [`parse`], this module works on the protobuf only.
 
 use std::collections::{BTreeMap, HashMap};
 
