@@ -65,12 +65,7 @@ pub const TRANSLATED: [&str; 10] = [
 /// Rewrites every supported contrib node of `proto`'s main graph in place. Returns the
 /// translations applied (one entry per operator type), or the nodes that cannot be rewritten.
 pub fn rewrite(proto: &mut pb::ModelProto) -> Result<Vec<Translation>, Vec<Refusal>> {
-    let opset = proto
-        .opset_import
-        .iter()
-        .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
-        .map(|o| o.version)
-        .unwrap_or(0);
+    let opset = onnx_opset(proto);
     let Some(graph) = proto.graph.as_mut() else {
         return Ok(Vec::new());
     };
@@ -237,6 +232,16 @@ fn dequantize_int8_inputs(graph: &mut pb::GraphProto) -> usize {
         graph.node.splice(k..k, chain);
     }
     count
+}
+
+/// The model's opset of the default (`ai.onnx`) domain; 0 when it declares none.
+pub fn onnx_opset(proto: &pb::ModelProto) -> i64 {
+    proto
+        .opset_import
+        .iter()
+        .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+        .map(|o| o.version)
+        .unwrap_or(0)
 }
 
 /// The node's name, or its first output where it has none.

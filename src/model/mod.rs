@@ -339,12 +339,7 @@ impl Model {
         })?;
         let graph = proto.graph.as_ref().expect("checked above");
         check_operators(&onnx, graph, &name)?;
-        let opset = proto
-            .opset_import
-            .iter()
-            .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
-            .map(|o| o.version)
-            .unwrap_or(0);
+        let opset = contrib::onnx_opset(&proto);
 
         let model_dir = cfg
             .path
