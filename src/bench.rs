@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::daemon::{self, DaemonError};
 use crate::frame::{Frame, PixelFormat};
+use crate::model::profile::{self, Profile};
 use crate::model::Model;
 use crate::source::scene::{self, SceneRng};
 use crate::source::synthetic::rgb_to_yuyv;
@@ -32,6 +33,10 @@ pub struct BenchOptions {
     pub peer: bool,
     /// Python interpreter for the peer.
     pub python: String,
+    /// Also time every node of the plan ([`crate::model::profile`]).
+    pub profile: bool,
+    /// Measure the model only: no preprocessing, pipeline or peer runs.
+    pub model_only: bool,
 }
 
 /// Latency percentiles in milliseconds.
@@ -94,6 +99,8 @@ pub struct Ratios {
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
     pub model: String,
+    /// Whose convolution kernels ran (`model.kernels`).
+    pub kernels: String,
     pub input: Vec<usize>,
     pub workers: usize,
     /// Model-only latency, one thread, after warm-up.
@@ -113,6 +120,8 @@ pub struct BenchReport {
     pub peer: Option<PeerFigures>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ratios: Option<Ratios>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<Profile>,
 }
 
 /// Why a benchmark could not run.
@@ -197,6 +206,35 @@ pub fn run(config: &Config, opts: &BenchOptions) -> Result<BenchReport, BenchErr
         .map(|_| session.run_tensor(tensor.clone()))
         .collect::<Result<_, _>>()?;
     let model_ms = Percentiles::of(&mut model_times);
+    let profile = if opts.profile {
+        Some(
+            session
+                .profile(&tensor, opts.warmup.min(3), opts.runs)
+                .map_err(DaemonError::from)?,
+        )
+    } else {
+        None
+    };
+    if opts.model_only {
+        return Ok(BenchReport {
+            model: model.name.clone(),
+            kernels: model.kernels.clone(),
+            input: model.input.shape(),
+            workers: 0,
+            model_ms,
+            preprocess: Vec::new(),
+            e2e_ms: Percentiles::default(),
+            fps: 0.0,
+            frames: 0,
+            dropped: 0,
+            cpu_cores: 0.0,
+            rss_mb: peak_rss_mb(),
+            start_to_first_inference_ms: start_to_first.as_secs_f64() * 1000.0,
+            peer: None,
+            ratios: None,
+            profile,
+        });
+    }
 
     // Preprocessing: decode + resize + normalise, per format and size.
     let mut preprocess = Vec::new();
@@ -254,6 +292,7 @@ pub fn run(config: &Config, opts: &BenchOptions) -> Result<BenchReport, BenchErr
 
     let mut report = BenchReport {
         model: model.name.clone(),
+        kernels: model.kernels.clone(),
         input: model.input.shape(),
         workers,
         model_ms,
@@ -267,6 +306,7 @@ pub fn run(config: &Config, opts: &BenchOptions) -> Result<BenchReport, BenchErr
         start_to_first_inference_ms: start_to_first.as_secs_f64() * 1000.0,
         peer: None,
         ratios: None,
+        profile,
     };
     if opts.peer {
         let peer = run_peer(config, &model, opts, workers)?;
@@ -429,9 +469,15 @@ fn run_peer(
 /// The readable summary.
 pub fn render_text(r: &BenchReport) -> String {
     let mut s = format!(
-        "model {} input {:?}\n  model only (1 thread): p50 {:.2} ms  p90 {:.2}  p99 {:.2}\n  start to first inference: {:.0} ms\n",
-        r.model, r.input, r.model_ms.p50, r.model_ms.p90, r.model_ms.p99, r.start_to_first_inference_ms
+        "model {} input {:?}\n  kernels: {}\n  model only (1 thread): p50 {:.2} ms  p90 {:.2}  p99 {:.2}\n  start to first inference: {:.0} ms\n",
+        r.model, r.input, r.kernels, r.model_ms.p50, r.model_ms.p90, r.model_ms.p99, r.start_to_first_inference_ms
     );
+    if let Some(p) = &r.profile {
+        s.push_str(&profile::render(p));
+    }
+    if r.workers == 0 {
+        return s;
+    }
     s.push_str("  preprocess (decode + resize + normalise), p50 ms and share of model time:\n");
     for p in &r.preprocess {
         s.push_str(&format!(

@@ -56,6 +56,7 @@ pub fn check(config: &Config, out: &mut dyn Write) -> Result<(), DaemonError> {
             shown.join(", ")
         ),
         format!("quantization: {}", model.quantization.describe()),
+        format!("kernels:      {}", model.kernels),
         format!(
             "translated:   {}",
             if model.translations.is_empty() {

@@ -87,6 +87,15 @@ enum Command {
         /// Python interpreter for --peer.
         #[arg(long, default_value = "python3")]
         python: String,
+        /// Also time every operator of the model (per operator type and the slowest nodes).
+        #[arg(long)]
+        profile: bool,
+        /// Measure the model only (no preprocessing, pipeline or peer).
+        #[arg(long, conflicts_with = "peer")]
+        model_only: bool,
+        /// Run the model on tract's own kernels (model.kernels = "tract"), for comparison.
+        #[arg(long)]
+        tract_kernels: bool,
     },
     /// List cameras (V4L2 devices) with the formats, sizes and rates they offer.
     Cameras,
@@ -233,6 +242,9 @@ fn main() -> ExitCode {
             frames,
             fps,
             python,
+            profile,
+            model_only,
+            tract_kernels,
         } => {
             init_logging("warn");
             let mut cfg = match load(config.as_ref()) {
@@ -245,6 +257,9 @@ fn main() -> ExitCode {
             if let Some(m) = model {
                 cfg.model = ModelConfig::for_path(m, None);
             }
+            if tract_kernels {
+                cfg.model.kernels = lookout::model::Kernels::Tract;
+            }
             let opts = lookout::bench::BenchOptions {
                 runs: runs.max(1),
                 warmup,
@@ -252,6 +267,8 @@ fn main() -> ExitCode {
                 fps,
                 peer,
                 python,
+                profile,
+                model_only,
             };
             match lookout::bench::run(&cfg, &opts) {
                 Ok(report) => {

@@ -68,6 +68,17 @@ fn check_model_reports_the_quantization_format_and_translations() {
         text.contains("quantization: int8 QDQ, per-channel"),
         "{text}"
     );
+    // Its six QDQ convolutions are folded into integer convolutions on lookout's kernels.
+    for fragment in [
+        "DequantizeLinear -> Conv -> QuantizeLinearx6 -> QLinearConv (integer arithmetic)",
+        "QLinearConvx6 -> lookout.QConv / lookout.QDepthwiseConv",
+        "kernels:      lookout's",
+    ] {
+        assert!(text.contains(fragment), "check output lacks {fragment:?}:\n{text}");
+    }
+    let fp32 = fixtures.join("quant/tiny-fp32.onnx");
+    let out = lookout(&["check", "--model", fp32.to_str().expect("utf8 path")]);
+    let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("translated:   nothing"), "{text}");
     // An operator lookout cannot translate: exit 2, naming it, its node and the remedy.
     let bad = fixtures.join("contrib_unsupported.onnx");

@@ -9,9 +9,14 @@
 //! nothing of threads, sources or sinks.
 
 pub mod contrib;
+pub mod depthwise;
+pub mod fastops;
 pub mod labels;
 pub mod postprocess;
 pub mod preprocess;
+pub mod profile;
+pub mod qdq;
+pub mod qgemm;
 pub mod resample;
 pub mod softmax;
 
@@ -58,6 +63,20 @@ pub struct ModelConfig {
     /// How frames become input tensors.
     #[serde(default)]
     pub preprocess: PreprocessConfig,
+    /// Whose convolution kernels run the model: "lookout" (integer kernels for quantized
+    /// convolutions, fast depthwise convolutions; see `docs/engine.md`) or "tract" (tract's
+    /// own, for comparison).
+    #[serde(default)]
+    pub kernels: Kernels,
+}
+
+/// `model.kernels`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kernels {
+    #[default]
+    Lookout,
+    Tract,
 }
 
 /// What the model's output holds.
@@ -295,6 +314,8 @@ pub struct Model {
     /// onnxruntime contrib operators rewritten into standard ones ([`contrib`]).
     pub translations: Vec<contrib::Translation>,
     pub opset: i64,
+    /// Whose kernels run the convolutions, for `check` and `bench`.
+    pub kernels: String,
     pub load_time: Duration,
 }
 
@@ -333,10 +354,16 @@ impl Model {
         let op_counts = count_ops(graph);
         let quantization = detect_quantization(graph);
         let input_name = single_input(graph, &name)?;
-        let translations = contrib::rewrite(&mut proto).map_err(|refused| ModelError::Contrib {
-            model: name.clone(),
-            refused,
-        })?;
+        let mut translations =
+            contrib::rewrite(&mut proto).map_err(|refused| ModelError::Contrib {
+                model: name.clone(),
+                refused,
+            })?;
+        if cfg.kernels == Kernels::Lookout {
+            if let Some(graph) = proto.graph.as_mut() {
+                translations.extend(qdq::rewrite(graph));
+            }
+        }
         let graph = proto.graph.as_ref().expect("checked above");
         check_operators(&onnx, graph, &name)?;
         let opset = contrib::onnx_opset(&proto);
@@ -421,6 +448,13 @@ impl Model {
             op_counts,
             translations,
             opset,
+            kernels: match cfg.kernels {
+                Kernels::Tract => "tract's own (model.kernels = \"tract\")".to_owned(),
+                Kernels::Lookout => format!(
+                    "lookout's for quantized and depthwise convolutions ({}), tract's for the rest",
+                    depthwise::Isa::detect().name()
+                ),
+            },
             load_time: started.elapsed(),
         })
     }
@@ -550,6 +584,21 @@ impl Session {
     }
 
     /// Runs the model alone on a prepared input tensor; returns the time it took.
+    /// Runs the model on an input tensor as it is; returns the first output, flattened, as f32.
+    pub fn run_raw(&mut self, tensor: Tensor) -> Result<Vec<f32>, ModelError> {
+        let outputs = self
+            .state
+            .run(tvec![tensor.into()])
+            .map_err(|e| ModelError::Infer(e.into()))?;
+        let out = outputs[0]
+            .cast_to::<f32>()
+            .map_err(|e| ModelError::Infer(e.into()))?;
+        let view = out
+            .to_plain_array_view::<f32>()
+            .map_err(|e| ModelError::Infer(e.into()))?;
+        Ok(view.iter().copied().collect())
+    }
+
     pub fn run_tensor(&mut self, tensor: Tensor) -> Result<Duration, ClassifyError> {
         let t0 = Instant::now();
         self.state
@@ -615,10 +664,11 @@ impl std::error::Error for SharedError {
     }
 }
 
-/// tract's ONNX front end with lookout's operator translations ([`softmax`]).
+/// tract's ONNX front end with lookout's operators ([`softmax`], [`fastops`]).
 pub fn onnx() -> tract_onnx::Onnx {
     let mut onnx = tract_onnx::onnx();
     softmax::register(&mut onnx.op_register);
+    fastops::register(&mut onnx.op_register);
     onnx
 }
 

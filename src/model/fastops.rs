@@ -1,0 +1,887 @@
+//! lookout's own tract operators, for the convolutions where tract 0.23 has no fast path:
+//! depthwise convolutions, quantized (`LookoutQLinearDepthwiseConv`) and float
+//! (`LookoutDepthwiseConv`), both computed by [`super::depthwise`], and the other quantized
+//! convolutions (`LookoutQLinearConv`: group 1, any kernel), computed by [`super::qgemm`].
+//!
+//! [`super::qdq`] renames the ONNX nodes these operators replace before tract parses the model;
+//! [`register`] tells tract's ONNX front end how to build them. Weights, biases, scales and
+//! zero points must be constants (initializers), which [`super::qdq`] checks before renaming.
+
+use std::sync::Arc;
+
+use tract_onnx::model::{OnnxOpRegister, ParsingContext};
+use tract_onnx::pb::NodeProto;
+use tract_onnx::tract_hir::internal::*;
+
+use super::depthwise::{self, Finish, Geometry, Isa};
+use super::qgemm::{self, Im2col, PackedWeights, Requant};
+
+/// ONNX op type of a quantized depthwise convolution (QLinearConv inputs and attributes).
+pub const Q_DEPTHWISE: &str = "LookoutQLinearDepthwiseConv";
+/// ONNX op type of a float depthwise convolution (Conv inputs and attributes).
+pub const F_DEPTHWISE: &str = "LookoutDepthwiseConv";
+/// ONNX op type of a quantized group-1 convolution (QLinearConv inputs and attributes).
+pub const Q_CONV: &str = "LookoutQLinearConv";
+
+/// Registers the operators with tract's ONNX front end.
+pub fn register(reg: &mut OnnxOpRegister) {
+    reg.insert(Q_DEPTHWISE, build_quant);
+    reg.insert(F_DEPTHWISE, build_float);
+    reg.insert(Q_CONV, build_qconv);
+}
+
+fn build_qconv(
+    _ctx: &ParsingContext,
+    node: &NodeProto,
+) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    Ok((
+        expand(QConvExpansion {
+            attrs: attrs(node)?,
+        }),
+        vec![],
+    ))
+}
+
+/// Convolution attributes shared by both operators.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Attrs {
+    strides: [usize; 2],
+    dilations: [usize; 2],
+    /// top, left, bottom, right
+    pads: [usize; 4],
+}
+
+fn attrs(node: &NodeProto) -> TractResult<Attrs> {
+    let two = |name: &str| -> TractResult<[usize; 2]> {
+        match node.get_attr_opt_vec::<i64>(name)? {
+            None => Ok([1, 1]),
+            Some(v) if v.len() == 2 && v.iter().all(|&x| x >= 1) => {
+                Ok([v[0] as usize, v[1] as usize])
+            }
+            Some(v) => bail!("{name} {v:?}: expected two positive values"),
+        }
+    };
+    let pads = match node.get_attr_opt_vec::<i64>("pads")? {
+        None => [0; 4],
+        Some(v) if v.len() == 4 && v.iter().all(|&x| x >= 0) => {
+            [v[0] as usize, v[1] as usize, v[2] as usize, v[3] as usize]
+        }
+        Some(v) => bail!("pads {v:?}: expected four values >= 0"),
+    };
+    Ok(Attrs {
+        strides: two("strides")?,
+        dilations: two("dilations")?,
+        pads,
+    })
+}
+
+fn build_quant(
+    _ctx: &ParsingContext,
+    node: &NodeProto,
+) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    Ok((
+        expand(QDepthwiseExpansion {
+            attrs: attrs(node)?,
+        }),
+        vec![],
+    ))
+}
+
+fn build_float(
+    _ctx: &ParsingContext,
+    node: &NodeProto,
+) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    let clip = match (
+        node.get_attr_opt::<f32>("lookout_min")?,
+        node.get_attr_opt::<f32>("lookout_max")?,
+    ) {
+        (None, None) => None,
+        (lo, hi) => Some((lo.unwrap_or(f32::NEG_INFINITY), hi.unwrap_or(f32::INFINITY))),
+    };
+    Ok((
+        expand(FDepthwiseExpansion {
+            attrs: attrs(node)?,
+            clip,
+        }),
+        vec![],
+    ))
+}
+
+/// Output shape rules shared by the expansions: [N, M, OH, OW] from the input and the kernel
+/// [M, C / group, KH, KW].
+fn shape_rules<'r, 'p: 'r, 's: 'r>(
+    attrs: &'s Attrs,
+    s: &mut Solver<'r>,
+    x: &'p TensorProxy,
+    w: &'p TensorProxy,
+    y: &'p TensorProxy,
+) -> InferenceResult {
+    s.equals(&x.rank, 4)?;
+    s.equals(&y.rank, 4)?;
+    s.equals(&y.shape[0], &x.shape[0])?;
+    s.equals(&y.shape[1], &w.shape[0])?;
+    s.given_2(&x.shape, &w.shape, move |s, xs, ws| {
+        let dims = |d: &TDim| d.to_usize().ok();
+        if let (Some(h), Some(wd), Some(kh), Some(kw)) =
+            (dims(&xs[2]), dims(&xs[3]), dims(&ws[2]), dims(&ws[3]))
+        {
+            let a = attrs;
+            let oh =
+                Geometry::output_len(h, kh, a.strides[0], a.dilations[0], a.pads[0] + a.pads[2])
+                    .ok_or_else(|| {
+                        format_err!("kernel {kh}x{kw} larger than the padded input {h}x{wd}")
+                    })?;
+            let ow =
+                Geometry::output_len(wd, kw, a.strides[1], a.dilations[1], a.pads[1] + a.pads[3])
+                    .ok_or_else(|| {
+                    format_err!("kernel {kh}x{kw} larger than the padded input {h}x{wd}")
+                })?;
+            s.equals(&y.shape[2], oh.to_dim())?;
+            s.equals(&y.shape[3], ow.to_dim())?;
+        }
+        Ok(())
+    })
+}
+
+fn konst(model: &TypedModel, outlet: OutletId, what: &str) -> TractResult<Arc<Tensor>> {
+    model
+        .outlet_fact(outlet)?
+        .konst
+        .clone()
+        .ok_or_else(|| format_err!("depthwise convolution: {what} must be a constant"))
+}
+
+/// Integer values of a u8, i8 or i32 tensor (quantized types read as their storage).
+fn ints(t: &Tensor) -> TractResult<Vec<i32>> {
+    let view = t.try_as_plain_ram()?;
+    Ok(match t.datum_type().unquantized() {
+        DatumType::U8 => view.as_slice::<u8>()?.iter().map(|&v| v as i32).collect(),
+        DatumType::I8 => view.as_slice::<i8>()?.iter().map(|&v| v as i32).collect(),
+        DatumType::I32 => view.as_slice::<i32>()?.to_vec(),
+        dt => bail!("expected an 8- or 32-bit integer tensor, found {dt:?}"),
+    })
+}
+
+fn floats(t: &Tensor) -> TractResult<Vec<f32>> {
+    Ok(t.cast_to::<f32>()?
+        .try_as_plain_ram()?
+        .as_slice::<f32>()?
+        .to_vec())
+}
+
+/// One value per channel from a scalar or a `channels`-long vector.
+fn per_channel<T: Copy>(v: Vec<T>, channels: usize, what: &str) -> TractResult<Vec<T>> {
+    match v.len() {
+        1 => Ok(vec![v[0]; channels]),
+        n if n == channels => Ok(v),
+        n => bail!("depthwise convolution: {what} has {n} values for {channels} channels"),
+    }
+}
+
+/// Checks the kernel tensor [C, 1, KH, KW] against the input's channels.
+fn kernel_dims(w: &Tensor, channels: Option<usize>) -> TractResult<(usize, usize, usize)> {
+    let s = w.shape();
+    ensure!(
+        s.len() == 4 && s[1] == 1,
+        "depthwise convolution: kernel shape {s:?} is not [channels, 1, kh, kw]"
+    );
+    if let Some(c) = channels {
+        ensure!(
+            s[0] == c,
+            "depthwise convolution: {} filters for {c} input channels",
+            s[0]
+        );
+    }
+    ensure!(
+        depthwise::supports(s[2], s[3]),
+        "depthwise convolution: kernel {}x{} has more than {} taps",
+        s[2],
+        s[3],
+        depthwise::MAX_TAPS
+    );
+    Ok((s[0], s[2], s[3]))
+}
+
+/// The ONNX-level quantized depthwise convolution (QLinearConv inputs).
+#[derive(Debug, Clone)]
+struct QDepthwiseExpansion {
+    attrs: Attrs,
+}
+
+impl Expansion for QDepthwiseExpansion {
+    fn name(&self) -> StaticName {
+        Q_DEPTHWISE.into()
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> InferenceResult {
+        ensure!(
+            inputs.len() == 8 || inputs.len() == 9,
+            "QLinearConv takes 8 or 9 inputs"
+        );
+        check_output_arity(outputs, 1)?;
+        s.equals(&outputs[0].datum_type, &inputs[7].datum_type)?;
+        shape_rules(&self.attrs, s, &inputs[0], &inputs[3], &outputs[0])
+    }
+
+    fn wire(
+        &self,
+        prefix: &str,
+        model: &mut TypedModel,
+        inputs: &[OutletId],
+    ) -> TractResult<TVec<OutletId>> {
+        let x_fact = model.outlet_fact(inputs[0])?.clone();
+        let x_dt = x_fact.datum_type.unquantized();
+        ensure!(
+            matches!(x_dt, DatumType::U8 | DatumType::I8),
+            "quantized depthwise convolution: input type {:?} is not uint8 or int8",
+            x_fact.datum_type
+        );
+        let channels = x_fact.shape.get(1).and_then(|d| d.to_usize().ok());
+        let w = konst(model, inputs[3], "the weights")?;
+        let (c, kh, kw) = kernel_dims(&w, channels)?;
+        let x_scale = floats(konst(model, inputs[1], "x_scale")?.as_ref())?;
+        let x_zero = ints(konst(model, inputs[2], "x_zero_point")?.as_ref())?;
+        let w_scale = per_channel(
+            floats(konst(model, inputs[4], "w_scale")?.as_ref())?,
+            c,
+            "w_scale",
+        )?;
+        let w_zero = per_channel(
+            ints(konst(model, inputs[5], "w_zero_point")?.as_ref())?,
+            c,
+            "w_zero_point",
+        )?;
+        let y_scale = floats(konst(model, inputs[6], "y_scale")?.as_ref())?;
+        let y_zero_t = konst(model, inputs[7], "y_zero_point")?;
+        let y_zero = ints(&y_zero_t)?;
+        ensure!(
+            x_scale.len() == 1 && x_zero.len() == 1 && y_scale.len() == 1 && y_zero.len() == 1,
+            "quantized depthwise convolution: x and y must be quantized per tensor"
+        );
+        let bias = match inputs.get(8) {
+            Some(b) => per_channel(ints(konst(model, *b, "the bias")?.as_ref())?, c, "bias")?,
+            None => vec![0; c],
+        };
+        let wq = ints(&w)?;
+        let taps: Vec<f32> = wq
+            .chunks(kh * kw)
+            .zip(&w_zero)
+            .flat_map(|(k, &z)| k.iter().map(move |&v| (v - z) as f32))
+            .collect();
+        let multipliers: Vec<f32> = w_scale
+            .iter()
+            .map(|&ws| x_scale[0] * ws / y_scale[0])
+            .collect();
+        let y_dt = y_zero_t.datum_type().unquantized();
+        let (qmin, qmax) = match y_dt {
+            DatumType::U8 => (0.0, 255.0),
+            DatumType::I8 => (-128.0, 127.0),
+            dt => bail!("quantized depthwise convolution: output type {dt:?} is not uint8 or int8"),
+        };
+        let op = DepthwiseConv {
+            attrs: self.attrs.clone(),
+            channels: c,
+            kernel: [kh, kw],
+            taps: Arc::new(taps),
+            bias: Arc::new(bias.iter().map(|&b| b as f32).collect()),
+            kind: Kind::Quant {
+                x_dt,
+                x_zero: x_zero[0] as f32,
+                y_dt,
+                y_zero: y_zero[0] as f32,
+                qmin,
+                qmax,
+                multipliers: Arc::new(multipliers),
+            },
+            isa: Isa::detect(),
+        };
+        model.wire_node(prefix, op, &inputs[..1])
+    }
+}
+
+/// Quantization operands of a QLinearConv node, read from its constant inputs.
+struct QOperands {
+    x_dt: DatumType,
+    x_zero: i32,
+    y_dt: DatumType,
+    y_zero: f32,
+    qmin: f32,
+    qmax: f32,
+    /// x_scale * w_scale[m] / y_scale
+    multipliers: Vec<f32>,
+    w_zero: Vec<i32>,
+    /// int32, per output channel
+    bias: Vec<i32>,
+    /// raw weight values
+    w: Vec<i32>,
+    w_shape: Vec<usize>,
+}
+
+fn q_operands(model: &TypedModel, inputs: &[OutletId]) -> TractResult<QOperands> {
+    let x_fact = model.outlet_fact(inputs[0])?.clone();
+    let x_dt = x_fact.datum_type.unquantized();
+    ensure!(
+        matches!(x_dt, DatumType::U8 | DatumType::I8),
+        "quantized convolution: input type {:?} is not uint8 or int8",
+        x_fact.datum_type
+    );
+    let w = konst(model, inputs[3], "the weights")?;
+    let m = *w
+        .shape()
+        .first()
+        .context("quantized convolution: scalar weights")?;
+    let x_scale = floats(konst(model, inputs[1], "x_scale")?.as_ref())?;
+    let x_zero = ints(konst(model, inputs[2], "x_zero_point")?.as_ref())?;
+    let w_scale = per_channel(
+        floats(konst(model, inputs[4], "w_scale")?.as_ref())?,
+        m,
+        "w_scale",
+    )?;
+    let w_zero = per_channel(
+        ints(konst(model, inputs[5], "w_zero_point")?.as_ref())?,
+        m,
+        "w_zero_point",
+    )?;
+    let y_scale = floats(konst(model, inputs[6], "y_scale")?.as_ref())?;
+    let y_zero_t = konst(model, inputs[7], "y_zero_point")?;
+    let y_zero = ints(&y_zero_t)?;
+    ensure!(
+        x_scale.len() == 1 && x_zero.len() == 1 && y_scale.len() == 1 && y_zero.len() == 1,
+        "quantized convolution: x and y must be quantized per tensor"
+    );
+    let bias = match inputs.get(8) {
+        Some(b) => per_channel(ints(konst(model, *b, "the bias")?.as_ref())?, m, "bias")?,
+        None => vec![0; m],
+    };
+    let y_dt = y_zero_t.datum_type().unquantized();
+    let (qmin, qmax) = match y_dt {
+        DatumType::U8 => (0.0, 255.0),
+        DatumType::I8 => (-128.0, 127.0),
+        dt => bail!("quantized convolution: output type {dt:?} is not uint8 or int8"),
+    };
+    Ok(QOperands {
+        x_dt,
+        x_zero: x_zero[0],
+        y_dt,
+        y_zero: y_zero[0] as f32,
+        qmin,
+        qmax,
+        multipliers: w_scale
+            .iter()
+            .map(|&ws| x_scale[0] * ws / y_scale[0])
+            .collect(),
+        w_zero,
+        bias,
+        w: ints(&w)?,
+        w_shape: w.shape().to_vec(),
+    })
+}
+
+/// The ONNX-level quantized group-1 convolution (QLinearConv inputs).
+#[derive(Debug, Clone)]
+struct QConvExpansion {
+    attrs: Attrs,
+}
+
+impl Expansion for QConvExpansion {
+    fn name(&self) -> StaticName {
+        Q_CONV.into()
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> InferenceResult {
+        ensure!(
+            inputs.len() == 8 || inputs.len() == 9,
+            "QLinearConv takes 8 or 9 inputs"
+        );
+        check_output_arity(outputs, 1)?;
+        s.equals(&outputs[0].datum_type, &inputs[7].datum_type)?;
+        shape_rules(&self.attrs, s, &inputs[0], &inputs[3], &outputs[0])
+    }
+
+    fn wire(
+        &self,
+        prefix: &str,
+        model: &mut TypedModel,
+        inputs: &[OutletId],
+    ) -> TractResult<TVec<OutletId>> {
+        let q = q_operands(model, inputs)?;
+        let ws = &q.w_shape;
+        ensure!(
+            ws.len() == 4,
+            "quantized convolution: kernel shape {ws:?} is not 2-D"
+        );
+        let channels = model
+            .outlet_fact(inputs[0])?
+            .shape
+            .get(1)
+            .and_then(|d| d.to_usize().ok());
+        if let Some(c) = channels {
+            ensure!(
+                ws[1] == c,
+                "quantized convolution: kernel {ws:?} for {c} input channels"
+            );
+        }
+        let (m, k) = (ws[0], ws[1] * ws[2] * ws[3]);
+        let packed = PackedWeights::new(&q.w, m, k, &q.w_zero);
+        let requant = (0..m)
+            .map(|r| Requant {
+                bias: q.bias[r] - q.x_zero * packed.row_sums[r],
+                multiplier: q.multipliers[r],
+                zero: q.y_zero,
+                lo: q.qmin - q.y_zero,
+                hi: q.qmax - q.y_zero,
+            })
+            .collect();
+        let op = QConv {
+            attrs: self.attrs.clone(),
+            c: ws[1],
+            kernel: [ws[2], ws[3]],
+            weights: Arc::new(packed),
+            requant: Arc::new(requant),
+            x_dt: q.x_dt,
+            x_zero: q.x_zero as i16,
+            y_dt: q.y_dt,
+            isa: Isa::detect(),
+        };
+        model.wire_node(prefix, op, &inputs[..1])
+    }
+}
+
+/// The typed quantized convolution: [N, C, H, W] -> [N, M, OH, OW], weights packed in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QConv {
+    attrs: Attrs,
+    c: usize,
+    kernel: [usize; 2],
+    weights: Arc<PackedWeights>,
+    requant: Arc<Vec<Requant>>,
+    x_dt: DatumType,
+    x_zero: i16,
+    y_dt: DatumType,
+    isa: Isa,
+}
+
+// Compared as tract compares operators: finite floats, bit for bit.
+impl Eq for QConv {}
+
+impl QConv {
+    fn im2col(&self, h: usize, w: usize) -> TractResult<Im2col> {
+        let a = &self.attrs;
+        let [kh, kw] = self.kernel;
+        let too_small = || format_err!("kernel {kh}x{kw} larger than the padded input {h}x{w}");
+        Ok(Im2col {
+            c: self.c,
+            h,
+            w,
+            kh,
+            kw,
+            stride: a.strides,
+            dil: a.dilations,
+            pad_top: a.pads[0],
+            pad_left: a.pads[1],
+            oh: Geometry::output_len(h, kh, a.strides[0], a.dilations[0], a.pads[0] + a.pads[2])
+                .ok_or_else(too_small)?,
+            ow: Geometry::output_len(w, kw, a.strides[1], a.dilations[1], a.pads[1] + a.pads[3])
+                .ok_or_else(too_small)?,
+        })
+    }
+
+    fn run<I: Copy + Into<i16>, O: depthwise::QuantOut>(
+        &self,
+        x: &[I],
+        out: &mut [O],
+        n: usize,
+        g: &Im2col,
+    ) {
+        let (img_in, img_out) = (g.c * g.h * g.w, self.weights.m * g.pixels());
+        QSCRATCH.with(|s| {
+            let mut s = s.borrow_mut();
+            for b in 0..n {
+                qgemm::conv(
+                    self.isa,
+                    &self.weights,
+                    g,
+                    &x[b * img_in..(b + 1) * img_in],
+                    self.x_zero,
+                    &self.requant,
+                    &mut s,
+                    &mut out[b * img_out..(b + 1) * img_out],
+                );
+            }
+        })
+    }
+}
+
+thread_local! {
+    /// Each worker thread's packed-activation buffer, reused from run to run.
+    static QSCRATCH: std::cell::RefCell<qgemm::Scratch> = std::cell::RefCell::new(qgemm::Scratch::default());
+}
+
+impl Op for QConv {
+    fn name(&self) -> StaticName {
+        "lookout.QConv".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!(
+            "m: {} k: {} kernel: {:?} {:?} kernels: {}",
+            self.weights.m,
+            self.weights.k,
+            self.kernel,
+            self.attrs,
+            self.isa.name()
+        )])
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for QConv {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let x = &inputs[0];
+        let shape = x.shape();
+        ensure!(
+            shape.len() == 4 && shape[1] == self.c,
+            "quantized convolution: input shape {shape:?}"
+        );
+        let g = self.im2col(shape[2], shape[3])?;
+        let mut t = Tensor::zero_dt(self.y_dt, &[shape[0], self.weights.m, g.oh, g.ow])?;
+        {
+            let xv = x.try_as_plain_ram()?;
+            let mut ov = t.try_as_plain_ram_mut()?;
+            match (self.x_dt, self.y_dt) {
+                (DatumType::U8, DatumType::U8) => {
+                    self.run(xv.as_slice::<u8>()?, ov.as_slice_mut::<u8>()?, shape[0], &g)
+                }
+                (DatumType::U8, DatumType::I8) => {
+                    self.run(xv.as_slice::<u8>()?, ov.as_slice_mut::<i8>()?, shape[0], &g)
+                }
+                (DatumType::I8, DatumType::U8) => {
+                    self.run(xv.as_slice::<i8>()?, ov.as_slice_mut::<u8>()?, shape[0], &g)
+                }
+                (DatumType::I8, DatumType::I8) => {
+                    self.run(xv.as_slice::<i8>()?, ov.as_slice_mut::<i8>()?, shape[0], &g)
+                }
+                other => bail!("quantized convolution: types {other:?}"),
+            }
+        }
+        Ok(tvec!(t.into_tvalue()))
+    }
+}
+
+impl TypedOp for QConv {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        let s = &inputs[0].shape;
+        ensure!(
+            s.rank() == 4,
+            "quantized convolution: input rank {}",
+            s.rank()
+        );
+        let g = self.im2col(s[2].to_usize()?, s[3].to_usize()?)?;
+        Ok(tvec!(self.y_dt.fact(&[
+            s[0].clone(),
+            self.weights.m.to_dim(),
+            g.oh.to_dim(),
+            g.ow.to_dim()
+        ])))
+    }
+
+    as_op!();
+}
+
+/// The ONNX-level float depthwise convolution (Conv inputs), with an optional fused clip.
+#[derive(Debug, Clone)]
+struct FDepthwiseExpansion {
+    attrs: Attrs,
+    clip: Option<(f32, f32)>,
+}
+
+impl Expansion for FDepthwiseExpansion {
+    fn name(&self) -> StaticName {
+        F_DEPTHWISE.into()
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> InferenceResult {
+        ensure!(
+            inputs.len() == 2 || inputs.len() == 3,
+            "Conv takes 2 or 3 inputs"
+        );
+        check_output_arity(outputs, 1)?;
+        s.equals(&outputs[0].datum_type, &inputs[0].datum_type)?;
+        shape_rules(&self.attrs, s, &inputs[0], &inputs[1], &outputs[0])
+    }
+
+    fn wire(
+        &self,
+        prefix: &str,
+        model: &mut TypedModel,
+        inputs: &[OutletId],
+    ) -> TractResult<TVec<OutletId>> {
+        let x_fact = model.outlet_fact(inputs[0])?.clone();
+        ensure!(
+            x_fact.datum_type == f32::datum_type(),
+            "depthwise convolution: input type {:?} is not float32",
+            x_fact.datum_type
+        );
+        let channels = x_fact.shape.get(1).and_then(|d| d.to_usize().ok());
+        let w = konst(model, inputs[1], "the weights")?;
+        let (c, kh, kw) = kernel_dims(&w, channels)?;
+        let bias = match inputs.get(2) {
+            Some(b) => per_channel(floats(konst(model, *b, "the bias")?.as_ref())?, c, "bias")?,
+            None => vec![0.0; c],
+        };
+        let (min, max) = self.clip.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+        let op = DepthwiseConv {
+            attrs: self.attrs.clone(),
+            channels: c,
+            kernel: [kh, kw],
+            taps: Arc::new(floats(&w)?),
+            bias: Arc::new(bias),
+            kind: Kind::Float { min, max },
+            isa: Isa::detect(),
+        };
+        model.wire_node(prefix, op, &inputs[..1])
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Kind {
+    Float {
+        min: f32,
+        max: f32,
+    },
+    Quant {
+        x_dt: DatumType,
+        x_zero: f32,
+        y_dt: DatumType,
+        y_zero: f32,
+        qmin: f32,
+        qmax: f32,
+        /// x_scale * w_scale[c] / y_scale
+        multipliers: Arc<Vec<f32>>,
+    },
+}
+
+/// The typed operator: input [N, C, H, W] -> output [N, C, OH, OW]; weights baked in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DepthwiseConv {
+    attrs: Attrs,
+    channels: usize,
+    kernel: [usize; 2],
+    /// [C][KH * KW]; quantized: `w - w_zero`.
+    taps: Arc<Vec<f32>>,
+    /// Per channel; quantized: the int32 bias as float.
+    bias: Arc<Vec<f32>>,
+    kind: Kind,
+    isa: Isa,
+}
+
+// Compared as tract compares operators (to merge identical nodes): float fields equal bit for
+// bit or not at all, never NaN (they are finite weights, scales and clip bounds).
+impl Eq for DepthwiseConv {}
+
+impl DepthwiseConv {
+    fn geometry(&self, h: usize, w: usize) -> TractResult<Geometry> {
+        let a = &self.attrs;
+        let [kh, kw] = self.kernel;
+        let too_small = || format_err!("kernel {kh}x{kw} larger than the padded input {h}x{w}");
+        Ok(Geometry {
+            h,
+            w,
+            kh,
+            kw,
+            stride_h: a.strides[0],
+            stride_w: a.strides[1],
+            dil_h: a.dilations[0],
+            dil_w: a.dilations[1],
+            pad_top: a.pads[0],
+            pad_left: a.pads[1],
+            oh: Geometry::output_len(h, kh, a.strides[0], a.dilations[0], a.pads[0] + a.pads[2])
+                .ok_or_else(too_small)?,
+            ow: Geometry::output_len(w, kw, a.strides[1], a.dilations[1], a.pads[1] + a.pads[3])
+                .ok_or_else(too_small)?,
+        })
+    }
+
+    fn run<I: depthwise::PlaneIn + Datum, O: depthwise::QuantOut + Datum>(
+        &self,
+        x: &[I],
+        out: &mut [O],
+        outf: &mut [f32],
+        n: usize,
+        g: &Geometry,
+    ) {
+        let (plane_in, plane_out) = (g.h * g.w, g.oh * g.ow);
+        let taps_len = g.kh * g.kw;
+        for b in 0..n {
+            for c in 0..self.channels {
+                let i = b * self.channels + c;
+                let src = &x[i * plane_in..(i + 1) * plane_in];
+                let taps = &self.taps[c * taps_len..(c + 1) * taps_len];
+                let bias = self.bias[c];
+                match &self.kind {
+                    Kind::Float { min, max } => depthwise::plane::<I, O>(
+                        self.isa,
+                        g,
+                        src,
+                        0.0,
+                        taps,
+                        bias,
+                        Finish::Float {
+                            out: &mut outf[i * plane_out..(i + 1) * plane_out],
+                            min: *min,
+                            max: *max,
+                        },
+                    ),
+                    Kind::Quant {
+                        x_zero,
+                        y_zero,
+                        qmin,
+                        qmax,
+                        multipliers,
+                        ..
+                    } => depthwise::plane::<I, O>(
+                        self.isa,
+                        g,
+                        src,
+                        *x_zero,
+                        taps,
+                        bias,
+                        Finish::Quant {
+                            out: &mut out[i * plane_out..(i + 1) * plane_out],
+                            multiplier: multipliers[c],
+                            zero: *y_zero,
+                            lo: qmin - y_zero,
+                            hi: qmax - y_zero,
+                        },
+                    ),
+                }
+            }
+        }
+    }
+}
+
+impl Op for DepthwiseConv {
+    fn name(&self) -> StaticName {
+        match self.kind {
+            Kind::Float { .. } => "lookout.DepthwiseConv".into(),
+            Kind::Quant { .. } => "lookout.QDepthwiseConv".into(),
+        }
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!(
+            "channels: {} kernel: {:?} {:?} kernels: {}",
+            self.channels,
+            self.kernel,
+            self.attrs,
+            self.isa.name()
+        )])
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for DepthwiseConv {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let x = &inputs[0];
+        let shape = x.shape();
+        ensure!(
+            shape.len() == 4 && shape[1] == self.channels,
+            "depthwise convolution: input shape {shape:?}"
+        );
+        let g = self.geometry(shape[2], shape[3])?;
+        let out_shape = [shape[0], self.channels, g.oh, g.ow];
+        let xv = x.try_as_plain_ram()?;
+        let out = match &self.kind {
+            Kind::Float { .. } => {
+                let mut t = Tensor::zero::<f32>(&out_shape)?;
+                let mut ov = t.try_as_plain_ram_mut()?;
+                let o = ov.as_slice_mut::<f32>()?;
+                self.run::<f32, u8>(xv.as_slice::<f32>()?, &mut [], o, shape[0], &g);
+                t
+            }
+            Kind::Quant { x_dt, y_dt, .. } => {
+                let mut t = Tensor::zero_dt(*y_dt, &out_shape)?;
+                let mut ov = t.try_as_plain_ram_mut()?;
+                match (x_dt, y_dt) {
+                    (DatumType::U8, DatumType::U8) => self.run(
+                        xv.as_slice::<u8>()?,
+                        ov.as_slice_mut::<u8>()?,
+                        &mut [],
+                        shape[0],
+                        &g,
+                    ),
+                    (DatumType::U8, DatumType::I8) => self.run(
+                        xv.as_slice::<u8>()?,
+                        ov.as_slice_mut::<i8>()?,
+                        &mut [],
+                        shape[0],
+                        &g,
+                    ),
+                    (DatumType::I8, DatumType::U8) => self.run(
+                        xv.as_slice::<i8>()?,
+                        ov.as_slice_mut::<u8>()?,
+                        &mut [],
+                        shape[0],
+                        &g,
+                    ),
+                    (DatumType::I8, DatumType::I8) => self.run(
+                        xv.as_slice::<i8>()?,
+                        ov.as_slice_mut::<i8>()?,
+                        &mut [],
+                        shape[0],
+                        &g,
+                    ),
+                    other => bail!("quantized depthwise convolution: types {other:?}"),
+                }
+                t
+            }
+        };
+        Ok(tvec!(out.into_tvalue()))
+    }
+}
+
+impl TypedOp for DepthwiseConv {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        let s = &inputs[0].shape;
+        ensure!(
+            s.rank() == 4,
+            "depthwise convolution: input rank {}",
+            s.rank()
+        );
+        let (h, w) = (s[2].to_usize()?, s[3].to_usize()?);
+        let g = self.geometry(h, w)?;
+        let dt = match &self.kind {
+            Kind::Float { .. } => f32::datum_type(),
+            Kind::Quant { y_dt, .. } => *y_dt,
+        };
+        Ok(tvec!(dt.fact(&[
+            s[0].clone(),
+            s[1].clone(),
+            g.oh.to_dim(),
+            g.ow.to_dim()
+        ])))
+    }
+
+    as_op!();
+}

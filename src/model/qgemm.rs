@@ -1,0 +1,468 @@
+//! Integer matrix product for quantized convolutions: `acc[m][p] = sum_k w[m][k] * x[k][p]`,
+//! with 8-bit operands widened to i16 and exact i32 accumulation, then requantized to 8 bits.
+//!
+//! tract 0.23's integer matrix products (its `avx2_mmm_i32_8x8` kernel behind a per-row loop
+//! and a generic requantization chain) ran MobileNetV2's pointwise convolutions at under
+//! 1 GMAC/s here, 20x slower than its own float path. This module is lookout's replacement:
+//!
+//! - weights are packed once, when the model is loaded: `w - w_zero` as i16, in panels of
+//!   [`MR`] output channels, pairs of consecutive `k` interleaved;
+//! - activations are packed per run into panels of [`NR`] pixels, the same `k` pairs
+//!   interleaved, straight from the NCHW tensor (with an im2col gather for kernels larger than
+//!   1x1). `x_zero` is not subtracted per element: `x_zero * sum_k(w)` is folded into each
+//!   output channel's bias;
+//! - the [`MR`] x [`NR`] tile is computed by `vpmaddwd` (16 multiply-adds of i16 pairs into
+//!   i32 per instruction) on x86-64 with AVX2 (detected at run time), and by portable code
+//!   elsewhere, which the compiler turns into NEON widening multiply-adds on aarch64;
+//! - requantization is onnxruntime's: `clamp(round_half_even(f32(acc) * x_scale * w_scale /
+//!   y_scale) + y_zero)`.
+//!
+//! Products of two values in [-255, 255] summed in pairs stay far inside i32, and so do sums
+//! over any realistic `k` (below 2^31 / 255^2 = 33,000 terms).
+
+use super::depthwise::{clamp, round_half_even, Isa, QuantOut};
+
+/// Output channels per tile.
+pub const MR: usize = 6;
+/// Pixels per tile.
+pub const NR: usize = 16;
+
+/// Weights packed for [`matmul`]: `[M / MR][K / 2][MR][2]` i16, zero-padded to whole panels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackedWeights {
+    pub m: usize,
+    pub k: usize,
+    /// k rounded up to even, / 2
+    kp: usize,
+    data: Vec<i16>,
+    /// Per output channel: `sum_k (w - w_zero)`, for folding `x_zero` into the bias.
+    pub row_sums: Vec<i32>,
+}
+
+impl PackedWeights {
+    /// Packs `w` ([m][k] row-major, raw 8-bit values as i32) minus its per-row zero point.
+    pub fn new(w: &[i32], m: usize, k: usize, zero: &[i32]) -> PackedWeights {
+        debug_assert_eq!(w.len(), m * k);
+        let kp = k.div_ceil(2);
+        let panels = m.div_ceil(MR);
+        let mut data = vec![0i16; panels * kp * MR * 2];
+        let mut row_sums = vec![0i32; m];
+        for row in 0..m {
+            let (panel, r) = (row / MR, row % MR);
+            for kk in 0..k {
+                let v = w[row * k + kk] - zero[row];
+                row_sums[row] += v;
+                data[((panel * kp + kk / 2) * MR + r) * 2 + kk % 2] = v as i16;
+            }
+        }
+        PackedWeights {
+            m,
+            k,
+            kp,
+            data,
+            row_sums,
+        }
+    }
+
+    fn panel(&self, p: usize) -> &[i16] {
+        &self.data[p * self.kp * MR * 2..(p + 1) * self.kp * MR * 2]
+    }
+}
+
+/// How to read the activation matrix `x[k][p]` out of a [C, H, W] plane stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Im2col {
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride: [usize; 2],
+    pub dil: [usize; 2],
+    pub pad_top: usize,
+    pub pad_left: usize,
+    pub oh: usize,
+    pub ow: usize,
+}
+
+impl Im2col {
+    pub fn k(&self) -> usize {
+        self.c * self.kh * self.kw
+    }
+
+    pub fn pixels(&self) -> usize {
+        self.oh * self.ow
+    }
+
+    fn is_identity(&self) -> bool {
+        self.kh == 1
+            && self.kw == 1
+            && self.stride == [1, 1]
+            && self.pad_top == 0
+            && self.pad_left == 0
+            && self.oh == self.h
+            && self.ow == self.w
+    }
+}
+
+/// Per-run scratch for the packed activations.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    x: Vec<i16>,
+}
+
+/// Packs `x` (one image: [C][H][W] 8-bit values) into `[P / NR][K / 2][NR][2]` i16 panels of
+/// the im2col matrix; outside the image, the value is `x_zero` (zero once centred).
+#[inline(always)]
+fn pack_x<I: Copy + Into<i16>>(g: &Im2col, x: &[I], x_zero: i16, kp: usize, out: &mut Vec<i16>) {
+    let p_total = g.pixels();
+    let panels = p_total.div_ceil(NR);
+    out.clear();
+    out.resize(panels * kp * NR * 2, 0);
+    let k_total = g.k();
+    if g.is_identity() {
+        // 1x1: row k of the matrix is plane k. Each panel interleaves two planes' NR pixels.
+        let plane = g.h * g.w;
+        for (pp, panel) in out.chunks_exact_mut(kp * NR * 2).enumerate() {
+            let p0 = pp * NR;
+            let np = NR.min(p_total - p0);
+            for (kpair, dst) in panel.chunks_exact_mut(NR * 2).enumerate() {
+                let k0 = 2 * kpair;
+                let a = &x[k0 * plane + p0..k0 * plane + p0 + np];
+                if k0 + 1 < k_total {
+                    let b = &x[(k0 + 1) * plane + p0..(k0 + 1) * plane + p0 + np];
+                    for ((d, &va), &vb) in dst.chunks_exact_mut(2).zip(a).zip(b) {
+                        d[0] = va.into();
+                        d[1] = vb.into();
+                    }
+                } else {
+                    for (d, &va) in dst.chunks_exact_mut(2).zip(a) {
+                        d[0] = va.into();
+                    }
+                }
+            }
+        }
+        return;
+    }
+    for kk in 0..k_total {
+        let (c, r) = (kk / (g.kh * g.kw), kk % (g.kh * g.kw));
+        let (i, j) = (r / g.kw, r % g.kw);
+        let plane = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
+        let (kpair, half) = (kk / 2, kk % 2);
+        for oy in 0..g.oh {
+            let y = (oy * g.stride[0] + i * g.dil[0])
+                .checked_sub(g.pad_top)
+                .filter(|&y| y < g.h);
+            for ox in 0..g.ow {
+                let v = match (y, (ox * g.stride[1] + j * g.dil[1]).checked_sub(g.pad_left)) {
+                    (Some(y), Some(xx)) if xx < g.w => plane[y * g.w + xx].into(),
+                    _ => x_zero,
+                };
+                let p = oy * g.ow + ox;
+                let (panel, col) = (p / NR, p % NR);
+                out[((panel * kp + kpair) * NR + col) * 2 + half] = v;
+            }
+        }
+    }
+}
+
+/// Requantization of one output channel.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Requant {
+    /// bias - x_zero * row_sum, added to the accumulator
+    pub bias: i32,
+    pub multiplier: f32,
+    pub zero: f32,
+    /// qmin - zero, qmax - zero
+    pub lo: f32,
+    pub hi: f32,
+}
+
+/// One image: `out[m][p] = requant(sum_k w[m][k] * x[k][p])` for the convolution `g`, `x`
+/// being [C][H][W] and `out` [M][OH][OW].
+#[allow(clippy::too_many_arguments)]
+pub fn conv<I: Copy + Into<i16>, O: QuantOut>(
+    isa: Isa,
+    w: &PackedWeights,
+    g: &Im2col,
+    x: &[I],
+    x_zero: i16,
+    requant: &[Requant],
+    scratch: &mut Scratch,
+    out: &mut [O],
+) {
+    debug_assert_eq!(w.k, g.k());
+    match isa {
+        Isa::Scalar => conv_with::<I, O, false>(w, g, x, x_zero, requant, scratch, out),
+        // SAFETY: `Isa::Avx2Fma` exists only after run-time detection of AVX2 and FMA.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2Fma => unsafe { conv_avx2(w, g, x, x_zero, requant, scratch, out) },
+    }
+}
+
+/// The whole convolution (packing, tiles, requantization) compiled for AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn conv_avx2<I: Copy + Into<i16>, O: QuantOut>(
+    w: &PackedWeights,
+    g: &Im2col,
+    x: &[I],
+    x_zero: i16,
+    requant: &[Requant],
+    scratch: &mut Scratch,
+    out: &mut [O],
+) {
+    conv_with::<I, O, true>(w, g, x, x_zero, requant, scratch, out)
+}
+
+#[inline(always)]
+fn conv_with<I: Copy + Into<i16>, O: QuantOut, const AVX2: bool>(
+    w: &PackedWeights,
+    g: &Im2col,
+    x: &[I],
+    x_zero: i16,
+    requant: &[Requant],
+    scratch: &mut Scratch,
+    out: &mut [O],
+) {
+    pack_x(g, x, x_zero, w.kp, &mut scratch.x);
+    let p_total = g.pixels();
+    let mut acc = [[0i32; NR]; MR];
+    for mp in 0..w.m.div_ceil(MR) {
+        let wpanel = w.panel(mp);
+        for pp in 0..p_total.div_ceil(NR) {
+            let xpanel = &scratch.x[pp * w.kp * NR * 2..(pp + 1) * w.kp * NR * 2];
+            #[cfg(target_arch = "x86_64")]
+            if AVX2 {
+                // SAFETY: AVX2 is only true when called from `conv_avx2`, after detection.
+                unsafe { tile_avx2(w.kp, wpanel, xpanel, &mut acc) }
+            } else {
+                tile_portable(w.kp, wpanel, xpanel, &mut acc)
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            tile_portable(w.kp, wpanel, xpanel, &mut acc);
+            let p0 = pp * NR;
+            let np = NR.min(p_total - p0);
+            for (r, row) in acc.iter().enumerate() {
+                let m = mp * MR + r;
+                if m >= w.m {
+                    break;
+                }
+                let q = requant[m];
+                let dst = &mut out[m * p_total + p0..m * p_total + p0 + np];
+                for (o, &a) in dst.iter_mut().zip(row.iter()) {
+                    // wrapping: |acc + bias| < 2^31 (module notes); no overflow check in the hot loop.
+                    let v = clamp(a.wrapping_add(q.bias) as f32 * q.multiplier, q.lo, q.hi);
+                    *o = O::from_rounded(round_half_even(v) + q.zero);
+                }
+            }
+        }
+    }
+}
+
+/// The tile in portable code: `acc[m][p] = sum over k pairs of w0 * x0 + w1 * x1`.
+#[inline(always)]
+fn tile_portable(kp: usize, w: &[i16], x: &[i16], acc: &mut [[i32; NR]; MR]) {
+    *acc = [[0; NR]; MR];
+    for k in 0..kp {
+        let xs: &[i16; NR * 2] = x[k * NR * 2..(k + 1) * NR * 2]
+            .try_into()
+            .expect("panel size");
+        let ws: &[i16; MR * 2] = w[k * MR * 2..(k + 1) * MR * 2]
+            .try_into()
+            .expect("panel size");
+        for (m, row) in acc.iter_mut().enumerate() {
+            let (w0, w1) = (ws[2 * m] as i32, ws[2 * m + 1] as i32);
+            for (p, a) in row.iter_mut().enumerate() {
+                // |w|, |x| <= 255: products and their sums stay inside i32 (module notes);
+                // wrapping arithmetic keeps overflow checks out of the vectorised loop.
+                let pair = w0
+                    .wrapping_mul(xs[2 * p] as i32)
+                    .wrapping_add(w1.wrapping_mul(xs[2 * p + 1] as i32));
+                *a = a.wrapping_add(pair);
+            }
+        }
+    }
+}
+
+/// The tile with AVX2: per k pair, two loads of 8 pixels x 2 k, one broadcast weight pair per
+/// row, and `vpmaddwd` into 12 accumulators.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn tile_avx2(kp: usize, w: &[i16], x: &[i16], acc: &mut [[i32; NR]; MR]) {
+    use std::arch::x86_64::*;
+    debug_assert!(w.len() >= kp * MR * 2 && x.len() >= kp * NR * 2);
+    let mut a = [[_mm256_setzero_si256(); 2]; MR];
+    let (wp, xp) = (w.as_ptr(), x.as_ptr());
+    for k in 0..kp {
+        // SAFETY: k < kp and the panels hold kp * NR * 2 (x) and kp * MR * 2 (w) values.
+        unsafe {
+            let x0 = _mm256_loadu_si256(xp.add(k * NR * 2) as *const __m256i);
+            let x1 = _mm256_loadu_si256(xp.add(k * NR * 2 + 16) as *const __m256i);
+            let wk = wp.add(k * MR * 2) as *const i32;
+            for (m, am) in a.iter_mut().enumerate() {
+                let wb = _mm256_set1_epi32(wk.add(m).read_unaligned());
+                am[0] = _mm256_add_epi32(am[0], _mm256_madd_epi16(x0, wb));
+                am[1] = _mm256_add_epi32(am[1], _mm256_madd_epi16(x1, wb));
+            }
+        }
+    }
+    for (m, am) in a.iter().enumerate() {
+        // SAFETY: each row of `acc` holds NR = 16 i32, two 256-bit stores.
+        unsafe {
+            _mm256_storeu_si256(acc[m].as_mut_ptr() as *mut __m256i, am[0]);
+            _mm256_storeu_si256(acc[m].as_mut_ptr().add(8) as *mut __m256i, am[1]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn requant_plain(m: usize, bias: i32) -> Vec<Requant> {
+        vec![
+            Requant {
+                bias,
+                multiplier: 1.0,
+                zero: 0.0,
+                lo: -1e9,
+                hi: 1e9,
+            };
+            m
+        ]
+    }
+
+    /// A wide "quantized" output type so the raw accumulators can be checked.
+    #[derive(Debug, Clone, Copy, Default, PartialEq)]
+    struct Raw(f32);
+    impl QuantOut for Raw {
+        const MIN: f32 = f32::MIN;
+        const MAX: f32 = f32::MAX;
+        fn from_rounded(v: f32) -> Raw {
+            Raw(v)
+        }
+    }
+
+    #[test]
+    fn integer_products_are_exact_for_every_shape_and_kernel() {
+        for isa in Isa::available() {
+            for (c, h, w, k, s, p, m) in [
+                (5, 4, 5, 1, 1, 0, 7),
+                (16, 7, 7, 1, 1, 0, 13),
+                (3, 9, 11, 3, 2, 1, 32),
+                (4, 6, 6, 3, 1, 1, 6),
+                (33, 3, 3, 1, 1, 0, 1),
+            ] {
+                let oh = (h + 2 * p - k) / s + 1;
+                let ow = (w + 2 * p - k) / s + 1;
+                let g = Im2col {
+                    c,
+                    h,
+                    w,
+                    kh: k,
+                    kw: k,
+                    stride: [s, s],
+                    dil: [1, 1],
+                    pad_top: p,
+                    pad_left: p,
+                    oh,
+                    ow,
+                };
+                let x: Vec<u8> = (0..c * h * w).map(|i| (i * 89 % 256) as u8).collect();
+                let wq: Vec<i32> = (0..m * g.k())
+                    .map(|i| (i as i32 * 37 % 256) - 128)
+                    .collect();
+                let wz: Vec<i32> = (0..m).map(|r| (r as i32 % 3) - 1).collect();
+                let packed = PackedWeights::new(&wq, m, g.k(), &wz);
+                let x_zero = 100i16;
+                let rq: Vec<Requant> = (0..m)
+                    .map(|r| requant_plain(1, 7 - x_zero as i32 * packed.row_sums[r])[0])
+                    .collect();
+                let mut out = vec![Raw::default(); m * oh * ow];
+                conv(
+                    isa,
+                    &packed,
+                    &g,
+                    &x,
+                    x_zero,
+                    &rq,
+                    &mut Scratch::default(),
+                    &mut out,
+                );
+                for r in 0..m {
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            let mut acc = 7i64;
+                            for ch in 0..c {
+                                for i in 0..k {
+                                    for j in 0..k {
+                                        let y = (oy * s + i) as isize - p as isize;
+                                        let xx = (ox * s + j) as isize - p as isize;
+                                        let v = if y >= 0
+                                            && xx >= 0
+                                            && (y as usize) < h
+                                            && (xx as usize) < w
+                                        {
+                                            x[ch * h * w + y as usize * w + xx as usize] as i64
+                                        } else {
+                                            x_zero as i64
+                                        };
+                                        let wv = wq[r * g.k() + (ch * k + i) * k + j] - wz[r];
+                                        acc += (v - x_zero as i64) * wv as i64;
+                                    }
+                                }
+                            }
+                            let got = out[r * oh * ow + oy * ow + ox].0;
+                            assert_eq!(
+                                got as i64, acc,
+                                "{isa:?} c{c} k{k} s{s} m{m}: row {r} ({oy},{ox})"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn requantizes_with_rounding_half_even_and_saturation() {
+        let packed = PackedWeights::new(&[1], 1, 1, &[0]);
+        let g = Im2col {
+            c: 1,
+            h: 1,
+            w: 4,
+            kh: 1,
+            kw: 1,
+            stride: [1, 1],
+            dil: [1, 1],
+            pad_top: 0,
+            pad_left: 0,
+            oh: 1,
+            ow: 4,
+        };
+        let x: Vec<u8> = vec![0, 5, 7, 255];
+        let rq = [Requant {
+            bias: 0,
+            multiplier: 0.5,
+            zero: 3.0,
+            lo: -3.0,
+            hi: 252.0,
+        }];
+        let mut out = [0u8; 4];
+        conv(
+            Isa::Scalar,
+            &packed,
+            &g,
+            &x,
+            0,
+            &rq,
+            &mut Scratch::default(),
+            &mut out,
+        );
+        // 0 -> 3; 2.5 -> 2 (+3 = 5); 3.5 -> 4 (+3 = 7); 127.5 -> 128 (+3 = 131)
+        assert_eq!(out, [3, 5, 7, 131]);
+    }
+}
