@@ -20,7 +20,9 @@
 # TRACT_CPU_ARM32_NEON=1 forces its NEON kernels on, as a real Pi 2/3/4 detects them itself.
 #
 # --test runs the library's unit tests and the model-agreement (tests/reference.rs: tract vs
-# onnxruntime on the real models and photos in LOOKOUT_ASSETS), quantized-model (tests/quant.rs)
+# onnxruntime on the real models and photos in LOOKOUT_ASSETS), quantized-model (tests/quant.rs),
+# engine (tests/engine.rs: lookout's own convolution kernels, NEON on aarch64 and portable code
+# on armv7, against onnxruntime on the benchmark models)
 # and pipeline tests
 # (tests/pipeline.rs). The sink and source tests start x86 programs (mosquitto, ffmpeg) and
 # exercise no ARM-specific code, so they run on the host build only.
@@ -77,7 +79,7 @@ for t in "${targets[@]}"; do
             aarch64-*) export LOOKOUT_TEST_RUNNER="$CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER" ;;
             armv7-*) export LOOKOUT_TEST_RUNNER="$CARGO_TARGET_ARMV7_UNKNOWN_LINUX_GNUEABIHF_RUNNER" ;;
         esac
-        cargo test --locked --target "$t" --lib --test reference --test quant --test pipeline
+        cargo test --locked --target "$t" --lib --test reference --test quant --test engine --test pipeline
     else
         echo "build-arm.sh: building $t"
         cargo build --locked --release --target "$t"

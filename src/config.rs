@@ -439,6 +439,19 @@ mod tests {
     }
 
     #[test]
+    fn model_kernels_default_to_lookout_and_name_the_choices() {
+        use crate::model::Kernels;
+        assert_eq!(parse("").expect("valid").model.kernels, Kernels::Lookout);
+        let c = parse("[model]\nkernels = \"tract\"").expect("valid");
+        assert_eq!(c.model.kernels, Kernels::Tract);
+        let e = err("[model]\nkernels = \"fast\"");
+        assert!(
+            e.contains("model.kernels") && e.contains("lookout") && e.contains("tract"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn empty_file_gives_defaults() {
         let c = parse("").expect("empty config is valid");
         assert_eq!(c.pipeline.frame_queue, 2);

@@ -74,7 +74,10 @@ fn check_model_reports_the_quantization_format_and_translations() {
         "QLinearConvx6 -> lookout.QConv / lookout.QDepthwiseConv",
         "kernels:      lookout's",
     ] {
-        assert!(text.contains(fragment), "check output lacks {fragment:?}:\n{text}");
+        assert!(
+            text.contains(fragment),
+            "check output lacks {fragment:?}:\n{text}"
+        );
     }
     let fp32 = fixtures.join("quant/tiny-fp32.onnx");
     let out = lookout(&["check", "--model", fp32.to_str().expect("utf8 path")]);

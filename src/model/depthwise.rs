@@ -129,13 +129,15 @@ pub enum Finish<'a, T> {
 pub trait QuantOut: Copy + Default {
     const MIN: f32;
     const MAX: f32;
-    fn from_rounded(v: f32) -> Self;
+    /// `v` is already within `MIN..=MAX`.
+    fn from_i32(v: i32) -> Self;
 }
 
 impl QuantOut for u8 {
     const MIN: f32 = 0.0;
     const MAX: f32 = 255.0;
-    fn from_rounded(v: f32) -> u8 {
+    #[inline(always)]
+    fn from_i32(v: i32) -> u8 {
         v as u8
     }
 }
@@ -143,7 +145,8 @@ impl QuantOut for u8 {
 impl QuantOut for i8 {
     const MIN: f32 = -128.0;
     const MAX: f32 = 127.0;
-    fn from_rounded(v: f32) -> i8 {
+    #[inline(always)]
+    fn from_i32(v: i32) -> i8 {
         v as i8
     }
 }
@@ -224,6 +227,26 @@ fn fill_padded<I: PlaneIn>(g: &Geometry, x: &[I], x_zero: f32, padded: &mut Vec<
             continue;
         };
         let src = &x[src_r * g.w..(src_r + 1) * g.w];
+        if s == 2 && (g.w + g.pad_left) / 2 < pw {
+            // Source column sc lands in phase (sc + pad_left) % 2 at (sc + pad_left) / 2: one
+            // pass over the row with two fixed destinations, which vectorises (an
+            // interleaved load).
+            let pl = g.pad_left;
+            let row = r * pw;
+            let (a, b) = (
+                (pl % 2) * phase_len + row + pl / 2,
+                ((pl + 1) % 2) * phase_len + row + pl.div_ceil(2),
+            );
+            let pairs = g.w / 2;
+            for (c, v) in src.chunks_exact(2).enumerate() {
+                padded[a + c] = v[0].centred(x_zero);
+                padded[b + c] = v[1].centred(x_zero);
+            }
+            if g.w % 2 == 1 {
+                padded[a + pairs] = src[g.w - 1].centred(x_zero);
+            }
+            continue;
+        }
         for p in 0..s {
             // Phase element c holds padded column p + c * s, i.e. source column
             // p + c * s - pad_left: the valid c are those mapping into 0..w.
@@ -278,11 +301,10 @@ fn rows<T: QuantOut, const FMA: bool>(
     padded: &[f32],
     taps: &[f32],
     bias: f32,
-    mut finish: Finish<'_, T>,
+    finish: Finish<'_, T>,
 ) {
     let pw = g.phase_width();
     let phase_len = g.rows() * pw;
-    let ow = g.ow;
     // Each tap's offset in the padded phases from the output row's start: no division in the
     // loops below.
     let mut offsets = [0usize; MAX_TAPS];
@@ -295,6 +317,27 @@ fn rows<T: QuantOut, const FMA: bool>(
         }
     }
     let (offsets, taps) = (&offsets[..n_taps], &taps[..n_taps]);
+    // 3x3, by far the most common kernel, with the tap count known to the compiler: the taps'
+    // broadcasts stay in registers across the whole plane.
+    if let (Ok(o9), Ok(t9)) = (<&[usize; 9]>::try_from(offsets), <[f32; 9]>::try_from(taps)) {
+        return rows_with::<T, FMA, 9>(g, padded, o9, t9, bias, finish);
+    }
+    rows_with::<T, FMA, 0>(g, padded, offsets, taps, bias, finish)
+}
+
+/// The rows of one plane, with `N` taps when `N > 0`, else `offsets.len()`.
+#[inline(always)]
+fn rows_with<T: QuantOut, const FMA: bool, const N: usize>(
+    g: &Geometry,
+    padded: &[f32],
+    offsets: impl AsRef<[usize]>,
+    taps: impl AsRef<[f32]>,
+    bias: f32,
+    mut finish: Finish<'_, T>,
+) {
+    let (offsets, taps) = (offsets.as_ref(), taps.as_ref());
+    let pw = g.phase_width();
+    let ow = g.ow;
     let max_off = offsets.iter().copied().max().unwrap_or(0);
     let mut acc = [0f32; LANES];
     for oy in 0..g.oh {
@@ -309,7 +352,13 @@ fn rows<T: QuantOut, const FMA: bool>(
             );
             // SAFETY: every read is at base + off + l with off <= max_off and l < LANES, in
             // bounds by the assertion above; the ISA was detected by the caller.
-            unsafe { chunk::<FMA>(padded, base, offsets, taps, bias, &mut acc) };
+            unsafe {
+                if N > 0 {
+                    chunk::<FMA>(padded, base, &offsets[..N], &taps[..N], bias, &mut acc)
+                } else {
+                    chunk::<FMA>(padded, base, offsets, taps, bias, &mut acc)
+                }
+            };
             let at = oy * ow + ox;
             match &mut finish {
                 Finish::Float { out, min, max } => {
@@ -325,12 +374,13 @@ fn rows<T: QuantOut, const FMA: bool>(
                     lo,
                     hi,
                 } => {
+                    let z = *zero as i32;
                     out[at..at + n]
                         .iter_mut()
                         .zip(acc.iter())
                         .for_each(|(o, &a)| {
                             let v = clamp(a * *multiplier, *lo, *hi);
-                            *o = T::from_rounded(round_half_even(v) + *zero);
+                            *o = T::from_i32(round_to_i32(v) + z);
                         });
                 }
             }
@@ -414,12 +464,21 @@ pub fn clamp(v: f32, lo: f32, hi: f32) -> f32 {
     }
 }
 
+/// 1.5 * 2^23: adding it to |v| < 2^22 leaves round_half_even(v) in the low mantissa bits.
+const MAGIC: f32 = 12_582_912.0;
+
 /// Round half to even for |v| < 2^22, by the float unit's own rounding (vectorisable, unlike a
 /// call to `roundevenf`).
 #[inline(always)]
 pub fn round_half_even(v: f32) -> f32 {
-    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23
     (v + MAGIC) - MAGIC
+}
+
+/// `round_half_even(v)` as an integer, for |v| < 2^22, read from the bits of `v + MAGIC`:
+/// integer arithmetic only, so it vectorises (Rust's saturating `f32 as i32` does not).
+#[inline(always)]
+pub fn round_to_i32(v: f32) -> i32 {
+    ((v + MAGIC).to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32)
 }
 
 #[cfg(test)]
@@ -542,6 +601,10 @@ mod tests {
 
     #[test]
     fn rounds_half_to_even() {
+        for i in -300_000..300_000 {
+            let v = i as f32 * 0.25;
+            assert_eq!(round_to_i32(v), v.round_ties_even() as i32, "{v}");
+        }
         for (v, r) in [
             (0.5, 0.0),
             (1.5, 2.0),
@@ -552,6 +615,7 @@ mod tests {
             (-200.7, -201.0),
         ] {
             assert_eq!(round_half_even(v), r, "{v}");
+            assert_eq!(round_to_i32(v), r as i32, "{v}");
         }
     }
 }

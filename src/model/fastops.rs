@@ -179,8 +179,7 @@ fn per_channel<T: Copy>(v: Vec<T>, channels: usize, what: &str) -> TractResult<V
 }
 
 /// Checks the kernel tensor [C, 1, KH, KW] against the input's channels.
-fn kernel_dims(w: &Tensor, channels: Option<usize>) -> TractResult<(usize, usize, usize)> {
-    let s = w.shape();
+fn kernel_dims(s: &[usize], channels: Option<usize>) -> TractResult<(usize, usize, usize)> {
     ensure!(
         s.len() == 4 && s[1] == 1,
         "depthwise convolution: kernel shape {s:?} is not [channels, 1, kh, kw]"
@@ -234,69 +233,32 @@ impl Expansion for QDepthwiseExpansion {
         model: &mut TypedModel,
         inputs: &[OutletId],
     ) -> TractResult<TVec<OutletId>> {
-        let x_fact = model.outlet_fact(inputs[0])?.clone();
-        let x_dt = x_fact.datum_type.unquantized();
-        ensure!(
-            matches!(x_dt, DatumType::U8 | DatumType::I8),
-            "quantized depthwise convolution: input type {:?} is not uint8 or int8",
-            x_fact.datum_type
-        );
-        let channels = x_fact.shape.get(1).and_then(|d| d.to_usize().ok());
-        let w = konst(model, inputs[3], "the weights")?;
-        let (c, kh, kw) = kernel_dims(&w, channels)?;
-        let x_scale = floats(konst(model, inputs[1], "x_scale")?.as_ref())?;
-        let x_zero = ints(konst(model, inputs[2], "x_zero_point")?.as_ref())?;
-        let w_scale = per_channel(
-            floats(konst(model, inputs[4], "w_scale")?.as_ref())?,
-            c,
-            "w_scale",
-        )?;
-        let w_zero = per_channel(
-            ints(konst(model, inputs[5], "w_zero_point")?.as_ref())?,
-            c,
-            "w_zero_point",
-        )?;
-        let y_scale = floats(konst(model, inputs[6], "y_scale")?.as_ref())?;
-        let y_zero_t = konst(model, inputs[7], "y_zero_point")?;
-        let y_zero = ints(&y_zero_t)?;
-        ensure!(
-            x_scale.len() == 1 && x_zero.len() == 1 && y_scale.len() == 1 && y_zero.len() == 1,
-            "quantized depthwise convolution: x and y must be quantized per tensor"
-        );
-        let bias = match inputs.get(8) {
-            Some(b) => per_channel(ints(konst(model, *b, "the bias")?.as_ref())?, c, "bias")?,
-            None => vec![0; c],
-        };
-        let wq = ints(&w)?;
-        let taps: Vec<f32> = wq
-            .chunks(kh * kw)
-            .zip(&w_zero)
-            .flat_map(|(k, &z)| k.iter().map(move |&v| (v - z) as f32))
-            .collect();
-        let multipliers: Vec<f32> = w_scale
-            .iter()
-            .map(|&ws| x_scale[0] * ws / y_scale[0])
-            .collect();
-        let y_dt = y_zero_t.datum_type().unquantized();
-        let (qmin, qmax) = match y_dt {
-            DatumType::U8 => (0.0, 255.0),
-            DatumType::I8 => (-128.0, 127.0),
-            dt => bail!("quantized depthwise convolution: output type {dt:?} is not uint8 or int8"),
-        };
+        let q = q_operands(model, inputs)?;
+        let channels = model
+            .outlet_fact(inputs[0])?
+            .shape
+            .get(1)
+            .and_then(|d| d.to_usize().ok());
+        let (c, kh, kw) = kernel_dims(&q.w_shape, channels)?;
+        let taps: Vec<f32> =
+            q.w.chunks(kh * kw)
+                .zip(&q.w_zero)
+                .flat_map(|(k, &z)| k.iter().map(move |&v| (v - z) as f32))
+                .collect();
         let op = DepthwiseConv {
             attrs: self.attrs.clone(),
             channels: c,
             kernel: [kh, kw],
             taps: Arc::new(taps),
-            bias: Arc::new(bias.iter().map(|&b| b as f32).collect()),
+            bias: Arc::new(q.bias.iter().map(|&b| b as f32).collect()),
             kind: Kind::Quant {
-                x_dt,
-                x_zero: x_zero[0] as f32,
-                y_dt,
-                y_zero: y_zero[0] as f32,
-                qmin,
-                qmax,
-                multipliers: Arc::new(multipliers),
+                x_dt: q.x_dt,
+                x_zero: q.x_zero as f32,
+                y_dt: q.y_dt,
+                y_zero: q.y_zero,
+                qmin: q.qmin,
+                qmax: q.qmax,
+                multipliers: Arc::new(q.multipliers),
             },
             isa: Isa::detect(),
         };
@@ -364,6 +326,14 @@ fn q_operands(model: &TypedModel, inputs: &[OutletId]) -> TractResult<QOperands>
         DatumType::I8 => (-128.0, 127.0),
         dt => bail!("quantized convolution: output type {dt:?} is not uint8 or int8"),
     };
+    let multipliers: Vec<f32> = w_scale
+        .iter()
+        .map(|&ws| x_scale[0] * ws / y_scale[0])
+        .collect();
+    ensure!(
+        multipliers.iter().all(|m| m.is_finite() && *m > 0.0),
+        "quantized convolution: x_scale, w_scale and y_scale must be finite and positive"
+    );
     Ok(QOperands {
         x_dt,
         x_zero: x_zero[0],
@@ -371,10 +341,7 @@ fn q_operands(model: &TypedModel, inputs: &[OutletId]) -> TractResult<QOperands>
         y_zero: y_zero[0] as f32,
         qmin,
         qmax,
-        multipliers: w_scale
-            .iter()
-            .map(|&ws| x_scale[0] * ws / y_scale[0])
-            .collect(),
+        multipliers,
         w_zero,
         bias,
         w: ints(&w)?,
@@ -642,7 +609,7 @@ impl Expansion for FDepthwiseExpansion {
         );
         let channels = x_fact.shape.get(1).and_then(|d| d.to_usize().ok());
         let w = konst(model, inputs[1], "the weights")?;
-        let (c, kh, kw) = kernel_dims(&w, channels)?;
+        let (c, kh, kw) = kernel_dims(w.shape(), channels)?;
         let bias = match inputs.get(2) {
             Some(b) => per_channel(floats(konst(model, *b, "the bias")?.as_ref())?, c, "bias")?,
             None => vec![0.0; c],

@@ -20,7 +20,7 @@
 //! Products of two values in [-255, 255] summed in pairs stay far inside i32, and so do sums
 //! over any realistic `k` (below 2^31 / 255^2 = 33,000 terms).
 
-use super::depthwise::{clamp, round_half_even, Isa, QuantOut};
+use super::depthwise::{clamp, round_to_i32, Isa, QuantOut};
 
 /// Output channels per tile.
 pub const MR: usize = 6;
@@ -129,7 +129,19 @@ fn pack_x<I: Copy + Into<i16>>(g: &Im2col, x: &[I], x_zero: i16, kp: usize, out:
             for (kpair, dst) in panel.chunks_exact_mut(NR * 2).enumerate() {
                 let k0 = 2 * kpair;
                 let a = &x[k0 * plane + p0..k0 * plane + p0 + np];
-                if k0 + 1 < k_total {
+                if k0 + 1 < k_total && np == NR {
+                    // Whole panel: fixed sizes, so the interleave compiles to vector shuffles.
+                    let b = &x[(k0 + 1) * plane + p0..(k0 + 1) * plane + p0 + NR];
+                    let (a, b): (&[I; NR], &[I; NR]) = (
+                        a.try_into().expect("NR values"),
+                        b.try_into().expect("NR values"),
+                    );
+                    let dst: &mut [i16; NR * 2] = dst.try_into().expect("2 NR values");
+                    for i in 0..NR {
+                        dst[2 * i] = a[i].into();
+                        dst[2 * i + 1] = b[i].into();
+                    }
+                } else if k0 + 1 < k_total {
                     let b = &x[(k0 + 1) * plane + p0..(k0 + 1) * plane + p0 + np];
                     for ((d, &va), &vb) in dst.chunks_exact_mut(2).zip(a).zip(b) {
                         d[0] = va.into();
@@ -149,18 +161,38 @@ fn pack_x<I: Copy + Into<i16>>(g: &Im2col, x: &[I], x_zero: i16, kp: usize, out:
         let (i, j) = (r / g.kw, r % g.kw);
         let plane = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
         let (kpair, half) = (kk / 2, kk % 2);
+        // Output columns whose source column is inside the image: ox in lo..hi.
+        let reach = j * g.dil[1];
+        let lo = g
+            .pad_left
+            .saturating_sub(reach)
+            .div_ceil(g.stride[1])
+            .min(g.ow);
+        let hi = if g.w + g.pad_left > reach {
+            ((g.w + g.pad_left - reach - 1) / g.stride[1] + 1).min(g.ow)
+        } else {
+            0
+        }
+        .max(lo);
+        let at = |p: usize| ((p / NR * kp + kpair) * NR + p % NR) * 2 + half;
         for oy in 0..g.oh {
             let y = (oy * g.stride[0] + i * g.dil[0])
                 .checked_sub(g.pad_top)
                 .filter(|&y| y < g.h);
-            for ox in 0..g.ow {
-                let v = match (y, (ox * g.stride[1] + j * g.dil[1]).checked_sub(g.pad_left)) {
-                    (Some(y), Some(xx)) if xx < g.w => plane[y * g.w + xx].into(),
-                    _ => x_zero,
-                };
-                let p = oy * g.ow + ox;
-                let (panel, col) = (p / NR, p % NR);
-                out[((panel * kp + kpair) * NR + col) * 2 + half] = v;
+            let p_row = oy * g.ow;
+            let Some(y) = y else {
+                for ox in 0..g.ow {
+                    out[at(p_row + ox)] = x_zero;
+                }
+                continue;
+            };
+            for ox in (0..lo).chain(hi..g.ow) {
+                out[at(p_row + ox)] = x_zero;
+            }
+            let src = &plane[y * g.w..(y + 1) * g.w];
+            for ox in lo..hi {
+                // In range by the choice of lo..hi: 0 <= ox * stride + reach - pad_left < w.
+                out[at(p_row + ox)] = src[ox * g.stride[1] + reach - g.pad_left].into();
             }
         }
     }
@@ -250,11 +282,12 @@ fn conv_with<I: Copy + Into<i16>, O: QuantOut, const AVX2: bool>(
                     break;
                 }
                 let q = requant[m];
+                let z = q.zero as i32;
                 let dst = &mut out[m * p_total + p0..m * p_total + p0 + np];
                 for (o, &a) in dst.iter_mut().zip(row.iter()) {
                     // wrapping: |acc + bias| < 2^31 (module notes); no overflow check in the hot loop.
                     let v = clamp(a.wrapping_add(q.bias) as f32 * q.multiplier, q.lo, q.hi);
-                    *o = O::from_rounded(round_half_even(v) + q.zero);
+                    *o = O::from_i32(round_to_i32(v) + z);
                 }
             }
         }
@@ -341,8 +374,8 @@ mod tests {
     impl QuantOut for Raw {
         const MIN: f32 = f32::MIN;
         const MAX: f32 = f32::MAX;
-        fn from_rounded(v: f32) -> Raw {
-            Raw(v)
+        fn from_i32(v: i32) -> Raw {
+            Raw(v as f32)
         }
     }
 
