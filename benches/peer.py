@@ -2,7 +2,9 @@
 
 For each JPEG frame in --frames: decode with Pillow, resize with Pillow's BILINEAR filter,
 normalise with numpy, run onnxruntime; timed per stage. Prints one JSON object with the same
-keys lookout reports: model_ms and e2e_ms {p50, p90, p99}, fps, rss_mb.
+keys lookout reports: model_ms (one thread, like lookout's model-only figure) and e2e_ms
+{p50, p90, p99}, fps, rss_mb, and model_ms_threads (model only with --threads threads, the
+setting of the end-to-end loop).
 
 Needs: pip install numpy pillow onnxruntime
 """
@@ -31,6 +33,19 @@ def pct(samples):
     return {"p50": at(0.5), "p90": at(0.9), "p99": at(0.99)}
 
 
+def peak_rss_mb():
+    """VmHWM of this process. (getrusage's ru_maxrss is no good here: after fork + exec from
+    lookout bench, Linux reports the parent's high-water mark when it is the larger.)"""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True)
@@ -45,10 +60,14 @@ def main():
     ap.add_argument("--warmup", type=int, default=10)
     a = ap.parse_args()
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = a.threads
-    so.inter_op_num_threads = 1
-    sess = ort.InferenceSession(a.model, so, providers=["CPUExecutionProvider"])
+    def session(threads):
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        return ort.InferenceSession(a.model, so, providers=["CPUExecutionProvider"])
+
+    sess = session(a.threads)
+    one = session(1)
     name = sess.get_inputs()[0].name
     mean = np.array([float(v) for v in a.mean.split(",")], dtype=np.float32)
     std = np.array([float(v) for v in a.std.split(",")], dtype=np.float32)
@@ -63,13 +82,19 @@ def main():
         return np.ascontiguousarray(x[None], dtype=np.float32)
 
     x = prepare(frames[0])
-    for _ in range(a.warmup):
-        sess.run(None, {name: x})
-    model = []
-    for _ in range(a.runs):
-        t0 = time.perf_counter()
-        sess.run(None, {name: x})
-        model.append(time.perf_counter() - t0)
+
+    def model_only(s):
+        for _ in range(a.warmup):
+            s.run(None, {name: x})
+        times = []
+        for _ in range(a.runs):
+            t0 = time.perf_counter()
+            s.run(None, {name: x})
+            times.append(time.perf_counter() - t0)
+        return times
+
+    model = model_only(one)
+    model_threads = model_only(sess)
 
     e2e = []
     t_all = time.perf_counter()
@@ -83,9 +108,10 @@ def main():
         "runtime": "onnxruntime " + ort.__version__ + " + Pillow " + Image.__version__,
         "threads": a.threads,
         "model_ms": pct(model),
+        "model_ms_threads": pct(model_threads),
         "e2e_ms": pct(e2e),
         "fps": len(frames) / wall,
-        "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "rss_mb": peak_rss_mb(),
     }))
 
 

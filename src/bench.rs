@@ -37,6 +37,21 @@ pub struct BenchOptions {
     pub profile: bool,
     /// Measure the model only: no preprocessing, pipeline or peer runs.
     pub model_only: bool,
+    /// Other models, timed model-only in the same run (same preprocessing), with their latency
+    /// as a ratio of this one's.
+    pub vs: Vec<PathBuf>,
+    /// Also time every model (this one and `vs`) on tract's own kernels.
+    pub vs_tract_kernels: bool,
+}
+
+/// Model-only latency of a comparison model, measured in the same run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Comparison {
+    pub model: String,
+    pub kernels: String,
+    pub model_ms: Percentiles,
+    /// model_ms.p50 / the benchmarked model's model_ms.p50
+    pub ratio: f64,
 }
 
 /// Latency percentiles in milliseconds.
@@ -80,8 +95,13 @@ pub struct PreprocessFigure {
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct PeerFigures {
     pub runtime: String,
+    /// Threads of the end-to-end loop (and of `model_ms_threads`).
     pub threads: usize,
+    /// Model only, one thread.
     pub model_ms: Percentiles,
+    /// Model only, `threads` threads.
+    #[serde(default)]
+    pub model_ms_threads: Percentiles,
     pub e2e_ms: Percentiles,
     pub fps: f64,
     pub rss_mb: f64,
@@ -122,6 +142,9 @@ pub struct BenchReport {
     pub ratios: Option<Ratios>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub profile: Option<Profile>,
+    /// `--vs` / `--vs-tract-kernels`: other models or kernels, model only, same run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub comparisons: Vec<Comparison>,
 }
 
 /// Why a benchmark could not run.
@@ -206,6 +229,7 @@ pub fn run(config: &Config, opts: &BenchOptions) -> Result<BenchReport, BenchErr
         .map(|_| session.run_tensor(tensor.clone()))
         .collect::<Result<_, _>>()?;
     let model_ms = Percentiles::of(&mut model_times);
+    let comparisons = compare(config, opts, &probe, model_ms.p50)?;
     let profile = if opts.profile {
         Some(
             session
@@ -233,6 +257,7 @@ pub fn run(config: &Config, opts: &BenchOptions) -> Result<BenchReport, BenchErr
             peer: None,
             ratios: None,
             profile,
+            comparisons,
         });
     }
 
@@ -307,6 +332,7 @@ pub fn run(config: &Config, opts: &BenchOptions) -> Result<BenchReport, BenchErr
         peer: None,
         ratios: None,
         profile,
+        comparisons,
     };
     if opts.peer {
         let peer = run_peer(config, &model, opts, workers)?;
@@ -318,6 +344,57 @@ pub fn run(config: &Config, opts: &BenchOptions) -> Result<BenchReport, BenchErr
         report.peer = Some(peer);
     }
     Ok(report)
+}
+
+/// Model-only latency of each `--vs` model, and with `--vs-tract-kernels` of every model on
+/// tract's own kernels, on the same probe frame.
+fn compare(
+    config: &Config,
+    opts: &BenchOptions,
+    probe: &Frame,
+    base_p50: f64,
+) -> Result<Vec<Comparison>, BenchError> {
+    use crate::model::{Kernels, ModelConfig};
+    let mut cfgs: Vec<ModelConfig> = Vec::new();
+    if opts.vs_tract_kernels {
+        let mut c = config.model.clone();
+        c.kernels = Kernels::Tract;
+        cfgs.push(c);
+    }
+    for path in &opts.vs {
+        let mut c = config.model.clone();
+        c.path = Some(path.clone());
+        c.labels = None;
+        cfgs.push(c.clone());
+        if opts.vs_tract_kernels {
+            c.kernels = Kernels::Tract;
+            cfgs.push(c);
+        }
+    }
+    let mut out = Vec::new();
+    for c in cfgs {
+        let m = Arc::new(Model::load(&c).map_err(DaemonError::from)?);
+        let mut session = m.session().map_err(DaemonError::from)?;
+        let tensor = session.prepare_frame(probe)?;
+        for _ in 0..opts.warmup.max(1) {
+            session.run_tensor(tensor.clone())?;
+        }
+        let mut times: Vec<Duration> = (0..opts.runs)
+            .map(|_| session.run_tensor(tensor.clone()))
+            .collect::<Result<_, _>>()?;
+        let model_ms = Percentiles::of(&mut times);
+        out.push(Comparison {
+            model: m.name.clone(),
+            kernels: m.kernels.clone(),
+            ratio: if base_p50 > 0.0 {
+                model_ms.p50 / base_p50
+            } else {
+                0.0
+            },
+            model_ms,
+        });
+    }
+    Ok(out)
 }
 
 /// `n` distinct rendered 640x480 scenes, JPEG-encoded (the frames both lookout and the peer get).
@@ -472,6 +549,12 @@ pub fn render_text(r: &BenchReport) -> String {
         "model {} input {:?}\n  kernels: {}\n  model only (1 thread): p50 {:.2} ms  p90 {:.2}  p99 {:.2}\n  start to first inference: {:.0} ms\n",
         r.model, r.input, r.kernels, r.model_ms.p50, r.model_ms.p90, r.model_ms.p99, r.start_to_first_inference_ms
     );
+    for c in &r.comparisons {
+        s.push_str(&format!(
+            "  vs {} [{}]: model only p50 {:.2} ms = {:.2}x\n",
+            c.model, c.kernels, c.model_ms.p50, c.ratio
+        ));
+    }
     if let Some(p) = &r.profile {
         s.push_str(&profile::render(p));
     }
@@ -495,8 +578,8 @@ pub fn render_text(r: &BenchReport) -> String {
     ));
     if let (Some(p), Some(x)) = (&r.peer, &r.ratios) {
         s.push_str(&format!(
-            "  peer ({}, {} threads): model p50 {:.2} ms, e2e p50 {:.2} ms, {:.1} fps, RSS {:.1} MB\n  ratios ours/peer: model {:.2}x  e2e {:.2}x  fps {:.2}x\n",
-            p.runtime, p.threads, p.model_ms.p50, p.e2e_ms.p50, p.fps, p.rss_mb, x.model_p50, x.e2e_p50, x.fps
+            "  peer ({}, {} threads): model p50 {:.2} ms (1 thread; {:.2} ms with {}), e2e p50 {:.2} ms, {:.1} fps, RSS {:.1} MB\n  ratios ours/peer: model {:.2}x  e2e {:.2}x  fps {:.2}x\n",
+            p.runtime, p.threads, p.model_ms.p50, p.model_ms_threads.p50, p.threads, p.e2e_ms.p50, p.fps, p.rss_mb, x.model_p50, x.e2e_p50, x.fps
         ));
     }
     s

@@ -96,6 +96,13 @@ enum Command {
         /// Run the model on tract's own kernels (model.kernels = "tract"), for comparison.
         #[arg(long)]
         tract_kernels: bool,
+        /// Also time this model (model only, same preprocessing, same run) and report its
+        /// latency as a ratio of the benchmarked model's. Repeatable.
+        #[arg(long, value_name = "MODEL")]
+        vs: Vec<PathBuf>,
+        /// Also time the model (and each --vs model) on tract's own kernels, in the same run.
+        #[arg(long)]
+        vs_tract_kernels: bool,
     },
     /// List cameras (V4L2 devices) with the formats, sizes and rates they offer.
     Cameras,
@@ -245,6 +252,8 @@ fn main() -> ExitCode {
             profile,
             model_only,
             tract_kernels,
+            vs,
+            vs_tract_kernels,
         } => {
             init_logging("warn");
             let mut cfg = match load(config.as_ref()) {
@@ -269,6 +278,8 @@ fn main() -> ExitCode {
                 python,
                 profile,
                 model_only,
+                vs,
+                vs_tract_kernels,
             };
             match lookout::bench::run(&cfg, &opts) {
                 Ok(report) => {

@@ -142,6 +142,57 @@ fn bench_short_mode_prints_the_json_summary() {
     assert_eq!(v["preprocess"].as_array().expect("preprocess").len(), 6);
 }
 
+#[test]
+fn bench_profiles_operators_and_compares_kernels_in_one_run() {
+    // The bundled int8 model: its convolutions run on lookout's kernels, and on tract's in the
+    // comparison.
+    let out = lookout(&[
+        "bench",
+        "--json",
+        "--model-only",
+        "--profile",
+        "--vs-tract-kernels",
+        "--runs",
+        "3",
+        "--warmup",
+        "1",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let p = &v["profile"];
+    let ops: Vec<&str> = p["by_op"]
+        .as_array()
+        .expect("by_op")
+        .iter()
+        .map(|o| o["op"].as_str().expect("op name"))
+        .collect();
+    assert!(ops.contains(&"lookout.QConv"), "{ops:?}");
+    let share: f64 = p["by_op"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["share"].as_f64().unwrap())
+        .sum();
+    assert!((share - 1.0).abs() < 1e-6, "shares sum to {share}");
+    assert!(p["total_ms"].as_f64().expect("total") > 0.0);
+    let cmp = v["comparisons"].as_array().expect("comparisons");
+    assert_eq!(cmp.len(), 1, "{v}");
+    assert!(
+        cmp[0]["kernels"].as_str().unwrap().starts_with("tract"),
+        "{v}"
+    );
+    assert!(cmp[0]["ratio"].as_f64().expect("ratio") > 0.0);
+    assert!(v["kernels"].as_str().unwrap().starts_with("lookout"), "{v}");
+    assert!(v
+        .get("preprocess")
+        .is_some_and(|p| p.as_array().is_some_and(|a| a.is_empty())));
+}
+
 /// `lookout run` under a systemd-like supervisor: READY=1 after start, WATCHDOG=1 pings at
 /// least every half interval, STOPPING=1 on SIGTERM, and the notification variables are not
 /// passed on (a `pipe` source's program sees none of them).
