@@ -6,9 +6,10 @@
 //! on inputs that [`engine_input`] computes the same way).
 //!
 //! Tolerances, stated per format:
-//! - fp32: the kernels change only the order of float additions: 1e-4 relative to the output
-//!   range (measured: 4e-6 on MobileNetV2, below 1e-4 on MobileNetV3-Small, whose outputs span
-//!   300).
+//! - fp32: the kernels change only the order (and, with FMA, the rounding) of float additions:
+//!   [`FP32_OF_RANGE`] of the output range. Measured: MobileNetV2 1.3e-6 of its range;
+//!   MobileNetV3-Small, whose random-weight logits span 300, 0.8e-4 on x86-64 (AVX2+FMA) and
+//!   1.4e-4 on armv7 (portable code, no FMA), where tract's own kernels are at 1.1e-4 on x86.
 //! - int8: compared with onnxruntime computing the ONNX definition (graph optimisations off:
 //!   each DequantizeLinear -> Conv -> QuantizeLinear in float; the generator rewrites the
 //!   QOperator model's QLinearConv into that chain). lookout's integer convolutions are exact;
@@ -102,6 +103,8 @@ fn argmax_set(v: &[f32]) -> Vec<usize> {
 
 /// See the module notes: measured at most 5 on these models and seeds.
 const INT8_STEPS: f32 = 8.0;
+/// See the module notes: measured at most 1.4e-4 (MobileNetV3-Small on armv7).
+const FP32_OF_RANGE: f32 = 5e-4;
 
 fn check_model(name: &str, quantized: bool) {
     let Some(_) = common::assets() else {
@@ -141,22 +144,24 @@ fn check_model(name: &str, quantized: bool) {
     // tract's own kernels, for the printed comparison only: on the host (under qemu, tract's
     // integer path alone would take minutes).
     let stock = if cfg!(target_arch = "x86_64") {
-        outputs(name, Kernels::Tract, &seeds).1
+        Some(outputs(name, Kernels::Tract, &seeds).1)
     } else {
-        want.clone()
+        None
     };
-    for (i, ((g, w), s)) in got.iter().zip(&want).zip(&stock).enumerate() {
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
         let range = w.iter().copied().fold(f32::NEG_INFINITY, f32::max)
             - w.iter().copied().fold(f32::INFINITY, f32::min);
         let d = max_diff(g, w);
-        let d_stock = max_diff(s, w);
+        // tract's own kernels' distance, where they ran ("-" under qemu).
+        let d_stock = stock.as_ref().map(|s| max_diff(&s[i], w));
+        let stock_steps = |st: f32| d_stock.map_or("-".to_owned(), |d| format!("{:.2}", d / st));
         if quantized {
             let fused = f32s(&entry["optimised"][i]);
             let st = step(w);
             eprintln!(
-                "{name} seed {i}: lookout's kernels {:.2} output steps ({st:.5}) from the ONNX definition; tract's kernels {:.2}; onnxruntime's fused path {:.2}",
+                "{name} seed {i}: lookout's kernels {:.2} output steps ({st:.5}) from the ONNX definition; tract's kernels {}; onnxruntime's fused path {:.2}",
                 d / st,
-                d_stock / st,
+                stock_steps(st),
                 max_diff(&fused, w) / st,
             );
             assert!(
@@ -170,11 +175,12 @@ fn check_model(name: &str, quantized: bool) {
             );
         } else {
             eprintln!(
-                "{name} seed {i}: lookout kernels max |diff| {d:.2e} (range {range:.3}); tract's kernels {d_stock:.2e}"
+                "{name} seed {i}: lookout kernels max |diff| {d:.2e} (range {range:.3}); tract's kernels {}",
+                d_stock.map_or("-".to_owned(), |d| format!("{d:.2e}"))
             );
             assert!(
-                d <= 1e-4 * range,
-                "{name} seed {i}: max |diff| {d} > 1e-4 x range {range}"
+                d <= FP32_OF_RANGE * range,
+                "{name} seed {i}: max |diff| {d} > {FP32_OF_RANGE} x range {range}"
             );
             assert_eq!(argmax_set(g), argmax_set(w), "{name} seed {i}: top-1");
         }
