@@ -35,8 +35,9 @@ fn build_qconv(
     node: &NodeProto,
 ) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     Ok((
-        expand(QConvExpansion {
+        expand(QLinearExpansion {
             attrs: attrs(node)?,
+            depthwise: false,
         }),
         vec![],
     ))
@@ -49,6 +50,31 @@ struct Attrs {
     dilations: [usize; 2],
     /// top, left, bottom, right
     pads: [usize; 4],
+}
+
+impl Attrs {
+    /// Output height and width of a `kernel` over an `h` x `w` input.
+    fn output_hw(&self, kernel: [usize; 2], h: usize, w: usize) -> TractResult<(usize, usize)> {
+        let [kh, kw] = kernel;
+        let too_small = || format_err!("kernel {kh}x{kw} larger than the padded input {h}x{w}");
+        let oh = Geometry::output_len(
+            h,
+            kh,
+            self.strides[0],
+            self.dilations[0],
+            self.pads[0] + self.pads[2],
+        )
+        .ok_or_else(too_small)?;
+        let ow = Geometry::output_len(
+            w,
+            kw,
+            self.strides[1],
+            self.dilations[1],
+            self.pads[1] + self.pads[3],
+        )
+        .ok_or_else(too_small)?;
+        Ok((oh, ow))
+    }
 }
 
 fn attrs(node: &NodeProto) -> TractResult<Attrs> {
@@ -80,8 +106,9 @@ fn build_quant(
     node: &NodeProto,
 ) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     Ok((
-        expand(QDepthwiseExpansion {
+        expand(QLinearExpansion {
             attrs: attrs(node)?,
+            depthwise: true,
         }),
         vec![],
     ))
@@ -125,17 +152,7 @@ fn shape_rules<'r, 'p: 'r, 's: 'r>(
         if let (Some(h), Some(wd), Some(kh), Some(kw)) =
             (dims(&xs[2]), dims(&xs[3]), dims(&ws[2]), dims(&ws[3]))
         {
-            let a = attrs;
-            let oh =
-                Geometry::output_len(h, kh, a.strides[0], a.dilations[0], a.pads[0] + a.pads[2])
-                    .ok_or_else(|| {
-                        format_err!("kernel {kh}x{kw} larger than the padded input {h}x{wd}")
-                    })?;
-            let ow =
-                Geometry::output_len(wd, kw, a.strides[1], a.dilations[1], a.pads[1] + a.pads[3])
-                    .ok_or_else(|| {
-                    format_err!("kernel {kh}x{kw} larger than the padded input {h}x{wd}")
-                })?;
+            let (oh, ow) = attrs.output_hw([kh, kw], h, wd)?;
             s.equals(&y.shape[2], oh.to_dim())?;
             s.equals(&y.shape[3], ow.to_dim())?;
         }
@@ -201,15 +218,16 @@ fn kernel_dims(s: &[usize], channels: Option<usize>) -> TractResult<(usize, usiz
     Ok((s[0], s[2], s[3]))
 }
 
-/// The ONNX-level quantized depthwise convolution (QLinearConv inputs).
+/// The ONNX-level quantized convolutions (QLinearConv inputs): depthwise, or group 1.
 #[derive(Debug, Clone)]
-struct QDepthwiseExpansion {
+struct QLinearExpansion {
     attrs: Attrs,
+    depthwise: bool,
 }
 
-impl Expansion for QDepthwiseExpansion {
+impl Expansion for QLinearExpansion {
     fn name(&self) -> StaticName {
-        Q_DEPTHWISE.into()
+        if self.depthwise { Q_DEPTHWISE } else { Q_CONV }.into()
     }
 
     fn rules<'r, 'p: 'r, 's: 'r>(
@@ -228,6 +246,21 @@ impl Expansion for QDepthwiseExpansion {
     }
 
     fn wire(
+        &self,
+        prefix: &str,
+        model: &mut TypedModel,
+        inputs: &[OutletId],
+    ) -> TractResult<TVec<OutletId>> {
+        if self.depthwise {
+            self.wire_depthwise(prefix, model, inputs)
+        } else {
+            self.wire_group1(prefix, model, inputs)
+        }
+    }
+}
+
+impl QLinearExpansion {
+    fn wire_depthwise(
         &self,
         prefix: &str,
         model: &mut TypedModel,
@@ -349,33 +382,8 @@ fn q_operands(model: &TypedModel, inputs: &[OutletId]) -> TractResult<QOperands>
     })
 }
 
-/// The ONNX-level quantized group-1 convolution (QLinearConv inputs).
-#[derive(Debug, Clone)]
-struct QConvExpansion {
-    attrs: Attrs,
-}
-
-impl Expansion for QConvExpansion {
-    fn name(&self) -> StaticName {
-        Q_CONV.into()
-    }
-
-    fn rules<'r, 'p: 'r, 's: 'r>(
-        &'s self,
-        s: &mut Solver<'r>,
-        inputs: &'p [TensorProxy],
-        outputs: &'p [TensorProxy],
-    ) -> InferenceResult {
-        ensure!(
-            inputs.len() == 8 || inputs.len() == 9,
-            "QLinearConv takes 8 or 9 inputs"
-        );
-        check_output_arity(outputs, 1)?;
-        s.equals(&outputs[0].datum_type, &inputs[7].datum_type)?;
-        shape_rules(&self.attrs, s, &inputs[0], &inputs[3], &outputs[0])
-    }
-
-    fn wire(
+impl QLinearExpansion {
+    fn wire_group1(
         &self,
         prefix: &str,
         model: &mut TypedModel,
@@ -444,22 +452,19 @@ impl Eq for QConv {}
 impl QConv {
     fn im2col(&self, h: usize, w: usize) -> TractResult<Im2col> {
         let a = &self.attrs;
-        let [kh, kw] = self.kernel;
-        let too_small = || format_err!("kernel {kh}x{kw} larger than the padded input {h}x{w}");
+        let (oh, ow) = a.output_hw(self.kernel, h, w)?;
         Ok(Im2col {
             c: self.c,
             h,
             w,
-            kh,
-            kw,
+            kh: self.kernel[0],
+            kw: self.kernel[1],
             stride: a.strides,
             dil: a.dilations,
             pad_top: a.pads[0],
             pad_left: a.pads[1],
-            oh: Geometry::output_len(h, kh, a.strides[0], a.dilations[0], a.pads[0] + a.pads[2])
-                .ok_or_else(too_small)?,
-            ow: Geometry::output_len(w, kw, a.strides[1], a.dilations[1], a.pads[1] + a.pads[3])
-                .ok_or_else(too_small)?,
+            oh,
+            ow,
         })
     }
 
@@ -667,23 +672,20 @@ impl Eq for DepthwiseConv {}
 impl DepthwiseConv {
     fn geometry(&self, h: usize, w: usize) -> TractResult<Geometry> {
         let a = &self.attrs;
-        let [kh, kw] = self.kernel;
-        let too_small = || format_err!("kernel {kh}x{kw} larger than the padded input {h}x{w}");
+        let (oh, ow) = a.output_hw(self.kernel, h, w)?;
         Ok(Geometry {
             h,
             w,
-            kh,
-            kw,
+            kh: self.kernel[0],
+            kw: self.kernel[1],
             stride_h: a.strides[0],
             stride_w: a.strides[1],
             dil_h: a.dilations[0],
             dil_w: a.dilations[1],
             pad_top: a.pads[0],
             pad_left: a.pads[1],
-            oh: Geometry::output_len(h, kh, a.strides[0], a.dilations[0], a.pads[0] + a.pads[2])
-                .ok_or_else(too_small)?,
-            ow: Geometry::output_len(w, kw, a.strides[1], a.dilations[1], a.pads[1] + a.pads[3])
-                .ok_or_else(too_small)?,
+            oh,
+            ow,
         })
     }
 
