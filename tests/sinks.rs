@@ -53,9 +53,22 @@ fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// A free loopback port that no other test of this binary has been given. The tests run in
+/// parallel and stop and restart brokers on their ports: without this, a port freed by one
+/// test's stopped broker could be handed to another test's broker, and the first test's
+/// restarted broker would then find it taken while its clients talked to the other one (seen
+/// as a rare loss of every event after a restart).
 fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    l.local_addr().expect("local addr").port()
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+        let port = l.local_addr().expect("local addr").port();
+        let mut given = GIVEN.lock().expect("lock");
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -112,6 +125,11 @@ impl Broker {
             .is_ok()),
             "mosquitto did not start listening on port {port}"
         );
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None))),
+            "the restarted mosquitto exited: is port {port} taken by another process?"
+        );
     }
 
     fn stop(&mut self) {
@@ -151,7 +169,8 @@ fn subscriber(
     use rumqttc::{Client, Event as E, MqttOptions, Packet, QoS};
     let received: Received = Arc::default();
     let rec = Arc::clone(&received);
-    let mut opts = MqttOptions::new("lookout-test-subscriber", "127.0.0.1", port);
+    // One client id per broker: the tests' subscribers never take over each other's session.
+    let mut opts = MqttOptions::new(format!("lookout-test-subscriber-{port}"), "127.0.0.1", port);
     opts.set_clean_session(false);
     opts.set_keep_alive(Duration::from_secs(5));
     let (client, mut connection) = Client::new(opts, 64);

@@ -52,9 +52,19 @@ pub fn lookout_command() -> std::process::Command {
 // ---------------------------------------------------------------------------------------------
 // The daemon with its HTTP server, for tests that watch it from outside.
 
+/// A free loopback port that no other test of this binary has been given (tests run in
+/// parallel; a port one test's server released must not be handed to another's).
 pub fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    l.local_addr().expect("local addr").port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+        let port = l.local_addr().expect("local addr").port();
+        let mut given = GIVEN.lock().expect("lock");
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// `lookout run` on a config made of `source` (any TOML before `[log]`: source, pipeline, rules,
