@@ -325,11 +325,7 @@ fn fold_qdq_convs(g: &mut pb::GraphProto) -> usize {
         g.node[f.conv] = f.node;
         g.initializer.extend(f.bias);
     }
-    let mut k = 0;
-    g.node.retain(|_| {
-        k += 1;
-        !remove[k - 1]
-    });
+    remove_marked(g, &remove);
     count
 }
 
@@ -406,11 +402,7 @@ fn depthwise(g: &mut pb::GraphProto) -> (usize, usize) {
         conv.attribute.push(float_attr("lookout_max", hi));
         remove[ck] = true;
     }
-    let mut k = 0;
-    g.node.retain(|_| {
-        k += 1;
-        !remove[k - 1]
-    });
+    remove_marked(g, &remove);
     (quant.len() + qconv.len(), float.len())
 }
 
@@ -538,12 +530,17 @@ fn dequantize_matmul_weights(g: &mut pb::GraphProto) -> usize {
         remove[k] = true;
         g.initializer.push(t);
     }
+    remove_marked(g, &remove);
+    count
+}
+
+/// Removes the nodes whose index is marked in `remove`.
+fn remove_marked(g: &mut pb::GraphProto, remove: &[bool]) {
     let mut k = 0;
     g.node.retain(|_| {
         k += 1;
         !remove[k - 1]
     });
-    count
 }
 
 /// Removes DequantizeLinear/QuantizeLinear nodes (and initializers) nothing reads any more.
@@ -562,11 +559,7 @@ fn prune_dead(g: &mut pb::GraphProto) {
         if !dead.contains(&true) {
             break;
         }
-        let mut k = 0;
-        g.node.retain(|_| {
-            k += 1;
-            !dead[k - 1]
-        });
+        remove_marked(g, &dead);
     }
     let ix = Index::new(g);
     let used: std::collections::HashSet<String> = ix.uses.keys().map(|s| s.to_string()).collect();
