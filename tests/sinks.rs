@@ -76,6 +76,11 @@ fn free_port() -> u16 {
 
 /// A mosquitto broker on 127.0.0.1:`port`, with persistence in `dir` so a subscriber's session
 /// (and its queued messages) survives a restart. Stopped with SIGTERM (so it saves) on drop.
+///
+/// `user root`: started as root (CI, containers), mosquitto otherwise switches to the `mosquitto`
+/// user, cannot write its database into the test's private temporary directory, and restarts
+/// without the subscriber's session; a sink that reconnected before the subscriber then looked
+/// as if it had lost events. Run as any other user, the line has no effect.
 struct Broker {
     child: Option<Child>,
     port: u16,
@@ -93,7 +98,7 @@ impl Broker {
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\n{listener_extra}allow_anonymous true\npersistence true\npersistence_location {}/\nlog_dest none\n",
+                "user root\nlistener {port} 127.0.0.1\n{listener_extra}allow_anonymous true\npersistence true\npersistence_location {}/\nlog_dest none\n",
                 dir.display()
             ),
         )

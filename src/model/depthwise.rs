@@ -194,8 +194,8 @@ pub fn plane<I: PlaneIn, T: QuantOut>(
     bias: f32,
     finish: Finish<'_, T>,
 ) {
-    debug_assert_eq!(x.len(), g.h * g.w);
-    debug_assert_eq!(taps.len(), g.kh * g.kw);
+    assert_eq!(x.len(), g.h * g.w);
+    assert_eq!(taps.len(), g.kh * g.kw);
     SCRATCH.with(|s| {
         let mut padded = s.borrow_mut();
         match isa {

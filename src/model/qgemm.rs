@@ -42,7 +42,7 @@ pub struct PackedWeights {
 impl PackedWeights {
     /// Packs `w` ([m][k] row-major, raw 8-bit values as i32) minus its per-row zero point.
     pub fn new(w: &[i32], m: usize, k: usize, zero: &[i32]) -> PackedWeights {
-        debug_assert_eq!(w.len(), m * k);
+        assert_eq!(w.len(), m * k);
         let kp = k.div_ceil(2);
         let panels = m.div_ceil(MR);
         let mut data = vec![0i16; panels * kp * MR * 2];
@@ -223,7 +223,7 @@ pub fn conv<I: Copy + Into<i16>, O: QuantOut>(
     scratch: &mut Scratch,
     out: &mut [O],
 ) {
-    debug_assert_eq!(w.k, g.k());
+    assert_eq!(w.k, g.k());
     match isa {
         Isa::Scalar => conv_with::<I, O, false>(w, g, x, x_zero, requant, scratch, out),
         // SAFETY: `Isa::Avx2Fma` exists only after run-time detection of AVX2 and FMA.
@@ -326,7 +326,7 @@ fn tile_portable(kp: usize, w: &[i16], x: &[i16], acc: &mut [[i32; NR]; MR]) {
 #[inline]
 unsafe fn tile_avx2(kp: usize, w: &[i16], x: &[i16], acc: &mut [[i32; NR]; MR]) {
     use std::arch::x86_64::*;
-    debug_assert!(w.len() >= kp * MR * 2 && x.len() >= kp * NR * 2);
+    assert!(w.len() >= kp * MR * 2 && x.len() >= kp * NR * 2);
     let mut a = [[_mm256_setzero_si256(); 2]; MR];
     let (wp, xp) = (w.as_ptr(), x.as_ptr());
     for k in 0..kp {
