@@ -82,7 +82,11 @@ fn check_model_reports_the_quantization_format_and_translations() {
     let fp32 = fixtures.join("quant/tiny-fp32.onnx");
     let out = lookout(&["check", "--model", fp32.to_str().expect("utf8 path")]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("translated:   nothing"), "{text}");
+    // Its six float convolutions run on lookout's float kernel.
+    assert!(
+        text.contains("translated:   Convx6 -> lookout.Conv (lookout's float kernel)"),
+        "{text}"
+    );
     // An operator lookout cannot translate: exit 2, naming it, its node and the remedy.
     let bad = fixtures.join("contrib_unsupported.onnx");
     let out = lookout(&["check", "--model", bad.to_str().expect("utf8 path")]);

@@ -178,9 +178,10 @@ impl PlaneIn for i8 {
 }
 
 thread_local! {
-    /// Per-thread scratch: the padded plane. Reused across calls, so the steady state
+    /// Per-thread scratch: the padded plane, and the geometry it was last filled for (its
+    /// padding, zero, is then still in place). Reused across calls, so the steady state
     /// allocates nothing.
-    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    static SCRATCH: RefCell<(Vec<f32>, Option<Geometry>)> = const { RefCell::new((Vec::new(), None)) };
 }
 
 /// Convolves one channel plane `x` (h * w values, centred on `x_zero`) with `taps` (kh * kw
@@ -197,16 +198,16 @@ pub fn plane<I: PlaneIn, T: QuantOut>(
     assert_eq!(x.len(), g.h * g.w);
     assert_eq!(taps.len(), g.kh * g.kw);
     SCRATCH.with(|s| {
-        let mut padded = s.borrow_mut();
+        let (padded, last) = &mut *s.borrow_mut();
         match isa {
             Isa::Scalar => {
-                fill_padded(g, x, x_zero, &mut padded);
-                rows::<T, false>(g, &padded, taps, bias, finish)
+                fill_padded(g, x, x_zero, padded, last);
+                rows::<T, false>(g, padded, taps, bias, finish)
             }
             // SAFETY: `Isa::Avx2Fma` is only constructed after run-time detection of both
             // features (`Isa::detect`, `Isa::available`).
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2Fma => unsafe { plane_avx2(g, x, x_zero, &mut padded, taps, bias, finish) },
+            Isa::Avx2Fma => unsafe { plane_avx2(g, x, x_zero, padded, last, taps, bias, finish) },
         }
     })
 }
@@ -214,14 +215,27 @@ pub fn plane<I: PlaneIn, T: QuantOut>(
 /// Copies `x` into `padded` as `stride_w` column phases of `rows()` rows each, zero outside the
 /// plane (the centred value of the zero point), so tap (i, j) of output column `c` reads
 /// `phase[(j * dil_w) % stride_w][row][c + (j * dil_w) / stride_w]`.
+///
+/// Which cells hold the plane and which the padding depends on the geometry only: filled for
+/// the same geometry as last time (`last`), the padding is still zero and only the plane's
+/// cells are written.
 #[inline(always)]
-fn fill_padded<I: PlaneIn>(g: &Geometry, x: &[I], x_zero: f32, padded: &mut Vec<f32>) {
+fn fill_padded<I: PlaneIn>(
+    g: &Geometry,
+    x: &[I],
+    x_zero: f32,
+    padded: &mut Vec<f32>,
+    last: &mut Option<Geometry>,
+) {
     let rows = g.rows();
     let pw = g.phase_width();
     let phase_len = rows * pw;
     let s = g.stride_w;
-    padded.clear();
-    padded.resize(s * phase_len, 0.0);
+    if *last != Some(*g) || padded.len() != s * phase_len {
+        padded.clear();
+        padded.resize(s * phase_len, 0.0);
+        *last = Some(*g);
+    }
     for r in 0..rows {
         let Some(src_r) = r.checked_sub(g.pad_top).filter(|&y| y < g.h) else {
             continue;
@@ -272,16 +286,18 @@ fn fill_padded<I: PlaneIn>(g: &Geometry, x: &[I], x_zero: f32, padded: &mut Vec<
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
 unsafe fn plane_avx2<I: PlaneIn, T: QuantOut>(
     g: &Geometry,
     x: &[I],
     x_zero: f32,
     padded: &mut Vec<f32>,
+    last: &mut Option<Geometry>,
     taps: &[f32],
     bias: f32,
     finish: Finish<'_, T>,
 ) {
-    fill_padded(g, x, x_zero, padded);
+    fill_padded(g, x, x_zero, padded, last);
     rows::<T, true>(g, padded, taps, bias, finish)
 }
 

@@ -28,6 +28,7 @@ pub fn register(reg: &mut OnnxOpRegister) {
     reg.insert(Q_DEPTHWISE, build_quant);
     reg.insert(F_DEPTHWISE, build_float);
     reg.insert(Q_CONV, build_qconv);
+    reg.insert(super::fconv::F_CONV, super::fconv::build);
 }
 
 fn build_qconv(
@@ -45,16 +46,16 @@ fn build_qconv(
 
 /// Convolution attributes shared by both operators.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct Attrs {
-    strides: [usize; 2],
-    dilations: [usize; 2],
+pub(super) struct Attrs {
+    pub strides: [usize; 2],
+    pub dilations: [usize; 2],
     /// top, left, bottom, right
-    pads: [usize; 4],
+    pub pads: [usize; 4],
 }
 
 impl Attrs {
     /// Output height and width of a `kernel` over an `h` x `w` input.
-    fn output_hw(&self, kernel: [usize; 2], h: usize, w: usize) -> TractResult<(usize, usize)> {
+    pub(super) fn output_hw(&self, kernel: [usize; 2], h: usize, w: usize) -> TractResult<(usize, usize)> {
         let [kh, kw] = kernel;
         let too_small = || format_err!("kernel {kh}x{kw} larger than the padded input {h}x{w}");
         let oh = Geometry::output_len(
@@ -77,7 +78,7 @@ impl Attrs {
     }
 }
 
-fn attrs(node: &NodeProto) -> TractResult<Attrs> {
+pub(super) fn attrs(node: &NodeProto) -> TractResult<Attrs> {
     let two = |name: &str| -> TractResult<[usize; 2]> {
         match node.get_attr_opt_vec::<i64>(name)? {
             None => Ok([1, 1]),
@@ -118,25 +119,31 @@ fn build_float(
     _ctx: &ParsingContext,
     node: &NodeProto,
 ) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
-    let clip = match (
-        node.get_attr_opt::<f32>("lookout_min")?,
-        node.get_attr_opt::<f32>("lookout_max")?,
-    ) {
-        (None, None) => None,
-        (lo, hi) => Some((lo.unwrap_or(f32::NEG_INFINITY), hi.unwrap_or(f32::INFINITY))),
-    };
     Ok((
         expand(FDepthwiseExpansion {
             attrs: attrs(node)?,
-            clip,
+            clip: clip_attrs(node)?,
         }),
         vec![],
     ))
 }
 
+/// The fused Relu/Clip bounds [`super::qdq`] wrote (`lookout_min`, `lookout_max`), if any.
+pub(super) fn clip_attrs(node: &NodeProto) -> TractResult<Option<(f32, f32)>> {
+    Ok(
+        match (
+            node.get_attr_opt::<f32>("lookout_min")?,
+            node.get_attr_opt::<f32>("lookout_max")?,
+        ) {
+            (None, None) => None,
+            (lo, hi) => Some((lo.unwrap_or(f32::NEG_INFINITY), hi.unwrap_or(f32::INFINITY))),
+        },
+    )
+}
+
 /// Output shape rules shared by the expansions: [N, M, OH, OW] from the input and the kernel
 /// [M, C / group, KH, KW].
-fn shape_rules<'r, 'p: 'r, 's: 'r>(
+pub(super) fn shape_rules<'r, 'p: 'r, 's: 'r>(
     attrs: &'s Attrs,
     s: &mut Solver<'r>,
     x: &'p TensorProxy,
@@ -160,12 +167,12 @@ fn shape_rules<'r, 'p: 'r, 's: 'r>(
     })
 }
 
-fn konst(model: &TypedModel, outlet: OutletId, what: &str) -> TractResult<Arc<Tensor>> {
+pub(super) fn konst(model: &TypedModel, outlet: OutletId, what: &str) -> TractResult<Arc<Tensor>> {
     model
         .outlet_fact(outlet)?
         .konst
         .clone()
-        .ok_or_else(|| format_err!("depthwise convolution: {what} must be a constant"))
+        .ok_or_else(|| format_err!("convolution: {what} must be a constant"))
 }
 
 /// Integer values of a u8, i8 or i32 tensor (quantized types read as their storage).
@@ -179,7 +186,7 @@ fn ints(t: &Tensor) -> TractResult<Vec<i32>> {
     })
 }
 
-fn floats(t: &Tensor) -> TractResult<Vec<f32>> {
+pub(super) fn floats(t: &Tensor) -> TractResult<Vec<f32>> {
     Ok(t.cast_to::<f32>()?
         .try_as_plain_ram()?
         .as_slice::<f32>()?
@@ -187,11 +194,11 @@ fn floats(t: &Tensor) -> TractResult<Vec<f32>> {
 }
 
 /// One value per channel from a scalar or a `channels`-long vector.
-fn per_channel<T: Copy>(v: Vec<T>, channels: usize, what: &str) -> TractResult<Vec<T>> {
+pub(super) fn per_channel<T: Copy>(v: Vec<T>, channels: usize, what: &str) -> TractResult<Vec<T>> {
     match v.len() {
         1 => Ok(vec![v[0]; channels]),
         n if n == channels => Ok(v),
-        n => bail!("depthwise convolution: {what} has {n} values for {channels} channels"),
+        n => bail!("convolution: {what} has {n} values for {channels} channels"),
     }
 }
 
@@ -782,15 +789,17 @@ impl EvalOp for DepthwiseConv {
         let out_shape = [shape[0], self.channels, g.oh, g.ow];
         let xv = x.try_as_plain_ram()?;
         let out = match &self.kind {
+            // SAFETY (both): 8-bit integers and f32 have no invalid bit patterns, and `run`
+            // writes every output value (each plane's rows, all columns).
             Kind::Float { .. } => {
-                let mut t = Tensor::zero::<f32>(&out_shape)?;
+                let mut t = unsafe { Tensor::uninitialized::<f32>(&out_shape)? };
                 let mut ov = t.try_as_plain_ram_mut()?;
                 let o = ov.as_slice_mut::<f32>()?;
                 self.run::<f32, u8>(xv.as_slice::<f32>()?, &mut [], o, shape[0], &g);
                 t
             }
             Kind::Quant { x_dt, y_dt, .. } => {
-                let mut t = Tensor::zero_dt(*y_dt, &out_shape)?;
+                let mut t = unsafe { Tensor::uninitialized_dt(*y_dt, &out_shape)? };
                 let mut ov = t.try_as_plain_ram_mut()?;
                 match (x_dt, y_dt) {
                     (DatumType::U8, DatumType::U8) => self.run(

@@ -11,6 +11,7 @@
 pub mod contrib;
 pub mod depthwise;
 pub mod fastops;
+pub mod fconv;
 pub mod labels;
 pub mod postprocess;
 pub mod preprocess;
@@ -451,7 +452,7 @@ impl Model {
             kernels: match cfg.kernels {
                 Kernels::Tract => "tract's own (model.kernels = \"tract\")".to_owned(),
                 Kernels::Lookout => format!(
-                    "lookout's for quantized and depthwise convolutions ({}), tract's for the rest",
+                    "lookout's for convolutions ({}), tract's for the rest",
                     depthwise::Isa::detect().name()
                 ),
             },

@@ -8,9 +8,11 @@
 //!    layer. The chain means exactly one `QLinearConv` (onnxruntime fuses it the same way), so
 //!    it is replaced by one, which tract runs with integer kernels. A float bias, or an int32
 //!    bias whose scale is not `x_scale * w_scale`, is requantized to that scale.
-//! 2. **Depthwise convolutions get lookout's kernels** ([`super::depthwise`]): a QLinearConv
-//!    whose every channel has its own filter becomes [`fastops::Q_DEPTHWISE`], a float Conv
-//!    [`fastops::F_DEPTHWISE`] (with a following Relu or constant Clip fused in).
+//! 2. **Convolutions get lookout's kernels**: a QLinearConv whose every channel has its own
+//!    filter becomes [`fastops::Q_DEPTHWISE`], a float one [`fastops::F_DEPTHWISE`]
+//!    ([`super::depthwise`]); any other group-1 QLinearConv becomes [`fastops::Q_CONV`]
+//!    ([`super::qgemm`]), a float Conv [`fconv::F_CONV`] ([`super::fconv`]). A following Relu
+//!    or constant Clip is fused into the float ones.
 //! 3. **Quantized weights of float matrix products are dequantized once, here**, instead of on
 //!    every run (tract 0.23 re-dequantizes and re-packs a DequantizeLinear of a constant feeding
 //!    Gemm/MatMul on each inference).
@@ -24,7 +26,7 @@ use tract_onnx::pb;
 use tract_onnx::pb::tensor_proto::DataType;
 
 use super::contrib::{node_name, Translation};
-use super::fastops;
+use super::{fastops, fconv};
 
 /// Applies the rewrites to `graph`; returns what was rewritten, for `lookout check`.
 pub fn rewrite(graph: &mut pb::GraphProto) -> Vec<Translation> {
@@ -44,13 +46,14 @@ pub fn rewrite(graph: &mut pb::GraphProto) -> Vec<Translation> {
         folded,
         "QLinearConv (integer arithmetic)",
     );
-    let (qdw, fdw) = depthwise(graph);
+    let k = onto_kernels(graph);
     note(
         "QLinearConv",
-        qdw,
+        k.quantized,
         "lookout.QConv / lookout.QDepthwiseConv (lookout's integer kernels)",
     );
-    note("Conv, depthwise", fdw, "lookout.DepthwiseConv");
+    note("Conv, depthwise", k.depthwise, "lookout.DepthwiseConv");
+    note("Conv", k.float, "lookout.Conv (lookout's float kernel)");
     let weights = dequantize_matmul_weights(graph);
     note(
         "DequantizeLinear of Gemm/MatMul weights",
@@ -349,10 +352,21 @@ fn is_depthwise(ix: &Index, node: &pb::NodeProto, w_input: usize) -> bool {
             .all(|i| i.is_empty() || ix.init(i).is_some())
 }
 
-/// Rewrite 2: depthwise convolutions onto lookout's kernels. Returns (quantized, float).
-fn depthwise(g: &mut pb::GraphProto) -> (usize, usize) {
-    let (quant, qconv, float, clips) = {
+/// How many convolutions [`onto_kernels`] put on each of lookout's kernels.
+struct Kernels {
+    /// QLinearConv, depthwise or group 1.
+    quantized: usize,
+    /// Float depthwise Conv.
+    depthwise: usize,
+    /// Float group-1 Conv.
+    float: usize,
+}
+
+/// Rewrite 2: convolutions onto lookout's kernels.
+fn onto_kernels(g: &mut pb::GraphProto) -> Kernels {
+    let (quant, qconv, float, fconv, clips) = {
         let ix = Index::new(g);
+        let mut fconv = Vec::new();
         let mut qconv = Vec::new();
         let mut quant = Vec::new();
         let mut float = Vec::new();
@@ -371,18 +385,24 @@ fn depthwise(g: &mut pb::GraphProto) -> (usize, usize) {
             } else if n.op_type == "QLinearConv" && is_group1_2d(&ix, n) {
                 qconv.push(k);
             } else if n.op_type == "Conv"
-                && is_depthwise(&ix, n, 1)
                 && ix
                     .init(&n.input[1])
                     .is_some_and(|w| w.data_type == DataType::Float as i32)
             {
-                float.push(k);
+                let target = if is_depthwise(&ix, n, 1) {
+                    &mut float
+                } else if is_group1_2d_float(&ix, n) {
+                    &mut fconv
+                } else {
+                    continue;
+                };
+                target.push(k);
                 if let Some(c) = fusable_clip(g, &ix, &n.output[0]) {
                     clips.push((k, c));
                 }
             }
         }
-        (quant, qconv, float, clips)
+        (quant, qconv, float, fconv, clips)
     };
     for &k in &quant {
         g.node[k].op_type = fastops::Q_DEPTHWISE.into();
@@ -392,6 +412,9 @@ fn depthwise(g: &mut pb::GraphProto) -> (usize, usize) {
     }
     for &k in &float {
         g.node[k].op_type = fastops::F_DEPTHWISE.into();
+    }
+    for &k in &fconv {
+        g.node[k].op_type = fconv::F_CONV.into();
     }
     let mut remove = vec![false; g.node.len()];
     for (k, (ck, lo, hi)) in clips {
@@ -403,7 +426,29 @@ fn depthwise(g: &mut pb::GraphProto) -> (usize, usize) {
         remove[ck] = true;
     }
     remove_marked(g, &remove);
-    (quant.len() + qconv.len(), float.len())
+    Kernels {
+        quantized: quant.len() + qconv.len(),
+        depthwise: float.len(),
+        float: fconv.len(),
+    }
+}
+
+/// Whether a float Conv is a 2-D group-1 convolution with constant operands and explicit
+/// padding (what [`fconv::F_CONV`] computes).
+fn is_group1_2d_float(ix: &Index, node: &pb::NodeProto) -> bool {
+    let Some(w) = node.input.get(1).and_then(|w| ix.init(w)) else {
+        return false;
+    };
+    let explicit_pads = matches!(attr_s(node, "auto_pad"), None | Some(b"NOTSET") | Some(b""));
+    w.dims.len() == 4
+        && w.dims.iter().all(|&d| d >= 1)
+        && attr_i(node, "group").unwrap_or(1) == 1
+        && explicit_pads
+        && node
+            .input
+            .iter()
+            .skip(1)
+            .all(|i| i.is_empty() || ix.init(i).is_some())
 }
 
 /// Whether a QLinearConv is a 2-D group-1 convolution with constant 8-bit operands and

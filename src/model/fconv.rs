@@ -1,0 +1,659 @@
+//! Float convolutions with one group (`LookoutConv`), on lookout's own matrix product.
+//!
+//! tract 0.23 computes a float convolution as a matrix product on packed panels of both
+//! operands: every run packs the activations again (`OptMatMulPack`), and its lazy im2col for
+//! a first 3x3 layer over three channels is slow (MobileNetV2's first convolution: 2.7 ms,
+//! 4 GMAC/s). Here the weights are packed once, at load, in panels of [`MR`] output channels;
+//! the activations are read where they lie: a 1x1 convolution with stride 1 and no padding
+//! multiplies the input planes directly (NCHW rows are the matrix's rows), any other kernel
+//! first lays its patches out as rows (im2col) in a per-thread buffer. The tile is
+//! [`MR`] x [`NR`] (6 channels x 16 pixels: 12 AVX2 accumulators, or 24 NEON ones), with the
+//! bias and a fused Relu/Clip applied as it is stored.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use tract_onnx::model::ParsingContext;
+use tract_onnx::pb::NodeProto;
+use tract_onnx::tract_hir::internal::*;
+
+use super::depthwise::{clamp, Geometry, Isa};
+use super::fastops::{attrs, clip_attrs, floats, konst, per_channel, shape_rules, Attrs};
+
+/// ONNX op type of a float group-1 convolution (Conv inputs and attributes; optional
+/// `lookout_min`/`lookout_max` for a fused Relu or Clip).
+pub const F_CONV: &str = "LookoutConv";
+
+/// Output channels per tile.
+pub const MR: usize = 6;
+/// Pixels per tile.
+pub const NR: usize = 16;
+/// Input bytes per block of column strips (a share of a 512 KB L2 cache).
+const BLOCK_BYTES: usize = 128 * 1024;
+
+/// Weights [M][K] in panels of [`MR`] rows: panel `p`, step `k` holds rows `p * MR ..` at `k`
+/// (zero past M).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Packed {
+    m: usize,
+    k: usize,
+    data: Vec<f32>,
+}
+
+impl Packed {
+    pub fn new(w: &[f32], m: usize, k: usize) -> Packed {
+        assert_eq!(w.len(), m * k);
+        let mut data = vec![0.0; m.div_ceil(MR) * k * MR];
+        for (r, row) in w.chunks_exact(k.max(1)).enumerate().take(m) {
+            let (p, i) = (r / MR, r % MR);
+            for (kk, &v) in row.iter().enumerate() {
+                data[(p * k + kk) * MR + i] = v;
+            }
+        }
+        Packed { m, k, data }
+    }
+
+    fn panel(&self, p: usize) -> &[f32] {
+        &self.data[p * self.k * MR..(p + 1) * self.k * MR]
+    }
+}
+
+/// What is applied to each result as it is stored: `clamp(acc + bias[row], lo, hi)`.
+#[derive(Debug, Clone, Copy)]
+pub struct Epilogue<'a> {
+    pub bias: &'a [f32],
+    pub lo: f32,
+    pub hi: f32,
+}
+
+thread_local! {
+    /// Per-thread scratch: im2col rows, and a block of packed column strips. Reused across
+    /// calls, so the steady state allocates nothing.
+    static COLS: RefCell<(Vec<f32>, Option<(Geometry, usize)>)> = const { RefCell::new((Vec::new(), None)) };
+    static STRIPS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `out[M][n] = epilogue(W · x)`, `x` being [K][n] with rows `ldx` apart, `out` [M][n].
+///
+/// The columns go in blocks whose input stays in the cache. Each block is first copied into
+/// contiguous strips of [`NR`] columns ([k][NR] each, the last one zero-padded), so the tile
+/// reads one sequential stream whatever `ldx` is; then, panel by panel, each panel's rows are
+/// written as MR sequential streams and its weights read once per block.
+pub fn matmul(
+    isa: Isa,
+    w: &Packed,
+    x: &[f32],
+    ldx: usize,
+    n: usize,
+    epi: Epilogue<'_>,
+    out: &mut [f32],
+) {
+    let (m, k) = (w.m, w.k);
+    assert!(epi.bias.len() >= m && out.len() >= m * n && ldx >= n);
+    assert!(k == 0 || x.len() >= (k - 1) * ldx + n);
+    if m == 0 || n == 0 {
+        return;
+    }
+    let panels = m.div_ceil(MR);
+    let strips = n.div_ceil(NR);
+    let block = (BLOCK_BYTES / (k.max(1) * NR * 4)).clamp(1, strips);
+    STRIPS.with(|s| {
+        let mut buf = s.borrow_mut();
+        buf.resize(block * k * NR, 0.0);
+        for j0 in (0..strips).step_by(block) {
+            let j1 = (j0 + block).min(strips);
+            for j in j0..j1 {
+                let (c0, cols) = (j * NR, NR.min(n - j * NR));
+                let strip = &mut buf[(j - j0) * k * NR..(j - j0 + 1) * k * NR];
+                for (kk, dst) in strip.chunks_exact_mut(NR).enumerate() {
+                    let src = &x[kk * ldx + c0..kk * ldx + c0 + cols];
+                    if let (Ok(d), Ok(s)) = (
+                        <&mut [f32; NR]>::try_from(&mut *dst),
+                        <&[f32; NR]>::try_from(src),
+                    ) {
+                        *d = *s;
+                    } else {
+                        dst[..cols].copy_from_slice(src);
+                        dst[cols..].fill(0.0);
+                    }
+                }
+            }
+            for p in 0..panels {
+                let rows = MR.min(m - p * MR);
+                let mut bias = [0.0f32; MR];
+                bias[..rows].copy_from_slice(&epi.bias[p * MR..p * MR + rows]);
+                let t = Tile {
+                    k,
+                    rows,
+                    bias: &bias,
+                    lo: epi.lo,
+                    hi: epi.hi,
+                };
+                for j in j0..j1 {
+                    let strip = &buf[(j - j0) * k * NR..(j - j0 + 1) * k * NR];
+                    let cols = NR.min(n - j * NR);
+                    t.run(isa, w.panel(p), strip, &mut out[p * MR * n + j * NR..], n, cols);
+                }
+            }
+        }
+    });
+}
+
+/// One panel's tiles: `rows` (<= MR) output channels over `k` steps, finished with the bias
+/// and the clip.
+struct Tile<'a> {
+    k: usize,
+    rows: usize,
+    bias: &'a [f32; MR],
+    lo: f32,
+    hi: f32,
+}
+
+impl Tile<'_> {
+    /// `rows` x `cols` results at `out` (rows `ldo` apart) from one packed weight panel and one
+    /// packed strip ([k][NR]). A strip of at most 8 columns computes only those 8.
+    #[inline]
+    fn run(&self, isa: Isa, w: &[f32], strip: &[f32], out: &mut [f32], ldo: usize, cols: usize) {
+        let (k, rows) = (self.k, self.rows);
+        assert!(w.len() >= k * MR && strip.len() >= k * NR);
+        assert!(rows >= 1 && rows <= MR && cols >= 1 && cols <= NR);
+        assert!(out.len() >= (rows - 1) * ldo + cols);
+        let mut acc = [[0.0f32; NR]; MR];
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: Avx2Fma is only chosen where the CPU has both; the asserts above bound
+            // every load and store.
+            Isa::Avx2Fma => unsafe {
+                if cols <= 8 {
+                    tile_avx2::<1>(self, w, strip, out, ldo, cols)
+                } else {
+                    tile_avx2::<2>(self, w, strip, out, ldo, cols)
+                }
+            },
+            Isa::Scalar => {
+                tile_portable(k, w, strip, &mut acc);
+                for (r, row) in acc.iter().enumerate().take(rows) {
+                    let dst = &mut out[r * ldo..r * ldo + cols];
+                    for (o, &a) in dst.iter_mut().zip(row) {
+                        *o = clamp(a + self.bias[r], self.lo, self.hi);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The tile with AVX2 and FMA, `V` vectors of 8 columns per row: per k, V loads, one broadcast
+/// weight per row and 6 V fused multiply-adds; the epilogue in vector registers, stored straight
+/// to `out` when the tile is whole.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; `w` holds k * MR values, `strip` k * NR, `out`
+/// (rows - 1) * ldo + cols, and cols <= 8 V.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tile_avx2<const V: usize>(
+    t: &Tile<'_>,
+    w: &[f32],
+    strip: &[f32],
+    out: &mut [f32],
+    ldo: usize,
+    cols: usize,
+) {
+    use std::arch::x86_64::*;
+    let mut a = [[_mm256_setzero_ps(); V]; MR];
+    let (wp, xp) = (w.as_ptr(), strip.as_ptr());
+    for kk in 0..t.k {
+        // SAFETY: kk < k, within what the caller guarantees.
+        unsafe {
+            let mut xv = [_mm256_setzero_ps(); V];
+            for (v, xr) in xv.iter_mut().enumerate() {
+                *xr = _mm256_loadu_ps(xp.add(kk * NR + 8 * v));
+            }
+            for (r, ar) in a.iter_mut().enumerate() {
+                let wr = _mm256_broadcast_ss(&*wp.add(kk * MR + r));
+                for v in 0..V {
+                    ar[v] = _mm256_fmadd_ps(wr, xv[v], ar[v]);
+                }
+            }
+        }
+    }
+    let (vlo, vhi) = (_mm256_set1_ps(t.lo), _mm256_set1_ps(t.hi));
+    let op = out.as_mut_ptr();
+    for (r, ar) in a.iter().enumerate().take(t.rows) {
+        let b = _mm256_set1_ps(t.bias[r]);
+        let mut row = [0.0f32; NR];
+        for v in 0..V {
+            let y = _mm256_max_ps(_mm256_min_ps(_mm256_add_ps(ar[v], b), vhi), vlo);
+            // SAFETY: as the function's contract says.
+            unsafe {
+                if cols == 8 * V {
+                    _mm256_storeu_ps(op.add(r * ldo + 8 * v), y);
+                } else {
+                    _mm256_storeu_ps(row.as_mut_ptr().add(8 * v), y);
+                }
+            }
+        }
+        if cols < 8 * V {
+            // SAFETY: as the function's contract says.
+            unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), op.add(r * ldo), cols) };
+        }
+    }
+}
+
+/// The portable tile on one packed strip: NEON `fmla` on aarch64, plain multiply-adds
+/// elsewhere.
+#[inline]
+fn tile_portable(k: usize, w: &[f32], strip: &[f32], acc: &mut [[f32; NR]; MR]) {
+    #[cfg(target_arch = "aarch64")]
+    {
+        use std::arch::aarch64::*;
+        assert!(w.len() >= k * MR && strip.len() >= k * NR);
+        // SAFETY: NEON is part of every aarch64 CPU; the assert bounds every load.
+        unsafe {
+            let mut a = [[vdupq_n_f32(0.0); 4]; MR];
+            let (wp, xp) = (w.as_ptr(), strip.as_ptr());
+            for kk in 0..k {
+                let row = xp.add(kk * NR);
+                let xv = [
+                    vld1q_f32(row),
+                    vld1q_f32(row.add(4)),
+                    vld1q_f32(row.add(8)),
+                    vld1q_f32(row.add(12)),
+                ];
+                for (r, ar) in a.iter_mut().enumerate() {
+                    let wr = *wp.add(kk * MR + r);
+                    for q in 0..4 {
+                        ar[q] = vfmaq_n_f32(ar[q], xv[q], wr);
+                    }
+                }
+            }
+            for (ar, dst) in a.iter().zip(acc.iter_mut()) {
+                for (q, v) in ar.iter().enumerate() {
+                    vst1q_f32(dst.as_mut_ptr().add(4 * q), *v);
+                }
+            }
+        }
+        return;
+    }
+    #[allow(unreachable_code)]
+    for (xr, wr) in strip.chunks_exact(NR).zip(w.chunks_exact(MR)).take(k) {
+        for (r, ar) in acc.iter_mut().enumerate() {
+            for (a, &xv) in ar.iter_mut().zip(xr) {
+                *a += wr[r] * xv;
+            }
+        }
+    }
+}
+
+/// The patches of `x` (`c` planes of g.h x g.w) as rows: row (ci, ky, kx) holds, for each
+/// output pixel, the input value under that tap (zero in the padding). [C*KH*KW][OH*OW].
+///
+/// Which cells are padding depends on the shape only: laid out for the same shape as last time
+/// (`last`), the padding is still zero and only the input's cells are written.
+pub fn im2col(
+    x: &[f32],
+    c: usize,
+    g: &Geometry,
+    out: &mut Vec<f32>,
+    last: &mut Option<(Geometry, usize)>,
+) {
+    let n = g.oh * g.ow;
+    if *last != Some((*g, c)) || out.len() != c * g.kh * g.kw * n {
+        out.clear();
+        out.resize(c * g.kh * g.kw * n, 0.0);
+        *last = Some((*g, c));
+    }
+    let mut rows = out.chunks_exact_mut(n.max(1));
+    for ci in 0..c {
+        let plane = &x[ci * g.h * g.w..(ci + 1) * g.h * g.w];
+        for ky in 0..g.kh {
+            for kx in 0..g.kw {
+                let Some(row) = rows.next() else { return };
+                // Output columns whose tap falls inside the input: ox in [lo, hi).
+                let off = (kx * g.dil_w) as isize - g.pad_left as isize;
+                let sw = g.stride_w as isize;
+                let lo = if off >= 0 { 0 } else { (-off + sw - 1) / sw } as usize;
+                let hi = ((g.w as isize - off + sw - 1) / sw).clamp(0, g.ow as isize) as usize;
+                for oy in 0..g.oh {
+                    let iy = (oy * g.stride_h + ky * g.dil_h) as isize - g.pad_top as isize;
+                    if iy < 0 || iy >= g.h as isize || lo >= hi {
+                        continue;
+                    }
+                    let src = &plane[iy as usize * g.w..(iy as usize + 1) * g.w];
+                    let dst = &mut row[oy * g.ow..(oy + 1) * g.ow];
+                    for ox in lo..hi {
+                        dst[ox] = src[(ox as isize * sw + off) as usize];
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub fn build(
+    _ctx: &ParsingContext,
+    node: &NodeProto,
+) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
+    Ok((
+        expand(ConvExpansion {
+            attrs: attrs(node)?,
+            clip: clip_attrs(node)?,
+        }),
+        vec![],
+    ))
+}
+
+/// The ONNX-level float convolution (Conv inputs), with an optional fused clip.
+#[derive(Debug, Clone)]
+struct ConvExpansion {
+    attrs: Attrs,
+    clip: Option<(f32, f32)>,
+}
+
+impl Expansion for ConvExpansion {
+    fn name(&self) -> StaticName {
+        F_CONV.into()
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> InferenceResult {
+        ensure!(
+            inputs.len() == 2 || inputs.len() == 3,
+            "Conv takes 2 or 3 inputs"
+        );
+        check_output_arity(outputs, 1)?;
+        s.equals(&outputs[0].datum_type, &inputs[0].datum_type)?;
+        shape_rules(&self.attrs, s, &inputs[0], &inputs[1], &outputs[0])
+    }
+
+    fn wire(
+        &self,
+        prefix: &str,
+        model: &mut TypedModel,
+        inputs: &[OutletId],
+    ) -> TractResult<TVec<OutletId>> {
+        let x_fact = model.outlet_fact(inputs[0])?.clone();
+        ensure!(
+            x_fact.datum_type == f32::datum_type(),
+            "convolution: input type {:?} is not float32",
+            x_fact.datum_type
+        );
+        let w = konst(model, inputs[1], "the weights")?;
+        let s = w.shape();
+        ensure!(s.len() == 4, "convolution: kernel shape {s:?} is not 4-D");
+        let (m, c, kh, kw) = (s[0], s[1], s[2], s[3]);
+        if let Some(ci) = x_fact.shape.get(1).and_then(|d| d.to_usize().ok()) {
+            ensure!(
+                ci == c,
+                "convolution: kernel {s:?} takes {c} channels, the input has {ci}"
+            );
+        }
+        let bias = match inputs.get(2) {
+            Some(b) => per_channel(floats(konst(model, *b, "the bias")?.as_ref())?, m, "bias")?,
+            None => vec![0.0; m],
+        };
+        let (lo, hi) = self.clip.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+        let op = Conv {
+            attrs: self.attrs.clone(),
+            kernel: [kh, kw],
+            channels: c,
+            filters: m,
+            weights: Arc::new(Packed::new(&floats(&w)?, m, c * kh * kw)),
+            bias: Arc::new(bias),
+            lo,
+            hi,
+            isa: Isa::detect(),
+        };
+        model.wire_node(prefix, op, &inputs[..1])
+    }
+}
+
+/// The typed operator: input [N, C, H, W] -> output [N, M, OH, OW]; weights baked in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conv {
+    attrs: Attrs,
+    kernel: [usize; 2],
+    channels: usize,
+    filters: usize,
+    weights: Arc<Packed>,
+    bias: Arc<Vec<f32>>,
+    lo: f32,
+    hi: f32,
+    isa: Isa,
+}
+
+// Compared as tract compares operators (to merge identical nodes): float fields equal bit for
+// bit or not at all, never NaN (finite weights and clip bounds).
+impl Eq for Conv {}
+
+impl Conv {
+    fn geometry(&self, h: usize, w: usize) -> TractResult<Geometry> {
+        let a = &self.attrs;
+        let (oh, ow) = a.output_hw(self.kernel, h, w)?;
+        Ok(Geometry {
+            h,
+            w,
+            kh: self.kernel[0],
+            kw: self.kernel[1],
+            stride_h: a.strides[0],
+            stride_w: a.strides[1],
+            dil_h: a.dilations[0],
+            dil_w: a.dilations[1],
+            pad_top: a.pads[0],
+            pad_left: a.pads[1],
+            oh,
+            ow,
+        })
+    }
+
+    /// A 1x1 kernel, stride 1, no padding: the input planes are the matrix.
+    fn direct(&self) -> bool {
+        self.kernel == [1, 1] && self.attrs.strides == [1, 1] && self.attrs.pads == [0; 4]
+    }
+}
+
+impl Op for Conv {
+    fn name(&self) -> StaticName {
+        "lookout.Conv".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!(
+            "{} -> {} channels, kernel: {:?} {:?} kernels: {}",
+            self.channels,
+            self.filters,
+            self.kernel,
+            self.attrs,
+            self.isa.name()
+        )])
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for Conv {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let x = &inputs[0];
+        let shape = x.shape();
+        ensure!(
+            shape.len() == 4 && shape[1] == self.channels,
+            "convolution: input shape {shape:?}, expected [N, {}, H, W]",
+            self.channels
+        );
+        let g = self.geometry(shape[2], shape[3])?;
+        let (plane_in, plane_out) = (g.h * g.w, g.oh * g.ow);
+        // SAFETY: f32 has no invalid bit patterns, and matmul writes every output value.
+        let mut t = unsafe { Tensor::uninitialized::<f32>(&[shape[0], self.filters, g.oh, g.ow])? };
+        let mut ov = t.try_as_plain_ram_mut()?;
+        let out = ov.as_slice_mut::<f32>()?;
+        let xv = x.try_as_plain_ram()?;
+        let xs = xv.as_slice::<f32>()?;
+        let epi = Epilogue {
+            bias: &self.bias,
+            lo: self.lo,
+            hi: self.hi,
+        };
+        for b in 0..shape[0] {
+            let src = &xs[b * self.channels * plane_in..(b + 1) * self.channels * plane_in];
+            let dst = &mut out[b * self.filters * plane_out..(b + 1) * self.filters * plane_out];
+            if self.direct() {
+                matmul(self.isa, &self.weights, src, plane_in, plane_out, epi, dst);
+            } else {
+                COLS.with(|c| {
+                    let (cols, last) = &mut *c.borrow_mut();
+                    im2col(src, self.channels, &g, cols, last);
+                    matmul(self.isa, &self.weights, cols, plane_out, plane_out, epi, dst);
+                });
+            }
+        }
+        drop(ov);
+        Ok(tvec!(t.into_tvalue()))
+    }
+}
+
+impl TypedOp for Conv {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        let s = &inputs[0].shape;
+        ensure!(s.rank() == 4, "convolution: input rank {}", s.rank());
+        let g = self.geometry(s[2].to_usize()?, s[3].to_usize()?)?;
+        Ok(tvec!(f32::fact(&[
+            s[0].clone(),
+            self.filters.to_dim(),
+            g.oh.to_dim(),
+            g.ow.to_dim()
+        ])))
+    }
+
+    as_op!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The convolution by its definition, in f64.
+    #[allow(clippy::too_many_arguments)]
+    fn direct(
+        x: &[f32],
+        c: usize,
+        w: &[f32],
+        m: usize,
+        g: &Geometry,
+        bias: &[f32],
+        lo: f32,
+        hi: f32,
+    ) -> Vec<f64> {
+        let mut out = vec![0.0; m * g.oh * g.ow];
+        for o in 0..m {
+            for oy in 0..g.oh {
+                for ox in 0..g.ow {
+                    let mut acc = bias[o] as f64;
+                    for ci in 0..c {
+                        for ky in 0..g.kh {
+                            for kx in 0..g.kw {
+                                let iy = (oy * g.stride_h + ky * g.dil_h) as isize
+                                    - g.pad_top as isize;
+                                let ix = (ox * g.stride_w + kx * g.dil_w) as isize
+                                    - g.pad_left as isize;
+                                if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
+                                    continue;
+                                }
+                                let xv = x[(ci * g.h + iy as usize) * g.w + ix as usize];
+                                let wv = w[((o * c + ci) * g.kh + ky) * g.kw + kx];
+                                acc += xv as f64 * wv as f64;
+                            }
+                        }
+                    }
+                    out[(o * g.oh + oy) * g.ow + ox] = acc.clamp(lo as f64, hi as f64);
+                }
+            }
+        }
+        out
+    }
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_path_matches_the_definition() {
+        // (c, m, h, w, k, stride, pad, dilation): direct 1x1 with partial strips and panels,
+        // a first layer (3 channels, stride 2), dilation, asymmetric coverage, odd sizes.
+        let cases = [
+            (5, 7, 3, 7, 1, 1, 0, 1),
+            (16, 13, 7, 7, 1, 1, 0, 1),
+            (3, 8, 11, 9, 3, 2, 1, 1),
+            (4, 6, 9, 10, 3, 1, 2, 2),
+            (2, 3, 5, 6, 5, 3, 2, 1),
+            (6, 12, 8, 8, 1, 2, 0, 1),
+            (1, 1, 1, 33, 1, 1, 0, 1),
+        ];
+        for isa in Isa::available() {
+            for (i, &(c, m, h, w, k, stride, pad, dil)) in cases.iter().enumerate() {
+                let (oh, ow) = (
+                    Geometry::output_len(h, k, stride, dil, 2 * pad).unwrap(),
+                    Geometry::output_len(w, k, stride, dil, 2 * pad).unwrap(),
+                );
+                let g = Geometry {
+                    h,
+                    w,
+                    kh: k,
+                    kw: k,
+                    stride_h: stride,
+                    stride_w: stride,
+                    dil_h: dil,
+                    dil_w: dil,
+                    pad_top: pad,
+                    pad_left: pad,
+                    oh,
+                    ow,
+                };
+                let x = values(c * h * w, i as u32);
+                let wt = values(m * c * k * k, 100 + i as u32);
+                let bias = values(m, 200 + i as u32);
+                for (lo, hi) in [(f32::NEG_INFINITY, f32::INFINITY), (0.0, 0.5)] {
+                    let want = direct(&x, c, &wt, m, &g, &bias, lo, hi);
+                    let packed = Packed::new(&wt, m, c * k * k);
+                    let epi = Epilogue {
+                        bias: &bias,
+                        lo,
+                        hi,
+                    };
+                    let mut out = vec![f32::NAN; m * oh * ow];
+                    if k == 1 && stride == 1 && pad == 0 {
+                        matmul(isa, &packed, &x, h * w, oh * ow, epi, &mut out);
+                    } else {
+                        // Into a buffer last laid out for other values of the same shape (as
+                        // on every run after the first): only the input's cells are written.
+                        let (mut cols, mut last) = (Vec::new(), None);
+                        let other: Vec<f32> = x.iter().map(|v| v + 1.0).collect();
+                        im2col(&other, c, &g, &mut cols, &mut last);
+                        im2col(&x, c, &g, &mut cols, &mut last);
+                        matmul(isa, &packed, &cols, oh * ow, oh * ow, epi, &mut out);
+                    }
+                    for (j, (o, r)) in out.iter().zip(&want).enumerate() {
+                        assert!(
+                            (*o as f64 - r).abs() < 1e-4,
+                            "{isa:?} case {i} at {j}: {o} vs {r}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
