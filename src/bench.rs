@@ -225,11 +225,7 @@ pub fn run(config: &Config, opts: &BenchOptions) -> Result<BenchReport, BenchErr
     for _ in 0..opts.warmup {
         session.run_tensor(tensor.clone())?;
     }
-    let mut model_times: Vec<Duration> = (0..opts.runs)
-        .map(|_| session.run_tensor(tensor.clone()))
-        .collect::<Result<_, _>>()?;
-    let model_ms = Percentiles::of(&mut model_times);
-    let comparisons = compare(config, opts, &probe, model_ms.p50)?;
+    let (model_ms, comparisons) = model_only(config, opts, &probe, &mut session, &tensor)?;
     let profile = if opts.profile {
         Some(
             session
@@ -346,14 +342,19 @@ pub fn run(config: &Config, opts: &BenchOptions) -> Result<BenchReport, BenchErr
     Ok(report)
 }
 
-/// Model-only latency of each `--vs` model, and with `--vs-tract-kernels` of every model on
-/// tract's own kernels, on the same probe frame.
-fn compare(
+/// Model-only latency of the benchmarked model, and of each `--vs` model and with
+/// `--vs-tract-kernels` of every model on tract's own kernels, on the same probe frame.
+///
+/// The models take turns run by run (A B C A B C ...), so a change in the machine's speed
+/// during the measurement (frequent on shared virtual machines) affects them all alike and
+/// the ratios stay meaningful.
+fn model_only(
     config: &Config,
     opts: &BenchOptions,
     probe: &Frame,
-    base_p50: f64,
-) -> Result<Vec<Comparison>, BenchError> {
+    base: &mut crate::model::Session,
+    base_tensor: &tract_onnx::prelude::Tensor,
+) -> Result<(Percentiles, Vec<Comparison>), BenchError> {
     use crate::model::{Kernels, ModelConfig};
     let mut cfgs: Vec<ModelConfig> = Vec::new();
     if opts.vs_tract_kernels {
@@ -371,7 +372,7 @@ fn compare(
             cfgs.push(c);
         }
     }
-    let mut out = Vec::new();
+    let mut others = Vec::new();
     for c in cfgs {
         let m = Arc::new(Model::load(&c).map_err(DaemonError::from)?);
         let mut session = m.session().map_err(DaemonError::from)?;
@@ -379,22 +380,33 @@ fn compare(
         for _ in 0..opts.warmup.max(1) {
             session.run_tensor(tensor.clone())?;
         }
-        let mut times: Vec<Duration> = (0..opts.runs)
-            .map(|_| session.run_tensor(tensor.clone()))
-            .collect::<Result<_, _>>()?;
-        let model_ms = Percentiles::of(&mut times);
-        out.push(Comparison {
-            model: m.name.clone(),
-            kernels: m.kernels.clone(),
-            ratio: if base_p50 > 0.0 {
-                model_ms.p50 / base_p50
-            } else {
-                0.0
-            },
-            model_ms,
-        });
+        others.push((m, session, tensor, Vec::with_capacity(opts.runs)));
     }
-    Ok(out)
+    let mut base_times = Vec::with_capacity(opts.runs);
+    for _ in 0..opts.runs {
+        base_times.push(base.run_tensor(base_tensor.clone())?);
+        for (_, session, tensor, times) in &mut others {
+            times.push(session.run_tensor(tensor.clone())?);
+        }
+    }
+    let base_ms = Percentiles::of(&mut base_times);
+    let comparisons = others
+        .into_iter()
+        .map(|(m, _, _, mut times)| {
+            let model_ms = Percentiles::of(&mut times);
+            Comparison {
+                model: m.name.clone(),
+                kernels: m.kernels.clone(),
+                ratio: if base_ms.p50 > 0.0 {
+                    model_ms.p50 / base_ms.p50
+                } else {
+                    0.0
+                },
+                model_ms,
+            }
+        })
+        .collect();
+    Ok((base_ms, comparisons))
 }
 
 /// `n` distinct rendered 640x480 scenes, JPEG-encoded (the frames both lookout and the peer get).

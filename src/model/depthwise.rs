@@ -252,9 +252,19 @@ fn fill_padded<I: PlaneIn>(
                 ((pl + 1) % 2) * phase_len + row + pl.div_ceil(2),
             );
             let pairs = g.w / 2;
-            for (c, v) in src.chunks_exact(2).enumerate() {
-                padded[a + c] = v[0].centred(x_zero);
-                padded[b + c] = v[1].centred(x_zero);
+            // Two disjoint destinations (different phases): slices, so the loop has no
+            // bounds checks and vectorises.
+            let (lo_at, hi_at) = (a.min(b), a.max(b));
+            let (head, tail) = padded.split_at_mut(hi_at);
+            let (first, second) = (&mut head[lo_at..lo_at + pairs], &mut tail[..pairs]);
+            let (da, db) = if a < b {
+                (first, second)
+            } else {
+                (second, first)
+            };
+            for ((oa, ob), v) in da.iter_mut().zip(db.iter_mut()).zip(src.chunks_exact(2)) {
+                *oa = v[0].centred(x_zero);
+                *ob = v[1].centred(x_zero);
             }
             if g.w % 2 == 1 {
                 padded[a + pairs] = src[g.w - 1].centred(x_zero);
@@ -272,8 +282,22 @@ fn fill_padded<I: PlaneIn>(
             let n = ((g.w - 1 - first) / s + 1).min(pw.saturating_sub(c0));
             let dst = &mut padded[p * phase_len + r * pw + c0..p * phase_len + r * pw + c0 + n];
             if s == 1 {
-                dst.iter_mut()
-                    .zip(&src[first..first + n])
+                // Eight at a time with fixed sizes (converts as vectors), then the rest.
+                let src = &src[first..first + n];
+                let mut d8 = dst.chunks_exact_mut(8);
+                let mut s8 = src.chunks_exact(8);
+                for (d, v) in (&mut d8).zip(&mut s8) {
+                    let (d, v): (&mut [f32; 8], &[I; 8]) = (
+                        d.try_into().expect("8 values"),
+                        v.try_into().expect("8 values"),
+                    );
+                    for i in 0..8 {
+                        d[i] = v[i].centred(x_zero);
+                    }
+                }
+                d8.into_remainder()
+                    .iter_mut()
+                    .zip(s8.remainder())
                     .for_each(|(d, v)| *d = v.centred(x_zero));
             } else {
                 dst.iter_mut()

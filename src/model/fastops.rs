@@ -55,7 +55,12 @@ pub(super) struct Attrs {
 
 impl Attrs {
     /// Output height and width of a `kernel` over an `h` x `w` input.
-    pub(super) fn output_hw(&self, kernel: [usize; 2], h: usize, w: usize) -> TractResult<(usize, usize)> {
+    pub(super) fn output_hw(
+        &self,
+        kernel: [usize; 2],
+        h: usize,
+        w: usize,
+    ) -> TractResult<(usize, usize)> {
         let [kh, kw] = kernel;
         let too_small = || format_err!("kernel {kh}x{kw} larger than the padded input {h}x{w}");
         let oh = Geometry::output_len(
@@ -536,7 +541,11 @@ impl EvalOp for QConv {
             "quantized convolution: input shape {shape:?}"
         );
         let g = self.im2col(shape[2], shape[3])?;
-        let mut t = Tensor::zero_dt(self.y_dt, &[shape[0], self.weights.m, g.oh, g.ow])?;
+        // SAFETY: 8-bit integers have no invalid bit patterns, and qgemm::conv writes every
+        // output value (every channel's every pixel).
+        let mut t = unsafe {
+            Tensor::uninitialized_dt(self.y_dt, &[shape[0], self.weights.m, g.oh, g.ow])?
+        };
         {
             let xv = x.try_as_plain_ram()?;
             let mut ov = t.try_as_plain_ram_mut()?;

@@ -66,10 +66,13 @@ pub struct Epilogue<'a> {
     pub hi: f32,
 }
 
+/// What an im2col buffer was laid out for: the geometry and the channel count.
+type Shape = (Geometry, usize);
+
 thread_local! {
     /// Per-thread scratch: im2col rows, and a block of packed column strips. Reused across
     /// calls, so the steady state allocates nothing.
-    static COLS: RefCell<(Vec<f32>, Option<(Geometry, usize)>)> = const { RefCell::new((Vec::new(), None)) };
+    static COLS: RefCell<(Vec<f32>, Option<Shape>)> = const { RefCell::new((Vec::new(), None)) };
     static STRIPS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -132,7 +135,14 @@ pub fn matmul(
                 for j in j0..j1 {
                     let strip = &buf[(j - j0) * k * NR..(j - j0 + 1) * k * NR];
                     let cols = NR.min(n - j * NR);
-                    t.run(isa, w.panel(p), strip, &mut out[p * MR * n + j * NR..], n, cols);
+                    t.run(
+                        isa,
+                        w.panel(p),
+                        strip,
+                        &mut out[p * MR * n + j * NR..],
+                        n,
+                        cols,
+                    );
                 }
             }
         }
@@ -156,7 +166,7 @@ impl Tile<'_> {
     fn run(&self, isa: Isa, w: &[f32], strip: &[f32], out: &mut [f32], ldo: usize, cols: usize) {
         let (k, rows) = (self.k, self.rows);
         assert!(w.len() >= k * MR && strip.len() >= k * NR);
-        assert!(rows >= 1 && rows <= MR && cols >= 1 && cols <= NR);
+        assert!((1..=MR).contains(&rows) && (1..=NR).contains(&cols));
         assert!(out.len() >= (rows - 1) * ldo + cols);
         let mut acc = [[0.0f32; NR]; MR];
         match isa {
@@ -212,8 +222,8 @@ unsafe fn tile_avx2<const V: usize>(
             }
             for (r, ar) in a.iter_mut().enumerate() {
                 let wr = _mm256_broadcast_ss(&*wp.add(kk * MR + r));
-                for v in 0..V {
-                    ar[v] = _mm256_fmadd_ps(wr, xv[v], ar[v]);
+                for (acc, &xr) in ar.iter_mut().zip(&xv) {
+                    *acc = _mm256_fmadd_ps(wr, xr, *acc);
                 }
             }
         }
@@ -223,8 +233,8 @@ unsafe fn tile_avx2<const V: usize>(
     for (r, ar) in a.iter().enumerate().take(t.rows) {
         let b = _mm256_set1_ps(t.bias[r]);
         let mut row = [0.0f32; NR];
-        for v in 0..V {
-            let y = _mm256_max_ps(_mm256_min_ps(_mm256_add_ps(ar[v], b), vhi), vlo);
+        for (v, &acc) in ar.iter().enumerate() {
+            let y = _mm256_max_ps(_mm256_min_ps(_mm256_add_ps(acc, b), vhi), vlo);
             // SAFETY: as the function's contract says.
             unsafe {
                 if cols == 8 * V {
@@ -296,7 +306,7 @@ pub fn im2col(
     c: usize,
     g: &Geometry,
     out: &mut Vec<f32>,
-    last: &mut Option<(Geometry, usize)>,
+    last: &mut Option<Shape>,
 ) {
     let n = g.oh * g.ow;
     if *last != Some((*g, c)) || out.len() != c * g.kh * g.kw * n {
@@ -509,11 +519,18 @@ impl EvalOp for Conv {
                 COLS.with(|c| {
                     let (cols, last) = &mut *c.borrow_mut();
                     im2col(src, self.channels, &g, cols, last);
-                    matmul(self.isa, &self.weights, cols, plane_out, plane_out, epi, dst);
+                    matmul(
+                        self.isa,
+                        &self.weights,
+                        cols,
+                        plane_out,
+                        plane_out,
+                        epi,
+                        dst,
+                    );
                 });
             }
         }
-        drop(ov);
         Ok(tvec!(t.into_tvalue()))
     }
 }
@@ -558,10 +575,10 @@ mod tests {
                     for ci in 0..c {
                         for ky in 0..g.kh {
                             for kx in 0..g.kw {
-                                let iy = (oy * g.stride_h + ky * g.dil_h) as isize
-                                    - g.pad_top as isize;
-                                let ix = (ox * g.stride_w + kx * g.dil_w) as isize
-                                    - g.pad_left as isize;
+                                let iy =
+                                    (oy * g.stride_h + ky * g.dil_h) as isize - g.pad_top as isize;
+                                let ix =
+                                    (ox * g.stride_w + kx * g.dil_w) as isize - g.pad_left as isize;
                                 if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
                                     continue;
                                 }

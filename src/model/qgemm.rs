@@ -26,6 +26,8 @@ use super::depthwise::{clamp, round_to_i32, Isa, QuantOut};
 pub const MR: usize = 6;
 /// Pixels per tile.
 pub const NR: usize = 16;
+/// Packed activation bytes per block of pixel panels (a share of a 512 KB L2 cache).
+const BLOCK_BYTES: usize = 128 * 1024;
 
 /// Weights packed for [`matmul`]: `[M / MR][K / 2][MR][2]` i16, zero-padded to whole panels.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,7 +119,8 @@ pub struct Scratch {
 fn pack_x<I: Copy + Into<i16>>(g: &Im2col, x: &[I], x_zero: i16, kp: usize, out: &mut Vec<i16>) {
     let p_total = g.pixels();
     let panels = p_total.div_ceil(NR);
-    out.clear();
+    // Not cleared: every cell of a real (k, pixel) is written below; the others (the odd k's
+    // pair, the last panel's pixels past the image) meet zero weights or are never stored.
     out.resize(panels * kp * NR * 2, 0);
     let k_total = g.k();
     if g.is_identity() {
@@ -261,35 +264,96 @@ fn conv_with<I: Copy + Into<i16>, O: QuantOut, const AVX2: bool>(
     pack_x(g, x, x_zero, w.kp, &mut scratch.x);
     let p_total = g.pixels();
     let mut acc = [[0i32; NR]; MR];
-    for mp in 0..w.m.div_ceil(MR) {
-        let wpanel = w.panel(mp);
-        for pp in 0..p_total.div_ceil(NR) {
-            let xpanel = &scratch.x[pp * w.kp * NR * 2..(pp + 1) * w.kp * NR * 2];
-            #[cfg(target_arch = "x86_64")]
-            if AVX2 {
-                // SAFETY: AVX2 is only true when called from `conv_avx2`, after detection.
-                unsafe { tile_avx2(w.kp, wpanel, xpanel, &mut acc) }
-            } else {
-                tile_portable(w.kp, wpanel, xpanel, &mut acc)
-            }
-            #[cfg(not(target_arch = "x86_64"))]
-            tile_portable(w.kp, wpanel, xpanel, &mut acc);
-            let p0 = pp * NR;
-            let np = NR.min(p_total - p0);
-            for (r, row) in acc.iter().enumerate() {
-                let m = mp * MR + r;
-                if m >= w.m {
-                    break;
+    // Blocks of pixel panels that stay in the cache; within a block, weight panel by panel
+    // (each channel's outputs written as one sequential stream).
+    let panels = p_total.div_ceil(NR);
+    let block = (BLOCK_BYTES / (w.kp.max(1) * NR * 2 * 2)).clamp(1, panels.max(1));
+    for pb in (0..panels).step_by(block) {
+        for mp in 0..w.m.div_ceil(MR) {
+            let wpanel = w.panel(mp);
+            for pp in pb..(pb + block).min(panels) {
+                let xpanel = &scratch.x[pp * w.kp * NR * 2..(pp + 1) * w.kp * NR * 2];
+                #[cfg(target_arch = "x86_64")]
+                if AVX2 {
+                    // SAFETY: AVX2 is only true when called from `conv_avx2`, after detection.
+                    unsafe { tile_avx2(w.kp, wpanel, xpanel, &mut acc) }
+                } else {
+                    tile_portable(w.kp, wpanel, xpanel, &mut acc)
                 }
-                let q = requant[m];
-                let z = q.zero as i32;
-                let dst = &mut out[m * p_total + p0..m * p_total + p0 + np];
-                for (o, &a) in dst.iter_mut().zip(row.iter()) {
-                    // wrapping: |acc + bias| < 2^31 (module notes); no overflow check in the hot loop.
-                    let v = clamp(a.wrapping_add(q.bias) as f32 * q.multiplier, q.lo, q.hi);
-                    *o = O::from_i32(round_to_i32(v) + z);
+                #[cfg(not(target_arch = "x86_64"))]
+                tile_portable(w.kp, wpanel, xpanel, &mut acc);
+                let p0 = pp * NR;
+                let np = NR.min(p_total - p0);
+                for (r, row) in acc.iter().enumerate() {
+                    let m = mp * MR + r;
+                    if m >= w.m {
+                        break;
+                    }
+                    let q = requant[m];
+                    let z = q.zero as i32;
+                    let dst = &mut out[m * p_total + p0..m * p_total + p0 + np];
+                    #[cfg(target_arch = "x86_64")]
+                    if AVX2 && std::mem::size_of::<O>() == 1 {
+                        // SAFETY: AVX2 is only true when called from `conv_avx2`, after
+                        // detection; dst holds np <= NR one-byte values.
+                        unsafe { requant_avx2(row, &q, O::MIN < 0.0, dst.as_mut_ptr().cast(), np) };
+                        continue;
+                    }
+                    for (o, &a) in dst.iter_mut().zip(row.iter()) {
+                        // wrapping: |acc + bias| < 2^31 (module notes); no overflow check in the hot loop.
+                        let v = clamp(a.wrapping_add(q.bias) as f32 * q.multiplier, q.lo, q.hi);
+                        *o = O::from_i32(round_to_i32(v) + z);
+                    }
                 }
             }
+        }
+    }
+}
+
+/// Requantizes one row of NR accumulators to 8-bit values at `dst` (`np` of them), in AVX2
+/// registers: the same arithmetic as the portable loop (`as f32`, multiply, clamp, round half
+/// to even, which is `vcvtps2dq` under the default rounding mode, add the zero point), then
+/// packed with saturation that never triggers (the clamp keeps every value in range).
+///
+/// # Safety
+/// The CPU has AVX2; `dst` holds `np` <= NR bytes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn requant_avx2(row: &[i32; NR], q: &Requant, signed: bool, dst: *mut u8, np: usize) {
+    use std::arch::x86_64::*;
+    let bias = _mm256_set1_epi32(q.bias);
+    let mult = _mm256_set1_ps(q.multiplier);
+    let (lo, hi) = (_mm256_set1_ps(q.lo), _mm256_set1_ps(q.hi));
+    let zero = _mm256_set1_epi32(q.zero as i32);
+    let one = |v: __m256i| {
+        let f = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(v, bias)), mult);
+        let f = _mm256_max_ps(_mm256_min_ps(f, hi), lo);
+        _mm256_add_epi32(_mm256_cvtps_epi32(f), zero)
+    };
+    // SAFETY: row holds NR = 16 values.
+    let (a, b) = unsafe {
+        (
+            one(_mm256_loadu_si256(row.as_ptr().cast())),
+            one(_mm256_loadu_si256(row.as_ptr().add(8).cast())),
+        )
+    };
+    // 32 -> 16 bits works per 128-bit lane: [a0..3 b0..3 | a4..7 b4..7]; put a before b.
+    let w = _mm256_permute4x64_epi64(_mm256_packs_epi32(a, b), 0b11_01_10_00);
+    let (w0, w1) = (_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
+    let bytes = if signed {
+        _mm_packs_epi16(w0, w1)
+    } else {
+        _mm_packus_epi16(w0, w1)
+    };
+    // SAFETY: as the function's contract says.
+    unsafe {
+        if np == NR {
+            _mm_storeu_si128(dst.cast(), bytes);
+        } else {
+            let mut t = [0u8; NR];
+            _mm_storeu_si128(t.as_mut_ptr().cast(), bytes);
+            std::ptr::copy_nonoverlapping(t.as_ptr(), dst, np);
         }
     }
 }
@@ -497,5 +561,46 @@ mod tests {
         );
         // 0 -> 3; 2.5 -> 2 (+3 = 5); 3.5 -> 4 (+3 = 7); 127.5 -> 128 (+3 = 131)
         assert_eq!(out, [3, 5, 7, 131]);
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_requantization_matches_the_portable_arithmetic() {
+        if !Isa::available().contains(&Isa::Avx2Fma) {
+            eprintln!("no AVX2 on this CPU: the vector requantization is not run here");
+            return;
+        }
+        // Accumulators around every rounding tie and both clamps, for u8 and i8 outputs.
+        let row: [i32; NR] = std::array::from_fn(|i| (i as i32 - 8) * 37 + 1);
+        for (signed, zero, qmin, qmax) in [(false, 3.0f32, 0.0, 255.0), (true, -5.0, -128.0, 127.0)]
+        {
+            for (bias, multiplier) in [(0, 0.5f32), (-1, 0.25), (7, 1.5), (100, 0.01)] {
+                let q = Requant {
+                    bias,
+                    multiplier,
+                    zero,
+                    lo: qmin - zero,
+                    hi: qmax - zero,
+                };
+                for np in [NR, 5] {
+                    let mut got = [0u8; NR];
+                    // SAFETY: AVX2 checked above; got holds NR bytes.
+                    unsafe { requant_avx2(&row, &q, signed, got.as_mut_ptr(), np) };
+                    for (i, &a) in row.iter().enumerate().take(np) {
+                        let v = clamp((a + q.bias) as f32 * q.multiplier, q.lo, q.hi);
+                        let want = round_to_i32(v) + q.zero as i32;
+                        let got = if signed {
+                            got[i] as i8 as i32
+                        } else {
+                            got[i] as i32
+                        };
+                        assert_eq!(
+                            got, want,
+                            "signed {signed} bias {bias} x{multiplier} at {i}"
+                        );
+                    }
+                }
+            }
+        }
     }
 }
