@@ -154,6 +154,14 @@ impl QuantOut for i8 {
 /// Pixel values the padded plane is filled from.
 pub trait PlaneIn: Copy {
     fn centred(self, zero: f32) -> f32;
+
+    /// Eight at once (the compiler does not vectorise the 8-bit conversions by itself).
+    #[inline(always)]
+    fn centred8(v: &[Self; 8], zero: f32, out: &mut [f32; 8]) {
+        for i in 0..8 {
+            out[i] = v[i].centred(zero);
+        }
+    }
 }
 
 impl PlaneIn for f32 {
@@ -168,12 +176,45 @@ impl PlaneIn for u8 {
     fn centred(self, zero: f32) -> f32 {
         self as f32 - zero
     }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn centred8(v: &[u8; 8], zero: f32, out: &mut [f32; 8]) {
+        use std::arch::x86_64::*;
+        // SAFETY: SSE2 is part of x86-64; 8 bytes read, 8 floats written.
+        unsafe {
+            let b = _mm_loadl_epi64(v.as_ptr().cast());
+            let w = _mm_unpacklo_epi8(b, _mm_setzero_si128());
+            let z = _mm_set1_ps(zero);
+            let lo = _mm_cvtepi32_ps(_mm_unpacklo_epi16(w, _mm_setzero_si128()));
+            let hi = _mm_cvtepi32_ps(_mm_unpackhi_epi16(w, _mm_setzero_si128()));
+            _mm_storeu_ps(out.as_mut_ptr(), _mm_sub_ps(lo, z));
+            _mm_storeu_ps(out.as_mut_ptr().add(4), _mm_sub_ps(hi, z));
+        }
+    }
 }
 
 impl PlaneIn for i8 {
     #[inline(always)]
     fn centred(self, zero: f32) -> f32 {
         self as f32 - zero
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn centred8(v: &[i8; 8], zero: f32, out: &mut [f32; 8]) {
+        use std::arch::x86_64::*;
+        // SAFETY: SSE2 is part of x86-64; 8 bytes read, 8 floats written. Sign extension:
+        // each byte doubled into a 16-bit lane, shifted down arithmetically, and again to 32.
+        unsafe {
+            let b = _mm_loadl_epi64(v.as_ptr().cast());
+            let w = _mm_srai_epi16(_mm_unpacklo_epi8(b, b), 8);
+            let z = _mm_set1_ps(zero);
+            let lo = _mm_cvtepi32_ps(_mm_srai_epi32(_mm_unpacklo_epi16(w, w), 16));
+            let hi = _mm_cvtepi32_ps(_mm_srai_epi32(_mm_unpackhi_epi16(w, w), 16));
+            _mm_storeu_ps(out.as_mut_ptr(), _mm_sub_ps(lo, z));
+            _mm_storeu_ps(out.as_mut_ptr().add(4), _mm_sub_ps(hi, z));
+        }
     }
 }
 
@@ -291,9 +332,7 @@ fn fill_padded<I: PlaneIn>(
                         d.try_into().expect("8 values"),
                         v.try_into().expect("8 values"),
                     );
-                    for i in 0..8 {
-                        d[i] = v[i].centred(x_zero);
-                    }
+                    I::centred8(v, x_zero, d);
                 }
                 d8.into_remainder()
                     .iter_mut()
@@ -414,6 +453,17 @@ fn rows_with<T: QuantOut, const FMA: bool, const N: usize>(
                     lo,
                     hi,
                 } => {
+                    #[cfg(target_arch = "x86_64")]
+                    if FMA && n == LANES && std::mem::size_of::<T>() == 1 {
+                        let dst = out[at..at + LANES].as_mut_ptr().cast::<u8>();
+                        // SAFETY: FMA is only true under plane_avx2 (AVX2 detected); dst
+                        // holds LANES one-byte values.
+                        unsafe {
+                            quant16_avx2(&acc, *multiplier, *zero, *lo, *hi, T::MIN < 0.0, dst)
+                        };
+                        ox += n;
+                        continue;
+                    }
                     let z = *zero as i32;
                     out[at..at + n]
                         .iter_mut()
@@ -489,6 +539,39 @@ unsafe fn chunk<const FMA: bool>(
         for l in 0..LANES {
             acc[l] += k * src[l];
         }
+    }
+}
+
+/// The quantized finish of a whole chunk in AVX2 registers: the portable loop's arithmetic
+/// (multiply, clamp, round half to even, which `vcvtps2dq` does under the default rounding
+/// mode, add the zero point), narrowed to 16 bytes at `dst`.
+///
+/// # Safety
+/// The CPU has AVX2; `dst` holds LANES bytes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn quant16_avx2(
+    acc: &[f32; LANES],
+    multiplier: f32,
+    zero: f32,
+    lo: f32,
+    hi: f32,
+    signed: bool,
+    dst: *mut u8,
+) {
+    use std::arch::x86_64::*;
+    let (m, z) = (_mm256_set1_ps(multiplier), _mm256_set1_epi32(zero as i32));
+    let (vlo, vhi) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi));
+    let one = |v: __m256| {
+        let f = _mm256_max_ps(_mm256_min_ps(_mm256_mul_ps(v, m), vhi), vlo);
+        _mm256_add_epi32(_mm256_cvtps_epi32(f), z)
+    };
+    // SAFETY: acc holds 16 values; dst as the function's contract says.
+    unsafe {
+        let a = one(_mm256_loadu_ps(acc.as_ptr()));
+        let b = one(_mm256_loadu_ps(acc.as_ptr().add(8)));
+        _mm_storeu_si128(dst.cast(), super::qgemm::narrow16_avx2(a, b, signed));
     }
 }
 
@@ -605,36 +688,70 @@ mod tests {
 
     #[test]
     fn quantized_kernel_is_exact_integer_arithmetic_then_requantizes() {
+        // Narrow (partial chunks) and wide (whole 16-column chunks: the vector finish), u8 and
+        // i8 out.
         for isa in Isa::available() {
-            let g = geometry(9, 10, 3, 2, 1, 1);
-            let xq: Vec<u8> = (0..90).map(|i| (i * 53 % 256) as u8).collect();
-            let x_zero = 117.0;
-            let wq: Vec<i8> = vec![-128, 127, 3, -7, 0, 55, -90, 12, 101];
-            let taps: Vec<f32> = wq.iter().map(|&v| v as f32 - 1.0).collect(); // w_zero = 1
-            let bias = -3071.0;
-            let m = 0.0123;
-            let mut out = vec![0u8; g.oh * g.ow];
-            plane(
-                isa,
-                &g,
-                &xq,
-                x_zero,
-                &taps,
-                bias,
-                Finish::Quant {
+            for g in [geometry(9, 10, 3, 2, 1, 1), geometry(5, 37, 3, 1, 1, 1)] {
+                let n = g.h * g.w;
+                let xq: Vec<u8> = (0..n).map(|i| (i * 53 % 256) as u8).collect();
+                let x_zero = 117.0;
+                let wq: Vec<i8> = vec![-128, 127, 3, -7, 0, 55, -90, 12, 101];
+                let taps: Vec<f32> = wq.iter().map(|&v| v as f32 - 1.0).collect(); // w_zero = 1
+                let bias = -3071.0;
+                let m = 0.0123;
+                let xc: Vec<f32> = xq.iter().map(|&v| v as f32 - x_zero).collect();
+                let acc = reference(&g, &xc, &taps, bias);
+                let want = |a: f64, zero: f32, qmin: f32, qmax: f32| {
+                    assert_eq!(a.fract(), 0.0);
+                    ((a as f32 * m).round_ties_even() + zero).clamp(qmin, qmax)
+                };
+                let mut out = vec![0u8; g.oh * g.ow];
+                let finish = Finish::Quant {
                     out: &mut out,
                     multiplier: m,
                     zero: 9.0,
                     lo: -9.0,
                     hi: 246.0,
-                },
-            );
-            let xc: Vec<f32> = xq.iter().map(|&v| v as f32 - x_zero).collect();
-            let acc = reference(&g, &xc, &taps, bias);
-            for (o, a) in out.iter().zip(&acc) {
-                assert_eq!(a.fract(), 0.0);
-                let want = ((*a as f32 * m).round_ties_even() + 9.0).clamp(0.0, 255.0) as u8;
-                assert_eq!(*o, want, "{isa:?}: acc {a}");
+                };
+                plane(isa, &g, &xq, x_zero, &taps, bias, finish);
+                for (o, a) in out.iter().zip(&acc) {
+                    assert_eq!(
+                        *o as f32,
+                        want(*a, 9.0, 0.0, 255.0),
+                        "{isa:?} {g:?}: acc {a}"
+                    );
+                }
+                let mut out = vec![0i8; g.oh * g.ow];
+                let finish = Finish::Quant {
+                    out: &mut out,
+                    multiplier: m,
+                    zero: -5.0,
+                    lo: -123.0,
+                    hi: 132.0,
+                };
+                plane(isa, &g, &xq, x_zero, &taps, bias, finish);
+                for (o, a) in out.iter().zip(&acc) {
+                    assert_eq!(
+                        *o as f32,
+                        want(*a, -5.0, -128.0, 127.0),
+                        "{isa:?} {g:?}: acc {a}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn eight_bit_values_widen_eight_at_a_time_exactly() {
+        for start in (0..256).step_by(8) {
+            let u: [u8; 8] = std::array::from_fn(|i| (start + i) as u8);
+            let s: [i8; 8] = std::array::from_fn(|i| (start + i) as u8 as i8);
+            let (mut gu, mut gs) = ([0f32; 8], [0f32; 8]);
+            u8::centred8(&u, 117.0, &mut gu);
+            i8::centred8(&s, -3.0, &mut gs);
+            for i in 0..8 {
+                assert_eq!(gu[i], u[i] as f32 - 117.0, "u8 {}", u[i]);
+                assert_eq!(gs[i], s[i] as f32 + 3.0, "i8 {}", s[i]);
             }
         }
     }

@@ -19,6 +19,7 @@ use tract_onnx::tract_hir::internal::*;
 
 use super::depthwise::{clamp, Geometry, Isa};
 use super::fastops::{attrs, clip_attrs, floats, konst, per_channel, shape_rules, Attrs};
+use super::qgemm::strided_copy;
 
 /// ONNX op type of a float group-1 convolution (Conv inputs and attributes; optional
 /// `lookout_min`/`lookout_max` for a fused Relu or Clip).
@@ -301,13 +302,7 @@ fn tile_portable(k: usize, w: &[f32], strip: &[f32], acc: &mut [[f32; NR]; MR]) 
 ///
 /// Which cells are padding depends on the shape only: laid out for the same shape as last time
 /// (`last`), the padding is still zero and only the input's cells are written.
-pub fn im2col(
-    x: &[f32],
-    c: usize,
-    g: &Geometry,
-    out: &mut Vec<f32>,
-    last: &mut Option<Shape>,
-) {
+pub fn im2col(x: &[f32], c: usize, g: &Geometry, out: &mut Vec<f32>, last: &mut Option<Shape>) {
     let n = g.oh * g.ow;
     if *last != Some((*g, c)) || out.len() != c * g.kh * g.kw * n {
         out.clear();
@@ -332,9 +327,9 @@ pub fn im2col(
                     }
                     let src = &plane[iy as usize * g.w..(iy as usize + 1) * g.w];
                     let dst = &mut row[oy * g.ow..(oy + 1) * g.ow];
-                    for ox in lo..hi {
-                        dst[ox] = src[(ox as isize * sw + off) as usize];
-                    }
+                    // In range by the choice of lo..hi: 0 <= ox * stride + off < w.
+                    let first = (lo as isize * sw + off) as usize;
+                    strided_copy(&src[first..], g.stride_w, &mut dst[lo..hi], |v| v);
                 }
             }
         }

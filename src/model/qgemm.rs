@@ -111,12 +111,21 @@ impl Im2col {
 #[derive(Debug, Default)]
 pub struct Scratch {
     x: Vec<i16>,
+    /// Two im2col rows (a pair of k), gathered before they are interleaved into the panels.
+    rows: Vec<i16>,
 }
 
 /// Packs `x` (one image: [C][H][W] 8-bit values) into `[P / NR][K / 2][NR][2]` i16 panels of
 /// the im2col matrix; outside the image, the value is `x_zero` (zero once centred).
 #[inline(always)]
-fn pack_x<I: Copy + Into<i16>>(g: &Im2col, x: &[I], x_zero: i16, kp: usize, out: &mut Vec<i16>) {
+fn pack_x<I: Copy + Into<i16>>(
+    g: &Im2col,
+    x: &[I],
+    x_zero: i16,
+    kp: usize,
+    out: &mut Vec<i16>,
+    rows: &mut Vec<i16>,
+) {
     let p_total = g.pixels();
     let panels = p_total.div_ceil(NR);
     // Not cleared: every cell of a real (k, pixel) is written below; the others (the odd k's
@@ -159,46 +168,101 @@ fn pack_x<I: Copy + Into<i16>>(g: &Im2col, x: &[I], x_zero: i16, kp: usize, out:
         }
         return;
     }
-    for kk in 0..k_total {
-        let (c, r) = (kk / (g.kh * g.kw), kk % (g.kh * g.kw));
-        let (i, j) = (r / g.kw, r % g.kw);
-        let plane = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
-        let (kpair, half) = (kk / 2, kk % 2);
-        // Output columns whose source column is inside the image: ox in lo..hi.
-        let reach = j * g.dil[1];
-        let lo = g
-            .pad_left
-            .saturating_sub(reach)
-            .div_ceil(g.stride[1])
-            .min(g.ow);
-        let hi = if g.w + g.pad_left > reach {
-            ((g.w + g.pad_left - reach - 1) / g.stride[1] + 1).min(g.ow)
+    // Any other kernel: per pair of k, both im2col rows gathered contiguously, then
+    // interleaved into the panels as in the 1x1 case.
+    rows.resize(2 * p_total, 0);
+    let (ra, rb) = rows.split_at_mut(p_total);
+    for kpair in 0..kp {
+        gather_row(g, x, x_zero, 2 * kpair, ra);
+        if 2 * kpair + 1 < k_total {
+            gather_row(g, x, x_zero, 2 * kpair + 1, rb);
         } else {
-            0
+            rb.fill(0);
         }
-        .max(lo);
-        let at = |p: usize| ((p / NR * kp + kpair) * NR + p % NR) * 2 + half;
-        for oy in 0..g.oh {
-            let y = (oy * g.stride[0] + i * g.dil[0])
-                .checked_sub(g.pad_top)
-                .filter(|&y| y < g.h);
-            let p_row = oy * g.ow;
-            let Some(y) = y else {
-                for ox in 0..g.ow {
-                    out[at(p_row + ox)] = x_zero;
+        for pp in 0..panels {
+            let p0 = pp * NR;
+            let np = NR.min(p_total - p0);
+            let dst = &mut out[(pp * kp + kpair) * NR * 2..(pp * kp + kpair + 1) * NR * 2];
+            if np == NR {
+                let (a, b): (&[i16; NR], &[i16; NR]) = (
+                    ra[p0..p0 + NR].try_into().expect("NR values"),
+                    rb[p0..p0 + NR].try_into().expect("NR values"),
+                );
+                let dst: &mut [i16; NR * 2] = dst.try_into().expect("2 NR values");
+                for i in 0..NR {
+                    dst[2 * i] = a[i];
+                    dst[2 * i + 1] = b[i];
                 }
-                continue;
-            };
-            for ox in (0..lo).chain(hi..g.ow) {
-                out[at(p_row + ox)] = x_zero;
-            }
-            let src = &plane[y * g.w..(y + 1) * g.w];
-            for ox in lo..hi {
-                // In range by the choice of lo..hi: 0 <= ox * stride + reach - pad_left < w.
-                out[at(p_row + ox)] = src[ox * g.stride[1] + reach - g.pad_left].into();
+            } else {
+                for i in 0..np {
+                    dst[2 * i] = ra[p0 + i];
+                    dst[2 * i + 1] = rb[p0 + i];
+                }
             }
         }
     }
+}
+
+/// Row `kk` of the im2col matrix (input channel, kernel row, kernel column) for every output
+/// pixel; `x_zero` where the tap falls outside the image.
+#[inline(always)]
+fn gather_row<I: Copy + Into<i16>>(g: &Im2col, x: &[I], x_zero: i16, kk: usize, row: &mut [i16]) {
+    let (c, r) = (kk / (g.kh * g.kw), kk % (g.kh * g.kw));
+    let (i, j) = (r / g.kw, r % g.kw);
+    let plane = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
+    // Output columns whose source column is inside the image: ox in lo..hi.
+    let reach = j * g.dil[1];
+    let lo = g
+        .pad_left
+        .saturating_sub(reach)
+        .div_ceil(g.stride[1])
+        .min(g.ow);
+    let hi = if g.w + g.pad_left > reach {
+        ((g.w + g.pad_left - reach - 1) / g.stride[1] + 1).min(g.ow)
+    } else {
+        0
+    }
+    .max(lo);
+    for oy in 0..g.oh {
+        let dst = &mut row[oy * g.ow..(oy + 1) * g.ow];
+        let Some(y) = (oy * g.stride[0] + i * g.dil[0])
+            .checked_sub(g.pad_top)
+            .filter(|&y| y < g.h)
+        else {
+            dst.fill(x_zero);
+            continue;
+        };
+        dst[..lo].fill(x_zero);
+        dst[hi..].fill(x_zero);
+        let src = &plane[y * g.w..(y + 1) * g.w];
+        // In range by the choice of lo..hi: 0 <= ox * stride + reach - pad_left < w.
+        let first = lo * g.stride[1] + reach - g.pad_left;
+        strided_copy(&src[first..], g.stride[1], &mut dst[lo..hi], |v| v.into());
+    }
+}
+
+/// `dst[i] = f(src[i * stride])` for every i, as a loop the compiler vectorises (fixed-size
+/// chunks, no bounds checks inside: a deinterleave for stride 2).
+#[inline(always)]
+pub fn strided_copy<S: Copy, D>(src: &[S], stride: usize, dst: &mut [D], f: impl Fn(S) -> D) {
+    let Some(last) = dst.len().checked_sub(1) else {
+        return;
+    };
+    if stride == 1 {
+        let n = dst.len();
+        for (d, &v) in dst.iter_mut().zip(&src[..n]) {
+            *d = f(v);
+        }
+        return;
+    }
+    // The last value alone: the source may end right after it, short of a whole chunk.
+    for (d, c) in dst[..last]
+        .iter_mut()
+        .zip(src[..last * stride].chunks_exact(stride))
+    {
+        *d = f(c[0]);
+    }
+    dst[last] = f(src[last * stride]);
 }
 
 /// Requantization of one output channel.
@@ -261,7 +325,7 @@ fn conv_with<I: Copy + Into<i16>, O: QuantOut, const AVX2: bool>(
     scratch: &mut Scratch,
     out: &mut [O],
 ) {
-    pack_x(g, x, x_zero, w.kp, &mut scratch.x);
+    pack_x(g, x, x_zero, w.kp, &mut scratch.x, &mut scratch.rows);
     let p_total = g.pixels();
     let mut acc = [[0i32; NR]; MR];
     // Blocks of pixel panels that stay in the cache; within a block, weight panel by panel
@@ -338,14 +402,7 @@ unsafe fn requant_avx2(row: &[i32; NR], q: &Requant, signed: bool, dst: *mut u8,
             one(_mm256_loadu_si256(row.as_ptr().add(8).cast())),
         )
     };
-    // 32 -> 16 bits works per 128-bit lane: [a0..3 b0..3 | a4..7 b4..7]; put a before b.
-    let w = _mm256_permute4x64_epi64(_mm256_packs_epi32(a, b), 0b11_01_10_00);
-    let (w0, w1) = (_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
-    let bytes = if signed {
-        _mm_packs_epi16(w0, w1)
-    } else {
-        _mm_packus_epi16(w0, w1)
-    };
+    let bytes = narrow16_avx2(a, b, signed);
     // SAFETY: as the function's contract says.
     unsafe {
         if np == NR {
@@ -355,6 +412,29 @@ unsafe fn requant_avx2(row: &[i32; NR], q: &Requant, signed: bool, dst: *mut u8,
             _mm_storeu_si128(t.as_mut_ptr().cast(), bytes);
             std::ptr::copy_nonoverlapping(t.as_ptr(), dst, np);
         }
+    }
+}
+
+/// Sixteen i32 (`a` then `b`), each already within the 8-bit range, as 16 bytes in order.
+///
+/// # Safety
+/// The CPU has AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+pub unsafe fn narrow16_avx2(
+    a: std::arch::x86_64::__m256i,
+    b: std::arch::x86_64::__m256i,
+    signed: bool,
+) -> std::arch::x86_64::__m128i {
+    use std::arch::x86_64::*;
+    // 32 -> 16 bits works per 128-bit lane: [a0..3 b0..3 | a4..7 b4..7]; put a before b.
+    let w = _mm256_permute4x64_epi64(_mm256_packs_epi32(a, b), 0b11_01_10_00);
+    let (w0, w1) = (_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
+    if signed {
+        _mm_packs_epi16(w0, w1)
+    } else {
+        _mm_packus_epi16(w0, w1)
     }
 }
 
