@@ -26,9 +26,9 @@ pub const Q_CONV: &str = "LookoutQLinearConv";
 /// Registers the operators with tract's ONNX front end.
 pub fn register(reg: &mut OnnxOpRegister) {
     reg.insert(Q_DEPTHWISE, build_quant);
-    reg.insert(F_DEPTHWISE, build_float);
+    reg.insert(F_DEPTHWISE, |_, node| build_float(node, true));
     reg.insert(Q_CONV, build_qconv);
-    reg.insert(super::fconv::F_CONV, super::fconv::build);
+    reg.insert(super::fconv::F_CONV, |_, node| build_float(node, false));
 }
 
 fn build_qconv(
@@ -55,6 +55,25 @@ pub(super) struct Attrs {
 
 impl Attrs {
     /// Output height and width of a `kernel` over an `h` x `w` input.
+    /// The geometry of a `kernel` over an `h` x `w` input.
+    pub(super) fn geometry(&self, kernel: [usize; 2], h: usize, w: usize) -> TractResult<Geometry> {
+        let (oh, ow) = self.output_hw(kernel, h, w)?;
+        Ok(Geometry {
+            h,
+            w,
+            kh: kernel[0],
+            kw: kernel[1],
+            stride_h: self.strides[0],
+            stride_w: self.strides[1],
+            dil_h: self.dilations[0],
+            dil_w: self.dilations[1],
+            pad_top: self.pads[0],
+            pad_left: self.pads[1],
+            oh,
+            ow,
+        })
+    }
+
     pub(super) fn output_hw(
         &self,
         kernel: [usize; 2],
@@ -83,7 +102,7 @@ impl Attrs {
     }
 }
 
-pub(super) fn attrs(node: &NodeProto) -> TractResult<Attrs> {
+fn attrs(node: &NodeProto) -> TractResult<Attrs> {
     let two = |name: &str| -> TractResult<[usize; 2]> {
         match node.get_attr_opt_vec::<i64>(name)? {
             None => Ok([1, 1]),
@@ -120,21 +139,23 @@ fn build_quant(
     ))
 }
 
+/// The float convolutions' builder: depthwise or group 1, the fused clip from the attributes.
 fn build_float(
-    _ctx: &ParsingContext,
     node: &NodeProto,
+    depthwise: bool,
 ) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     Ok((
-        expand(FDepthwiseExpansion {
+        expand(FloatExpansion {
             attrs: attrs(node)?,
             clip: clip_attrs(node)?,
+            depthwise,
         }),
         vec![],
     ))
 }
 
 /// The fused Relu/Clip bounds [`super::qdq`] wrote (`lookout_min`, `lookout_max`), if any.
-pub(super) fn clip_attrs(node: &NodeProto) -> TractResult<Option<(f32, f32)>> {
+fn clip_attrs(node: &NodeProto) -> TractResult<Option<(f32, f32)>> {
     Ok(
         match (
             node.get_attr_opt::<f32>("lookout_min")?,
@@ -148,7 +169,7 @@ pub(super) fn clip_attrs(node: &NodeProto) -> TractResult<Option<(f32, f32)>> {
 
 /// Output shape rules shared by the expansions: [N, M, OH, OW] from the input and the kernel
 /// [M, C / group, KH, KW].
-pub(super) fn shape_rules<'r, 'p: 'r, 's: 'r>(
+fn shape_rules<'r, 'p: 'r, 's: 'r>(
     attrs: &'s Attrs,
     s: &mut Solver<'r>,
     x: &'p TensorProxy,
@@ -589,16 +610,22 @@ impl TypedOp for QConv {
     as_op!();
 }
 
-/// The ONNX-level float depthwise convolution (Conv inputs), with an optional fused clip.
+/// The ONNX-level float convolutions (Conv inputs), with an optional fused clip: depthwise
+/// ([`DepthwiseConv`]) or group 1 ([`super::fconv::Conv`]).
 #[derive(Debug, Clone)]
-struct FDepthwiseExpansion {
+struct FloatExpansion {
     attrs: Attrs,
     clip: Option<(f32, f32)>,
+    depthwise: bool,
 }
 
-impl Expansion for FDepthwiseExpansion {
+impl Expansion for FloatExpansion {
     fn name(&self) -> StaticName {
-        F_DEPTHWISE.into()
+        if self.depthwise {
+            F_DEPTHWISE.into()
+        } else {
+            super::fconv::F_CONV.into()
+        }
     }
 
     fn rules<'r, 'p: 'r, 's: 'r>(
@@ -625,9 +652,12 @@ impl Expansion for FDepthwiseExpansion {
         let x_fact = model.outlet_fact(inputs[0])?.clone();
         ensure!(
             x_fact.datum_type == f32::datum_type(),
-            "depthwise convolution: input type {:?} is not float32",
+            "convolution: input type {:?} is not float32",
             x_fact.datum_type
         );
+        if !self.depthwise {
+            return super::fconv::wire(&self.attrs, self.clip, prefix, model, inputs);
+        }
         let channels = x_fact.shape.get(1).and_then(|d| d.to_usize().ok());
         let w = konst(model, inputs[1], "the weights")?;
         let (c, kh, kw) = kernel_dims(w.shape(), channels)?;
@@ -687,22 +717,7 @@ impl Eq for DepthwiseConv {}
 
 impl DepthwiseConv {
     fn geometry(&self, h: usize, w: usize) -> TractResult<Geometry> {
-        let a = &self.attrs;
-        let (oh, ow) = a.output_hw(self.kernel, h, w)?;
-        Ok(Geometry {
-            h,
-            w,
-            kh: self.kernel[0],
-            kw: self.kernel[1],
-            stride_h: a.strides[0],
-            stride_w: a.strides[1],
-            dil_h: a.dilations[0],
-            dil_w: a.dilations[1],
-            pad_top: a.pads[0],
-            pad_left: a.pads[1],
-            oh,
-            ow,
-        })
+        self.attrs.geometry(self.kernel, h, w)
     }
 
     fn run<I: depthwise::PlaneIn + Datum, O: depthwise::QuantOut + Datum>(

@@ -1,4 +1,5 @@
-//! Float convolutions with one group (`LookoutConv`), on lookout's own matrix product.
+//! Float convolutions with one group (`LookoutConv`, wired by [`super::fastops`]), on lookout's
+//! own matrix product.
 //!
 //! tract 0.23 computes a float convolution as a matrix product on packed panels of both
 //! operands: every run packs the activations again (`OptMatMulPack`), and its lazy im2col for
@@ -13,12 +14,10 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
-use tract_onnx::model::ParsingContext;
-use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
 
 use super::depthwise::{clamp, Geometry, Isa};
-use super::fastops::{attrs, clip_attrs, floats, konst, per_channel, shape_rules, Attrs};
+use super::fastops::{floats, konst, per_channel, Attrs};
 use super::qgemm::strided_copy;
 
 /// ONNX op type of a float group-1 convolution (Conv inputs and attributes; optional
@@ -336,86 +335,47 @@ pub fn im2col(x: &[f32], c: usize, g: &Geometry, out: &mut Vec<f32>, last: &mut 
     }
 }
 
-pub fn build(
-    _ctx: &ParsingContext,
-    node: &NodeProto,
-) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
-    Ok((
-        expand(ConvExpansion {
-            attrs: attrs(node)?,
-            clip: clip_attrs(node)?,
-        }),
-        vec![],
-    ))
-}
-
-/// The ONNX-level float convolution (Conv inputs), with an optional fused clip.
-#[derive(Debug, Clone)]
-struct ConvExpansion {
-    attrs: Attrs,
+/// Wires [`Conv`] for the float convolution `inputs` (x, constant weights [M, C, KH, KW],
+/// optional constant bias), its output clipped to `clip`.
+pub(super) fn wire(
+    attrs: &Attrs,
     clip: Option<(f32, f32)>,
-}
-
-impl Expansion for ConvExpansion {
-    fn name(&self) -> StaticName {
-        F_CONV.into()
-    }
-
-    fn rules<'r, 'p: 'r, 's: 'r>(
-        &'s self,
-        s: &mut Solver<'r>,
-        inputs: &'p [TensorProxy],
-        outputs: &'p [TensorProxy],
-    ) -> InferenceResult {
+    prefix: &str,
+    model: &mut TypedModel,
+    inputs: &[OutletId],
+) -> TractResult<TVec<OutletId>> {
+    let channels = model
+        .outlet_fact(inputs[0])?
+        .shape
+        .get(1)
+        .and_then(|d| d.to_usize().ok());
+    let w = konst(model, inputs[1], "the weights")?;
+    let s = w.shape();
+    ensure!(s.len() == 4, "convolution: kernel shape {s:?} is not 4-D");
+    let (m, c, kh, kw) = (s[0], s[1], s[2], s[3]);
+    if let Some(ci) = channels {
         ensure!(
-            inputs.len() == 2 || inputs.len() == 3,
-            "Conv takes 2 or 3 inputs"
+            ci == c,
+            "convolution: kernel {s:?} takes {c} channels, the input has {ci}"
         );
-        check_output_arity(outputs, 1)?;
-        s.equals(&outputs[0].datum_type, &inputs[0].datum_type)?;
-        shape_rules(&self.attrs, s, &inputs[0], &inputs[1], &outputs[0])
     }
-
-    fn wire(
-        &self,
-        prefix: &str,
-        model: &mut TypedModel,
-        inputs: &[OutletId],
-    ) -> TractResult<TVec<OutletId>> {
-        let x_fact = model.outlet_fact(inputs[0])?.clone();
-        ensure!(
-            x_fact.datum_type == f32::datum_type(),
-            "convolution: input type {:?} is not float32",
-            x_fact.datum_type
-        );
-        let w = konst(model, inputs[1], "the weights")?;
-        let s = w.shape();
-        ensure!(s.len() == 4, "convolution: kernel shape {s:?} is not 4-D");
-        let (m, c, kh, kw) = (s[0], s[1], s[2], s[3]);
-        if let Some(ci) = x_fact.shape.get(1).and_then(|d| d.to_usize().ok()) {
-            ensure!(
-                ci == c,
-                "convolution: kernel {s:?} takes {c} channels, the input has {ci}"
-            );
-        }
-        let bias = match inputs.get(2) {
-            Some(b) => per_channel(floats(konst(model, *b, "the bias")?.as_ref())?, m, "bias")?,
-            None => vec![0.0; m],
-        };
-        let (lo, hi) = self.clip.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
-        let op = Conv {
-            attrs: self.attrs.clone(),
-            kernel: [kh, kw],
-            channels: c,
-            filters: m,
-            weights: Arc::new(Packed::new(&floats(&w)?, m, c * kh * kw)),
-            bias: Arc::new(bias),
-            lo,
-            hi,
-            isa: Isa::detect(),
-        };
-        model.wire_node(prefix, op, &inputs[..1])
-    }
+    let bias = match inputs.get(2) {
+        Some(b) => per_channel(floats(konst(model, *b, "the bias")?.as_ref())?, m, "bias")?,
+        None => vec![0.0; m],
+    };
+    let (lo, hi) = clip.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+    let op = Conv {
+        attrs: attrs.clone(),
+        kernel: [kh, kw],
+        channels: c,
+        filters: m,
+        weights: Arc::new(Packed::new(&floats(&w)?, m, c * kh * kw)),
+        bias: Arc::new(bias),
+        lo,
+        hi,
+        isa: Isa::detect(),
+    };
+    model.wire_node(prefix, op, &inputs[..1])
 }
 
 /// The typed operator: input [N, C, H, W] -> output [N, M, OH, OW]; weights baked in.
@@ -438,22 +398,7 @@ impl Eq for Conv {}
 
 impl Conv {
     fn geometry(&self, h: usize, w: usize) -> TractResult<Geometry> {
-        let a = &self.attrs;
-        let (oh, ow) = a.output_hw(self.kernel, h, w)?;
-        Ok(Geometry {
-            h,
-            w,
-            kh: self.kernel[0],
-            kw: self.kernel[1],
-            stride_h: a.strides[0],
-            stride_w: a.strides[1],
-            dil_h: a.dilations[0],
-            dil_w: a.dilations[1],
-            pad_top: a.pads[0],
-            pad_left: a.pads[1],
-            oh,
-            ow,
-        })
+        self.attrs.geometry(self.kernel, h, w)
     }
 
     /// A 1x1 kernel, stride 1, no padding: the input planes are the matrix.

@@ -382,7 +382,7 @@ fn onto_kernels(g: &mut pb::GraphProto) -> Kernels {
                 if types_ok {
                     quant.push(k);
                 }
-            } else if n.op_type == "QLinearConv" && is_group1_2d(&ix, n) {
+            } else if n.op_type == "QLinearConv" && is_group1_2d(&ix, n, 3) {
                 qconv.push(k);
             } else if n.op_type == "Conv"
                 && ix
@@ -391,7 +391,7 @@ fn onto_kernels(g: &mut pb::GraphProto) -> Kernels {
             {
                 let target = if is_depthwise(&ix, n, 1) {
                     &mut float
-                } else if is_group1_2d_float(&ix, n) {
+                } else if is_group1_2d(&ix, n, 1) {
                     &mut fconv
                 } else {
                     continue;
@@ -433,13 +433,22 @@ fn onto_kernels(g: &mut pb::GraphProto) -> Kernels {
     }
 }
 
-/// Whether a float Conv is a 2-D group-1 convolution with constant operands and explicit
-/// padding (what [`fconv::F_CONV`] computes).
-fn is_group1_2d_float(ix: &Index, node: &pb::NodeProto) -> bool {
-    let Some(w) = node.input.get(1).and_then(|w| ix.init(w)) else {
+/// Whether a Conv (weights at `w_input` = 1) or QLinearConv (`w_input` = 3) is a 2-D group-1
+/// convolution with constant operands and explicit padding (what [`fconv::F_CONV`] and
+/// [`fastops::Q_CONV`] compute); a QLinearConv's weights and zero points must also be 8-bit.
+fn is_group1_2d(ix: &Index, node: &pb::NodeProto, w_input: usize) -> bool {
+    let Some(w) = node.input.get(w_input).and_then(|w| ix.init(w)) else {
         return false;
     };
     let explicit_pads = matches!(attr_s(node, "auto_pad"), None | Some(b"NOTSET") | Some(b""));
+    let quantized_ok = w_input != 3
+        || (is_8bit(w)
+            && [2, 5, 7].iter().all(|&i| {
+                node.input
+                    .get(i)
+                    .and_then(|n| ix.init(n))
+                    .is_some_and(is_8bit)
+            }));
     w.dims.len() == 4
         && w.dims.iter().all(|&d| d >= 1)
         && attr_i(node, "group").unwrap_or(1) == 1
@@ -449,27 +458,7 @@ fn is_group1_2d_float(ix: &Index, node: &pb::NodeProto) -> bool {
             .iter()
             .skip(1)
             .all(|i| i.is_empty() || ix.init(i).is_some())
-}
-
-/// Whether a QLinearConv is a 2-D group-1 convolution with constant 8-bit operands and
-/// explicit padding (what [`fastops::Q_CONV`] computes).
-fn is_group1_2d(ix: &Index, node: &pb::NodeProto) -> bool {
-    let Some(w) = node.input.get(3).and_then(|w| ix.init(w)) else {
-        return false;
-    };
-    let explicit_pads = matches!(attr_s(node, "auto_pad"), None | Some(b"NOTSET") | Some(b""));
-    w.dims.len() == 4
-        && is_8bit(w)
-        && attr_i(node, "group").unwrap_or(1) == 1
-        && explicit_pads
-        && node
-            .input
-            .iter()
-            .skip(1)
-            .all(|i| i.is_empty() || ix.init(i).is_some())
-        && [2, 5, 7]
-            .iter()
-            .all(|&i| ix.init(&node.input[i]).is_some_and(is_8bit))
+        && quantized_ok
 }
 
 fn float_attr(name: &str, v: f32) -> pb::AttributeProto {
