@@ -4,10 +4,11 @@
 //! tract 0.23 computes a float convolution as a matrix product on packed panels of both
 //! operands: every run packs the activations again (`OptMatMulPack`), and its lazy im2col for
 //! a first 3x3 layer over three channels is slow (MobileNetV2's first convolution: 2.7 ms,
-//! 4 GMAC/s). Here the weights are packed once, at load, in panels of [`MR`] output channels;
-//! the activations are read where they lie: a 1x1 convolution with stride 1 and no padding
-//! multiplies the input planes directly (NCHW rows are the matrix's rows), any other kernel
-//! first lays its patches out as rows (im2col) in a per-thread buffer. The tile is
+//! 4 GMAC/s). Here the weights are packed once, at load, in panels of [`MR`] output channels.
+//! For a 1x1 convolution with stride 1 and no padding the input planes are the matrix's rows
+//! (NCHW); any other kernel first lays its patches out as rows (im2col) in a per-thread
+//! buffer. Those rows are copied block by block into contiguous strips of [`NR`] columns
+//! ([`matmul`]), so the tile reads one sequential stream. The tile is
 //! [`MR`] x [`NR`] (6 channels x 16 pixels: 12 AVX2 accumulators, or 24 NEON ones), with the
 //! bias and a fused Relu/Clip applied as it is stored.
 
@@ -18,7 +19,7 @@ use tract_onnx::tract_hir::internal::*;
 
 use super::depthwise::{clamp, Geometry, Isa};
 use super::fastops::{floats, konst, per_channel, Attrs};
-use super::qgemm::strided_copy;
+use super::qgemm::{strided_copy, tap_columns};
 
 /// ONNX op type of a float group-1 convolution (Conv inputs and attributes; optional
 /// `lookout_min`/`lookout_max` for a fused Relu or Clip).
@@ -314,11 +315,8 @@ pub fn im2col(x: &[f32], c: usize, g: &Geometry, out: &mut Vec<f32>, last: &mut 
         for ky in 0..g.kh {
             for kx in 0..g.kw {
                 let Some(row) = rows.next() else { return };
-                // Output columns whose tap falls inside the input: ox in [lo, hi).
-                let off = (kx * g.dil_w) as isize - g.pad_left as isize;
-                let sw = g.stride_w as isize;
-                let lo = if off >= 0 { 0 } else { (-off + sw - 1) / sw } as usize;
-                let hi = ((g.w as isize - off + sw - 1) / sw).clamp(0, g.ow as isize) as usize;
+                let reach = kx * g.dil_w;
+                let (lo, hi) = tap_columns(g.w, g.ow, g.pad_left, reach, g.stride_w);
                 for oy in 0..g.oh {
                     let iy = (oy * g.stride_h + ky * g.dil_h) as isize - g.pad_top as isize;
                     if iy < 0 || iy >= g.h as isize || lo >= hi {
@@ -326,8 +324,8 @@ pub fn im2col(x: &[f32], c: usize, g: &Geometry, out: &mut Vec<f32>, last: &mut 
                     }
                     let src = &plane[iy as usize * g.w..(iy as usize + 1) * g.w];
                     let dst = &mut row[oy * g.ow..(oy + 1) * g.ow];
-                    // In range by the choice of lo..hi: 0 <= ox * stride + off < w.
-                    let first = (lo as isize * sw + off) as usize;
+                    // In range by the choice of lo..hi: 0 <= ox * stride + reach - pad_left < w.
+                    let first = lo * g.stride_w + reach - g.pad_left;
                     strided_copy(&src[first..], g.stride_w, &mut dst[lo..hi], |v| v);
                 }
             }

@@ -139,31 +139,9 @@ fn pack_x<I: Copy + Into<i16>>(
             let p0 = pp * NR;
             let np = NR.min(p_total - p0);
             for (kpair, dst) in panel.chunks_exact_mut(NR * 2).enumerate() {
+                let row = |k: usize| &x[k * plane + p0..k * plane + p0 + np];
                 let k0 = 2 * kpair;
-                let a = &x[k0 * plane + p0..k0 * plane + p0 + np];
-                if k0 + 1 < k_total && np == NR {
-                    // Whole panel: fixed sizes, so the interleave compiles to vector shuffles.
-                    let b = &x[(k0 + 1) * plane + p0..(k0 + 1) * plane + p0 + NR];
-                    let (a, b): (&[I; NR], &[I; NR]) = (
-                        a.try_into().expect("NR values"),
-                        b.try_into().expect("NR values"),
-                    );
-                    let dst: &mut [i16; NR * 2] = dst.try_into().expect("2 NR values");
-                    for i in 0..NR {
-                        dst[2 * i] = a[i].into();
-                        dst[2 * i + 1] = b[i].into();
-                    }
-                } else if k0 + 1 < k_total {
-                    let b = &x[(k0 + 1) * plane + p0..(k0 + 1) * plane + p0 + np];
-                    for ((d, &va), &vb) in dst.chunks_exact_mut(2).zip(a).zip(b) {
-                        d[0] = va.into();
-                        d[1] = vb.into();
-                    }
-                } else {
-                    for (d, &va) in dst.chunks_exact_mut(2).zip(a) {
-                        d[0] = va.into();
-                    }
-                }
+                interleave(row(k0), (k0 + 1 < k_total).then(|| row(k0 + 1)), dst);
             }
         }
         return;
@@ -173,31 +151,46 @@ fn pack_x<I: Copy + Into<i16>>(
     rows.resize(2 * p_total, 0);
     let (ra, rb) = rows.split_at_mut(p_total);
     for kpair in 0..kp {
-        gather_row(g, x, x_zero, 2 * kpair, ra);
-        if 2 * kpair + 1 < k_total {
-            gather_row(g, x, x_zero, 2 * kpair + 1, rb);
-        } else {
-            rb.fill(0);
+        let k0 = 2 * kpair;
+        gather_row(g, x, x_zero, k0, ra);
+        let second = k0 + 1 < k_total;
+        if second {
+            gather_row(g, x, x_zero, k0 + 1, rb);
         }
         for pp in 0..panels {
-            let p0 = pp * NR;
-            let np = NR.min(p_total - p0);
+            let (p0, np) = (pp * NR, NR.min(p_total - pp * NR));
             let dst = &mut out[(pp * kp + kpair) * NR * 2..(pp * kp + kpair + 1) * NR * 2];
-            if np == NR {
-                let (a, b): (&[i16; NR], &[i16; NR]) = (
-                    ra[p0..p0 + NR].try_into().expect("NR values"),
-                    rb[p0..p0 + NR].try_into().expect("NR values"),
-                );
-                let dst: &mut [i16; NR * 2] = dst.try_into().expect("2 NR values");
-                for i in 0..NR {
-                    dst[2 * i] = a[i];
-                    dst[2 * i + 1] = b[i];
-                }
-            } else {
-                for i in 0..np {
-                    dst[2 * i] = ra[p0 + i];
-                    dst[2 * i + 1] = rb[p0 + i];
-                }
+            interleave(&ra[p0..p0 + np], second.then(|| &rb[p0..p0 + np]), dst);
+        }
+    }
+}
+
+/// One panel's pair of k rows for its `a.len()` pixels: `dst[2 i] = a[i]`, `dst[2 i + 1] =
+/// b[i]` (left as it is without `b`: the odd k meets zero weights). A whole panel goes with
+/// fixed sizes, so the interleave compiles to vector shuffles.
+#[inline(always)]
+fn interleave<T: Copy + Into<i16>>(a: &[T], b: Option<&[T]>, dst: &mut [i16]) {
+    match b {
+        Some(b) if a.len() == NR => {
+            let (a, b): (&[T; NR], &[T; NR]) = (
+                a.try_into().expect("NR values"),
+                b.try_into().expect("NR values"),
+            );
+            let dst: &mut [i16; NR * 2] = dst.try_into().expect("2 NR values");
+            for i in 0..NR {
+                dst[2 * i] = a[i].into();
+                dst[2 * i + 1] = b[i].into();
+            }
+        }
+        Some(b) => {
+            for ((d, &va), &vb) in dst.chunks_exact_mut(2).zip(a).zip(b) {
+                d[0] = va.into();
+                d[1] = vb.into();
+            }
+        }
+        None => {
+            for (d, &va) in dst.chunks_exact_mut(2).zip(a) {
+                d[0] = va.into();
             }
         }
     }
@@ -210,19 +203,8 @@ fn gather_row<I: Copy + Into<i16>>(g: &Im2col, x: &[I], x_zero: i16, kk: usize, 
     let (c, r) = (kk / (g.kh * g.kw), kk % (g.kh * g.kw));
     let (i, j) = (r / g.kw, r % g.kw);
     let plane = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
-    // Output columns whose source column is inside the image: ox in lo..hi.
     let reach = j * g.dil[1];
-    let lo = g
-        .pad_left
-        .saturating_sub(reach)
-        .div_ceil(g.stride[1])
-        .min(g.ow);
-    let hi = if g.w + g.pad_left > reach {
-        ((g.w + g.pad_left - reach - 1) / g.stride[1] + 1).min(g.ow)
-    } else {
-        0
-    }
-    .max(lo);
+    let (lo, hi) = tap_columns(g.w, g.ow, g.pad_left, reach, g.stride[1]);
     for oy in 0..g.oh {
         let dst = &mut row[oy * g.ow..(oy + 1) * g.ow];
         let Some(y) = (oy * g.stride[0] + i * g.dil[0])
@@ -234,11 +216,33 @@ fn gather_row<I: Copy + Into<i16>>(g: &Im2col, x: &[I], x_zero: i16, kk: usize, 
         };
         dst[..lo].fill(x_zero);
         dst[hi..].fill(x_zero);
+        if lo == hi {
+            continue;
+        }
         let src = &plane[y * g.w..(y + 1) * g.w];
         // In range by the choice of lo..hi: 0 <= ox * stride + reach - pad_left < w.
         let first = lo * g.stride[1] + reach - g.pad_left;
         strided_copy(&src[first..], g.stride[1], &mut dst[lo..hi], |v| v.into());
     }
+}
+
+/// The output columns `lo..hi` (within `0..ow`) whose tap `reach` columns right of the window's
+/// start (kernel column x dilation) falls inside a `w`-wide input row padded by `pad_left`, at
+/// horizontal `stride`: `0 <= ox * stride + reach - pad_left < w` exactly for them.
+pub fn tap_columns(
+    w: usize,
+    ow: usize,
+    pad_left: usize,
+    reach: usize,
+    stride: usize,
+) -> (usize, usize) {
+    let lo = pad_left.saturating_sub(reach).div_ceil(stride).min(ow);
+    let hi = if w + pad_left > reach {
+        ((w + pad_left - reach - 1) / stride + 1).min(ow)
+    } else {
+        0
+    };
+    (lo, hi.max(lo))
 }
 
 /// `dst[i] = f(src[i * stride])` for every i, as a loop the compiler vectorises (fixed-size
@@ -354,7 +358,6 @@ fn conv_with<I: Copy + Into<i16>, O: QuantOut, const AVX2: bool>(
                         break;
                     }
                     let q = requant[m];
-                    let z = q.zero as i32;
                     let dst = &mut out[m * p_total + p0..m * p_total + p0 + np];
                     #[cfg(target_arch = "x86_64")]
                     if AVX2 && std::mem::size_of::<O>() == 1 {
@@ -363,6 +366,7 @@ fn conv_with<I: Copy + Into<i16>, O: QuantOut, const AVX2: bool>(
                         unsafe { requant_avx2(row, &q, O::MIN < 0.0, dst.as_mut_ptr().cast(), np) };
                         continue;
                     }
+                    let z = q.zero as i32;
                     for (o, &a) in dst.iter_mut().zip(row.iter()) {
                         // wrapping: |acc + bias| < 2^31 (module notes); no overflow check in the hot loop.
                         let v = clamp(a.wrapping_add(q.bias) as f32 * q.multiplier, q.lo, q.hi);
