@@ -136,6 +136,10 @@ pub struct BenchReport {
     /// Peak resident memory of the process, MB.
     pub rss_mb: f64,
     pub start_to_first_inference_ms: f64,
+    /// Every pipeline run: one worker, the configured workers, paced, overloaded.
+    pub pipeline: Vec<PipelineRun>,
+    /// The benchmark targets, each with its measured value.
+    pub checks: Vec<Check>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub peer: Option<PeerFigures>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -145,6 +149,71 @@ pub struct BenchReport {
     /// `--vs` / `--vs-tract-kernels`: other models or kernels, model only, same run.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub comparisons: Vec<Comparison>,
+}
+
+/// Exact stage times of the frames of one pipeline run (from the frame trace).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Stages {
+    /// Capture -> a worker takes the frame.
+    pub queue_wait: Percentiles,
+    pub decode: Percentiles,
+    pub preprocess: Percentiles,
+    pub infer: Percentiles,
+}
+
+/// One pipeline run on the replayed 640x480 MJPEG frames.
+#[derive(Debug, Clone, Serialize)]
+pub struct PipelineRun {
+    pub name: &'static str,
+    pub workers: usize,
+    /// Source rate, frames/s; 0: unpaced, each frame waits for a worker (none dropped).
+    /// Paced sources are live: when the workers are busy the oldest queued frame is dropped.
+    pub source_fps: f64,
+    pub captured: u64,
+    /// Frames classified.
+    pub frames: u64,
+    pub dropped: u64,
+    /// Classified frames per second of wall time.
+    pub fps: f64,
+    /// Capture -> classification done.
+    pub e2e_ms: Percentiles,
+    pub stages_ms: Stages,
+    /// Most frames captured after a frame before a worker took it.
+    pub max_staleness: u64,
+    /// Process CPU time / wall time (1.0 = one core busy).
+    pub cpu_cores: f64,
+}
+
+/// One benchmark target and what this run measured for it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    pub value: f64,
+    /// `"<="` or `">="`.
+    pub op: &'static str,
+    pub target: f64,
+    pub met: bool,
+}
+
+impl Check {
+    fn at_most(name: &'static str, value: f64, target: f64) -> Check {
+        Check {
+            name,
+            value,
+            op: "<=",
+            target,
+            met: value <= target,
+        }
+    }
+    fn at_least(name: &'static str, value: f64, target: f64) -> Check {
+        Check {
+            name,
+            value,
+            op: ">=",
+            target,
+            met: value >= target,
+        }
+    }
 }
 
 /// Why a benchmark could not run.
@@ -250,6 +319,8 @@ pub fn run(config: &Config, opts: &BenchOptions) -> Result<BenchReport, BenchErr
             cpu_cores: 0.0,
             rss_mb: peak_rss_mb(),
             start_to_first_inference_ms: start_to_first.as_secs_f64() * 1000.0,
+            pipeline: Vec::new(),
+            checks: Vec::new(),
             peer: None,
             ratios: None,
             profile,
@@ -290,26 +361,48 @@ pub fn run(config: &Config, opts: &BenchOptions) -> Result<BenchReport, BenchErr
 
     // The pipeline on pre-encoded 640x480 MJPEG frames replayed by the source, so the source
     // costs nothing and the figures are the pipeline's own.
-    let mut cfg = config.clone();
-    cfg.rules.clear();
-    cfg.sinks.clear();
-    cfg.log.summary_secs = 0.0;
-    let workers = cfg.pipeline.worker_count();
-    let memory = crate::sink::memory::MemorySink::new();
-    let mut parts = daemon::build(&cfg, vec![("bench".into(), Box::new(memory))])?;
-    parts.source = Box::new(ReplaySource::new(&bench_frames(32), opts.frames, opts.fps));
-    let cpu0 = cpu_time();
-    let t0 = Instant::now();
-    let running = crate::pipeline::start(parts, StopToken::new()).map_err(DaemonError::from)?;
-    let snap = running.wait(Duration::from_secs(600));
-    let wall = t0.elapsed();
-    let cpu = cpu_time().saturating_sub(cpu0);
-    let e2e_ms = Percentiles {
-        p50: snap.total_ms.p50,
-        p90: snap.total_ms.p90,
-        p99: snap.total_ms.p99,
+    let workers = config.pipeline.worker_count();
+    let frames = bench_frames(32);
+    let run = |name: &'static str, workers: usize, fps: f64, count: u64| {
+        let mut acc = Accumulated::default();
+        acc.add(config, &model, &frames, workers, fps, count)?;
+        Ok::<_, BenchError>(acc.finish(name, workers, fps))
     };
-    let fps = snap.inferred as f64 / wall.as_secs_f64();
+    let mut pipeline = Vec::new();
+    // The configured workers at --fps (unpaced by default): the headline figures. With more
+    // than one worker, unpaced, it takes turns with one worker (in three rounds), so that the
+    // throughput ratio holds while the machine's speed changes.
+    let (one, main) = if workers > 1 && opts.fps == 0.0 {
+        let (mut one, mut many) = (Accumulated::default(), Accumulated::default());
+        let part = opts.frames.div_ceil(3).max(1);
+        for _ in 0..3 {
+            one.add(config, &model, &frames, 1, 0.0, part)?;
+            many.add(config, &model, &frames, workers, 0.0, part)?;
+        }
+        (
+            Some(one.finish("1 worker", 1, 0.0)),
+            many.finish("workers", workers, 0.0),
+        )
+    } else {
+        (None, run("workers", workers, opts.fps, opts.frames)?)
+    };
+    let capacity = main.fps.max(1.0);
+    let single = one.as_ref().map_or(capacity, |o| o.fps.max(1.0));
+    // Paced: a camera at half of what one worker keeps up with, so frames never wait for a
+    // worker: end-to-end latency against the model's own time on the same frames.
+    let paced = run("paced", workers, single / 2.0, opts.frames)?;
+    // Overload: a live source at 3x what the workers keep up with; stale frames must be dropped.
+    let overload = run("overload 3x", workers, capacity * 3.0, opts.frames * 3)?;
+    let checks = targets(
+        &preprocess,
+        one.as_ref(),
+        &main,
+        &paced,
+        &overload,
+        start_to_first,
+    );
+    pipeline.extend(one);
+    pipeline.extend([main.clone(), paced, overload]);
 
     let mut report = BenchReport {
         model: model.name.clone(),
@@ -318,13 +411,15 @@ pub fn run(config: &Config, opts: &BenchOptions) -> Result<BenchReport, BenchErr
         workers,
         model_ms,
         preprocess,
-        e2e_ms,
-        fps,
-        frames: snap.inferred,
-        dropped: snap.dropped,
-        cpu_cores: cpu.as_secs_f64() / wall.as_secs_f64(),
+        e2e_ms: main.e2e_ms,
+        fps: main.fps,
+        frames: main.frames,
+        dropped: main.dropped,
+        cpu_cores: main.cpu_cores,
         rss_mb: peak_rss_mb(),
         start_to_first_inference_ms: start_to_first.as_secs_f64() * 1000.0,
+        pipeline,
+        checks,
         peer: None,
         ratios: None,
         profile,
@@ -337,8 +432,16 @@ pub fn run(config: &Config, opts: &BenchOptions) -> Result<BenchReport, BenchErr
             e2e_p50: report.e2e_ms.p50 / peer.e2e_ms.p50,
             fps: report.fps / peer.fps,
         });
+        report.checks.push(Check::at_least(
+            "pipeline fps / peer fps (equal threads)",
+            report.fps / peer.fps,
+            1.0,
+        ));
         report.peer = Some(peer);
     }
+    report
+        .checks
+        .push(Check::at_most("peak RSS, MB", report.rss_mb, 60.0));
     Ok(report)
 }
 
@@ -407,6 +510,139 @@ fn model_only(
         })
         .collect();
     Ok((base_ms, comparisons))
+}
+
+/// Pipeline runs of one kind, added up (several rounds taking turns with another kind).
+#[derive(Default)]
+struct Accumulated {
+    times: Vec<crate::metrics::FrameTimes>,
+    captured: u64,
+    frames: u64,
+    dropped: u64,
+    max_staleness: u64,
+    wall: Duration,
+    cpu: Duration,
+}
+
+impl Accumulated {
+    /// Runs the pipeline (no rules, no sinks) on `count` replayed `frames` at `fps` with
+    /// `workers`, and adds its figures.
+    fn add(
+        &mut self,
+        config: &Config,
+        model: &Arc<Model>,
+        frames: &[Vec<u8>],
+        workers: usize,
+        fps: f64,
+        count: u64,
+    ) -> Result<(), BenchError> {
+        let mut cfg = config.clone();
+        cfg.rules.clear();
+        cfg.sinks.clear();
+        cfg.log.summary_secs = 0.0;
+        cfg.http.listen = None;
+        let memory = crate::sink::memory::MemorySink::new();
+        let mut parts = daemon::build_with_model(
+            &cfg,
+            Arc::clone(model),
+            vec![("bench".into(), Box::new(memory))],
+        )?;
+        parts.workers = workers;
+        parts.trace_frames = true;
+        parts.source = Box::new(ReplaySource::new(frames, count, fps));
+        let cpu0 = cpu_time();
+        let t0 = Instant::now();
+        let running = crate::pipeline::start(parts, StopToken::new()).map_err(DaemonError::from)?;
+        let metrics = Arc::clone(running.metrics());
+        let snap = running.wait(Duration::from_secs(600));
+        self.wall += t0.elapsed();
+        self.cpu += cpu_time().saturating_sub(cpu0);
+        self.times.extend(metrics.frame_times());
+        self.captured += snap.captured;
+        self.frames += snap.inferred;
+        self.dropped += snap.dropped;
+        self.max_staleness = self.max_staleness.max(snap.max_staleness);
+        Ok(())
+    }
+
+    fn finish(self, name: &'static str, workers: usize, fps: f64) -> PipelineRun {
+        let of = |f: fn(&crate::metrics::FrameTimes) -> Duration| {
+            Percentiles::of(&mut self.times.iter().map(f).collect::<Vec<_>>())
+        };
+        let secs = self.wall.as_secs_f64().max(1e-9);
+        PipelineRun {
+            name,
+            workers,
+            source_fps: fps,
+            captured: self.captured,
+            frames: self.frames,
+            dropped: self.dropped,
+            fps: self.frames as f64 / secs,
+            e2e_ms: of(|t| t.total),
+            stages_ms: Stages {
+                queue_wait: of(|t| t.queue_wait),
+                decode: of(|t| t.decode),
+                preprocess: of(|t| t.preprocess),
+                infer: of(|t| t.infer),
+            },
+            max_staleness: self.max_staleness,
+            cpu_cores: self.cpu.as_secs_f64() / secs,
+        }
+    }
+}
+
+/// The targets of the benchmark issue, from this run's figures. Latency is compared with the
+/// model's own time on the paced run's frames (one thread, uncontended, measured at the same
+/// moment: this machine's speed changes from minute to minute).
+fn targets(
+    preprocess: &[PreprocessFigure],
+    one: Option<&PipelineRun>,
+    main: &PipelineRun,
+    paced: &PipelineRun,
+    overload: &PipelineRun,
+    start_to_first: Duration,
+) -> Vec<Check> {
+    let model = paced.stages_ms.infer.p50;
+    let per_model = |ms: f64| if model > 0.0 { ms / model } else { 0.0 };
+    let mut checks = vec![
+        Check::at_most(
+            "paced e2e p50 / its model p50",
+            per_model(paced.e2e_ms.p50),
+            1.15,
+        ),
+        Check::at_most(
+            "overload 3x e2e p99 / paced model p50",
+            per_model(overload.e2e_ms.p99),
+            2.5,
+        ),
+    ];
+    if let Some(one) = one.filter(|o| o.fps > 0.0) {
+        checks.push(Check::at_least(
+            "throughput, configured workers / 1 worker",
+            main.fps / one.fps,
+            if main.workers == 2 {
+                1.8
+            } else {
+                0.9 * main.workers as f64
+            },
+        ));
+    }
+    if let Some(p) = preprocess
+        .iter()
+        .find(|p| p.format == PixelFormat::Mjpeg.name() && p.width == 1280)
+    {
+        checks.push(Check::at_most(
+            "preprocess 1280x720 MJPEG p50 / model-only p50",
+            p.share_of_model,
+            0.15,
+        ));
+    }
+    checks.push(Check::at_most(
+        "start to first inference, ms",
+        start_to_first.as_secs_f64() * 1000.0,
+        1000.0,
+    ));
+    checks
 }
 
 /// `n` distinct rendered 640x480 scenes, JPEG-encoded (the frames both lookout and the peer get).
@@ -584,15 +820,49 @@ pub fn render_text(r: &BenchReport) -> String {
             p.share_of_model * 100.0
         ));
     }
-    s.push_str(&format!(
-        "  pipeline ({} workers, 640x480 MJPEG): {:.1} fps, capture->result p50 {:.2} ms p99 {:.2} ms, dropped {}, cpu {:.2} cores, peak RSS {:.1} MB\n",
-        r.workers, r.fps, r.e2e_ms.p50, r.e2e_ms.p99, r.dropped, r.cpu_cores, r.rss_mb
-    ));
+    s.push_str("  pipeline, 640x480 MJPEG in, p50 / p99 ms (queue wait, decode, resize + normalise, model):\n");
+    for p in &r.pipeline {
+        let rate = if p.source_fps > 0.0 {
+            format!("{:.0} fps in", p.source_fps)
+        } else {
+            "unpaced".to_owned()
+        };
+        s.push_str(&format!(
+            "    {:<12} {} workers, {:<11} {:>6.1} fps  e2e {:>6.2} / {:>6.2}  (wait {:.2}, decode {:.2}, resize {:.2}, model {:.2})  dropped {}, staleness {}, cpu {:.2} cores\n",
+            p.name,
+            p.workers,
+            rate,
+            p.fps,
+            p.e2e_ms.p50,
+            p.e2e_ms.p99,
+            p.stages_ms.queue_wait.p50,
+            p.stages_ms.decode.p50,
+            p.stages_ms.preprocess.p50,
+            p.stages_ms.infer.p50,
+            p.dropped,
+            p.max_staleness,
+            p.cpu_cores
+        ));
+    }
+    s.push_str(&format!("  peak RSS {:.1} MB\n", r.rss_mb));
     if let (Some(p), Some(x)) = (&r.peer, &r.ratios) {
         s.push_str(&format!(
             "  peer ({}, {} threads): model p50 {:.2} ms (1 thread; {:.2} ms with {}), e2e p50 {:.2} ms, {:.1} fps, RSS {:.1} MB\n  ratios ours/peer: model {:.2}x  e2e {:.2}x  fps {:.2}x\n",
             p.runtime, p.threads, p.model_ms.p50, p.model_ms_threads.p50, p.threads, p.e2e_ms.p50, p.fps, p.rss_mb, x.model_p50, x.e2e_p50, x.fps
         ));
+    }
+    if !r.checks.is_empty() {
+        s.push_str("  targets:\n");
+        for c in &r.checks {
+            s.push_str(&format!(
+                "    {:<48} {:>8.2}  (target {} {}) {}\n",
+                c.name,
+                c.value,
+                c.op,
+                c.target,
+                if c.met { "met" } else { "NOT MET" }
+            ));
+        }
     }
     s
 }

@@ -62,7 +62,16 @@ pub fn build(
     config: &Config,
     extra_sinks: Vec<(String, Box<dyn Sink>)>,
 ) -> Result<Parts, DaemonError> {
-    let model = load_model(config)?;
+    build_with_model(config, load_model(config)?, extra_sinks)
+}
+
+/// [`build`] with a model already loaded from `config.model` (benchmarks run several pipelines
+/// on one).
+pub fn build_with_model(
+    config: &Config,
+    model: Arc<Model>,
+    extra_sinks: Vec<(String, Box<dyn Sink>)>,
+) -> Result<Parts, DaemonError> {
     let device = config.device_id();
     let mut sinks = build_sinks(config, &device)?;
     sinks.extend(extra_sinks);
@@ -85,6 +94,7 @@ pub fn build(
             Duration::from_secs_f64(config.pipeline.reconnect_max_secs),
         ),
         live: config.http.listen.is_some().then(Live::new),
+        trace_frames: false,
     })
 }
 

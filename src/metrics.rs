@@ -180,7 +180,23 @@ pub struct Metrics {
     /// One entry per configured sink, in config order; replaced on reload (a sink keeps its
     /// counters when its name stays).
     sinks: std::sync::RwLock<Vec<Arc<SinkMetrics>>>,
+    /// Exact per-frame times, kept only when tracing was asked for ([`Metrics::tracing`]).
+    trace: Option<std::sync::Mutex<Vec<FrameTimes>>>,
 }
+
+/// The stage times of one classified frame (workers).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FrameTimes {
+    pub queue_wait: Duration,
+    pub decode: Duration,
+    pub preprocess: Duration,
+    pub infer: Duration,
+    /// Capture -> classification done.
+    pub total: Duration,
+}
+
+/// Frames a trace holds at most (about 40 MB); later frames are counted in the histograms only.
+const TRACE_CAP: usize = 1 << 20;
 
 /// Milliseconds on a monotonic clock that starts at 1 when first read in this process.
 pub fn now_ms() -> u64 {
@@ -226,6 +242,36 @@ impl Metrics {
         let m = Metrics::default();
         m.replace_sinks(sink_names);
         m
+    }
+
+    /// Like [`Metrics::new`], and also keeps every frame's exact stage times (for `bench`,
+    /// whose ratios need better than the histograms' 10% buckets).
+    pub fn tracing(sink_names: &[String]) -> Metrics {
+        Metrics {
+            trace: Some(std::sync::Mutex::new(Vec::new())),
+            ..Metrics::new(sink_names)
+        }
+    }
+
+    /// Records one classified frame in the histograms (and the trace, when kept).
+    pub fn record_frame(&self, t: FrameTimes) {
+        self.decode.record(t.decode);
+        self.preprocess.record(t.preprocess);
+        self.infer.record(t.infer);
+        self.total.record(t.total);
+        if let Some(trace) = &self.trace {
+            let mut v = trace.lock().unwrap_or_else(|e| e.into_inner());
+            if v.len() < TRACE_CAP {
+                v.push(t);
+            }
+        }
+    }
+
+    /// The traced frames, in completion order; empty unless made by [`Metrics::tracing`].
+    pub fn frame_times(&self) -> Vec<FrameTimes> {
+        self.trace.as_ref().map_or_else(Vec::new, |t| {
+            t.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        })
     }
 
     /// The current sinks' counters, in config order.

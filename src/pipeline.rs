@@ -22,7 +22,7 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TryRecvErro
 use crate::event::{rfc3339, Event, TopEntry};
 use crate::frame::Frame;
 use crate::live::Live;
-use crate::metrics::{Metrics, SinkMetrics, Snapshot};
+use crate::metrics::{FrameTimes, Metrics, SinkMetrics, Snapshot};
 use crate::model::{postprocess::top_k, Model, ModelError, Session};
 use crate::rules::RuleSet;
 use crate::sink::Sink;
@@ -47,6 +47,8 @@ pub struct Parts {
     pub reconnect: (Duration, Duration),
     /// Latest frame, scores and events for the live view, when the HTTP server runs.
     pub live: Option<Arc<Live>>,
+    /// Keep every frame's exact stage times ([`Metrics::frame_times`]); for benchmarks.
+    pub trace_frames: bool,
 }
 
 /// Errors that prevent the pipeline from starting.
@@ -241,13 +243,18 @@ pub fn start(parts: Parts, stop: StopToken) -> Result<Running, StartError> {
         summary_every,
         reconnect,
         live,
+        trace_frames,
     } = parts;
     let source_name = source.describe();
     source.open().map_err(|e| StartError::Source {
         source_name: source_name.clone(),
         source: e,
     })?;
-    let metrics = Arc::new(Metrics::new(&[]));
+    let metrics = Arc::new(if trace_frames {
+        Metrics::tracing(&[])
+    } else {
+        Metrics::new(&[])
+    });
 
     // Frames: capture -> workers. The capture thread also holds a receiver, to drop the oldest
     // frame when the queue is full. Closes when the capture thread ends; outlives reloads.
@@ -601,6 +608,7 @@ fn worker_loop(
     // run; it never waits for more (latency first). Batch 1: one frame at a time.
     let batch = session.batch();
     let mut frames = Vec::with_capacity(batch);
+    let mut waits = Vec::with_capacity(batch);
     while !quit.load(Relaxed) {
         let frame = match frame_rx.recv_timeout(crate::stop::POLL) {
             Ok(f) => f,
@@ -614,21 +622,27 @@ fn worker_loop(
                 Err(_) => break,
             }
         }
+        waits.clear();
         for frame in &frames {
-            m.queue_wait.record(frame.captured.elapsed());
+            let wait = frame.captured.elapsed();
+            m.queue_wait.record(wait);
+            waits.push(wait);
             let newer = m.captured.load(Relaxed).saturating_sub(frame.seq + 1);
             m.max_staleness.fetch_max(newer, Relaxed);
         }
         let results = session.classify_frames(&frames);
         let mut closed = false;
-        for (frame, result) in frames.drain(..).zip(results) {
+        for (i, (frame, result)) in frames.drain(..).zip(results).enumerate() {
             match result {
                 Ok(scores) => {
                     m.inferred.fetch_add(1, Relaxed);
-                    m.decode.record(scores.decode);
-                    m.preprocess.record(scores.preprocess);
-                    m.infer.record(scores.infer);
-                    m.total.record(frame.captured.elapsed());
+                    m.record_frame(FrameTimes {
+                        queue_wait: waits.get(i).copied().unwrap_or_default(),
+                        decode: scores.decode,
+                        preprocess: scores.preprocess,
+                        infer: scores.infer,
+                        total: frame.captured.elapsed(),
+                    });
                     let c = Classified {
                         seq: frame.seq,
                         captured_at: frame.captured_at,

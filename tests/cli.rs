@@ -144,6 +144,48 @@ fn bench_short_mode_prints_the_json_summary() {
     assert_eq!(v["dropped"].as_u64(), Some(0));
     assert!(v["rss_mb"].as_f64().expect("rss") > 1.0);
     assert_eq!(v["preprocess"].as_array().expect("preprocess").len(), 6);
+    // The pipeline runs: the headline one, paced and overloaded (and one worker, where the
+    // configuration has more), each with exact stage times.
+    let runs = v["pipeline"].as_array().expect("pipeline runs");
+    let names: Vec<&str> = runs
+        .iter()
+        .map(|r| r["name"].as_str().expect("name"))
+        .collect();
+    for name in ["workers", "paced", "overload 3x"] {
+        assert!(names.contains(&name), "{names:?}");
+    }
+    for r in runs {
+        assert!(r["frames"].as_u64().expect("frames") > 0, "{r}");
+        assert!(
+            r["stages_ms"]["infer"]["p50"].as_f64().expect("infer") > 0.0,
+            "{r}"
+        );
+        assert!(
+            r["e2e_ms"]["p50"].as_f64().unwrap()
+                >= r["stages_ms"]["infer"]["p50"].as_f64().unwrap(),
+            "capture to result includes the model run: {r}"
+        );
+    }
+    let overload = runs.iter().find(|r| r["name"] == "overload 3x").unwrap();
+    let paced = runs.iter().find(|r| r["name"] == "paced").unwrap();
+    assert!(overload["source_fps"].as_f64().unwrap() > paced["source_fps"].as_f64().unwrap());
+    assert_eq!(
+        overload["captured"].as_u64(),
+        Some(36),
+        "the overload run offers three times the frames"
+    );
+    // Every target with its value, and `met` saying whether the value is on the right side.
+    let checks = v["checks"].as_array().expect("checks");
+    assert!(checks.len() >= 4, "{checks:?}");
+    for c in checks {
+        let (value, target) = (c["value"].as_f64().unwrap(), c["target"].as_f64().unwrap());
+        let met = match c["op"].as_str().unwrap() {
+            "<=" => value <= target,
+            ">=" => value >= target,
+            op => panic!("unknown op {op}"),
+        };
+        assert_eq!(c["met"].as_bool(), Some(met), "{c}");
+    }
 }
 
 #[test]

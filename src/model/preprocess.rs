@@ -277,7 +277,7 @@ pub struct Preprocessor {
     /// Letterbox: the fitted image before padding.
     fitted: Vec<u8>,
     /// Intermediate rows of the two-pass Pillow resize.
-    scratch: Vec<u8>,
+    scratch: super::resample::Scratch,
     /// lut[c][v]: normalised value of pixel value `v` in model channel `c`.
     lut: [[f32; 256]; 3],
 }
@@ -296,7 +296,7 @@ impl Preprocessor {
             resizer: fr::Resizer::new(),
             resized: Vec::new(),
             fitted: Vec::new(),
-            scratch: Vec::new(),
+            scratch: Default::default(),
             lut,
         }
     }
@@ -338,7 +338,7 @@ impl Preprocessor {
         };
         let per_item = (tw * th) as usize * self.input.channels;
         let n = rgbs.len().min(batch);
-        let mut tensor = match self.input.dtype {
+        let tensor = match self.input.dtype {
             InputType::F32 => {
                 let mut all = vec![0f32; per_item * batch];
                 for (b, rgb) in rgbs.iter().take(n).enumerate() {
@@ -349,7 +349,7 @@ impl Preprocessor {
                     });
                 }
                 repeat_last(&mut all, n, per_item);
-                Tensor::from(tract_onnx::prelude::tract_ndarray::Array1::from_vec(all))
+                shaped(all, &shape)
             }
             InputType::U8 => {
                 let mut all = vec![0u8; per_item * batch];
@@ -358,7 +358,7 @@ impl Preprocessor {
                     self.write_item(&mut all[b * per_item..][..per_item], |v, _| v);
                 }
                 repeat_last(&mut all, n, per_item);
-                Tensor::from(tract_onnx::prelude::tract_ndarray::Array1::from_vec(all))
+                shaped(all, &shape)
             }
             InputType::I8 => {
                 let mut all = vec![0i8; per_item * batch];
@@ -369,13 +369,9 @@ impl Preprocessor {
                     });
                 }
                 repeat_last(&mut all, n, per_item);
-                Tensor::from(tract_onnx::prelude::tract_ndarray::Array1::from_vec(all))
+                shaped(all, &shape)
             }
         };
-        // A flat tensor so far; give it the model's shape (same element count).
-        if let Ok(t) = tensor.clone().into_shape(&shape) {
-            tensor = t;
-        }
         tensor
     }
 
@@ -394,18 +390,28 @@ impl Preprocessor {
             // ITU-R 601-2 luma, as Pillow's convert("L").
             ((p[0] as u32 * 19595 + p[1] as u32 * 38470 + p[2] as u32 * 7471 + 0x8000) >> 16) as u8
         };
-        for i in 0..plane {
-            for c in 0..channels {
-                let v = if channels == 1 {
-                    luma(i)
-                } else {
-                    pixels[i * 3 + src_channel(c)]
-                };
-                let at = match layout {
-                    Layout::Nchw => c * plane + i,
-                    Layout::Nhwc => i * channels + c,
-                };
-                out[at] = conv(v, c);
+        if channels == 1 {
+            for (i, o) in out.iter_mut().enumerate().take(plane) {
+                *o = conv(luma(i), 0);
+            }
+            return;
+        }
+        match layout {
+            Layout::Nchw => {
+                for c in 0..channels {
+                    let s = src_channel(c);
+                    let plane_out = &mut out[c * plane..(c + 1) * plane];
+                    for (o, p) in plane_out.iter_mut().zip(pixels.chunks_exact(3)) {
+                        *o = conv(p[s], c);
+                    }
+                }
+            }
+            Layout::Nhwc => {
+                for (o, p) in out.chunks_exact_mut(channels).zip(pixels.chunks_exact(3)) {
+                    for (c, v) in o.iter_mut().enumerate() {
+                        *v = conv(p[src_channel(c)], c);
+                    }
+                }
             }
         }
     }
@@ -484,6 +490,20 @@ impl Preprocessor {
                 log::debug!("resize failed, frame left black. error={e}");
             }
         }
+    }
+}
+
+/// A tensor of `shape` over `all` (no copy). The element count always matches (the callers size
+/// `all` from the shape); were it ever not to, the flat tensor is returned, as before shaping.
+fn shaped<T: tract_onnx::prelude::Datum>(all: Vec<T>, shape: &[usize]) -> Tensor {
+    use tract_onnx::prelude::tract_ndarray::{Array1, ArrayD, IxDyn};
+    if shape.iter().product::<usize>() != all.len() {
+        return Tensor::from(Array1::from_vec(all));
+    }
+    match ArrayD::from_shape_vec(IxDyn(shape), all) {
+        Ok(a) => Tensor::from(a),
+        // Unreachable: a standard-layout array of a matching element count.
+        Err(_) => Tensor::from(Array1::<T>::from_vec(Vec::new())),
     }
 }
 
