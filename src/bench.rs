@@ -27,7 +27,7 @@ pub struct BenchOptions {
     pub warmup: usize,
     /// Frames through the pipeline.
     pub frames: u64,
-    /// Source rate for the pipeline run; 0 = as fast as the workers take frames.
+    /// Source rate of the paced (latency) pipeline run; 0: half of what one worker keeps up with.
     pub fps: f64,
     /// Run `benches/peer.py` on the same frames and model.
     pub peer: bool,
@@ -126,12 +126,16 @@ pub struct BenchReport {
     /// Model-only latency, one thread, after warm-up.
     pub model_ms: Percentiles,
     pub preprocess: Vec<PreprocessFigure>,
-    /// Pipeline: capture -> classification done.
+    /// Capture -> classification done, in the paced run (the source at `--fps`, by default at
+    /// half of one worker's throughput).
     pub e2e_ms: Percentiles,
+    /// Throughput of the configured workers, unpaced.
     pub fps: f64,
+    /// Frames classified in the throughput run.
     pub frames: u64,
+    /// Frames dropped in the paced run.
     pub dropped: u64,
-    /// Process CPU time during the pipeline run / wall time (1.0 = one core busy).
+    /// Process CPU time during the throughput run / wall time (1.0 = one core busy).
     pub cpu_cores: f64,
     /// Peak resident memory of the process, MB.
     pub rss_mb: f64,
@@ -369,10 +373,10 @@ pub fn run(config: &Config, opts: &BenchOptions) -> Result<BenchReport, BenchErr
         Ok::<_, BenchError>(acc.finish(name, workers, fps))
     };
     let mut pipeline = Vec::new();
-    // The configured workers at --fps (unpaced by default): the headline figures. With more
-    // than one worker, unpaced, it takes turns with one worker (in three rounds), so that the
-    // throughput ratio holds while the machine's speed changes.
-    let (one, main) = if workers > 1 && opts.fps == 0.0 {
+    // Throughput: the configured workers, unpaced (each frame waits for a worker). With more
+    // than one worker it takes turns with one worker, in three rounds, so that the ratio holds
+    // while the machine's speed changes.
+    let (one, main) = if workers > 1 {
         let (mut one, mut many) = (Accumulated::default(), Accumulated::default());
         let part = opts.frames.div_ceil(3).max(1);
         for _ in 0..3 {
@@ -384,13 +388,19 @@ pub fn run(config: &Config, opts: &BenchOptions) -> Result<BenchReport, BenchErr
             many.finish("workers", workers, 0.0),
         )
     } else {
-        (None, run("workers", workers, opts.fps, opts.frames)?)
+        (None, run("workers", workers, 0.0, opts.frames)?)
     };
     let capacity = main.fps.max(1.0);
     let single = one.as_ref().map_or(capacity, |o| o.fps.max(1.0));
-    // Paced: a camera at half of what one worker keeps up with, so frames never wait for a
-    // worker: end-to-end latency against the model's own time on the same frames.
-    let paced = run("paced", workers, single / 2.0, opts.frames)?;
+    // Latency: a camera at --fps, by default at half of what one worker keeps up with, so
+    // frames do not wait for a worker: end-to-end latency against the model's own time on the
+    // same frames.
+    let rate = if opts.fps > 0.0 {
+        opts.fps
+    } else {
+        single / 2.0
+    };
+    let paced = run("paced", workers, rate, opts.frames)?;
     // Overload: a live source at 3x what the workers keep up with; stale frames must be dropped.
     let overload = run("overload 3x", workers, capacity * 3.0, opts.frames * 3)?;
     let checks = targets(
@@ -401,8 +411,10 @@ pub fn run(config: &Config, opts: &BenchOptions) -> Result<BenchReport, BenchErr
         &overload,
         start_to_first,
     );
+    let (e2e_ms, paced_dropped) = (paced.e2e_ms, paced.dropped);
+    let (fps, frames, cpu_cores) = (main.fps, main.frames, main.cpu_cores);
     pipeline.extend(one);
-    pipeline.extend([main.clone(), paced, overload]);
+    pipeline.extend([main, paced, overload]);
 
     let mut report = BenchReport {
         model: model.name.clone(),
@@ -411,11 +423,11 @@ pub fn run(config: &Config, opts: &BenchOptions) -> Result<BenchReport, BenchErr
         workers,
         model_ms,
         preprocess,
-        e2e_ms: main.e2e_ms,
-        fps: main.fps,
-        frames: main.frames,
-        dropped: main.dropped,
-        cpu_cores: main.cpu_cores,
+        e2e_ms,
+        fps,
+        frames,
+        dropped: paced_dropped,
+        cpu_cores,
         rss_mb: peak_rss_mb(),
         start_to_first_inference_ms: start_to_first.as_secs_f64() * 1000.0,
         pipeline,

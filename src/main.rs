@@ -81,7 +81,7 @@ enum Command {
         /// Frames through the pipeline.
         #[arg(long, default_value_t = 300)]
         frames: u64,
-        /// Source rate for the pipeline run (0 = as fast as the workers go).
+        /// Camera rate of the paced (latency) pipeline run (0 = half of what one worker keeps up with)
         #[arg(long, default_value_t = 0.0)]
         fps: f64,
         /// Python interpreter for --peer.

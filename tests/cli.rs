@@ -141,7 +141,6 @@ fn bench_short_mode_prints_the_json_summary() {
     }
     assert!(v["fps"].as_f64().expect("fps") > 0.0);
     assert_eq!(v["frames"].as_u64(), Some(12));
-    assert_eq!(v["dropped"].as_u64(), Some(0));
     assert!(v["rss_mb"].as_f64().expect("rss") > 1.0);
     assert_eq!(v["preprocess"].as_array().expect("preprocess").len(), 6);
     // The pipeline runs: the headline one, paced and overloaded (and one worker, where the
@@ -168,6 +167,13 @@ fn bench_short_mode_prints_the_json_summary() {
     }
     let overload = runs.iter().find(|r| r["name"] == "overload 3x").unwrap();
     let paced = runs.iter().find(|r| r["name"] == "paced").unwrap();
+    let throughput = runs.iter().find(|r| r["name"] == "workers").unwrap();
+    // Unpaced, every frame waits for a worker: none is dropped, all are classified.
+    assert_eq!(throughput["dropped"].as_u64(), Some(0));
+    assert_eq!(throughput["frames"].as_u64(), Some(12));
+    // The headline latency is the paced run's.
+    assert_eq!(v["e2e_ms"], paced["e2e_ms"]);
+    assert_eq!(v["dropped"], paced["dropped"]);
     assert!(overload["source_fps"].as_f64().unwrap() > paced["source_fps"].as_f64().unwrap());
     assert_eq!(
         overload["captured"].as_u64(),
