@@ -77,6 +77,12 @@ pub struct PreprocessConfig {
     /// "pillow" (bit-exact with Pillow, default) | "fast" (SIMD, within one grey level).
     #[serde(default)]
     pub resampler: Option<Resampler>,
+    /// JPEG frames are decoded at reduced DCT scale (1/2, 1/4, 1/8) only while the decoded image
+    /// stays at least this many times the size it is resized to: Pillow's `reducing_gap`.
+    /// Default 2.0 (as Pillow's `thumbnail`): a 640x480 or 1280x720 frame is decoded in full
+    /// for a 224x224 model. 1.0 is the fastest (both are decoded at 1/2 scale, then resized).
+    #[serde(default)]
+    pub reducing_gap: Option<f32>,
 }
 
 /// The resize implementation.
@@ -103,6 +109,8 @@ pub struct Preprocess {
     pub mean: [f32; 3],
     pub std: [f32; 3],
     pub resampler: Resampler,
+    /// See [`PreprocessConfig::reducing_gap`].
+    pub reducing_gap: f32,
 }
 
 fn three(v: &[f32]) -> [f32; 3] {
@@ -125,6 +133,14 @@ impl PreprocessConfig {
         }
         if let Some(r) = self.resize_to {
             p.range(&format!("{key}.resize_to"), r, 1, 16384);
+        }
+        if let Some(g) = self.reducing_gap {
+            if !(g.is_finite() && (1.0..=16.0).contains(&g)) {
+                p.push(
+                    format!("{key}.reducing_gap"),
+                    format!("expected a number from 1.0 (fastest) to 16.0, got {g}; the default is {DEFAULT_REDUCING_GAP}"),
+                );
+            }
         }
         for (name, v, positive) in [("mean", &self.mean, false), ("std", &self.std, true)] {
             if let Some(v) = v {
@@ -178,6 +194,7 @@ impl PreprocessConfig {
             mean: self.mean.as_deref().map_or(mean, three),
             std: self.std.as_deref().map_or(std, three),
             resampler: self.resampler.unwrap_or(Resampler::Pillow),
+            reducing_gap: self.reducing_gap.unwrap_or(DEFAULT_REDUCING_GAP),
         };
         if p.resize == ResizeMode::Crop && p.resize_to < longest {
             return Err(format!(
@@ -191,7 +208,7 @@ impl PreprocessConfig {
 
 /// Decoding a JPEG to at least this multiple of the size it is resized to keeps the resize
 /// antialiased: the reduced-scale decode never does more than half of the downscaling.
-pub const MIN_DECODE_OVERSAMPLE: u32 = 2;
+pub const DEFAULT_REDUCING_GAP: f32 = 2.0;
 
 /// A rectangle in source pixels (fractional) mapped onto a rectangle of the target.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -252,7 +269,7 @@ impl Preprocess {
     }
 }
 
-/// Computes the smallest useful decode size for a frame (see [`MIN_DECODE_OVERSAMPLE`]).
+/// Computes the smallest useful decode size for a frame (see [`PreprocessConfig::reducing_gap`]).
 #[derive(Debug, Clone, Copy)]
 pub struct DecodeSizer {
     spec: Preprocess,
@@ -263,7 +280,11 @@ pub struct DecodeSizer {
 impl DecodeSizer {
     pub fn min_decode_size(&self, w: u32, h: u32) -> (u32, u32) {
         let (rw, rh) = self.spec.scaled_size(w, h, self.width, self.height);
-        (rw * MIN_DECODE_OVERSAMPLE, rh * MIN_DECODE_OVERSAMPLE)
+        let gap = self.spec.reducing_gap as f64;
+        (
+            (rw as f64 * gap).ceil() as u32,
+            (rh as f64 * gap).ceil() as u32,
+        )
     }
 }
 
@@ -844,9 +865,45 @@ mod tests {
     }
 
     #[test]
-    fn reduced_decode_size_keeps_two_x_margin() {
+    fn reduced_decode_size_keeps_the_reducing_gap() {
         let inp = input(Layout::Nchw, InputType::F32, 3, 224, 224);
-        let p = Preprocessor::new(spec(ResizeMode::Stretch), inp);
+        let p = Preprocessor::new(spec(ResizeMode::Stretch), inp.clone());
         assert_eq!(p.min_decode_size(1280, 720), (448, 448));
+        let fast = Preprocess {
+            reducing_gap: 1.0,
+            ..spec(ResizeMode::Stretch)
+        };
+        assert_eq!(
+            Preprocessor::new(fast, inp.clone()).min_decode_size(1280, 720),
+            (224, 224)
+        );
+        let between = Preprocess {
+            reducing_gap: 1.5,
+            ..spec(ResizeMode::Stretch)
+        };
+        assert_eq!(
+            Preprocessor::new(between, inp).min_decode_size(640, 480),
+            (336, 336)
+        );
+    }
+
+    #[test]
+    fn reducing_gap_is_validated() {
+        for (g, ok) in [
+            (1.0, true),
+            (2.0, true),
+            (16.0, true),
+            (0.5, false),
+            (f32::NAN, false),
+            (17.0, false),
+        ] {
+            let c = PreprocessConfig {
+                reducing_gap: Some(g),
+                ..Default::default()
+            };
+            let mut p = Problems::default();
+            c.validate("model.preprocess", &mut p);
+            assert_eq!(p.is_empty(), ok, "{g}: {p:?}");
+        }
     }
 }
