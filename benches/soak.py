@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Soak test: runs `lookout run` at full load for N minutes and reports whether it leaks.
 
-    python3 benches/soak.py --minutes 10 [--bin target/release/lookout] [--workers 0]
+    python3 benches/soak.py --minutes 10 [--bin target/release/lookout] [--workers 0] [--model F.onnx]
 
 The daemon runs the bundled model on the synthetic source with no frame pacing (fps = 0, every
 core busy), a rule that fires often, and three sinks writing real files: jsonl (rotating),
@@ -41,11 +41,24 @@ def metrics(base):
     return out
 
 
+def peak_rss_mb(pid):
+    """The process's peak resident memory (VmHWM), MB (10^6 bytes, as the rss column); 0 when unreadable."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024 / 1e6
+    except OSError:
+        pass
+    return 0.0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=10.0)
     ap.add_argument("--bin", default=None, help="lookout binary (default: target/release/lookout, else target/debug/lookout)")
     ap.add_argument("--workers", type=int, default=0, help="[pipeline] workers (0 = one per core)")
+    ap.add_argument("--model", default=None, help="ONNX model instead of the bundled one (its rule then watches its second label, at any score, on 640x480 frames)")
     args = ap.parse_args()
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     binary = args.bin or next(
@@ -58,18 +71,23 @@ def main():
     work = tempfile.mkdtemp(prefix="lookout-soak-")
     port = free_port()
     conf = os.path.join(work, "soak.toml")
+    if args.model:
+        model = f'[model]\npath = "{os.path.abspath(args.model)}"\n'
+        size = "width = 640\nheight = 480\n"
+        rule = 'name = "second-label"\nlabels = ["class_1"]\nmin_score = 0.0'
+    else:
+        model, size = "", ""
+        rule = 'name = "any-defect"\nlabels = ["scratch", "dent", "missing"]\nmin_score = 0.5'
     with open(conf, "w") as f:
         f.write(f"""
 device_id = "soak"
-[source]
+{model}[source]
 type = "synthetic"
 fps = 0
-[pipeline]
+{size}[pipeline]
 workers = {args.workers}
 [[rules]]
-name = "any-defect"
-labels = ["scratch", "dent", "missing"]
-min_score = 0.5
+{rule}
 frames = 1
 cooldown_secs = 0.2
 [[sinks]]
@@ -125,6 +143,7 @@ summary_secs = 60
         if proc.poll() is not None:
             sys.exit(f"soak.py: lookout died with {proc.returncode}; see {work}/lookout.log")
     finally:
+        peak = peak_rss_mb(proc.pid)
         proc.send_signal(signal.SIGTERM)
         try:
             code = proc.wait(timeout=30)
@@ -144,7 +163,8 @@ summary_secs = 60
     print(f"\nafter warm-up -> end: rss {rss0 / 1e6:.1f} -> {rss1 / 1e6:.1f} MB, "
           f"fds {warm['lookout_process_open_fds']:.0f} -> {end['lookout_process_open_fds']:.0f}, "
           f"threads {warm['lookout_process_threads']:.0f} -> {end['lookout_process_threads']:.0f}; "
-          f"{end['lookout_frames_classified_total']:.0f} frames, {end['lookout_events_total']:.0f} events; exit {code}")
+          f"{end['lookout_frames_classified_total']:.0f} frames, {end['lookout_events_total']:.0f} events; "
+          f"peak rss {peak:.1f} MB; exit {code}")
     grew = []
     if rss1 > rss0 * 1.10 and rss1 - rss0 > 8e6:
         grew.append("memory")

@@ -44,6 +44,7 @@ pub mod fuzz;
 pub mod health;
 pub mod http;
 pub mod live;
+pub mod memory;
 pub mod metrics;
 pub mod model;
 pub mod notify;

@@ -150,6 +150,7 @@ fn init_logging(default_level: &str) {
 }
 
 fn main() -> ExitCode {
+    lookout::memory::limit_arenas();
     let cli = Cli::parse();
     match cli.command {
         Command::Run { config } => {
