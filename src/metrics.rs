@@ -195,8 +195,9 @@ pub struct FrameTimes {
     pub total: Duration,
 }
 
-/// Frames a trace holds at most (about 40 MB); later frames are counted in the histograms only.
-const TRACE_CAP: usize = 1 << 20;
+/// Frames a trace holds at most (80 bytes each: 40 MB); later frames are counted in the
+/// histograms only.
+const TRACE_CAP: usize = 1 << 19;
 
 /// Milliseconds on a monotonic clock that starts at 1 when first read in this process.
 pub fn now_ms() -> u64 {
