@@ -104,6 +104,7 @@ struct Plan {
 /// every pixel is inside the row; the shifted-in taps weigh 0), and per pair and tap eight
 /// weights, four lanes (R, G, B, unused) for each pixel.
 #[derive(Debug, Default)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // read by the AVX2 pass only
 struct Pairs {
     starts: Vec<usize>,
     weights: Vec<i32>,
