@@ -864,7 +864,7 @@ pub fn render_text(r: &BenchReport) -> String {
         ));
     }
     if !r.checks.is_empty() {
-        s.push_str("  targets:\n");
+        s.push_str("  targets (set for MobileNetV2 224x224 on a 2-core machine; the ratios mean little for much smaller models):\n");
         for c in &r.checks {
             s.push_str(&format!(
                 "    {:<48} {:>8.2}  (target {} {}) {}\n",

@@ -145,7 +145,13 @@ pub struct PipeSource {
     /// Last lines of the program's standard error: pushed by the stderr thread, read by the
     /// capture thread when the program exits. A new buffer for each start.
     stderr_tail: Arc<Mutex<VecDeque<String>>>,
+    /// Disconnects when the stderr thread has read the program's last line.
+    stderr_done: Option<crossbeam_channel::Receiver<()>>,
 }
+
+/// How long an exit waits for the stderr thread to read the program's last messages (longer
+/// only when a child of the program keeps stderr open after it exited).
+const STDERR_DRAIN: Duration = Duration::from_millis(500);
 
 impl PipeSource {
     pub fn new(cfg: PipeConfig) -> PipeSource {
@@ -154,6 +160,7 @@ impl PipeSource {
             child: None,
             feed: None,
             stderr_tail: Arc::default(),
+            stderr_done: None,
         }
     }
 
@@ -316,10 +323,13 @@ impl FrameSource for PipeSource {
         self.stderr_tail = Arc::clone(&tail);
         if let Some(stderr) = child.stderr.take() {
             let prog = program.clone();
+            let (done_tx, done_rx) = crossbeam_channel::bounded::<()>(0);
+            self.stderr_done = Some(done_rx);
             // Ends at end of the program's stderr (when it and its children exit); not joined.
             let spawned = std::thread::Builder::new()
                 .name("pipe-stderr".into())
                 .spawn(move || {
+                    let _done = done_tx;
                     for line in BufReader::new(stderr).lines() {
                         let Ok(line) = line else { break };
                         log::debug!("Program output. program={prog} line={line:?}");
@@ -372,6 +382,10 @@ impl FrameSource for PipeSource {
             }),
             Next::Ended => {
                 let status = self.exit_status();
+                // The program's last messages may still be on their way through the pipe.
+                if let Some(done) = self.stderr_done.take() {
+                    let _ = done.recv_timeout(STDERR_DRAIN);
+                }
                 Err(SourceError::Exited {
                     program: self.cfg.program().to_owned(),
                     status,
