@@ -367,12 +367,17 @@ pub fn run(config: &Config, opts: &BenchOptions) -> Result<BenchReport, BenchErr
     // costs nothing and the figures are the pipeline's own.
     let workers = config.pipeline.worker_count();
     let frames = bench_frames(32);
+    // No rules, sinks, summary or HTTP server: only the pipeline's own work is measured.
+    let mut bare = config.clone();
+    bare.rules.clear();
+    bare.sinks.clear();
+    bare.log.summary_secs = 0.0;
+    bare.http.listen = None;
     let run = |name: &'static str, workers: usize, fps: f64, count: u64| {
         let mut acc = Accumulated::default();
-        acc.add(config, &model, &frames, workers, fps, count)?;
+        acc.add(&bare, &model, &frames, workers, fps, count)?;
         Ok::<_, BenchError>(acc.finish(name, workers, fps))
     };
-    let mut pipeline = Vec::new();
     // Throughput: the configured workers, unpaced (each frame waits for a worker). With more
     // than one worker it takes turns with one worker, in three rounds, so that the ratio holds
     // while the machine's speed changes.
@@ -380,8 +385,8 @@ pub fn run(config: &Config, opts: &BenchOptions) -> Result<BenchReport, BenchErr
         let (mut one, mut many) = (Accumulated::default(), Accumulated::default());
         let part = opts.frames.div_ceil(3).max(1);
         for _ in 0..3 {
-            one.add(config, &model, &frames, 1, 0.0, part)?;
-            many.add(config, &model, &frames, workers, 0.0, part)?;
+            one.add(&bare, &model, &frames, 1, 0.0, part)?;
+            many.add(&bare, &model, &frames, workers, 0.0, part)?;
         }
         (
             Some(one.finish("1 worker", 1, 0.0)),
@@ -413,8 +418,7 @@ pub fn run(config: &Config, opts: &BenchOptions) -> Result<BenchReport, BenchErr
     );
     let (e2e_ms, paced_dropped) = (paced.e2e_ms, paced.dropped);
     let (fps, frames, cpu_cores) = (main.fps, main.frames, main.cpu_cores);
-    pipeline.extend(one);
-    pipeline.extend([main, paced, overload]);
+    let pipeline: Vec<PipelineRun> = one.into_iter().chain([main, paced, overload]).collect();
 
     let mut report = BenchReport {
         model: model.name.clone(),
@@ -537,8 +541,8 @@ struct Accumulated {
 }
 
 impl Accumulated {
-    /// Runs the pipeline (no rules, no sinks) on `count` replayed `frames` at `fps` with
-    /// `workers`, and adds its figures.
+    /// Runs the pipeline of `config` (prepared by [`run`]: no rules, no sinks) on `count`
+    /// replayed `frames` at `fps` with `workers`, and adds its figures.
     fn add(
         &mut self,
         config: &Config,
@@ -548,14 +552,9 @@ impl Accumulated {
         fps: f64,
         count: u64,
     ) -> Result<(), BenchError> {
-        let mut cfg = config.clone();
-        cfg.rules.clear();
-        cfg.sinks.clear();
-        cfg.log.summary_secs = 0.0;
-        cfg.http.listen = None;
         let memory = crate::sink::memory::MemorySink::new();
         let mut parts = daemon::build_with_model(
-            &cfg,
+            config,
             Arc::clone(model),
             vec![("bench".into(), Box::new(memory))],
         )?;

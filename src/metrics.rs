@@ -254,7 +254,9 @@ impl Metrics {
         }
     }
 
-    /// Records one classified frame in the histograms (and the trace, when kept).
+    /// Records one classified frame in the histograms (and the trace, when kept). Its
+    /// `queue_wait` goes to the trace only: the worker records that histogram when it takes the
+    /// frame, for frames that then fail too.
     pub fn record_frame(&self, t: FrameTimes) {
         self.decode.record(t.decode);
         self.preprocess.record(t.preprocess);
