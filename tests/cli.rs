@@ -54,6 +54,9 @@ fn check_model_reports_the_quantization_format_and_translations() {
         "QLinearAddx1 -> DequantizeLinear x2 -> Add -> QuantizeLinear",
         "QGemmx1 -> DequantizeLinear x2 (+ bias) -> Gemm -> QuantizeLinear",
         "QLinearSoftmaxx1",
+        // ... and that chain, 8-bit in and out, runs as one operator of lookout's.
+        "DequantizeLinear x2 -> Add -> QuantizeLinearx1 -> lookout.QAdd",
+        "QuantizeLinear (float input)x1 -> lookout.QuantizeLinear",
         "rules:        none",
     ] {
         assert!(
@@ -72,6 +75,8 @@ fn check_model_reports_the_quantization_format_and_translations() {
     for fragment in [
         "DequantizeLinear -> Conv -> QuantizeLinearx6 -> QLinearConv (integer arithmetic)",
         "QLinearConvx6 -> lookout.QConv / lookout.QDepthwiseConv",
+        "DequantizeLinear x2 -> Add -> QuantizeLinearx1 -> lookout.QAdd",
+        "QuantizeLinear (float input)x1 -> lookout.QuantizeLinear",
         "kernels:      lookout's",
     ] {
         assert!(

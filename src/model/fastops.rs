@@ -29,6 +29,7 @@ pub fn register(reg: &mut OnnxOpRegister) {
     reg.insert(F_DEPTHWISE, |_, node| build_float(node, true));
     reg.insert(Q_CONV, build_qconv);
     reg.insert(super::fconv::F_CONV, |_, node| build_float(node, false));
+    super::qelementwise::register(reg);
 }
 
 fn build_qconv(

@@ -17,6 +17,7 @@ pub mod postprocess;
 pub mod preprocess;
 pub mod profile;
 pub mod qdq;
+pub mod qelementwise;
 pub mod qgemm;
 pub mod resample;
 pub mod softmax;

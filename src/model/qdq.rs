@@ -46,6 +46,18 @@ pub fn rewrite(graph: &mut pb::GraphProto) -> Vec<Translation> {
         folded,
         "QLinearConv (integer arithmetic)",
     );
+    let adds = fold_qdq_adds(graph);
+    note(
+        "DequantizeLinear x2 -> Add -> QuantizeLinear",
+        adds,
+        "lookout.QAdd (8-bit in and out, one pass)",
+    );
+    let inputs = quantize_float_inputs(graph);
+    note(
+        "QuantizeLinear (float input)",
+        inputs,
+        "lookout.QuantizeLinear (one vector pass)",
+    );
     let k = onto_kernels(graph);
     note(
         "QLinearConv",
@@ -218,23 +230,8 @@ fn plan_fold(g: &pb::GraphProto, ix: &Index, k: usize) -> Option<Fold> {
         return None;
     }
     // y: the Conv's only reader is a per-tensor QuantizeLinear to 8 bits.
-    let y = conv.output.first()?;
-    if ix.uses.get(y.as_str()) != Some(&1) {
-        return None;
-    }
-    let qk = g
-        .node
-        .iter()
-        .position(|n| n.input.first() == Some(y) && n.op_type == "QuantizeLinear")?;
+    let qk = sole_quantize(g, ix, conv.output.first()?)?;
     let q = &g.node[qk];
-    if q.input.len() != 3 || !q.domain.is_empty() {
-        return None;
-    }
-    ix.scalar(&q.input[1])?;
-    let y_zero = ix.scalar(&q.input[2])?;
-    if !is_8bit(y_zero) {
-        return None;
-    }
     // The bias, as int32 at scale x_scale * w_scale[c].
     let sx = values(x_scale)?[0];
     let sw = values(w_scale)?;
@@ -330,6 +327,109 @@ fn fold_qdq_convs(g: &mut pb::GraphProto) -> usize {
     }
     remove_marked(g, &remove);
     count
+}
+
+/// The per-tensor QuantizeLinear to 8 bits that is the only reader of `y` (not a graph
+/// output), by index.
+fn sole_quantize(g: &pb::GraphProto, ix: &Index, y: &str) -> Option<usize> {
+    if ix.uses.get(y) != Some(&1) {
+        return None;
+    }
+    let k = g
+        .node
+        .iter()
+        .position(|n| n.input.first().map(String::as_str) == Some(y))?;
+    let q = &g.node[k];
+    let ok = q.op_type == "QuantizeLinear"
+        && q.domain.is_empty()
+        && q.input.len() == 3
+        && ix
+            .scalar(&q.input[1])
+            .is_some_and(|t| t.data_type == DataType::Float as i32)
+        && ix.scalar(&q.input[2]).is_some_and(is_8bit);
+    ok.then_some(k)
+}
+
+/// Rewrite 1b: `Add(DequantizeLinear(a), DequantizeLinear(b)) -> QuantizeLinear`, every
+/// scale a float and every zero point an 8-bit per-tensor initializer, into one
+/// [`super::qelementwise::Q_ADD`]. Returns the count.
+fn fold_qdq_adds(g: &mut pb::GraphProto) -> usize {
+    let folds: Vec<(usize, usize, pb::NodeProto)> = {
+        let ix = Index::new(g);
+        let per_tensor = |d: &pb::NodeProto| {
+            ix.scalar(&d.input[1])
+                .is_some_and(|t| t.data_type == DataType::Float as i32)
+                && ix.scalar(&d.input[2]).is_some_and(is_8bit)
+        };
+        (0..g.node.len())
+            .filter_map(|k| {
+                let add = &g.node[k];
+                if add.op_type != "Add" || !add.domain.is_empty() || add.input.len() != 2 {
+                    return None;
+                }
+                let (da, db) = (ix.dq(g, &add.input[0])?, ix.dq(g, &add.input[1])?);
+                if !per_tensor(da) || !per_tensor(db) {
+                    return None;
+                }
+                let qk = sole_quantize(g, &ix, add.output.first()?)?;
+                let q = &g.node[qk];
+                let node = pb::NodeProto {
+                    name: node_name(add),
+                    op_type: super::qelementwise::Q_ADD.into(),
+                    input: [&da.input[..], &db.input[..], &q.input[1..]].concat(),
+                    output: vec![q.output[0].clone()],
+                    ..Default::default()
+                };
+                Some((k, qk, node))
+            })
+            .collect()
+    };
+    let count = folds.len();
+    let mut remove = vec![false; g.node.len()];
+    for (k, qk, node) in folds {
+        remove[qk] = true;
+        g.node[k] = node;
+    }
+    remove_marked(g, &remove);
+    count
+}
+
+/// Rewrite 1c: a per-tensor QuantizeLinear to 8 bits of a float32 graph input (a quantized
+/// model's first operation) into [`super::qelementwise::Q_QUANTIZE`]. Returns the count.
+fn quantize_float_inputs(g: &mut pb::GraphProto) -> usize {
+    use pb::type_proto::Value;
+    let float_inputs: Vec<String> = g
+        .input
+        .iter()
+        .filter(|i| {
+            matches!(
+                i.r#type.as_ref().and_then(|t| t.value.as_ref()),
+                Some(Value::TensorType(t)) if t.elem_type == DataType::Float as i32
+            )
+        })
+        .map(|i| i.name.clone())
+        .collect();
+    let ix = Index::new(g);
+    let found: Vec<usize> = (0..g.node.len())
+        .filter(|&k| {
+            let n = &g.node[k];
+            n.op_type == "QuantizeLinear"
+                && n.domain.is_empty()
+                && n.input.len() == 3
+                && float_inputs.contains(&n.input[0])
+                && ix.init(&n.input[0]).is_none()
+                && ix
+                    .scalar(&n.input[1])
+                    .is_some_and(|t| t.data_type == DataType::Float as i32)
+                && ix.scalar(&n.input[2]).is_some_and(is_8bit)
+        })
+        .collect();
+    drop(ix);
+    for &k in &found {
+        g.node[k].op_type = super::qelementwise::Q_QUANTIZE.into();
+        g.node[k].attribute.clear();
+    }
+    found.len()
 }
 
 /// Whether `node` (Conv or QLinearConv, weights at `w_input`) is depthwise with constant
@@ -602,4 +702,123 @@ fn prune_dead(g: &mut pb::GraphProto) {
     drop(ix);
     g.initializer
         .retain(|t| used.contains(&t.name) || inputs.contains(&t.name));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(op: &str, inputs: &[&str], output: &str) -> pb::NodeProto {
+        pb::NodeProto {
+            op_type: op.into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![output.into()],
+            name: format!("{op}:{output}"),
+            ..Default::default()
+        }
+    }
+
+    fn u8_scalar(name: &str, v: u8) -> pb::TensorProto {
+        pb::TensorProto {
+            name: name.into(),
+            data_type: DataType::Uint8 as i32,
+            raw_data: vec![v],
+            ..Default::default()
+        }
+    }
+
+    fn value(name: &str, elem_type: DataType) -> pb::ValueInfoProto {
+        use pb::type_proto::{Tensor, Value};
+        pb::ValueInfoProto {
+            name: name.into(),
+            r#type: Some(pb::TypeProto {
+                value: Some(Value::TensorType(Tensor {
+                    elem_type: elem_type as i32,
+                    shape: None,
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// x (float input) -> QuantizeLinear -> a_q; DQ(a_q), DQ(b_q) -> Add -> s ->
+    /// QuantizeLinear -> y; with `extra`, a Relu reads s too.
+    fn graph(extra: bool) -> pb::GraphProto {
+        let mut nodes = vec![
+            node("QuantizeLinear", &["x", "sx", "zx"], "a_q"),
+            node("DequantizeLinear", &["a_q", "sa", "za"], "a"),
+            node("DequantizeLinear", &["b_q", "sb", "zb"], "b"),
+            node("Add", &["a", "b"], "s"),
+            node("QuantizeLinear", &["s", "sy", "zy"], "y"),
+        ];
+        let mut outputs = vec![value("y", DataType::Uint8)];
+        if extra {
+            nodes.push(node("Relu", &["s"], "r"));
+            outputs.push(value("r", DataType::Float));
+        }
+        pb::GraphProto {
+            node: nodes,
+            initializer: vec![
+                float_tensor("sx".into(), vec![], &[0.02]),
+                u8_scalar("zx", 128),
+                float_tensor("sa".into(), vec![], &[0.02]),
+                u8_scalar("za", 128),
+                float_tensor("sb".into(), vec![], &[0.05]),
+                u8_scalar("zb", 3),
+                float_tensor("sy".into(), vec![], &[0.07]),
+                u8_scalar("zy", 9),
+            ],
+            input: vec![value("x", DataType::Float), value("b_q", DataType::Uint8)],
+            output: outputs,
+            ..Default::default()
+        }
+    }
+
+    fn ops(g: &pb::GraphProto) -> Vec<&str> {
+        g.node.iter().map(|n| n.op_type.as_str()).collect()
+    }
+
+    #[test]
+    fn a_quantized_add_chain_becomes_one_node_on_the_8bit_tensors() {
+        let mut g = graph(false);
+        assert_eq!(fold_qdq_adds(&mut g), 1);
+        assert_eq!(quantize_float_inputs(&mut g), 1);
+        prune_dead(&mut g);
+        use super::super::qelementwise::{Q_ADD, Q_QUANTIZE};
+        assert_eq!(ops(&g), [Q_QUANTIZE, Q_ADD]);
+        let add = &g.node[1];
+        assert_eq!(
+            add.input,
+            ["a_q", "sa", "za", "b_q", "sb", "zb", "sy", "zy"]
+        );
+        assert_eq!(add.output, ["y"]);
+        assert_eq!(g.node[0].input, ["x", "sx", "zx"]);
+        assert_eq!(g.node[0].output, ["a_q"]);
+    }
+
+    #[test]
+    fn an_add_whose_float_sum_is_read_elsewhere_is_left_alone() {
+        let mut g = graph(true);
+        assert_eq!(fold_qdq_adds(&mut g), 0);
+        assert_eq!(
+            ops(&g),
+            [
+                "QuantizeLinear",
+                "DequantizeLinear",
+                "DequantizeLinear",
+                "Add",
+                "QuantizeLinear",
+                "Relu"
+            ]
+        );
+        // Per-channel (non-scalar) scales are not folded either.
+        let mut g = graph(false);
+        g.initializer[4] = float_tensor("sb".into(), vec![2], &[0.05, 0.06]);
+        assert_eq!(fold_qdq_adds(&mut g), 0);
+        // A QuantizeLinear of a computed tensor or an 8-bit input stays tract's.
+        let mut g = graph(false);
+        g.input[0] = value("x", DataType::Uint8);
+        assert_eq!(quantize_float_inputs(&mut g), 0);
+    }
 }
