@@ -19,6 +19,7 @@ pub mod profile;
 pub mod qdq;
 pub mod qelementwise;
 pub mod qgemm;
+pub mod qgemv;
 pub mod resample;
 pub mod softmax;
 

@@ -52,6 +52,12 @@ pub fn rewrite(graph: &mut pb::GraphProto) -> Vec<Translation> {
         adds,
         "lookout.QAdd (8-bit in and out, one pass)",
     );
+    let gemms = fold_qdq_gemms(graph);
+    note(
+        "DequantizeLinear x2 -> Gemm -> QuantizeLinear",
+        gemms,
+        "lookout.QGemm (integer arithmetic)",
+    );
     let inputs = quantize_float_inputs(graph);
     note(
         "QuantizeLinear (float input)",
@@ -384,17 +390,123 @@ fn fold_qdq_adds(g: &mut pb::GraphProto) -> usize {
             })
             .collect()
     };
-    let count = folds.len();
-    let mut remove = vec![false; g.node.len()];
-    for (k, qk, node) in folds {
-        remove[qk] = true;
-        g.node[k] = node;
-    }
-    remove_marked(g, &remove);
-    count
+    replace_absorbing(g, folds)
 }
 
-/// Rewrite 1c: a per-tensor QuantizeLinear to 8 bits of a float32 graph input (a quantized
+/// Plans one Gemm fold (see [`fold_qdq_gemms`]): the Gemm's index, the QuantizeLinear's, the
+/// node replacing the Gemm, and a float bias initializer where one was computed.
+type GemmFold = (usize, usize, pb::NodeProto, Option<pb::TensorProto>);
+
+fn plan_gemm(g: &pb::GraphProto, ix: &Index, k: usize) -> Option<GemmFold> {
+    let gemm = &g.node[k];
+    if gemm.op_type != "Gemm" || !gemm.domain.is_empty() || !(2..=3).contains(&gemm.input.len()) {
+        return None;
+    }
+    let attr_f = |name: &str| gemm.attribute.iter().find(|a| a.name == name).map(|a| a.f);
+    let trans_b = attr_i(gemm, "transB").unwrap_or(0);
+    if attr_i(gemm, "transA").unwrap_or(0) != 0
+        || attr_f("alpha").unwrap_or(1.0) != 1.0
+        || attr_f("beta").unwrap_or(1.0) != 1.0
+    {
+        return None;
+    }
+    // a: per-tensor DequantizeLinear of a computed tensor.
+    let da = ix.dq(g, &gemm.input[0])?;
+    if ix.init(&da.input[0]).is_some()
+        || !ix
+            .scalar(&da.input[1])
+            .is_some_and(|t| t.data_type == DataType::Float as i32)
+        || !ix.scalar(&da.input[2]).is_some_and(is_8bit)
+    {
+        return None;
+    }
+    // w: DequantizeLinear of a 2-D 8-bit initializer, per tensor or per output (along N).
+    let dw = ix.dq(g, &gemm.input[1])?;
+    let w = ix
+        .init(&dw.input[0])
+        .filter(|t| is_8bit(t) && t.dims.len() == 2)?;
+    let n = w.dims[if trans_b != 0 { 0 } else { 1 }];
+    let (ws, wz) = (ix.init(&dw.input[1])?, ix.init(&dw.input[2])?);
+    if ws.data_type != DataType::Float as i32 || !is_8bit(wz) {
+        return None;
+    }
+    let count = |t: &pb::TensorProto| t.dims.iter().product::<i64>();
+    let axis_ok = attr_i(dw, "axis").unwrap_or(1) == if trans_b != 0 { 0 } else { 1 };
+    if !(count(ws) == 1 && count(wz) == 1 || count(ws) == n && count(wz) == n && axis_ok) {
+        return None;
+    }
+    // bias: absent, a float initializer of N values, or the DequantizeLinear of an int32 one
+    // (computed here as DequantizeLinear computes it, in f32).
+    let mut bias = None;
+    let mut bias_init = None;
+    if let Some(b) = gemm.input.get(2).filter(|b| !b.is_empty()) {
+        if let Some(db) = ix.dq(g, b) {
+            let bq = ix
+                .init(&db.input[0])
+                .filter(|t| t.data_type == DataType::Int32 as i32)?;
+            let (sb, zb) = (
+                values(ix.scalar(&db.input[1])?)?[0],
+                values(ix.scalar(&db.input[2])?)?[0],
+            );
+            let v: Vec<f32> = values(bq)?
+                .iter()
+                .map(|&q| (q - zb) as f32 * sb as f32)
+                .collect();
+            if v.len() as i64 != n {
+                return None;
+            }
+            let name = format!("{}/lookout.bias_f32", node_name(gemm));
+            bias_init = Some(float_tensor(name.clone(), vec![n], &v));
+            bias = Some(name);
+        } else {
+            let t = ix
+                .init(b)
+                .filter(|t| t.data_type == DataType::Float as i32)?;
+            if count(t) != n {
+                return None;
+            }
+            bias = Some(b.clone());
+        }
+    }
+    let qk = sole_quantize(g, ix, gemm.output.first()?)?;
+    let q = &g.node[qk];
+    let mut input = [&da.input[..], &dw.input[..], &q.input[1..]].concat();
+    input.extend(bias);
+    let node = pb::NodeProto {
+        name: node_name(gemm),
+        op_type: super::qgemv::Q_GEMM.into(),
+        input,
+        output: vec![q.output[0].clone()],
+        attribute: vec![pb::AttributeProto {
+            name: "transB".into(),
+            r#type: pb::attribute_proto::AttributeType::Int as i32,
+            i: trans_b,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    Some((k, qk, node, bias_init))
+}
+
+/// Rewrite 1c: `DequantizeLinear(a) -> Gemm(DequantizeLinear(w), float bias) ->
+/// QuantizeLinear` (the classifier of a QDQ model) into one [`super::qgemv::Q_GEMM`]. Returns
+/// the count.
+fn fold_qdq_gemms(g: &mut pb::GraphProto) -> usize {
+    let folds: Vec<GemmFold> = {
+        let ix = Index::new(g);
+        (0..g.node.len())
+            .filter_map(|k| plan_gemm(g, &ix, k))
+            .collect()
+    };
+    let mut nodes = Vec::with_capacity(folds.len());
+    for (k, qk, node, bias) in folds {
+        g.initializer.extend(bias);
+        nodes.push((k, qk, node));
+    }
+    replace_absorbing(g, nodes)
+}
+
+/// Rewrite 1d: a per-tensor QuantizeLinear to 8 bits of a float32 graph input (a quantized
 /// model's first operation) into [`super::qelementwise::Q_QUANTIZE`]. Returns the count.
 fn quantize_float_inputs(g: &mut pb::GraphProto) -> usize {
     use pb::type_proto::Value;
@@ -663,6 +775,19 @@ fn dequantize_matmul_weights(g: &mut pb::GraphProto) -> usize {
     for (k, t) in plans {
         remove[k] = true;
         g.initializer.push(t);
+    }
+    remove_marked(g, &remove);
+    count
+}
+
+/// Puts each `(k, qk, node)`'s node in place of node `k` and removes node `qk` (the
+/// QuantizeLinear it absorbed). Returns the count.
+fn replace_absorbing(g: &mut pb::GraphProto, folds: Vec<(usize, usize, pb::NodeProto)>) -> usize {
+    let count = folds.len();
+    let mut remove = vec![false; g.node.len()];
+    for (k, qk, node) in folds {
+        remove[qk] = true;
+        g.node[k] = node;
     }
     remove_marked(g, &remove);
     count

@@ -104,7 +104,7 @@ impl Expansion for QAddExpansion {
 }
 
 /// One finite positive per-tensor scale, a constant.
-fn scale(model: &TypedModel, outlet: OutletId, what: &str) -> TractResult<f32> {
+pub(super) fn scale(model: &TypedModel, outlet: OutletId, what: &str) -> TractResult<f32> {
     let v = floats(konst(model, outlet, what)?.as_ref())?;
     ensure!(
         v.len() == 1 && v[0].is_finite() && v[0] > 0.0,
@@ -114,7 +114,11 @@ fn scale(model: &TypedModel, outlet: OutletId, what: &str) -> TractResult<f32> {
 }
 
 /// A per-tensor zero point (a constant) and its type.
-fn zero(model: &TypedModel, outlet: OutletId, what: &str) -> TractResult<(i32, DatumType)> {
+pub(super) fn zero(
+    model: &TypedModel,
+    outlet: OutletId,
+    what: &str,
+) -> TractResult<(i32, DatumType)> {
     let t = konst(model, outlet, what)?;
     let v = t.cast_to::<i32>()?;
     let v = v.try_as_plain_ram()?.as_slice::<i32>()?.to_vec();
@@ -127,7 +131,7 @@ fn zero(model: &TypedModel, outlet: OutletId, what: &str) -> TractResult<(i32, D
 }
 
 /// The output's quantization (its scale and zero point, constants) and its 8-bit type.
-fn output_quant(
+pub(super) fn output_quant(
     model: &TypedModel,
     scale_outlet: OutletId,
     zero_outlet: OutletId,
@@ -162,7 +166,7 @@ impl Quant {
     /// `saturate(round_half_to_even(x / scale) + zero)`. (`min`/`max`, not `clamp`, so that a
     /// NaN gives what the AVX2 `vminps`/`vmaxps` give: the top of the range.)
     #[inline(always)]
-    fn one<O: QuantOut>(&self, x: f32) -> O {
+    pub(super) fn one<O: QuantOut>(&self, x: f32) -> O {
         O::from_i32((x / self.scale).min(self.hi).max(self.lo).round_ties_even() as i32 + self.zero)
     }
 }
