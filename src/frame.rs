@@ -466,7 +466,7 @@ mod tests {
             let got = yuv_to_rgb(y, u, v);
             for c in 0..3 {
                 assert!(
-                    (got[c] as i32 - want[c] as i32).abs() <= 1,
+                    (got[c] as i32 - want[c]).abs() <= 1,
                     "yuv({y},{u},{v}) -> {got:?}, want {want:?}"
                 );
             }

@@ -547,7 +547,7 @@ fn webhook_retries_server_errors_and_delivers_once() {
 
     let (url, _log) = http_server(vec![404], Duration::ZERO);
     let mut sink = WebhookSink::new(&webhook_config(&url, "retries = 5")).expect("builds");
-    let e = sink.send(&event(1)).err().expect("a 404 is not retried");
+    let e = sink.send(&event(1)).expect_err("a 404 is not retried");
     assert!(e.to_string().contains("404"), "{e}");
 }
 
@@ -683,8 +683,7 @@ fn command_gets_the_event_on_stdin_and_in_its_environment() {
     let e = CommandSink::new(&cfg)
         .expect("builds")
         .send(&event(1))
-        .err()
-        .expect("non-zero exit fails");
+        .expect_err("non-zero exit fails");
     assert!(e.to_string().contains('3'), "{e}");
 }
 
@@ -700,7 +699,7 @@ fn hanging_command_is_killed_at_the_timeout() {
     };
     let mut sink = CommandSink::new(&cfg).expect("builds");
     let t = Instant::now();
-    let e = sink.send(&event(1)).err().expect("killed");
+    let e = sink.send(&event(1)).expect_err("killed");
     assert!(e.to_string().contains("killed"), "{e}");
     assert!(
         t.elapsed() < Duration::from_secs(20),

@@ -194,6 +194,16 @@ impl<'g> Index<'g> {
             .filter(|t| t.dims.iter().product::<i64>() == 1)
     }
 
+    /// Whether a (De)QuantizeLinear node's scale is one float and its zero point one 8-bit
+    /// value, both initializers.
+    fn per_tensor_8bit(&self, n: &pb::NodeProto) -> bool {
+        n.input.len() == 3
+            && self
+                .scalar(&n.input[1])
+                .is_some_and(|t| t.data_type == DataType::Float as i32)
+            && self.scalar(&n.input[2]).is_some_and(is_8bit)
+    }
+
     /// The DequantizeLinear node producing `name`, if that is what does.
     fn dq<'a>(&self, g: &'a pb::GraphProto, name: &str) -> Option<&'a pb::NodeProto> {
         let n = &g.node[*self.producer.get(name)?];
@@ -346,13 +356,7 @@ fn sole_quantize(g: &pb::GraphProto, ix: &Index, y: &str) -> Option<usize> {
         .iter()
         .position(|n| n.input.first().map(String::as_str) == Some(y))?;
     let q = &g.node[k];
-    let ok = q.op_type == "QuantizeLinear"
-        && q.domain.is_empty()
-        && q.input.len() == 3
-        && ix
-            .scalar(&q.input[1])
-            .is_some_and(|t| t.data_type == DataType::Float as i32)
-        && ix.scalar(&q.input[2]).is_some_and(is_8bit);
+    let ok = q.op_type == "QuantizeLinear" && q.domain.is_empty() && ix.per_tensor_8bit(q);
     ok.then_some(k)
 }
 
@@ -362,11 +366,6 @@ fn sole_quantize(g: &pb::GraphProto, ix: &Index, y: &str) -> Option<usize> {
 fn fold_qdq_adds(g: &mut pb::GraphProto) -> usize {
     let folds: Vec<(usize, usize, pb::NodeProto)> = {
         let ix = Index::new(g);
-        let per_tensor = |d: &pb::NodeProto| {
-            ix.scalar(&d.input[1])
-                .is_some_and(|t| t.data_type == DataType::Float as i32)
-                && ix.scalar(&d.input[2]).is_some_and(is_8bit)
-        };
         (0..g.node.len())
             .filter_map(|k| {
                 let add = &g.node[k];
@@ -374,7 +373,7 @@ fn fold_qdq_adds(g: &mut pb::GraphProto) -> usize {
                     return None;
                 }
                 let (da, db) = (ix.dq(g, &add.input[0])?, ix.dq(g, &add.input[1])?);
-                if !per_tensor(da) || !per_tensor(db) {
+                if !ix.per_tensor_8bit(da) || !ix.per_tensor_8bit(db) {
                     return None;
                 }
                 let qk = sole_quantize(g, &ix, add.output.first()?)?;
@@ -412,12 +411,7 @@ fn plan_gemm(g: &pb::GraphProto, ix: &Index, k: usize) -> Option<GemmFold> {
     }
     // a: per-tensor DequantizeLinear of a computed tensor.
     let da = ix.dq(g, &gemm.input[0])?;
-    if ix.init(&da.input[0]).is_some()
-        || !ix
-            .scalar(&da.input[1])
-            .is_some_and(|t| t.data_type == DataType::Float as i32)
-        || !ix.scalar(&da.input[2]).is_some_and(is_8bit)
-    {
+    if ix.init(&da.input[0]).is_some() || !ix.per_tensor_8bit(da) {
         return None;
     }
     // w: DequantizeLinear of a 2-D 8-bit initializer, per tensor or per output (along N).
@@ -527,13 +521,9 @@ fn quantize_float_inputs(g: &mut pb::GraphProto) -> usize {
             let n = &g.node[k];
             n.op_type == "QuantizeLinear"
                 && n.domain.is_empty()
-                && n.input.len() == 3
+                && ix.per_tensor_8bit(n)
                 && float_inputs.contains(&n.input[0])
                 && ix.init(&n.input[0]).is_none()
-                && ix
-                    .scalar(&n.input[1])
-                    .is_some_and(|t| t.data_type == DataType::Float as i32)
-                && ix.scalar(&n.input[2]).is_some_and(is_8bit)
         })
         .collect();
     drop(ix);

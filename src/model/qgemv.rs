@@ -232,7 +232,7 @@ unsafe fn dots_avx2(w: &Weights, a: &[i16], acc: &mut [i32]) {
         }
         r += 4;
     }
-    for rr in r..w.n {
+    for (rr, out) in acc.iter_mut().enumerate().skip(r) {
         let mut s = _mm256_setzero_si256();
         for c in (0..body).step_by(16) {
             // SAFETY: as above, for row rr < n.
@@ -242,7 +242,7 @@ unsafe fn dots_avx2(w: &Weights, a: &[i16], acc: &mut [i32]) {
                 s = _mm256_add_epi32(s, _mm256_madd_epi16(x, wr));
             }
         }
-        acc[rr] = hsum(s).wrapping_add(tail(rr));
+        *out = hsum(s).wrapping_add(tail(rr));
     }
 }
 

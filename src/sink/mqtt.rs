@@ -465,20 +465,20 @@ impl Worker {
             }
             match connection.recv_timeout(Duration::from_millis(50)) {
                 Ok(Ok(ev)) => match ev {
-                    MqttEvent::Incoming(Packet::ConnAck(ack)) => {
-                        if ack.code == rumqttc::ConnectReturnCode::Success {
-                            self.connected = true;
-                            backoff.reset();
-                            if failures > 0 {
-                                log::info!(
-                                    "MQTT broker reachable again. sink={} queued={}",
-                                    self.name,
-                                    self.pending.len()
-                                );
-                            }
-                            failures = 0;
-                            self.on_connect();
+                    MqttEvent::Incoming(Packet::ConnAck(ack))
+                        if ack.code == rumqttc::ConnectReturnCode::Success =>
+                    {
+                        self.connected = true;
+                        backoff.reset();
+                        if failures > 0 {
+                            log::info!(
+                                "MQTT broker reachable again. sink={} queued={}",
+                                self.name,
+                                self.pending.len()
+                            );
                         }
+                        failures = 0;
+                        self.on_connect();
                     }
                     MqttEvent::Incoming(Packet::PubAck(ack)) => {
                         if let Some(i) = inflight.iter().position(|(pkid, _)| *pkid == ack.pkid) {

@@ -828,8 +828,8 @@ impl Scene {
                     let cov = clamp01(0.5 - dist);
                     if cov > 0.0 {
                         let m = self.metal_at(x, y, dist);
-                        for c in 0..3 {
-                            col[c] += (m * self.tint[c] - col[c]) * cov;
+                        for (v, t) in col.iter_mut().zip(self.tint) {
+                            *v += (m * t - *v) * cov;
                         }
                     }
                 }
