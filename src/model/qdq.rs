@@ -8,6 +8,10 @@
 //!    layer. The chain means exactly one `QLinearConv` (onnxruntime fuses it the same way), so
 //!    it is replaced by one, which tract runs with integer kernels. A float bias, or an int32
 //!    bias whose scale is not `x_scale * w_scale`, is requantized to that scale.
+//!    The same folding puts a QDQ model's additions (`DequantizeLinear x2 -> Add ->
+//!    QuantizeLinear`) and classifier (`DequantizeLinear -> Gemm -> QuantizeLinear`) on
+//!    lookout's 8-bit operators ([`super::qelementwise`], [`super::qgemv`]), and a float
+//!    input's QuantizeLinear on a vector pass.
 //! 2. **Convolutions get lookout's kernels**: a QLinearConv whose every channel has its own
 //!    filter becomes [`fastops::Q_DEPTHWISE`], a float one [`fastops::F_DEPTHWISE`]
 //!    ([`super::depthwise`]); any other group-1 QLinearConv becomes [`fastops::Q_CONV`]
