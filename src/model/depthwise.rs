@@ -119,7 +119,7 @@ pub enum Finish<'a, T> {
     Quant {
         out: &'a mut [T],
         multiplier: f32,
-        zero: f32,
+        zero: i32,
         lo: f32,
         hi: f32,
     },
@@ -464,7 +464,7 @@ fn rows_with<T: QuantOut, const FMA: bool, const N: usize>(
                         ox += n;
                         continue;
                     }
-                    let z = *zero as i32;
+                    let z = *zero;
                     out[at..at + n]
                         .iter_mut()
                         .zip(acc.iter())
@@ -554,14 +554,14 @@ unsafe fn chunk<const FMA: bool>(
 unsafe fn quant16_avx2(
     acc: &[f32; LANES],
     multiplier: f32,
-    zero: f32,
+    zero: i32,
     lo: f32,
     hi: f32,
     signed: bool,
     dst: *mut u8,
 ) {
     use std::arch::x86_64::*;
-    let (m, z) = (_mm256_set1_ps(multiplier), _mm256_set1_epi32(zero as i32));
+    let (m, z) = (_mm256_set1_ps(multiplier), _mm256_set1_epi32(zero));
     let (vlo, vhi) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi));
     let one = |v: __m256| {
         let f = _mm256_max_ps(_mm256_min_ps(_mm256_mul_ps(v, m), vhi), vlo);
@@ -709,7 +709,7 @@ mod tests {
                 let finish = Finish::Quant {
                     out: &mut out,
                     multiplier: m,
-                    zero: 9.0,
+                    zero: 9,
                     lo: -9.0,
                     hi: 246.0,
                 };
@@ -725,7 +725,7 @@ mod tests {
                 let finish = Finish::Quant {
                     out: &mut out,
                     multiplier: m,
-                    zero: -5.0,
+                    zero: -5,
                     lo: -123.0,
                     hi: 132.0,
                 };

@@ -447,7 +447,7 @@ impl QLinearExpansion {
             .map(|r| Requant {
                 bias: q.bias[r] - q.x_zero * packed.row_sums[r],
                 multiplier: q.multipliers[r],
-                zero: q.y_zero,
+                zero: q.y_zero as i32,
                 lo: q.qmin - q.y_zero,
                 hi: q.qmax - q.y_zero,
             })
@@ -769,7 +769,7 @@ impl DepthwiseConv {
                         Finish::Quant {
                             out: &mut out[i * plane_out..(i + 1) * plane_out],
                             multiplier: multipliers[c],
-                            zero: *y_zero,
+                            zero: *y_zero as i32,
                             lo: qmin - y_zero,
                             hi: qmax - y_zero,
                         },

@@ -275,7 +275,7 @@ pub struct Requant {
     /// bias - x_zero * row_sum, added to the accumulator
     pub bias: i32,
     pub multiplier: f32,
-    pub zero: f32,
+    pub zero: i32,
     /// qmin - zero, qmax - zero
     pub lo: f32,
     pub hi: f32,
@@ -366,7 +366,7 @@ fn conv_with<I: Copy + Into<i16>, O: QuantOut, const AVX2: bool>(
                         unsafe { requant_avx2(row, &q, O::MIN < 0.0, dst.as_mut_ptr().cast(), np) };
                         continue;
                     }
-                    let z = q.zero as i32;
+                    let z = q.zero;
                     for (o, &a) in dst.iter_mut().zip(row.iter()) {
                         // wrapping: |acc + bias| < 2^31 (module notes); no overflow check in the hot loop.
                         let v = clamp(a.wrapping_add(q.bias) as f32 * q.multiplier, q.lo, q.hi);
@@ -393,7 +393,7 @@ unsafe fn requant_avx2(row: &[i32; NR], q: &Requant, signed: bool, dst: *mut u8,
     let bias = _mm256_set1_epi32(q.bias);
     let mult = _mm256_set1_ps(q.multiplier);
     let (lo, hi) = (_mm256_set1_ps(q.lo), _mm256_set1_ps(q.hi));
-    let zero = _mm256_set1_epi32(q.zero as i32);
+    let zero = _mm256_set1_epi32(q.zero);
     let one = |v: __m256i| {
         let f = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(v, bias)), mult);
         let f = _mm256_max_ps(_mm256_min_ps(f, hi), lo);
@@ -508,7 +508,7 @@ mod tests {
             Requant {
                 bias,
                 multiplier: 1.0,
-                zero: 0.0,
+                zero: 0,
                 lo: -1e9,
                 hi: 1e9,
             };
@@ -628,7 +628,7 @@ mod tests {
         let rq = [Requant {
             bias: 0,
             multiplier: 0.5,
-            zero: 3.0,
+            zero: 3,
             lo: -3.0,
             hi: 252.0,
         }];
@@ -662,7 +662,7 @@ mod tests {
                 let q = Requant {
                     bias,
                     multiplier,
-                    zero,
+                    zero: zero as i32,
                     lo: qmin - zero,
                     hi: qmax - zero,
                 };

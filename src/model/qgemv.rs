@@ -143,8 +143,16 @@ impl Expansion for QGemmExpansion {
 pub struct Weights {
     pub n: usize,
     pub k: usize,
-    pub rows: Vec<i16>,
+    pub rows: Rows,
     pub row_sums: Vec<i32>,
+}
+
+/// The centred weights in i8 where every one fits (symmetric weights, zero point 0: the usual
+/// case, half the memory read per frame), else in i16.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rows {
+    I8(Vec<i8>),
+    I16(Vec<i16>),
 }
 
 impl Weights {
@@ -152,44 +160,83 @@ impl Weights {
     pub fn new(w: &[i32], n: usize, k: usize, trans_b: bool, zero: &[i32]) -> Weights {
         assert_eq!(w.len(), n * k);
         let at = |r: usize, c: usize| if trans_b { w[r * k + c] } else { w[c * n + r] };
-        let rows: Vec<i16> = (0..n)
-            .flat_map(|r| (0..k).map(move |c| (at(r, c) - zero[r]) as i16))
+        let centred: Vec<i32> = (0..n)
+            .flat_map(|r| (0..k).map(move |c| at(r, c) - zero[r]))
             .collect();
-        let row_sums = rows
-            .chunks(k.max(1))
-            .map(|r| r.iter().map(|&v| v as i32).sum())
-            .collect();
+        let row_sums = if k == 0 {
+            vec![0; n]
+        } else {
+            centred.chunks(k).map(|r| r.iter().sum()).collect()
+        };
+        let rows = if centred.iter().all(|&v| i8::try_from(v).is_ok()) {
+            Rows::I8(centred.iter().map(|&v| v as i8).collect())
+        } else {
+            Rows::I16(centred.iter().map(|&v| v as i16).collect())
+        };
         Weights {
             n,
             k,
             rows,
-            row_sums: if k == 0 { vec![0; n] } else { row_sums },
+            row_sums,
         }
+    }
+}
+
+/// One stored weight type.
+pub trait Lane: Copy + Into<i32> {
+    /// Sixteen values from `p` as i16 lanes.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 (the caller is compiled with it); 16 values are readable at `p`.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load16(p: *const Self) -> std::arch::x86_64::__m256i;
+}
+
+impl Lane for i16 {
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load16(p: *const i16) -> std::arch::x86_64::__m256i {
+        // SAFETY: as the trait's contract says.
+        unsafe { std::arch::x86_64::_mm256_loadu_si256(p.cast()) }
+    }
+}
+
+impl Lane for i8 {
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load16(p: *const i8) -> std::arch::x86_64::__m256i {
+        use std::arch::x86_64::*;
+        // SAFETY: as the trait's contract says: 16 bytes, sign-extended.
+        unsafe { _mm256_cvtepi8_epi16(_mm_loadu_si128(p.cast())) }
     }
 }
 
 /// `acc[r] = sum_k a[k] * w.rows[r][k]` for every row r, `a` already widened to i16.
 pub fn dots(isa: Isa, w: &Weights, a: &[i16], acc: &mut [i32]) {
     assert!(a.len() == w.k && acc.len() == w.n);
-    match isa {
-        Isa::Scalar => dots_portable(w, a, acc),
+    match (isa, &w.rows) {
+        (Isa::Scalar, Rows::I8(rows)) => dots_portable(rows, w.k, a, acc),
+        (Isa::Scalar, Rows::I16(rows)) => dots_portable(rows, w.k, a, acc),
         // SAFETY: `Isa::Avx2Fma` exists only after run-time detection of AVX2 and FMA.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2Fma => unsafe { dots_avx2(w, a, acc) },
+        (Isa::Avx2Fma, Rows::I8(rows)) => unsafe { dots_avx2(rows, w.k, a, acc) },
+        #[cfg(target_arch = "x86_64")]
+        (Isa::Avx2Fma, Rows::I16(rows)) => unsafe { dots_avx2(rows, w.k, a, acc) },
     }
 }
 
-fn dots_portable(w: &Weights, a: &[i16], acc: &mut [i32]) {
-    for (row, o) in w.rows.chunks_exact(w.k.max(1)).zip(acc.iter_mut()) {
+fn dots_portable<L: Lane>(rows: &[L], k: usize, a: &[i16], acc: &mut [i32]) {
+    if k == 0 {
+        acc.fill(0);
+        return;
+    }
+    for (row, o) in rows.chunks_exact(k).zip(acc.iter_mut()) {
         // |a| <= 255 and |w - w_zero| <= 255: each product below 2^16, K of them far below
         // 2^31 for any real layer; wrapping keeps overflow checks out of the loop.
         *o = row
             .iter()
             .zip(a)
-            .fold(0i32, |s, (&x, &y)| s.wrapping_add(x as i32 * y as i32));
-    }
-    if w.k == 0 {
-        acc.fill(0);
+            .fold(0i32, |s, (&x, &y)| s.wrapping_add(x.into() * y as i32));
     }
 }
 
@@ -197,12 +244,12 @@ fn dots_portable(w: &Weights, a: &[i16], acc: &mut [i32]) {
 /// accumulator per row, summed across lanes at the end; the K tail in scalar code.
 ///
 /// # Safety
-/// The CPU has AVX2.
+/// The CPU has AVX2; `rows` holds `acc.len()` rows of `k` values.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn dots_avx2(w: &Weights, a: &[i16], acc: &mut [i32]) {
+unsafe fn dots_avx2<L: Lane>(rows: &[L], k: usize, a: &[i16], acc: &mut [i32]) {
     use std::arch::x86_64::*;
-    let k = w.k;
+    assert!(rows.len() >= acc.len() * k && a.len() >= k);
     let body = k - k % 16;
     let hsum = |v: __m256i| -> i32 {
         let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
@@ -211,18 +258,20 @@ unsafe fn dots_avx2(w: &Weights, a: &[i16], acc: &mut [i32]) {
         _mm_cvtsi128_si32(s)
     };
     let tail = |r: usize| -> i32 {
-        let row = &w.rows[r * k..(r + 1) * k];
-        (body..k).fold(0i32, |s, c| s.wrapping_add(row[c] as i32 * a[c] as i32))
+        let row = &rows[r * k..(r + 1) * k];
+        (body..k).fold(0i32, |s, c| s.wrapping_add(row[c].into() * a[c] as i32))
     };
+    let n = acc.len();
     let mut r = 0;
-    while r + 4 <= w.n {
+    while r + 4 <= n {
         let mut s = [_mm256_setzero_si256(); 4];
         for c in (0..body).step_by(16) {
-            // SAFETY: c + 16 <= body <= k for `a` and each of the four rows r..r + 4 < n.
+            // SAFETY: c + 16 <= body <= k for `a` and each of the four rows r..r + 4 < n
+            // (asserted above).
             unsafe {
                 let x = _mm256_loadu_si256(a.as_ptr().add(c).cast());
                 for (j, sj) in s.iter_mut().enumerate() {
-                    let wr = _mm256_loadu_si256(w.rows.as_ptr().add((r + j) * k + c).cast());
+                    let wr = L::load16(rows.as_ptr().add((r + j) * k + c));
                     *sj = _mm256_add_epi32(*sj, _mm256_madd_epi16(x, wr));
                 }
             }
@@ -238,7 +287,7 @@ unsafe fn dots_avx2(w: &Weights, a: &[i16], acc: &mut [i32]) {
             // SAFETY: as above, for row rr < n.
             unsafe {
                 let x = _mm256_loadu_si256(a.as_ptr().add(c).cast());
-                let wr = _mm256_loadu_si256(w.rows.as_ptr().add(rr * k + c).cast());
+                let wr = L::load16(rows.as_ptr().add(rr * k + c));
                 s = _mm256_add_epi32(s, _mm256_madd_epi16(x, wr));
             }
         }
@@ -382,6 +431,7 @@ mod tests {
 
     #[test]
     fn dots_are_exact_on_every_path_and_shape() {
+        let mut seen = [false; 2];
         for (n, k) in [
             (1, 1),
             (3, 15),
@@ -392,9 +442,21 @@ mod tests {
             (7, 0),
         ] {
             let w = values(n * k, 5 + n as u64, -128, 127);
-            let zero = values(n, 9, -10, 10);
-            for trans_b in [true, false] {
+            // Nonzero zero points: centred values beyond i8 (the i16 rows); zero: the i8 rows.
+            for (zero, trans_b) in [
+                (values(n, 9, -10, 10), true),
+                (values(n, 9, -10, 10), false),
+                (vec![0; n], true),
+                (vec![0; n], false),
+            ] {
                 let wt = Weights::new(&w, n, k, trans_b, &zero);
+                let narrow = matches!(wt.rows, Rows::I8(_));
+                let fits = (0..n * k).all(|i| {
+                    let r = if trans_b { i / k } else { i % n };
+                    i8::try_from(w[i] - zero[r]).is_ok()
+                });
+                assert_eq!(narrow, fits, "n {n} k {k}");
+                seen[narrow as usize] = true;
                 let a: Vec<i16> = values(k, 3, 0, 255).iter().map(|&v| v as i16).collect();
                 let want: Vec<i32> = (0..n)
                     .map(|r| {
@@ -409,10 +471,16 @@ mod tests {
                 for isa in Isa::available() {
                     let mut acc = vec![7; n];
                     dots(isa, &wt, &a, &mut acc);
-                    assert_eq!(acc, want, "{} n {n} k {k} trans_b {trans_b}", isa.name());
+                    assert_eq!(
+                        acc,
+                        want,
+                        "{} n {n} k {k} trans_b {trans_b} i8 rows {narrow}",
+                        isa.name()
+                    );
                 }
             }
         }
+        assert_eq!(seen, [true, true], "both weight storages exercised");
     }
 
     #[test]
