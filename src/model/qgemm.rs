@@ -672,7 +672,7 @@ mod tests {
                     unsafe { requant_avx2(&row, &q, signed, got.as_mut_ptr(), np) };
                     for (i, &a) in row.iter().enumerate().take(np) {
                         let v = clamp((a + q.bias) as f32 * q.multiplier, q.lo, q.hi);
-                        let want = round_to_i32(v) + q.zero as i32;
+                        let want = round_to_i32(v) + q.zero;
                         let got = if signed {
                             got[i] as i8 as i32
                         } else {
