@@ -76,6 +76,7 @@ fn check_model_reports_the_quantization_format_and_translations() {
         "DequantizeLinear -> Conv -> QuantizeLinearx6 -> QLinearConv (integer arithmetic)",
         "QLinearConvx6 -> lookout.QConv / lookout.QDepthwiseConv",
         "DequantizeLinear x2 -> Add -> QuantizeLinearx1 -> lookout.QAdd",
+        "DequantizeLinear x2 -> Gemm -> QuantizeLinearx1 -> lookout.QGemm",
         "QuantizeLinear (float input)x1 -> lookout.QuantizeLinear",
         "kernels:      lookout's",
     ] {

@@ -442,17 +442,22 @@ fn plan_gemm(g: &pb::GraphProto, ix: &Index, k: usize) -> Option<GemmFold> {
             let bq = ix
                 .init(&db.input[0])
                 .filter(|t| t.data_type == DataType::Int32 as i32)?;
+            // Per tensor or per output (axis 0 of the bias).
             let (sb, zb) = (
-                values(ix.scalar(&db.input[1])?)?[0],
-                values(ix.scalar(&db.input[2])?)?[0],
+                values(ix.init(&db.input[1])?)?,
+                values(ix.init(&db.input[2])?)?,
             );
-            let v: Vec<f32> = values(bq)?
-                .iter()
-                .map(|&q| (q - zb) as f32 * sb as f32)
-                .collect();
-            if v.len() as i64 != n {
+            let qb = values(bq)?;
+            let ok = |v: &[f64]| v.len() == 1 || v.len() == qb.len();
+            if qb.len() as i64 != n || !ok(&sb) || !ok(&zb) {
                 return None;
             }
+            let at = |v: &[f64], c: usize| v[if v.len() == 1 { 0 } else { c }];
+            let v: Vec<f32> = qb
+                .iter()
+                .enumerate()
+                .map(|(c, &q)| (q - at(&zb, c)) as f32 * at(&sb, c) as f32)
+                .collect();
             let name = format!("{}/lookout.bias_f32", node_name(gemm));
             bias_init = Some(float_tensor(name.clone(), vec![n], &v));
             bias = Some(name);
