@@ -5,8 +5,8 @@
 //! QuantizeLinear` (a QOperator model's QGemm becomes the same chain in [`super::contrib`]);
 //! tract 0.23 runs it as a float matrix product over weights dequantized to f32 (MobileNetV2:
 //! 1000 x 1280, 5 MB read from memory per frame). [`super::qdq`] folds the chain into this
-//! operator, which keeps the weights as `w - w_zero` in i16 (2.5 MB) and computes each output
-//! from the exact integer sum:
+//! operator, which keeps the weights as `w - w_zero` in i8 where they fit (1.25 MB; else
+//! i16) and computes each output from the exact integer sum:
 //!
 //! ```text
 //! acc[m][n] = sum_k a[m][k] * (w[n][k] - w_zero[n]) - a_zero * sum_k (w[n][k] - w_zero[n])
