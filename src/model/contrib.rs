@@ -156,24 +156,29 @@ pub fn parse(
     Ok((onnx.parse(&proto, None)?.model, translations))
 }
 
+/// The names of the graph inputs declared as tensors of `elem_type`.
+pub(super) fn inputs_of_type(graph: &pb::GraphProto, elem_type: DataType) -> Vec<String> {
+    use pb::type_proto::Value;
+    graph
+        .input
+        .iter()
+        .filter(|i| {
+            matches!(
+                i.r#type.as_ref().and_then(|t| t.value.as_ref()),
+                Some(Value::TensorType(t)) if t.elem_type == elem_type as i32
+            )
+        })
+        .map(|i| i.name.clone())
+        .collect()
+}
+
 /// tract 0.23 folds DequantizeLinear(int8 graph input) -> Transpose/Reshape... ->
 /// QuantizeLinear(uint8), the entry of a TFLite-style model with uint8 activations, into one
 /// lookup table that outputs int8 where uint8 is expected, and refuses the model. Such a
 /// per-tensor DequantizeLinear is rewritten as Cast -> Sub -> Mul (the same arithmetic: exact
 /// in f32 for 8-bit values), which tract leaves alone. Returns how many were rewritten.
 fn dequantize_int8_inputs(graph: &mut pb::GraphProto) -> usize {
-    use pb::type_proto::Value;
-    let int8_inputs: Vec<String> = graph
-        .input
-        .iter()
-        .filter(|i| {
-            matches!(
-                i.r#type.as_ref().and_then(|t| t.value.as_ref()),
-                Some(Value::TensorType(t)) if t.elem_type == DataType::Int8 as i32
-            )
-        })
-        .map(|i| i.name.clone())
-        .collect();
+    let int8_inputs = inputs_of_type(graph, DataType::Int8);
     if int8_inputs.is_empty() {
         return 0;
     }

@@ -349,16 +349,21 @@ fn fold_qdq_convs(g: &mut pb::GraphProto) -> usize {
     count
 }
 
-/// The per-tensor QuantizeLinear to 8 bits that is the only reader of `y` (not a graph
-/// output), by index.
-fn sole_quantize(g: &pb::GraphProto, ix: &Index, y: &str) -> Option<usize> {
+/// The node reading `y` as its first input when it is the only reader of `y` (and `y` is not a
+/// graph output), by index.
+fn sole_reader(g: &pb::GraphProto, ix: &Index, y: &str) -> Option<usize> {
     if ix.uses.get(y) != Some(&1) {
         return None;
     }
-    let k = g
-        .node
+    g.node
         .iter()
-        .position(|n| n.input.first().map(String::as_str) == Some(y))?;
+        .position(|n| n.input.first().map(String::as_str) == Some(y))
+}
+
+/// The per-tensor QuantizeLinear to 8 bits that is the only reader of `y` (not a graph
+/// output), by index.
+fn sole_quantize(g: &pb::GraphProto, ix: &Index, y: &str) -> Option<usize> {
+    let k = sole_reader(g, ix, y)?;
     let q = &g.node[k];
     let ok = q.op_type == "QuantizeLinear" && q.domain.is_empty() && ix.per_tensor_8bit(q);
     ok.then_some(k)
@@ -512,18 +517,7 @@ fn fold_qdq_gemms(g: &mut pb::GraphProto) -> usize {
 /// Rewrite 1d: a per-tensor QuantizeLinear to 8 bits of a float32 graph input (a quantized
 /// model's first operation) into [`super::qelementwise::Q_QUANTIZE`]. Returns the count.
 fn quantize_float_inputs(g: &mut pb::GraphProto) -> usize {
-    use pb::type_proto::Value;
-    let float_inputs: Vec<String> = g
-        .input
-        .iter()
-        .filter(|i| {
-            matches!(
-                i.r#type.as_ref().and_then(|t| t.value.as_ref()),
-                Some(Value::TensorType(t)) if t.elem_type == DataType::Float as i32
-            )
-        })
-        .map(|i| i.name.clone())
-        .collect();
+    let float_inputs = super::contrib::inputs_of_type(g, DataType::Float);
     let ix = Index::new(g);
     let found: Vec<usize> = (0..g.node.len())
         .filter(|&k| {
@@ -683,13 +677,7 @@ fn float_attr(name: &str, v: f32) -> pb::AttributeProto {
 
 /// A Relu, or a Clip with constant bounds, that is the only reader of `y`: (node, min, max).
 fn fusable_clip(g: &pb::GraphProto, ix: &Index, y: &str) -> Option<(usize, f32, f32)> {
-    if ix.uses.get(y) != Some(&1) {
-        return None;
-    }
-    let k = g
-        .node
-        .iter()
-        .position(|n| n.input.first().map(String::as_str) == Some(y))?;
+    let k = sole_reader(g, ix, y)?;
     let n = &g.node[k];
     if !n.domain.is_empty() {
         return None;
