@@ -204,7 +204,7 @@ pub(super) fn konst(model: &TypedModel, outlet: OutletId, what: &str) -> TractRe
 }
 
 /// Integer values of a u8, i8 or i32 tensor (quantized types read as their storage).
-fn ints(t: &Tensor) -> TractResult<Vec<i32>> {
+pub(super) fn ints(t: &Tensor) -> TractResult<Vec<i32>> {
     let view = t.try_as_plain_ram()?;
     Ok(match t.datum_type().unquantized() {
         DatumType::U8 => view.as_slice::<u8>()?.iter().map(|&v| v as i32).collect(),

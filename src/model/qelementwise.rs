@@ -26,7 +26,7 @@ use tract_onnx::tract_core::broadcast::multi_broadcast;
 use tract_onnx::tract_hir::internal::*;
 
 use super::depthwise::{Isa, PlaneIn, QuantOut};
-use super::fastops::{floats, konst};
+use super::fastops::{floats, ints, konst};
 
 /// ONNX op type of the folded addition. Inputs: `a, a_scale, a_zero_point, b, b_scale,
 /// b_zero_point, y_scale, y_zero_point` (QLinearAdd's), every scale and zero point a
@@ -120,8 +120,7 @@ pub(super) fn zero(
     what: &str,
 ) -> TractResult<(i32, DatumType)> {
     let t = konst(model, outlet, what)?;
-    let v = t.cast_to::<i32>()?;
-    let v = v.try_as_plain_ram()?.as_slice::<i32>()?.to_vec();
+    let v = ints(&t)?;
     ensure!(
         v.len() == 1,
         "{what} must be one value (per tensor), found {}",

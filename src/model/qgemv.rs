@@ -24,7 +24,7 @@ use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
 
 use super::depthwise::{Isa, QuantOut};
-use super::fastops::{floats, konst, per_channel};
+use super::fastops::{floats, ints, konst, per_channel};
 use super::qelementwise::{output_quant, scale, zero, Quant};
 
 /// ONNX op type of the folded layer. Inputs: `a, a_scale, a_zero_point, w, w_scale,
@@ -94,19 +94,14 @@ impl Expansion for QGemmExpansion {
         } else {
             (w.shape()[1], w.shape()[0])
         };
-        let w_vals = w.cast_to::<i32>()?;
-        let w_vals = w_vals.try_as_plain_ram()?.as_slice::<i32>()?.to_vec();
+        let w_vals = ints(&w)?;
         let w_scale = per_channel(
             floats(konst(model, inputs[4], "w_scale")?.as_ref())?,
             n,
             "w_scale",
         )?;
-        let wz = konst(model, inputs[5], "w_zero_point")?;
         let w_zero = per_channel(
-            wz.cast_to::<i32>()?
-                .try_as_plain_ram()?
-                .as_slice::<i32>()?
-                .to_vec(),
+            ints(konst(model, inputs[5], "w_zero_point")?.as_ref())?,
             n,
             "w_zero_point",
         )?;
