@@ -6,9 +6,11 @@
 //! This kernel is used instead for both formats:
 //!
 //! - each channel's plane is copied once into a zero-padded scratch buffer, split into
-//!   `stride` column phases so that every tap of a strided convolution reads contiguous memory;
-//! - each output row accumulates `kernel_h * kernel_w` contiguous multiply-adds over the row,
-//!   which the compiler vectorises: AVX2 + FMA on x86-64 when the CPU has them (detected at
+//!   `stride_h * stride_w` phases (rows and columns by their remainder modulo the strides), so
+//!   that every tap reads contiguous memory at one fixed offset from its output ([`Layout`]);
+//! - the whole plane, every row one after the other, is then one run of `kernel_h * kernel_w`
+//!   multiply-adds per 16 outputs, in vector registers, whatever the plane's width (a 7x7
+//!   plane is 4 such chunks, not 7 part-filled ones): AVX2 + FMA on x86-64 when the CPU has them (detected at
 //!   run time), NEON on aarch64, scalar code elsewhere ([`Isa`]);
 //! - the quantized path computes `sum((x - x_zero) * (w - w_zero)) + bias` on integers held in
 //!   float32, which is exact while the sum stays below 2^24 (255 * 255 * 258 taps: every real
@@ -37,16 +39,20 @@ pub struct Geometry {
 }
 
 impl Geometry {
-    /// Padded rows the kernel reads.
-    fn rows(&self) -> usize {
-        (self.oh - 1) * self.stride_h + (self.kh - 1) * self.dil_h + 1
-    }
-
-    /// Width of one column phase of the padded plane: output columns rounded up to whole
-    /// [`LANES`] chunks (the kernel always computes whole chunks and keeps the valid part),
-    /// plus the kernel's reach.
-    fn phase_width(&self) -> usize {
-        self.ow.div_ceil(LANES) * LANES + ((self.kw - 1) * self.dil_w) / self.stride_w + 1
+    /// Where the padded plane sits in the scratch buffer.
+    fn layout(&self) -> Layout {
+        let width = self.ow + (self.kw - 1) * self.dil_w / self.stride_w;
+        let rows = self.oh + (self.kh - 1) * self.dil_h / self.stride_h;
+        let phase_len = rows * width;
+        Layout {
+            width,
+            rows,
+            phase_len,
+            count: (self.oh - 1) * width + self.ow,
+            // The last chunk computes up to LANES - 1 outputs past `count` (dropped), reading
+            // that far past the last phase.
+            len: self.stride_h * self.stride_w * phase_len + LANES,
+        }
     }
 
     /// Output size along one axis, or None when the kernel does not fit.
@@ -60,6 +66,23 @@ impl Geometry {
         let span = (kernel - 1) * dil + 1;
         (input + pad).checked_sub(span).map(|d| d / stride + 1)
     }
+}
+
+/// The padded plane in the scratch buffer: `stride_h * stride_w` phases, phase (py, px) holding
+/// the padded rows `py, py + stride_h, ...` and columns `px, px + stride_w, ...`, each phase
+/// `rows` x `width`. Tap (i, j) of output (oy, ox) then reads phase `((i * dil_h) % stride_h,
+/// (j * dil_w) % stride_w)` at row `oy + (i * dil_h) / stride_h` and column `ox + (j * dil_w) /
+/// stride_w`. Numbering the outputs `t = oy * width + ox` (the `width - ow` columns past each
+/// row's end are computed and dropped), every tap is one fixed offset from `t`.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    width: usize,
+    rows: usize,
+    phase_len: usize,
+    /// Outputs numbered `t`, the last one `(oh - 1) * width + ow - 1`.
+    count: usize,
+    /// Length of the scratch buffer.
+    len: usize,
 }
 
 /// Which code the kernels run.
@@ -162,12 +185,56 @@ pub trait PlaneIn: Copy {
             out[i] = v[i].centred(zero);
         }
     }
+
+    /// Sixteen at once, split by column parity: `even[k] = v[2k]`, `odd[k] = v[2k + 1]`,
+    /// centred (a stride-2 plane's two column phases).
+    #[inline(always)]
+    fn split16(v: &[Self; 16], zero: f32, even: &mut [f32; 8], odd: &mut [f32; 8]) {
+        for k in 0..8 {
+            even[k] = v[2 * k].centred(zero);
+            odd[k] = v[2 * k + 1].centred(zero);
+        }
+    }
 }
 
 impl PlaneIn for f32 {
     #[inline(always)]
     fn centred(self, _zero: f32) -> f32 {
         self
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn split16(v: &[f32; 16], _zero: f32, even: &mut [f32; 8], odd: &mut [f32; 8]) {
+        use std::arch::x86_64::*;
+        // SAFETY: SSE is part of x86-64; 16 floats read, 8 + 8 written.
+        unsafe {
+            let p = v.as_ptr();
+            for h in 0..2 {
+                let (a, b) = (_mm_loadu_ps(p.add(8 * h)), _mm_loadu_ps(p.add(8 * h + 4)));
+                _mm_storeu_ps(even.as_mut_ptr().add(4 * h), _mm_shuffle_ps(a, b, 0x88));
+                _mm_storeu_ps(odd.as_mut_ptr().add(4 * h), _mm_shuffle_ps(a, b, 0xdd));
+            }
+        }
+    }
+}
+
+/// Eight 16-bit lanes (integers) as floats, minus `zero`, at `out` (SSE2).
+///
+/// # Safety
+/// `out` holds 8 floats.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn i16x8_centred(w: std::arch::x86_64::__m128i, zero: f32, out: *mut f32) {
+    use std::arch::x86_64::*;
+    // SAFETY: as the function's contract says. Sign extension to 32 bits: each lane doubled,
+    // shifted down arithmetically.
+    unsafe {
+        let z = _mm_set1_ps(zero);
+        let lo = _mm_cvtepi32_ps(_mm_srai_epi32(_mm_unpacklo_epi16(w, w), 16));
+        let hi = _mm_cvtepi32_ps(_mm_srai_epi32(_mm_unpackhi_epi16(w, w), 16));
+        _mm_storeu_ps(out, _mm_sub_ps(lo, z));
+        _mm_storeu_ps(out.add(4), _mm_sub_ps(hi, z));
     }
 }
 
@@ -184,12 +251,28 @@ impl PlaneIn for u8 {
         // SAFETY: SSE2 is part of x86-64; 8 bytes read, 8 floats written.
         unsafe {
             let b = _mm_loadl_epi64(v.as_ptr().cast());
-            let w = _mm_unpacklo_epi8(b, _mm_setzero_si128());
-            let z = _mm_set1_ps(zero);
-            let lo = _mm_cvtepi32_ps(_mm_unpacklo_epi16(w, _mm_setzero_si128()));
-            let hi = _mm_cvtepi32_ps(_mm_unpackhi_epi16(w, _mm_setzero_si128()));
-            _mm_storeu_ps(out.as_mut_ptr(), _mm_sub_ps(lo, z));
-            _mm_storeu_ps(out.as_mut_ptr().add(4), _mm_sub_ps(hi, z));
+            i16x8_centred(
+                _mm_unpacklo_epi8(b, _mm_setzero_si128()),
+                zero,
+                out.as_mut_ptr(),
+            );
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn split16(v: &[u8; 16], zero: f32, even: &mut [f32; 8], odd: &mut [f32; 8]) {
+        use std::arch::x86_64::*;
+        // SAFETY: SSE2 is part of x86-64; 16 bytes read, 8 + 8 floats written. As 16-bit
+        // lanes, the even bytes are the low halves and the odd ones the high halves.
+        unsafe {
+            let b = _mm_loadu_si128(v.as_ptr().cast());
+            i16x8_centred(
+                _mm_and_si128(b, _mm_set1_epi16(0xff)),
+                zero,
+                even.as_mut_ptr(),
+            );
+            i16x8_centred(_mm_srli_epi16(b, 8), zero, odd.as_mut_ptr());
         }
     }
 }
@@ -205,15 +288,31 @@ impl PlaneIn for i8 {
     fn centred8(v: &[i8; 8], zero: f32, out: &mut [f32; 8]) {
         use std::arch::x86_64::*;
         // SAFETY: SSE2 is part of x86-64; 8 bytes read, 8 floats written. Sign extension:
-        // each byte doubled into a 16-bit lane, shifted down arithmetically, and again to 32.
+        // each byte doubled into a 16-bit lane, shifted down arithmetically.
         unsafe {
             let b = _mm_loadl_epi64(v.as_ptr().cast());
-            let w = _mm_srai_epi16(_mm_unpacklo_epi8(b, b), 8);
-            let z = _mm_set1_ps(zero);
-            let lo = _mm_cvtepi32_ps(_mm_srai_epi32(_mm_unpacklo_epi16(w, w), 16));
-            let hi = _mm_cvtepi32_ps(_mm_srai_epi32(_mm_unpackhi_epi16(w, w), 16));
-            _mm_storeu_ps(out.as_mut_ptr(), _mm_sub_ps(lo, z));
-            _mm_storeu_ps(out.as_mut_ptr().add(4), _mm_sub_ps(hi, z));
+            i16x8_centred(
+                _mm_srai_epi16(_mm_unpacklo_epi8(b, b), 8),
+                zero,
+                out.as_mut_ptr(),
+            );
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn split16(v: &[i8; 16], zero: f32, even: &mut [f32; 8], odd: &mut [f32; 8]) {
+        use std::arch::x86_64::*;
+        // SAFETY: SSE2 is part of x86-64; 16 bytes read, 8 + 8 floats written. Even bytes
+        // (low halves of the 16-bit lanes) sign-extended by a shift up and back down.
+        unsafe {
+            let b = _mm_loadu_si128(v.as_ptr().cast());
+            i16x8_centred(
+                _mm_srai_epi16(_mm_slli_epi16(b, 8), 8),
+                zero,
+                even.as_mut_ptr(),
+            );
+            i16x8_centred(_mm_srai_epi16(b, 8), zero, odd.as_mut_ptr());
         }
     }
 }
@@ -226,7 +325,7 @@ thread_local! {
 }
 
 /// Convolves one channel plane `x` (h * w values, centred on `x_zero`) with `taps` (kh * kw
-/// values), starting every output from `bias`, and finishes each output row as `finish` says.
+/// values), starting every output from `bias`, and finishes each output as `finish` says.
 pub fn plane<I: PlaneIn, T: QuantOut>(
     isa: Isa,
     g: &Geometry,
@@ -238,24 +337,26 @@ pub fn plane<I: PlaneIn, T: QuantOut>(
 ) {
     assert_eq!(x.len(), g.h * g.w);
     assert_eq!(taps.len(), g.kh * g.kw);
+    let l = g.layout();
     SCRATCH.with(|s| {
         let (padded, last) = &mut *s.borrow_mut();
         match isa {
             Isa::Scalar => {
-                fill_padded(g, x, x_zero, padded, last);
-                rows::<T, false>(g, padded, taps, bias, finish)
+                fill_padded(g, &l, x, x_zero, padded, last);
+                outputs::<T, false>(g, &l, padded, taps, bias, finish)
             }
             // SAFETY: `Isa::Avx2Fma` is only constructed after run-time detection of both
             // features (`Isa::detect`, `Isa::available`).
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2Fma => unsafe { plane_avx2(g, x, x_zero, padded, last, taps, bias, finish) },
+            Isa::Avx2Fma => unsafe {
+                plane_avx2(g, &l, x, x_zero, padded, last, taps, bias, finish)
+            },
         }
     })
 }
 
-/// Copies `x` into `padded` as `stride_w` column phases of `rows()` rows each, zero outside the
-/// plane (the centred value of the zero point), so tap (i, j) of output column `c` reads
-/// `phase[(j * dil_w) % stride_w][row][c + (j * dil_w) / stride_w]`.
+/// Copies `x` into `padded` laid out as `l` says, zero outside the plane (the centred value
+/// of the zero point).
 ///
 /// Which cells hold the plane and which the padding depends on the geometry only: filled for
 /// the same geometry as last time (`last`), the padding is still zero and only the plane's
@@ -263,87 +364,114 @@ pub fn plane<I: PlaneIn, T: QuantOut>(
 #[inline(always)]
 fn fill_padded<I: PlaneIn>(
     g: &Geometry,
+    l: &Layout,
     x: &[I],
     x_zero: f32,
     padded: &mut Vec<f32>,
     last: &mut Option<Geometry>,
 ) {
-    let rows = g.rows();
-    let pw = g.phase_width();
-    let phase_len = rows * pw;
-    let s = g.stride_w;
-    if *last != Some(*g) || padded.len() != s * phase_len {
+    if *last != Some(*g) || padded.len() != l.len {
         padded.clear();
-        padded.resize(s * phase_len, 0.0);
+        padded.resize(l.len, 0.0);
         *last = Some(*g);
     }
-    for r in 0..rows {
-        let Some(src_r) = r.checked_sub(g.pad_top).filter(|&y| y < g.h) else {
-            continue;
-        };
-        let src = &x[src_r * g.w..(src_r + 1) * g.w];
-        if s == 2 && (g.w + g.pad_left) / 2 < pw {
-            // Source column sc lands in phase (sc + pad_left) % 2 at (sc + pad_left) / 2: one
-            // pass over the row with two fixed destinations, which vectorises (an
-            // interleaved load).
-            let pl = g.pad_left;
-            let row = r * pw;
+    let (sh, sw, pl) = (g.stride_h, g.stride_w, g.pad_left);
+    // Phase column c of column phase px holds padded column px + c * sw, i.e. plane column
+    // px + c * sw - pad_left: the phase columns c0.. (n of them) that hold plane columns
+    // from `first` on.
+    let columns = |px: usize| {
+        let c0 = pl.saturating_sub(px).div_ceil(sw);
+        let first = px + c0 * sw - pl;
+        (first < g.w).then(|| {
+            (
+                c0,
+                first,
+                ((g.w - 1 - first) / sw + 1).min(l.width.saturating_sub(c0)),
+            )
+        })
+    };
+    // Stride 2 across: plane column sc lands in phase (sc + pl) % 2 at (sc + pl) / 2, so one
+    // pass over each row fills both phases (when every column lands inside the phases).
+    let pairs = sw == 2 && (g.w + pl - 1) / 2 < l.width;
+    for py in 0..sh {
+        // The phase rows r that hold plane rows: padded row py + r * sh, plane row
+        // py + r * sh - pad_top.
+        let plane_row = |r: usize| (py + r * sh).checked_sub(g.pad_top).filter(|&y| y < g.h);
+        if pairs {
             let (a, b) = (
-                (pl % 2) * phase_len + row + pl / 2,
-                ((pl + 1) % 2) * phase_len + row + pl.div_ceil(2),
+                (py * 2 + pl % 2) * l.phase_len + pl / 2,
+                (py * 2 + (pl + 1) % 2) * l.phase_len + pl.div_ceil(2),
             );
-            let pairs = g.w / 2;
-            // Two disjoint destinations (different phases): slices, so the loop has no
-            // bounds checks and vectorises.
-            let (lo_at, hi_at) = (a.min(b), a.max(b));
-            let (head, tail) = padded.split_at_mut(hi_at);
-            let (first, second) = (&mut head[lo_at..lo_at + pairs], &mut tail[..pairs]);
-            let (da, db) = if a < b {
-                (first, second)
-            } else {
-                (second, first)
-            };
-            for ((oa, ob), v) in da.iter_mut().zip(db.iter_mut()).zip(src.chunks_exact(2)) {
-                *oa = v[0].centred(x_zero);
-                *ob = v[1].centred(x_zero);
-            }
-            if g.w % 2 == 1 {
-                padded[a + pairs] = src[g.w - 1].centred(x_zero);
+            for r in 0..l.rows {
+                let Some(y) = plane_row(r) else { continue };
+                let src = &x[y * g.w..(y + 1) * g.w];
+                fill_pairs(src, x_zero, padded, a + r * l.width, b + r * l.width);
             }
             continue;
         }
-        for p in 0..s {
-            // Phase element c holds padded column p + c * s, i.e. source column
-            // p + c * s - pad_left: the valid c are those mapping into 0..w.
-            let c0 = g.pad_left.saturating_sub(p).div_ceil(s);
-            let first = p + c0 * s - g.pad_left;
-            if first >= g.w {
+        for px in 0..sw {
+            let Some((c0, first, n)) = columns(px) else {
                 continue;
-            }
-            let n = ((g.w - 1 - first) / s + 1).min(pw.saturating_sub(c0));
-            let dst = &mut padded[p * phase_len + r * pw + c0..p * phase_len + r * pw + c0 + n];
-            if s == 1 {
-                // Eight at a time with fixed sizes (converts as vectors), then the rest.
-                let src = &src[first..first + n];
-                let mut d8 = dst.chunks_exact_mut(8);
-                let mut s8 = src.chunks_exact(8);
-                for (d, v) in (&mut d8).zip(&mut s8) {
-                    let (d, v): (&mut [f32; 8], &[I; 8]) = (
-                        d.try_into().expect("8 values"),
-                        v.try_into().expect("8 values"),
-                    );
-                    I::centred8(v, x_zero, d);
+            };
+            let phase = (py * sw + px) * l.phase_len + c0;
+            for r in 0..l.rows {
+                let Some(y) = plane_row(r) else { continue };
+                let src = &x[y * g.w + first..(y + 1) * g.w];
+                let dst = &mut padded[phase + r * l.width..phase + r * l.width + n];
+                if sw == 1 {
+                    // Eight at a time with fixed sizes (converts as vectors), then the rest.
+                    let mut d8 = dst.chunks_exact_mut(8);
+                    let mut s8 = src.chunks_exact(8);
+                    for (d, v) in (&mut d8).zip(&mut s8) {
+                        let (d, v): (&mut [f32; 8], &[I; 8]) = (
+                            d.try_into().expect("8 values"),
+                            v.try_into().expect("8 values"),
+                        );
+                        I::centred8(v, x_zero, d);
+                    }
+                    d8.into_remainder()
+                        .iter_mut()
+                        .zip(s8.remainder())
+                        .for_each(|(d, v)| *d = v.centred(x_zero));
+                } else {
+                    dst.iter_mut()
+                        .zip(src.iter().step_by(sw))
+                        .for_each(|(d, v)| *d = v.centred(x_zero));
                 }
-                d8.into_remainder()
-                    .iter_mut()
-                    .zip(s8.remainder())
-                    .for_each(|(d, v)| *d = v.centred(x_zero));
-            } else {
-                dst.iter_mut()
-                    .zip(src[first..].iter().step_by(s))
-                    .for_each(|(d, v)| *d = v.centred(x_zero));
             }
         }
+    }
+}
+
+/// One plane row `src` into two phase rows: `src[2k]` to `padded[a + k]`, `src[2k + 1]` to
+/// `padded[b + k]` (disjoint ranges: different phases).
+#[inline(always)]
+fn fill_pairs<I: PlaneIn>(src: &[I], x_zero: f32, padded: &mut [f32], a: usize, b: usize) {
+    let pairs = src.len() / 2;
+    let (lo_at, hi_at) = (a.min(b), a.max(b));
+    let (head, tail) = padded.split_at_mut(hi_at);
+    let (first, second) = (&mut head[lo_at..lo_at + pairs], &mut tail[..pairs]);
+    let (da, db) = if a < b {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    // Sixteen source values (eight pairs) at a time, split as vectors, then the rest.
+    let mut s16 = src.chunks_exact(16);
+    let (mut ea, mut eb) = (da.chunks_exact_mut(8), db.chunks_exact_mut(8));
+    for ((v, oa), ob) in (&mut s16).zip(&mut ea).zip(&mut eb) {
+        let v: &[I; 16] = v.try_into().expect("16 values");
+        let oa: &mut [f32; 8] = oa.try_into().expect("8 values");
+        let ob: &mut [f32; 8] = ob.try_into().expect("8 values");
+        I::split16(v, x_zero, oa, ob);
+    }
+    let done = src.len() / 16 * 8;
+    for k in done..pairs {
+        da[k] = src[2 * k].centred(x_zero);
+        db[k] = src[2 * k + 1].centred(x_zero);
+    }
+    if src.len() % 2 == 1 {
+        padded[a + pairs] = src[src.len() - 1].centred(x_zero);
     }
 }
 
@@ -352,6 +480,7 @@ fn fill_padded<I: PlaneIn>(
 #[allow(clippy::too_many_arguments)]
 unsafe fn plane_avx2<I: PlaneIn, T: QuantOut>(
     g: &Geometry,
+    l: &Layout,
     x: &[I],
     x_zero: f32,
     padded: &mut Vec<f32>,
@@ -360,11 +489,11 @@ unsafe fn plane_avx2<I: PlaneIn, T: QuantOut>(
     bias: f32,
     finish: Finish<'_, T>,
 ) {
-    fill_padded(g, x, x_zero, padded, last);
-    rows::<T, true>(g, padded, taps, bias, finish)
+    fill_padded(g, l, x, x_zero, padded, last);
+    outputs::<T, true>(g, l, padded, taps, bias, finish)
 }
 
-/// Output columns computed together, in registers, across all taps.
+/// Outputs computed together, in registers, across all taps.
 const LANES: usize = 16;
 /// Largest kernel (taps) the kernels take: 7x7 and 8x8 fit; [`supports`] says so before use.
 pub const MAX_TAPS: usize = 64;
@@ -375,39 +504,39 @@ pub fn supports(kh: usize, kw: usize) -> bool {
 }
 
 #[inline(always)]
-fn rows<T: QuantOut, const FMA: bool>(
+fn outputs<T: QuantOut, const FMA: bool>(
     g: &Geometry,
+    l: &Layout,
     padded: &[f32],
     taps: &[f32],
     bias: f32,
     finish: Finish<'_, T>,
 ) {
-    let pw = g.phase_width();
-    let phase_len = g.rows() * pw;
-    // Each tap's offset in the padded phases from the output row's start: no division in the
-    // loops below.
+    // Each tap's offset from its output's number (see [`Layout`]).
     let mut offsets = [0usize; MAX_TAPS];
     let n_taps = g.kh * g.kw;
     for i in 0..g.kh {
+        let (a, sh) = (i * g.dil_h, g.stride_h);
         for j in 0..g.kw {
-            let off = j * g.dil_w;
+            let (b, sw) = (j * g.dil_w, g.stride_w);
             offsets[i * g.kw + j] =
-                (off % g.stride_w) * phase_len + i * g.dil_h * pw + off / g.stride_w;
+                ((a % sh) * sw + b % sw) * l.phase_len + (a / sh) * l.width + b / sw;
         }
     }
     let (offsets, taps) = (&offsets[..n_taps], &taps[..n_taps]);
     // 3x3, by far the most common kernel, with the tap count known to the compiler: the taps'
     // broadcasts stay in registers across the whole plane.
     if let (Ok(o9), Ok(t9)) = (<&[usize; 9]>::try_from(offsets), <[f32; 9]>::try_from(taps)) {
-        return rows_with::<T, FMA, 9>(g, padded, o9, t9, bias, finish);
+        return outputs_with::<T, FMA, 9>(g, l, padded, o9, t9, bias, finish);
     }
-    rows_with::<T, FMA, 0>(g, padded, offsets, taps, bias, finish)
+    outputs_with::<T, FMA, 0>(g, l, padded, offsets, taps, bias, finish)
 }
 
-/// The rows of one plane, with `N` taps when `N > 0`, else `offsets.len()`.
+/// The outputs of one plane, with `N` taps when `N > 0`, else `offsets.len()`.
 #[inline(always)]
-fn rows_with<T: QuantOut, const FMA: bool, const N: usize>(
+fn outputs_with<T: QuantOut, const FMA: bool, const N: usize>(
     g: &Geometry,
+    l: &Layout,
     padded: &[f32],
     offsets: impl AsRef<[usize]>,
     taps: impl AsRef<[f32]>,
@@ -415,66 +544,202 @@ fn rows_with<T: QuantOut, const FMA: bool, const N: usize>(
     mut finish: Finish<'_, T>,
 ) {
     let (offsets, taps) = (offsets.as_ref(), taps.as_ref());
-    let pw = g.phase_width();
-    let ow = g.ow;
     let max_off = offsets.iter().copied().max().unwrap_or(0);
-    let mut acc = [0f32; LANES];
-    for oy in 0..g.oh {
-        let row = oy * g.stride_h * pw;
-        let mut ox = 0;
-        while ox < ow {
-            let n = LANES.min(ow - ox);
-            let base = row + ox;
-            assert!(
-                base + max_off + LANES <= padded.len(),
-                "padded plane too short"
-            );
-            // SAFETY: every read is at base + off + l with off <= max_off and l < LANES, in
-            // bounds by the assertion above; the ISA was detected by the caller.
-            unsafe {
-                if N > 0 {
-                    chunk::<FMA>(padded, base, &offsets[..N], &taps[..N], bias, &mut acc)
-                } else {
-                    chunk::<FMA>(padded, base, offsets, taps, bias, &mut acc)
-                }
-            };
-            let at = oy * ow + ox;
-            match &mut finish {
-                Finish::Float { out, min, max } => {
-                    out[at..at + n]
-                        .iter_mut()
-                        .zip(acc.iter())
-                        .for_each(|(o, &a)| *o = clamp(a, *min, *max));
-                }
-                Finish::Quant {
-                    out,
-                    multiplier,
-                    zero,
-                    lo,
-                    hi,
-                } => {
-                    #[cfg(target_arch = "x86_64")]
-                    if FMA && n == LANES && std::mem::size_of::<T>() == 1 {
-                        let dst = out[at..at + LANES].as_mut_ptr().cast::<u8>();
-                        // SAFETY: FMA is only true under plane_avx2 (AVX2 detected); dst
-                        // holds LANES one-byte values.
-                        unsafe {
-                            quant16_avx2(&acc, *multiplier, *zero, *lo, *hi, T::MIN < 0.0, dst)
-                        };
-                        ox += n;
-                        continue;
-                    }
-                    let z = *zero;
-                    out[at..at + n]
-                        .iter_mut()
-                        .zip(acc.iter())
-                        .for_each(|(o, &a)| {
-                            let v = clamp(a * *multiplier, *lo, *hi);
-                            *o = T::from_i32(round_to_i32(v) + z);
-                        });
-                }
+    let last_chunk = (l.count - 1) / LANES * LANES;
+    assert!(
+        last_chunk + max_off + LANES <= padded.len(),
+        "padded plane too short"
+    );
+    let sums = Sums::<FMA, N> {
+        padded,
+        offsets,
+        taps,
+        bias,
+    };
+    match &mut finish {
+        Finish::Float { out, min, max } => chunks(
+            l,
+            g.ow,
+            out,
+            FloatOut {
+                sums,
+                min: *min,
+                max: *max,
+            },
+        ),
+        Finish::Quant {
+            out,
+            multiplier,
+            zero,
+            lo,
+            hi,
+        } => chunks(
+            l,
+            g.ow,
+            out,
+            QuantOut8 {
+                sums,
+                multiplier: *multiplier,
+                zero: *zero,
+                lo: *lo,
+                hi: *hi,
+            },
+        ),
+    }
+}
+
+/// The sums of one chunk of outputs (`N` taps when `N > 0`, else `offsets.len()`), with the
+/// bounds [`outputs_with`] checked.
+struct Sums<'a, const FMA: bool, const N: usize> {
+    padded: &'a [f32],
+    offsets: &'a [usize],
+    taps: &'a [f32],
+    bias: f32,
+}
+
+impl<const FMA: bool, const N: usize> Sums<'_, FMA, N> {
+    #[inline(always)]
+    fn at(&self, t: usize, lanes: &mut [f32; LANES]) {
+        let (padded, bias) = (self.padded, self.bias);
+        // SAFETY: every read is at t + off + l with t <= the last chunk, off <= the largest
+        // offset and l < LANES, in bounds by the assertion in `outputs_with`; the ISA was
+        // detected by the caller.
+        unsafe {
+            #[cfg(target_arch = "x86_64")]
+            if FMA && N == 9 {
+                return chunk3x3_avx2(padded, t, self.offsets, self.taps, bias, lanes);
             }
-            ox += n;
+            if N > 0 {
+                chunk::<FMA>(padded, t, &self.offsets[..N], &self.taps[..N], bias, lanes)
+            } else {
+                chunk::<FMA>(padded, t, self.offsets, self.taps, bias, lanes)
+            }
+        }
+    }
+}
+
+/// One chunk's finished outputs, from `t` on, into the first LANES values of a buffer. (A
+/// trait rather than closures: a closure is not always inlined into the `target_feature`
+/// function that runs it, and outside it the vector code is not built for AVX2.)
+trait ChunkOut<V> {
+    fn finish(&self, t: usize, buf: &mut [V; 2 * LANES]);
+}
+
+struct FloatOut<'a, const FMA: bool, const N: usize> {
+    sums: Sums<'a, FMA, N>,
+    min: f32,
+    max: f32,
+}
+
+impl<const FMA: bool, const N: usize> ChunkOut<f32> for FloatOut<'_, FMA, N> {
+    #[inline(always)]
+    fn finish(&self, t: usize, buf: &mut [f32; 2 * LANES]) {
+        let lanes: &mut [f32; LANES] = (&mut buf[..LANES]).try_into().expect("LANES values");
+        self.sums.at(t, lanes);
+        lanes
+            .iter_mut()
+            .for_each(|a| *a = clamp(*a, self.min, self.max));
+    }
+}
+
+struct QuantOut8<'a, const FMA: bool, const N: usize> {
+    sums: Sums<'a, FMA, N>,
+    multiplier: f32,
+    zero: i32,
+    lo: f32,
+    hi: f32,
+}
+
+impl<T: QuantOut, const FMA: bool, const N: usize> ChunkOut<T> for QuantOut8<'_, FMA, N> {
+    #[inline(always)]
+    fn finish(&self, t: usize, buf: &mut [T; 2 * LANES]) {
+        let mut lanes = [0f32; LANES];
+        self.sums.at(t, &mut lanes);
+        let (m, z, lo, hi) = (self.multiplier, self.zero, self.lo, self.hi);
+        #[cfg(target_arch = "x86_64")]
+        if FMA && std::mem::size_of::<T>() == 1 {
+            let dst = buf.as_mut_ptr().cast::<u8>();
+            // SAFETY: FMA is only true under plane_avx2 (AVX2 detected); `buf` holds
+            // 2 * LANES one-byte values.
+            unsafe { quant16_avx2(&lanes, m, z, lo, hi, T::MIN < 0.0, dst) };
+            return;
+        }
+        buf.iter_mut().zip(lanes.iter()).for_each(|(o, &a)| {
+            let v = clamp(a * m, lo, hi);
+            *o = T::from_i32(round_to_i32(v) + z);
+        });
+    }
+}
+
+/// Every chunk of `l`'s outputs, finished by `f`, stored into `out` one chunk behind: a
+/// chunk's results are read back from memory only after the next chunk is computed, by when
+/// the stores that wrote them are done (read straight away at an offset, the load waits for
+/// them).
+#[inline(always)]
+fn chunks<V: Copy + Default>(l: &Layout, ow: usize, out: &mut [V], f: impl ChunkOut<V>) {
+    let mut bufs = [[V::default(); 2 * LANES]; 2];
+    let mut rows = Rows::default();
+    let mut pending: Option<(usize, usize)> = None;
+    for (i, t) in (0..l.count).step_by(LANES).enumerate() {
+        f.finish(t, &mut bufs[i % 2]);
+        if let Some((p, _)) = pending {
+            rows.scatter(&bufs[(i + 1) % 2], p, p + LANES, l.width, ow, out);
+        }
+        pending = Some((t, i));
+    }
+    if let Some((p, i)) = pending {
+        rows.scatter(&bufs[i % 2], p, l.count, l.width, ow, out);
+    }
+}
+
+/// Where the next computed output lands: its output row, and the number of that row's first
+/// output.
+#[derive(Default)]
+struct Rows {
+    oy: usize,
+    start: usize,
+}
+
+impl Rows {
+    /// Outputs `t..end` (computed in `lanes[..LANES]`, the first at `t`, rows `width` apart)
+    /// into `out` (rows `ow` apart), dropping the columns past `ow`.
+    ///
+    /// Each run of a row is stored as a whole chunk (a fixed-size copy: vector moves, not a
+    /// call to `memcpy`) wherever `out` has room: what lands past the run belongs to later
+    /// outputs, which are stored after it.
+    #[inline(always)]
+    fn scatter<V: Copy>(
+        &mut self,
+        lanes: &[V; 2 * LANES],
+        t: usize,
+        end: usize,
+        width: usize,
+        ow: usize,
+        out: &mut [V],
+    ) {
+        let t0 = t;
+        let mut t = t;
+        while t < end {
+            let col = t - self.start;
+            if col < ow {
+                let n = (ow - col).min(end - t);
+                let (at, k) = (self.oy * ow + col, t - t0);
+                if at + LANES <= out.len() {
+                    let run: &[V; LANES] = lanes[k..k + LANES].try_into().expect("LANES values");
+                    let dst: &mut [V; LANES] =
+                        (&mut out[at..at + LANES]).try_into().expect("LANES values");
+                    *dst = *run;
+                } else {
+                    out[at..at + n].copy_from_slice(&lanes[k..k + n]);
+                }
+                t += n;
+            } else {
+                t = (self.start + width).min(end);
+            }
+            if t == self.start + width {
+                self.oy += 1;
+                self.start += width;
+            }
         }
     }
 }
@@ -539,6 +804,45 @@ unsafe fn chunk<const FMA: bool>(
         for l in 0..LANES {
             acc[l] += k * src[l];
         }
+    }
+}
+
+/// [`chunk`] for a 3x3 kernel in AVX2 registers. Its offsets are a row part plus a column part
+/// (`offsets[3i + j] = offsets[3i] + offsets[j]`, [`Layout`]), so the nine loads address from
+/// three row pointers and three column offsets held in registers, and the nine taps'
+/// broadcasts stay in registers across the plane.
+///
+/// # Safety
+/// As [`chunk`]'s, with AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn chunk3x3_avx2(
+    padded: &[f32],
+    base: usize,
+    offsets: &[usize],
+    taps: &[f32],
+    bias: f32,
+    acc: &mut [f32; LANES],
+) {
+    use std::arch::x86_64::*;
+    debug_assert!(offsets.len() == 9 && taps.len() == 9 && offsets[0] == 0);
+    // SAFETY: as the function's contract says: every address is base + offsets[3i + j] + l.
+    unsafe {
+        let p = padded.as_ptr().add(base);
+        let rows = [p, p.add(offsets[3]), p.add(offsets[6])];
+        let cols = [0, offsets[1], offsets[2]];
+        let mut a0 = _mm256_set1_ps(bias);
+        let mut a1 = a0;
+        for (i, r) in rows.iter().enumerate() {
+            for (j, &c) in cols.iter().enumerate() {
+                let k = _mm256_set1_ps(*taps.get_unchecked(3 * i + j));
+                a0 = _mm256_fmadd_ps(k, _mm256_loadu_ps(r.add(c)), a0);
+                a1 = _mm256_fmadd_ps(k, _mm256_loadu_ps(r.add(c + 8)), a1);
+            }
+        }
+        _mm256_storeu_ps(acc.as_mut_ptr(), a0);
+        _mm256_storeu_ps(acc.as_mut_ptr().add(8), a1);
     }
 }
 
@@ -686,57 +990,103 @@ mod tests {
         }
     }
 
+    /// The quantized path on `x` (u8 or i8 plane values): exact integer sums, requantized as
+    /// the definition says, into u8 and i8 outputs.
+    fn check_quantized<I: PlaneIn + Into<f32>>(isa: Isa, g: &Geometry, xq: &[I], x_zero: f32) {
+        let k = g.kh * g.kw;
+        let wq: Vec<i8> = [-128i8, 127, 3, -7, 0, 55, -90, 12, 101]
+            .iter()
+            .cycle()
+            .take(k)
+            .copied()
+            .collect();
+        let taps: Vec<f32> = wq.iter().map(|&v| v as f32 - 1.0).collect(); // w_zero = 1
+        let bias = -3071.0;
+        let m = 0.0123;
+        let xc: Vec<f32> = xq.iter().map(|&v| v.into() - x_zero).collect();
+        let acc = reference(g, &xc, &taps, bias);
+        let want = |a: f64, zero: f32, qmin: f32, qmax: f32| {
+            assert_eq!(a.fract(), 0.0);
+            ((a as f32 * m).round_ties_even() + zero).clamp(qmin, qmax)
+        };
+        let mut out = vec![0u8; g.oh * g.ow];
+        let finish = Finish::Quant {
+            out: &mut out,
+            multiplier: m,
+            zero: 9,
+            lo: -9.0,
+            hi: 246.0,
+        };
+        plane(isa, g, xq, x_zero, &taps, bias, finish);
+        for (i, (o, a)) in out.iter().zip(&acc).enumerate() {
+            let w = want(*a, 9.0, 0.0, 255.0);
+            assert_eq!(*o as f32, w, "{isa:?} {g:?}: output {i}, acc {a}");
+        }
+        let mut out = vec![0i8; g.oh * g.ow];
+        let finish = Finish::Quant {
+            out: &mut out,
+            multiplier: m,
+            zero: -5,
+            lo: -123.0,
+            hi: 132.0,
+        };
+        plane(isa, g, xq, x_zero, &taps, bias, finish);
+        for (i, (o, a)) in out.iter().zip(&acc).enumerate() {
+            let w = want(*a, -5.0, -128.0, 127.0);
+            assert_eq!(*o as f32, w, "{isa:?} {g:?}: output {i}, acc {a}");
+        }
+    }
+
     #[test]
     fn quantized_kernel_is_exact_integer_arithmetic_then_requantizes() {
-        // Narrow (partial chunks) and wide (whole 16-column chunks: the vector finish), u8 and
-        // i8 out.
+        // Planes narrower and wider than a chunk (7x7: 4 chunks across 7 rows), strides 1 to 3
+        // (stride 2 fills both column phases in one pass, 16 values at a time), dilation, a
+        // 5x5 kernel, no padding; u8 and i8 values in, u8 and i8 out.
         for isa in Isa::available() {
-            for g in [geometry(9, 10, 3, 2, 1, 1), geometry(5, 37, 3, 1, 1, 1)] {
+            for g in [
+                geometry(9, 10, 3, 2, 1, 1),
+                geometry(5, 37, 3, 1, 1, 1),
+                geometry(7, 7, 3, 1, 1, 1),
+                geometry(14, 14, 3, 2, 1, 1),
+                geometry(14, 14, 3, 1, 1, 1),
+                geometry(112, 112, 3, 2, 1, 1),
+                geometry(33, 35, 3, 2, 1, 1),
+                geometry(10, 10, 3, 1, 2, 2),
+                geometry(13, 11, 5, 2, 1, 2),
+                geometry(5, 6, 3, 3, 1, 0),
+                geometry(1, 1, 3, 1, 1, 1),
+            ] {
                 let n = g.h * g.w;
-                let xq: Vec<u8> = (0..n).map(|i| (i * 53 % 256) as u8).collect();
-                let x_zero = 117.0;
-                let wq: Vec<i8> = vec![-128, 127, 3, -7, 0, 55, -90, 12, 101];
-                let taps: Vec<f32> = wq.iter().map(|&v| v as f32 - 1.0).collect(); // w_zero = 1
-                let bias = -3071.0;
-                let m = 0.0123;
-                let xc: Vec<f32> = xq.iter().map(|&v| v as f32 - x_zero).collect();
-                let acc = reference(&g, &xc, &taps, bias);
-                let want = |a: f64, zero: f32, qmin: f32, qmax: f32| {
-                    assert_eq!(a.fract(), 0.0);
-                    ((a as f32 * m).round_ties_even() + zero).clamp(qmin, qmax)
-                };
-                let mut out = vec![0u8; g.oh * g.ow];
-                let finish = Finish::Quant {
-                    out: &mut out,
-                    multiplier: m,
-                    zero: 9,
-                    lo: -9.0,
-                    hi: 246.0,
-                };
-                plane(isa, &g, &xq, x_zero, &taps, bias, finish);
-                for (o, a) in out.iter().zip(&acc) {
-                    assert_eq!(
-                        *o as f32,
-                        want(*a, 9.0, 0.0, 255.0),
-                        "{isa:?} {g:?}: acc {a}"
-                    );
-                }
-                let mut out = vec![0i8; g.oh * g.ow];
-                let finish = Finish::Quant {
-                    out: &mut out,
-                    multiplier: m,
-                    zero: -5,
-                    lo: -123.0,
-                    hi: 132.0,
-                };
-                plane(isa, &g, &xq, x_zero, &taps, bias, finish);
-                for (o, a) in out.iter().zip(&acc) {
-                    assert_eq!(
-                        *o as f32,
-                        want(*a, -5.0, -128.0, 127.0),
-                        "{isa:?} {g:?}: acc {a}"
-                    );
-                }
+                let xu: Vec<u8> = (0..n).map(|i| (i * 53 % 256) as u8).collect();
+                check_quantized(isa, &g, &xu, 117.0);
+                let xs: Vec<i8> = xu.iter().map(|&v| v as i8).collect();
+                check_quantized(isa, &g, &xs, -3.0);
+            }
+        }
+    }
+
+    #[test]
+    fn split_by_column_parity_sixteen_at_a_time_exactly() {
+        for start in (0..256).step_by(16) {
+            let u: [u8; 16] = std::array::from_fn(|i| (start + i) as u8);
+            let s: [i8; 16] = std::array::from_fn(|i| (start + i) as u8 as i8);
+            let f: [f32; 16] = std::array::from_fn(|i| (start + i) as f32 * 0.5 - 3.0);
+            let (mut ue, mut uo, mut se, mut so, mut fe, mut fo) = (
+                [0f32; 8], [0f32; 8], [0f32; 8], [0f32; 8], [0f32; 8], [0f32; 8],
+            );
+            u8::split16(&u, 117.0, &mut ue, &mut uo);
+            i8::split16(&s, -3.0, &mut se, &mut so);
+            f32::split16(&f, 0.0, &mut fe, &mut fo);
+            for k in 0..8 {
+                assert_eq!(
+                    (ue[k], uo[k]),
+                    (u[2 * k] as f32 - 117.0, u[2 * k + 1] as f32 - 117.0)
+                );
+                assert_eq!(
+                    (se[k], so[k]),
+                    (s[2 * k] as f32 + 3.0, s[2 * k + 1] as f32 + 3.0)
+                );
+                assert_eq!((fe[k], fo[k]), (f[2 * k], f[2 * k + 1]));
             }
         }
     }

@@ -331,6 +331,8 @@ fn conv_with<I: Copy + Into<i16>, O: QuantOut, const AVX2: bool>(
 ) {
     pack_x(g, x, x_zero, w.kp, &mut scratch.x, &mut scratch.rows);
     let p_total = g.pixels();
+    // The AVX2 path stores through raw pointers: every row of the output must be there.
+    assert!(out.len() >= w.m * p_total && requant.len() >= w.m);
     let mut acc = [[0i32; NR]; MR];
     // Blocks of pixel panels that stay in the cache; within a block, weight panel by panel
     // (each channel's outputs written as one sequential stream).
@@ -341,6 +343,29 @@ fn conv_with<I: Copy + Into<i16>, O: QuantOut, const AVX2: bool>(
             let wpanel = w.panel(mp);
             for pp in pb..(pb + block).min(panels) {
                 let xpanel = &scratch.x[pp * w.kp * NR * 2..(pp + 1) * w.kp * NR * 2];
+                let p0 = pp * NR;
+                let np = NR.min(p_total - p0);
+                #[cfg(target_arch = "x86_64")]
+                if AVX2 && std::mem::size_of::<O>() == 1 {
+                    let rows = MR.min(w.m - mp * MR);
+                    let dst = out[mp * MR * p_total + p0..].as_mut_ptr().cast::<u8>();
+                    // SAFETY: AVX2 is only true when called from `conv_avx2`, after
+                    // detection; row r < rows of the tile writes np bytes at
+                    // (mp * MR + r) * p_total + p0, inside `out` ([M][P] one-byte values).
+                    unsafe {
+                        tile_requant_avx2(
+                            w.kp,
+                            wpanel,
+                            xpanel,
+                            &requant[mp * MR..mp * MR + rows],
+                            O::MIN < 0.0,
+                            dst,
+                            p_total,
+                            np,
+                        )
+                    };
+                    continue;
+                }
                 #[cfg(target_arch = "x86_64")]
                 if AVX2 {
                     // SAFETY: AVX2 is only true when called from `conv_avx2`, after detection.
@@ -350,8 +375,6 @@ fn conv_with<I: Copy + Into<i16>, O: QuantOut, const AVX2: bool>(
                 }
                 #[cfg(not(target_arch = "x86_64"))]
                 tile_portable(w.kp, wpanel, xpanel, &mut acc);
-                let p0 = pp * NR;
-                let np = NR.min(p_total - p0);
                 for (r, row) in acc.iter().enumerate() {
                     let m = mp * MR + r;
                     if m >= w.m {
@@ -359,13 +382,6 @@ fn conv_with<I: Copy + Into<i16>, O: QuantOut, const AVX2: bool>(
                     }
                     let q = requant[m];
                     let dst = &mut out[m * p_total + p0..m * p_total + p0 + np];
-                    #[cfg(target_arch = "x86_64")]
-                    if AVX2 && std::mem::size_of::<O>() == 1 {
-                        // SAFETY: AVX2 is only true when called from `conv_avx2`, after
-                        // detection; dst holds np <= NR one-byte values.
-                        unsafe { requant_avx2(row, &q, O::MIN < 0.0, dst.as_mut_ptr().cast(), np) };
-                        continue;
-                    }
                     let z = q.zero;
                     for (o, &a) in dst.iter_mut().zip(row.iter()) {
                         // wrapping: |acc + bias| < 2^31 (module notes); no overflow check in the hot loop.
@@ -378,17 +394,22 @@ fn conv_with<I: Copy + Into<i16>, O: QuantOut, const AVX2: bool>(
     }
 }
 
-/// Requantizes one row of NR accumulators to 8-bit values at `dst` (`np` of them), in AVX2
+/// Requantizes one row of NR accumulators (`a` then `b`) to 16 8-bit values, in AVX2
 /// registers: the same arithmetic as the portable loop (`as f32`, multiply, clamp, round half
 /// to even, which is `vcvtps2dq` under the default rounding mode, add the zero point), then
 /// packed with saturation that never triggers (the clamp keeps every value in range).
 ///
 /// # Safety
-/// The CPU has AVX2; `dst` holds `np` <= NR bytes.
+/// The CPU has AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn requant_avx2(row: &[i32; NR], q: &Requant, signed: bool, dst: *mut u8, np: usize) {
+unsafe fn requant16_avx2(
+    a: std::arch::x86_64::__m256i,
+    b: std::arch::x86_64::__m256i,
+    q: &Requant,
+    signed: bool,
+) -> std::arch::x86_64::__m128i {
     use std::arch::x86_64::*;
     let bias = _mm256_set1_epi32(q.bias);
     let mult = _mm256_set1_ps(q.multiplier);
@@ -399,14 +420,18 @@ unsafe fn requant_avx2(row: &[i32; NR], q: &Requant, signed: bool, dst: *mut u8,
         let f = _mm256_max_ps(_mm256_min_ps(f, hi), lo);
         _mm256_add_epi32(_mm256_cvtps_epi32(f), zero)
     };
-    // SAFETY: row holds NR = 16 values.
-    let (a, b) = unsafe {
-        (
-            one(_mm256_loadu_si256(row.as_ptr().cast())),
-            one(_mm256_loadu_si256(row.as_ptr().add(8).cast())),
-        )
-    };
-    let bytes = narrow16_avx2(a, b, signed);
+    narrow16_avx2(one(a), one(b), signed)
+}
+
+/// The first `np` <= 16 of `bytes` at `dst`.
+///
+/// # Safety
+/// The CPU has AVX2; `dst` holds `np` bytes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn store_bytes(bytes: std::arch::x86_64::__m128i, dst: *mut u8, np: usize) {
+    use std::arch::x86_64::*;
     // SAFETY: as the function's contract says.
     unsafe {
         if np == NR {
@@ -467,12 +492,15 @@ fn tile_portable(kp: usize, w: &[i16], x: &[i16], acc: &mut [[i32; NR]; MR]) {
     }
 }
 
-/// The tile with AVX2: per k pair, two loads of 8 pixels x 2 k, one broadcast weight pair per
-/// row, and `vpmaddwd` into 12 accumulators.
+/// The tile's sums with AVX2: per k pair, two loads of 8 pixels x 2 k, one broadcast weight
+/// pair per row, and `vpmaddwd` into 12 accumulators (row m: pixels 0..8, 8..16).
+///
+/// # Safety
+/// The CPU has AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn tile_avx2(kp: usize, w: &[i16], x: &[i16], acc: &mut [[i32; NR]; MR]) {
+unsafe fn sums_avx2(kp: usize, w: &[i16], x: &[i16]) -> [[std::arch::x86_64::__m256i; 2]; MR] {
     use std::arch::x86_64::*;
     assert!(w.len() >= kp * MR * 2 && x.len() >= kp * NR * 2);
     let mut a = [[_mm256_setzero_si256(); 2]; MR];
@@ -490,11 +518,58 @@ unsafe fn tile_avx2(kp: usize, w: &[i16], x: &[i16], acc: &mut [[i32; NR]; MR]) 
             }
         }
     }
+    a
+}
+
+/// The tile with AVX2, its accumulators stored in `acc`.
+///
+/// # Safety
+/// The CPU has AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn tile_avx2(kp: usize, w: &[i16], x: &[i16], acc: &mut [[i32; NR]; MR]) {
+    use std::arch::x86_64::*;
+    // SAFETY: AVX2 as the function's contract says.
+    let a = unsafe { sums_avx2(kp, w, x) };
     for (m, am) in a.iter().enumerate() {
         // SAFETY: each row of `acc` holds NR = 16 i32, two 256-bit stores.
         unsafe {
             _mm256_storeu_si256(acc[m].as_mut_ptr() as *mut __m256i, am[0]);
             _mm256_storeu_si256(acc[m].as_mut_ptr().add(8) as *mut __m256i, am[1]);
+        }
+    }
+}
+
+/// The tile with AVX2, requantized in registers (no round trip of the accumulators through
+/// memory): row `m < q.len()` to `np` 8-bit values at `out + m * stride`.
+///
+/// # Safety
+/// The CPU has AVX2; `q.len() <= MR`; for every such row, `out + m * stride` holds `np` <= NR
+/// bytes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_requant_avx2(
+    kp: usize,
+    w: &[i16],
+    x: &[i16],
+    q: &[Requant],
+    signed: bool,
+    out: *mut u8,
+    stride: usize,
+    np: usize,
+) {
+    // SAFETY: as the function's contract says.
+    unsafe {
+        let a = sums_avx2(kp, w, x);
+        for (m, (am, q)) in a.iter().zip(q).enumerate() {
+            store_bytes(
+                requant16_avx2(am[0], am[1], q, signed),
+                out.add(m * stride),
+                np,
+            );
         }
     }
 }
@@ -668,8 +743,13 @@ mod tests {
                 };
                 for np in [NR, 5] {
                     let mut got = [0u8; NR];
-                    // SAFETY: AVX2 checked above; got holds NR bytes.
-                    unsafe { requant_avx2(&row, &q, signed, got.as_mut_ptr(), np) };
+                    // SAFETY: AVX2 checked above; row holds 16 i32, got NR bytes.
+                    unsafe {
+                        use std::arch::x86_64::*;
+                        let a = _mm256_loadu_si256(row.as_ptr().cast());
+                        let b = _mm256_loadu_si256(row.as_ptr().add(8).cast());
+                        store_bytes(requant16_avx2(a, b, &q, signed), got.as_mut_ptr(), np)
+                    };
                     for (i, &a) in row.iter().enumerate().take(np) {
                         let v = clamp((a + q.bias) as f32 * q.multiplier, q.lo, q.hi);
                         let want = round_to_i32(v) + q.zero;
