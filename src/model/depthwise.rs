@@ -93,6 +93,10 @@ pub enum Isa {
     /// x86-64 with AVX2 and FMA.
     #[cfg(target_arch = "x86_64")]
     Avx2Fma,
+    /// aarch64 with the dot-product instructions: the quantized convolutions' matrix product
+    /// runs on `sdot` ([`super::qdot`]); every other kernel runs its portable (NEON) code.
+    /// Constructed only on aarch64.
+    NeonDot,
 }
 
 impl Isa {
@@ -105,6 +109,9 @@ impl Isa {
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
             return Isa::Avx2Fma;
         }
+        if super::qdot::available() {
+            return Isa::NeonDot;
+        }
         Isa::Scalar
     }
 
@@ -116,6 +123,9 @@ impl Isa {
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
             v.push(Isa::Avx2Fma);
         }
+        if super::qdot::available() {
+            v.push(Isa::NeonDot);
+        }
         v
     }
 
@@ -125,6 +135,7 @@ impl Isa {
             Isa::Scalar => "scalar",
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2Fma => "avx2+fma",
+            Isa::NeonDot => "neon+dotprod",
         }
     }
 }
@@ -341,7 +352,7 @@ pub fn plane<I: PlaneIn, T: QuantOut>(
     SCRATCH.with(|s| {
         let (padded, last) = &mut *s.borrow_mut();
         match isa {
-            Isa::Scalar => {
+            Isa::Scalar | Isa::NeonDot => {
                 fill_padded(g, &l, x, x_zero, padded, last);
                 outputs::<T, false>(g, &l, padded, taps, bias, finish)
             }

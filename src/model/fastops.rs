@@ -503,7 +503,7 @@ impl QConv {
         })
     }
 
-    fn run<I: Copy + Into<i16>, O: depthwise::QuantOut>(
+    fn run<I: qgemm::Act, O: depthwise::QuantOut>(
         &self,
         x: &[I],
         out: &mut [O],
@@ -546,7 +546,7 @@ impl Op for QConv {
             self.weights.k,
             self.kernel,
             self.attrs,
-            self.isa.name()
+            self.weights.kernels(self.isa)
         )])
     }
 

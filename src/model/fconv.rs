@@ -181,7 +181,7 @@ impl Tile<'_> {
                     tile_avx2::<2>(self, w, strip, out, ldo, cols)
                 }
             },
-            Isa::Scalar => {
+            Isa::Scalar | Isa::NeonDot => {
                 tile_portable(k, w, strip, &mut acc);
                 for (r, row) in acc.iter().enumerate().take(rows) {
                     let dst = &mut out[r * ldo..r * ldo + cols];

@@ -16,6 +16,7 @@ pub mod labels;
 pub mod postprocess;
 pub mod preprocess;
 pub mod profile;
+pub mod qdot;
 pub mod qdq;
 pub mod qelementwise;
 pub mod qgemm;

@@ -213,7 +213,7 @@ pub fn add<A: PlaneIn, B: PlaneIn, O: QuantOut>(
 ) {
     assert!(a.len() == out.len() && b.len() == out.len());
     match isa {
-        Isa::Scalar => add_portable(q, a, b, out),
+        Isa::Scalar | Isa::NeonDot => add_portable(q, a, b, out),
         // SAFETY: `Isa::Avx2Fma` exists only after run-time detection of AVX2 and FMA.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2Fma => unsafe { add_avx2(q, a, b, out) },
@@ -282,7 +282,7 @@ unsafe fn add_avx2<A: PlaneIn, B: PlaneIn, O: QuantOut>(
 pub fn quantize<O: QuantOut>(isa: Isa, q: &Quant, x: &[f32], out: &mut [O]) {
     assert_eq!(x.len(), out.len());
     match isa {
-        Isa::Scalar => quantize_portable(q, x, out),
+        Isa::Scalar | Isa::NeonDot => quantize_portable(q, x, out),
         // SAFETY: `Isa::Avx2Fma` exists only after run-time detection of AVX2 and FMA.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2Fma => unsafe { quantize_avx2(q, x, out) },

@@ -21,6 +21,7 @@
 //! over any realistic `k` (below 2^31 / 255^2 = 33,000 terms).
 
 use super::depthwise::{clamp, round_to_i32, Isa, QuantOut};
+use super::qdot::DotWeights;
 
 /// Output channels per tile.
 pub const MR: usize = 6;
@@ -28,6 +29,20 @@ pub const MR: usize = 6;
 pub const NR: usize = 16;
 /// Packed activation bytes per block of pixel panels (a share of a 512 KB L2 cache).
 const BLOCK_BYTES: usize = 128 * 1024;
+
+/// An 8-bit activation type, and what the dot-product tile ([`super::qdot`]) subtracts from its
+/// values to make them signed.
+pub trait Act: Copy + Into<i16> {
+    const OFFSET: i16;
+}
+
+impl Act for u8 {
+    const OFFSET: i16 = 128;
+}
+
+impl Act for i8 {
+    const OFFSET: i16 = 0;
+}
 
 /// Weights packed for [`matmul`]: `[M / MR][K / 2][MR][2]` i16, zero-padded to whole panels.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +54,9 @@ pub struct PackedWeights {
     data: Vec<i16>,
     /// Per output channel: `sum_k (w - w_zero)`, for folding `x_zero` into the bias.
     pub row_sums: Vec<i32>,
+    /// The same weights for the aarch64 dot-product tile, where they fit i8 (built on
+    /// aarch64 only).
+    dot: Option<DotWeights>,
 }
 
 impl PackedWeights {
@@ -57,12 +75,26 @@ impl PackedWeights {
                 data[((panel * kp + kk / 2) * MR + r) * 2 + kk % 2] = v as i16;
             }
         }
+        let dot = if cfg!(target_arch = "aarch64") {
+            DotWeights::new(w, m, k, zero)
+        } else {
+            None
+        };
         PackedWeights {
             m,
             k,
             kp,
             data,
             row_sums,
+            dot,
+        }
+    }
+
+    /// The kernels `conv` runs these weights on under `isa`.
+    pub fn kernels(&self, isa: Isa) -> &'static str {
+        match isa {
+            Isa::NeonDot if self.dot.is_none() => "neon (weights wider than int8: no sdot)",
+            _ => isa.name(),
         }
     }
 
@@ -96,7 +128,7 @@ impl Im2col {
         self.oh * self.ow
     }
 
-    fn is_identity(&self) -> bool {
+    pub(super) fn is_identity(&self) -> bool {
         self.kh == 1
             && self.kw == 1
             && self.stride == [1, 1]
@@ -113,6 +145,8 @@ pub struct Scratch {
     x: Vec<i16>,
     /// Two im2col rows (a pair of k), gathered before they are interleaved into the panels.
     rows: Vec<i16>,
+    /// The dot-product path's.
+    dot: super::qdot::Scratch,
 }
 
 /// Packs `x` (one image: [C][H][W] 8-bit values) into `[P / NR][K / 2][NR][2]` i16 panels of
@@ -199,7 +233,13 @@ fn interleave<T: Copy + Into<i16>>(a: &[T], b: Option<&[T]>, dst: &mut [i16]) {
 /// Row `kk` of the im2col matrix (input channel, kernel row, kernel column) for every output
 /// pixel; `x_zero` where the tap falls outside the image.
 #[inline(always)]
-fn gather_row<I: Copy + Into<i16>>(g: &Im2col, x: &[I], x_zero: i16, kk: usize, row: &mut [i16]) {
+pub(super) fn gather_row<I: Copy + Into<i16>>(
+    g: &Im2col,
+    x: &[I],
+    x_zero: i16,
+    kk: usize,
+    row: &mut [i16],
+) {
     let (c, r) = (kk / (g.kh * g.kw), kk % (g.kh * g.kw));
     let (i, j) = (r / g.kw, r % g.kw);
     let plane = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
@@ -284,7 +324,7 @@ pub struct Requant {
 /// One image: `out[m][p] = requant(sum_k w[m][k] * x[k][p])` for the convolution `g`, `x`
 /// being [C][H][W] and `out` [M][OH][OW].
 #[allow(clippy::too_many_arguments)]
-pub fn conv<I: Copy + Into<i16>, O: QuantOut>(
+pub fn conv<I: Act, O: QuantOut>(
     isa: Isa,
     w: &PackedWeights,
     g: &Im2col,
@@ -297,6 +337,14 @@ pub fn conv<I: Copy + Into<i16>, O: QuantOut>(
     assert_eq!(w.k, g.k());
     match isa {
         Isa::Scalar => conv_with::<I, O, false>(w, g, x, x_zero, requant, scratch, out),
+        Isa::NeonDot => match &w.dot {
+            Some(d) => {
+                let s = &mut scratch.dot;
+                let rs = &w.row_sums;
+                super::qdot::conv(true, d, rs, g, x, x_zero, requant, s, out)
+            }
+            None => conv_with::<I, O, false>(w, g, x, x_zero, requant, scratch, out),
+        },
         // SAFETY: `Isa::Avx2Fma` exists only after run-time detection of AVX2 and FMA.
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2Fma => unsafe { conv_avx2(w, g, x, x_zero, requant, scratch, out) },
@@ -382,15 +430,21 @@ fn conv_with<I: Copy + Into<i16>, O: QuantOut, const AVX2: bool>(
                     }
                     let q = requant[m];
                     let dst = &mut out[m * p_total + p0..m * p_total + p0 + np];
-                    let z = q.zero;
-                    for (o, &a) in dst.iter_mut().zip(row.iter()) {
-                        // wrapping: |acc + bias| < 2^31 (module notes); no overflow check in the hot loop.
-                        let v = clamp(a.wrapping_add(q.bias) as f32 * q.multiplier, q.lo, q.hi);
-                        *o = O::from_i32(round_to_i32(v) + z);
-                    }
+                    requant_row(row, &q, 0, dst);
                 }
             }
         }
+    }
+}
+
+/// Requantizes one row of accumulators, each plus `extra`, into `dst` (its length of them).
+#[inline(always)]
+pub(super) fn requant_row<O: QuantOut>(row: &[i32; NR], q: &Requant, extra: i32, dst: &mut [O]) {
+    let bias = q.bias.wrapping_add(extra);
+    for (o, &a) in dst.iter_mut().zip(row.iter()) {
+        // wrapping: |acc + bias| < 2^31 (module notes); no overflow check in the hot loop.
+        let v = clamp(a.wrapping_add(bias) as f32 * q.multiplier, q.lo, q.hi);
+        *o = O::from_i32(round_to_i32(v) + q.zero);
     }
 }
 
@@ -631,51 +685,57 @@ mod tests {
                 let wq: Vec<i32> = (0..m * g.k())
                     .map(|i| (i as i32 * 37 % 256) - 128)
                     .collect();
-                let wz: Vec<i32> = (0..m).map(|r| (r as i32 % 3) - 1).collect();
-                let packed = PackedWeights::new(&wq, m, g.k(), &wz);
-                let x_zero = 100i16;
-                let rq: Vec<Requant> = (0..m)
-                    .map(|r| requant_plain(1, 7 - x_zero as i32 * packed.row_sums[r])[0])
-                    .collect();
-                let mut out = vec![Raw::default(); m * oh * ow];
-                conv(
-                    isa,
-                    &packed,
-                    &g,
-                    &x,
-                    x_zero,
-                    &rq,
-                    &mut Scratch::default(),
-                    &mut out,
-                );
-                for r in 0..m {
-                    for oy in 0..oh {
-                        for ox in 0..ow {
-                            let mut acc = 7i64;
-                            for ch in 0..c {
-                                for i in 0..k {
-                                    for j in 0..k {
-                                        let y = (oy * s + i) as isize - p as isize;
-                                        let xx = (ox * s + j) as isize - p as isize;
-                                        let v = if y >= 0
-                                            && xx >= 0
-                                            && (y as usize) < h
-                                            && (xx as usize) < w
-                                        {
-                                            x[ch * h * w + y as usize * w + xx as usize] as i64
-                                        } else {
-                                            x_zero as i64
-                                        };
-                                        let wv = wq[r * g.k() + (ch * k + i) * k + j] - wz[r];
-                                        acc += (v - x_zero as i64) * wv as i64;
+                // Centred weights from -129 to 128 (the i16 path everywhere), then from -128
+                // to 127 (on aarch64 with DotProd, the i8 dot-product path).
+                for wz in [
+                    (0..m).map(|r| (r as i32 % 3) - 1).collect::<Vec<i32>>(),
+                    vec![0; m],
+                ] {
+                    let packed = PackedWeights::new(&wq, m, g.k(), &wz);
+                    let x_zero = 100i16;
+                    let rq: Vec<Requant> = (0..m)
+                        .map(|r| requant_plain(1, 7 - x_zero as i32 * packed.row_sums[r])[0])
+                        .collect();
+                    let mut out = vec![Raw::default(); m * oh * ow];
+                    conv(
+                        isa,
+                        &packed,
+                        &g,
+                        &x,
+                        x_zero,
+                        &rq,
+                        &mut Scratch::default(),
+                        &mut out,
+                    );
+                    for r in 0..m {
+                        for oy in 0..oh {
+                            for ox in 0..ow {
+                                let mut acc = 7i64;
+                                for ch in 0..c {
+                                    for i in 0..k {
+                                        for j in 0..k {
+                                            let y = (oy * s + i) as isize - p as isize;
+                                            let xx = (ox * s + j) as isize - p as isize;
+                                            let v = if y >= 0
+                                                && xx >= 0
+                                                && (y as usize) < h
+                                                && (xx as usize) < w
+                                            {
+                                                x[ch * h * w + y as usize * w + xx as usize] as i64
+                                            } else {
+                                                x_zero as i64
+                                            };
+                                            let wv = wq[r * g.k() + (ch * k + i) * k + j] - wz[r];
+                                            acc += (v - x_zero as i64) * wv as i64;
+                                        }
                                     }
                                 }
+                                let got = out[r * oh * ow + oy * ow + ox].0;
+                                assert_eq!(
+                                    got as i64, acc,
+                                    "{isa:?} c{c} k{k} s{s} m{m}: row {r} ({oy},{ox})"
+                                );
                             }
-                            let got = out[r * oh * ow + oy * ow + ox].0;
-                            assert_eq!(
-                                got as i64, acc,
-                                "{isa:?} c{c} k{k} s{s} m{m}: row {r} ({oy},{ox})"
-                            );
                         }
                     }
                 }

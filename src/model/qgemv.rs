@@ -210,8 +210,8 @@ impl Lane for i8 {
 pub fn dots(isa: Isa, w: &Weights, a: &[i16], acc: &mut [i32]) {
     assert!(a.len() == w.k && acc.len() == w.n);
     match (isa, &w.rows) {
-        (Isa::Scalar, Rows::I8(rows)) => dots_portable(rows, w.k, a, acc),
-        (Isa::Scalar, Rows::I16(rows)) => dots_portable(rows, w.k, a, acc),
+        (Isa::Scalar | Isa::NeonDot, Rows::I8(rows)) => dots_portable(rows, w.k, a, acc),
+        (Isa::Scalar | Isa::NeonDot, Rows::I16(rows)) => dots_portable(rows, w.k, a, acc),
         // SAFETY: `Isa::Avx2Fma` exists only after run-time detection of AVX2 and FMA.
         #[cfg(target_arch = "x86_64")]
         (Isa::Avx2Fma, Rows::I8(rows)) => unsafe { dots_avx2(rows, w.k, a, acc) },

@@ -1,0 +1,412 @@
+//! The quantized convolution's matrix product ([`super::qgemm`]) on the aarch64 dot-product
+//! instructions: `sdot`, four 8-bit multiply-adds into each 32-bit lane, 64 per instruction.
+//!
+//! DotProd is optional in Armv8.2 and later: Cortex-A55/A76/A78 have it (Raspberry Pi 5,
+//! Jetson Orin), Cortex-A53/A57/A72 do not (Raspberry Pi 3 and 4, Jetson Nano), and lookout
+//! detects it at run time ([`super::depthwise::Isa::NeonDot`]). Without it the i16 NEON tile
+//! of [`super::qgemm`] runs.
+//!
+//! - Weights: `w - w_zero` as i8, packed once, in panels of [`MR`] output channels with each
+//!   group of four consecutive `k` together. A model whose centred weights do not all fit i8
+//!   (uint8 weights with a zero point) keeps the i16 path.
+//! - Activations: `x - OFFSET` as i8 (uint8 values shifted by 128; int8 as they are), packed
+//!   per run into panels of [`NR`] pixels x four `k`. The shift and `x_zero` are folded into
+//!   each output channel's bias: `sum (x - x_zero) w = sum (x - OFFSET) w + (OFFSET - x_zero)
+//!   sum w`, exactly.
+//! - The [`MR`] x [`NR`] tile: per group of four `k`, four loads of activations, one of
+//!   weights, 16 `sdot` by element into 16 accumulators. Without the instruction (other
+//!   architectures; the tests) the same tile runs as portable code.
+//! - Requantization is [`super::qgemm`]'s.
+
+use super::depthwise::QuantOut;
+use super::qgemm::{gather_row, requant_row, Act, Im2col, Requant, NR};
+
+/// Output channels per weight panel.
+pub const MR: usize = 4;
+/// Packed activation bytes per block of pixel panels (a share of the L2 cache).
+const BLOCK_BYTES: usize = 128 * 1024;
+
+/// Weights for the dot tile: `[M / MR][K / 4][MR][4]` i8, zero-padded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DotWeights {
+    m: usize,
+    k: usize,
+    /// k rounded up to a multiple of 4, / 4
+    k4: usize,
+    data: Vec<i8>,
+}
+
+impl DotWeights {
+    /// `w` ([m][k] row-major, raw 8-bit values as i32) minus its per-row zero point, or None
+    /// when some centred value is outside i8.
+    pub fn new(w: &[i32], m: usize, k: usize, zero: &[i32]) -> Option<DotWeights> {
+        assert_eq!(w.len(), m * k);
+        let k4 = k.div_ceil(4);
+        let mut data = vec![0i8; m.div_ceil(MR) * k4 * MR * 4];
+        for row in 0..m {
+            let (panel, r) = (row / MR, row % MR);
+            for kk in 0..k {
+                let v = i8::try_from(w[row * k + kk] - zero[row]).ok()?;
+                data[((panel * k4 + kk / 4) * MR + r) * 4 + kk % 4] = v;
+            }
+        }
+        Some(DotWeights { m, k, k4, data })
+    }
+
+    fn panel(&self, p: usize) -> &[i8] {
+        &self.data[p * self.k4 * MR * 4..(p + 1) * self.k4 * MR * 4]
+    }
+}
+
+/// Per-run scratch for the packed activations.
+#[derive(Debug, Default)]
+pub struct Scratch {
+    x: Vec<i8>,
+    /// Four im2col rows (a group of k), gathered before they are interleaved into the panels.
+    rows: Vec<i16>,
+}
+
+/// `v - OFFSET` as i8: in range for the activation type's values (and its zero point).
+#[inline(always)]
+fn shifted<T: Copy + Into<i16>>(v: T, offset: i16) -> i8 {
+    (v.into() - offset) as i8
+}
+
+/// One panel's group of four k rows for its `np` pixels: `dst[4 p + j] = rows[j][p]` shifted,
+/// zero for a missing row (past k: it meets zero weights) and for the pixels past `np`.
+#[inline(always)]
+fn interleave4<T: Copy + Into<i16>>(
+    rows: [Option<&[T]>; 4],
+    np: usize,
+    offset: i16,
+    dst: &mut [i8],
+) {
+    let dst: &mut [i8; NR * 4] = dst.try_into().expect("a panel group");
+    if np == NR {
+        if let [Some(a), Some(b), Some(c), Some(d)] = rows {
+            let (a, b, c, d): (&[T; NR], &[T; NR], &[T; NR], &[T; NR]) = (
+                a.try_into().expect("NR values"),
+                b.try_into().expect("NR values"),
+                c.try_into().expect("NR values"),
+                d.try_into().expect("NR values"),
+            );
+            for p in 0..NR {
+                dst[4 * p] = shifted(a[p], offset);
+                dst[4 * p + 1] = shifted(b[p], offset);
+                dst[4 * p + 2] = shifted(c[p], offset);
+                dst[4 * p + 3] = shifted(d[p], offset);
+            }
+            return;
+        }
+    }
+    dst.fill(0);
+    for (j, row) in rows.iter().enumerate() {
+        if let Some(row) = row {
+            for (p, &v) in row.iter().enumerate().take(np) {
+                dst[4 * p + j] = shifted(v, offset);
+            }
+        }
+    }
+}
+
+/// Packs `x` (one image: [C][H][W] 8-bit values) into `[P / NR][K / 4][NR][4]` i8 panels of
+/// the im2col matrix, shifted by `I::OFFSET`; outside the image, the value is `x_zero`.
+fn pack_x<I: Act>(g: &Im2col, x: &[I], x_zero: i16, k4: usize, s: &mut Scratch) {
+    let p_total = g.pixels();
+    let panels = p_total.div_ceil(NR);
+    s.x.resize(panels * k4 * NR * 4, 0);
+    let k_total = g.k();
+    if g.is_identity() {
+        let plane = g.h * g.w;
+        for (pp, panel) in s.x.chunks_exact_mut(k4 * NR * 4).enumerate() {
+            let p0 = pp * NR;
+            let np = NR.min(p_total - p0);
+            for (kg, dst) in panel.chunks_exact_mut(NR * 4).enumerate() {
+                let row = |j: usize| {
+                    let k = 4 * kg + j;
+                    (k < k_total).then(|| &x[k * plane + p0..k * plane + p0 + np])
+                };
+                interleave4([row(0), row(1), row(2), row(3)], np, I::OFFSET, dst);
+            }
+        }
+        return;
+    }
+    s.rows.resize(4 * p_total, 0);
+    for kg in 0..k4 {
+        for (j, row) in s.rows.chunks_exact_mut(p_total).enumerate() {
+            if 4 * kg + j < k_total {
+                gather_row(g, x, x_zero, 4 * kg + j, row);
+            }
+        }
+        let rows = &s.rows;
+        for pp in 0..panels {
+            let (p0, np) = (pp * NR, NR.min(p_total - pp * NR));
+            let row = |j: usize| {
+                (4 * kg + j < k_total).then(|| &rows[j * p_total + p0..j * p_total + p0 + np])
+            };
+            let dst = &mut s.x[(pp * k4 + kg) * NR * 4..(pp * k4 + kg + 1) * NR * 4];
+            interleave4([row(0), row(1), row(2), row(3)], np, I::OFFSET, dst);
+        }
+    }
+}
+
+/// One image: `out[m][p] = requant(sum_k w[m][k] * (x[k][p] - x_zero))`, as
+/// [`super::qgemm::conv`] computes it. `row_sums[m]` is `sum_k (w - w_zero)`; `requant[m]`'s
+/// bias already holds `-x_zero * row_sums[m]`. `sdot`: the CPU has the instruction (else the
+/// portable tile).
+#[allow(clippy::too_many_arguments)]
+pub fn conv<I: Act, O: QuantOut>(
+    sdot: bool,
+    w: &DotWeights,
+    row_sums: &[i32],
+    g: &Im2col,
+    x: &[I],
+    x_zero: i16,
+    requant: &[Requant],
+    scratch: &mut Scratch,
+    out: &mut [O],
+) {
+    assert_eq!(w.k, g.k());
+    let p_total = g.pixels();
+    assert!(out.len() >= w.m * p_total && requant.len() >= w.m && row_sums.len() >= w.m);
+    assert!(!sdot || available(), "sdot requested on a CPU without it");
+    pack_x(g, x, x_zero, w.k4, scratch);
+    let mut acc = [[0i32; NR]; MR];
+    let panels = p_total.div_ceil(NR);
+    let block = (BLOCK_BYTES / (w.k4.max(1) * NR * 4)).clamp(1, panels.max(1));
+    for pb in (0..panels).step_by(block) {
+        for mp in 0..w.m.div_ceil(MR) {
+            let wpanel = w.panel(mp);
+            for pp in pb..(pb + block).min(panels) {
+                let xpanel = &scratch.x[pp * w.k4 * NR * 4..(pp + 1) * w.k4 * NR * 4];
+                #[cfg(target_arch = "aarch64")]
+                if sdot {
+                    // SAFETY: the CPU has the instruction (asserted above).
+                    unsafe { tile_sdot(w.k4, wpanel, xpanel, &mut acc) }
+                } else {
+                    tile_portable(w.k4, wpanel, xpanel, &mut acc)
+                }
+                #[cfg(not(target_arch = "aarch64"))]
+                tile_portable(w.k4, wpanel, xpanel, &mut acc);
+                let (p0, np) = (pp * NR, NR.min(p_total - pp * NR));
+                for (r, row) in acc.iter().enumerate() {
+                    let m = mp * MR + r;
+                    if m >= w.m {
+                        break;
+                    }
+                    // The shift by OFFSET, put back: |OFFSET * row_sum| <= 128 * 128 * k.
+                    let extra = (I::OFFSET as i32).wrapping_mul(row_sums[m]);
+                    let dst = &mut out[m * p_total + p0..m * p_total + p0 + np];
+                    requant_row(row, &requant[m], extra, dst);
+                }
+            }
+        }
+    }
+}
+
+/// Whether this CPU has the dot-product instructions.
+pub fn available() -> bool {
+    #[cfg(target_arch = "aarch64")]
+    {
+        std::arch::is_aarch64_feature_detected!("dotprod")
+    }
+    #[cfg(not(target_arch = "aarch64"))]
+    {
+        false
+    }
+}
+
+/// The tile in portable code: `acc[r][p] = sum over k groups of sum_j w[r][j] * x[p][j]`.
+fn tile_portable(k4: usize, w: &[i8], x: &[i8], acc: &mut [[i32; NR]; MR]) {
+    *acc = [[0; NR]; MR];
+    for g in 0..k4 {
+        let xs: &[i8; NR * 4] = x[g * NR * 4..(g + 1) * NR * 4]
+            .try_into()
+            .expect("panel size");
+        let ws: &[i8; MR * 4] = w[g * MR * 4..(g + 1) * MR * 4]
+            .try_into()
+            .expect("panel size");
+        for (r, row) in acc.iter_mut().enumerate() {
+            for (p, a) in row.iter_mut().enumerate() {
+                let dot: i32 = (0..4)
+                    .map(|j| ws[4 * r + j] as i32 * xs[4 * p + j] as i32)
+                    .sum();
+                *a = a.wrapping_add(dot);
+            }
+        }
+    }
+}
+
+/// `acc += dot(x's four bytes per lane, w's four bytes of group L)` per 32-bit lane: one
+/// `sdot` by element. (Inline assembly: the dot-product intrinsics are not stable in Rust
+/// 1.95.)
+#[cfg(target_arch = "aarch64")]
+macro_rules! sdot {
+    ($acc:expr, $x:expr, $w:expr, $lane:literal) => {
+        std::arch::asm!(
+            concat!("sdot {a:v}.4s, {x:v}.16b, {w:v}.4b[", $lane, "]"),
+            a = inout(vreg) $acc,
+            x = in(vreg) $x,
+            w = in(vreg) $w,
+            options(pure, nomem, nostack, preserves_flags),
+        )
+    };
+}
+
+/// The tile with `sdot`: per group of four k, the panel's 16 pixels in four registers, its
+/// four rows' weights in one, and 16 `sdot` by element into 16 accumulators (row r: pixels
+/// 4q..4q + 4 in accumulator q).
+///
+/// # Safety
+/// The CPU has the dot-product instructions.
+#[cfg(target_arch = "aarch64")]
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn tile_sdot(k4: usize, w: &[i8], x: &[i8], acc: &mut [[i32; NR]; MR]) {
+    use std::arch::aarch64::*;
+    assert!(w.len() >= k4 * MR * 4 && x.len() >= k4 * NR * 4);
+    // SAFETY: g < k4 and the panels hold k4 * NR * 4 (x) and k4 * MR * 4 (w) values; the
+    // instruction is there as the function's contract says.
+    unsafe {
+        let mut a = [[vdupq_n_s32(0); 4]; MR];
+        let (wp, xp) = (w.as_ptr(), x.as_ptr());
+        for g in 0..k4 {
+            let xg = xp.add(g * NR * 4);
+            let xv = [
+                vld1q_s8(xg),
+                vld1q_s8(xg.add(16)),
+                vld1q_s8(xg.add(32)),
+                vld1q_s8(xg.add(48)),
+            ];
+            let wv = vld1q_s8(wp.add(g * MR * 4));
+            for q in 0..4 {
+                sdot!(a[0][q], xv[q], wv, "0");
+                sdot!(a[1][q], xv[q], wv, "1");
+                sdot!(a[2][q], xv[q], wv, "2");
+                sdot!(a[3][q], xv[q], wv, "3");
+            }
+        }
+        for (ar, dst) in a.iter().zip(acc.iter_mut()) {
+            for (q, v) in ar.iter().enumerate() {
+                vst1q_s32(dst.as_mut_ptr().add(4 * q), *v);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Raw accumulators as the "quantized" output, so sums can be checked exactly.
+    #[derive(Debug, Clone, Copy, Default, PartialEq)]
+    struct Raw(f32);
+    impl QuantOut for Raw {
+        const MIN: f32 = f32::MIN;
+        const MAX: f32 = f32::MAX;
+        fn from_i32(v: i32) -> Raw {
+            Raw(v as f32)
+        }
+    }
+
+    fn check<I: Act>(sdot: bool, x: &[I], x_zero: i16, c: usize, h: usize, w: usize) {
+        for (k, s, p, m) in [(1, 1, 0, 7), (1, 1, 0, 13), (3, 2, 1, 9), (3, 1, 1, 4)] {
+            let oh = (h + 2 * p - k) / s + 1;
+            let ow = (w + 2 * p - k) / s + 1;
+            let g = Im2col {
+                c,
+                h,
+                w,
+                kh: k,
+                kw: k,
+                stride: [s, s],
+                dil: [1, 1],
+                pad_top: p,
+                pad_left: p,
+                oh,
+                ow,
+            };
+            // Centred weights over the whole of i8, both ends included.
+            let wz: Vec<i32> = (0..m).map(|r| (r as i32 % 3) - 1).collect();
+            let wq: Vec<i32> = (0..m * g.k())
+                .map(|i| (i as i32 * 37) % 256 - 128 + wz[i / g.k()])
+                .collect();
+            let dw = DotWeights::new(&wq, m, g.k(), &wz).expect("centred weights fit i8");
+            let sums: Vec<i32> = (0..m)
+                .map(|r| (0..g.k()).map(|kk| wq[r * g.k() + kk] - wz[r]).sum())
+                .collect();
+            let rq: Vec<Requant> = (0..m)
+                .map(|r| Requant {
+                    bias: 7 - x_zero as i32 * sums[r],
+                    multiplier: 1.0,
+                    zero: 0,
+                    lo: -1e9,
+                    hi: 1e9,
+                })
+                .collect();
+            let mut out = vec![Raw::default(); m * oh * ow];
+            let mut scratch = Scratch::default();
+            conv(sdot, &dw, &sums, &g, x, x_zero, &rq, &mut scratch, &mut out);
+            for r in 0..m {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let mut acc = 7i64;
+                        for ch in 0..c {
+                            for i in 0..k {
+                                for j in 0..k {
+                                    let y = (oy * s + i) as isize - p as isize;
+                                    let xx = (ox * s + j) as isize - p as isize;
+                                    let inside =
+                                        y >= 0 && xx >= 0 && (y as usize) < h && (xx as usize) < w;
+                                    let v: i64 = if inside {
+                                        x[ch * h * w + y as usize * w + xx as usize].into() as i64
+                                    } else {
+                                        x_zero as i64
+                                    };
+                                    let wv = wq[r * g.k() + (ch * k + i) * k + j] - wz[r];
+                                    acc += (v - x_zero as i64) * wv as i64;
+                                }
+                            }
+                        }
+                        let got = out[r * oh * ow + oy * ow + ox].0;
+                        assert_eq!(
+                            got as i64, acc,
+                            "sdot {sdot} c{c} k{k} s{s} m{m}: row {r} ({oy},{ox})"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn dot_products_are_exact_for_uint8_and_int8_activations() {
+        let mut paths = vec![false];
+        if available() {
+            paths.push(true);
+        } else {
+            eprintln!("no dot-product instructions on this CPU: the portable dot tile only");
+        }
+        for sdot in paths {
+            // Channel counts that leave partial groups of four k, pixel counts that leave
+            // partial panels; activations over the whole 8-bit range.
+            for (c, h, w) in [(5, 4, 5), (16, 7, 7), (3, 9, 11), (33, 3, 3)] {
+                let xu: Vec<u8> = (0..c * h * w).map(|i| (i * 89 % 256) as u8).collect();
+                check(sdot, &xu, 100, c, h, w);
+                check(sdot, &xu, 0, c, h, w);
+                let xs: Vec<i8> = xu.iter().map(|&v| v as i8).collect();
+                check(sdot, &xs, -3, c, h, w);
+                check(sdot, &xs, 127, c, h, w);
+            }
+        }
+    }
+
+    #[test]
+    fn weights_outside_int8_once_centred_keep_the_wide_path() {
+        // uint8 weights 0 and 255 around a zero point of 128: -128 fits, 127 fits, but 255
+        // - 100 = 155 does not.
+        assert!(DotWeights::new(&[0, 255], 1, 2, &[128]).is_some());
+        assert!(DotWeights::new(&[0, 255], 1, 2, &[100]).is_none());
+        assert!(DotWeights::new(&[-128, 127], 2, 1, &[0, 0]).is_some());
+        assert!(DotWeights::new(&[-128, 127], 2, 1, &[1, 0]).is_none());
+    }
+}
