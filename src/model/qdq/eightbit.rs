@@ -1,0 +1,220 @@
+//! Rewrite 1's folds onto lookout's 8-bit operators (QDQ additions, QDQ Gemm, a float
+//! input's QuantizeLinear) and rewrite 3 (quantized weights of float matrix products
+//! dequantized once). See the parent module.
+
+use super::*;
+
+/// Rewrite 1b: `Add(DequantizeLinear(a), DequantizeLinear(b)) -> QuantizeLinear`, every
+/// scale a float and every zero point an 8-bit per-tensor initializer, into one
+/// [`crate::model::qelementwise::Q_ADD`]. Returns the count.
+pub(super) fn fold_qdq_adds(g: &mut pb::GraphProto) -> usize {
+    let folds: Vec<(usize, usize, pb::NodeProto)> = {
+        let ix = Index::new(g);
+        (0..g.node.len())
+            .filter_map(|k| {
+                let add = &g.node[k];
+                if add.op_type != "Add" || !add.domain.is_empty() || add.input.len() != 2 {
+                    return None;
+                }
+                let (da, db) = (ix.dq(g, &add.input[0])?, ix.dq(g, &add.input[1])?);
+                if !ix.per_tensor_8bit(da) || !ix.per_tensor_8bit(db) {
+                    return None;
+                }
+                let qk = sole_quantize(g, &ix, add.output.first()?)?;
+                let q = &g.node[qk];
+                let node = pb::NodeProto {
+                    name: node_name(add),
+                    op_type: crate::model::qelementwise::Q_ADD.into(),
+                    input: [&da.input[..], &db.input[..], &q.input[1..]].concat(),
+                    output: vec![q.output[0].clone()],
+                    ..Default::default()
+                };
+                Some((k, qk, node))
+            })
+            .collect()
+    };
+    replace_absorbing(g, folds)
+}
+
+/// Plans one Gemm fold (see [`fold_qdq_gemms`]): the Gemm's index, the QuantizeLinear's, the
+/// node replacing the Gemm, and a float bias initializer where one was computed.
+type GemmFold = (usize, usize, pb::NodeProto, Option<pb::TensorProto>);
+
+pub(super) fn plan_gemm(g: &pb::GraphProto, ix: &Index, k: usize) -> Option<GemmFold> {
+    let gemm = &g.node[k];
+    if gemm.op_type != "Gemm" || !gemm.domain.is_empty() || !(2..=3).contains(&gemm.input.len()) {
+        return None;
+    }
+    let attr_f = |name: &str| gemm.attribute.iter().find(|a| a.name == name).map(|a| a.f);
+    let trans_b = attr_i(gemm, "transB").unwrap_or(0);
+    if attr_i(gemm, "transA").unwrap_or(0) != 0
+        || attr_f("alpha").unwrap_or(1.0) != 1.0
+        || attr_f("beta").unwrap_or(1.0) != 1.0
+    {
+        return None;
+    }
+    // a: per-tensor DequantizeLinear of a computed tensor.
+    let da = ix.dq(g, &gemm.input[0])?;
+    if ix.init(&da.input[0]).is_some() || !ix.per_tensor_8bit(da) {
+        return None;
+    }
+    // w: DequantizeLinear of a 2-D 8-bit initializer, per tensor or per output (along N).
+    let dw = ix.dq(g, &gemm.input[1])?;
+    let w = ix
+        .init(&dw.input[0])
+        .filter(|t| is_8bit(t) && t.dims.len() == 2)?;
+    let n = w.dims[if trans_b != 0 { 0 } else { 1 }];
+    let (ws, wz) = (ix.init(&dw.input[1])?, ix.init(&dw.input[2])?);
+    if ws.data_type != DataType::Float as i32 || !is_8bit(wz) {
+        return None;
+    }
+    let count = |t: &pb::TensorProto| t.dims.iter().product::<i64>();
+    let axis_ok = attr_i(dw, "axis").unwrap_or(1) == if trans_b != 0 { 0 } else { 1 };
+    if !(count(ws) == 1 && count(wz) == 1 || count(ws) == n && count(wz) == n && axis_ok) {
+        return None;
+    }
+    // bias: absent, a float initializer of N values, or the DequantizeLinear of an int32 one
+    // (computed here as DequantizeLinear computes it, in f32).
+    let mut bias = None;
+    let mut bias_init = None;
+    if let Some(b) = gemm.input.get(2).filter(|b| !b.is_empty()) {
+        if let Some(db) = ix.dq(g, b) {
+            let bq = ix
+                .init(&db.input[0])
+                .filter(|t| t.data_type == DataType::Int32 as i32)?;
+            // Per tensor or per output (axis 0 of the bias).
+            let (sb, zb) = (
+                values(ix.init(&db.input[1])?)?,
+                values(ix.init(&db.input[2])?)?,
+            );
+            let qb = values(bq)?;
+            let ok = |v: &[f64]| v.len() == 1 || v.len() == qb.len();
+            if qb.len() as i64 != n || !ok(&sb) || !ok(&zb) {
+                return None;
+            }
+            let at = |v: &[f64], c: usize| v[if v.len() == 1 { 0 } else { c }];
+            let v: Vec<f32> = qb
+                .iter()
+                .enumerate()
+                .map(|(c, &q)| (q - at(&zb, c)) as f32 * at(&sb, c) as f32)
+                .collect();
+            let name = format!("{}/lookout.bias_f32", node_name(gemm));
+            bias_init = Some(float_tensor(name.clone(), vec![n], &v));
+            bias = Some(name);
+        } else {
+            let t = ix
+                .init(b)
+                .filter(|t| t.data_type == DataType::Float as i32)?;
+            if count(t) != n {
+                return None;
+            }
+            bias = Some(b.clone());
+        }
+    }
+    let qk = sole_quantize(g, ix, gemm.output.first()?)?;
+    let q = &g.node[qk];
+    let mut input = [&da.input[..], &dw.input[..], &q.input[1..]].concat();
+    input.extend(bias);
+    let node = pb::NodeProto {
+        name: node_name(gemm),
+        op_type: crate::model::qgemv::Q_GEMM.into(),
+        input,
+        output: vec![q.output[0].clone()],
+        attribute: vec![pb::AttributeProto {
+            name: "transB".into(),
+            r#type: pb::attribute_proto::AttributeType::Int as i32,
+            i: trans_b,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    Some((k, qk, node, bias_init))
+}
+
+/// Rewrite 1c: `DequantizeLinear(a) -> Gemm(DequantizeLinear(w), float bias) ->
+/// QuantizeLinear` (the classifier of a QDQ model) into one [`crate::model::qgemv::Q_GEMM`]. Returns
+/// the count.
+pub(super) fn fold_qdq_gemms(g: &mut pb::GraphProto) -> usize {
+    let folds: Vec<GemmFold> = {
+        let ix = Index::new(g);
+        (0..g.node.len())
+            .filter_map(|k| plan_gemm(g, &ix, k))
+            .collect()
+    };
+    let mut nodes = Vec::with_capacity(folds.len());
+    for (k, qk, node, bias) in folds {
+        g.initializer.extend(bias);
+        nodes.push((k, qk, node));
+    }
+    replace_absorbing(g, nodes)
+}
+
+/// Rewrite 1d: a per-tensor QuantizeLinear to 8 bits of a float32 graph input (a quantized
+/// model's first operation) into [`crate::model::qelementwise::Q_QUANTIZE`]. Returns the count.
+pub(super) fn quantize_float_inputs(g: &mut pb::GraphProto) -> usize {
+    let float_inputs = crate::model::contrib::inputs_of_type(g, DataType::Float);
+    let ix = Index::new(g);
+    let found: Vec<usize> = (0..g.node.len())
+        .filter(|&k| {
+            let n = &g.node[k];
+            n.op_type == "QuantizeLinear"
+                && n.domain.is_empty()
+                && ix.per_tensor_8bit(n)
+                && float_inputs.contains(&n.input[0])
+                && ix.init(&n.input[0]).is_none()
+        })
+        .collect();
+    drop(ix);
+    for &k in &found {
+        g.node[k].op_type = crate::model::qelementwise::Q_QUANTIZE.into();
+        g.node[k].attribute.clear();
+    }
+    found.len()
+}
+
+/// Rewrite 3: DequantizeLinear of a constant read only by Gemm/MatMul becomes a float
+/// initializer. Returns the count.
+pub(super) fn dequantize_matmul_weights(g: &mut pb::GraphProto) -> usize {
+    let plans: Vec<(usize, pb::TensorProto)> = {
+        let ix = Index::new(g);
+        let mut readers: HashMap<&str, Vec<&str>> = HashMap::new();
+        for n in &g.node {
+            for i in &n.input {
+                readers
+                    .entry(i.as_str())
+                    .or_default()
+                    .push(n.op_type.as_str());
+            }
+        }
+        g.node
+            .iter()
+            .enumerate()
+            .filter_map(|(k, n)| {
+                if n.op_type != "DequantizeLinear" || !n.domain.is_empty() || n.input.len() != 3 {
+                    return None;
+                }
+                let out = n.output.first()?;
+                let r = readers.get(out.as_str())?;
+                if r.is_empty() || !r.iter().all(|t| *t == "Gemm" || *t == "MatMul") {
+                    return None;
+                }
+                if g.output.iter().any(|o| &o.name == out) {
+                    return None;
+                }
+                let q = ix.init(&n.input[0]).filter(|t| is_8bit(t))?;
+                let s = values(ix.scalar(&n.input[1])?)?[0];
+                let z = values(ix.scalar(&n.input[2])?)?[0];
+                let v: Vec<f32> = values(q)?.iter().map(|&x| ((x - z) * s) as f32).collect();
+                Some((k, float_tensor(out.clone(), q.dims.clone(), &v)))
+            })
+            .collect()
+    };
+    let count = plans.len();
+    let mut remove = vec![false; g.node.len()];
+    for (k, t) in plans {
+        remove[k] = true;
+        g.initializer.push(t);
+    }
+    remove_marked(g, &remove);
+    count
+}
