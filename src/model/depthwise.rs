@@ -10,8 +10,8 @@
 //!   that every tap reads contiguous memory at one fixed offset from its output ([`Layout`]);
 //! - the whole plane, every row one after the other, is then one run of `kernel_h * kernel_w`
 //!   multiply-adds per 16 outputs, in vector registers, whatever the plane's width (a 7x7
-//!   plane is 4 such chunks, not 7 part-filled ones): AVX2 + FMA on x86-64 when the CPU has them (detected at
-//!   run time), NEON on aarch64, scalar code elsewhere ([`Isa`]);
+//!   plane is 4 such chunks, not 7 part-filled ones): AVX2 + FMA on x86-64 when the CPU has
+//!   them (detected at run time), NEON on aarch64, scalar code elsewhere ([`Isa`]);
 //! - the quantized path computes `sum((x - x_zero) * (w - w_zero)) + bias` on integers held in
 //!   float32, which is exact while the sum stays below 2^24 (255 * 255 * 258 taps: every real
 //!   depthwise kernel), then requantizes as onnxruntime does: `clamp(round_half_even(acc *
@@ -1066,6 +1066,17 @@ mod tests {
                 geometry(13, 11, 5, 2, 1, 2),
                 geometry(5, 6, 3, 3, 1, 0),
                 geometry(1, 1, 3, 1, 1, 1),
+                // Stride 2 without padding (even and odd widths), and TensorFlow's "SAME"
+                // padding (none at the top and left, one at the bottom and right).
+                geometry(10, 10, 3, 2, 1, 0),
+                geometry(11, 11, 3, 2, 1, 0),
+                Geometry {
+                    pad_top: 0,
+                    pad_left: 0,
+                    oh: 56,
+                    ow: 56,
+                    ..geometry(112, 112, 3, 2, 1, 1)
+                },
             ] {
                 let n = g.h * g.w;
                 let xu: Vec<u8> = (0..n).map(|i| (i * 53 % 256) as u8).collect();
