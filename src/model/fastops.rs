@@ -442,7 +442,8 @@ impl QLinearExpansion {
             );
         }
         let (m, k) = (ws[0], ws[1] * ws[2] * ws[3]);
-        let packed = PackedWeights::new(&q.w, m, k, &q.w_zero);
+        let isa = Isa::detect();
+        let packed = PackedWeights::new(&q.w, m, k, &q.w_zero, isa);
         let requant = (0..m)
             .map(|r| Requant {
                 bias: q.bias[r] - q.x_zero * packed.row_sums[r],
@@ -461,7 +462,7 @@ impl QLinearExpansion {
             x_dt: q.x_dt,
             x_zero: q.x_zero as i16,
             y_dt: q.y_dt,
-            isa: Isa::detect(),
+            isa,
         };
         model.wire_node(prefix, op, &inputs[..1])
     }

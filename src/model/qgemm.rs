@@ -54,17 +54,23 @@ pub struct PackedWeights {
     data: Vec<i16>,
     /// Per output channel: `sum_k (w - w_zero)`, for folding `x_zero` into the bias.
     pub row_sums: Vec<i32>,
-    /// The same weights for the aarch64 dot-product tile, where they fit i8 (built on
-    /// aarch64 only).
+    /// The weights for the aarch64 dot-product tile instead (`data` is then empty).
     dot: Option<DotWeights>,
 }
 
 impl PackedWeights {
-    /// Packs `w` ([m][k] row-major, raw 8-bit values as i32) minus its per-row zero point.
-    pub fn new(w: &[i32], m: usize, k: usize, zero: &[i32]) -> PackedWeights {
+    /// Packs `w` ([m][k] row-major, raw 8-bit values as i32) minus its per-row zero point, for
+    /// [`conv`] under `isa`: in i8 for the dot-product tile under [`Isa::NeonDot`] when every
+    /// centred value fits, else in i16 (only one of the two is kept).
+    pub fn new(w: &[i32], m: usize, k: usize, zero: &[i32], isa: Isa) -> PackedWeights {
         assert_eq!(w.len(), m * k);
         let kp = k.div_ceil(2);
-        let panels = m.div_ceil(MR);
+        let dot = if isa == Isa::NeonDot {
+            DotWeights::new(w, m, k, zero)
+        } else {
+            None
+        };
+        let panels = if dot.is_some() { 0 } else { m.div_ceil(MR) };
         let mut data = vec![0i16; panels * kp * MR * 2];
         let mut row_sums = vec![0i32; m];
         for row in 0..m {
@@ -72,14 +78,11 @@ impl PackedWeights {
             for kk in 0..k {
                 let v = w[row * k + kk] - zero[row];
                 row_sums[row] += v;
-                data[((panel * kp + kk / 2) * MR + r) * 2 + kk % 2] = v as i16;
+                if dot.is_none() {
+                    data[((panel * kp + kk / 2) * MR + r) * 2 + kk % 2] = v as i16;
+                }
             }
         }
-        let dot = if cfg!(target_arch = "aarch64") {
-            DotWeights::new(w, m, k, zero)
-        } else {
-            None
-        };
         PackedWeights {
             m,
             k,
@@ -335,6 +338,10 @@ pub fn conv<I: Act, O: QuantOut>(
     out: &mut [O],
 ) {
     assert_eq!(w.k, g.k());
+    assert!(
+        w.dot.is_none() || isa == Isa::NeonDot,
+        "weights packed for the dot-product tile run under {isa:?}"
+    );
     match isa {
         Isa::Scalar => conv_with::<I, O, false>(w, g, x, x_zero, requant, scratch, out),
         Isa::NeonDot => match &w.dot {
@@ -691,7 +698,7 @@ mod tests {
                     (0..m).map(|r| (r as i32 % 3) - 1).collect::<Vec<i32>>(),
                     vec![0; m],
                 ] {
-                    let packed = PackedWeights::new(&wq, m, g.k(), &wz);
+                    let packed = PackedWeights::new(&wq, m, g.k(), &wz, isa);
                     let x_zero = 100i16;
                     let rq: Vec<Requant> = (0..m)
                         .map(|r| requant_plain(1, 7 - x_zero as i32 * packed.row_sums[r])[0])
@@ -745,7 +752,7 @@ mod tests {
 
     #[test]
     fn requantizes_with_rounding_half_even_and_saturation() {
-        let packed = PackedWeights::new(&[1], 1, 1, &[0]);
+        let packed = PackedWeights::new(&[1], 1, 1, &[0], Isa::Scalar);
         let g = Im2col {
             c: 1,
             h: 1,
