@@ -296,6 +296,7 @@ unsafe fn tile_sdot(k4: usize, w: &[i8], x: &[i8], acc: &mut [[i32; NR]; MR]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::qgemm::tests::reference;
 
     /// Raw accumulators as the "quantized" output, so sums can be checked exactly.
     #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -346,34 +347,13 @@ mod tests {
             let mut out = vec![Raw::default(); m * oh * ow];
             let mut scratch = Scratch::default();
             conv(sdot, &dw, &sums, &g, x, x_zero, &rq, &mut scratch, &mut out);
-            for r in 0..m {
-                for oy in 0..oh {
-                    for ox in 0..ow {
-                        let mut acc = 7i64;
-                        for ch in 0..c {
-                            for i in 0..k {
-                                for j in 0..k {
-                                    let y = (oy * s + i) as isize - p as isize;
-                                    let xx = (ox * s + j) as isize - p as isize;
-                                    let inside =
-                                        y >= 0 && xx >= 0 && (y as usize) < h && (xx as usize) < w;
-                                    let v: i64 = if inside {
-                                        x[ch * h * w + y as usize * w + xx as usize].into() as i64
-                                    } else {
-                                        x_zero as i64
-                                    };
-                                    let wv = wq[r * g.k() + (ch * k + i) * k + j] - wz[r];
-                                    acc += (v - x_zero as i64) * wv as i64;
-                                }
-                            }
-                        }
-                        let got = out[r * oh * ow + oy * ow + ox].0;
-                        assert_eq!(
-                            got as i64, acc,
-                            "sdot {sdot} c{c} k{k} s{s} m{m}: row {r} ({oy},{ox})"
-                        );
-                    }
-                }
+            let want = reference(&g, x, x_zero, &wq, &wz, 7);
+            for (i, (got, acc)) in out.iter().zip(&want).enumerate() {
+                let (r, oy, ox) = (i / (oh * ow), i / ow % oh, i % ow);
+                assert_eq!(
+                    got.0 as i64, *acc,
+                    "sdot {sdot} c{c} k{k} s{s} m{m}: row {r} ({oy},{ox})"
+                );
             }
         }
     }

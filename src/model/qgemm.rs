@@ -636,8 +636,48 @@ unsafe fn tile_requant_avx2(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
+
+    /// The convolution `g` by its definition, in i64: `bias + sum (x - x_zero) * (w - w_zero)`
+    /// per output channel (`w` [m][k] raw values, `w_zero` per channel), `x_zero` outside the
+    /// image. [m][oh][ow].
+    pub(in crate::model) fn reference<T: Copy + Into<i16>>(
+        g: &Im2col,
+        x: &[T],
+        x_zero: i16,
+        w: &[i32],
+        w_zero: &[i32],
+        bias: i64,
+    ) -> Vec<i64> {
+        let (m, (kh, kw)) = (w_zero.len(), (g.kh, g.kw));
+        let mut out = Vec::with_capacity(m * g.oh * g.ow);
+        for r in 0..m {
+            for oy in 0..g.oh {
+                for ox in 0..g.ow {
+                    let mut acc = bias;
+                    for ch in 0..g.c {
+                        for i in 0..kh {
+                            for j in 0..kw {
+                                let y = (oy * g.stride[0] + i * g.dil[0]).checked_sub(g.pad_top);
+                                let xx = (ox * g.stride[1] + j * g.dil[1]).checked_sub(g.pad_left);
+                                let v = match (y, xx) {
+                                    (Some(y), Some(xx)) if y < g.h && xx < g.w => {
+                                        x[(ch * g.h + y) * g.w + xx].into()
+                                    }
+                                    _ => x_zero,
+                                } as i64;
+                                let wv = w[r * g.k() + (ch * kh + i) * kw + j] - w_zero[r];
+                                acc += (v - x_zero as i64) * wv as i64;
+                            }
+                        }
+                    }
+                    out.push(acc);
+                }
+            }
+        }
+        out
+    }
 
     fn requant_plain(m: usize, bias: i32) -> Vec<Requant> {
         vec![
@@ -714,36 +754,13 @@ mod tests {
                         &mut Scratch::default(),
                         &mut out,
                     );
-                    for r in 0..m {
-                        for oy in 0..oh {
-                            for ox in 0..ow {
-                                let mut acc = 7i64;
-                                for ch in 0..c {
-                                    for i in 0..k {
-                                        for j in 0..k {
-                                            let y = (oy * s + i) as isize - p as isize;
-                                            let xx = (ox * s + j) as isize - p as isize;
-                                            let v = if y >= 0
-                                                && xx >= 0
-                                                && (y as usize) < h
-                                                && (xx as usize) < w
-                                            {
-                                                x[ch * h * w + y as usize * w + xx as usize] as i64
-                                            } else {
-                                                x_zero as i64
-                                            };
-                                            let wv = wq[r * g.k() + (ch * k + i) * k + j] - wz[r];
-                                            acc += (v - x_zero as i64) * wv as i64;
-                                        }
-                                    }
-                                }
-                                let got = out[r * oh * ow + oy * ow + ox].0;
-                                assert_eq!(
-                                    got as i64, acc,
-                                    "{isa:?} c{c} k{k} s{s} m{m}: row {r} ({oy},{ox})"
-                                );
-                            }
-                        }
+                    let want = reference(&g, &x, x_zero, &wq, &wz, 7);
+                    for (i, (got, acc)) in out.iter().zip(&want).enumerate() {
+                        let (r, oy, ox) = (i / (oh * ow), i / ow % oh, i % ow);
+                        assert_eq!(
+                            got.0 as i64, *acc,
+                            "{isa:?} c{c} k{k} s{s} m{m}: row {r} ({oy},{ox})"
+                        );
                     }
                 }
             }

@@ -143,18 +143,12 @@ pub(super) fn is_depthwise(ix: &Index, node: &pb::NodeProto, w_input: usize) -> 
     let Some(w) = node.input.get(w_input).and_then(|w| ix.init(w)) else {
         return false;
     };
-    let explicit_pads = matches!(attr_s(node, "auto_pad"), None | Some(b"NOTSET") | Some(b""));
     w.dims.len() == 4
         && w.dims[1] == 1
         && w.dims[0] > 1
         && crate::model::depthwise::supports(w.dims[2] as usize, w.dims[3] as usize)
         && attr_i(node, "group") == Some(w.dims[0])
-        && explicit_pads
-        && node
-            .input
-            .iter()
-            .skip(1)
-            .all(|i| i.is_empty() || ix.init(i).is_some())
+        && explicit_pads_and_constant_operands(ix, node)
 }
 
 /// How many convolutions [`onto_kernels`] put on each of lookout's kernels.
@@ -245,7 +239,6 @@ pub(super) fn is_group1_2d(ix: &Index, node: &pb::NodeProto, w_input: usize) -> 
     let Some(w) = node.input.get(w_input).and_then(|w| ix.init(w)) else {
         return false;
     };
-    let explicit_pads = matches!(attr_s(node, "auto_pad"), None | Some(b"NOTSET") | Some(b""));
     let quantized_ok = w_input != 3
         || (is_8bit(w)
             && [2, 5, 7].iter().all(|&i| {
@@ -257,12 +250,7 @@ pub(super) fn is_group1_2d(ix: &Index, node: &pb::NodeProto, w_input: usize) -> 
     w.dims.len() == 4
         && w.dims.iter().all(|&d| d >= 1)
         && attr_i(node, "group").unwrap_or(1) == 1
-        && explicit_pads
-        && node
-            .input
-            .iter()
-            .skip(1)
-            .all(|i| i.is_empty() || ix.init(i).is_some())
+        && explicit_pads_and_constant_operands(ix, node)
         && quantized_ok
 }
 
@@ -318,4 +306,15 @@ pub(super) fn constant_scalar<'g>(
         .find(|a| a.name == "value")
         .and_then(|a| a.t.as_ref())
         .filter(|t| t.dims.iter().product::<i64>() == 1)
+}
+
+/// What both kernels' checks need: pads given explicitly (no `auto_pad`), and every input after
+/// the activations absent or an initializer (weights, zero points, scales, bias baked in).
+fn explicit_pads_and_constant_operands(ix: &Index, node: &pb::NodeProto) -> bool {
+    matches!(attr_s(node, "auto_pad"), None | Some(b"NOTSET") | Some(b""))
+        && node
+            .input
+            .iter()
+            .skip(1)
+            .all(|i| i.is_empty() || ix.init(i).is_some())
 }
