@@ -187,6 +187,9 @@ impl QuantOut for i8 {
 
 /// Pixel values the padded plane is filled from.
 pub trait PlaneIn: Copy {
+    /// Whether the values are signed integers (i8); f32 and u8 are not.
+    const SIGNED: bool;
+
     fn centred(self, zero: f32) -> f32;
 
     /// Eight at once (the compiler does not vectorise the 8-bit conversions by itself).
@@ -209,6 +212,8 @@ pub trait PlaneIn: Copy {
 }
 
 impl PlaneIn for f32 {
+    const SIGNED: bool = false;
+
     #[inline(always)]
     fn centred(self, _zero: f32) -> f32 {
         self
@@ -250,6 +255,8 @@ unsafe fn i16x8_centred(w: std::arch::x86_64::__m128i, zero: f32, out: *mut f32)
 }
 
 impl PlaneIn for u8 {
+    const SIGNED: bool = false;
+
     #[inline(always)]
     fn centred(self, zero: f32) -> f32 {
         self as f32 - zero
@@ -289,6 +296,8 @@ impl PlaneIn for u8 {
 }
 
 impl PlaneIn for i8 {
+    const SIGNED: bool = true;
+
     #[inline(always)]
     fn centred(self, zero: f32) -> f32 {
         self as f32 - zero

@@ -14,6 +14,8 @@ use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
 
 use super::depthwise::{self, Finish, Geometry, Isa};
+#[cfg(target_arch = "x86_64")]
+use super::depthwise8;
 use super::qgemm::{self, Im2col, PackedWeights, Requant};
 
 /// ONNX op type of a quantized depthwise convolution (QLinearConv inputs and attributes).
@@ -734,7 +736,11 @@ impl DepthwiseConv {
         let (plane_in, plane_out) = (g.h * g.w, g.oh * g.ow);
         let taps_len = g.kh * g.kw;
         for b in 0..n {
-            for c in 0..self.channels {
+            // Small planes: eight channels at a time where the CPU has AVX2 (measured 1.6-2.6x
+            // faster on MobileNetV2's 14x14 and 7x7 layers; `depthwise8.rs`), the remaining
+            // channels plane by plane.
+            let blocked = self.blocked(out, outf, x, b, g);
+            for c in blocked..self.channels {
                 let i = b * self.channels + c;
                 let src = &x[i * plane_in..(i + 1) * plane_in];
                 let taps = &self.taps[c * taps_len..(c + 1) * taps_len];
@@ -778,6 +784,79 @@ impl DepthwiseConv {
                 }
             }
         }
+    }
+}
+
+impl DepthwiseConv {
+    /// Image `b`'s channels in blocks of eight on [`depthwise8`] when it is the faster
+    /// kernel here; returns how many channels it did (from channel 0 on).
+    #[allow(unused_variables)]
+    fn blocked<I: depthwise::PlaneIn + Datum, O: depthwise::QuantOut + Datum>(
+        &self,
+        out: &mut [O],
+        outf: &mut [f32],
+        x: &[I],
+        b: usize,
+        g: &Geometry,
+    ) -> usize {
+        #[cfg(target_arch = "x86_64")]
+        if self.isa == Isa::Avx2Fma && depthwise8::preferred(g) {
+            use depthwise8::{Finish8, BLOCK};
+            let (plane_in, plane_out) = (g.h * g.w, g.oh * g.ow);
+            let taps_len = g.kh * g.kw;
+            let blocks = self.channels / BLOCK;
+            for k in 0..blocks {
+                let c = k * BLOCK;
+                let i = b * self.channels + c;
+                let x = &x[i * plane_in..(i + BLOCK) * plane_in];
+                let taps = &self.taps[c * taps_len..(c + BLOCK) * taps_len];
+                let bias = &self.bias[c..c + BLOCK];
+                let outs = i * plane_out..(i + BLOCK) * plane_out;
+                // SAFETY: `Isa::Avx2Fma` is only constructed after run-time detection of
+                // AVX2 and FMA.
+                match &self.kind {
+                    Kind::Float { min, max } => unsafe {
+                        depthwise8::block8::<I, O>(
+                            g,
+                            x,
+                            0.0,
+                            taps,
+                            bias,
+                            Finish8::Float {
+                                out: &mut outf[outs],
+                                min: *min,
+                                max: *max,
+                            },
+                        )
+                    },
+                    Kind::Quant {
+                        x_zero,
+                        y_zero,
+                        qmin,
+                        qmax,
+                        multipliers,
+                        ..
+                    } => unsafe {
+                        depthwise8::block8::<I, O>(
+                            g,
+                            x,
+                            *x_zero,
+                            taps,
+                            bias,
+                            Finish8::Quant {
+                                out: &mut out[outs],
+                                multipliers: &multipliers[c..c + BLOCK],
+                                zero: *y_zero as i32,
+                                lo: qmin - y_zero,
+                                hi: qmax - y_zero,
+                            },
+                        )
+                    },
+                }
+            }
+            return blocks * BLOCK;
+        }
+        0
     }
 }
 
@@ -889,4 +968,70 @@ impl TypedOp for DepthwiseConv {
     }
 
     as_op!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two images of twelve channels: where the CPU has AVX2, channels 0-7 of each image go to
+    /// the eight-channel kernel and 8-11 plane by plane; every output equals, bit for bit, what
+    /// the plane kernel gives channel by channel.
+    #[test]
+    fn depthwise_blocks_and_remaining_channels_match_the_plane_kernel() {
+        let isa = Isa::detect();
+        let (n, channels, h, w) = (2, 12, 7, 7);
+        let op = DepthwiseConv {
+            attrs: Attrs {
+                strides: [1, 1],
+                dilations: [1, 1],
+                pads: [1, 1, 1, 1],
+            },
+            channels,
+            kernel: [3, 3],
+            taps: Arc::new(
+                (0..channels * 9)
+                    .map(|i| ((i * 13 % 17) as f32 - 8.0) / 3.0)
+                    .collect(),
+            ),
+            bias: Arc::new((0..channels).map(|c| c as f32 * 0.25 - 1.0).collect()),
+            kind: Kind::Float {
+                min: -1.0,
+                max: 6.0,
+            },
+            isa,
+        };
+        let g = op.geometry(h, w).expect("geometry");
+        let (plane_in, plane_out) = (h * w, g.oh * g.ow);
+        let x: Vec<f32> = (0..n * channels * plane_in)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+            .collect();
+        let mut got = vec![f32::NAN; n * channels * plane_out];
+        op.run::<f32, u8>(&x, &mut [], &mut got, n, &g);
+        let mut want = vec![0f32; n * channels * plane_out];
+        for i in 0..n * channels {
+            let c = i % channels;
+            depthwise::plane::<f32, u8>(
+                isa,
+                &g,
+                &x[i * plane_in..(i + 1) * plane_in],
+                0.0,
+                &op.taps[c * 9..(c + 1) * 9],
+                op.bias[c],
+                Finish::Float {
+                    out: &mut want[i * plane_out..(i + 1) * plane_out],
+                    min: -1.0,
+                    max: 6.0,
+                },
+            );
+        }
+        for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+            assert!(a.to_bits() == b.to_bits(), "output {i}: {a} vs {b}");
+        }
+        #[cfg(target_arch = "x86_64")]
+        if isa == Isa::Avx2Fma {
+            let mut scratch = vec![0f32; n * channels * plane_out];
+            assert_eq!(op.blocked::<f32, u8>(&mut [], &mut scratch, &x, 1, &g), 8);
+        }
+    }
 }

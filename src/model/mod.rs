@@ -10,6 +10,8 @@
 
 pub mod contrib;
 pub mod depthwise;
+#[cfg(target_arch = "x86_64")]
+pub mod depthwise8;
 pub mod fastops;
 pub mod fconv;
 pub mod labels;
