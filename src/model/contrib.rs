@@ -467,7 +467,7 @@ impl Builder {
             "QLinearConcat" => {
                 // Inputs: Y_scale, Y_zero_point, then (X, X_scale, X_zero_point) per tensor.
                 let rest = n.input.len().saturating_sub(2);
-                if rest == 0 || rest % 3 != 0 {
+                if rest == 0 || !rest.is_multiple_of(3) {
                     return Err(format!(
                         "expected Y_scale, Y_zero_point and triples (X, X_scale, X_zero_point), got {} inputs",
                         n.input.len()

@@ -93,6 +93,11 @@ pub enum Isa {
     /// x86-64 with AVX2 and FMA.
     #[cfg(target_arch = "x86_64")]
     Avx2Fma,
+    /// x86-64 with AVX2 and FMA, and AVX512-VNNI with AVX512-VL (Ice Lake, Zen 4 and later):
+    /// the quantized convolutions' matrix product runs on 256-bit `vpdpbusd`
+    /// ([`super::qdot`]); every other kernel runs its AVX2 code.
+    #[cfg(target_arch = "x86_64")]
+    Avx2Vnni,
     /// aarch64 with the dot-product instructions: the quantized convolutions' matrix product
     /// runs on `sdot` ([`super::qdot`]); every other kernel runs its portable (NEON) code.
     /// Constructed only on aarch64.
@@ -100,13 +105,18 @@ pub enum Isa {
 }
 
 impl Isa {
-    /// The best the running CPU offers. `LOOKOUT_KERNELS=scalar` forces the portable code.
+    /// The best the running CPU offers. `LOOKOUT_KERNELS=scalar` forces the portable code,
+    /// `LOOKOUT_KERNELS=avx2` AVX2 without VNNI (to compare the two).
     pub fn detect() -> Isa {
-        if std::env::var_os("LOOKOUT_KERNELS").is_some_and(|v| v == "scalar") {
+        let forced = std::env::var("LOOKOUT_KERNELS").unwrap_or_default();
+        if forced == "scalar" {
             return Isa::Scalar;
         }
         #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            if forced != "avx2" && super::qdot::vnni_available() {
+                return Isa::Avx2Vnni;
+            }
             return Isa::Avx2Fma;
         }
         if super::qdot::available() {
@@ -122,6 +132,9 @@ impl Isa {
         #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
             v.push(Isa::Avx2Fma);
+            if super::qdot::vnni_available() {
+                v.push(Isa::Avx2Vnni);
+            }
         }
         if super::qdot::available() {
             v.push(Isa::NeonDot);
@@ -135,7 +148,31 @@ impl Isa {
             Isa::Scalar => "scalar",
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2Fma => "avx2+fma",
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2Vnni => "avx2+fma+vnni",
             Isa::NeonDot => "neon+dotprod",
+        }
+    }
+
+    /// The 8-bit dot-product tile the quantized convolutions run on, if any.
+    pub fn dot_tile(self) -> Option<super::qdot::Tile> {
+        match self {
+            Isa::NeonDot => Some(super::qdot::Tile::Sdot),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2Vnni => Some(super::qdot::Tile::Vnni),
+            _ => None,
+        }
+    }
+
+    /// Whether the AVX2 + FMA kernels run (both x86-64 variants).
+    pub fn avx2(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            matches!(self, Isa::Avx2Fma | Isa::Avx2Vnni)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
         }
     }
 }
@@ -365,10 +402,10 @@ pub fn plane<I: PlaneIn, T: QuantOut>(
                 fill_padded(g, &l, x, x_zero, padded, last);
                 outputs::<T, false>(g, &l, padded, taps, bias, finish)
             }
-            // SAFETY: `Isa::Avx2Fma` is only constructed after run-time detection of both
+            // SAFETY: both AVX2 variants are only constructed after run-time detection of both
             // features (`Isa::detect`, `Isa::available`).
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2Fma => unsafe {
+            Isa::Avx2Fma | Isa::Avx2Vnni => unsafe {
                 plane_avx2(g, &l, x, x_zero, padded, last, taps, bias, finish)
             },
         }

@@ -800,7 +800,7 @@ impl DepthwiseConv {
         g: &Geometry,
     ) -> usize {
         #[cfg(target_arch = "x86_64")]
-        if self.isa == Isa::Avx2Fma && depthwise8::preferred(g) {
+        if self.isa.avx2() && depthwise8::preferred(g) {
             use depthwise8::{Finish8, BLOCK};
             let (plane_in, plane_out) = (g.h * g.w, g.oh * g.ow);
             let taps_len = g.kh * g.kw;
@@ -812,7 +812,7 @@ impl DepthwiseConv {
                 let taps = &self.taps[c * taps_len..(c + BLOCK) * taps_len];
                 let bias = &self.bias[c..c + BLOCK];
                 let outs = i * plane_out..(i + BLOCK) * plane_out;
-                // SAFETY: `Isa::Avx2Fma` is only constructed after run-time detection of
+                // SAFETY: both AVX2 variants are only constructed after run-time detection of
                 // AVX2 and FMA.
                 match &self.kind {
                     Kind::Float { min, max } => unsafe {
@@ -1029,7 +1029,7 @@ mod tests {
             assert!(a.to_bits() == b.to_bits(), "output {i}: {a} vs {b}");
         }
         #[cfg(target_arch = "x86_64")]
-        if isa == Isa::Avx2Fma {
+        if isa.avx2() {
             let mut scratch = vec![0f32; n * channels * plane_out];
             assert_eq!(op.blocked::<f32, u8>(&mut [], &mut scratch, &x, 1, &g), 8);
         }

@@ -172,9 +172,9 @@ impl Tile<'_> {
         let mut acc = [[0.0f32; NR]; MR];
         match isa {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: Avx2Fma is only chosen where the CPU has both; the asserts above bound
+            // SAFETY: the AVX2 variants are only chosen where the CPU has both; the asserts above bound
             // every load and store.
-            Isa::Avx2Fma => unsafe {
+            Isa::Avx2Fma | Isa::Avx2Vnni => unsafe {
                 if cols <= 8 {
                     tile_avx2::<1>(self, w, strip, out, ldo, cols)
                 } else {

@@ -1,5 +1,7 @@
-//! The quantized convolution's matrix product ([`super::qgemm`]) on the aarch64 dot-product
-//! instructions: `sdot`, four 8-bit multiply-adds into each 32-bit lane, 64 per instruction.
+//! The quantized convolution's matrix product ([`super::qgemm`]) on the 8-bit dot-product
+//! instructions: aarch64's `sdot` (four 8-bit multiply-adds into each 32-bit lane, 64 per
+//! instruction) and x86-64's `vpdpbusd` (AVX512-VNNI, here on 256-bit registers: 32 per
+//! instruction, unsigned x signed).
 //!
 //! DotProd is optional in Armv8.2 and later: Cortex-A55/A76/A78 have it (Raspberry Pi 5,
 //! Jetson Orin), Cortex-A53/A57/A72 do not (Raspberry Pi 3 and 4, Jetson Nano), and lookout
@@ -16,6 +18,12 @@
 //! - The [`MR`] x [`NR`] tile: per group of four `k`, four loads of activations, one of
 //!   weights, 16 `sdot` by element into 16 accumulators. Without the instruction (other
 //!   architectures; the tests) the same tile runs as portable code.
+//! - x86-64 with AVX512-VNNI ([`super::depthwise::Isa::Avx2Vnni`]): the same panels, the
+//!   tile on `vpdpbusd`, which multiplies unsigned by signed bytes: each activation byte
+//!   gets its top bit flipped (`x - OFFSET + 128` as u8), and the extra `128 * sum w` comes
+//!   off with the shift (`row_sums`). The 16 pixels of a panel group are two registers, each
+//!   output channel's four weights one broadcast: 8 `vpdpbusd` per four k, into 8
+//!   accumulators. The exact sums, with no 16-bit saturation (unlike `vpmaddubsw`).
 //! - Requantization is [`super::qgemm`]'s.
 
 use super::depthwise::QuantOut;
@@ -111,6 +119,7 @@ fn interleave4<T: Copy + Into<i16>>(
 
 /// Packs `x` (one image: [C][H][W] 8-bit values) into `[P / NR][K / 4][NR][4]` i8 panels of
 /// the im2col matrix, shifted by `I::OFFSET`; outside the image, the value is `x_zero`.
+#[inline(always)]
 fn pack_x<I: Act>(g: &Im2col, x: &[I], x_zero: i16, k4: usize, s: &mut Scratch) {
     let p_total = g.pixels();
     let panels = p_total.div_ceil(NR);
@@ -150,13 +159,47 @@ fn pack_x<I: Act>(g: &Im2col, x: &[I], x_zero: i16, k4: usize, s: &mut Scratch) 
     }
 }
 
+/// Which tile runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tile {
+    /// Portable code (other CPUs; the tests).
+    Portable,
+    /// aarch64 `sdot`: only where [`available`].
+    Sdot,
+    /// x86-64 `vpdpbusd`: only where [`vnni_available`].
+    Vnni,
+}
+
+impl Tile {
+    /// Whether this CPU can run the tile.
+    pub fn supported(self) -> bool {
+        match self {
+            Tile::Portable => true,
+            Tile::Sdot => available(),
+            Tile::Vnni => vnni_available(),
+        }
+    }
+
+    /// The tiles this CPU can run (for tests).
+    pub fn available() -> Vec<Tile> {
+        let mut v = vec![Tile::Portable];
+        if available() {
+            v.push(Tile::Sdot);
+        }
+        if vnni_available() {
+            v.push(Tile::Vnni);
+        }
+        v
+    }
+}
+
 /// One image: `out[m][p] = requant(sum_k w[m][k] * (x[k][p] - x_zero))`, as
 /// [`super::qgemm::conv`] computes it. `row_sums[m]` is `sum_k (w - w_zero)`; `requant[m]`'s
-/// bias already holds `-x_zero * row_sums[m]`. `sdot`: the CPU has the instruction (else the
-/// portable tile).
+/// bias already holds `-x_zero * row_sums[m]`. `tile`: one the CPU has.
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 pub fn conv<I: Act, O: QuantOut>(
-    sdot: bool,
+    tile: Tile,
     w: &DotWeights,
     row_sums: &[i32],
     g: &Im2col,
@@ -169,7 +212,10 @@ pub fn conv<I: Act, O: QuantOut>(
     assert_eq!(w.k, g.k());
     let p_total = g.pixels();
     assert!(out.len() >= w.m * p_total && requant.len() >= w.m && row_sums.len() >= w.m);
-    assert!(!sdot || available(), "sdot requested on a CPU without it");
+    assert!(tile.supported(), "{tile:?} tile requested on a CPU without it");
+    // What the tile adds to each sum beyond `sum (x - OFFSET) w`: `vpdpbusd` reads the
+    // activations as `x - OFFSET + 128`.
+    let tile_offset = if tile == Tile::Vnni { 128 } else { 0 };
     pack_x(g, x, x_zero, w.k4, scratch);
     let mut acc = [[0i32; NR]; MR];
     let panels = p_total.div_ceil(NR);
@@ -179,23 +225,23 @@ pub fn conv<I: Act, O: QuantOut>(
             let wpanel = w.panel(mp);
             for pp in pb..(pb + block).min(panels) {
                 let xpanel = &scratch.x[pp * w.k4 * NR * 4..(pp + 1) * w.k4 * NR * 4];
-                #[cfg(target_arch = "aarch64")]
-                if sdot {
-                    // SAFETY: the CPU has the instruction (asserted above).
-                    unsafe { tile_sdot(w.k4, wpanel, xpanel, &mut acc) }
-                } else {
-                    tile_portable(w.k4, wpanel, xpanel, &mut acc)
+                match tile {
+                    // SAFETY (both): the CPU has the instructions (asserted above).
+                    #[cfg(target_arch = "aarch64")]
+                    Tile::Sdot => unsafe { tile_sdot(w.k4, wpanel, xpanel, &mut acc) },
+                    #[cfg(target_arch = "x86_64")]
+                    Tile::Vnni => unsafe { tile_vnni(w.k4, wpanel, xpanel, &mut acc) },
+                    _ => tile_portable(w.k4, wpanel, xpanel, &mut acc),
                 }
-                #[cfg(not(target_arch = "aarch64"))]
-                tile_portable(w.k4, wpanel, xpanel, &mut acc);
                 let (p0, np) = (pp * NR, NR.min(p_total - pp * NR));
                 for (r, row) in acc.iter().enumerate() {
                     let m = mp * MR + r;
                     if m >= w.m {
                         break;
                     }
-                    // The shift by OFFSET, put back: |OFFSET * row_sum| <= 128 * 128 * k.
-                    let extra = (I::OFFSET as i32).wrapping_mul(row_sums[m]);
+                    // The shift by OFFSET, put back, and the tile's own taken off:
+                    // |(OFFSET - 128) * row_sum| <= 256 * 128 * k.
+                    let extra = (I::OFFSET as i32 - tile_offset).wrapping_mul(row_sums[m]);
                     let dst = &mut out[m * p_total + p0..m * p_total + p0 + np];
                     requant_row(row, &requant[m], extra, dst);
                 }
@@ -211,6 +257,21 @@ pub fn available() -> bool {
         std::arch::is_aarch64_feature_detected!("dotprod")
     }
     #[cfg(not(target_arch = "aarch64"))]
+    {
+        false
+    }
+}
+
+/// Whether this CPU has 256-bit `vpdpbusd` (AVX512-VNNI with AVX512-VL) and AVX2.
+pub fn vnni_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+            && std::arch::is_x86_feature_detected!("avx512vnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
     {
         false
     }
@@ -293,6 +354,43 @@ unsafe fn tile_sdot(k4: usize, w: &[i8], x: &[i8], acc: &mut [[i32; NR]; MR]) {
     }
 }
 
+/// The tile with 256-bit `vpdpbusd`: per group of four k, the panel's 16 pixels in two
+/// registers (top bits flipped: unsigned), each row's four weights broadcast, 8 `vpdpbusd`
+/// into 8 accumulators (row r: pixels 8h..8h + 8 in accumulator h). The sums come out
+/// `128 * sum w` above the signed ones.
+///
+/// # Safety
+/// The CPU has AVX2, AVX512-VL and AVX512-VNNI ([`vnni_available`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
+unsafe fn tile_vnni(k4: usize, w: &[i8], x: &[i8], acc: &mut [[i32; NR]; MR]) {
+    use std::arch::x86_64::*;
+    const { assert!(NR == 16 && MR == 4) };
+    assert!(w.len() >= k4 * MR * 4 && x.len() >= k4 * NR * 4);
+    let flip = _mm256_set1_epi8(i8::MIN);
+    let mut a = [[_mm256_setzero_si256(); 2]; MR];
+    let (wp, xp) = (w.as_ptr(), x.as_ptr());
+    // SAFETY: g < k4 and the panels hold k4 * NR * 4 (x) and k4 * MR * 4 (w) values; the
+    // instructions are there as the function's contract says.
+    unsafe {
+        for g in 0..k4 {
+            let xg = xp.add(g * NR * 4);
+            let x0 = _mm256_xor_si256(_mm256_loadu_si256(xg.cast()), flip);
+            let x1 = _mm256_xor_si256(_mm256_loadu_si256(xg.add(32).cast()), flip);
+            let wg = wp.add(g * MR * 4);
+            for (r, ar) in a.iter_mut().enumerate() {
+                let wv = _mm256_set1_epi32(wg.add(4 * r).cast::<i32>().read_unaligned());
+                ar[0] = _mm256_dpbusd_epi32(ar[0], x0, wv);
+                ar[1] = _mm256_dpbusd_epi32(ar[1], x1, wv);
+            }
+        }
+        for (ar, dst) in a.iter().zip(acc.iter_mut()) {
+            _mm256_storeu_si256(dst.as_mut_ptr().cast(), ar[0]);
+            _mm256_storeu_si256(dst.as_mut_ptr().add(8).cast(), ar[1]);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,7 +407,7 @@ mod tests {
         }
     }
 
-    fn check<I: Act>(sdot: bool, x: &[I], x_zero: i16, c: usize, h: usize, w: usize) {
+    fn check<I: Act>(tile: Tile, x: &[I], x_zero: i16, c: usize, h: usize, w: usize) {
         for (k, s, p, m) in [(1, 1, 0, 7), (1, 1, 0, 13), (3, 2, 1, 9), (3, 1, 1, 4)] {
             let oh = (h + 2 * p - k) / s + 1;
             let ow = (w + 2 * p - k) / s + 1;
@@ -346,13 +444,13 @@ mod tests {
                 .collect();
             let mut out = vec![Raw::default(); m * oh * ow];
             let mut scratch = Scratch::default();
-            conv(sdot, &dw, &sums, &g, x, x_zero, &rq, &mut scratch, &mut out);
+            conv(tile, &dw, &sums, &g, x, x_zero, &rq, &mut scratch, &mut out);
             let want = reference(&g, x, x_zero, &wq, &wz, 7);
             for (i, (got, acc)) in out.iter().zip(&want).enumerate() {
                 let (r, oy, ox) = (i / (oh * ow), i / ow % oh, i % ow);
                 assert_eq!(
                     got.0 as i64, *acc,
-                    "sdot {sdot} c{c} k{k} s{s} m{m}: row {r} ({oy},{ox})"
+                    "{tile:?} c{c} k{k} s{s} m{m}: row {r} ({oy},{ox})"
                 );
             }
         }
@@ -360,22 +458,20 @@ mod tests {
 
     #[test]
     fn dot_products_are_exact_for_uint8_and_int8_activations() {
-        let mut paths = vec![false];
-        if available() {
-            paths.push(true);
-        } else {
+        let tiles = Tile::available();
+        if tiles == [Tile::Portable] {
             eprintln!("no dot-product instructions on this CPU: the portable dot tile only");
         }
-        for sdot in paths {
+        for tile in tiles {
             // Channel counts that leave partial groups of four k, pixel counts that leave
             // partial panels; activations over the whole 8-bit range.
             for (c, h, w) in [(5, 4, 5), (16, 7, 7), (3, 9, 11), (33, 3, 3)] {
                 let xu: Vec<u8> = (0..c * h * w).map(|i| (i * 89 % 256) as u8).collect();
-                check(sdot, &xu, 100, c, h, w);
-                check(sdot, &xu, 0, c, h, w);
+                check(tile, &xu, 100, c, h, w);
+                check(tile, &xu, 0, c, h, w);
                 let xs: Vec<i8> = xu.iter().map(|&v| v as i8).collect();
-                check(sdot, &xs, -3, c, h, w);
-                check(sdot, &xs, 127, c, h, w);
+                check(tile, &xs, -3, c, h, w);
+                check(tile, &xs, 127, c, h, w);
             }
         }
     }

@@ -214,9 +214,9 @@ pub fn add<A: PlaneIn, B: PlaneIn, O: QuantOut>(
     assert!(a.len() == out.len() && b.len() == out.len());
     match isa {
         Isa::Scalar | Isa::NeonDot => add_portable(q, a, b, out),
-        // SAFETY: `Isa::Avx2Fma` exists only after run-time detection of AVX2 and FMA.
+        // SAFETY: both AVX2 variants exist only after run-time detection of AVX2 and FMA.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2Fma => unsafe { add_avx2(q, a, b, out) },
+        Isa::Avx2Fma | Isa::Avx2Vnni => unsafe { add_avx2(q, a, b, out) },
     }
 }
 
@@ -283,9 +283,9 @@ pub fn quantize<O: QuantOut>(isa: Isa, q: &Quant, x: &[f32], out: &mut [O]) {
     assert_eq!(x.len(), out.len());
     match isa {
         Isa::Scalar | Isa::NeonDot => quantize_portable(q, x, out),
-        // SAFETY: `Isa::Avx2Fma` exists only after run-time detection of AVX2 and FMA.
+        // SAFETY: both AVX2 variants exist only after run-time detection of AVX2 and FMA.
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2Fma => unsafe { quantize_avx2(q, x, out) },
+        Isa::Avx2Fma | Isa::Avx2Vnni => unsafe { quantize_avx2(q, x, out) },
     }
 }
 

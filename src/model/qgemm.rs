@@ -60,12 +60,13 @@ pub struct PackedWeights {
 
 impl PackedWeights {
     /// Packs `w` ([m][k] row-major, raw 8-bit values as i32) minus its per-row zero point, for
-    /// [`conv`] under `isa`: in i8 for the dot-product tile under [`Isa::NeonDot`] when every
-    /// centred value fits, else in i16 (only one of the two is kept).
+    /// [`conv`] under `isa`: in i8 for the dot-product tile under [`Isa::NeonDot`] and
+    /// [`Isa::Avx2Vnni`] when every centred value fits, else in i16 (only one of the two is
+    /// kept).
     pub fn new(w: &[i32], m: usize, k: usize, zero: &[i32], isa: Isa) -> PackedWeights {
         assert_eq!(w.len(), m * k);
         let kp = k.div_ceil(2);
-        let dot = if isa == Isa::NeonDot {
+        let dot = if isa.dot_tile().is_some() {
             DotWeights::new(w, m, k, zero)
         } else {
             None
@@ -97,6 +98,8 @@ impl PackedWeights {
     pub fn kernels(&self, isa: Isa) -> &'static str {
         match isa {
             Isa::NeonDot if self.dot.is_none() => "neon (weights wider than int8: no sdot)",
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2Vnni if self.dot.is_none() => "avx2+fma (weights wider than int8: no vnni)",
             _ => isa.name(),
         }
     }
@@ -339,23 +342,47 @@ pub fn conv<I: Act, O: QuantOut>(
 ) {
     assert_eq!(w.k, g.k());
     assert!(
-        w.dot.is_none() || isa == Isa::NeonDot,
+        w.dot.is_none() || isa.dot_tile().is_some(),
         "weights packed for the dot-product tile run under {isa:?}"
     );
-    match isa {
-        Isa::Scalar => conv_with::<I, O, false>(w, g, x, x_zero, requant, scratch, out),
-        Isa::NeonDot => match &w.dot {
-            Some(d) => {
-                let s = &mut scratch.dot;
-                let rs = &w.row_sums;
-                super::qdot::conv(true, d, rs, g, x, x_zero, requant, s, out)
-            }
-            None => conv_with::<I, O, false>(w, g, x, x_zero, requant, scratch, out),
-        },
-        // SAFETY: `Isa::Avx2Fma` exists only after run-time detection of AVX2 and FMA.
+    if let (Some(d), Some(tile)) = (&w.dot, isa.dot_tile()) {
+        let (s, rs) = (&mut scratch.dot, &w.row_sums);
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx2Fma => unsafe { conv_avx2(w, g, x, x_zero, requant, scratch, out) },
+        if isa.avx2() {
+            // SAFETY: both AVX2 variants exist only after run-time detection of AVX2 and FMA.
+            return unsafe { dot_conv_avx2(tile, d, rs, g, x, x_zero, requant, s, out) };
+        }
+        return super::qdot::conv(tile, d, rs, g, x, x_zero, requant, s, out);
     }
+    match isa {
+        Isa::Scalar | Isa::NeonDot => {
+            conv_with::<I, O, false>(w, g, x, x_zero, requant, scratch, out)
+        }
+        // SAFETY: both AVX2 variants exist only after run-time detection of AVX2 and FMA.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2Fma | Isa::Avx2Vnni => unsafe {
+            conv_avx2(w, g, x, x_zero, requant, scratch, out)
+        },
+    }
+}
+
+/// The dot-product convolution with its packing and requantization compiled for AVX2 (the
+/// tile itself is compiled for VNNI).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn dot_conv_avx2<I: Act, O: QuantOut>(
+    tile: super::qdot::Tile,
+    w: &DotWeights,
+    row_sums: &[i32],
+    g: &Im2col,
+    x: &[I],
+    x_zero: i16,
+    requant: &[Requant],
+    scratch: &mut super::qdot::Scratch,
+    out: &mut [O],
+) {
+    super::qdot::conv(tile, w, row_sums, g, x, x_zero, requant, scratch, out)
 }
 
 /// The whole convolution (packing, tiles, requantization) compiled for AVX2.

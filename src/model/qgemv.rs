@@ -212,11 +212,11 @@ pub fn dots(isa: Isa, w: &Weights, a: &[i16], acc: &mut [i32]) {
     match (isa, &w.rows) {
         (Isa::Scalar | Isa::NeonDot, Rows::I8(rows)) => dots_portable(rows, w.k, a, acc),
         (Isa::Scalar | Isa::NeonDot, Rows::I16(rows)) => dots_portable(rows, w.k, a, acc),
-        // SAFETY: `Isa::Avx2Fma` exists only after run-time detection of AVX2 and FMA.
+        // SAFETY: both AVX2 variants exist only after run-time detection of AVX2 and FMA.
         #[cfg(target_arch = "x86_64")]
-        (Isa::Avx2Fma, Rows::I8(rows)) => unsafe { dots_avx2(rows, w.k, a, acc) },
+        (Isa::Avx2Fma | Isa::Avx2Vnni, Rows::I8(rows)) => unsafe { dots_avx2(rows, w.k, a, acc) },
         #[cfg(target_arch = "x86_64")]
-        (Isa::Avx2Fma, Rows::I16(rows)) => unsafe { dots_avx2(rows, w.k, a, acc) },
+        (Isa::Avx2Fma | Isa::Avx2Vnni, Rows::I16(rows)) => unsafe { dots_avx2(rows, w.k, a, acc) },
     }
 }
 

@@ -113,11 +113,12 @@ impl PipeConfig {
                 p.range(&format!("{key}.width"), self.width, 2, 16384);
                 p.range(&format!("{key}.height"), self.height, 2, 16384);
             }
-            if matches!(self.format, PipeFormat::Yuyv422 | PipeFormat::Nv12) && self.width % 2 != 0
+            if matches!(self.format, PipeFormat::Yuyv422 | PipeFormat::Nv12)
+                && !self.width.is_multiple_of(2)
             {
                 p.push(format!("{key}.width"), "must be even for yuyv422 and nv12");
             }
-            if self.format == PipeFormat::Nv12 && self.height % 2 != 0 {
+            if self.format == PipeFormat::Nv12 && !self.height.is_multiple_of(2) {
                 p.push(format!("{key}.height"), "must be even for nv12");
             }
         }

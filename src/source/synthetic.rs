@@ -84,7 +84,7 @@ impl SyntheticConfig {
     pub fn validate(&self, key: &str, p: &mut Problems) {
         p.range(&format!("{key}.width"), self.width, 32, 4096);
         p.range(&format!("{key}.height"), self.height, 32, 4096);
-        if matches!(self.format, SyntheticFormat::Yuyv422) && self.width % 2 != 0 {
+        if matches!(self.format, SyntheticFormat::Yuyv422) && !self.width.is_multiple_of(2) {
             p.push(format!("{key}.width"), "must be even for yuyv422");
         }
         validate_fps(key, self.fps, p);
