@@ -966,7 +966,7 @@ pub fn round_to_i32(v: f32) -> i32 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// Direct definition of the convolution, in f64, for comparison.
@@ -991,7 +991,16 @@ mod tests {
         out
     }
 
-    fn geometry(h: usize, w: usize, k: usize, s: usize, d: usize, p: usize) -> Geometry {
+    /// A square kernel `k`, stride `s`, dilation `d` and padding `p` on every side over an
+    /// `h` x `w` plane.
+    pub(in crate::model) fn geometry(
+        h: usize,
+        w: usize,
+        k: usize,
+        s: usize,
+        d: usize,
+        p: usize,
+    ) -> Geometry {
         Geometry {
             h,
             w,

@@ -482,24 +482,8 @@ unsafe fn transpose8(v: [__m256; BLOCK]) -> [__m256; BLOCK] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::depthwise::tests::geometry;
     use crate::model::depthwise::{plane, Finish, Isa};
-
-    fn geometry(h: usize, w: usize, k: usize, s: usize, d: usize, p: usize) -> Geometry {
-        Geometry {
-            h,
-            w,
-            kh: k,
-            kw: k,
-            stride_h: s,
-            stride_w: s,
-            dil_h: d,
-            dil_w: d,
-            pad_top: p,
-            pad_left: p,
-            oh: Geometry::output_len(h, k, s, d, 2 * p).unwrap(),
-            ow: Geometry::output_len(w, k, s, d, 2 * p).unwrap(),
-        }
-    }
 
     fn geometries() -> Vec<Geometry> {
         vec![

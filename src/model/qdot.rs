@@ -212,7 +212,10 @@ pub fn conv<I: Act, O: QuantOut>(
     assert_eq!(w.k, g.k());
     let p_total = g.pixels();
     assert!(out.len() >= w.m * p_total && requant.len() >= w.m && row_sums.len() >= w.m);
-    assert!(tile.supported(), "{tile:?} tile requested on a CPU without it");
+    assert!(
+        tile.supported(),
+        "{tile:?} tile requested on a CPU without it"
+    );
     // What the tile adds to each sum beyond `sum (x - OFFSET) w`: `vpdpbusd` reads the
     // activations as `x - OFFSET + 128`.
     let tile_offset = if tile == Tile::Vnni { 128 } else { 0 };
