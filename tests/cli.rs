@@ -56,7 +56,7 @@ fn check_model_reports_the_quantization_format_and_translations() {
         "QLinearSoftmaxx1",
         // ... and that chain, 8-bit in and out, runs as one operator of lookout's.
         "DequantizeLinear x2 -> Add -> QuantizeLinearx1 -> lookout.QAdd",
-        "QuantizeLinear (float input)x1 -> lookout.QuantizeLinear",
+        "QuantizeLinear (float to 8 bits)x10 -> lookout.QuantizeLinear",
         "rules:        none",
     ] {
         assert!(
@@ -77,7 +77,7 @@ fn check_model_reports_the_quantization_format_and_translations() {
         "QLinearConvx6 -> lookout.QConv / lookout.QDepthwiseConv",
         "DequantizeLinear x2 -> Add -> QuantizeLinearx1 -> lookout.QAdd",
         "DequantizeLinear x2 -> Gemm -> QuantizeLinearx1 -> lookout.QGemm",
-        "QuantizeLinear (float input)x1 -> lookout.QuantizeLinear",
+        "QuantizeLinear (float to 8 bits)x10 -> lookout.QuantizeLinear",
         "kernels:      lookout's",
     ] {
         assert!(

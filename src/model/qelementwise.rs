@@ -343,16 +343,23 @@ impl Expansion for QuantizeExpansion {
     ) -> TractResult<TVec<OutletId>> {
         let dt = model.outlet_fact(inputs[0])?.datum_type;
         ensure!(
-            dt == f32::datum_type(),
-            "quantization: input type {dt:?} is not float32"
+            dt.is_float() || dt.is_integer(),
+            "quantization: input type {dt:?} is not a number"
         );
+        let mut x = inputs[0];
+        if dt != f32::datum_type() {
+            // float16 (or int32) into QuantizeLinear: exactly representable in float32 for
+            // every value the quantization can tell apart.
+            let cast = tract_onnx::tract_core::ops::cast::cast(f32::datum_type());
+            x = model.wire_node(format!("{prefix}.to_f32"), cast, &[x])?[0];
+        }
         let (q, y_dt) = output_quant(model, inputs[1], inputs[2], "quantization")?;
         let op = Quantize {
             y_dt,
             q,
             isa: Isa::detect(),
         };
-        model.wire_node(prefix, op, &inputs[..1])
+        model.wire_node(prefix, op, &[x])
     }
 }
 

@@ -149,19 +149,26 @@ pub(super) fn fold_qdq_gemms(g: &mut pb::GraphProto) -> usize {
     replace_absorbing(g, nodes)
 }
 
-/// Rewrite 1d: a per-tensor QuantizeLinear to 8 bits of a float32 graph input (a quantized
-/// model's first operation) into [`crate::model::qelementwise::Q_QUANTIZE`]. Returns the count.
-pub(super) fn quantize_float_inputs(g: &mut pb::GraphProto) -> usize {
+/// Rewrite 1d: every per-tensor QuantizeLinear to 8 bits of a computed tensor or a float32
+/// graph input into [`crate::model::qelementwise::Q_QUANTIZE`]: the quantized model's input,
+/// and what the float operations between quantized ones produce (MobileNetV3's hard-swish
+/// and squeeze-excitation: 66 of them, half its int8 run on tract's scalar pass). Returns the
+/// count.
+pub(super) fn quantize_floats(g: &mut pb::GraphProto) -> usize {
     let float_inputs = crate::model::contrib::inputs_of_type(g, DataType::Float);
     let ix = Index::new(g);
     let found: Vec<usize> = (0..g.node.len())
         .filter(|&k| {
             let n = &g.node[k];
+            let Some(x) = n.input.first() else {
+                return false;
+            };
+            let graph_input = g.input.iter().any(|i| &i.name == x);
             n.op_type == "QuantizeLinear"
                 && n.domain.is_empty()
                 && ix.per_tensor_8bit(n)
-                && float_inputs.contains(&n.input[0])
-                && ix.init(&n.input[0]).is_none()
+                && ix.init(x).is_none()
+                && (!graph_input || float_inputs.contains(x))
         })
         .collect();
     drop(ix);

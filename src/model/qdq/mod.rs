@@ -10,8 +10,9 @@
 //!    bias whose scale is not `x_scale * w_scale`, is requantized to that scale.
 //!    The same folding puts a QDQ model's additions (`DequantizeLinear x2 -> Add ->
 //!    QuantizeLinear`) and classifier (`DequantizeLinear -> Gemm -> QuantizeLinear`) on
-//!    lookout's 8-bit operators ([`super::qelementwise`], [`super::qgemv`]), and a float
-//!    input's QuantizeLinear on a vector pass.
+//!    lookout's 8-bit operators ([`super::qelementwise`], [`super::qgemv`]), and every
+//!    QuantizeLinear of a float tensor (the input's, and those after float operations such
+//!    as hard-swish) on a vector pass.
 //! 2. **Convolutions get lookout's kernels**: a QLinearConv whose every channel has its own
 //!    filter becomes [`fastops::Q_DEPTHWISE`], a float one [`fastops::F_DEPTHWISE`]
 //!    ([`super::depthwise`]); any other group-1 QLinearConv becomes [`fastops::Q_CONV`]
@@ -36,7 +37,7 @@ mod conv;
 mod eightbit;
 
 use conv::{fold_qdq_convs, onto_kernels};
-use eightbit::{dequantize_matmul_weights, fold_qdq_adds, fold_qdq_gemms, quantize_float_inputs};
+use eightbit::{dequantize_matmul_weights, fold_qdq_adds, fold_qdq_gemms, quantize_floats};
 
 /// Applies the rewrites to `graph`; returns what was rewritten, for `lookout check`.
 pub fn rewrite(graph: &mut pb::GraphProto) -> Vec<Translation> {
@@ -68,9 +69,9 @@ pub fn rewrite(graph: &mut pb::GraphProto) -> Vec<Translation> {
         gemms,
         "lookout.QGemm (integer arithmetic)",
     );
-    let inputs = quantize_float_inputs(graph);
+    let inputs = quantize_floats(graph);
     note(
-        "QuantizeLinear (float input)",
+        "QuantizeLinear (float to 8 bits)",
         inputs,
         "lookout.QuantizeLinear (one vector pass)",
     );
@@ -369,7 +370,7 @@ mod tests {
     fn a_quantized_add_chain_becomes_one_node_on_the_8bit_tensors() {
         let mut g = graph(false);
         assert_eq!(fold_qdq_adds(&mut g), 1);
-        assert_eq!(quantize_float_inputs(&mut g), 1);
+        assert_eq!(quantize_floats(&mut g), 1);
         prune_dead(&mut g);
         use super::super::qelementwise::{Q_ADD, Q_QUANTIZE};
         assert_eq!(ops(&g), [Q_QUANTIZE, Q_ADD]);
@@ -402,9 +403,12 @@ mod tests {
         let mut g = graph(false);
         g.initializer[4] = float_tensor("sb".into(), vec![2], &[0.05, 0.06]);
         assert_eq!(fold_qdq_adds(&mut g), 0);
-        // A QuantizeLinear of a computed tensor or an 8-bit input stays tract's.
+        // A QuantizeLinear of an 8-bit graph input stays tract's (one of a computed tensor
+        // goes to lookout's: the Add's output's, here).
         let mut g = graph(false);
         g.input[0] = value("x", DataType::Uint8);
-        assert_eq!(quantize_float_inputs(&mut g), 0);
+        assert_eq!(quantize_floats(&mut g), 1);
+        assert_eq!(g.node[0].op_type, "QuantizeLinear");
+        assert_eq!(g.node[4].op_type, super::super::qelementwise::Q_QUANTIZE);
     }
 }
