@@ -2,7 +2,7 @@
 //! pad 1): channel by channel ([`depthwise::plane`]) and eight channels at a time
 //! ([`depthwise8::block8`], x86-64 with AVX2 + FMA). Five rounds, the kernels taking turns,
 //! best p50 of each, so that the ratios hold while this shared VM's speed changes. What
-//! `depthwise8::preferred` is set from (`docs/engine.md`).
+//! the choice of kernel in `fastops::DepthwiseConv` rests on (`docs/engine.md`).
 //!
 //!     cargo run --example depthwise            # float
 //!     cargo run --example depthwise -- int8    # uint8 in and out

@@ -1,4 +1,4 @@
-//! Depthwise convolution of eight channels at once, for small planes (x86-64, AVX2 + FMA).
+//! Depthwise convolution of eight channels at once (x86-64, AVX2 + FMA).
 //!
 //! The plane-by-plane kernel ([`super::depthwise`]) spends under 1 ns per output on a 112x112
 //! plane but 4-6 ns on 7x7 and 14x14 ones, where its per-plane and per-row work, not its
@@ -15,6 +15,12 @@
 //!    zero)`), so both kernels give the same values bit for bit.
 //!
 //! Quantized inputs are exact integers in f32, as in the plane kernel.
+//!
+//! It is used for every plane size the plane kernel takes (kernels of up to
+//! [`super::depthwise::MAX_TAPS`] taps, checked when the operator is wired): measured on
+//! MobileNetV2's 17 layer shapes, interleaved with the plane kernel (`examples/depthwise.rs`),
+//! 0.26-0.45 of its time on 7x7 and 14x14 planes and 0.6-0.9 on 28x28 to 112x112 ones, float
+//! and uint8.
 
 use super::depthwise::{Geometry, PlaneIn, QuantOut};
 use std::arch::x86_64::*;
@@ -22,14 +28,6 @@ use std::cell::RefCell;
 
 /// Channels per block.
 pub const BLOCK: usize = 8;
-
-/// Whether this kernel is the faster one for a plane of this geometry: every size it takes.
-/// Measured on MobileNetV2's 17 layer shapes, interleaved with the plane kernel
-/// (`examples/depthwise.rs`): 0.26-0.45 of its time on 7x7 and 14x14 planes, 0.6-0.9 on
-/// 28x28 to 112x112 ones, float and uint8.
-pub fn preferred(g: &Geometry) -> bool {
-    g.kh * g.kw <= super::depthwise::MAX_TAPS
-}
 
 /// How eight channels' outputs are finished.
 pub enum Finish8<'a, T> {

@@ -736,9 +736,8 @@ impl DepthwiseConv {
         let (plane_in, plane_out) = (g.h * g.w, g.oh * g.ow);
         let taps_len = g.kh * g.kw;
         for b in 0..n {
-            // Small planes: eight channels at a time where the CPU has AVX2 (measured 1.6-2.6x
-            // faster on MobileNetV2's 14x14 and 7x7 layers; `depthwise8.rs`), the remaining
-            // channels plane by plane.
+            // Eight channels at a time where the CPU has AVX2 (`depthwise8.rs`), the
+            // remaining channels plane by plane.
             let blocked = self.blocked(out, outf, x, b, g);
             for c in blocked..self.channels {
                 let i = b * self.channels + c;
@@ -785,11 +784,9 @@ impl DepthwiseConv {
             }
         }
     }
-}
 
-impl DepthwiseConv {
-    /// Image `b`'s channels in blocks of eight on [`depthwise8`] when it is the faster
-    /// kernel here; returns how many channels it did (from channel 0 on).
+    /// Image `b`'s channels in blocks of eight on [`depthwise8`] where the CPU has AVX2;
+    /// returns how many channels it did (from channel 0 on).
     #[allow(unused_variables)]
     fn blocked<I: depthwise::PlaneIn + Datum, O: depthwise::QuantOut + Datum>(
         &self,
@@ -800,7 +797,7 @@ impl DepthwiseConv {
         g: &Geometry,
     ) -> usize {
         #[cfg(target_arch = "x86_64")]
-        if self.isa.avx2() && depthwise8::preferred(g) {
+        if self.isa.avx2() {
             use depthwise8::{Finish8, BLOCK};
             let (plane_in, plane_out) = (g.h * g.w, g.oh * g.ow);
             let taps_len = g.kh * g.kw;

@@ -182,14 +182,10 @@ impl Tile {
 
     /// The tiles this CPU can run (for tests).
     pub fn available() -> Vec<Tile> {
-        let mut v = vec![Tile::Portable];
-        if available() {
-            v.push(Tile::Sdot);
-        }
-        if vnni_available() {
-            v.push(Tile::Vnni);
-        }
-        v
+        [Tile::Portable, Tile::Sdot, Tile::Vnni]
+            .into_iter()
+            .filter(|t| t.supported())
+            .collect()
     }
 }
 
