@@ -12,7 +12,8 @@
 //!    QuantizeLinear`) and classifier (`DequantizeLinear -> Gemm -> QuantizeLinear`) on
 //!    lookout's 8-bit operators ([`super::qelementwise`], [`super::qgemv`]), and every
 //!    QuantizeLinear of a float tensor (the input's, and those after float operations such
-//!    as hard-swish) on a vector pass.
+//!    as hard-swish), and every DequantizeLinear of a computed 8-bit tensor (those before
+//!    such operations), on a vector pass.
 //! 2. **Convolutions get lookout's kernels**: a QLinearConv whose every channel has its own
 //!    filter becomes [`fastops::Q_DEPTHWISE`], a float one [`fastops::F_DEPTHWISE`]
 //!    ([`super::depthwise`]); any other group-1 QLinearConv becomes [`fastops::Q_CONV`]
@@ -37,7 +38,9 @@ mod conv;
 mod eightbit;
 
 use conv::{fold_qdq_convs, onto_kernels};
-use eightbit::{dequantize_matmul_weights, fold_qdq_adds, fold_qdq_gemms, quantize_floats};
+use eightbit::{
+    dequantize_computed, dequantize_matmul_weights, fold_qdq_adds, fold_qdq_gemms, quantize_floats,
+};
 
 /// Applies the rewrites to `graph`; returns what was rewritten, for `lookout check`.
 pub fn rewrite(graph: &mut pb::GraphProto) -> Vec<Translation> {
@@ -74,6 +77,15 @@ pub fn rewrite(graph: &mut pb::GraphProto) -> Vec<Translation> {
         "QuantizeLinear (float to 8 bits)",
         inputs,
         "lookout.QuantizeLinear (one vector pass)",
+    );
+    // The folds leave the DequantizeLinear nodes they bypassed; gone first, so that only
+    // those something still reads are counted and rewritten.
+    prune_dead(graph);
+    let floats = dequantize_computed(graph);
+    note(
+        "DequantizeLinear (8 bits to float)",
+        floats,
+        "lookout.DequantizeLinear (one vector pass)",
     );
     let k = onto_kernels(graph);
     note(
@@ -410,5 +422,32 @@ mod tests {
         assert_eq!(quantize_floats(&mut g), 1);
         assert_eq!(g.node[0].op_type, "QuantizeLinear");
         assert_eq!(g.node[4].op_type, super::super::qelementwise::Q_QUANTIZE);
+    }
+
+    #[test]
+    fn dequantize_linear_of_computed_tensors_goes_to_the_vector_pass() {
+        use super::super::qelementwise::Q_DEQUANTIZE;
+        // The Add is not folded (its float sum is read by the Relu): both DequantizeLinear
+        // nodes, of a computed tensor and of an 8-bit graph input, are lookout's.
+        let mut g = graph(true);
+        assert_eq!(dequantize_computed(&mut g), 2);
+        assert_eq!(g.node[1].op_type, Q_DEQUANTIZE);
+        assert_eq!(g.node[2].op_type, Q_DEQUANTIZE);
+        assert_eq!(g.node[1].input, ["a_q", "sa", "za"]);
+        // One of a constant (left to tract's constant folding) or with a per-channel scale
+        // stays tract's.
+        let mut g = graph(true);
+        g.node[2].input[0] = "w_q".into();
+        g.initializer.push(u8_scalar("w_q", 200));
+        g.initializer[2] = float_tensor("sa".into(), vec![2], &[0.02, 0.03]);
+        assert_eq!(dequantize_computed(&mut g), 0);
+        // Where the folds take both (and leave them dead), the whole rewrite counts none.
+        let mut g = graph(false);
+        let done = rewrite(&mut g);
+        assert!(
+            !done.iter().any(|t| t.into.contains("DequantizeLinear")),
+            "{done:?}"
+        );
+        assert!(!ops(&g).contains(&Q_DEQUANTIZE), "{:?}", ops(&g));
     }
 }
