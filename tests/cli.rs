@@ -148,7 +148,16 @@ fn bench_short_mode_prints_the_json_summary() {
     assert!(v["fps"].as_f64().expect("fps") > 0.0);
     assert_eq!(v["frames"].as_u64(), Some(12));
     assert!(v["rss_mb"].as_f64().expect("rss") > 1.0);
-    assert_eq!(v["preprocess"].as_array().expect("preprocess").len(), 6);
+    let preprocess = v["preprocess"].as_array().expect("preprocess");
+    assert_eq!(preprocess.len(), 6);
+    // MJPEG frames carry their decode floor (the 1/8-scale decode), the raw formats none.
+    for p in preprocess {
+        let floor = p.get("decode_floor_ms").and_then(|f| f.as_f64());
+        match p["format"].as_str().expect("format") {
+            "mjpeg" => assert!(floor.expect("decode_floor_ms") > 0.0, "{p}"),
+            _ => assert_eq!(floor, None, "{p}"),
+        }
+    }
     // The pipeline runs: the headline one, paced and overloaded (and one worker, where the
     // configuration has more), each with exact stage times.
     let runs = v["pipeline"].as_array().expect("pipeline runs");
@@ -198,6 +207,17 @@ fn bench_short_mode_prints_the_json_summary() {
         };
         assert_eq!(c["met"].as_bool(), Some(met), "{c}");
     }
+    // The two targets a JPEG decode bounds carry that bound, above 1 for the latency ratio
+    // (the decode comes before the model) and above 0 for the preprocessing share.
+    let floor = |name: &str| {
+        checks
+            .iter()
+            .find(|c| c["name"] == name)
+            .and_then(|c| c["floor"].as_f64())
+            .unwrap_or_else(|| panic!("{name}: no floor in {checks:?}"))
+    };
+    assert!(floor("paced e2e p50 / its model p50") > 1.0);
+    assert!(floor("preprocess 1280x720 MJPEG p50 / model-only p50") > 0.0);
 }
 
 #[test]
