@@ -156,24 +156,34 @@ pub(super) fn fold_qdq_gemms(g: &mut pb::GraphProto) -> usize {
 /// count.
 pub(super) fn quantize_floats(g: &mut pb::GraphProto) -> usize {
     let float_inputs = crate::model::contrib::inputs_of_type(g, DataType::Float);
+    let graph_inputs: Vec<String> = g.input.iter().map(|i| i.name.clone()).collect();
+    retype(g, crate::model::qelementwise::Q_QUANTIZE, |n, x| {
+        n.op_type == "QuantizeLinear" && (!graph_inputs.contains(x) || float_inputs.contains(x))
+    })
+}
+
+/// Gives every standard-domain, per-tensor 8-bit (De)QuantizeLinear node whose first input is
+/// not an initializer and that `keep(node, input)` accepts the op type `op_type` (the
+/// operands stay, the attributes go). Returns the count.
+fn retype(
+    g: &mut pb::GraphProto,
+    op_type: &str,
+    keep: impl Fn(&pb::NodeProto, &String) -> bool,
+) -> usize {
     let ix = Index::new(g);
     let found: Vec<usize> = (0..g.node.len())
         .filter(|&k| {
             let n = &g.node[k];
-            let Some(x) = n.input.first() else {
-                return false;
-            };
-            let graph_input = g.input.iter().any(|i| &i.name == x);
-            n.op_type == "QuantizeLinear"
-                && n.domain.is_empty()
+            n.domain.is_empty()
                 && ix.per_tensor_8bit(n)
-                && ix.init(x).is_none()
-                && (!graph_input || float_inputs.contains(x))
+                && n.input
+                    .first()
+                    .is_some_and(|x| ix.init(x).is_none() && keep(n, x))
         })
         .collect();
     drop(ix);
     for &k in &found {
-        g.node[k].op_type = crate::model::qelementwise::Q_QUANTIZE.into();
+        g.node[k].op_type = op_type.into();
         g.node[k].attribute.clear();
     }
     found.len()
@@ -185,22 +195,9 @@ pub(super) fn quantize_floats(g: &mut pb::GraphProto) -> usize {
 /// its int8 run on tract's scalar pass). Runs after the folds, which consume the
 /// DequantizeLinear nodes of the chains they replace. Returns the count.
 pub(super) fn dequantize_computed(g: &mut pb::GraphProto) -> usize {
-    let ix = Index::new(g);
-    let found: Vec<usize> = (0..g.node.len())
-        .filter(|&k| {
-            let n = &g.node[k];
-            n.op_type == "DequantizeLinear"
-                && n.domain.is_empty()
-                && ix.per_tensor_8bit(n)
-                && n.input.first().is_some_and(|x| ix.init(x).is_none())
-        })
-        .collect();
-    drop(ix);
-    for &k in &found {
-        g.node[k].op_type = crate::model::qelementwise::Q_DEQUANTIZE.into();
-        g.node[k].attribute.clear();
-    }
-    found.len()
+    retype(g, crate::model::qelementwise::Q_DEQUANTIZE, |n, _| {
+        n.op_type == "DequantizeLinear"
+    })
 }
 
 /// Rewrite 3: DequantizeLinear of a constant read only by Gemm/MatMul becomes a float
