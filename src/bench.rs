@@ -474,9 +474,12 @@ pub fn run(config: &Config, opts: &BenchOptions) -> Result<BenchReport, BenchErr
         ));
         report.peer = Some(peer);
     }
-    report
-        .checks
-        .push(Check::at_most("peak RSS, MB", report.rss_mb, 60.0));
+    // The target is for MobileNetV2 int8: an fp32 model's weights alone are 14 MB of it.
+    report.checks.push(Check::at_most(
+        "peak RSS, MB (target set for an int8 model)",
+        report.rss_mb,
+        60.0,
+    ));
     Ok(report)
 }
 
