@@ -20,6 +20,12 @@
 //! the portable loop elsewhere: the same f32 operations in the same order, so the same bytes);
 //! broadcast inputs the portable loop over broadcast views.
 //!
+//! - **`LookoutQTable`**: a chain from one 8-bit tensor to one 8-bit tensor through a float
+//!   function of each element alone (`DequantizeLinear -> HardSigmoid -> QuantizeLinear`,
+//!   MobileNetV3's hard-swish gates): an 8-bit input has 256 values, so [`super::qdq`]
+//!   computes the chain's 256 results once, with the f32 operations the unfused chain runs,
+//!   and this operator looks each element up.
+//!
 //! - **`LookoutDequantizeLinear`**: the per-tensor DequantizeLinear of a computed 8-bit tensor
 //!   (what feeds the float operations between quantized ones, such as MobileNetV3's
 //!   hard-swish): `(x - x_zero) * x_scale`, eight values at a time, the same f32 operations as
@@ -46,8 +52,13 @@ pub const Q_QUANTIZE: &str = "LookoutQuantizeLinear";
 /// (DequantizeLinear's inputs).
 pub const Q_DEQUANTIZE: &str = "LookoutDequantizeLinear";
 
+/// ONNX op type of a 256-entry lookup (inputs: the 8-bit tensor, and the table: 256 8-bit
+/// values, entry `k` for the input whose bit pattern is `k`).
+pub const Q_TABLE: &str = "LookoutQTable";
+
 /// Registers the operators with tract's ONNX front end.
 pub fn register(reg: &mut OnnxOpRegister) {
+    reg.insert(Q_TABLE, |_, _| Ok((expand(TableExpansion), vec![])));
     reg.insert(Q_ADD, build);
     reg.insert(Q_QUANTIZE, |_, _| Ok((expand(QuantizeExpansion), vec![])));
     reg.insert(Q_DEQUANTIZE, |_, _| {
@@ -442,6 +453,125 @@ impl TypedOp for Quantize {
     as_op!();
 }
 
+#[derive(Debug, Clone)]
+struct TableExpansion;
+
+impl Expansion for TableExpansion {
+    fn name(&self) -> StaticName {
+        Q_TABLE.into()
+    }
+
+    fn rules<'r, 'p: 'r, 's: 'r>(
+        &'s self,
+        s: &mut Solver<'r>,
+        inputs: &'p [TensorProxy],
+        outputs: &'p [TensorProxy],
+    ) -> InferenceResult {
+        check_input_arity(inputs, 2)?;
+        check_output_arity(outputs, 1)?;
+        s.equals(&outputs[0].datum_type, &inputs[1].datum_type)?;
+        s.equals(&outputs[0].shape, &inputs[0].shape)
+    }
+
+    fn wire(
+        &self,
+        prefix: &str,
+        model: &mut TypedModel,
+        inputs: &[OutletId],
+    ) -> TractResult<TVec<OutletId>> {
+        let x_dt = model.outlet_fact(inputs[0])?.datum_type.unquantized();
+        let t = konst(model, inputs[1], "lookup table")?;
+        let y_dt = t.datum_type().unquantized();
+        ensure!(
+            matches!(x_dt, DatumType::U8 | DatumType::I8)
+                && matches!(y_dt, DatumType::U8 | DatumType::I8),
+            "8-bit lookup: input {x_dt:?} and table {y_dt:?} must be uint8 or int8"
+        );
+        let values = ints(&t)?;
+        ensure!(
+            values.len() == 256,
+            "8-bit lookup: the table has {} entries, not 256",
+            values.len()
+        );
+        let mut table = [0u8; 256];
+        for (e, v) in table.iter_mut().zip(values) {
+            *e = v as u8;
+        }
+        model.wire_node(prefix, QTable { x_dt, y_dt, table }, &[inputs[0]])
+    }
+}
+
+/// The typed lookup: 8 bits in, 8 bits out, same shape; `table` holds the output bit patterns
+/// by input bit pattern.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct QTable {
+    x_dt: DatumType,
+    y_dt: DatumType,
+    table: [u8; 256],
+}
+
+impl QTable {
+    /// `bits` gives an input's bit pattern (the table index), `value` an output from its bit
+    /// pattern.
+    fn eval_t<X: Datum + Copy, Y: Datum>(
+        &self,
+        x: &Tensor,
+        bits: impl Fn(X) -> u8,
+        value: impl Fn(u8) -> Y,
+    ) -> TractResult<Tensor> {
+        // SAFETY: 8-bit integers have no invalid bit patterns; every element is written below.
+        let mut t = unsafe { Tensor::uninitialized::<Y>(x.shape())? };
+        {
+            let mut ov = t.try_as_plain_ram_mut()?;
+            let xv = x.try_as_plain_ram()?;
+            for (o, &v) in ov.as_slice_mut::<Y>()?.iter_mut().zip(xv.as_slice::<X>()?) {
+                *o = value(self.table[bits(v) as usize]);
+            }
+        }
+        Ok(t)
+    }
+}
+
+impl Op for QTable {
+    fn name(&self) -> StaticName {
+        "lookout.QTable".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!(
+            "{:?} -> {:?}, 256 entries",
+            self.x_dt, self.y_dt
+        )])
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for QTable {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        use DatumType::{I8, U8};
+        let x = &inputs[0];
+        let t = match (x.datum_type().unquantized(), self.y_dt) {
+            (U8, U8) => self.eval_t(x, |v: u8| v, |b| b)?,
+            (U8, I8) => self.eval_t(x, |v: u8| v, |b| b as i8)?,
+            (I8, U8) => self.eval_t(x, |v: i8| v as u8, |b| b)?,
+            (I8, I8) => self.eval_t(x, |v: i8| v as u8, |b| b as i8)?,
+            other => bail!("8-bit lookup: types {other:?}"),
+        };
+        Ok(tvec!(t.into_tvalue()))
+    }
+}
+
+impl TypedOp for QTable {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        Ok(tvec!(self.y_dt.fact(inputs[0].shape.clone())))
+    }
+
+    as_op!();
+}
+
 /// `out[i] = (x[i] - zero) * scale` over equal-length slices: DequantizeLinear as tract and
 /// onnxruntime compute it (the difference is exact in f32, the product rounds once). Eight at
 /// a time through [`PlaneIn::centred8`] (SSE2 on x86-64), then a multiply the compiler
@@ -822,6 +952,37 @@ mod tests {
             quantize_portable(&qs, &long, &mut plain_s);
             assert_eq!(signed, plain_s, "{}", isa.name());
         }
+    }
+
+    #[test]
+    fn a_table_maps_every_input_by_its_bit_pattern() {
+        // Table: output bit pattern = 255 - input bit pattern.
+        let mut table = [0u8; 256];
+        for (k, e) in table.iter_mut().enumerate() {
+            *e = 255 - k as u8;
+        }
+        let ctx = EvalContext::out_of_plan();
+        let unsigned: Vec<u8> = (0..=255).collect();
+        let op = QTable {
+            x_dt: DatumType::U8,
+            y_dt: DatumType::U8,
+            table,
+        };
+        let x = Tensor::from_shape(&[1, 4, 8, 8], &unsigned).unwrap();
+        let y = op.eval(&ctx, tvec!(x.into_tvalue())).unwrap();
+        assert_eq!(y[0].shape(), &[1, 4, 8, 8]);
+        let got = y[0].to_plain_array_view::<u8>().unwrap();
+        assert!(got.iter().zip(&unsigned).all(|(&g, &x)| g == 255 - x));
+        // int8 in, int8 out: -128 is bit pattern 0x80, whose entry 0x7f is 127.
+        let op = QTable {
+            x_dt: DatumType::I8,
+            y_dt: DatumType::I8,
+            table,
+        };
+        let x = Tensor::from_shape(&[3], &[-128i8, -1, 0]).unwrap();
+        let y = op.eval(&ctx, tvec!(x.into_tvalue())).unwrap();
+        let got = y[0].to_plain_array_view::<i8>().unwrap();
+        assert_eq!(got.as_slice().unwrap(), [127, 0, -1]);
     }
 
     #[test]

@@ -36,6 +36,99 @@ pub(super) fn fold_qdq_adds(g: &mut pb::GraphProto) -> usize {
     replace_absorbing(g, folds)
 }
 
+/// Rewrite 1f: `DequantizeLinear(x) -> f -> QuantizeLinear`, per tensor, where `f` is a float
+/// function of each element alone (see [`elementwise`]; MobileNetV3's hard-swish gates are
+/// `HardSigmoid`: 28 in MobileNetV3-Small), into one [`crate::model::qelementwise::Q_TABLE`]
+/// lookup. `x` has 256 values: the chain's 256 results are computed here with the f32
+/// operations the unfused chain runs (lookout's dequantization, `f` as tract computes it,
+/// lookout's quantization), so the lookup gives the same bytes. The DequantizeLinear stays
+/// where something else reads it. Returns the count.
+pub(super) fn fold_qdq_tables(g: &mut pb::GraphProto) -> usize {
+    let mut tables = Vec::new();
+    let folds: Vec<(usize, usize, pb::NodeProto)> = {
+        let ix = Index::new(g);
+        (0..g.node.len())
+            .filter_map(|k| {
+                let node = &g.node[k];
+                let f = elementwise(node)?;
+                let d = ix.dq(g, node.input.first()?)?;
+                if ix.init(&d.input[0]).is_some() || !ix.per_tensor_8bit(d) {
+                    return None;
+                }
+                let qk = sole_quantize(g, &ix, node.output.first()?)?;
+                let q = &g.node[qk];
+                let scalar = |name: &str| Some(values(ix.init(name)?)?[0] as f32);
+                let (x_scale, x_zero) = (scalar(&d.input[1])?, scalar(&d.input[2])?);
+                let x_signed = ix.init(&d.input[2])?.data_type == DataType::Int8 as i32;
+                let y_zero = ix.init(&q.input[2])?;
+                let y_signed = y_zero.data_type == DataType::Int8 as i32;
+                let (qmin, qmax) = if y_signed {
+                    (-128.0, 127.0)
+                } else {
+                    (0.0, 255.0)
+                };
+                let zero = scalar(&q.input[2])? as i32;
+                let quant = crate::model::qelementwise::Quant {
+                    scale: scalar(&q.input[1])?,
+                    zero,
+                    lo: qmin - zero as f32,
+                    hi: qmax - zero as f32,
+                };
+                let raw: Vec<u8> = (0..=255u8)
+                    .map(|bits| {
+                        let x = if x_signed {
+                            bits as i8 as f32
+                        } else {
+                            bits as f32
+                        };
+                        let y = f((x - x_zero) * x_scale);
+                        if y_signed {
+                            quant.one::<i8>(y) as u8
+                        } else {
+                            quant.one::<u8>(y)
+                        }
+                    })
+                    .collect();
+                let name = format!("{}.table", node_name(node));
+                tables.push(pb::TensorProto {
+                    name: name.clone(),
+                    dims: vec![256],
+                    data_type: y_zero.data_type,
+                    raw_data: raw,
+                    ..Default::default()
+                });
+                let table = pb::NodeProto {
+                    name: node_name(node),
+                    op_type: crate::model::qelementwise::Q_TABLE.into(),
+                    input: vec![d.input[0].clone(), name],
+                    output: vec![q.output[0].clone()],
+                    ..Default::default()
+                };
+                Some((k, qk, table))
+            })
+            .collect()
+    };
+    g.initializer.extend(tables);
+    replace_absorbing(g, folds)
+}
+
+/// The float function of a node that works on each element of its one input alone, as tract
+/// computes it, for the operators [`fold_qdq_tables`] folds: `HardSigmoid` (tract wires it
+/// as a multiply, an add, a min and a max, each rounded in f32).
+fn elementwise(node: &pb::NodeProto) -> Option<impl Fn(f32) -> f32> {
+    if node.op_type != "HardSigmoid" || !node.domain.is_empty() || node.input.len() != 1 {
+        return None;
+    }
+    let attr = |name: &str, default: f32| {
+        node.attribute
+            .iter()
+            .find(|a| a.name == name)
+            .map_or(default, |a| a.f)
+    };
+    let (alpha, beta) = (attr("alpha", 0.2), attr("beta", 0.5));
+    Some(move |x: f32| (alpha * x + beta).clamp(0.0, 1.0))
+}
+
 /// Plans one Gemm fold (see [`fold_qdq_gemms`]): the Gemm's index, the QuantizeLinear's, the
 /// node replacing the Gemm, and a float bias initializer where one was computed.
 type GemmFold = (usize, usize, pb::NodeProto, Option<pb::TensorProto>);

@@ -39,7 +39,8 @@ mod eightbit;
 
 use conv::{fold_qdq_convs, onto_kernels};
 use eightbit::{
-    dequantize_computed, dequantize_matmul_weights, fold_qdq_adds, fold_qdq_gemms, quantize_floats,
+    dequantize_computed, dequantize_matmul_weights, fold_qdq_adds, fold_qdq_gemms, fold_qdq_tables,
+    quantize_floats,
 };
 
 /// Applies the rewrites to `graph`; returns what was rewritten, for `lookout check`.
@@ -71,6 +72,12 @@ pub fn rewrite(graph: &mut pb::GraphProto) -> Vec<Translation> {
         "DequantizeLinear x2 -> Gemm -> QuantizeLinear",
         gemms,
         "lookout.QGemm (integer arithmetic)",
+    );
+    let tables = fold_qdq_tables(graph);
+    note(
+        "DequantizeLinear -> HardSigmoid -> QuantizeLinear",
+        tables,
+        "lookout.QTable (one 256-entry lookup)",
     );
     let inputs = quantize_floats(graph);
     note(
@@ -422,6 +429,81 @@ mod tests {
         assert_eq!(quantize_floats(&mut g), 1);
         assert_eq!(g.node[0].op_type, "QuantizeLinear");
         assert_eq!(g.node[4].op_type, super::super::qelementwise::Q_QUANTIZE);
+    }
+
+    /// x (uint8 input) -> DequantizeLinear(0.1, 128) -> HardSigmoid(1/6, 0.5) ->
+    /// QuantizeLinear(0.01, 0) -> y; the DequantizeLinear's output also a graph output when
+    /// `shared`.
+    fn hard_sigmoid_graph(shared: bool) -> pb::GraphProto {
+        let mut hs = node("HardSigmoid", &["xf"], "h");
+        hs.attribute = vec![
+            pb::AttributeProto {
+                name: "alpha".into(),
+                f: 1.0 / 6.0,
+                ..Default::default()
+            },
+            pb::AttributeProto {
+                name: "beta".into(),
+                f: 0.5,
+                ..Default::default()
+            },
+        ];
+        let mut output = vec![value("y", DataType::Uint8)];
+        if shared {
+            output.push(value("xf", DataType::Float));
+        }
+        pb::GraphProto {
+            node: vec![
+                node("DequantizeLinear", &["x", "sx", "zx"], "xf"),
+                hs,
+                node("QuantizeLinear", &["h", "sy", "zy"], "y"),
+            ],
+            initializer: vec![
+                float_tensor("sx".into(), vec![], &[0.1]),
+                u8_scalar("zx", 128),
+                float_tensor("sy".into(), vec![], &[0.01]),
+                u8_scalar("zy", 0),
+            ],
+            input: vec![value("x", DataType::Uint8)],
+            output,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn dequantize_hard_sigmoid_quantize_becomes_one_lookup() {
+        use super::super::qelementwise::Q_TABLE;
+        let mut g = hard_sigmoid_graph(false);
+        let done = rewrite(&mut g);
+        assert_eq!(ops(&g), [Q_TABLE], "{done:?}");
+        assert_eq!(g.node[0].output, ["y"]);
+        assert_eq!(g.node[0].input[0], "x");
+        let table = g
+            .initializer
+            .iter()
+            .find(|t| t.name == g.node[0].input[1])
+            .expect("the table");
+        assert_eq!(
+            (table.dims.as_slice(), table.data_type),
+            (&[256][..], DataType::Uint8 as i32)
+        );
+        // (x - 128) * 0.1 -> min(max(v / 6 + 0.5, 0), 1) -> / 0.01: 0 below x = 98 (v = -3),
+        // 50 at x = 128, 60 at x = 134 (v = 0.6), 100 from x = 158 (v = 3) up.
+        let t = &table.raw_data;
+        assert_eq!(
+            (t[0], t[98], t[128], t[134], t[158], t[255]),
+            (0, 0, 50, 60, 100, 100)
+        );
+        assert!(t.windows(2).all(|w| w[0] <= w[1]), "monotonic: {t:?}");
+        // The dequantized tensor read elsewhere too: the lookup reads x, the DequantizeLinear
+        // stays (on lookout's vector pass).
+        let mut g = hard_sigmoid_graph(true);
+        rewrite(&mut g);
+        assert_eq!(ops(&g), [super::super::qelementwise::Q_DEQUANTIZE, Q_TABLE]);
+        // A HardSigmoid whose float result is a graph output is not folded.
+        let mut g = hard_sigmoid_graph(false);
+        g.output.push(value("h", DataType::Float));
+        assert_eq!(fold_qdq_tables(&mut g), 0);
     }
 
     #[test]
