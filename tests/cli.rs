@@ -54,9 +54,10 @@ fn check_model_reports_the_quantization_format_and_translations() {
         "QLinearAddx1 -> DequantizeLinear x2 -> Add -> QuantizeLinear",
         "QGemmx1 -> DequantizeLinear x2 (+ bias) -> Gemm -> QuantizeLinear",
         "QLinearSoftmaxx1",
-        // ... and that chain, 8-bit in and out, runs as one operator of lookout's.
+        // ... and those chains, 8-bit in and out, run as one operator of lookout's each.
         "DequantizeLinear x2 -> Add -> QuantizeLinearx1 -> lookout.QAdd",
-        "QuantizeLinear (float to 8 bits)x10 -> lookout.QuantizeLinear",
+        "DequantizeLinear x2 -> Mul -> QuantizeLinearx1 -> lookout.QMul",
+        "QuantizeLinear (float to 8 bits)x9 -> lookout.QuantizeLinear",
         "rules:        none",
     ] {
         assert!(
@@ -76,8 +77,9 @@ fn check_model_reports_the_quantization_format_and_translations() {
         "DequantizeLinear -> Conv -> QuantizeLinearx6 -> QLinearConv (integer arithmetic)",
         "QLinearConvx6 -> lookout.QConv / lookout.QDepthwiseConv",
         "DequantizeLinear x2 -> Add -> QuantizeLinearx1 -> lookout.QAdd",
+        "DequantizeLinear x2 -> Mul -> QuantizeLinearx1 -> lookout.QMul",
         "DequantizeLinear x2 -> Gemm -> QuantizeLinearx1 -> lookout.QGemm",
-        "QuantizeLinear (float to 8 bits)x10 -> lookout.QuantizeLinear",
+        "QuantizeLinear (float to 8 bits)x9 -> lookout.QuantizeLinear",
         "kernels:      lookout's",
     ] {
         assert!(

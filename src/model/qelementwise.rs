@@ -11,6 +11,10 @@
 //!   y = saturate(round_half_to_even(((a - a_zero) * a_scale + (b - b_zero) * b_scale) / y_scale) + y_zero)
 //!   ```
 //!
+//!   **`LookoutQLinearMul`** is the same with a product, `((a - a_zero) * a_scale) * ((b -
+//!   b_zero) * b_scale)` (MobileNetV3's hard-swish, `x * gate`, and squeeze-excitation scaling,
+//!   whose per-channel factor is broadcast over each plane).
+//!
 //! - **`LookoutQuantizeLinear`**: the per-tensor QuantizeLinear of a float graph input (the
 //!   model's first operation, on every pixel): `saturate(round_half_to_even(x / y_scale) +
 //!   y_zero)`.
@@ -32,8 +36,7 @@
 //!   tract's scalar pass and so the same bits (which took a third of MobileNetV3-Small's int8
 //!   run, and more in a size-optimised build).
 
-use tract_onnx::model::{OnnxOpRegister, ParsingContext};
-use tract_onnx::pb::NodeProto;
+use tract_onnx::model::OnnxOpRegister;
 use tract_onnx::tract_core::broadcast::multi_broadcast;
 use tract_onnx::tract_hir::internal::*;
 
@@ -44,6 +47,9 @@ use super::fastops::{floats, ints, konst};
 /// b_zero_point, y_scale, y_zero_point` (QLinearAdd's), every scale and zero point a
 /// per-tensor constant.
 pub const Q_ADD: &str = "LookoutQLinearAdd";
+
+/// ONNX op type of the folded multiplication; inputs as [`Q_ADD`]'s.
+pub const Q_MUL: &str = "LookoutQLinearMul";
 
 /// ONNX op type of a per-tensor QuantizeLinear of a float tensor (QuantizeLinear's inputs).
 pub const Q_QUANTIZE: &str = "LookoutQuantizeLinear";
@@ -59,26 +65,26 @@ pub const Q_TABLE: &str = "LookoutQTable";
 /// Registers the operators with tract's ONNX front end.
 pub fn register(reg: &mut OnnxOpRegister) {
     reg.insert(Q_TABLE, |_, _| Ok((expand(TableExpansion), vec![])));
-    reg.insert(Q_ADD, build);
+    reg.insert(Q_ADD, |_, _| {
+        Ok((expand(QBinExpansion { mul: false }), vec![]))
+    });
+    reg.insert(Q_MUL, |_, _| {
+        Ok((expand(QBinExpansion { mul: true }), vec![]))
+    });
     reg.insert(Q_QUANTIZE, |_, _| Ok((expand(QuantizeExpansion), vec![])));
     reg.insert(Q_DEQUANTIZE, |_, _| {
         Ok((expand(DequantizeExpansion), vec![]))
     });
 }
 
-fn build(
-    _ctx: &ParsingContext,
-    _node: &NodeProto,
-) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
-    Ok((expand(QAddExpansion), vec![]))
+#[derive(Debug, Clone)]
+struct QBinExpansion {
+    mul: bool,
 }
 
-#[derive(Debug, Clone)]
-struct QAddExpansion;
-
-impl Expansion for QAddExpansion {
+impl Expansion for QBinExpansion {
     fn name(&self) -> StaticName {
-        Q_ADD.into()
+        if self.mul { Q_MUL } else { Q_ADD }.into()
     }
 
     fn rules<'r, 'p: 'r, 's: 'r>(
@@ -101,25 +107,32 @@ impl Expansion for QAddExpansion {
         model: &mut TypedModel,
         inputs: &[OutletId],
     ) -> TractResult<TVec<OutletId>> {
+        let op_name = if self.mul {
+            "quantized multiplication"
+        } else {
+            "quantized addition"
+        };
         let eight = |outlet: OutletId, what: &str| -> TractResult<DatumType> {
             let dt = model.outlet_fact(outlet)?.datum_type.unquantized();
             ensure!(
                 matches!(dt, DatumType::U8 | DatumType::I8),
-                "quantized addition: {what} has type {dt:?}, not uint8 or int8"
+                "{op_name}: {what} has type {dt:?}, not uint8 or int8"
             );
             Ok(dt)
         };
-        let (y, y_dt) = output_quant(model, inputs[6], inputs[7], "quantized addition")?;
-        let op = QAdd {
+        let named = |what: &str| format!("{op_name}: {what}");
+        let (y, y_dt) = output_quant(model, inputs[6], inputs[7], op_name)?;
+        let op = QBinary {
             a_dt: eight(inputs[0], "a")?,
             b_dt: eight(inputs[3], "b")?,
             y_dt,
             q: Params {
-                a_scale: scale(model, inputs[1], "quantized addition: a_scale")?,
-                a_zero: zero(model, inputs[2], "quantized addition: a_zero_point")?.0 as f32,
-                b_scale: scale(model, inputs[4], "quantized addition: b_scale")?,
-                b_zero: zero(model, inputs[5], "quantized addition: b_zero_point")?.0 as f32,
+                a_scale: scale(model, inputs[1], &named("a_scale"))?,
+                a_zero: zero(model, inputs[2], &named("a_zero_point"))?.0 as f32,
+                b_scale: scale(model, inputs[4], &named("b_scale"))?,
+                b_zero: zero(model, inputs[5], &named("b_zero_point"))?.0 as f32,
                 y,
+                mul: self.mul,
             },
             isa: Isa::detect(),
         };
@@ -209,7 +222,7 @@ unsafe fn quant8_avx2(q: &Quant, x: std::arch::x86_64::__m256) -> std::arch::x86
     _mm256_add_epi32(_mm256_cvtps_epi32(y), _mm256_set1_epi32(q.zero))
 }
 
-/// The constants of one addition.
+/// The constants of one addition or multiplication.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Params {
     pub a_scale: f32,
@@ -217,13 +230,28 @@ pub struct Params {
     pub b_scale: f32,
     pub b_zero: f32,
     pub y: Quant,
+    /// The dequantized values are multiplied, not added.
+    pub mul: bool,
 }
 
 impl Params {
     /// One element, from `a - a_zero` and `b - b_zero`.
     #[inline(always)]
     fn one<O: QuantOut>(&self, a: f32, b: f32) -> O {
-        self.y.one(a * self.a_scale + b * self.b_scale)
+        let (x, y) = (a * self.a_scale, b * self.b_scale);
+        self.y.one(if self.mul { x * y } else { x + y })
+    }
+
+    /// The same constants with the operands' roles swapped (both operations commute, bit for
+    /// bit).
+    fn swapped(&self) -> Params {
+        Params {
+            a_scale: self.b_scale,
+            a_zero: self.b_zero,
+            b_scale: self.a_scale,
+            b_zero: self.a_zero,
+            ..*self
+        }
     }
 }
 
@@ -251,7 +279,7 @@ fn add_portable<A: PlaneIn, B: PlaneIn, O: QuantOut>(q: &Params, a: &[A], b: &[B
 }
 
 /// Sixteen elements per step in AVX2 registers: the portable loop's operations (multiply,
-/// multiply, add, then [`quant8_avx2`]), then the tail in the portable loop.
+/// multiply, add or multiply, then [`quant8_avx2`]), then the tail in the portable loop.
 ///
 /// # Safety
 /// The CPU has AVX2; `out` is an 8-bit type (every [`QuantOut`] is).
@@ -290,10 +318,13 @@ unsafe fn add_avx2<A: PlaneIn, B: PlaneIn, O: QuantOut>(
             let half = |h: usize| {
                 let va = _mm256_loadu_ps(fa.as_ptr().add(8 * h));
                 let vb = _mm256_loadu_ps(fb.as_ptr().add(8 * h));
-                quant8_avx2(
-                    &q.y,
-                    _mm256_add_ps(_mm256_mul_ps(va, sa), _mm256_mul_ps(vb, sb)),
-                )
+                let (x, y) = (_mm256_mul_ps(va, sa), _mm256_mul_ps(vb, sb));
+                let v = if q.mul {
+                    _mm256_mul_ps(x, y)
+                } else {
+                    _mm256_add_ps(x, y)
+                };
+                quant8_avx2(&q.y, v)
             };
             let bytes = super::qgemm::narrow16_avx2(half(0), half(1), O::MIN < 0.0);
             _mm_storeu_si128(out.as_mut_ptr().add(i).cast(), bytes);
@@ -698,9 +729,40 @@ impl TypedOp for Dequantize {
     as_op!();
 }
 
+/// Where `small` broadcasts over `full` as one value per block of trailing elements (`small`'s
+/// shape is `full`'s with its last dimensions 1, and `full` is the output's shape), the block
+/// length.
+fn per_block(full: &[usize], small: &[usize]) -> Option<usize> {
+    if full.len() != small.len() {
+        return None;
+    }
+    let k = small.iter().rposition(|&d| d != 1).map_or(0, |i| i + 1);
+    (full[..k] == small[..k]).then(|| full[k..].iter().product())
+}
+
+/// [`add`] over `full` in blocks of `inner` elements, block `i` against `small[i]` repeated.
+fn by_block<A: PlaneIn, B: PlaneIn, O: QuantOut>(
+    isa: Isa,
+    q: &Params,
+    full: &[A],
+    small: &[B],
+    out: &mut [O],
+    inner: usize,
+) {
+    if inner == 0 {
+        return;
+    }
+    let mut repeated = Vec::with_capacity(inner);
+    for ((x, o), &v) in full.chunks(inner).zip(out.chunks_mut(inner)).zip(small) {
+        repeated.clear();
+        repeated.resize(inner, v);
+        add(isa, q, x, &repeated, o);
+    }
+}
+
 /// The typed operator: two 8-bit tensors in, one out.
 #[derive(Debug, Clone, PartialEq)]
-pub struct QAdd {
+pub struct QBinary {
     a_dt: DatumType,
     b_dt: DatumType,
     y_dt: DatumType,
@@ -709,9 +771,9 @@ pub struct QAdd {
 }
 
 // Compared as tract compares operators: finite floats, bit for bit.
-impl Eq for QAdd {}
+impl Eq for QBinary {}
 
-impl QAdd {
+impl QBinary {
     fn eval_t<A: PlaneIn + Datum, B: PlaneIn + Datum, O: QuantOut + Datum>(
         &self,
         a: &Tensor,
@@ -725,14 +787,15 @@ impl QAdd {
             let mut ov = t.try_as_plain_ram_mut()?;
             let out = ov.as_slice_mut::<O>()?;
             let (av, bv) = (a.try_as_plain_ram()?, b.try_as_plain_ram()?);
+            let (xs, ys) = (av.as_slice::<A>()?, bv.as_slice::<B>()?);
             if a.shape() == b.shape() {
-                add(
-                    self.isa,
-                    &self.q,
-                    av.as_slice::<A>()?,
-                    bv.as_slice::<B>()?,
-                    out,
-                );
+                add(self.isa, &self.q, xs, ys, out);
+            } else if let Some(inner) = per_block(a.shape(), b.shape()) {
+                // b holds one value per block of `inner` elements of a (a squeeze-excitation's
+                // per-channel factor): the vector path, block by block.
+                by_block(self.isa, &self.q, xs, ys, out, inner);
+            } else if let Some(inner) = per_block(b.shape(), a.shape()) {
+                by_block(self.isa, &self.q.swapped(), ys, xs, out, inner);
             } else {
                 let (xa, xb) = (a.to_plain_array_view::<A>()?, b.to_plain_array_view::<B>()?);
                 let (xa, xb) = (
@@ -750,15 +813,21 @@ impl QAdd {
     }
 }
 
-impl Op for QAdd {
+impl Op for QBinary {
     fn name(&self) -> StaticName {
-        "lookout.QAdd".into()
+        if self.q.mul {
+            "lookout.QMul"
+        } else {
+            "lookout.QAdd"
+        }
+        .into()
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
         Ok(vec![format!(
-            "{:?} + {:?} -> {:?} kernels: {}",
+            "{:?} {} {:?} -> {:?} kernels: {}",
             self.a_dt,
+            if self.q.mul { "*" } else { "+" },
             self.b_dt,
             self.y_dt,
             self.isa.name()
@@ -768,7 +837,7 @@ impl Op for QAdd {
     op_as_typed_op!();
 }
 
-impl EvalOp for QAdd {
+impl EvalOp for QBinary {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
@@ -783,13 +852,13 @@ impl EvalOp for QAdd {
             (I8, U8, I8) => self.eval_t::<i8, u8, i8>(a, b)?,
             (I8, I8, U8) => self.eval_t::<i8, i8, u8>(a, b)?,
             (I8, I8, I8) => self.eval_t::<i8, i8, i8>(a, b)?,
-            other => bail!("quantized addition: types {other:?}"),
+            other => bail!("quantized {}: types {other:?}", self.name()),
         };
         Ok(tvec!(t.into_tvalue()))
     }
 }
 
-impl TypedOp for QAdd {
+impl TypedOp for QBinary {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         let shape = multi_broadcast(&[&*inputs[0].shape, &*inputs[1].shape])?;
         Ok(tvec!(self.y_dt.fact(&*shape)))
@@ -819,6 +888,7 @@ mod tests {
                 lo: qmin - y_zero as f32,
                 hi: qmax - y_zero as f32,
             },
+            mul: false,
         }
     }
 
@@ -844,6 +914,26 @@ mod tests {
             } else {
                 got
             };
+            assert_eq!(got, want, "a {a} b {b}: exact {exact}");
+        }
+        // The product, against the definition in f64 (away from ties).
+        let m = Params {
+            mul: true,
+            ..params(12, false)
+        };
+        for (a, b) in [
+            (0u8, 0u8),
+            (7, 3),
+            (100, 200),
+            (255, 255),
+            (3, 250),
+            (200, 1),
+        ] {
+            let exact = ((a as f64 - 7.0) * 0.031f32 as f64)
+                * ((b as f64 + 3.0) * 0.0173f32 as f64)
+                / 0.042f32 as f64;
+            let want = (exact.round_ties_even() + 12.0).clamp(0.0, 255.0) as u8;
+            let got: u8 = m.one(a.centred(m.a_zero), b.centred(m.b_zero));
             assert_eq!(got, want, "a {a} b {b}: exact {exact}");
         }
         // Far outside the range: saturates at both ends.
@@ -894,13 +984,19 @@ mod tests {
                 ra.iter().map(|&v| v as i8).collect(),
                 rb.iter().map(|&v| v as i8).collect(),
             );
-            for zero in [0, 128, 40] {
-                let qu = params(zero, false);
+            for (zero, mul) in [(0, false), (128, false), (40, false), (0, true), (40, true)] {
+                let qu = Params {
+                    mul,
+                    ..params(zero, false)
+                };
                 check_paths::<u8, u8, u8>(&ra, &rb, &qu);
                 check_paths::<u8, i8, u8>(&ra, &sb, &qu);
                 check_paths::<i8, u8, u8>(&sa, &rb, &qu);
                 check_paths::<i8, i8, u8>(&sa, &sb, &qu);
-                let qi = params(zero - 128, true);
+                let qi = Params {
+                    mul,
+                    ..params(zero - 128, true)
+                };
                 check_paths::<u8, u8, i8>(&ra, &rb, &qi);
                 check_paths::<i8, i8, i8>(&sa, &sb, &qi);
                 check_paths::<u8, i8, i8>(&ra, &sb, &qi);
@@ -1012,29 +1108,50 @@ mod tests {
 
     #[test]
     fn broadcast_inputs_match_the_same_inputs_expanded() {
-        let op = QAdd {
-            a_dt: DatumType::U8,
-            b_dt: DatumType::U8,
-            y_dt: DatumType::U8,
-            q: params(5, false),
-            isa: Isa::detect(),
-        };
-        let a = Tensor::from_shape(&[1, 3, 4, 5], &bytes(60, 3)).unwrap();
-        let b_small = bytes(3, 9);
-        let b = Tensor::from_shape(&[1, 3, 1, 1], &b_small).unwrap();
-        let expanded: Vec<u8> = (0..60).map(|i| b_small[i / 20]).collect();
-        let b_full = Tensor::from_shape(&[1, 3, 4, 5], &expanded).unwrap();
+        // One value per channel plane (the block path), on either side, and one per
+        // spatial position (the portable loop over broadcast views); sums and products.
+        let full = bytes(60, 3);
         let ctx = EvalContext::out_of_plan();
-        let got = op
-            .eval(&ctx, tvec!(a.clone().into_tvalue(), b.into_tvalue()))
-            .unwrap();
-        let want = op
-            .eval(&ctx, tvec!(a.into_tvalue(), b_full.into_tvalue()))
-            .unwrap();
-        assert_eq!(got[0].shape(), &[1, 3, 4, 5]);
-        assert_eq!(
-            got[0].to_plain_array_view::<u8>().unwrap(),
-            want[0].to_plain_array_view::<u8>().unwrap()
-        );
+        let cases: [(&[usize], usize); 2] = [(&[1, 3, 1, 1], 3), (&[1, 1, 4, 5], 20)];
+        for mul in [false, true] {
+            let op = QBinary {
+                a_dt: DatumType::U8,
+                b_dt: DatumType::U8,
+                y_dt: DatumType::U8,
+                q: Params {
+                    mul,
+                    ..params(5, false)
+                },
+                isa: Isa::detect(),
+            };
+            for (shape, n) in cases {
+                let small = bytes(n, 9);
+                let expanded: Vec<u8> = (0..60)
+                    .map(|i| if n == 3 { small[i / 20] } else { small[i % 20] })
+                    .collect();
+                let t = |v: &[u8], s: &[usize]| Tensor::from_shape(s, v).unwrap().into_tvalue();
+                let big = [1, 3, 4, 5];
+                for small_first in [false, true] {
+                    let (got, want) = if small_first {
+                        (
+                            op.eval(&ctx, tvec!(t(&small, shape), t(&full, &big))),
+                            op.eval(&ctx, tvec!(t(&expanded, &big), t(&full, &big))),
+                        )
+                    } else {
+                        (
+                            op.eval(&ctx, tvec!(t(&full, &big), t(&small, shape))),
+                            op.eval(&ctx, tvec!(t(&full, &big), t(&expanded, &big))),
+                        )
+                    };
+                    let (got, want) = (got.unwrap(), want.unwrap());
+                    assert_eq!(got[0].shape(), &big);
+                    assert_eq!(
+                        got[0].to_plain_array_view::<u8>().unwrap(),
+                        want[0].to_plain_array_view::<u8>().unwrap(),
+                        "mul {mul} shape {shape:?} small first {small_first}"
+                    );
+                }
+            }
+        }
     }
 }

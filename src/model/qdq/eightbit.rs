@@ -4,27 +4,33 @@
 
 use super::*;
 
-/// Rewrite 1b: `Add(DequantizeLinear(a), DequantizeLinear(b)) -> QuantizeLinear`, every
-/// scale a float and every zero point an 8-bit per-tensor initializer, into one
-/// [`crate::model::qelementwise::Q_ADD`]. Returns the count.
-pub(super) fn fold_qdq_adds(g: &mut pb::GraphProto) -> usize {
+/// Rewrite 1b: `op(DequantizeLinear(a), DequantizeLinear(b)) -> QuantizeLinear`, `op` being
+/// `Add` (into [`crate::model::qelementwise::Q_ADD`]) or `Mul` (into
+/// [`crate::model::qelementwise::Q_MUL`]), every scale a float and every zero point an 8-bit
+/// per-tensor initializer. Returns the count.
+pub(super) fn fold_qdq_binary(g: &mut pb::GraphProto, op: &str) -> usize {
+    let into = match op {
+        "Add" => crate::model::qelementwise::Q_ADD,
+        "Mul" => crate::model::qelementwise::Q_MUL,
+        _ => return 0,
+    };
     let folds: Vec<(usize, usize, pb::NodeProto)> = {
         let ix = Index::new(g);
         (0..g.node.len())
             .filter_map(|k| {
-                let add = &g.node[k];
-                if add.op_type != "Add" || !add.domain.is_empty() || add.input.len() != 2 {
+                let node = &g.node[k];
+                if node.op_type != op || !node.domain.is_empty() || node.input.len() != 2 {
                     return None;
                 }
-                let (da, db) = (ix.dq(g, &add.input[0])?, ix.dq(g, &add.input[1])?);
+                let (da, db) = (ix.dq(g, &node.input[0])?, ix.dq(g, &node.input[1])?);
                 if !ix.per_tensor_8bit(da) || !ix.per_tensor_8bit(db) {
                     return None;
                 }
-                let qk = sole_quantize(g, &ix, add.output.first()?)?;
+                let qk = sole_quantize(g, &ix, node.output.first()?)?;
                 let q = &g.node[qk];
                 let node = pb::NodeProto {
-                    name: node_name(add),
-                    op_type: crate::model::qelementwise::Q_ADD.into(),
+                    name: node_name(node),
+                    op_type: into.into(),
                     input: [&da.input[..], &db.input[..], &q.input[1..]].concat(),
                     output: vec![q.output[0].clone()],
                     ..Default::default()

@@ -39,8 +39,8 @@ mod eightbit;
 
 use conv::{fold_qdq_convs, onto_kernels};
 use eightbit::{
-    dequantize_computed, dequantize_matmul_weights, fold_qdq_adds, fold_qdq_gemms, fold_qdq_tables,
-    quantize_floats,
+    dequantize_computed, dequantize_matmul_weights, fold_qdq_binary, fold_qdq_gemms,
+    fold_qdq_tables, quantize_floats,
 };
 
 /// Applies the rewrites to `graph`; returns what was rewritten, for `lookout check`.
@@ -61,11 +61,17 @@ pub fn rewrite(graph: &mut pb::GraphProto) -> Vec<Translation> {
         folded,
         "QLinearConv (integer arithmetic)",
     );
-    let adds = fold_qdq_adds(graph);
+    let adds = fold_qdq_binary(graph, "Add");
     note(
         "DequantizeLinear x2 -> Add -> QuantizeLinear",
         adds,
         "lookout.QAdd (8-bit in and out, one pass)",
+    );
+    let muls = fold_qdq_binary(graph, "Mul");
+    note(
+        "DequantizeLinear x2 -> Mul -> QuantizeLinear",
+        muls,
+        "lookout.QMul (8-bit in and out, one pass)",
     );
     let gemms = fold_qdq_gemms(graph);
     note(
@@ -388,7 +394,7 @@ mod tests {
     #[test]
     fn a_quantized_add_chain_becomes_one_node_on_the_8bit_tensors() {
         let mut g = graph(false);
-        assert_eq!(fold_qdq_adds(&mut g), 1);
+        assert_eq!(fold_qdq_binary(&mut g, "Add"), 1);
         assert_eq!(quantize_floats(&mut g), 1);
         prune_dead(&mut g);
         use super::super::qelementwise::{Q_ADD, Q_QUANTIZE};
@@ -401,12 +407,24 @@ mod tests {
         assert_eq!(add.output, ["y"]);
         assert_eq!(g.node[0].input, ["x", "sx", "zx"]);
         assert_eq!(g.node[0].output, ["a_q"]);
+        // The same chain with a product: a multiplication, with the same operands.
+        let mut g = graph(false);
+        g.node[3].op_type = "Mul".into();
+        assert_eq!(fold_qdq_binary(&mut g, "Add"), 0);
+        assert_eq!(fold_qdq_binary(&mut g, "Mul"), 1);
+        prune_dead(&mut g);
+        let mul = &g.node[1];
+        assert_eq!(mul.op_type, super::super::qelementwise::Q_MUL);
+        assert_eq!(
+            mul.input,
+            ["a_q", "sa", "za", "b_q", "sb", "zb", "sy", "zy"]
+        );
     }
 
     #[test]
     fn an_add_whose_float_sum_is_read_elsewhere_is_left_alone() {
         let mut g = graph(true);
-        assert_eq!(fold_qdq_adds(&mut g), 0);
+        assert_eq!(fold_qdq_binary(&mut g, "Add"), 0);
         assert_eq!(
             ops(&g),
             [
@@ -421,7 +439,7 @@ mod tests {
         // Per-channel (non-scalar) scales are not folded either.
         let mut g = graph(false);
         g.initializer[4] = float_tensor("sb".into(), vec![2], &[0.05, 0.06]);
-        assert_eq!(fold_qdq_adds(&mut g), 0);
+        assert_eq!(fold_qdq_binary(&mut g, "Add"), 0);
         // A QuantizeLinear of an 8-bit graph input stays tract's (one of a computed tensor
         // goes to lookout's: the Add's output's, here).
         let mut g = graph(false);
