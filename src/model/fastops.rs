@@ -32,6 +32,7 @@ pub fn register(reg: &mut OnnxOpRegister) {
     reg.insert(Q_CONV, build_qconv);
     reg.insert(super::fconv::F_CONV, |_, node| build_float(node, false));
     super::qelementwise::register(reg);
+    super::qunary::register(reg);
     super::qgemv::register(reg);
 }
 

@@ -23,6 +23,7 @@ pub mod qdq;
 pub mod qelementwise;
 pub mod qgemm;
 pub mod qgemv;
+pub mod qunary;
 pub mod resample;
 pub mod softmax;
 

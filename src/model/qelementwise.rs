@@ -1,5 +1,5 @@
-//! lookout's quantized element-wise operators, each one pass in registers where tract 0.23
-//! makes several over float tensors, or one scalar pass:
+//! lookout's quantized two-input element-wise operators, each one pass in registers where
+//! tract 0.23 makes several over float tensors:
 //!
 //! - **`LookoutQLinearAdd`**: the additions of quantized models (the residual connections of
 //!   MobileNet-style networks). A QDQ model writes each as `DequantizeLinear(a),
@@ -15,26 +15,14 @@
 //!   b_zero) * b_scale)` (MobileNetV3's hard-swish, `x * gate`, and squeeze-excitation scaling,
 //!   whose per-channel factor is broadcast over each plane).
 //!
-//! - **`LookoutQuantizeLinear`**: the per-tensor QuantizeLinear of a float graph input (the
-//!   model's first operation, on every pixel): `saturate(round_half_to_even(x / y_scale) +
-//!   y_zero)`.
-//!
-//! Both divide by the scale, as ONNX and onnxruntime define QuantizeLinear (tract multiplies by
-//! the reciprocal). Inputs of equal shape take the vector path (AVX2 on x86-64 when present,
-//! the portable loop elsewhere: the same f32 operations in the same order, so the same bytes);
-//! broadcast inputs the portable loop over broadcast views.
-//!
-//! - **`LookoutQTable`**: a chain from one 8-bit tensor to one 8-bit tensor through a float
-//!   function of each element alone (`DequantizeLinear -> HardSigmoid -> QuantizeLinear`,
-//!   MobileNetV3's hard-swish gates): an 8-bit input has 256 values, so [`super::qdq`]
-//!   computes the chain's 256 results once, with the f32 operations the unfused chain runs,
-//!   and this operator looks each element up.
-//!
-//! - **`LookoutDequantizeLinear`**: the per-tensor DequantizeLinear of a computed 8-bit tensor
-//!   (what feeds the float operations between quantized ones, such as MobileNetV3's
-//!   hard-swish): `(x - x_zero) * x_scale`, eight values at a time, the same f32 operations as
-//!   tract's scalar pass and so the same bits (which took a third of MobileNetV3-Small's int8
-//!   run, and more in a size-optimised build).
+//! They quantize by dividing by the scale, as ONNX and onnxruntime define QuantizeLinear
+//! (tract multiplies by the reciprocal). Inputs of equal shape take the vector path (AVX2 on
+//! x86-64 when present, the portable loop elsewhere: the same f32 operations in the same
+//! order, so the same bytes); a per-channel operand broadcast over planes takes the vector
+//! path plane by plane, other broadcasts the portable loop over broadcast views. The one-input
+//! operators (QuantizeLinear, DequantizeLinear, the 256-entry lookup) are in
+//! [`super::qunary`], with which these share the quantization ([`Quant`]) and the readers of
+//! constant scales and zero points.
 
 use tract_onnx::model::OnnxOpRegister;
 use tract_onnx::tract_core::broadcast::multi_broadcast;
@@ -51,29 +39,13 @@ pub const Q_ADD: &str = "LookoutQLinearAdd";
 /// ONNX op type of the folded multiplication; inputs as [`Q_ADD`]'s.
 pub const Q_MUL: &str = "LookoutQLinearMul";
 
-/// ONNX op type of a per-tensor QuantizeLinear of a float tensor (QuantizeLinear's inputs).
-pub const Q_QUANTIZE: &str = "LookoutQuantizeLinear";
-
-/// ONNX op type of a per-tensor DequantizeLinear of an 8-bit tensor to float32
-/// (DequantizeLinear's inputs).
-pub const Q_DEQUANTIZE: &str = "LookoutDequantizeLinear";
-
-/// ONNX op type of a 256-entry lookup (inputs: the 8-bit tensor, and the table: 256 8-bit
-/// values, entry `k` for the input whose bit pattern is `k`).
-pub const Q_TABLE: &str = "LookoutQTable";
-
 /// Registers the operators with tract's ONNX front end.
 pub fn register(reg: &mut OnnxOpRegister) {
-    reg.insert(Q_TABLE, |_, _| Ok((expand(TableExpansion), vec![])));
     reg.insert(Q_ADD, |_, _| {
         Ok((expand(QBinExpansion { mul: false }), vec![]))
     });
     reg.insert(Q_MUL, |_, _| {
         Ok((expand(QBinExpansion { mul: true }), vec![]))
-    });
-    reg.insert(Q_QUANTIZE, |_, _| Ok((expand(QuantizeExpansion), vec![])));
-    reg.insert(Q_DEQUANTIZE, |_, _| {
-        Ok((expand(DequantizeExpansion), vec![]))
     });
 }
 
@@ -215,7 +187,10 @@ impl Quant {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[inline]
-unsafe fn quant8_avx2(q: &Quant, x: std::arch::x86_64::__m256) -> std::arch::x86_64::__m256i {
+pub(super) unsafe fn quant8_avx2(
+    q: &Quant,
+    x: std::arch::x86_64::__m256,
+) -> std::arch::x86_64::__m256i {
     use std::arch::x86_64::*;
     let y = _mm256_div_ps(x, _mm256_set1_ps(q.scale));
     let y = _mm256_max_ps(_mm256_min_ps(y, _mm256_set1_ps(q.hi)), _mm256_set1_ps(q.lo));
@@ -331,402 +306,6 @@ unsafe fn add_avx2<A: PlaneIn, B: PlaneIn, O: QuantOut>(
         }
     }
     add_portable(q, &a[body..], &b[body..], &mut out[body..]);
-}
-
-/// `out[i] = q(x[i])` over equal-length slices.
-pub fn quantize<O: QuantOut>(isa: Isa, q: &Quant, x: &[f32], out: &mut [O]) {
-    assert_eq!(x.len(), out.len());
-    match isa {
-        Isa::Scalar | Isa::NeonDot => quantize_portable(q, x, out),
-        // SAFETY: both AVX2 variants exist only after run-time detection of AVX2 and FMA.
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2Fma | Isa::Avx2Vnni => unsafe { quantize_avx2(q, x, out) },
-    }
-}
-
-fn quantize_portable<O: QuantOut>(q: &Quant, x: &[f32], out: &mut [O]) {
-    for (o, &v) in out.iter_mut().zip(x) {
-        *o = q.one(v);
-    }
-}
-
-/// # Safety
-/// The CPU has AVX2; `out` is an 8-bit type.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn quantize_avx2<O: QuantOut>(q: &Quant, x: &[f32], out: &mut [O]) {
-    use std::arch::x86_64::*;
-    let n = out.len();
-    let body = n - n % 16;
-    for i in (0..body).step_by(16) {
-        // SAFETY: i + 16 <= body <= n, for x (f32) and out (one byte each).
-        unsafe {
-            let lo = quant8_avx2(q, _mm256_loadu_ps(x.as_ptr().add(i)));
-            let hi = quant8_avx2(q, _mm256_loadu_ps(x.as_ptr().add(i + 8)));
-            let bytes = super::qgemm::narrow16_avx2(lo, hi, O::MIN < 0.0);
-            _mm_storeu_si128(out.as_mut_ptr().add(i).cast(), bytes);
-        }
-    }
-    quantize_portable(q, &x[body..], &mut out[body..]);
-}
-
-#[derive(Debug, Clone)]
-struct QuantizeExpansion;
-
-impl Expansion for QuantizeExpansion {
-    fn name(&self) -> StaticName {
-        Q_QUANTIZE.into()
-    }
-
-    fn rules<'r, 'p: 'r, 's: 'r>(
-        &'s self,
-        s: &mut Solver<'r>,
-        inputs: &'p [TensorProxy],
-        outputs: &'p [TensorProxy],
-    ) -> InferenceResult {
-        check_input_arity(inputs, 3)?;
-        check_output_arity(outputs, 1)?;
-        s.equals(&outputs[0].datum_type, &inputs[2].datum_type)?;
-        s.equals(&outputs[0].shape, &inputs[0].shape)
-    }
-
-    fn wire(
-        &self,
-        prefix: &str,
-        model: &mut TypedModel,
-        inputs: &[OutletId],
-    ) -> TractResult<TVec<OutletId>> {
-        let dt = model.outlet_fact(inputs[0])?.datum_type;
-        ensure!(
-            dt.is_float() || dt.is_integer(),
-            "quantization: input type {dt:?} is not a number"
-        );
-        let mut x = inputs[0];
-        if dt != f32::datum_type() {
-            // float16 (or int32) into QuantizeLinear: exactly representable in float32 for
-            // every value the quantization can tell apart.
-            let cast = tract_onnx::tract_core::ops::cast::cast(f32::datum_type());
-            x = model.wire_node(format!("{prefix}.to_f32"), cast, &[x])?[0];
-        }
-        let (q, y_dt) = output_quant(model, inputs[1], inputs[2], "quantization")?;
-        let op = Quantize {
-            y_dt,
-            q,
-            isa: Isa::detect(),
-        };
-        model.wire_node(prefix, op, &[x])
-    }
-}
-
-/// The typed per-tensor quantization: f32 in, 8 bits out, same shape.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Quantize {
-    y_dt: DatumType,
-    q: Quant,
-    isa: Isa,
-}
-
-// Compared as tract compares operators: finite floats, bit for bit.
-impl Eq for Quantize {}
-
-impl Quantize {
-    fn eval_t<O: QuantOut + Datum>(&self, x: &Tensor) -> TractResult<Tensor> {
-        // SAFETY: 8-bit integers have no invalid bit patterns; quantize writes every element.
-        let mut t = unsafe { Tensor::uninitialized::<O>(x.shape())? };
-        {
-            let mut ov = t.try_as_plain_ram_mut()?;
-            let xv = x.try_as_plain_ram()?;
-            quantize(
-                self.isa,
-                &self.q,
-                xv.as_slice::<f32>()?,
-                ov.as_slice_mut::<O>()?,
-            );
-        }
-        Ok(t)
-    }
-}
-
-impl Op for Quantize {
-    fn name(&self) -> StaticName {
-        "lookout.QuantizeLinear".into()
-    }
-
-    fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![format!(
-            "f32 -> {:?} kernels: {}",
-            self.y_dt,
-            self.isa.name()
-        )])
-    }
-
-    op_as_typed_op!();
-}
-
-impl EvalOp for Quantize {
-    op_out_of_plan!();
-
-    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let t = match self.y_dt {
-            DatumType::U8 => self.eval_t::<u8>(&inputs[0])?,
-            DatumType::I8 => self.eval_t::<i8>(&inputs[0])?,
-            dt => bail!("quantization: output type {dt:?}"),
-        };
-        Ok(tvec!(t.into_tvalue()))
-    }
-}
-
-impl TypedOp for Quantize {
-    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        Ok(tvec!(self.y_dt.fact(inputs[0].shape.clone())))
-    }
-
-    as_op!();
-}
-
-#[derive(Debug, Clone)]
-struct TableExpansion;
-
-impl Expansion for TableExpansion {
-    fn name(&self) -> StaticName {
-        Q_TABLE.into()
-    }
-
-    fn rules<'r, 'p: 'r, 's: 'r>(
-        &'s self,
-        s: &mut Solver<'r>,
-        inputs: &'p [TensorProxy],
-        outputs: &'p [TensorProxy],
-    ) -> InferenceResult {
-        check_input_arity(inputs, 2)?;
-        check_output_arity(outputs, 1)?;
-        s.equals(&outputs[0].datum_type, &inputs[1].datum_type)?;
-        s.equals(&outputs[0].shape, &inputs[0].shape)
-    }
-
-    fn wire(
-        &self,
-        prefix: &str,
-        model: &mut TypedModel,
-        inputs: &[OutletId],
-    ) -> TractResult<TVec<OutletId>> {
-        let x_dt = model.outlet_fact(inputs[0])?.datum_type.unquantized();
-        let t = konst(model, inputs[1], "lookup table")?;
-        let y_dt = t.datum_type().unquantized();
-        ensure!(
-            matches!(x_dt, DatumType::U8 | DatumType::I8)
-                && matches!(y_dt, DatumType::U8 | DatumType::I8),
-            "8-bit lookup: input {x_dt:?} and table {y_dt:?} must be uint8 or int8"
-        );
-        let values = ints(&t)?;
-        ensure!(
-            values.len() == 256,
-            "8-bit lookup: the table has {} entries, not 256",
-            values.len()
-        );
-        let mut table = [0u8; 256];
-        for (e, v) in table.iter_mut().zip(values) {
-            *e = v as u8;
-        }
-        model.wire_node(prefix, QTable { x_dt, y_dt, table }, &[inputs[0]])
-    }
-}
-
-/// The typed lookup: 8 bits in, 8 bits out, same shape; `table` holds the output bit patterns
-/// by input bit pattern.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct QTable {
-    x_dt: DatumType,
-    y_dt: DatumType,
-    table: [u8; 256],
-}
-
-impl QTable {
-    /// `bits` gives an input's bit pattern (the table index), `value` an output from its bit
-    /// pattern.
-    fn eval_t<X: Datum + Copy, Y: Datum>(
-        &self,
-        x: &Tensor,
-        bits: impl Fn(X) -> u8,
-        value: impl Fn(u8) -> Y,
-    ) -> TractResult<Tensor> {
-        // SAFETY: 8-bit integers have no invalid bit patterns; every element is written below.
-        let mut t = unsafe { Tensor::uninitialized::<Y>(x.shape())? };
-        {
-            let mut ov = t.try_as_plain_ram_mut()?;
-            let xv = x.try_as_plain_ram()?;
-            for (o, &v) in ov.as_slice_mut::<Y>()?.iter_mut().zip(xv.as_slice::<X>()?) {
-                *o = value(self.table[bits(v) as usize]);
-            }
-        }
-        Ok(t)
-    }
-}
-
-impl Op for QTable {
-    fn name(&self) -> StaticName {
-        "lookout.QTable".into()
-    }
-
-    fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![format!(
-            "{:?} -> {:?}, 256 entries",
-            self.x_dt, self.y_dt
-        )])
-    }
-
-    op_as_typed_op!();
-}
-
-impl EvalOp for QTable {
-    op_out_of_plan!();
-
-    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        use DatumType::{I8, U8};
-        let x = &inputs[0];
-        let t = match (x.datum_type().unquantized(), self.y_dt) {
-            (U8, U8) => self.eval_t(x, |v: u8| v, |b| b)?,
-            (U8, I8) => self.eval_t(x, |v: u8| v, |b| b as i8)?,
-            (I8, U8) => self.eval_t(x, |v: i8| v as u8, |b| b)?,
-            (I8, I8) => self.eval_t(x, |v: i8| v as u8, |b| b as i8)?,
-            other => bail!("8-bit lookup: types {other:?}"),
-        };
-        Ok(tvec!(t.into_tvalue()))
-    }
-}
-
-impl TypedOp for QTable {
-    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        Ok(tvec!(self.y_dt.fact(inputs[0].shape.clone())))
-    }
-
-    as_op!();
-}
-
-/// `out[i] = (x[i] - zero) * scale` over equal-length slices: DequantizeLinear as tract and
-/// onnxruntime compute it (the difference is exact in f32, the product rounds once). Eight at
-/// a time through [`PlaneIn::centred8`] (SSE2 on x86-64), then a multiply the compiler
-/// vectorises; the same operations on every path, so the same bits.
-pub fn dequantize<X: PlaneIn>(scale: f32, zero: f32, x: &[X], out: &mut [f32]) {
-    assert_eq!(x.len(), out.len());
-    let mut xs = x.chunks_exact(8);
-    let mut os = out.chunks_exact_mut(8);
-    for (xc, oc) in (&mut xs).zip(&mut os) {
-        let oc: &mut [f32; 8] = oc.try_into().expect("8");
-        X::centred8(xc.try_into().expect("8"), zero, oc);
-        for v in oc.iter_mut() {
-            *v *= scale;
-        }
-    }
-    for (o, &v) in os.into_remainder().iter_mut().zip(xs.remainder()) {
-        *o = v.centred(zero) * scale;
-    }
-}
-
-#[derive(Debug, Clone)]
-struct DequantizeExpansion;
-
-impl Expansion for DequantizeExpansion {
-    fn name(&self) -> StaticName {
-        Q_DEQUANTIZE.into()
-    }
-
-    fn rules<'r, 'p: 'r, 's: 'r>(
-        &'s self,
-        s: &mut Solver<'r>,
-        inputs: &'p [TensorProxy],
-        outputs: &'p [TensorProxy],
-    ) -> InferenceResult {
-        check_input_arity(inputs, 3)?;
-        check_output_arity(outputs, 1)?;
-        s.equals(&outputs[0].datum_type, f32::datum_type())?;
-        s.equals(&outputs[0].shape, &inputs[0].shape)
-    }
-
-    fn wire(
-        &self,
-        prefix: &str,
-        model: &mut TypedModel,
-        inputs: &[OutletId],
-    ) -> TractResult<TVec<OutletId>> {
-        let x_dt = model.outlet_fact(inputs[0])?.datum_type.unquantized();
-        let (z, z_dt) = zero(model, inputs[2], "dequantization: x_zero_point")?;
-        ensure!(
-            matches!(x_dt, DatumType::U8 | DatumType::I8) && z_dt == x_dt,
-            "dequantization: x has type {x_dt:?} and x_zero_point {z_dt:?}; both must be uint8 or both int8"
-        );
-        let op = Dequantize {
-            x_dt,
-            scale: scale(model, inputs[1], "dequantization: x_scale")?,
-            zero: z as f32,
-        };
-        model.wire_node(prefix, op, &[inputs[0]])
-    }
-}
-
-/// The typed per-tensor dequantization: 8 bits in, f32 out, same shape.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Dequantize {
-    x_dt: DatumType,
-    scale: f32,
-    zero: f32,
-}
-
-// Compared as tract compares operators: finite floats, bit for bit.
-impl Eq for Dequantize {}
-
-impl Dequantize {
-    fn eval_t<X: PlaneIn + Datum>(&self, x: &Tensor) -> TractResult<Tensor> {
-        // SAFETY: every f32 bit pattern is valid; dequantize writes every element.
-        let mut t = unsafe { Tensor::uninitialized::<f32>(x.shape())? };
-        {
-            let mut ov = t.try_as_plain_ram_mut()?;
-            let xv = x.try_as_plain_ram()?;
-            dequantize(
-                self.scale,
-                self.zero,
-                xv.as_slice::<X>()?,
-                ov.as_slice_mut::<f32>()?,
-            );
-        }
-        Ok(t)
-    }
-}
-
-impl Op for Dequantize {
-    fn name(&self) -> StaticName {
-        "lookout.DequantizeLinear".into()
-    }
-
-    fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![format!(
-            "{:?} -> f32 scale: {} zero_point: {}",
-            self.x_dt, self.scale, self.zero
-        )])
-    }
-
-    op_as_typed_op!();
-}
-
-impl EvalOp for Dequantize {
-    op_out_of_plan!();
-
-    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let t = match inputs[0].datum_type().unquantized() {
-            DatumType::U8 => self.eval_t::<u8>(&inputs[0])?,
-            DatumType::I8 => self.eval_t::<i8>(&inputs[0])?,
-            dt => bail!("dequantization: input type {dt:?}"),
-        };
-        Ok(tvec!(t.into_tvalue()))
-    }
-}
-
-impl TypedOp for Dequantize {
-    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        Ok(tvec!(f32::datum_type().fact(inputs[0].shape.clone())))
-    }
-
-    as_op!();
 }
 
 /// Where `small` broadcasts over `full` as one value per block of trailing elements (`small`'s
@@ -1001,107 +580,6 @@ mod tests {
                 check_paths::<i8, i8, i8>(&sa, &sb, &qi);
                 check_paths::<u8, i8, i8>(&ra, &sb, &qi);
                 check_paths::<i8, u8, i8>(&sa, &rb, &qi);
-            }
-        }
-    }
-
-    #[test]
-    fn quantize_divides_rounds_half_to_even_and_saturates_on_every_path() {
-        let q = Quant {
-            scale: 0.5,
-            zero: 10,
-            lo: -10.0,
-            hi: 245.0,
-        };
-        // Ties: 0.25 / 0.5 = 0.5 -> 0, 0.75 / 0.5 = 1.5 -> 2, -1.25 / 0.5 = -2.5 -> -2.
-        let x = [
-            0.25f32,
-            0.75,
-            -1.25,
-            1000.0,
-            -1000.0,
-            f32::INFINITY,
-            f32::NEG_INFINITY,
-            3.1,
-        ];
-        let want: [u8; 8] = [10, 12, 8, 255, 0, 255, 0, 16];
-        let mut long: Vec<f32> = x.iter().cycle().take(8 * 5 + 3).copied().collect();
-        long.extend((0..300).map(|i| (i as f32 - 150.0) * 0.37));
-        for isa in Isa::available() {
-            let mut got = [0u8; 8];
-            quantize(isa, &q, &x, &mut got);
-            assert_eq!(got, want, "{}", isa.name());
-            let mut all = vec![0u8; long.len()];
-            quantize(isa, &q, &long, &mut all);
-            let mut plain = vec![0u8; long.len()];
-            quantize_portable(&q, &long, &mut plain);
-            assert_eq!(all, plain, "{}", isa.name());
-            let mut signed = vec![0i8; long.len()];
-            let qs = Quant {
-                zero: -3,
-                lo: -125.0,
-                hi: 130.0,
-                ..q
-            };
-            quantize(isa, &qs, &long, &mut signed);
-            let mut plain_s = vec![0i8; long.len()];
-            quantize_portable(&qs, &long, &mut plain_s);
-            assert_eq!(signed, plain_s, "{}", isa.name());
-        }
-    }
-
-    #[test]
-    fn a_table_maps_every_input_by_its_bit_pattern() {
-        // Table: output bit pattern = 255 - input bit pattern.
-        let mut table = [0u8; 256];
-        for (k, e) in table.iter_mut().enumerate() {
-            *e = 255 - k as u8;
-        }
-        let ctx = EvalContext::out_of_plan();
-        let unsigned: Vec<u8> = (0..=255).collect();
-        let op = QTable {
-            x_dt: DatumType::U8,
-            y_dt: DatumType::U8,
-            table,
-        };
-        let x = Tensor::from_shape(&[1, 4, 8, 8], &unsigned).unwrap();
-        let y = op.eval(&ctx, tvec!(x.into_tvalue())).unwrap();
-        assert_eq!(y[0].shape(), &[1, 4, 8, 8]);
-        let got = y[0].to_plain_array_view::<u8>().unwrap();
-        assert!(got.iter().zip(&unsigned).all(|(&g, &x)| g == 255 - x));
-        // int8 in, int8 out: -128 is bit pattern 0x80, whose entry 0x7f is 127.
-        let op = QTable {
-            x_dt: DatumType::I8,
-            y_dt: DatumType::I8,
-            table,
-        };
-        let x = Tensor::from_shape(&[3], &[-128i8, -1, 0]).unwrap();
-        let y = op.eval(&ctx, tvec!(x.into_tvalue())).unwrap();
-        let got = y[0].to_plain_array_view::<i8>().unwrap();
-        assert_eq!(got.as_slice().unwrap(), [127, 0, -1]);
-    }
-
-    #[test]
-    fn dequantize_is_tracts_definition_bit_for_bit() {
-        // Every 8-bit value, at an odd length (eight-wide body and a tail), for both types and
-        // zero points at both ends; against tract's DequantizeLinearF32 expression.
-        let scale = 0.036654525f32;
-        let us: Vec<u8> = (0..=255u8).chain(0..7).collect();
-        let is: Vec<i8> = (-128..=127i8).chain(0..7).collect();
-        for zero in [0i32, 130, 255] {
-            let mut got = vec![0f32; us.len()];
-            dequantize(scale, zero as f32, &us, &mut got);
-            for (&x, &g) in us.iter().zip(&got) {
-                let want = (x as i32 - zero) as f32 * scale;
-                assert_eq!(g.to_bits(), want.to_bits(), "u8 {x} zero {zero}");
-            }
-        }
-        for zero in [-128i32, -3, 127] {
-            let mut got = vec![0f32; is.len()];
-            dequantize(scale, zero as f32, &is, &mut got);
-            for (&x, &g) in is.iter().zip(&got) {
-                let want = (x as i32 - zero) as f32 * scale;
-                assert_eq!(g.to_bits(), want.to_bits(), "i8 {x} zero {zero}");
             }
         }
     }
