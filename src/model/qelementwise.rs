@@ -146,18 +146,13 @@ pub(super) fn output_quant(
     op: &str,
 ) -> TractResult<(Quant, DatumType)> {
     let (z, dt) = zero(model, zero_outlet, &format!("{op}: y_zero_point"))?;
-    let (qmin, qmax) = match dt {
-        DatumType::U8 => (0.0, 255.0),
-        DatumType::I8 => (-128.0, 127.0),
+    let signed = match dt {
+        DatumType::U8 => false,
+        DatumType::I8 => true,
         dt => bail!("{op}: y_zero_point has type {dt:?}, not uint8 or int8"),
     };
-    let q = Quant {
-        scale: scale(model, scale_outlet, &format!("{op}: y_scale"))?,
-        zero: z,
-        lo: qmin - z as f32,
-        hi: qmax - z as f32,
-    };
-    Ok((q, dt))
+    let y_scale = scale(model, scale_outlet, &format!("{op}: y_scale"))?;
+    Ok((Quant::eight_bit(y_scale, z, signed), dt))
 }
 
 /// A per-tensor QuantizeLinear to 8 bits.
@@ -171,6 +166,21 @@ pub struct Quant {
 }
 
 impl Quant {
+    /// Quantization to uint8 (`signed` false) or int8 with this scale and zero point.
+    pub fn eight_bit(scale: f32, zero: i32, signed: bool) -> Quant {
+        let (qmin, qmax) = if signed {
+            (-128.0, 127.0)
+        } else {
+            (0.0, 255.0)
+        };
+        Quant {
+            scale,
+            zero,
+            lo: qmin - zero as f32,
+            hi: qmax - zero as f32,
+        }
+    }
+
     /// `saturate(round_half_to_even(x / scale) + zero)`. (`min`/`max`, not `clamp`, so that a
     /// NaN gives what the AVX2 `vminps`/`vmaxps` give: the top of the range.)
     #[inline(always)]

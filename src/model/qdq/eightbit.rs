@@ -68,18 +68,11 @@ pub(super) fn fold_qdq_tables(g: &mut pb::GraphProto) -> usize {
                 let x_signed = ix.init(&d.input[2])?.data_type == DataType::Int8 as i32;
                 let y_zero = ix.init(&q.input[2])?;
                 let y_signed = y_zero.data_type == DataType::Int8 as i32;
-                let (qmin, qmax) = if y_signed {
-                    (-128.0, 127.0)
-                } else {
-                    (0.0, 255.0)
-                };
-                let zero = scalar(&q.input[2])? as i32;
-                let quant = crate::model::qelementwise::Quant {
-                    scale: scalar(&q.input[1])?,
-                    zero,
-                    lo: qmin - zero as f32,
-                    hi: qmax - zero as f32,
-                };
+                let quant = crate::model::qelementwise::Quant::eight_bit(
+                    scalar(&q.input[1])?,
+                    scalar(&q.input[2])? as i32,
+                    y_signed,
+                );
                 let raw: Vec<u8> = (0..=255u8)
                     .map(|bits| {
                         let x = if x_signed {
