@@ -3,8 +3,10 @@
 //! each reduced DCT scale, next to zune-jpeg (the `image` crate's decoder). At 1/8 scale the
 //! inverse DCT keeps one coefficient per block and 1/64 of the pixels are made: what is left
 //! is the entropy (Huffman) decoding of every coefficient, which every decode of the frame
-//! does, whatever its output size (`bench` reports it as the decode floor). The variants
-//! take turns, five rounds, best p50 of each.
+//! does, whatever its output size (`bench` reports it as the decode floor). "raw YCbCr"
+//! stops before chroma upsampling and colour conversion (full size: the mozjpeg crate's raw
+//! reader takes no scaling), to show what a planar-YCbCr path could save. The variants take
+//! turns, five rounds, best p50 of each.
 //!
 //!     cargo run --example jpeg
 
@@ -37,34 +39,61 @@ fn decode(data: &[u8], eighths: u8, buf: &mut Vec<u8>) -> (usize, usize) {
     (w, h)
 }
 
+/// Decodes to planar YCbCr at full size, each plane at its own resolution (no chroma
+/// upsampling, no colour conversion); returns the luma plane's size.
+fn decode_raw(data: &[u8], planes: &mut [Vec<u8>; 3]) -> (usize, usize) {
+    let d = mozjpeg::Decompress::new_mem(data).expect("header");
+    let mut s = d.raw().expect("start");
+    let (w, h) = (s.width(), s.height());
+    for p in planes.iter_mut() {
+        p.clear();
+    }
+    let [a, b, c] = planes;
+    s.read_raw_data(&mut [a, b, c]);
+    s.finish().expect("finish");
+    (w, h)
+}
+
 /// zune-jpeg through the `image` crate (full size only: it has no DCT scaling).
 fn decode_zune(data: &[u8]) -> (usize, usize) {
     let img = image::load_from_memory_with_format(data, image::ImageFormat::Jpeg).expect("zune");
     (img.width() as usize, img.height() as usize)
 }
 
+#[derive(Clone, Copy)]
+enum Variant {
+    /// libjpeg-turbo to RGB at this many eighths of full size.
+    Rgb(u8),
+    /// libjpeg-turbo to planar YCbCr, full size.
+    Raw,
+    /// zune-jpeg, full size.
+    Zune,
+}
+
 fn main() {
-    // (name, libjpeg-turbo scale in eighths; None: zune-jpeg)
-    let variants: [(&str, Option<u8>); 5] = [
-        ("full", Some(8)),
-        ("zune-jpeg", None),
-        ("1/2", Some(4)),
-        ("1/4", Some(2)),
-        ("1/8", Some(1)),
+    let variants: [(&str, Variant); 6] = [
+        ("full", Variant::Rgb(8)),
+        ("zune-jpeg", Variant::Zune),
+        ("raw YCbCr", Variant::Raw),
+        ("1/2", Variant::Rgb(4)),
+        ("1/4", Variant::Rgb(2)),
+        ("1/8", Variant::Rgb(1)),
     ];
     for (w, h) in [(640u32, 480u32), (1280, 720)] {
         let data = frame(w, h);
         let mut buf = Vec::new();
-        let mut best = [f64::MAX; 5];
-        let mut sizes = [(0, 0); 5];
+        let mut planes: [Vec<u8>; 3] = Default::default();
+        let mut best = [f64::MAX; 6];
+        let mut sizes = [(0, 0); 6];
         for _round in 0..5 {
-            for (i, &(_, eighths)) in variants.iter().enumerate() {
+            for (i, &(_, variant)) in variants.iter().enumerate() {
                 let mut t = Vec::with_capacity(60);
                 for _ in 0..60 {
                     let t0 = Instant::now();
-                    sizes[i] = match eighths {
-                        Some(e) => decode(&data, e, &mut buf),
-                        None => decode_zune(&data),
+                    sizes[i] = match variant {
+                        Variant::Rgb(eighths) => decode(&data, eighths, &mut buf),
+                        Variant::Raw => decode_raw(&data, &mut planes),
+                        Variant::Zune => decode_zune(&data),
                     };
                     t.push(t0.elapsed().as_secs_f64() * 1e3);
                 }

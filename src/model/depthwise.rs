@@ -93,9 +93,10 @@ pub enum Isa {
     /// x86-64 with AVX2 and FMA.
     #[cfg(target_arch = "x86_64")]
     Avx2Fma,
-    /// x86-64 with AVX2 and FMA, and AVX512-VNNI with AVX512-VL (Ice Lake, Zen 4 and later):
-    /// the quantized convolutions' matrix product runs on 256-bit `vpdpbusd`
-    /// ([`super::qdot`]); every other kernel runs its AVX2 code.
+    /// x86-64 with AVX2 and FMA, and AVX-512F with AVX512-VNNI and AVX512-VL (Ice Lake, Zen 4
+    /// and later): the quantized convolutions' matrix product runs on 512-bit `vpdpbusd`
+    /// ([`super::qdot`]), the float convolutions' tile on 512-bit registers
+    /// ([`super::fconv`]); every other kernel runs its AVX2 code.
     #[cfg(target_arch = "x86_64")]
     Avx2Vnni,
     /// aarch64 with the dot-product instructions: the quantized convolutions' matrix product
@@ -149,7 +150,7 @@ impl Isa {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2Fma => "avx2+fma",
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2Vnni => "avx2+fma+vnni",
+            Isa::Avx2Vnni => "avx512+vnni",
             Isa::NeonDot => "neon+dotprod",
         }
     }
@@ -161,6 +162,19 @@ impl Isa {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2Vnni => Some(super::qdot::Tile::Vnni),
             _ => None,
+        }
+    }
+
+    /// Whether the CPU has AVX-512F (the VNNI variant requires it): the float convolutions'
+    /// tile then runs on 512-bit registers.
+    pub fn avx512(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            matches!(self, Isa::Avx2Vnni)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
         }
     }
 

@@ -10,7 +10,8 @@
 //! buffer. Those rows are copied block by block into contiguous strips of [`NR`] columns
 //! ([`matmul`]), so the tile reads one sequential stream. The tile is
 //! [`MR`] x [`NR`] (6 channels x 16 pixels: 12 AVX2 accumulators, or 24 NEON ones), with the
-//! bias and a fused Relu/Clip applied as it is stored.
+//! bias and a fused Relu/Clip applied as it is stored. With AVX-512F a 512-bit register holds
+//! a strip row, and the tile takes two strips at once (6 x 32, 12 accumulators).
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -133,16 +134,18 @@ pub fn matmul(
                     lo: epi.lo,
                     hi: epi.hi,
                 };
-                for j in j0..j1 {
-                    let strip = &buf[(j - j0) * k * NR..(j - j0 + 1) * k * NR];
-                    let cols = NR.min(n - j * NR);
+                // Two strips at a time where 512-bit registers hold a strip row each.
+                let step = if isa.avx512() { 2 } else { 1 };
+                for j in (j0..j1).step_by(step) {
+                    let span = step.min(j1 - j);
+                    let strips = &buf[(j - j0) * k * NR..(j - j0 + span) * k * NR];
                     t.run(
                         isa,
                         w.panel(p),
-                        strip,
+                        strips,
                         &mut out[p * MR * n + j * NR..],
                         n,
-                        cols,
+                        (span * NR).min(n - j * NR),
                     );
                 }
             }
@@ -162,19 +165,31 @@ struct Tile<'a> {
 
 impl Tile<'_> {
     /// `rows` x `cols` results at `out` (rows `ldo` apart) from one packed weight panel and one
-    /// packed strip ([k][NR]). A strip of at most 8 columns computes only those 8.
+    /// packed strip ([k][NR]), or two consecutive ones (`cols` > NR; AVX-512 only). A strip of
+    /// at most 8 columns computes only those 8.
     #[inline]
     fn run(&self, isa: Isa, w: &[f32], strip: &[f32], out: &mut [f32], ldo: usize, cols: usize) {
         let (k, rows) = (self.k, self.rows);
-        assert!(w.len() >= k * MR && strip.len() >= k * NR);
-        assert!((1..=MR).contains(&rows) && (1..=NR).contains(&cols));
+        let span = cols.div_ceil(NR);
+        assert!(w.len() >= k * MR && strip.len() >= span * k * NR);
+        assert!((1..=MR).contains(&rows) && cols >= 1);
+        assert!(span == 1 || (span == 2 && isa.avx512()));
         assert!(out.len() >= (rows - 1) * ldo + cols);
-        let mut acc = [[0.0f32; NR]; MR];
         match isa {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: the AVX2 variants are only chosen where the CPU has both; the asserts above bound
-            // every load and store.
-            Isa::Avx2Fma | Isa::Avx2Vnni => unsafe {
+            // SAFETY: this variant is only chosen where the CPU has AVX-512F (and AVX2 and FMA);
+            // the asserts above bound every load and store.
+            Isa::Avx2Vnni => unsafe {
+                if span == 2 {
+                    tile_avx512::<2>(self, w, strip, out, ldo, cols)
+                } else {
+                    tile_avx512::<1>(self, w, strip, out, ldo, cols)
+                }
+            },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: the AVX2 variant is only chosen where the CPU has both; the asserts above
+            // bound every load and store.
+            Isa::Avx2Fma => unsafe {
                 if cols <= 8 {
                     tile_avx2::<1>(self, w, strip, out, ldo, cols)
                 } else {
@@ -182,6 +197,7 @@ impl Tile<'_> {
                 }
             },
             Isa::Scalar | Isa::NeonDot => {
+                let mut acc = [[0.0f32; NR]; MR];
                 tile_portable(k, w, strip, &mut acc);
                 for (r, row) in acc.iter().enumerate().take(rows) {
                     let dst = &mut out[r * ldo..r * ldo + cols];
@@ -248,6 +264,62 @@ unsafe fn tile_avx2<const V: usize>(
         if cols < 8 * V {
             // SAFETY: as the function's contract says.
             unsafe { std::ptr::copy_nonoverlapping(row.as_ptr(), op.add(r * ldo), cols) };
+        }
+    }
+}
+
+/// The tile with AVX-512F on `V` consecutive strips, one 512-bit register per strip row: per
+/// k, V loads and 6 V fused multiply-adds on a broadcast weight (embedded in the instruction),
+/// 6 V accumulators; the epilogue in registers and a masked store for a partial strip.
+///
+/// # Safety
+/// The CPU has AVX-512F; `w` holds k * MR values, `strips` V * k * NR, `out`
+/// (rows - 1) * ldo + cols, and NR (V - 1) < cols <= NR V.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn tile_avx512<const V: usize>(
+    t: &Tile<'_>,
+    w: &[f32],
+    strips: &[f32],
+    out: &mut [f32],
+    ldo: usize,
+    cols: usize,
+) {
+    use std::arch::x86_64::*;
+    let mut a = [[_mm512_setzero_ps(); V]; MR];
+    let (wp, xp) = (w.as_ptr(), strips.as_ptr());
+    let stride = t.k * NR;
+    for kk in 0..t.k {
+        // SAFETY: kk < k and v < V, within what the caller guarantees.
+        unsafe {
+            let mut xv = [_mm512_setzero_ps(); V];
+            for (v, xr) in xv.iter_mut().enumerate() {
+                *xr = _mm512_loadu_ps(xp.add(v * stride + kk * NR));
+            }
+            for (r, ar) in a.iter_mut().enumerate() {
+                let wr = _mm512_set1_ps(*wp.add(kk * MR + r));
+                for (acc, &xr) in ar.iter_mut().zip(&xv) {
+                    *acc = _mm512_fmadd_ps(wr, xr, *acc);
+                }
+            }
+        }
+    }
+    let (vlo, vhi) = (_mm512_set1_ps(t.lo), _mm512_set1_ps(t.hi));
+    let op = out.as_mut_ptr();
+    for (r, ar) in a.iter().enumerate().take(t.rows) {
+        let b = _mm512_set1_ps(t.bias[r]);
+        for (v, &acc) in ar.iter().enumerate() {
+            let y = _mm512_max_ps(_mm512_min_ps(_mm512_add_ps(acc, b), vhi), vlo);
+            let left = cols - NR * v;
+            // SAFETY: as the function's contract says; the mask stops the store at `cols`.
+            unsafe {
+                let dst = op.add(r * ldo + NR * v);
+                if left >= NR {
+                    _mm512_storeu_ps(dst, y);
+                } else {
+                    _mm512_mask_storeu_ps(dst, ((1u32 << left) - 1) as __mmask16, y);
+                }
+            }
         }
     }
 }
@@ -557,6 +629,9 @@ mod tests {
             (2, 3, 5, 6, 5, 3, 2, 1),
             (6, 12, 8, 8, 1, 2, 0, 1),
             (1, 1, 1, 33, 1, 1, 0, 1),
+            // Blocks of three strips (a pair, then a partial one alone) and of one.
+            (600, 7, 5, 9, 1, 1, 0, 1),
+            (1500, 7, 3, 11, 1, 1, 0, 1),
         ];
         for isa in Isa::available() {
             for (i, &(c, m, h, w, k, stride, pad, dil)) in cases.iter().enumerate() {

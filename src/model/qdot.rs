@@ -1,7 +1,7 @@
 //! The quantized convolution's matrix product ([`super::qgemm`]) on the 8-bit dot-product
 //! instructions: aarch64's `sdot` (four 8-bit multiply-adds into each 32-bit lane, 64 per
-//! instruction) and x86-64's `vpdpbusd` (AVX512-VNNI, here on 256-bit registers: 32 per
-//! instruction, unsigned x signed).
+//! instruction) and x86-64's `vpdpbusd` (AVX512-VNNI, on 512-bit registers: 64 per instruction,
+//! unsigned x signed).
 //!
 //! DotProd is optional in Armv8.2 and later: Cortex-A55/A76/A78 have it (Raspberry Pi 5,
 //! Jetson Orin), Cortex-A53/A57/A72 do not (Raspberry Pi 3 and 4, Jetson Nano), and lookout
@@ -23,7 +23,9 @@
 //!   gets its top bit flipped (`x - OFFSET + 128` as u8), and the extra `128 * sum w` comes
 //!   off with the shift (`row_sums`). The 16 pixels of a panel group are two registers, each
 //!   output channel's four weights one broadcast: 8 `vpdpbusd` per four k, into 8
-//!   accumulators. The exact sums, with no 16-bit saturation (unlike `vpmaddubsw`).
+//!   accumulators. The exact sums, with no 16-bit saturation (unlike `vpmaddubsw`). Pairs
+//!   of panels run on 512-bit registers (one register per panel and group of four k: twice
+//!   the products per instruction); a last odd panel on 256-bit ones.
 //! - Requantization is [`super::qgemm`]'s.
 
 use super::depthwise::QuantOut;
@@ -216,33 +218,42 @@ pub fn conv<I: Act, O: QuantOut>(
     // activations as `x - OFFSET + 128`.
     let tile_offset = if tile == Tile::Vnni { 128 } else { 0 };
     pack_x(g, x, x_zero, w.k4, scratch);
-    let mut acc = [[0i32; NR]; MR];
+    let mut acc = [[[0i32; NR]; MR]; 2];
     let panels = p_total.div_ceil(NR);
     let block = (BLOCK_BYTES / (w.k4.max(1) * NR * 4)).clamp(1, panels.max(1));
+    // Two pixel panels per tile where `vpdpbusd` runs on 512-bit registers.
+    let step = if tile == Tile::Vnni { 2 } else { 1 };
+    let panel_len = w.k4 * NR * 4;
     for pb in (0..panels).step_by(block) {
+        let pe = (pb + block).min(panels);
         for mp in 0..w.m.div_ceil(MR) {
             let wpanel = w.panel(mp);
-            for pp in pb..(pb + block).min(panels) {
-                let xpanel = &scratch.x[pp * w.k4 * NR * 4..(pp + 1) * w.k4 * NR * 4];
-                match tile {
-                    // SAFETY (both): the CPU has the instructions (asserted above).
+            for pp in (pb..pe).step_by(step) {
+                let span = step.min(pe - pp);
+                let xpanels = &scratch.x[pp * panel_len..(pp + span) * panel_len];
+                match (tile, span) {
+                    // SAFETY (all): the CPU has the instructions (asserted above).
                     #[cfg(target_arch = "aarch64")]
-                    Tile::Sdot => unsafe { tile_sdot(w.k4, wpanel, xpanel, &mut acc) },
+                    (Tile::Sdot, _) => unsafe { tile_sdot(w.k4, wpanel, xpanels, &mut acc[0]) },
                     #[cfg(target_arch = "x86_64")]
-                    Tile::Vnni => unsafe { tile_vnni(w.k4, wpanel, xpanel, &mut acc) },
-                    _ => tile_portable(w.k4, wpanel, xpanel, &mut acc),
+                    (Tile::Vnni, 2) => unsafe { tile_vnni512(w.k4, wpanel, xpanels, &mut acc) },
+                    #[cfg(target_arch = "x86_64")]
+                    (Tile::Vnni, _) => unsafe { tile_vnni(w.k4, wpanel, xpanels, &mut acc[0]) },
+                    _ => tile_portable(w.k4, wpanel, xpanels, &mut acc[0]),
                 }
-                let (p0, np) = (pp * NR, NR.min(p_total - pp * NR));
-                for (r, row) in acc.iter().enumerate() {
-                    let m = mp * MR + r;
-                    if m >= w.m {
-                        break;
+                for (h, panel_acc) in acc.iter().enumerate().take(span) {
+                    let (p0, np) = ((pp + h) * NR, NR.min(p_total - (pp + h) * NR));
+                    for (r, row) in panel_acc.iter().enumerate() {
+                        let m = mp * MR + r;
+                        if m >= w.m {
+                            break;
+                        }
+                        // The shift by OFFSET, put back, and the tile's own taken off:
+                        // |(OFFSET - 128) * row_sum| <= 256 * 128 * k.
+                        let extra = (I::OFFSET as i32 - tile_offset).wrapping_mul(row_sums[m]);
+                        let dst = &mut out[m * p_total + p0..m * p_total + p0 + np];
+                        requant_row(row, &requant[m], extra, dst);
                     }
-                    // The shift by OFFSET, put back, and the tile's own taken off:
-                    // |(OFFSET - 128) * row_sum| <= 256 * 128 * k.
-                    let extra = (I::OFFSET as i32 - tile_offset).wrapping_mul(row_sums[m]);
-                    let dst = &mut out[m * p_total + p0..m * p_total + p0 + np];
-                    requant_row(row, &requant[m], extra, dst);
                 }
             }
         }
@@ -390,6 +401,44 @@ unsafe fn tile_vnni(k4: usize, w: &[i8], x: &[i8], acc: &mut [[i32; NR]; MR]) {
     }
 }
 
+/// [`tile_vnni`] on two consecutive pixel panels, one 512-bit register per panel and group of
+/// four k: per group, two loads, four broadcasts and 8 `vpdpbusd` on 512-bit registers into 8
+/// accumulators (row r of panel h in accumulator [r][h]), twice the products per instruction.
+///
+/// # Safety
+/// The CPU has AVX-512F and AVX512-VNNI ([`vnni_available`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vnni")]
+unsafe fn tile_vnni512(k4: usize, w: &[i8], x: &[i8], acc: &mut [[[i32; NR]; MR]; 2]) {
+    use std::arch::x86_64::*;
+    const { assert!(NR == 16 && MR == 4) };
+    let panel = k4 * NR * 4;
+    assert!(w.len() >= k4 * MR * 4 && x.len() >= 2 * panel);
+    let flip = _mm512_set1_epi8(i8::MIN);
+    let mut a = [[_mm512_setzero_si512(); 2]; MR];
+    let (wp, xp) = (w.as_ptr(), x.as_ptr());
+    // SAFETY: g < k4 and the two panels hold 2 * k4 * NR * 4 (x) and k4 * MR * 4 (w) values;
+    // the instructions are there as the function's contract says.
+    unsafe {
+        for g in 0..k4 {
+            let xg = xp.add(g * NR * 4);
+            let x0 = _mm512_xor_si512(_mm512_loadu_si512(xg.cast()), flip);
+            let x1 = _mm512_xor_si512(_mm512_loadu_si512(xg.add(panel).cast()), flip);
+            let wg = wp.add(g * MR * 4);
+            for (r, ar) in a.iter_mut().enumerate() {
+                let wv = _mm512_set1_epi32(wg.add(4 * r).cast::<i32>().read_unaligned());
+                ar[0] = _mm512_dpbusd_epi32(ar[0], x0, wv);
+                ar[1] = _mm512_dpbusd_epi32(ar[1], x1, wv);
+            }
+        }
+        for (r, ar) in a.iter().enumerate() {
+            for (h, &v) in ar.iter().enumerate() {
+                _mm512_storeu_si512(acc[h][r].as_mut_ptr().cast(), v);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -463,8 +512,9 @@ mod tests {
         }
         for tile in tiles {
             // Channel counts that leave partial groups of four k, pixel counts that leave
-            // partial panels; activations over the whole 8-bit range.
-            for (c, h, w) in [(5, 4, 5), (16, 7, 7), (3, 9, 11), (33, 3, 3)] {
+            // partial panels, pairs of panels and an odd one left in a block (c 700: blocks of
+            // 11 panels, or 1 with a 3x3 kernel); activations over the whole 8-bit range.
+            for (c, h, w) in [(5, 4, 5), (16, 7, 7), (3, 9, 11), (33, 3, 3), (700, 14, 14)] {
                 let xu: Vec<u8> = (0..c * h * w).map(|i| (i * 89 % 256) as u8).collect();
                 check(tile, &xu, 100, c, h, w);
                 check(tile, &xu, 0, c, h, w);
