@@ -143,15 +143,33 @@ impl Isa {
         v
     }
 
+    /// The variant's name: what the quantized convolutions run on.
     pub fn name(self) -> &'static str {
         match self {
-            Isa::Scalar if cfg!(target_arch = "aarch64") => "neon",
-            Isa::Scalar => "scalar",
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2Fma => "avx2+fma",
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2Vnni => "avx512+vnni",
             Isa::NeonDot => "neon+dotprod",
+            _ => self.vector_name(),
+        }
+    }
+
+    /// What the kernels without a dot-product or AVX-512 path (depthwise, element-wise) run
+    /// on under this variant.
+    pub fn vector_name(self) -> &'static str {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2Fma | Isa::Avx2Vnni => "avx2+fma",
+            _ if cfg!(target_arch = "aarch64") => "neon",
+            _ => "scalar",
+        }
+    }
+
+    /// What the float convolutions' tile runs on under this variant.
+    pub fn float_tile_name(self) -> &'static str {
+        if self.avx512() {
+            "avx512f"
+        } else {
+            self.vector_name()
         }
     }
 

@@ -872,7 +872,7 @@ impl Op for DepthwiseConv {
             self.channels,
             self.kernel,
             self.attrs,
-            self.isa.name()
+            self.isa.vector_name()
         )])
     }
 

@@ -489,7 +489,7 @@ impl Op for Conv {
             self.filters,
             self.kernel,
             self.attrs,
-            self.isa.name()
+            self.isa.float_tile_name()
         )])
     }
 

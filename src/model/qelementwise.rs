@@ -419,7 +419,7 @@ impl Op for QBinary {
             if self.q.mul { "*" } else { "+" },
             self.b_dt,
             self.y_dt,
-            self.isa.name()
+            self.isa.vector_name()
         )])
     }
 

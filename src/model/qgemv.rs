@@ -372,7 +372,7 @@ impl Op for QGemv {
             "n: {} k: {} kernels: {}",
             self.weights.n,
             self.weights.k,
-            self.isa.name()
+            self.isa.vector_name()
         )])
     }
 

@@ -171,7 +171,7 @@ impl Op for Quantize {
         Ok(vec![format!(
             "f32 -> {:?} kernels: {}",
             self.y_dt,
-            self.isa.name()
+            self.isa.vector_name()
         )])
     }
 
