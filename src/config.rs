@@ -60,6 +60,11 @@ pub struct PipelineConfig {
     /// Inference worker threads. 0 = one per available core. Default 0.
     #[serde(default)]
     pub workers: usize,
+    /// Workers with no frame help a busy worker with its frame's convolutions, which shortens
+    /// each frame's latency when frames come slower than the workers keep up with; under load
+    /// no worker is idle and each frame runs on one core. Default true.
+    #[serde(default = "default_assist")]
+    pub assist: bool,
     /// Frames waiting for a worker. When full, the OLDEST frame is dropped (and counted), so
     /// workers always take the freshest frame. Default 2.
     #[serde(default = "default_frame_queue")]
@@ -87,6 +92,10 @@ fn default_reconnect_max() -> f64 {
     30.0
 }
 
+fn default_assist() -> bool {
+    true
+}
+
 fn default_frame_queue() -> usize {
     2
 }
@@ -101,6 +110,7 @@ impl Default for PipelineConfig {
     fn default() -> Self {
         PipelineConfig {
             workers: 0,
+            assist: default_assist(),
             frame_queue: default_frame_queue(),
             sink_queue: default_sink_queue(),
             top_k: default_top_k(),
@@ -436,6 +446,19 @@ mod tests {
     fn embedded_reference_config_is_valid() {
         let c = Config::embedded().expect("config/lookout.toml must be valid");
         assert!(!c.sinks.is_empty());
+    }
+
+    #[test]
+    fn idle_workers_assist_by_default() {
+        assert!(parse("").expect("valid").pipeline.assist);
+        assert!(
+            !parse("[pipeline]\nassist = false")
+                .expect("valid")
+                .pipeline
+                .assist
+        );
+        let e = err("[pipeline]\nassist = \"yes\"");
+        assert!(e.contains("assist"), "{e}");
     }
 
     #[test]

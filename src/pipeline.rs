@@ -23,6 +23,7 @@ use crate::event::{rfc3339, Event, TopEntry};
 use crate::frame::Frame;
 use crate::live::Live;
 use crate::metrics::{FrameTimes, Metrics, SinkMetrics, Snapshot};
+use crate::model::team::{self, Member, Team};
 use crate::model::{postprocess::top_k, Model, ModelError, Session};
 use crate::rules::RuleSet;
 use crate::sink::Sink;
@@ -37,6 +38,8 @@ pub struct Parts {
     /// Sinks with their names, in config order (rule sink indices refer to this order).
     pub sinks: Vec<(String, Box<dyn Sink>)>,
     pub workers: usize,
+    /// Idle workers help a busy one with its frame's convolutions ([`team`]).
+    pub assist: bool,
     pub frame_queue: usize,
     pub sink_queue: usize,
     pub top_k: usize,
@@ -214,6 +217,8 @@ pub struct Downstream {
     /// Sinks with their names, in config order (rule sink indices refer to this order).
     pub sinks: Vec<(String, Box<dyn Sink>)>,
     pub workers: usize,
+    /// Idle workers help a busy one with its frame's convolutions ([`team`]).
+    pub assist: bool,
     pub sink_queue: usize,
     pub top_k: usize,
     pub device: String,
@@ -236,6 +241,7 @@ pub fn start(parts: Parts, stop: StopToken) -> Result<Running, StartError> {
         rules,
         sinks,
         workers,
+        assist,
         frame_queue,
         sink_queue,
         top_k,
@@ -264,6 +270,7 @@ pub fn start(parts: Parts, stop: StopToken) -> Result<Running, StartError> {
         rules,
         sinks,
         workers,
+        assist,
         sink_queue,
         top_k,
         device,
@@ -315,6 +322,7 @@ fn start_generation(
         rules,
         sinks,
         workers,
+        assist,
         sink_queue,
         top_k: k,
         device,
@@ -349,7 +357,10 @@ fn start_generation(
         ));
     }
 
+    // One worker: no one to help. Several with `assist` off: each on its own.
+    let team = Team::new(if assist { sessions.len() } else { 1 });
     for (i, session) in sessions.into_iter().enumerate() {
+        let member = team.member();
         let rx = frame_rx.clone();
         let tx = class_tx.clone();
         let m = Arc::clone(metrics);
@@ -358,7 +369,7 @@ fn start_generation(
         stages.push((
             name.clone(),
             spawn(&name, move || {
-                worker_loop(session, rx, tx, m, keep_frames, q)
+                worker_loop(session, member, rx, tx, m, keep_frames, q)
             })?,
         ));
     }
@@ -597,6 +608,7 @@ fn capture_loop(
 
 fn worker_loop(
     mut session: Session,
+    member: Member,
     frame_rx: Receiver<Frame>,
     class_tx: Sender<Classified>,
     m: Arc<Metrics>,
@@ -610,10 +622,19 @@ fn worker_loop(
     let mut frames = Vec::with_capacity(batch);
     let mut waits = Vec::with_capacity(batch);
     while !quit.load(Relaxed) {
-        let frame = match frame_rx.recv_timeout(crate::stop::POLL) {
-            Ok(f) => f,
-            Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => break,
+        // A frame of its own, or else another worker's frame to help with until one comes.
+        let frame = crossbeam_channel::select! {
+            recv(frame_rx) -> f => match f {
+                Ok(f) => f,
+                Err(_) => break,
+            },
+            recv(member.invitations()) -> gang => {
+                if let Ok(gang) = gang {
+                    team::help(&gang, || !frame_rx.is_empty() || quit.load(Relaxed));
+                }
+                continue;
+            },
+            default(crate::stop::POLL) => continue,
         };
         frames.push(frame);
         while frames.len() < batch {
@@ -630,7 +651,7 @@ fn worker_loop(
             let newer = m.captured.load(Relaxed).saturating_sub(frame.seq + 1);
             m.max_staleness.fetch_max(newer, Relaxed);
         }
-        let results = session.classify_frames(&frames);
+        let results = member.lead(|| session.classify_frames(&frames));
         let mut closed = false;
         for (i, (frame, result)) in frames.drain(..).zip(results).enumerate() {
             match result {

@@ -211,3 +211,61 @@ fn mobilenetv2_qoperator_int8_matches_onnxruntime() {
 fn mobilenetv3_small_qdq_int8_matches_onnxruntime() {
     check_model("mobilenetv3s-qdq-int8.onnx", true);
 }
+
+/// An idle worker helping a busy one (`pipeline.assist`, `model::team`) splits the
+/// convolutions into parts that run on two threads: every output bit stays the same, on every
+/// benchmark model, and the helper really takes parts.
+#[test]
+fn an_idle_worker_helping_changes_no_output_bit() {
+    use lookout::model::team::{self, Team};
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    use std::time::{Duration, Instant};
+
+    let Some(assets) = common::assets() else {
+        return;
+    };
+    for name in [
+        "mobilenetv2-fp32.onnx",
+        "mobilenetv2-qdq-int8.onnx",
+        "mobilenetv2-qop-int8.onnx",
+        "mobilenetv3s-fp32.onnx",
+        "mobilenetv3s-qdq-int8.onnx",
+    ] {
+        let cfg = ModelConfig::for_path(assets.join("models/bench").join(name), None);
+        let m = Arc::new(Model::load(&cfg).unwrap_or_else(|e| panic!("{name} loads: {e}")));
+        let mut session = m.session().expect("session");
+        let team = Team::new(2);
+        let (leader, helper) = (team.member(), team.member());
+        let stop = AtomicBool::new(false);
+        let helped = std::thread::scope(|s| {
+            let h = s.spawn(|| {
+                let mut ran = 0;
+                while !stop.load(SeqCst) {
+                    if let Ok(g) = helper.invitations().recv_timeout(Duration::from_millis(5)) {
+                        ran += team::help(&g, || stop.load(SeqCst));
+                    }
+                }
+                ran
+            });
+            for seed in 0..2 {
+                let alone = session.run_raw(engine_input(seed)).expect("runs");
+                let shared = leader.lead(|| {
+                    let t = Instant::now();
+                    while !team::helping() {
+                        assert!(t.elapsed() < Duration::from_secs(10), "no helper came");
+                        std::thread::yield_now();
+                    }
+                    session.run_raw(engine_input(seed)).expect("runs")
+                });
+                assert_eq!(alone.len(), shared.len());
+                for (i, (a, b)) in alone.iter().zip(&shared).enumerate() {
+                    assert_eq!(a.to_bits(), b.to_bits(), "{name} seed {seed} output {i}");
+                }
+            }
+            stop.store(true, SeqCst);
+            h.join().expect("helper")
+        });
+        assert!(helped > 0, "{name}: the helper ran no part");
+        eprintln!("{name}: the helper ran {helped} parts");
+    }
+}

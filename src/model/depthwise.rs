@@ -229,7 +229,7 @@ pub enum Finish<'a, T> {
 }
 
 /// One element type the quantized path writes.
-pub trait QuantOut: Copy + Default {
+pub trait QuantOut: Copy + Default + Send + Sync {
     const MIN: f32;
     const MAX: f32;
     /// `v` is already within `MIN..=MAX`.
@@ -255,7 +255,7 @@ impl QuantOut for i8 {
 }
 
 /// Pixel values the padded plane is filled from.
-pub trait PlaneIn: Copy {
+pub trait PlaneIn: Copy + Send + Sync {
     /// Whether the values are signed integers (i8); f32 and u8 are not.
     const SIGNED: bool;
 

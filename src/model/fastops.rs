@@ -17,6 +17,7 @@ use super::depthwise::{self, Finish, Geometry, Isa};
 #[cfg(target_arch = "x86_64")]
 use super::depthwise8;
 use super::qgemm::{self, Im2col, PackedWeights, Requant};
+use super::team::{self, Shared};
 
 /// ONNX op type of a quantized depthwise convolution (QLinearConv inputs and attributes).
 pub const Q_DEPTHWISE: &str = "LookoutQLinearDepthwiseConv";
@@ -734,129 +735,162 @@ impl DepthwiseConv {
         n: usize,
         g: &Geometry,
     ) {
+        // Eight channels at a time where the CPU has AVX2 (`depthwise8.rs`), the remaining
+        // channels plane by plane: each a part of its own, on this thread or shared with an
+        // idle worker (`team`).
+        let blocks = self.blocks();
+        let per_image = blocks + self.channels - blocks * BLOCK8;
+        let (out, outf) = (Shared::new(out), Shared::new(outf));
+        team::for_each(n * per_image, |u| {
+            let (b, j) = (u / per_image, u % per_image);
+            if j < blocks {
+                self.block(&out, &outf, x, b, j * BLOCK8, g);
+            } else {
+                self.plane(&out, &outf, x, b, blocks * BLOCK8 + j - blocks, g);
+            }
+        });
+    }
+
+    /// Channel `c` of image `b`, plane by plane ([`depthwise::plane`]).
+    fn plane<I: depthwise::PlaneIn + Datum, O: depthwise::QuantOut + Datum>(
+        &self,
+        out: &Shared<'_, O>,
+        outf: &Shared<'_, f32>,
+        x: &[I],
+        b: usize,
+        c: usize,
+        g: &Geometry,
+    ) {
         let (plane_in, plane_out) = (g.h * g.w, g.oh * g.ow);
         let taps_len = g.kh * g.kw;
-        for b in 0..n {
-            // Eight channels at a time where the CPU has AVX2 (`depthwise8.rs`), the
-            // remaining channels plane by plane.
-            let blocked = self.blocked(out, outf, x, b, g);
-            for c in blocked..self.channels {
-                let i = b * self.channels + c;
-                let src = &x[i * plane_in..(i + 1) * plane_in];
-                let taps = &self.taps[c * taps_len..(c + 1) * taps_len];
-                let bias = self.bias[c];
-                match &self.kind {
-                    Kind::Float { min, max } => depthwise::plane::<I, O>(
-                        self.isa,
+        let i = b * self.channels + c;
+        let src = &x[i * plane_in..(i + 1) * plane_in];
+        let taps = &self.taps[c * taps_len..(c + 1) * taps_len];
+        let bias = self.bias[c];
+        let outs = (i * plane_out, (i + 1) * plane_out);
+        match &self.kind {
+            Kind::Float { min, max } => depthwise::plane::<I, O>(
+                self.isa,
+                g,
+                src,
+                0.0,
+                taps,
+                bias,
+                Finish::Float {
+                    // SAFETY: channel `c` of image `b` is this part's alone.
+                    out: unsafe { outf.range(outs.0, outs.1) },
+                    min: *min,
+                    max: *max,
+                },
+            ),
+            Kind::Quant {
+                x_zero,
+                y_zero,
+                qmin,
+                qmax,
+                multipliers,
+                ..
+            } => depthwise::plane::<I, O>(
+                self.isa,
+                g,
+                src,
+                *x_zero,
+                taps,
+                bias,
+                Finish::Quant {
+                    // SAFETY: as above.
+                    out: unsafe { out.range(outs.0, outs.1) },
+                    multiplier: multipliers[c],
+                    zero: *y_zero as i32,
+                    lo: qmin - y_zero,
+                    hi: qmax - y_zero,
+                },
+            ),
+        }
+    }
+
+    /// How many blocks of eight channels per image run on [`depthwise8`] (where the CPU has
+    /// AVX2), from channel 0 on.
+    fn blocks(&self) -> usize {
+        #[cfg(target_arch = "x86_64")]
+        if self.isa.avx2() {
+            return self.channels / BLOCK8;
+        }
+        0
+    }
+
+    /// Channels `c..c + 8` of image `b` on [`depthwise8`] (only where [`Self::blocks`] > 0).
+    #[allow(unused_variables)]
+    fn block<I: depthwise::PlaneIn + Datum, O: depthwise::QuantOut + Datum>(
+        &self,
+        out: &Shared<'_, O>,
+        outf: &Shared<'_, f32>,
+        x: &[I],
+        b: usize,
+        c: usize,
+        g: &Geometry,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use depthwise8::Finish8;
+            assert!(self.isa.avx2());
+            let (plane_in, plane_out) = (g.h * g.w, g.oh * g.ow);
+            let taps_len = g.kh * g.kw;
+            let i = b * self.channels + c;
+            let x = &x[i * plane_in..(i + BLOCK8) * plane_in];
+            let taps = &self.taps[c * taps_len..(c + BLOCK8) * taps_len];
+            let bias = &self.bias[c..c + BLOCK8];
+            let outs = (i * plane_out, (i + BLOCK8) * plane_out);
+            // SAFETY: both AVX2 variants are only constructed after run-time detection of
+            // AVX2 and FMA (asserted); channels c..c + 8 of image b are this part's alone.
+            match &self.kind {
+                Kind::Float { min, max } => unsafe {
+                    depthwise8::block8::<I, O>(
                         g,
-                        src,
+                        x,
                         0.0,
                         taps,
                         bias,
-                        Finish::Float {
-                            out: &mut outf[i * plane_out..(i + 1) * plane_out],
+                        Finish8::Float {
+                            out: outf.range(outs.0, outs.1),
                             min: *min,
                             max: *max,
                         },
-                    ),
-                    Kind::Quant {
-                        x_zero,
-                        y_zero,
-                        qmin,
-                        qmax,
-                        multipliers,
-                        ..
-                    } => depthwise::plane::<I, O>(
-                        self.isa,
+                    )
+                },
+                Kind::Quant {
+                    x_zero,
+                    y_zero,
+                    qmin,
+                    qmax,
+                    multipliers,
+                    ..
+                } => unsafe {
+                    depthwise8::block8::<I, O>(
                         g,
-                        src,
+                        x,
                         *x_zero,
                         taps,
                         bias,
-                        Finish::Quant {
-                            out: &mut out[i * plane_out..(i + 1) * plane_out],
-                            multiplier: multipliers[c],
+                        Finish8::Quant {
+                            out: out.range(outs.0, outs.1),
+                            multipliers: &multipliers[c..c + BLOCK8],
                             zero: *y_zero as i32,
                             lo: qmin - y_zero,
                             hi: qmax - y_zero,
                         },
-                    ),
-                }
+                    )
+                },
             }
         }
-    }
-
-    /// Image `b`'s channels in blocks of eight on [`depthwise8`] where the CPU has AVX2;
-    /// returns how many channels it did (from channel 0 on).
-    #[allow(unused_variables)]
-    fn blocked<I: depthwise::PlaneIn + Datum, O: depthwise::QuantOut + Datum>(
-        &self,
-        out: &mut [O],
-        outf: &mut [f32],
-        x: &[I],
-        b: usize,
-        g: &Geometry,
-    ) -> usize {
-        #[cfg(target_arch = "x86_64")]
-        if self.isa.avx2() {
-            use depthwise8::{Finish8, BLOCK};
-            let (plane_in, plane_out) = (g.h * g.w, g.oh * g.ow);
-            let taps_len = g.kh * g.kw;
-            let blocks = self.channels / BLOCK;
-            for k in 0..blocks {
-                let c = k * BLOCK;
-                let i = b * self.channels + c;
-                let x = &x[i * plane_in..(i + BLOCK) * plane_in];
-                let taps = &self.taps[c * taps_len..(c + BLOCK) * taps_len];
-                let bias = &self.bias[c..c + BLOCK];
-                let outs = i * plane_out..(i + BLOCK) * plane_out;
-                // SAFETY: both AVX2 variants are only constructed after run-time detection of
-                // AVX2 and FMA.
-                match &self.kind {
-                    Kind::Float { min, max } => unsafe {
-                        depthwise8::block8::<I, O>(
-                            g,
-                            x,
-                            0.0,
-                            taps,
-                            bias,
-                            Finish8::Float {
-                                out: &mut outf[outs],
-                                min: *min,
-                                max: *max,
-                            },
-                        )
-                    },
-                    Kind::Quant {
-                        x_zero,
-                        y_zero,
-                        qmin,
-                        qmax,
-                        multipliers,
-                        ..
-                    } => unsafe {
-                        depthwise8::block8::<I, O>(
-                            g,
-                            x,
-                            *x_zero,
-                            taps,
-                            bias,
-                            Finish8::Quant {
-                                out: &mut out[outs],
-                                multipliers: &multipliers[c..c + BLOCK],
-                                zero: *y_zero as i32,
-                                lo: qmin - y_zero,
-                                hi: qmax - y_zero,
-                            },
-                        )
-                    },
-                }
-            }
-            return blocks * BLOCK;
-        }
-        0
     }
 }
+
+/// Channels per [`depthwise8`] block.
+#[cfg(target_arch = "x86_64")]
+const BLOCK8: usize = depthwise8::BLOCK;
+#[cfg(not(target_arch = "x86_64"))]
+const BLOCK8: usize = 8;
 
 impl Op for DepthwiseConv {
     fn name(&self) -> StaticName {
@@ -1028,8 +1062,8 @@ mod tests {
         }
         #[cfg(target_arch = "x86_64")]
         if isa.avx2() {
-            let mut scratch = vec![0f32; n * channels * plane_out];
-            assert_eq!(op.blocked::<f32, u8>(&mut [], &mut scratch, &x, 1, &g), 8);
+            // The first eight channels ran as one block.
+            assert_eq!(op.blocks(), 1);
         }
     }
 }

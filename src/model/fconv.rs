@@ -21,6 +21,7 @@ use tract_onnx::tract_hir::internal::*;
 use super::depthwise::{clamp, Geometry, Isa};
 use super::fastops::{floats, konst, per_channel, Attrs};
 use super::qgemm::{strided_copy, tap_columns};
+use super::team::{self, bounds, Shared};
 
 /// ONNX op type of a float group-1 convolution (Conv inputs and attributes; optional
 /// `lookout_min`/`lookout_max` for a fused Relu or Clip).
@@ -102,11 +103,22 @@ pub fn matmul(
     let panels = m.div_ceil(MR);
     let strips = n.div_ceil(NR);
     let block = (BLOCK_BYTES / (k.max(1) * NR * 4)).clamp(1, strips);
-    STRIPS.with(|s| {
-        let mut buf = s.borrow_mut();
-        buf.resize(block * k * NR, 0.0);
-        for j0 in (0..strips).step_by(block) {
-            let j1 = (j0 + block).min(strips);
+    let blocks = strips.div_ceil(block);
+    // Parts: column blocks, each cut into groups of panels when an idle worker helps (`team`);
+    // each part packs its own block's strips, so on one thread a block is packed once.
+    let groups = if team::helping() {
+        PARTS.div_ceil(blocks).clamp(1, panels)
+    } else {
+        1
+    };
+    let out = Shared::new(out);
+    team::for_each(blocks * groups, |i| {
+        let j0 = i / groups * block;
+        let j1 = (j0 + block).min(strips);
+        let (p0, p1) = bounds(panels, groups, i % groups);
+        STRIPS.with(|s| {
+            let mut buf = s.borrow_mut();
+            buf.resize(block * k * NR, 0.0);
             for j in j0..j1 {
                 let (c0, cols) = (j * NR, NR.min(n - j * NR));
                 let strip = &mut buf[(j - j0) * k * NR..(j - j0 + 1) * k * NR];
@@ -123,7 +135,7 @@ pub fn matmul(
                     }
                 }
             }
-            for p in 0..panels {
+            for p in p0..p1 {
                 let rows = MR.min(m - p * MR);
                 let mut bias = [0.0f32; MR];
                 bias[..rows].copy_from_slice(&epi.bias[p * MR..p * MR + rows]);
@@ -139,19 +151,26 @@ pub fn matmul(
                 for j in (j0..j1).step_by(step) {
                     let span = step.min(j1 - j);
                     let strips = &buf[(j - j0) * k * NR..(j - j0 + span) * k * NR];
-                    t.run(
-                        isa,
-                        w.panel(p),
-                        strips,
-                        &mut out[p * MR * n + j * NR..],
-                        n,
-                        (span * NR).min(n - j * NR),
-                    );
+                    // SAFETY: rows p * MR.. of columns j * NR.. are this part's alone.
+                    unsafe {
+                        t.run(
+                            isa,
+                            w.panel(p),
+                            strips,
+                            &out,
+                            p * MR * n + j * NR,
+                            n,
+                            (span * NR).min(n - j * NR),
+                        )
+                    };
                 }
             }
-        }
+        });
     });
 }
+
+/// Parts of the work to aim for when an idle worker helps.
+const PARTS: usize = 8;
 
 /// One panel's tiles: `rows` (<= MR) output channels over `k` steps, finished with the bias
 /// and the clip.
@@ -167,23 +186,38 @@ impl Tile<'_> {
     /// `rows` x `cols` results at `out` (rows `ldo` apart) from one packed weight panel and one
     /// packed strip ([k][NR]), or two consecutive ones (`cols` > NR; AVX-512 only). A strip of
     /// at most 8 columns computes only those 8.
+    ///
+    /// # Safety
+    /// No other thread reads or writes those results of `out` (from `at` on) meanwhile.
     #[inline]
-    fn run(&self, isa: Isa, w: &[f32], strip: &[f32], out: &mut [f32], ldo: usize, cols: usize) {
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn run(
+        &self,
+        isa: Isa,
+        w: &[f32],
+        strip: &[f32],
+        out: &Shared<'_, f32>,
+        at: usize,
+        ldo: usize,
+        cols: usize,
+    ) {
         let (k, rows) = (self.k, self.rows);
         let span = cols.div_ceil(NR);
         assert!(w.len() >= k * MR && strip.len() >= span * k * NR);
         assert!((1..=MR).contains(&rows) && cols >= 1);
         assert!(span == 1 || (span == 2 && isa.avx512()));
-        assert!(out.len() >= (rows - 1) * ldo + cols);
+        assert!(at + (rows - 1) * ldo + cols <= out.len());
+        // SAFETY: in bounds (asserted).
+        let op = unsafe { out.as_ptr().add(at) };
         match isa {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: this variant is only chosen where the CPU has AVX-512F (and AVX2 and FMA);
             // the asserts above bound every load and store.
             Isa::Avx2Vnni => unsafe {
                 if span == 2 {
-                    tile_avx512::<2>(self, w, strip, out, ldo, cols)
+                    tile_avx512::<2>(self, w, strip, op, ldo, cols)
                 } else {
-                    tile_avx512::<1>(self, w, strip, out, ldo, cols)
+                    tile_avx512::<1>(self, w, strip, op, ldo, cols)
                 }
             },
             #[cfg(target_arch = "x86_64")]
@@ -191,18 +225,18 @@ impl Tile<'_> {
             // bound every load and store.
             Isa::Avx2Fma => unsafe {
                 if cols <= 8 {
-                    tile_avx2::<1>(self, w, strip, out, ldo, cols)
+                    tile_avx2::<1>(self, w, strip, op, ldo, cols)
                 } else {
-                    tile_avx2::<2>(self, w, strip, out, ldo, cols)
+                    tile_avx2::<2>(self, w, strip, op, ldo, cols)
                 }
             },
             Isa::Scalar | Isa::NeonDot => {
                 let mut acc = [[0.0f32; NR]; MR];
                 tile_portable(k, w, strip, &mut acc);
                 for (r, row) in acc.iter().enumerate().take(rows) {
-                    let dst = &mut out[r * ldo..r * ldo + cols];
-                    for (o, &a) in dst.iter_mut().zip(row) {
-                        *o = clamp(a + self.bias[r], self.lo, self.hi);
+                    for (c, &a) in row.iter().enumerate().take(cols) {
+                        // SAFETY: in bounds (asserted), this part's own (the contract).
+                        unsafe { *op.add(r * ldo + c) = clamp(a + self.bias[r], self.lo, self.hi) };
                     }
                 }
             }
@@ -215,15 +249,15 @@ impl Tile<'_> {
 /// to `out` when the tile is whole.
 ///
 /// # Safety
-/// The CPU has AVX2 and FMA; `w` holds k * MR values, `strip` k * NR, `out`
-/// (rows - 1) * ldo + cols, and cols <= 8 V.
+/// The CPU has AVX2 and FMA; `w` holds k * MR values, `strip` k * NR, `op` points at
+/// (rows - 1) * ldo + cols writable values no one else touches meanwhile, and cols <= 8 V.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn tile_avx2<const V: usize>(
     t: &Tile<'_>,
     w: &[f32],
     strip: &[f32],
-    out: &mut [f32],
+    op: *mut f32,
     ldo: usize,
     cols: usize,
 ) {
@@ -246,7 +280,6 @@ unsafe fn tile_avx2<const V: usize>(
         }
     }
     let (vlo, vhi) = (_mm256_set1_ps(t.lo), _mm256_set1_ps(t.hi));
-    let op = out.as_mut_ptr();
     for (r, ar) in a.iter().enumerate().take(t.rows) {
         let b = _mm256_set1_ps(t.bias[r]);
         let mut row = [0.0f32; NR];
@@ -273,15 +306,16 @@ unsafe fn tile_avx2<const V: usize>(
 /// 6 V accumulators; the epilogue in registers and a masked store for a partial strip.
 ///
 /// # Safety
-/// The CPU has AVX-512F; `w` holds k * MR values, `strips` V * k * NR, `out`
-/// (rows - 1) * ldo + cols, and NR (V - 1) < cols <= NR V.
+/// The CPU has AVX-512F; `w` holds k * MR values, `strips` V * k * NR, `op` points at
+/// (rows - 1) * ldo + cols writable values no one else touches meanwhile, and
+/// NR (V - 1) < cols <= NR V.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn tile_avx512<const V: usize>(
     t: &Tile<'_>,
     w: &[f32],
     strips: &[f32],
-    out: &mut [f32],
+    op: *mut f32,
     ldo: usize,
     cols: usize,
 ) {
@@ -305,7 +339,6 @@ unsafe fn tile_avx512<const V: usize>(
         }
     }
     let (vlo, vhi) = (_mm512_set1_ps(t.lo), _mm512_set1_ps(t.hi));
-    let op = out.as_mut_ptr();
     for (r, ar) in a.iter().enumerate().take(t.rows) {
         let b = _mm512_set1_ps(t.bias[r]);
         for (v, &acc) in ar.iter().enumerate() {

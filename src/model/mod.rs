@@ -26,6 +26,7 @@ pub mod qgemv;
 pub mod qunary;
 pub mod resample;
 pub mod softmax;
+pub mod team;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -30,6 +30,7 @@
 
 use super::depthwise::QuantOut;
 use super::qgemm::{gather_row, requant_row, Act, Im2col, Requant, NR};
+use super::team::{bounds, Shared};
 
 /// Output channels per weight panel.
 pub const MR: usize = 4;
@@ -74,6 +75,13 @@ pub struct Scratch {
     x: Vec<i8>,
     /// Four im2col rows (a group of k), gathered before they are interleaved into the panels.
     rows: Vec<i16>,
+}
+
+impl Scratch {
+    /// The activations [`pack`] packed.
+    pub fn packed(&self) -> &[i8] {
+        &self.x
+    }
 }
 
 /// `v - OFFSET` as i8: in range for the activation type's values (and its zero point).
@@ -193,7 +201,8 @@ impl Tile {
 
 /// One image: `out[m][p] = requant(sum_k w[m][k] * (x[k][p] - x_zero))`, as
 /// [`super::qgemm::conv`] computes it. `row_sums[m]` is `sum_k (w - w_zero)`; `requant[m]`'s
-/// bias already holds `-x_zero * row_sums[m]`. `tile`: one the CPU has.
+/// bias already holds `-x_zero * row_sums[m]`. `tile`: one the CPU has. [`pack`], then each of
+/// the [`parts`] in turn.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub fn conv<I: Act, O: QuantOut>(
@@ -207,53 +216,116 @@ pub fn conv<I: Act, O: QuantOut>(
     scratch: &mut Scratch,
     out: &mut [O],
 ) {
+    pack(tile, w, g, x, x_zero, scratch);
+    let out = Shared::new(out);
+    for i in 0..parts(w, g) {
+        // SAFETY: the parts write disjoint ranges of `out`.
+        unsafe { part::<I, O>(tile, w, row_sums, g, &scratch.x, requant, &out, i) };
+    }
+}
+
+/// Packs the activations for [`part`]: `scratch.x` is what the parts read.
+#[inline(always)]
+pub fn pack<I: Act>(
+    tile: Tile,
+    w: &DotWeights,
+    g: &Im2col,
+    x: &[I],
+    x_zero: i16,
+    scratch: &mut Scratch,
+) {
     assert_eq!(w.k, g.k());
+    assert!(
+        tile.supported(),
+        "{tile:?} tile requested on a CPU without it"
+    );
+    pack_x(g, x, x_zero, w.k4, scratch);
+}
+
+/// Parts of the work to aim for: enough for two or three threads to share evenly.
+const PARTS: usize = 8;
+
+/// How the tiles are split: blocks of pixel panels (the packed activations of one block stay in
+/// the cache), each cut into groups of weight panels. Returns (panels, block, groups).
+#[inline(always)]
+fn split(w: &DotWeights, g: &Im2col) -> (usize, usize, usize) {
+    let panels = g.pixels().div_ceil(NR);
+    let block = (BLOCK_BYTES / (w.k4.max(1) * NR * 4)).clamp(1, panels.max(1));
+    let groups = PARTS
+        .div_ceil(panels.div_ceil(block).max(1))
+        .clamp(1, w.m.div_ceil(MR).max(1));
+    (panels, block, groups)
+}
+
+/// How many independent parts the tiles make ([`part`]); each writes its own output values.
+pub fn parts(w: &DotWeights, g: &Im2col) -> usize {
+    let (panels, block, groups) = split(w, g);
+    panels.div_ceil(block) * groups
+}
+
+/// Part `i` of the tiles: one block of pixel panels times one group of weight panels, read from
+/// the packed activations `px` ([`pack`]), requantized into `out` ([M][pixels]).
+///
+/// # Safety
+/// No other part with the same `i` runs at the same time (parts write disjoint values).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub unsafe fn part<I: Act, O: QuantOut>(
+    tile: Tile,
+    w: &DotWeights,
+    row_sums: &[i32],
+    g: &Im2col,
+    px: &[i8],
+    requant: &[Requant],
+    out: &Shared<'_, O>,
+    i: usize,
+) {
     let p_total = g.pixels();
     assert!(out.len() >= w.m * p_total && requant.len() >= w.m && row_sums.len() >= w.m);
     assert!(
         tile.supported(),
         "{tile:?} tile requested on a CPU without it"
     );
+    let (panels, block, groups) = split(w, g);
+    let panel_len = w.k4 * NR * 4;
+    assert!(px.len() >= panels * panel_len);
     // What the tile adds to each sum beyond `sum (x - OFFSET) w`: `vpdpbusd` reads the
     // activations as `x - OFFSET + 128`.
     let tile_offset = if tile == Tile::Vnni { 128 } else { 0 };
-    pack_x(g, x, x_zero, w.k4, scratch);
     let mut acc = [[[0i32; NR]; MR]; 2];
-    let panels = p_total.div_ceil(NR);
-    let block = (BLOCK_BYTES / (w.k4.max(1) * NR * 4)).clamp(1, panels.max(1));
     // Two pixel panels per tile where `vpdpbusd` runs on 512-bit registers.
     let step = if tile == Tile::Vnni { 2 } else { 1 };
-    let panel_len = w.k4 * NR * 4;
-    for pb in (0..panels).step_by(block) {
-        let pe = (pb + block).min(panels);
-        for mp in 0..w.m.div_ceil(MR) {
-            let wpanel = w.panel(mp);
-            for pp in (pb..pe).step_by(step) {
-                let span = step.min(pe - pp);
-                let xpanels = &scratch.x[pp * panel_len..(pp + span) * panel_len];
-                match (tile, span) {
-                    // SAFETY (all): the CPU has the instructions (asserted above).
-                    #[cfg(target_arch = "aarch64")]
-                    (Tile::Sdot, _) => unsafe { tile_sdot(w.k4, wpanel, xpanels, &mut acc[0]) },
-                    #[cfg(target_arch = "x86_64")]
-                    (Tile::Vnni, 2) => unsafe { tile_vnni512(w.k4, wpanel, xpanels, &mut acc) },
-                    #[cfg(target_arch = "x86_64")]
-                    (Tile::Vnni, _) => unsafe { tile_vnni(w.k4, wpanel, xpanels, &mut acc[0]) },
-                    _ => tile_portable(w.k4, wpanel, xpanels, &mut acc[0]),
-                }
-                for (h, panel_acc) in acc.iter().enumerate().take(span) {
-                    let (p0, np) = ((pp + h) * NR, NR.min(p_total - (pp + h) * NR));
-                    for (r, row) in panel_acc.iter().enumerate() {
-                        let m = mp * MR + r;
-                        if m >= w.m {
-                            break;
-                        }
-                        // The shift by OFFSET, put back, and the tile's own taken off:
-                        // |(OFFSET - 128) * row_sum| <= 256 * 128 * k.
-                        let extra = (I::OFFSET as i32 - tile_offset).wrapping_mul(row_sums[m]);
-                        let dst = &mut out[m * p_total + p0..m * p_total + p0 + np];
-                        requant_row(row, &requant[m], extra, dst);
+    let pb = i / groups * block;
+    let pe = (pb + block).min(panels);
+    let (m0, m1) = bounds(w.m.div_ceil(MR), groups, i % groups);
+    for mp in m0..m1 {
+        let wpanel = w.panel(mp);
+        for pp in (pb..pe).step_by(step) {
+            let span = step.min(pe - pp);
+            let xpanels = &px[pp * panel_len..(pp + span) * panel_len];
+            match (tile, span) {
+                // SAFETY (all): the CPU has the instructions (asserted above).
+                #[cfg(target_arch = "aarch64")]
+                (Tile::Sdot, _) => unsafe { tile_sdot(w.k4, wpanel, xpanels, &mut acc[0]) },
+                #[cfg(target_arch = "x86_64")]
+                (Tile::Vnni, 2) => unsafe { tile_vnni512(w.k4, wpanel, xpanels, &mut acc) },
+                #[cfg(target_arch = "x86_64")]
+                (Tile::Vnni, _) => unsafe { tile_vnni(w.k4, wpanel, xpanels, &mut acc[0]) },
+                _ => tile_portable(w.k4, wpanel, xpanels, &mut acc[0]),
+            }
+            for (h, panel_acc) in acc.iter().enumerate().take(span) {
+                let (p0, np) = ((pp + h) * NR, NR.min(p_total - (pp + h) * NR));
+                for (r, row) in panel_acc.iter().enumerate() {
+                    let m = mp * MR + r;
+                    if m >= w.m {
+                        break;
                     }
+                    // The shift by OFFSET, put back, and the tile's own taken off:
+                    // |(OFFSET - 128) * row_sum| <= 256 * 128 * k.
+                    let extra = (I::OFFSET as i32 - tile_offset).wrapping_mul(row_sums[m]);
+                    // SAFETY: this part's own values (the caller's contract).
+                    let dst = unsafe { out.range(m * p_total + p0, m * p_total + p0 + np) };
+                    requant_row(row, &requant[m], extra, dst);
                 }
             }
         }

@@ -22,6 +22,7 @@
 
 use super::depthwise::{clamp, round_to_i32, Isa, QuantOut};
 use super::qdot::DotWeights;
+use super::team::{self, Shared};
 
 /// Output channels per tile.
 pub const MR: usize = 6;
@@ -32,7 +33,7 @@ const BLOCK_BYTES: usize = 128 * 1024;
 
 /// An 8-bit activation type, and what the dot-product tile ([`super::qdot`]) subtracts from its
 /// values to make them signed.
-pub trait Act: Copy + Into<i16> {
+pub trait Act: Copy + Into<i16> + Send + Sync {
     const OFFSET: i16;
 }
 
@@ -350,9 +351,24 @@ pub fn conv<I: Act, O: QuantOut>(
         #[cfg(target_arch = "x86_64")]
         if isa.avx2() {
             // SAFETY: both AVX2 variants exist only after run-time detection of AVX2 and FMA.
-            return unsafe { dot_conv_avx2(tile, d, rs, g, x, x_zero, requant, s, out) };
+            unsafe { dot_pack_avx2(tile, d, g, x, x_zero, s) };
+        } else {
+            super::qdot::pack(tile, d, g, x, x_zero, s);
         }
-        return super::qdot::conv(tile, d, rs, g, x, x_zero, requant, s, out);
+        #[cfg(not(target_arch = "x86_64"))]
+        super::qdot::pack(tile, d, g, x, x_zero, s);
+        let (px, out) = (s.packed(), Shared::new(out));
+        // On this thread, or shared with an idle worker (`team`).
+        team::for_each(super::qdot::parts(d, g), |i| {
+            #[cfg(target_arch = "x86_64")]
+            if isa.avx2() {
+                // SAFETY: AVX2 as above; each part writes its own values.
+                return unsafe { dot_part_avx2::<I, O>(tile, d, rs, g, px, requant, &out, i) };
+            }
+            // SAFETY: each part writes its own values.
+            unsafe { super::qdot::part::<I, O>(tile, d, rs, g, px, requant, &out, i) }
+        });
+        return;
     }
     match isa {
         Isa::Scalar | Isa::NeonDot => {
@@ -366,23 +382,40 @@ pub fn conv<I: Act, O: QuantOut>(
     }
 }
 
-/// The dot-product convolution with its packing and requantization compiled for AVX2 (the
-/// tile itself is compiled for VNNI).
+/// The dot-product convolution's packing compiled for AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_pack_avx2<I: Act>(
+    tile: super::qdot::Tile,
+    w: &DotWeights,
+    g: &Im2col,
+    x: &[I],
+    x_zero: i16,
+    scratch: &mut super::qdot::Scratch,
+) {
+    super::qdot::pack(tile, w, g, x, x_zero, scratch)
+}
+
+/// One part of the dot-product convolution's tiles, with its requantization compiled for AVX2
+/// (the tile itself is compiled for VNNI).
+///
+/// # Safety
+/// The CPU has AVX2 and FMA; [`super::qdot::part`]'s contract.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn dot_conv_avx2<I: Act, O: QuantOut>(
+unsafe fn dot_part_avx2<I: Act, O: QuantOut>(
     tile: super::qdot::Tile,
     w: &DotWeights,
     row_sums: &[i32],
     g: &Im2col,
-    x: &[I],
-    x_zero: i16,
+    px: &[i8],
     requant: &[Requant],
-    scratch: &mut super::qdot::Scratch,
-    out: &mut [O],
+    out: &Shared<'_, O>,
+    i: usize,
 ) {
-    super::qdot::conv(tile, w, row_sums, g, x, x_zero, requant, scratch, out)
+    // SAFETY: the caller's contract.
+    unsafe { super::qdot::part::<I, O>(tile, w, row_sums, g, px, requant, out, i) }
 }
 
 /// The whole convolution (packing, tiles, requantization) compiled for AVX2.

@@ -1,0 +1,466 @@
+//! Idle workers help a busy one: intra-operator parallelism that costs nothing under load.
+//!
+//! A pipeline's workers share a [`Team`]. A worker about to classify a frame [`Member::lead`]s: it
+//! posts an invitation, and a worker with no frame of its own that picks it up [`help`]s until
+//! the frame is done or a frame of its own arrives. Inside the model, the convolutions split
+//! their work into independent parts with [`for_each`]; while a helper is attached, the leader
+//! and its helpers take the parts in turn, otherwise the leader runs them all, in order, as
+//! before. Under load no worker is idle, no one answers, and each frame runs on one core as in
+//! the single-threaded benchmark; when frames come slower than the workers keep up with, the
+//! idle cores shorten each frame's latency.
+//!
+//! A helper stays attached for the whole frame and spins between parts (a part takes tens of
+//! microseconds; waking a sleeping thread for each would cost as much), so the parts of one
+//! operator are handed over through a few atomics and nothing is allocated per part.
+
+use std::cell::Cell;
+use std::panic::{self, AssertUnwindSafe};
+use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering::*};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Receiver, Sender};
+
+/// The invitations of one pipeline's workers.
+#[derive(Debug)]
+pub struct Team {
+    tx: Sender<Arc<Gang>>,
+    rx: Receiver<Arc<Gang>>,
+    workers: usize,
+}
+
+impl Team {
+    /// A team of `workers` workers.
+    pub fn new(workers: usize) -> Arc<Team> {
+        let (tx, rx) = bounded(workers.max(1));
+        Arc::new(Team { tx, rx, workers })
+    }
+
+    /// One worker's place in the team.
+    pub fn member(self: &Arc<Team>) -> Member {
+        Member {
+            team: Arc::clone(self),
+            gang: Arc::new(Gang::default()),
+        }
+    }
+}
+
+/// One worker of a [`Team`]: it leads its own frames, and helps others' between them.
+#[derive(Debug)]
+pub struct Member {
+    team: Arc<Team>,
+    /// This worker's frames' state, reused from frame to frame (nothing is allocated per
+    /// frame): an invitation to an earlier frame that no one took is an invitation to this one.
+    gang: Arc<Gang>,
+}
+
+impl Member {
+    /// What this worker waits on when it has no frame (next to its frames): each message is
+    /// another worker's invitation, to pass to [`help`].
+    pub fn invitations(&self) -> &Receiver<Arc<Gang>> {
+        &self.team.rx
+    }
+
+    /// Runs `f` (one frame's work) on this thread, inviting idle workers to help with the
+    /// [`for_each`] calls made inside it.
+    pub fn lead<R>(&self, f: impl FnOnce() -> R) -> R {
+        if self.team.workers < 2 {
+            return f();
+        }
+        let gang = &self.gang;
+        gang.ended.store(false, SeqCst);
+        // Full: an invitation no one took yet, which is just as good.
+        let _ = self.team.tx.try_send(Arc::clone(gang));
+        let _end = End(gang);
+        let previous = CURRENT.with(|c| c.replace(Arc::as_ptr(gang)));
+        let _restore = Restore(previous);
+        f()
+    }
+}
+
+/// One frame's shared state between its leader and its helpers.
+#[derive(Debug, Default)]
+pub struct Gang {
+    /// Set when the leader's frame is done: helpers go back to waiting.
+    ended: AtomicBool,
+    /// Helpers attached now.
+    helpers: AtomicUsize,
+    /// Helpers between "announce" and "leave" of a look at `job` (see [`help`]).
+    inside: AtomicUsize,
+    /// Whether `job` is open to helpers.
+    open: AtomicBool,
+    /// The open job, on the leader's stack; valid while `open` (and until `inside` is 0).
+    job: AtomicPtr<Job>,
+    /// A part panicked on a helper; the leader panics with it.
+    poisoned: AtomicBool,
+}
+
+/// One [`for_each`] call.
+struct Job {
+    /// The parts' function, its lifetime erased: [`for_each`] keeps it alive until no helper
+    /// can reach it.
+    f: *const (dyn Fn(usize) + Sync),
+    n: usize,
+    next: AtomicUsize,
+    done: AtomicUsize,
+}
+
+impl Job {
+    /// Takes parts until none is left; returns how many this thread ran.
+    ///
+    /// A part that panics still counts as done (so that no thread waits for it forever); the
+    /// first payload is returned, for the leader to re-raise once no helper holds the job.
+    ///
+    /// # Safety
+    /// `self.f` is alive.
+    unsafe fn work(&self) -> (usize, Option<Box<dyn std::any::Any + Send>>) {
+        let (mut ran, mut payload) = (0, None);
+        loop {
+            let i = self.next.fetch_add(1, Relaxed);
+            if i >= self.n {
+                return (ran, payload);
+            }
+            // SAFETY: the caller's contract.
+            let f = unsafe { &*self.f };
+            if let Err(p) = panic::catch_unwind(AssertUnwindSafe(|| f(i))) {
+                payload.get_or_insert(p);
+            }
+            ran += 1;
+            self.done.fetch_add(1, Release);
+        }
+    }
+}
+
+thread_local! {
+    /// The gang this thread leads, while it runs a frame ([`Member::lead`]).
+    static CURRENT: Cell<*const Gang> = const { Cell::new(ptr::null()) };
+    /// Set while this thread runs a part: a nested [`for_each`] runs serially.
+    static IN_PART: Cell<bool> = const { Cell::new(false) };
+}
+
+struct Restore(*const Gang);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        CURRENT.with(|c| c.set(self.0));
+    }
+}
+
+struct End<'a>(&'a Gang);
+
+impl Drop for End<'_> {
+    fn drop(&mut self) {
+        self.0.ended.store(true, Release);
+    }
+}
+
+/// Whether [`for_each`] called here now would share its parts with a helper: kernels whose
+/// finer split costs something on one thread split finer only then.
+pub fn helping() -> bool {
+    let gang = CURRENT.with(|c| c.get());
+    let nested = IN_PART.with(|p| p.get());
+    // SAFETY: as in `for_each`.
+    !gang.is_null() && !nested && unsafe { &*gang }.helpers.load(Acquire) > 0
+}
+
+/// Calls `f(0)`, ..., `f(n - 1)`, each exactly once, in any order and possibly on several
+/// threads at once: each part must write only what no other part touches. Serial (in order, on
+/// this thread) unless this thread leads a frame that a helper is attached to.
+pub fn for_each(n: usize, f: impl Fn(usize) + Sync) {
+    let gang = CURRENT.with(|c| c.get());
+    let nested = IN_PART.with(|p| p.get());
+    // SAFETY: CURRENT points at the gang `Member::lead` holds an Arc of, while it is set.
+    let gang = (!gang.is_null() && !nested).then(|| unsafe { &*gang });
+    let Some(gang) = gang.filter(|g| n > 1 && g.helpers.load(Acquire) > 0) else {
+        (0..n).for_each(f);
+        return;
+    };
+    let f: &(dyn Fn(usize) + Sync) = &f;
+    // SAFETY (the transmute): only the lifetime changes; `job` is retired below, before `f`
+    // goes out of scope, and no helper can reach it after that (see `help`).
+    let job = Job {
+        f: unsafe {
+            std::mem::transmute::<&(dyn Fn(usize) + Sync), &'static (dyn Fn(usize) + Sync)>(f)
+        },
+        n,
+        next: AtomicUsize::new(0),
+        done: AtomicUsize::new(0),
+    };
+    gang.job.store(&job as *const Job as *mut Job, SeqCst);
+    gang.open.store(true, SeqCst);
+    IN_PART.with(|p| p.set(true));
+    // SAFETY: `f` is alive for this whole function.
+    let (_, payload) = unsafe { job.work() };
+    IN_PART.with(|p| p.set(false));
+    while job.done.load(Acquire) < n {
+        std::hint::spin_loop();
+    }
+    gang.open.store(false, SeqCst);
+    // A helper that looked at `job` before it closed may still hold the pointer (it takes no
+    // part: none is left); wait until it has let go.
+    while gang.inside.load(SeqCst) != 0 {
+        std::hint::spin_loop();
+    }
+    if let Some(p) = payload {
+        panic::resume_unwind(p);
+    }
+    if gang.poisoned.swap(false, SeqCst) {
+        panic!("a part of a parallel operator panicked on a helper thread");
+    }
+}
+
+/// After this long without a part to run, a helper yields its core between looks.
+const SPIN: Duration = Duration::from_micros(200);
+
+/// Helps `gang`'s leader until its frame is done or `leave()` says this thread has work of its
+/// own (checked between parts). Returns how many parts this thread ran.
+pub fn help(gang: &Gang, leave: impl Fn() -> bool) -> usize {
+    gang.helpers.fetch_add(1, SeqCst);
+    let mut ran = 0;
+    let mut idle_since = Instant::now();
+    while !gang.ended.load(Acquire) && !leave() {
+        gang.inside.fetch_add(1, SeqCst);
+        let mut got = 0;
+        if gang.open.load(SeqCst) {
+            let job = gang.job.load(SeqCst);
+            // SAFETY: `open` was seen after `inside` was raised, so the leader has not yet
+            // passed its wait for `inside` to fall to 0: `job` and its function are alive.
+            let (n, payload) = unsafe { (*job).work() };
+            if payload.is_some() {
+                // The leader panics in its place: a part never panics on valid tensors.
+                gang.poisoned.store(true, SeqCst);
+            }
+            got = n;
+        }
+        gang.inside.fetch_sub(1, SeqCst);
+        if got > 0 {
+            ran += got;
+            idle_since = Instant::now();
+        } else if idle_since.elapsed() > SPIN {
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+    gang.helpers.fetch_sub(1, SeqCst);
+    ran
+}
+
+/// A mutable slice that [`for_each`]'s parts write disjoint ranges of.
+pub struct Shared<'a, T> {
+    ptr: *mut T,
+    len: usize,
+    _slice: std::marker::PhantomData<&'a mut [T]>,
+}
+
+// SAFETY: parts only reach the slice through `range`, whose contract is that no two live
+// ranges overlap.
+unsafe impl<T: Send> Sync for Shared<'_, T> {}
+unsafe impl<T: Send> Send for Shared<'_, T> {}
+
+impl<'a, T> Shared<'a, T> {
+    pub fn new(s: &'a mut [T]) -> Self {
+        Shared {
+            ptr: s.as_mut_ptr(),
+            len: s.len(),
+            _slice: std::marker::PhantomData,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// The first value's address, for kernels that store through pointers: the same contract
+    /// as [`Self::range`] holds for every value they write.
+    pub fn as_ptr(&self) -> *mut T {
+        self.ptr
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// `start..end` of the slice.
+    ///
+    /// # Safety
+    /// No other range in use at the same time overlaps it.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn range(&self, start: usize, end: usize) -> &mut [T] {
+        assert!(
+            start <= end && end <= self.len,
+            "{start}..{end} of {}",
+            self.len
+        );
+        // SAFETY: in bounds (asserted); exclusive by the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), end - start) }
+    }
+}
+
+/// Splits `n` items into at most `parts` contiguous ranges of nearly equal size: part `i` of
+/// `split(n, parts)` is `bounds(n, parts, i)`.
+pub fn bounds(n: usize, parts: usize, i: usize) -> (usize, usize) {
+    let parts = parts.max(1);
+    (n * i / parts, n * (i + 1) / parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU32;
+
+    /// A worker that helps every invitation until told to stop.
+    fn helper(team: &Arc<Team>, stop: &Arc<AtomicBool>) -> std::thread::JoinHandle<usize> {
+        let (rx, stop) = (team.member().invitations().clone(), Arc::clone(stop));
+        std::thread::spawn(move || {
+            let mut ran = 0;
+            while !stop.load(SeqCst) {
+                if let Ok(g) = rx.recv_timeout(Duration::from_millis(5)) {
+                    ran += help(&g, || stop.load(SeqCst));
+                }
+            }
+            ran
+        })
+    }
+
+    fn wait_for_helper() {
+        let g = CURRENT.with(|c| c.get());
+        // SAFETY: called inside `lead`.
+        let g = unsafe { &*g };
+        let t = Instant::now();
+        while g.helpers.load(SeqCst) == 0 {
+            assert!(t.elapsed() < Duration::from_secs(10), "no helper came");
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn every_part_runs_once_with_a_helper_and_the_helper_takes_some() {
+        let team = Team::new(2);
+        let stop = Arc::new(AtomicBool::new(false));
+        let h = helper(&team, &stop);
+        let team = team.member();
+        let mut led = 0;
+        for round in 0..50 {
+            let counts: Vec<AtomicU32> = (0..97).map(|_| AtomicU32::new(0)).collect();
+            team.lead(|| {
+                wait_for_helper();
+                for _ in 0..20 {
+                    for_each(counts.len(), |i| {
+                        // Long enough parts that both threads get some.
+                        let t = Instant::now();
+                        while t.elapsed() < Duration::from_micros(20) {}
+                        counts[i].fetch_add(1, SeqCst);
+                    });
+                }
+            });
+            for (i, c) in counts.iter().enumerate() {
+                assert_eq!(c.load(SeqCst), 20, "round {round}: part {i}");
+            }
+            led += 1;
+        }
+        stop.store(true, SeqCst);
+        let helped = h.join().unwrap();
+        assert_eq!(led, 50);
+        assert!(helped > 0, "the helper ran no part");
+    }
+
+    #[test]
+    fn without_a_helper_parts_run_in_order_on_this_thread() {
+        let team = Team::new(2).member();
+        let seen = std::sync::Mutex::new(Vec::new());
+        let me = std::thread::current().id();
+        team.lead(|| {
+            for_each(5, |i| {
+                assert_eq!(std::thread::current().id(), me);
+                seen.lock().unwrap().push(i);
+            })
+        });
+        for_each(3, |i| seen.lock().unwrap().push(10 + i));
+        assert_eq!(*seen.lock().unwrap(), vec![0, 1, 2, 3, 4, 10, 11, 12]);
+    }
+
+    #[test]
+    fn a_helper_that_leaves_mid_frame_leaves_nothing_undone() {
+        let team = Team::new(2).member();
+        let leave = Arc::new(AtomicBool::new(false));
+        let (rx, l) = (team.invitations().clone(), Arc::clone(&leave));
+        let h = std::thread::spawn(move || {
+            let g = rx.recv().unwrap();
+            help(&g, || l.load(SeqCst))
+        });
+        let counts: Vec<AtomicU32> = (0..64).map(|_| AtomicU32::new(0)).collect();
+        team.lead(|| {
+            wait_for_helper();
+            for round in 0..40 {
+                if round == 20 {
+                    leave.store(true, SeqCst);
+                }
+                for_each(counts.len(), |i| {
+                    counts[i].fetch_add(1, SeqCst);
+                });
+            }
+        });
+        h.join().unwrap();
+        assert!(counts.iter().all(|c| c.load(SeqCst) == 40));
+    }
+
+    #[test]
+    fn nested_calls_run_serially_inside_a_part() {
+        let team = Team::new(2);
+        let stop = Arc::new(AtomicBool::new(false));
+        let h = helper(&team, &stop);
+        let team = team.member();
+        let total = AtomicU32::new(0);
+        team.lead(|| {
+            wait_for_helper();
+            for_each(8, |_| {
+                for_each(8, |_| {
+                    total.fetch_add(1, SeqCst);
+                })
+            });
+        });
+        stop.store(true, SeqCst);
+        h.join().unwrap();
+        assert_eq!(total.load(SeqCst), 64);
+    }
+
+    #[test]
+    fn shared_ranges_write_disjoint_parts() {
+        let team = Team::new(2);
+        let stop = Arc::new(AtomicBool::new(false));
+        let h = helper(&team, &stop);
+        let team = team.member();
+        let mut v = vec![0u32; 1000];
+        team.lead(|| {
+            wait_for_helper();
+            let s = Shared::new(&mut v);
+            for_each(7, |i| {
+                let (a, b) = bounds(s.len(), 7, i);
+                // SAFETY: bounds() ranges are disjoint.
+                for (j, x) in unsafe { s.range(a, b) }.iter_mut().enumerate() {
+                    *x = (a + j) as u32;
+                }
+            });
+        });
+        stop.store(true, SeqCst);
+        h.join().unwrap();
+        assert!(v.iter().enumerate().all(|(i, &x)| x == i as u32));
+    }
+
+    #[test]
+    fn bounds_cover_everything_once() {
+        for n in [0, 1, 5, 64, 97] {
+            for parts in 1..10 {
+                let mut next = 0;
+                for i in 0..parts {
+                    let (a, b) = bounds(n, parts, i);
+                    assert_eq!(a, next);
+                    next = b;
+                }
+                assert_eq!(next, n);
+            }
+        }
+    }
+}
