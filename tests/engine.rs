@@ -252,6 +252,7 @@ fn an_idle_worker_helping_changes_no_output_bit() {
             for seed in 0..2 {
                 let alone = session.run_raw(engine_input(seed)).expect("runs");
                 let shared = leader.lead(|| {
+                    team::invite();
                     let t = Instant::now();
                     while !team::helping() {
                         assert!(t.elapsed() < Duration::from_secs(10), "no helper came");

@@ -594,6 +594,7 @@ impl Session {
     /// Runs the model alone on a prepared input tensor; returns the time it took.
     /// Runs the model on an input tensor as it is; returns the first output, flattened, as f32.
     pub fn run_raw(&mut self, tensor: Tensor) -> Result<Vec<f32>, ModelError> {
+        team::invite();
         let outputs = self
             .state
             .run(tvec![tensor.into()])
@@ -609,6 +610,7 @@ impl Session {
 
     pub fn run_tensor(&mut self, tensor: Tensor) -> Result<Duration, ClassifyError> {
         let t0 = Instant::now();
+        team::invite();
         self.state
             .run(tvec![tensor.into()])
             .map_err(|e| ModelError::Infer(e.into()))?;
@@ -626,6 +628,9 @@ impl Session {
         &mut self,
         images: &[&RgbBuf],
     ) -> Result<Vec<Scores>, Box<dyn std::error::Error + Send + Sync>> {
+        // Idle workers (`pipeline.assist`) are invited here, after decoding (which no one can
+        // share): a helper wakes while this thread resizes, and is there when the model starts.
+        team::invite();
         let t0 = Instant::now();
         let tensor = self.pre.run_batch(images);
         let t1 = Instant::now();

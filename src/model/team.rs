@@ -1,8 +1,9 @@
 //! Idle workers help a busy one: intra-operator parallelism that costs nothing under load.
 //!
-//! A pipeline's workers share a [`Team`]. A worker about to classify a frame [`Member::lead`]s: it
-//! posts an invitation, and a worker with no frame of its own that picks it up [`help`]s until
-//! the frame is done or a frame of its own arrives. Inside the model, the convolutions split
+//! A pipeline's workers share a [`Team`]. A worker classifies a frame inside [`Member::lead`]; when
+//! the frame reaches the model it posts an invitation ([`invite`]; decoding and resizing are not
+//! split, and a helper would only spin through them), and a worker with no frame of its own that
+//! picks it up [`help`]s until the frame is done or a frame of its own arrives. Inside the model, the convolutions split
 //! their work into independent parts with [`for_each`]; while a helper is attached, the leader
 //! and its helpers take the parts in turn, otherwise the leader runs them all, in order, as
 //! before. Under load no worker is idle, no one answers, and each frame runs on one core as in
@@ -62,21 +63,52 @@ impl Member {
         &self.team.rx
     }
 
-    /// Runs `f` (one frame's work) on this thread, inviting idle workers to help with the
-    /// [`for_each`] calls made inside it.
+    /// Runs `f` (one frame's work) on this thread; idle workers [`invite`]d inside it help with
+    /// the [`for_each`] calls made inside it.
     pub fn lead<R>(&self, f: impl FnOnce() -> R) -> R {
         if self.team.workers < 2 {
             return f();
         }
-        let gang = &self.gang;
-        gang.ended.store(false, SeqCst);
-        // Full: an invitation no one took yet, which is just as good.
-        let _ = self.team.tx.try_send(Arc::clone(gang));
-        let _end = End(gang);
-        let previous = CURRENT.with(|c| c.replace(Arc::as_ptr(gang)));
+        self.gang.ended.store(false, SeqCst);
+        let _end = End(&self.gang);
+        let previous = CURRENT.with(|c| c.replace(self as *const Member));
         let _restore = Restore(previous);
         f()
     }
+
+    /// Posts this worker's invitation unless one is already waiting to be taken: at most one
+    /// per worker is ever queued, so the queue (one place per worker) never refuses one.
+    fn invite(&self) {
+        let gang = &self.gang;
+        if !gang.posted.swap(true, SeqCst) && self.team.tx.try_send(Arc::clone(gang)).is_err() {
+            gang.posted.store(false, SeqCst);
+        }
+    }
+}
+
+/// Invites idle workers to help with the frame this thread leads (no-op outside
+/// [`Member::lead`]): called where the work that [`for_each`] splits begins, so that a helper
+/// does not spin through the serial work before it. [`for_each`] invites too; calling this a
+/// little earlier gives a helper time to wake before the first split.
+pub fn invite() {
+    let member = CURRENT.with(|c| c.get());
+    if !member.is_null() && !IN_PART.with(|p| p.get()) {
+        // SAFETY: CURRENT points at the member whose `lead` is running on this thread.
+        unsafe { &*member }.invite();
+    }
+}
+
+/// The gang of the frame this thread leads, outside any part.
+///
+/// # Safety
+/// The reference is used only before the function that called this returns (inside the
+/// running [`Member::lead`]).
+unsafe fn current_gang<'a>() -> Option<&'a Gang> {
+    let member = CURRENT.with(|c| c.get());
+    let nested = IN_PART.with(|p| p.get());
+    // SAFETY: CURRENT points at the member whose `lead` is running on this thread (it is reset
+    // before `lead` returns), and the caller's contract.
+    (!member.is_null() && !nested).then(|| unsafe { &*(*member).gang })
 }
 
 /// One frame's shared state between its leader and its helpers.
@@ -86,6 +118,8 @@ pub struct Gang {
     ended: AtomicBool,
     /// Helpers attached now.
     helpers: AtomicUsize,
+    /// An invitation to this gang is queued (see [`Member::invite`]).
+    posted: AtomicBool,
     /// Helpers between "announce" and "leave" of a look at `job` (see [`help`]).
     inside: AtomicUsize,
     /// Whether `job` is open to helpers.
@@ -133,13 +167,13 @@ impl Job {
 }
 
 thread_local! {
-    /// The gang this thread leads, while it runs a frame ([`Member::lead`]).
-    static CURRENT: Cell<*const Gang> = const { Cell::new(ptr::null()) };
+    /// The member whose frame this thread runs ([`Member::lead`]).
+    static CURRENT: Cell<*const Member> = const { Cell::new(ptr::null()) };
     /// Set while this thread runs a part: a nested [`for_each`] runs serially.
     static IN_PART: Cell<bool> = const { Cell::new(false) };
 }
 
-struct Restore(*const Gang);
+struct Restore(*const Member);
 
 impl Drop for Restore {
     fn drop(&mut self) {
@@ -158,21 +192,20 @@ impl Drop for End<'_> {
 /// Whether [`for_each`] called here now would share its parts with a helper: kernels whose
 /// finer split costs something on one thread split finer only then.
 pub fn helping() -> bool {
-    let gang = CURRENT.with(|c| c.get());
-    let nested = IN_PART.with(|p| p.get());
-    // SAFETY: as in `for_each`.
-    !gang.is_null() && !nested && unsafe { &*gang }.helpers.load(Acquire) > 0
+    // SAFETY: used only here.
+    unsafe { current_gang() }.is_some_and(|g| g.helpers.load(Acquire) > 0)
 }
 
 /// Calls `f(0)`, ..., `f(n - 1)`, each exactly once, in any order and possibly on several
 /// threads at once: each part must write only what no other part touches. Serial (in order, on
 /// this thread) unless this thread leads a frame that a helper is attached to.
 pub fn for_each(n: usize, f: impl Fn(usize) + Sync) {
-    let gang = CURRENT.with(|c| c.get());
-    let nested = IN_PART.with(|p| p.get());
-    // SAFETY: CURRENT points at the gang `Member::lead` holds an Arc of, while it is set.
-    let gang = (!gang.is_null() && !nested).then(|| unsafe { &*gang });
-    let Some(gang) = gang.filter(|g| n > 1 && g.helpers.load(Acquire) > 0) else {
+    if n > 1 {
+        invite();
+    }
+    // SAFETY: used only in this call.
+    let Some(gang) = unsafe { current_gang() }.filter(|g| n > 1 && g.helpers.load(Acquire) > 0)
+    else {
         (0..n).for_each(f);
         return;
     };
@@ -216,6 +249,8 @@ const SPIN: Duration = Duration::from_micros(200);
 /// Helps `gang`'s leader until its frame is done or `leave()` says this thread has work of its
 /// own (checked between parts). Returns how many parts this thread ran.
 pub fn help(gang: &Gang, leave: impl Fn() -> bool) -> usize {
+    // Taken off the queue: the leader may post again, for another idle worker.
+    gang.posted.store(false, SeqCst);
     gang.helpers.fetch_add(1, SeqCst);
     let mut ran = 0;
     let mut idle_since = Instant::now();
@@ -325,9 +360,9 @@ mod tests {
     }
 
     fn wait_for_helper() {
-        let g = CURRENT.with(|c| c.get());
-        // SAFETY: called inside `lead`.
-        let g = unsafe { &*g };
+        invite();
+        // SAFETY: used only in this call, inside `lead`.
+        let g = unsafe { current_gang() }.expect("called inside lead");
         let t = Instant::now();
         while g.helpers.load(SeqCst) == 0 {
             assert!(t.elapsed() < Duration::from_secs(10), "no helper came");
@@ -379,6 +414,40 @@ mod tests {
         });
         for_each(3, |i| seen.lock().unwrap().push(10 + i));
         assert_eq!(*seen.lock().unwrap(), vec![0, 1, 2, 3, 4, 10, 11, 12]);
+    }
+
+    #[test]
+    fn a_frame_invites_at_its_first_split_and_queues_one_invitation_at_most() {
+        let team = Team::new(2);
+        let (leader, idle) = (team.member(), team.member());
+        let queued = idle.invitations();
+        for frame in 0..3 {
+            leader.lead(|| {
+                // Decoding and resizing: no one is invited to spin through them.
+                for_each(1, |_| {});
+                assert_eq!(
+                    queued.len(),
+                    if frame == 0 { 0 } else { 1 },
+                    "frame {frame}"
+                );
+                for _ in 0..10 {
+                    for_each(4, |_| {});
+                    invite();
+                }
+                assert_eq!(queued.len(), 1, "frame {frame}");
+            });
+        }
+        // Outside a frame nothing is posted.
+        invite();
+        for_each(4, |_| {});
+        assert_eq!(queued.len(), 1);
+        // Taken: the gang may be posted again (for another idle worker).
+        let gang = queued.try_recv().unwrap();
+        assert_eq!(help(&gang, || false), 0, "the frame has ended");
+        leader.lead(|| {
+            invite();
+            assert_eq!(queued.len(), 1);
+        });
     }
 
     #[test]
