@@ -543,6 +543,9 @@ impl Session {
         let mut results: Vec<Option<Result<Scores, ClassifyError>>> =
             Vec::with_capacity(frames.len());
         let mut decoded = Vec::with_capacity(frames.len());
+        // Idle workers (`pipeline.assist`) are invited now, before decoding: one takes a while
+        // to wake, and is there when the model starts (see `team::invite`).
+        team::invite();
         let sizer = self.pre.decode_sizer();
         let need = move |w: u32, h: u32| sizer.min_decode_size(w, h);
         for (i, frame) in frames.iter().enumerate() {
@@ -628,8 +631,7 @@ impl Session {
         &mut self,
         images: &[&RgbBuf],
     ) -> Result<Vec<Scores>, Box<dyn std::error::Error + Send + Sync>> {
-        // Idle workers (`pipeline.assist`) are invited here, after decoding (which no one can
-        // share): a helper wakes while this thread resizes, and is there when the model starts.
+        // Idle workers (`pipeline.assist`) help with the model (a no-op if already invited).
         team::invite();
         let t0 = Instant::now();
         let tensor = self.pre.run_batch(images);

@@ -1,9 +1,8 @@
 //! Idle workers help a busy one: intra-operator parallelism that costs nothing under load.
 //!
-//! A pipeline's workers share a [`Team`]. A worker classifies a frame inside [`Member::lead`]; when
-//! the frame reaches the model it posts an invitation ([`invite`]; decoding and resizing are not
-//! split, and a helper would only spin through them), and a worker with no frame of its own that
-//! picks it up [`help`]s until the frame is done or a frame of its own arrives. Inside the model, the convolutions split
+//! A pipeline's workers share a [`Team`]. A worker classifies a frame inside [`Member::lead`] and
+//! posts an invitation as it takes the frame ([`invite`]); a worker with no frame of its own
+//! that picks it up [`help`]s until the frame is done or a frame of its own arrives. Inside the model, the convolutions split
 //! their work into independent parts with [`for_each`]; while a helper is attached, the leader
 //! and its helpers take the parts in turn, otherwise the leader runs them all, in order, as
 //! before. Under load no worker is idle, no one answers, and each frame runs on one core as in
@@ -76,10 +75,14 @@ impl Member {
         f()
     }
 
-    /// Posts this worker's invitation unless one is already waiting to be taken: at most one
-    /// per worker is ever queued, so the queue (one place per worker) never refuses one.
+    /// Posts this worker's invitation unless one is already waiting to be taken or every other
+    /// worker already helps: at most one per worker is ever queued, so the queue (one place per
+    /// worker) never refuses one.
     fn invite(&self) {
         let gang = &self.gang;
+        if gang.helpers.load(SeqCst) + 1 >= self.team.workers {
+            return;
+        }
         if !gang.posted.swap(true, SeqCst) && self.team.tx.try_send(Arc::clone(gang)).is_err() {
             gang.posted.store(false, SeqCst);
         }
@@ -87,9 +90,10 @@ impl Member {
 }
 
 /// Invites idle workers to help with the frame this thread leads (no-op outside
-/// [`Member::lead`]): called where the work that [`for_each`] splits begins, so that a helper
-/// does not spin through the serial work before it. [`for_each`] invites too; calling this a
-/// little earlier gives a helper time to wake before the first split.
+/// [`Member::lead`]). [`for_each`] invites too, but a parked worker takes a while to wake (up to
+/// a millisecond on a busy VM): the pipeline invites as it takes the frame, before decoding, so
+/// that the helper is there when the model starts. It spins through the decode; inviting only
+/// after it saved a tenth of a core at 50 frames/s but measured 5-15% slower frames.
 pub fn invite() {
     let member = CURRENT.with(|c| c.get());
     if !member.is_null() && !IN_PART.with(|p| p.get()) {
@@ -448,6 +452,15 @@ mod tests {
             invite();
             assert_eq!(queued.len(), 1);
         });
+        // Not while every other worker already helps.
+        let gang = queued.try_recv().unwrap();
+        help(&gang, || false);
+        gang.helpers.fetch_add(1, SeqCst);
+        leader.lead(|| invite());
+        assert!(queued.is_empty(), "the only other worker already helps");
+        gang.helpers.fetch_sub(1, SeqCst);
+        leader.lead(|| invite());
+        assert_eq!(queued.len(), 1);
     }
 
     #[test]
