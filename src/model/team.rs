@@ -456,10 +456,10 @@ mod tests {
         let gang = queued.try_recv().unwrap();
         help(&gang, || false);
         gang.helpers.fetch_add(1, SeqCst);
-        leader.lead(|| invite());
+        leader.lead(invite);
         assert!(queued.is_empty(), "the only other worker already helps");
         gang.helpers.fetch_sub(1, SeqCst);
-        leader.lead(|| invite());
+        leader.lead(invite);
         assert_eq!(queued.len(), 1);
     }
 
