@@ -594,7 +594,6 @@ impl Session {
         Ok(self.pre.run(&self.rgb))
     }
 
-    /// Runs the model alone on a prepared input tensor; returns the time it took.
     /// Runs the model on an input tensor as it is; returns the first output, flattened, as f32.
     pub fn run_raw(&mut self, tensor: Tensor) -> Result<Vec<f32>, ModelError> {
         team::invite();
@@ -611,6 +610,7 @@ impl Session {
         Ok(view.iter().copied().collect())
     }
 
+    /// Runs the model alone on a prepared input tensor; returns the time it took.
     pub fn run_tensor(&mut self, tensor: Tensor) -> Result<Duration, ClassifyError> {
         let t0 = Instant::now();
         team::invite();

@@ -2,12 +2,12 @@
 //!
 //! A pipeline's workers share a [`Team`]. A worker classifies a frame inside [`Member::lead`] and
 //! posts an invitation as it takes the frame ([`invite`]); a worker with no frame of its own
-//! that picks it up [`help`]s until the frame is done or a frame of its own arrives. Inside the model, the convolutions split
-//! their work into independent parts with [`for_each`]; while a helper is attached, the leader
-//! and its helpers take the parts in turn, otherwise the leader runs them all, in order, as
-//! before. Under load no worker is idle, no one answers, and each frame runs on one core as in
-//! the single-threaded benchmark; when frames come slower than the workers keep up with, the
-//! idle cores shorten each frame's latency.
+//! that picks it up [`help`]s until the frame is done or a frame of its own arrives. Inside the
+//! model, the convolutions split their work into independent parts with [`for_each`]; while a
+//! helper is attached, the leader and its helpers take the parts in turn, otherwise the leader
+//! runs them all, in order, as before. Under load no worker is idle, no one answers, and each
+//! frame runs on one core as in the single-threaded benchmark; when frames come slower than the
+//! workers keep up with, the idle cores shorten each frame's latency.
 //!
 //! A helper stays attached for the whole frame and spins between parts (a part takes tens of
 //! microseconds; waking a sleeping thread for each would cost as much), so the parts of one
@@ -421,13 +421,13 @@ mod tests {
     }
 
     #[test]
-    fn a_frame_invites_at_its_first_split_and_queues_one_invitation_at_most() {
+    fn a_split_invites_and_a_frame_queues_one_invitation_at_most() {
         let team = Team::new(2);
         let (leader, idle) = (team.member(), team.member());
         let queued = idle.invitations();
         for frame in 0..3 {
             leader.lead(|| {
-                // Decoding and resizing: no one is invited to spin through them.
+                // A call with one part is not split: it invites no one.
                 for_each(1, |_| {});
                 assert_eq!(
                     queued.len(),
