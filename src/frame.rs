@@ -229,19 +229,46 @@ pub fn decode_jpeg(
     min_size: Option<&MinSize>,
     out: &mut RgbBuf,
 ) -> Result<(), FrameError> {
-    if data.len() < 4 || data[..2] != [0xFF, 0xD8] {
-        return Err(FrameError::Jpeg("no JPEG start-of-image marker".into()));
+    let mut jpeg = JpegRows::start(data, min_size)?;
+    let (w, h) = jpeg.size();
+    // Every byte is written by the decoder: no clearing when the size stays.
+    out.data.resize(w as usize * h as usize * 3, 0);
+    jpeg.read(&mut out.data)?;
+    jpeg.finish()?;
+    out.width = w;
+    out.height = h;
+    Ok(())
+}
+
+/// The data of a frame that holds a JPEG image (`mjpeg`, or an encoded image in JPEG).
+pub fn jpeg_data(frame: &Frame) -> Option<&[u8]> {
+    match frame.format {
+        PixelFormat::Mjpeg => Some(&frame.data),
+        PixelFormat::Encoded if frame.data.starts_with(&[0xFF, 0xD8]) => Some(&frame.data),
+        _ => None,
     }
-    if !has_eoi(data) {
-        return Err(FrameError::Jpeg("truncated: no end-of-image marker".into()));
-    }
-    // The mozjpeg wrapper reports libjpeg's fatal errors by unwinding (without invoking the panic
-    // hook); they are caught here and become a per-frame error.
-    let buf = &mut out.data;
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(
-        || -> Result<(u32, u32), FrameError> {
-            let io = |e: std::io::Error| FrameError::Jpeg(e.to_string());
-            let mut d = mozjpeg::Decompress::new_mem(data).map_err(io)?;
+}
+
+/// A JPEG being decoded to RGB by libjpeg-turbo, rows top to bottom: [`decode_jpeg`] in steps,
+/// for a caller that uses the first rows while the next are decoded.
+pub struct JpegRows<'a> {
+    jpeg: mozjpeg::decompress::DecompressStarted<&'a [u8]>,
+    width: u32,
+    height: u32,
+}
+
+impl<'a> JpegRows<'a> {
+    /// Reads the header and starts the decode, at the smallest DCT scale (1, 1/2, 1/4) whose
+    /// size stays at least `min_size` of the full size on both axes (full size without it).
+    pub fn start(data: &'a [u8], min_size: Option<&MinSize>) -> Result<Self, FrameError> {
+        if data.len() < 4 || data[..2] != [0xFF, 0xD8] {
+            return Err(FrameError::Jpeg("no JPEG start-of-image marker".into()));
+        }
+        if !has_eoi(data) {
+            return Err(FrameError::Jpeg("truncated: no end-of-image marker".into()));
+        }
+        libjpeg(|| {
+            let mut d = mozjpeg::Decompress::new_mem(data).map_err(jpeg_io)?;
             let (fw, fh) = (d.width() as u32, d.height() as u32);
             if fw as u64 * fh as u64 > MAX_PIXELS {
                 return Err(FrameError::TooLarge {
@@ -259,24 +286,48 @@ pub fn decode_jpeg(
                     d.scale(e);
                 }
             }
-            let mut started = d.rgb().map_err(io)?;
-            let (w, h) = (started.width(), started.height());
-            // Every byte is written by the decoder: no clearing when the size stays.
-            buf.resize(w * h * 3, 0);
-            started
-                .read_scanlines_into(buf.as_mut_slice())
-                .map_err(io)?;
-            started.finish().map_err(io)?;
-            Ok((w as u32, h as u32))
-        },
-    ));
-    match result {
-        Ok(Ok((w, h))) => {
-            out.width = w;
-            out.height = h;
-            Ok(())
-        }
-        Ok(Err(e)) => Err(e),
+            let jpeg = d.rgb().map_err(jpeg_io)?;
+            let (width, height) = (jpeg.width() as u32, jpeg.height() as u32);
+            Ok(JpegRows {
+                jpeg,
+                width,
+                height,
+            })
+        })
+    }
+
+    /// The decoded image's size (at the chosen scale).
+    pub fn size(&self) -> (u32, u32) {
+        (self.width, self.height)
+    }
+
+    /// Decodes the next rows into `rows` (RGB, whole rows of the decoded width).
+    pub fn read(&mut self, rows: &mut [u8]) -> Result<(), FrameError> {
+        libjpeg(|| {
+            self.jpeg
+                .read_scanlines_into(rows)
+                .map(|_| ())
+                .map_err(jpeg_io)
+        })
+    }
+
+    /// Ends the decode (every row must have been read).
+    pub fn finish(self) -> Result<(), FrameError> {
+        let jpeg = self.jpeg;
+        libjpeg(|| jpeg.finish().map_err(jpeg_io))
+    }
+}
+
+fn jpeg_io(e: std::io::Error) -> FrameError {
+    FrameError::Jpeg(e.to_string())
+}
+
+/// Runs a step of a libjpeg decode. The mozjpeg wrapper reports libjpeg's fatal errors by
+/// unwinding (without invoking the panic hook); they are caught here and become the frame's
+/// error. (The decoder is then only dropped, which libjpeg allows in any state.)
+fn libjpeg<T>(step: impl FnOnce() -> Result<T, FrameError>) -> Result<T, FrameError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(step)) {
+        Ok(result) => result,
         Err(panic) => {
             let msg = panic
                 .downcast_ref::<String>()

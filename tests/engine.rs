@@ -252,10 +252,10 @@ fn an_idle_worker_helping_changes_no_output_bit() {
             for seed in 0..2 {
                 let alone = session.run_raw(engine_input(seed)).expect("runs");
                 let shared = leader.lead(|| {
-                    team::invite();
                     let t = Instant::now();
                     while !team::helping() {
                         assert!(t.elapsed() < Duration::from_secs(10), "no helper came");
+                        team::invite();
                         std::thread::yield_now();
                     }
                     session.run_raw(engine_input(seed)).expect("runs")
@@ -274,4 +274,84 @@ fn an_idle_worker_helping_changes_no_output_bit() {
         helped_total += helped;
     }
     assert!(helped_total > 0, "the helper ran no part of any model");
+}
+
+/// A JPEG frame (the three ImageNet photos of the assets) classifies to the same bits whichever
+/// way it goes: decoded whole then preprocessed (`decode_rgb` + `classify_rgb`), through
+/// `classify_frame` alone (rows decoded, then resized), and through `classify_frames` inside a
+/// frame an idle worker helps with (the resize's horizontal pass beside the decode, the model
+/// split). The decode and preprocessing times are both recorded.
+#[test]
+fn a_jpeg_frame_classifies_the_same_with_and_without_a_helper() {
+    use lookout::frame::{decode_rgb, Frame, PixelFormat, RgbBuf};
+    use lookout::model::team::{self, Team};
+    use lookout::model::{PreprocessConfig, ResizeMode};
+    use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+    use std::time::{Duration, Instant};
+
+    let Some(assets) = common::assets() else {
+        return;
+    };
+    let photos: Vec<Vec<u8>> = [
+        "hwacc_imagenet_finch.jpeg",
+        "tract_elephants.jpg",
+        "tract_grace_hopper.jpg",
+    ]
+    .iter()
+    .map(|p| std::fs::read(assets.join("images/imagenet").join(p)).expect("photo"))
+    .collect();
+    for name in ["mobilenetv2-qdq-int8.onnx", "mobilenetv2-fp32.onnx"] {
+        let mut cfg = ModelConfig::for_path(assets.join("models/bench").join(name), None);
+        cfg.preprocess = PreprocessConfig {
+            resize: Some(ResizeMode::Crop),
+            ..Default::default()
+        };
+        let m = Arc::new(Model::load(&cfg).unwrap_or_else(|e| panic!("{name} loads: {e}")));
+        let mut session = m.session().expect("session");
+        let team = Team::new(2);
+        let (leader, helper) = (team.member(), team.member());
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let h = s.spawn(|| {
+                while !stop.load(SeqCst) {
+                    if let Ok(g) = helper.invitations().recv_timeout(Duration::from_millis(5)) {
+                        team::help(&g, || stop.load(SeqCst));
+                    }
+                }
+            });
+            for (p, data) in photos.iter().enumerate() {
+                let frame = Frame::new(PixelFormat::Mjpeg, 0, 0, data.clone());
+                let mut rgb = RgbBuf::default();
+                // In full: each photo is smaller than twice the 256-pixel resize of a crop, the
+                // least that `classify_frame` decodes.
+                decode_rgb(&frame, None, &mut rgb).expect("decodes");
+                let whole = session.classify_rgb(&rgb).expect("classifies").raw;
+                let alone = session.classify_frame(&frame).expect("classifies");
+                assert!(alone.decode > Duration::ZERO && alone.preprocess > Duration::ZERO);
+                let helped = leader.lead(|| {
+                    let t = Instant::now();
+                    while !team::helping() {
+                        assert!(t.elapsed() < Duration::from_secs(10), "no helper came");
+                        team::invite();
+                        std::thread::yield_now();
+                    }
+                    session.classify_frames(std::slice::from_ref(&frame))
+                });
+                let helped = helped.into_iter().next().expect("one result").expect("ok");
+                assert!(helped.decode > Duration::ZERO && helped.preprocess > Duration::ZERO);
+                for (way, raw) in [("alone", &alone.raw), ("helped", &helped.raw)] {
+                    assert_eq!(raw.len(), whole.len());
+                    for (i, (a, b)) in whole.iter().zip(raw).enumerate() {
+                        assert_eq!(
+                            a.to_bits(),
+                            b.to_bits(),
+                            "{name} photo {p} {way} output {i}"
+                        );
+                    }
+                }
+            }
+            stop.store(true, SeqCst);
+            h.join().expect("helper");
+        });
+    }
 }

@@ -40,7 +40,7 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_hir::infer::Factoid;
 
 use crate::config::Problems;
-use crate::frame::{decode_rgb, Frame, FrameError, RgbBuf};
+use crate::frame::{decode_rgb, jpeg_data, Frame, FrameError, JpegRows, MinSize, RgbBuf};
 pub use preprocess::{
     ChannelOrder, InputType, Layout, Preprocess, PreprocessConfig, Resampler, ResizeMode,
 };
@@ -511,9 +511,9 @@ pub struct Session {
     model: Arc<Model>,
     state: TypedSimpleState,
     pre: preprocess::Preprocessor,
-    /// Decode buffer of `prepare_frame`.
+    /// Decode buffer of a model that takes one frame at a time, and of `prepare_frame`.
     rgb: RgbBuf,
-    /// Decode buffers of `classify_frames`, one per frame of a batch.
+    /// Decode buffers of `classify_frames` for a model with a fixed batch, one per frame.
     rgbs: Vec<RgbBuf>,
 }
 
@@ -548,6 +548,15 @@ impl Session {
         team::invite();
         let sizer = self.pre.decode_sizer();
         let need = move |w: u32, h: u32| sizer.min_decode_size(w, h);
+        if self.batch() == 1 {
+            return frames
+                .iter()
+                .map(|frame| match jpeg_data(frame) {
+                    Some(data) => self.classify_jpeg(data, &need),
+                    None => self.decode_and_classify(frame, &need),
+                })
+                .collect();
+        }
         for (i, frame) in frames.iter().enumerate() {
             let t0 = Instant::now();
             match decode_rgb(frame, Some(&need), &mut self.rgbs[i]) {
@@ -583,6 +592,52 @@ impl Session {
             .into_iter()
             .map(|r| r.expect("every frame has a result"))
             .collect()
+    }
+
+    /// Decodes and classifies one frame (of a model that takes one at a time).
+    fn decode_and_classify(
+        &mut self,
+        frame: &Frame,
+        need: &MinSize,
+    ) -> Result<Scores, ClassifyError> {
+        let t0 = Instant::now();
+        decode_rgb(frame, Some(need), &mut self.rgb)?;
+        let decode = t0.elapsed();
+        let rgb = std::mem::take(&mut self.rgb);
+        let scores = self.infer(&[&rgb]);
+        self.rgb = rgb;
+        let mut scores = scores.map_err(ModelError::Infer)?;
+        let mut s = scores.pop().expect("one result per image");
+        s.decode = decode;
+        Ok(s)
+    }
+
+    /// Decodes, preprocesses and classifies one JPEG frame (of a model that takes one at a
+    /// time), the resize starting on the rows already decoded when an idle worker helps
+    /// ([`preprocess::Preprocessor::run_filled`]). The decode time is the decoder's; the
+    /// preprocessing time is what follows it.
+    fn classify_jpeg(&mut self, data: &[u8], need: &MinSize) -> Result<Scores, ClassifyError> {
+        let t0 = Instant::now();
+        let mut jpeg = JpegRows::start(data, Some(need))?;
+        let (w, h) = jpeg.size();
+        let mut decoded = None;
+        let tensor = self.pre.run_filled(&mut self.rgb, w, h, |rows| {
+            while rows.left() > 0 {
+                // libjpeg-turbo decodes a row of 8x8 or 16x16 blocks at a time.
+                rows.write(16, |buf| jpeg.read(buf))?;
+            }
+            jpeg.finish()?;
+            decoded = Some(Instant::now());
+            Ok::<_, FrameError>(())
+        })?;
+        let t1 = Instant::now();
+        let decode = decoded.unwrap_or(t1) - t0;
+        let mut scores = self
+            .scores(tensor, 1, t1 - t0 - decode)
+            .map_err(ModelError::Infer)?;
+        let mut s = scores.pop().expect("one result per image");
+        s.decode = decode;
+        Ok(s)
     }
 
     /// Decodes and preprocesses one frame into an input tensor, without running the model
@@ -635,6 +690,17 @@ impl Session {
         team::invite();
         let t0 = Instant::now();
         let tensor = self.pre.run_batch(images);
+        self.scores(tensor, images.len(), t0.elapsed())
+    }
+
+    /// Runs the model on a prepared input tensor of `images` images; one result per image,
+    /// `preprocess` recorded as each one's preprocessing time.
+    fn scores(
+        &mut self,
+        tensor: Tensor,
+        images: usize,
+        preprocess: Duration,
+    ) -> Result<Vec<Scores>, Box<dyn std::error::Error + Send + Sync>> {
         let t1 = Instant::now();
         let outputs = self.state.run(tvec![tensor.into()])?;
         let t2 = Instant::now();
@@ -642,10 +708,8 @@ impl Session {
         let flat = out.to_plain_array_view::<f32>()?;
         let flat = flat.as_slice().ok_or("model output is not contiguous")?;
         let classes = self.model.classes();
-        Ok(images
-            .iter()
-            .enumerate()
-            .map(|(slot, _)| {
+        Ok((0..images)
+            .map(|slot| {
                 let raw: Vec<f32> = flat[slot * classes..][..classes].to_vec();
                 let probs = match self.model.output {
                     OutputKind::Logits => postprocess::softmax(&raw),
@@ -655,7 +719,7 @@ impl Session {
                     raw,
                     probs,
                     decode: Duration::ZERO,
-                    preprocess: t1 - t0,
+                    preprocess,
                     infer: t2 - t1,
                 }
             })

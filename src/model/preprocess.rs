@@ -1,9 +1,11 @@
 //! Preprocessing: decoded RGB frame -> model input tensor.
 //!
-//! Resize (`stretch`, `crop`, `letterbox`) with fast_image_resize's antialiased bilinear
-//! convolution, which matches Pillow's `Image.resize(..., BILINEAR)` (what most training and
-//! reference scripts use); then channel order, `value = pixel / scale`, `(value - mean) / std`
-//! through a per-channel lookup table, written in the model's layout (NCHW/NHWC) and dtype.
+//! Resize (`stretch`, `crop`, `letterbox`) bit-exact with Pillow's `Image.resize(...,
+//! BILINEAR)` (what most training and reference scripts use; [`super::resample`]), or with
+//! fast_image_resize's convolution (`resampler = "fast"`); then channel order, `value = pixel /
+//! scale`, `(value - mean) / std` through a per-channel lookup table, written in the model's
+//! layout (NCHW/NHWC) and dtype. A JPEG frame's rows can be resized as they are decoded
+//! ([`Preprocessor::run_filled`]).
 //! Integer-input models (uint8/int8) get the pixel values themselves (int8: pixel - 128); `scale`,
 //! `mean` and `std` apply to float inputs only.
 
@@ -11,6 +13,7 @@ use fast_image_resize as fr;
 use serde::Deserialize;
 use tract_onnx::prelude::Tensor;
 
+use super::resample::RowWriter;
 use super::InputSpec;
 use crate::config::Problems;
 use crate::frame::RgbBuf;
@@ -351,6 +354,65 @@ impl Preprocessor {
     /// `i`; slots beyond the images given repeat the last one (their results are not used).
     pub fn run_batch(&mut self, rgbs: &[&RgbBuf]) -> Tensor {
         let (tw, th) = (self.input.width as u32, self.input.height as u32);
+        self.tensor(rgbs.len(), |pre, b| pre.resize(rgbs[b], tw, th))
+    }
+
+    /// [`Self::run`] for an image that `fill` writes into `rgb` (resized here to `w` x `h`) top
+    /// to bottom as it decodes it. With an idle worker helping, the Pillow resize's horizontal
+    /// pass runs beside the decode, on the rows already written (see
+    /// [`super::resample::resize_rgb_filled`]); the tensor is the same either way. Returns
+    /// `fill`'s error.
+    pub fn run_filled<E>(
+        &mut self,
+        rgb: &mut RgbBuf,
+        w: u32,
+        h: u32,
+        fill: impl FnOnce(&mut RowWriter<'_>) -> Result<(), E>,
+    ) -> Result<Tensor, E> {
+        rgb.width = w;
+        rgb.height = h;
+        // Every byte is written by `fill`: no clearing when the size stays.
+        rgb.data.resize(w as usize * h as usize * 3, 0);
+        let (tw, th) = (self.input.width as u32, self.input.height as u32);
+        let g = self.spec.geometry(w, h, tw, th);
+        if self.spec.resampler != Resampler::Pillow {
+            super::resample::fill_all(&mut rgb.data, w as usize * 3, h as usize, fill)?;
+            return Ok(self.run(rgb));
+        }
+        let (dx, dy, dw, dh) = g.dst;
+        let direct = (dx, dy, dw, dh) == (0, 0, tw, th);
+        self.resized.clear();
+        self.resized.resize((tw * th * 3) as usize, 0);
+        let dst_buf = if direct {
+            &mut self.resized
+        } else {
+            &mut self.fitted
+        };
+        dst_buf.clear();
+        dst_buf.resize((dw * dh * 3) as usize, 0);
+        let (sl, st, sw, sh) = g.src;
+        super::resample::resize_rgb_filled(
+            &mut rgb.data,
+            w as usize,
+            h as usize,
+            (sl, st, sl + sw, st + sh),
+            dst_buf,
+            dw as usize,
+            dh as usize,
+            &mut self.scratch,
+            fill,
+        )?;
+        if !direct {
+            self.place_fitted(g.dst);
+        }
+        Ok(self.tensor(1, |_, _| {}))
+    }
+
+    /// A new input tensor of `n` images (at most the batch; slots beyond repeat the last):
+    /// `resize(self, b)` leaves image `b` in `self.resized`, which is then normalised into
+    /// slot `b`.
+    fn tensor(&mut self, n: usize, mut resize: impl FnMut(&mut Self, usize)) -> Tensor {
+        let (tw, th) = (self.input.width as u32, self.input.height as u32);
         let shape = self.input.shape();
         let batch = if self.input.has_batch_axis {
             shape[0]
@@ -358,12 +420,12 @@ impl Preprocessor {
             1
         };
         let per_item = (tw * th) as usize * self.input.channels;
-        let n = rgbs.len().min(batch);
-        let tensor = match self.input.dtype {
+        let n = n.min(batch);
+        match self.input.dtype {
             InputType::F32 => {
                 let mut all = vec![0f32; per_item * batch];
-                for (b, rgb) in rgbs.iter().take(n).enumerate() {
-                    self.resize(rgb, tw, th);
+                for b in 0..n {
+                    resize(self, b);
                     let lut = &self.lut;
                     self.write_item(&mut all[b * per_item..][..per_item], |v, c| {
                         lut[c][v as usize]
@@ -374,8 +436,8 @@ impl Preprocessor {
             }
             InputType::U8 => {
                 let mut all = vec![0u8; per_item * batch];
-                for (b, rgb) in rgbs.iter().take(n).enumerate() {
-                    self.resize(rgb, tw, th);
+                for b in 0..n {
+                    resize(self, b);
                     self.write_item(&mut all[b * per_item..][..per_item], |v, _| v);
                 }
                 repeat_last(&mut all, n, per_item);
@@ -383,8 +445,8 @@ impl Preprocessor {
             }
             InputType::I8 => {
                 let mut all = vec![0i8; per_item * batch];
-                for (b, rgb) in rgbs.iter().take(n).enumerate() {
-                    self.resize(rgb, tw, th);
+                for b in 0..n {
+                    resize(self, b);
                     self.write_item(&mut all[b * per_item..][..per_item], |v, _| {
                         (v as i16 - 128) as i8
                     });
@@ -392,8 +454,7 @@ impl Preprocessor {
                 repeat_last(&mut all, n, per_item);
                 shaped(all, &shape)
             }
-        };
-        tensor
+        }
     }
 
     /// Writes the resized image (`self.resized`) into one batch slot, in the model's layout,
@@ -471,11 +532,18 @@ impl Preprocessor {
             self.resize_fast(rgb, g);
         }
         if !direct {
-            let row = (dw * 3) as usize;
-            for y in 0..dh as usize {
-                let to = ((dy as usize + y) * tw as usize + dx as usize) * 3;
-                self.resized[to..to + row].copy_from_slice(&self.fitted[y * row..(y + 1) * row]);
-            }
+            self.place_fitted(g.dst);
+        }
+    }
+
+    /// Copies the fitted image (`self.fitted`) into its rectangle `dst` of `self.resized`.
+    fn place_fitted(&mut self, dst: (u32, u32, u32, u32)) {
+        let (dx, dy, dw, dh) = dst;
+        let tw = self.input.width;
+        let row = (dw * 3) as usize;
+        for y in 0..dh as usize {
+            let to = ((dy as usize + y) * tw + dx as usize) * 3;
+            self.resized[to..to + row].copy_from_slice(&self.fitted[y * row..(y + 1) * row]);
         }
     }
 
@@ -786,6 +854,55 @@ mod tests {
         let mut p = Preprocessor::new(spec, inp);
         p.run(&white);
         assert!(p.resized().iter().all(|&v| v == 255));
+    }
+
+    /// An image written into the preprocessor row by row (as a JPEG decode does) gives the
+    /// tensor of the whole image: every resize mode, both resamplers, float and integer inputs,
+    /// two-pass and (an input as tall as the image) one-pass resizes. (With a helper:
+    /// `resample`'s tests.)
+    #[test]
+    fn an_image_filled_row_by_row_gives_the_same_tensor() {
+        let img = rgb(97, 61, |x, y| {
+            [(x * 3 + y) as u8, (x ^ y) as u8, (x * y) as u8]
+        });
+        for resize in [ResizeMode::Stretch, ResizeMode::Crop, ResizeMode::Letterbox] {
+            for resampler in [Resampler::Pillow, Resampler::Fast] {
+                for (dtype, side) in [
+                    (InputType::F32, 32),
+                    (InputType::U8, 24),
+                    (InputType::I8, 61),
+                ] {
+                    let inp = input(Layout::Nchw, dtype, 3, side, side);
+                    let spec = PreprocessConfig {
+                        resize: Some(resize),
+                        resize_to: Some(side as u32),
+                        resampler: Some(resampler),
+                        ..Default::default()
+                    }
+                    .resolve(false, &inp)
+                    .expect("valid");
+                    let mut p = Preprocessor::new(spec, inp);
+                    let whole = p.run(&img);
+                    let mut filled = RgbBuf::default();
+                    let tensor = p
+                        .run_filled(&mut filled, 97, 61, |rows| {
+                            let mut at = 0;
+                            while rows.left() > 0 {
+                                rows.write(5, |buf| {
+                                    buf.copy_from_slice(&img.data[at..at + buf.len()]);
+                                    at += buf.len();
+                                    Ok::<_, ()>(())
+                                })?;
+                            }
+                            Ok::<_, ()>(())
+                        })
+                        .expect("filled");
+                    assert_eq!(filled.data, img.data);
+                    assert_eq!((filled.width, filled.height), (97, 61));
+                    assert_eq!(tensor, whole, "{resize:?} {resampler:?} {dtype:?}");
+                }
+            }
+        }
     }
 
     #[test]

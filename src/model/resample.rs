@@ -12,6 +12,10 @@
 /// Pillow's `PRECISION_BITS` for 8-bit images.
 const PRECISION_BITS: u32 = 32 - 8 - 2;
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::*};
+
+use super::team::{self, Shared};
+
 /// Per-output-pixel source window and fixed-point weights, as Pillow's `precompute_coeffs`.
 #[derive(Debug, Clone, Default)]
 pub struct Coeffs {
@@ -99,6 +103,47 @@ struct Plan {
     pairs: Pairs,
 }
 
+impl Plan {
+    /// The source rows the vertical pass reads (the horizontal pass's rows).
+    fn rows(&self) -> (usize, usize) {
+        let first = self.vert.bounds.first().map_or(0, |b| b.0);
+        let last = self.vert.bounds.last().map_or(0, |b| b.0 + b.1);
+        (first, last.max(first))
+    }
+}
+
+impl Plan {
+    /// The plan of a resize from `slot`, computed anew when the geometry differs from the last
+    /// one's.
+    fn cached(
+        slot: &mut Option<Plan>,
+        sw: usize,
+        sh: usize,
+        rect: Rect,
+        dw: usize,
+        dh: usize,
+    ) -> &Plan {
+        let (x0, y0, x1, y1) = rect;
+        let key = (sw, sh, [x0, y0, x1, y1].map(f64::to_bits), dw, dh);
+        if slot.as_ref().is_some_and(|p| p.key != key) {
+            *slot = None;
+        }
+        slot.get_or_insert_with(|| {
+            let horiz = Coeffs::new(sw, x0, x1, dw);
+            let pairs = Pairs::new(&horiz, sw);
+            Plan {
+                key,
+                horiz,
+                vert: Coeffs::new(sh, y0, y1, dh),
+                pairs,
+            }
+        })
+    }
+}
+
+/// A source box: left, top, right, bottom, in source pixels.
+type Rect = (f64, f64, f64, f64);
+
 /// The horizontal coefficients laid out for the AVX2 pass, two output pixels at a time: each
 /// pixel's taps shifted to start at `starts[x]` (at most `in_size - ksize`, so every tap of
 /// every pixel is inside the row; the shifted-in taps weigh 0), and per pair and tap eight
@@ -146,7 +191,7 @@ pub fn resize_rgb(
     src: &[u8],
     sw: usize,
     sh: usize,
-    rect: (f64, f64, f64, f64),
+    rect: Rect,
     dst: &mut [u8],
     dw: usize,
     dh: usize,
@@ -159,20 +204,7 @@ pub fn resize_rgb(
         dst[..dw * dh * 3].copy_from_slice(&src[..dw * dh * 3]);
         return;
     }
-    let key = (sw, sh, [x0, y0, x1, y1].map(f64::to_bits), dw, dh);
-    let plan = match &mut scratch.plan {
-        Some(p) if p.key == key => p,
-        slot => {
-            let horiz = Coeffs::new(sw, x0, x1, dw);
-            let pairs = Pairs::new(&horiz, sw);
-            slot.insert(Plan {
-                key,
-                horiz,
-                vert: Coeffs::new(sh, y0, y1, dh),
-                pairs,
-            })
-        }
-    };
+    let plan = Plan::cached(&mut scratch.plan, sw, sh, rect, dw, dh);
     if !need_v {
         horizontal(src, sw, 0, &plan.horiz, &plan.pairs, dst, dw, dh);
         return;
@@ -182,14 +214,143 @@ pub fn resize_rgb(
         return;
     }
     // Horizontal pass over only the rows the vertical pass reads.
-    let first = plan.vert.bounds.first().map_or(0, |b| b.0);
-    let last = plan.vert.bounds.last().map_or(0, |b| b.0 + b.1);
-    let rows = last.saturating_sub(first);
+    let (first, last) = plan.rows();
+    let rows = last - first;
     let tmp = &mut scratch.rows;
     // Every byte is written by the pass: no clearing when the size stays.
     tmp.resize(dw * rows * 3, 0);
     horizontal(src, sw, first, &plan.horiz, &plan.pairs, tmp, dw, rows);
     vertical(tmp, dw, &plan.vert, first, dst, dh);
+}
+
+/// Source rows the horizontal pass takes at a time from a source still being written.
+const CHUNK_ROWS: usize = 16;
+
+/// The rows of an image, written top to bottom by the thread that decodes it while another may
+/// read those already written (see [`resize_rgb_filled`]).
+pub struct RowWriter<'a> {
+    buf: &'a Shared<'a, u8>,
+    stride: usize,
+    rows: usize,
+    /// Rows written and published so far.
+    ready: &'a AtomicUsize,
+}
+
+impl RowWriter<'_> {
+    /// Rows not written yet.
+    pub fn left(&self) -> usize {
+        self.rows - self.ready.load(Relaxed)
+    }
+
+    /// Has `write` fill the next `n` rows (at most [`Self::left`]; `stride` bytes each), then
+    /// makes them readable by other threads.
+    pub fn write<E>(
+        &mut self,
+        n: usize,
+        write: impl FnOnce(&mut [u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let start = self.ready.load(Relaxed);
+        let end = (start + n).min(self.rows);
+        // SAFETY: readers only read rows below `ready`; this thread is the only writer.
+        write(unsafe { self.buf.range(start * self.stride, end * self.stride) })?;
+        self.ready.store(end, Release);
+        Ok(())
+    }
+}
+
+/// Has `fill` write all `rows` rows of `buf` (`stride` bytes each) on this thread.
+pub fn fill_all<E>(
+    buf: &mut [u8],
+    stride: usize,
+    rows: usize,
+    fill: impl FnOnce(&mut RowWriter<'_>) -> Result<(), E>,
+) -> Result<(), E> {
+    let buf = Shared::new(&mut buf[..stride * rows]);
+    let ready = AtomicUsize::new(0);
+    fill(&mut RowWriter {
+        buf: &buf,
+        stride,
+        rows,
+        ready: &ready,
+    })
+}
+
+/// Sets its flag when dropped (on unwinding too).
+struct SetOnDrop<'a>(&'a AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Release);
+    }
+}
+
+/// [`resize_rgb`] of a source that `fill` writes, top to bottom, as it decodes it: with an idle
+/// worker helping ([`team::beside`]), the horizontal pass runs on the rows already written
+/// while `fill` writes the next ones, hiding most of the resize behind the decode; without one,
+/// it runs after `fill`. The same bytes either way. Returns `fill`'s error, after which `dst`
+/// holds a resize of whatever `src` held.
+#[allow(clippy::too_many_arguments)]
+pub fn resize_rgb_filled<E>(
+    src: &mut [u8],
+    sw: usize,
+    sh: usize,
+    rect: Rect,
+    dst: &mut [u8],
+    dw: usize,
+    dh: usize,
+    scratch: &mut Scratch,
+    fill: impl FnOnce(&mut RowWriter<'_>) -> Result<(), E>,
+) -> Result<(), E> {
+    let (x0, y0, x1, y1) = rect;
+    let two_passes =
+        (dw != sw || x0 != 0.0 || x1 != sw as f64) && (dh != sh || y0 != 0.0 || y1 != sh as f64);
+    let stride = sw * 3;
+    if !two_passes {
+        fill_all(src, stride, sh, fill)?;
+        resize_rgb(src, sw, sh, rect, dst, dw, dh, scratch);
+        return Ok(());
+    }
+    let Scratch { rows: tmp, plan } = scratch;
+    let plan = Plan::cached(plan, sw, sh, rect, dw, dh);
+    let (first, last) = plan.rows();
+    // Every byte is written by the pass: no clearing when the size stays.
+    tmp.resize(dw * (last - first) * 3, 0);
+    let (ready, ended) = (AtomicUsize::new(0), AtomicBool::new(false));
+    let src = Shared::new(&mut src[..stride * sh]);
+    let out = Shared::new(tmp.as_mut_slice());
+    let horizontal_pass = || {
+        let mut y = first;
+        while y < last {
+            let end = (y + CHUNK_ROWS).min(last);
+            // Once `fill` has returned (or unwound) no row is written any more: the rows are
+            // read as they are.
+            while ready.load(Acquire) < end && !ended.load(Acquire) {
+                std::hint::spin_loop();
+            }
+            // SAFETY: rows below `end` are written (or `fill` is done) and never written again;
+            // `out`'s rows of this chunk are this thread's alone.
+            let (rows, out) = unsafe {
+                (
+                    std::slice::from_raw_parts(src.as_ptr().cast_const(), end * stride),
+                    out.range((y - first) * dw * 3, (end - first) * dw * 3),
+                )
+            };
+            horizontal(rows, sw, y, &plan.horiz, &plan.pairs, out, dw, end - y);
+            y = end;
+        }
+    };
+    let decode = || {
+        let _ended = SetOnDrop(&ended);
+        fill(&mut RowWriter {
+            buf: &src,
+            stride,
+            rows: sh,
+            ready: &ready,
+        })
+    };
+    let filled = team::beside(decode, horizontal_pass);
+    vertical(tmp, dw, &plan.vert, first, dst, dh);
+    filled
 }
 
 /// Compiles `$plain` once more with AVX2 enabled (the integer loops vectorise to 8 lanes with
@@ -485,6 +646,170 @@ mod tests {
             &mut Scratch::default(),
         );
         assert!(out.iter().all(|&v| v == 77), "{out:?}");
+    }
+
+    /// A worker that helps `team`'s frames until `stop`; returns the parts it ran.
+    fn helper(
+        team: &std::sync::Arc<team::Team>,
+        stop: &std::sync::Arc<AtomicBool>,
+    ) -> std::thread::JoinHandle<usize> {
+        let rx = team.member().invitations().clone();
+        let stop = std::sync::Arc::clone(stop);
+        std::thread::spawn(move || {
+            let mut ran = 0;
+            while !stop.load(SeqCst) {
+                if let Ok(g) = rx.recv_timeout(std::time::Duration::from_millis(5)) {
+                    ran += team::help(&g, || stop.load(SeqCst));
+                }
+            }
+            ran
+        })
+    }
+
+    /// A source image with every byte different from its neighbours'.
+    fn image(w: usize, h: usize) -> Vec<u8> {
+        (0..w * h * 3)
+            .map(|i| ((i * 131) ^ (i >> 7)) as u8)
+            .collect()
+    }
+
+    /// Fills a [`RowWriter`] from `src`, `chunk` rows at a time, pausing after each chunk when
+    /// `pause` (so that a helper has time to start on the first rows).
+    fn fill_from(
+        src: &[u8],
+        chunk: usize,
+        pause: bool,
+    ) -> impl FnOnce(&mut RowWriter<'_>) -> Result<(), String> + '_ {
+        move |rows| {
+            let mut at = 0;
+            while rows.left() > 0 {
+                rows.write(chunk, |buf| {
+                    buf.copy_from_slice(&src[at..at + buf.len()]);
+                    at += buf.len();
+                    Ok::<_, String>(())
+                })?;
+                if pause {
+                    std::thread::sleep(std::time::Duration::from_micros(100));
+                }
+            }
+            Ok(())
+        }
+    }
+
+    /// The geometries of the filled-resize tests: (source w, h, box, output w, h).
+    const FILLED: [(usize, usize, Rect, usize, usize); 6] = [
+        (640, 480, (0.0, 0.0, 640.0, 480.0), 224, 224),
+        (320, 240, (32.0, 8.5, 300.0, 230.0), 96, 96),
+        (23, 17, (2.5, 1.25, 20.0, 15.0), 6, 4),
+        (100, 37, (0.0, 0.0, 100.0, 37.0), 100, 5),
+        (64, 48, (0.0, 0.0, 64.0, 48.0), 20, 48),
+        (50, 40, (0.0, 0.0, 50.0, 40.0), 50, 40),
+    ];
+
+    /// Decoding rows into the source while the horizontal pass reads those already there gives
+    /// the bytes of a resize of the whole image: with no helper (the pass after the fill) and
+    /// with one (beside it, in chunks), for fills of one row at a time to all rows at once,
+    /// two-pass, one-pass and copy geometries; and the helper really runs the pass.
+    #[test]
+    fn a_resize_of_rows_as_they_are_written_matches_a_whole_resize() {
+        let team = team::Team::new(2);
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let h = helper(&team, &stop);
+        let leader = team.member();
+        let mut scratch = Scratch::default();
+        for (sw, sh, rect, dw, dh) in FILLED {
+            let whole = image(sw, sh);
+            let mut expected = vec![0u8; dw * dh * 3];
+            resize_rgb(&whole, sw, sh, rect, &mut expected, dw, dh, &mut scratch);
+            for chunk in [1, 7, 16, sh] {
+                for helped in [false, true] {
+                    let mut src = vec![0u8; sw * sh * 3];
+                    let mut dst = vec![0u8; dw * dh * 3];
+                    let fill = fill_from(&whole, chunk, helped);
+                    let run = || {
+                        resize_rgb_filled(
+                            &mut src,
+                            sw,
+                            sh,
+                            rect,
+                            &mut dst,
+                            dw,
+                            dh,
+                            &mut scratch,
+                            fill,
+                        )
+                    };
+                    let r = if helped {
+                        leader.lead(|| {
+                            let t = std::time::Instant::now();
+                            while !team::helping() {
+                                assert!(t.elapsed().as_secs() < 10, "no helper came");
+                                team::invite();
+                                std::thread::yield_now();
+                            }
+                            run()
+                        })
+                    } else {
+                        run()
+                    };
+                    assert_eq!(r, Ok(()));
+                    assert_eq!(src, whole, "{sw}x{sh} in chunks of {chunk}");
+                    assert!(
+                        dst == expected,
+                        "{sw}x{sh} -> {dw}x{dh} in chunks of {chunk}, helped: {helped}"
+                    );
+                }
+            }
+        }
+        stop.store(true, SeqCst);
+        // Six geometries, four of them two-pass, and four fills each with the helper there.
+        assert!(h.join().unwrap() > 0, "the helper never ran the pass");
+    }
+
+    /// A decode that fails part way returns its error, with a helper waiting on rows that will
+    /// never come (it must not hang) and without one.
+    #[test]
+    fn a_fill_that_fails_part_way_returns_its_error() {
+        let team = team::Team::new(2);
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let h = helper(&team, &stop);
+        let leader = team.member();
+        let (sw, sh) = (64, 64);
+        let whole = image(sw, sh);
+        for helped in [false, true] {
+            let mut src = vec![0u8; sw * sh * 3];
+            let mut dst = vec![0u8; 16 * 16 * 3];
+            let mut scratch = Scratch::default();
+            let fill = |rows: &mut RowWriter<'_>| {
+                rows.write(20, |buf| {
+                    buf.copy_from_slice(&whole[..buf.len()]);
+                    Ok::<_, String>(())
+                })?;
+                std::thread::sleep(std::time::Duration::from_millis(1));
+                rows.write(20, |_| Err("corrupt data at row 20".to_string()))
+            };
+            let mut run = || {
+                resize_rgb_filled(
+                    &mut src,
+                    sw,
+                    sh,
+                    (0.0, 0.0, 64.0, 64.0),
+                    &mut dst,
+                    16,
+                    16,
+                    &mut scratch,
+                    fill,
+                )
+            };
+            let r = if helped { leader.lead(run) } else { run() };
+            assert_eq!(
+                r,
+                Err("corrupt data at row 20".to_string()),
+                "helped: {helped}"
+            );
+        }
+        stop.store(true, SeqCst);
+        h.join().unwrap();
     }
 
     /// The AVX2 horizontal pass gives the plain pass's bytes: down- and upscaling, crop boxes,

@@ -5,7 +5,8 @@
 //! that picks it up [`help`]s until the frame is done or a frame of its own arrives. Inside the
 //! model, the convolutions split their work into independent parts with [`for_each`]; while a
 //! helper is attached, the leader and its helpers take the parts in turn, otherwise the leader
-//! runs them all, in order, as before. Under load no worker is idle, no one answers, and each
+//! runs them all, in order, as before. Before the model, a JPEG frame's decode runs [`beside`]
+//! the resize of the rows already decoded. Under load no worker is idle, no one answers, and each
 //! frame runs on one core as in the single-threaded benchmark; when frames come slower than the
 //! workers keep up with, the idle cores shorten each frame's latency.
 //!
@@ -134,10 +135,10 @@ pub struct Gang {
     poisoned: AtomicBool,
 }
 
-/// One [`for_each`] call.
+/// One [`for_each`] or [`beside`] call.
 struct Job {
-    /// The parts' function, its lifetime erased: [`for_each`] keeps it alive until no helper
-    /// can reach it.
+    /// The parts' function, its lifetime erased: the caller keeps it alive until the job is
+    /// retired ([`Retire`]) and no helper can reach it.
     f: *const (dyn Fn(usize) + Sync),
     n: usize,
     next: AtomicUsize,
@@ -145,6 +146,23 @@ struct Job {
 }
 
 impl Job {
+    /// A job of `n` parts, `f(0)` to `f(n - 1)`.
+    ///
+    /// # Safety
+    /// The job is retired ([`Retire`]) before `f` goes out of scope: helpers reach `f` through
+    /// a pointer whose lifetime is erased, and after the retirement no helper can.
+    unsafe fn new(f: &(dyn Fn(usize) + Sync), n: usize) -> Job {
+        Job {
+            // SAFETY: only the lifetime changes (the caller's contract).
+            f: unsafe {
+                std::mem::transmute::<&(dyn Fn(usize) + Sync), &'static (dyn Fn(usize) + Sync)>(f)
+            },
+            n,
+            next: AtomicUsize::new(0),
+            done: AtomicUsize::new(0),
+        }
+    }
+
     /// Takes parts until none is left; returns how many this thread ran.
     ///
     /// A part that panics still counts as done (so that no thread waits for it forever); the
@@ -213,37 +231,101 @@ pub fn for_each(n: usize, f: impl Fn(usize) + Sync) {
         (0..n).for_each(f);
         return;
     };
-    let f: &(dyn Fn(usize) + Sync) = &f;
-    // SAFETY (the transmute): only the lifetime changes; `job` is retired below, before `f`
-    // goes out of scope, and no helper can reach it after that (see `help`).
-    let job = Job {
-        f: unsafe {
-            std::mem::transmute::<&(dyn Fn(usize) + Sync), &'static (dyn Fn(usize) + Sync)>(f)
-        },
-        n,
-        next: AtomicUsize::new(0),
-        done: AtomicUsize::new(0),
-    };
-    gang.job.store(&job as *const Job as *mut Job, SeqCst);
-    gang.open.store(true, SeqCst);
+    // SAFETY: `job` is retired below, before `f` goes out of scope.
+    let job = unsafe { Job::new(&f, n) };
+    let retire = Retire::open(gang, &job);
     IN_PART.with(|p| p.set(true));
     // SAFETY: `f` is alive for this whole function.
     let (_, payload) = unsafe { job.work() };
     IN_PART.with(|p| p.set(false));
-    while job.done.load(Acquire) < n {
-        std::hint::spin_loop();
-    }
-    gang.open.store(false, SeqCst);
-    // A helper that looked at `job` before it closed may still hold the pointer (it takes no
-    // part: none is left); wait until it has let go.
-    while gang.inside.load(SeqCst) != 0 {
-        std::hint::spin_loop();
-    }
+    drop(retire);
     if let Some(p) = payload {
         panic::resume_unwind(p);
     }
     if gang.poisoned.swap(false, SeqCst) {
         panic!("a part of a parallel operator panicked on a helper thread");
+    }
+}
+
+/// Runs `main` on this thread while a helper, if one is attached or attaches meanwhile, runs
+/// `side` beside it; if no helper has taken `side` when `main` returns, this thread runs it
+/// then. Both have run, once each, when this returns (unless `main` panics: then `side` may not
+/// run at all). Outside a frame led with helpers possible: `main`, then `side`.
+///
+/// `side` may wait for what `main` does (a decode's rows, say), but must stop waiting once
+/// `main` has returned or unwound, as it may run after it, or before it ends on another thread.
+/// `main` runs any [`for_each`] serially.
+pub fn beside<R>(main: impl FnOnce() -> R, side: impl Fn() + Sync) -> R {
+    // SAFETY: used only in this call.
+    let Some(gang) = (unsafe { current_gang() }) else {
+        let r = main();
+        side();
+        return r;
+    };
+    invite();
+    let part = |_: usize| side();
+    // SAFETY: `job` is retired below, before `part` goes out of scope, whether `main` returns
+    // or unwinds.
+    let job = unsafe { Job::new(&part, 1) };
+    let retire = Retire::open(gang, &job);
+    let r = {
+        IN_PART.with(|p| p.set(true));
+        let _serial = Serial;
+        main()
+    };
+    // SAFETY: `part` is alive for this whole function.
+    let (_, payload) = unsafe { job.work() };
+    drop(retire);
+    if let Some(p) = payload {
+        panic::resume_unwind(p);
+    }
+    if gang.poisoned.swap(false, SeqCst) {
+        panic!("a part run beside the frame's work panicked on a helper thread");
+    }
+    r
+}
+
+/// Clears [`IN_PART`] when dropped (on unwinding too).
+struct Serial;
+
+impl Drop for Serial {
+    fn drop(&mut self) {
+        IN_PART.with(|p| p.set(false));
+    }
+}
+
+/// An open job of the leader's: helpers may take its parts until it is dropped. Dropping it
+/// (when the leader is done with the job, or unwinds) claims every part no thread has taken
+/// (they will not run), waits for the parts helpers took, closes the job, and waits until no
+/// helper can still reach it.
+struct Retire<'a> {
+    gang: &'a Gang,
+    job: &'a Job,
+}
+
+impl<'a> Retire<'a> {
+    fn open(gang: &'a Gang, job: &'a Job) -> Retire<'a> {
+        gang.job.store(job as *const Job as *mut Job, SeqCst);
+        gang.open.store(true, SeqCst);
+        Retire { gang, job }
+    }
+}
+
+impl Drop for Retire<'_> {
+    fn drop(&mut self) {
+        let job = self.job;
+        // Parts below `taken` were taken by some thread and will be counted done; the rest are
+        // now this thread's, and will not run.
+        let taken = job.next.fetch_add(job.n, Relaxed).min(job.n);
+        while job.done.load(Acquire) < taken {
+            std::hint::spin_loop();
+        }
+        self.gang.open.store(false, SeqCst);
+        // A helper that looked at the job before it closed may still hold the pointer (it takes
+        // no part: none is left); wait until it has let go.
+        while self.gang.inside.load(SeqCst) != 0 {
+            std::hint::spin_loop();
+        }
     }
 }
 
@@ -363,13 +445,16 @@ mod tests {
         })
     }
 
+    /// Invites until a helper is attached. (Again and again: an invitation posted while the
+    /// helper is still leaving the previous frame is not posted, as that helper counts as
+    /// attached; in a pipeline the frame's next split invites again.)
     fn wait_for_helper() {
-        invite();
         // SAFETY: used only in this call, inside `lead`.
         let g = unsafe { current_gang() }.expect("called inside lead");
         let t = Instant::now();
         while g.helpers.load(SeqCst) == 0 {
             assert!(t.elapsed() < Duration::from_secs(10), "no helper came");
+            invite();
             std::thread::yield_now();
         }
     }
@@ -506,6 +591,100 @@ mod tests {
         stop.store(true, SeqCst);
         h.join().unwrap();
         assert_eq!(total.load(SeqCst), 64);
+    }
+
+    #[test]
+    fn beside_runs_main_then_side_here_when_no_helper_can_come() {
+        let seen = std::sync::Mutex::new(Vec::new());
+        let me = std::thread::current().id();
+        let side = || {
+            assert_eq!(std::thread::current().id(), me);
+            seen.lock().unwrap().push("side");
+        };
+        // Outside a frame, and inside one of a team where no helper answers.
+        beside(|| seen.lock().unwrap().push("main"), side);
+        let r = Team::new(2).member().lead(|| {
+            beside(
+                || {
+                    seen.lock().unwrap().push("main");
+                    7
+                },
+                side,
+            )
+        });
+        assert_eq!(r, 7);
+        assert_eq!(*seen.lock().unwrap(), vec!["main", "side", "main", "side"]);
+    }
+
+    #[test]
+    fn beside_runs_side_on_a_helper_while_main_runs() {
+        let team = Team::new(2);
+        let stop = Arc::new(AtomicBool::new(false));
+        let h = helper(&team, &stop);
+        let team = team.member();
+        let me = std::thread::current().id();
+        for round in 0..20 {
+            let (started, main_done, runs) = (
+                AtomicBool::new(false),
+                AtomicBool::new(false),
+                AtomicU32::new(0),
+            );
+            let overlapped = team.lead(|| {
+                wait_for_helper();
+                beside(
+                    || {
+                        // Returns only once `side` has started on the helper (or gives up).
+                        let t = Instant::now();
+                        while !started.load(SeqCst) && t.elapsed() < Duration::from_secs(10) {
+                            std::hint::spin_loop();
+                        }
+                        main_done.store(true, SeqCst);
+                        started.load(SeqCst)
+                    },
+                    || {
+                        runs.fetch_add(1, SeqCst);
+                        assert_ne!(std::thread::current().id(), me, "side ran on the leader");
+                        started.store(true, SeqCst);
+                        while !main_done.load(SeqCst) {
+                            std::hint::spin_loop();
+                        }
+                    },
+                )
+            });
+            assert!(overlapped, "round {round}: side did not run beside main");
+            assert_eq!(runs.load(SeqCst), 1, "round {round}");
+        }
+        stop.store(true, SeqCst);
+        assert!(h.join().unwrap() >= 20);
+    }
+
+    #[test]
+    fn a_main_that_panics_beside_a_helper_leaves_the_frame_usable() {
+        let team = Team::new(2);
+        let stop = Arc::new(AtomicBool::new(false));
+        let h = helper(&team, &stop);
+        let team = team.member();
+        let (side_runs, parts) = (AtomicU32::new(0), AtomicU32::new(0));
+        team.lead(|| {
+            wait_for_helper();
+            let caught = panic::catch_unwind(AssertUnwindSafe(|| {
+                beside(
+                    || panic!("main fails"),
+                    || {
+                        side_runs.fetch_add(1, SeqCst);
+                    },
+                )
+            }));
+            assert!(caught.is_err());
+            // The job is closed and no part is lost: the next split of the frame runs whole.
+            for_each(16, |_| {
+                parts.fetch_add(1, SeqCst);
+            });
+        });
+        stop.store(true, SeqCst);
+        h.join().unwrap();
+        assert!(side_runs.load(SeqCst) <= 1);
+        assert_eq!(parts.load(SeqCst), 16);
     }
 
     #[test]
