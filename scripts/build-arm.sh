@@ -52,14 +52,7 @@ if [ "$mode" = test ]; then
     command -v qemu-aarch64-static >/dev/null 2>&1 || need_pkgs+=(qemu-user-static)
 fi
 dpkg-query -W -f='${Status}' libclang-dev 2>/dev/null | grep -q "install ok installed" || need_pkgs+=(libclang-dev)
-if [ ${#need_pkgs[@]} -gt 0 ]; then
-    echo "build-arm.sh: installing Debian packages: ${need_pkgs[*]}"
-    SUDO=""
-    if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
-    export DEBIAN_FRONTEND=noninteractive
-    $SUDO apt-get update -qq
-    $SUDO apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >/dev/null
-fi
+scripts/apt-install.sh build-arm.sh "${need_pkgs[@]}"
 installed="$(rustup target list --installed)"
 for t in "${targets[@]}"; do
     grep -qx "$t" <<<"$installed" || rustup target add "$t"
