@@ -65,8 +65,9 @@ pub struct PipelineConfig {
     /// no worker is idle and each frame runs on one core. Default true.
     #[serde(default = "default_assist")]
     pub assist: bool,
-    /// Frames waiting for a worker. When full, the OLDEST frame is dropped (and counted), so
-    /// workers always take the freshest frame. Default 2.
+    /// Frames waiting for a worker. When full, the OLDEST frame is dropped (and counted). With
+    /// a live source a worker takes the newest frame waiting and drops the older ones, unless
+    /// another worker is waiting for a frame. Default 2.
     #[serde(default = "default_frame_queue")]
     pub frame_queue: usize,
     /// Events waiting in each sink's queue. When full, new events for that sink are dropped and

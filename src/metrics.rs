@@ -141,7 +141,8 @@ pub struct SinkMetrics {
 pub struct Metrics {
     /// Frames the source delivered (capture thread).
     pub captured: AtomicU64,
-    /// Frames dropped unprocessed because the frame queue was full: the oldest goes (capture thread).
+    /// Frames dropped unprocessed: the oldest when the frame queue was full (capture thread),
+    /// and those older than the newest frame a worker took (live sources).
     pub dropped: AtomicU64,
     /// Frames classified (workers).
     pub inferred: AtomicU64,

@@ -1,7 +1,7 @@
 //! The pipeline: threads and bounded queues from source to sinks.
 //!
 //! ```text
-//! [capture]  --frames (bounded, drop-oldest when live)-->  [worker 1..N]
+//! [capture]  --frames (bounded, drop-oldest when live)-->  [worker 1..N, newest first when live]
 //! [worker]   --classifications (bounded, blocking)----->  [dispatcher]
 //! [dispatcher] --events (bounded per sink, drop-newest)-> [sink thread per sink]
 //! ```
@@ -12,7 +12,7 @@
 //! sinks except what a full sink queue refuses, and that is counted. Run-time errors (a bad
 //! frame, a failed delivery, a broken source) are logged, counted and never stop the loop.
 
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
@@ -106,6 +106,8 @@ pub struct Running {
     summary_done: Option<Sender<()>>,
     summary: Option<JoinHandle<()>>,
     pub source_name: String,
+    /// A live source: workers take the newest waiting frame and drop the older ones.
+    fresh_only: bool,
 }
 
 /// Capped exponential back-off with jitter, for reopening sources.
@@ -252,6 +254,7 @@ pub fn start(parts: Parts, stop: StopToken) -> Result<Running, StartError> {
         trace_frames,
     } = parts;
     let source_name = source.describe();
+    let fresh_only = source.live();
     source.open().map_err(|e| StartError::Source {
         source_name: source_name.clone(),
         source: e,
@@ -276,7 +279,7 @@ pub fn start(parts: Parts, stop: StopToken) -> Result<Running, StartError> {
         device,
         live,
     };
-    let generation = start_generation(downstream, &frame_rx, &metrics, &source_name)?;
+    let generation = start_generation(downstream, &frame_rx, &metrics, &source_name, fresh_only)?;
 
     let m = Arc::clone(&metrics);
     let st = stop.clone();
@@ -307,6 +310,7 @@ pub fn start(parts: Parts, stop: StopToken) -> Result<Running, StartError> {
         summary_done,
         summary,
         source_name,
+        fresh_only,
     })
 }
 
@@ -316,6 +320,7 @@ fn start_generation(
     frame_rx: &Receiver<Frame>,
     metrics: &Arc<Metrics>,
     source_name: &str,
+    fresh_only: bool,
 ) -> Result<Generation, StartError> {
     let Downstream {
         model,
@@ -359,17 +364,20 @@ fn start_generation(
 
     // One worker: no one to help. Several with `assist` off: each on its own.
     let team = Team::new(if assist { sessions.len() } else { 1 });
+    // A live source's workers count those waiting for a frame (see `worker_loop`).
+    let idle = fresh_only.then(|| Arc::new(AtomicUsize::new(0)));
     for (i, session) in sessions.into_iter().enumerate() {
         let member = team.member();
         let rx = frame_rx.clone();
         let tx = class_tx.clone();
         let m = Arc::clone(metrics);
         let q = Arc::clone(&quit);
+        let idle = idle.clone();
         let name = format!("worker-{i}");
         stages.push((
             name.clone(),
             spawn(&name, move || {
-                worker_loop(session, member, rx, tx, m, keep_frames, q)
+                worker_loop(session, member, rx, tx, m, keep_frames, idle, q)
             })?,
         ));
     }
@@ -477,6 +485,7 @@ impl Running {
             &self.frame_rx,
             &self.metrics,
             &self.source_name,
+            self.fresh_only,
         )?);
         Ok(())
     }
@@ -606,6 +615,7 @@ fn capture_loop(
     source.close();
 }
 
+#[allow(clippy::too_many_arguments)]
 fn worker_loop(
     mut session: Session,
     member: Member,
@@ -613,6 +623,7 @@ fn worker_loop(
     class_tx: Sender<Classified>,
     m: Arc<Metrics>,
     keep_frames: bool,
+    idle: Option<Arc<AtomicUsize>>,
     quit: Arc<AtomicBool>,
 ) {
     let mut warn = Throttled::new(Duration::from_secs(10));
@@ -621,6 +632,9 @@ fn worker_loop(
     let batch = session.batch();
     let mut frames = Vec::with_capacity(batch);
     let mut waits = Vec::with_capacity(batch);
+    if let Some(idle) = &idle {
+        idle.fetch_add(1, Relaxed);
+    }
     while !quit.load(Relaxed) {
         // A frame of its own, or else another worker's frame to help with until one comes.
         let frame = crossbeam_channel::select! {
@@ -637,11 +651,24 @@ fn worker_loop(
             default(crate::stop::POLL) => continue,
         };
         frames.push(frame);
-        while frames.len() < batch {
+        // A live source's worker with no other worker waiting takes the newest frames waiting
+        // and drops the older ones (the queue is first in, first out): under overload a frame
+        // taken is at most one frame interval old, not `frame_queue` intervals. While another
+        // worker waits, the next frame is left to it. Any other source's frames are all
+        // classified, in turn.
+        let newest = idle
+            .as_ref()
+            .is_some_and(|idle| idle.fetch_sub(1, Relaxed) == 1);
+        while newest || frames.len() < batch {
             match frame_rx.try_recv() {
                 Ok(f) => frames.push(f),
                 Err(_) => break,
             }
+        }
+        if frames.len() > batch {
+            let stale = frames.len() - batch;
+            frames.drain(..stale);
+            m.dropped.fetch_add(stale as u64, Relaxed);
         }
         waits.clear();
         for frame in &frames {
@@ -693,6 +720,9 @@ fn worker_loop(
                 ));
                 }
             }
+        }
+        if let Some(idle) = &idle {
+            idle.fetch_add(1, Relaxed);
         }
         if closed {
             break;
@@ -863,6 +893,46 @@ fn sink_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One worker of the bundled model over `queued` frames already waiting (the source then
+    /// ends). `idle`: a live source's count of other workers waiting for a frame; None: a
+    /// source that is not live. Returns the frames classified, in order, and those dropped.
+    fn one_worker(queued: u64, idle: Option<usize>) -> (Vec<u64>, u64) {
+        let model = Arc::new(Model::load(&crate::model::ModelConfig::default()).expect("model"));
+        let (frame_tx, frame_rx) = bounded(queued as usize);
+        for seq in 0..queued {
+            let px = vec![90u8; 64 * 64 * 3];
+            let mut frame = Frame::new(crate::frame::PixelFormat::Rgb24, 64, 64, px);
+            frame.seq = seq;
+            frame_tx.send(frame).expect("queued");
+        }
+        drop(frame_tx);
+        let (class_tx, class_rx) = bounded(16);
+        let m = Arc::new(Metrics::new(&[]));
+        worker_loop(
+            model.session().expect("session"),
+            Team::new(1).member(),
+            frame_rx,
+            class_tx,
+            Arc::clone(&m),
+            false,
+            idle.map(|n| Arc::new(AtomicUsize::new(n))),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let seqs = class_rx.try_iter().map(|c| c.seq).collect();
+        (seqs, m.dropped.load(Relaxed))
+    }
+
+    #[test]
+    fn a_live_sources_worker_takes_the_newest_frame_when_no_other_waits() {
+        // Three frames waiting and no other worker idle: the two older ones are stale.
+        assert_eq!(one_worker(3, Some(0)), (vec![2], 2));
+        // Another worker waits: the next frame is left to it, nothing is dropped (here the
+        // same worker comes back for each).
+        assert_eq!(one_worker(3, Some(1)), (vec![0, 1, 2], 0));
+        // Not live (files, a finite replay): every frame, in turn.
+        assert_eq!(one_worker(3, None), (vec![0, 1, 2], 0));
+    }
 
     #[test]
     fn backoff_doubles_to_the_cap_with_jitter() {
