@@ -44,7 +44,8 @@ pub fn frame(data: &[u8]) {
     let mut out = RgbBuf::default();
     let quarter = |fw: u32, fh: u32| (fw / 4, fh / 4);
     let min_size: Option<&crate::frame::MinSize> = if scaled { Some(&quarter) } else { None };
-    if decode_rgb(&frame, min_size, &mut out).is_ok() {
+    let whole = decode_rgb(&frame, min_size, &mut out);
+    if whole.is_ok() {
         assert_eq!(
             out.data.len(),
             out.width as usize * out.height as usize * 3,
@@ -55,6 +56,33 @@ pub fn frame(data: &[u8]) {
             "decoded images are not empty"
         );
     }
+    // The daemon decodes a JPEG frame 16 rows at a time (`Session::classify_jpeg`): the same
+    // outcome and, when it succeeds, the same bytes.
+    if let Some(data) = crate::frame::jpeg_data(&frame) {
+        let rows = in_rows(data, min_size);
+        assert_eq!(rows.is_ok(), whole.is_ok(), "{rows:?} / {whole:?}");
+        if let Ok(rows) = rows {
+            assert!(
+                rows == out.data,
+                "the row-by-row decode gives the same bytes"
+            );
+        }
+    }
+}
+
+/// Decodes `data` 16 rows at a time into a buffer of the decoded size.
+fn in_rows(
+    data: &[u8],
+    min_size: Option<&crate::frame::MinSize>,
+) -> Result<Vec<u8>, crate::frame::FrameError> {
+    let mut jpeg = crate::frame::JpegRows::start(data, min_size)?;
+    let (w, h) = jpeg.size();
+    let mut buf = vec![0u8; w as usize * h as usize * 3];
+    for rows in buf.chunks_mut(16 * w as usize * 3) {
+        jpeg.read(rows)?;
+    }
+    jpeg.finish()?;
+    Ok(buf)
 }
 
 /// Byte 0 sets the read size (1..=256); the rest is fed in reads of that size.
