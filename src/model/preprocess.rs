@@ -222,6 +222,28 @@ pub struct Geometry {
     pub dst: (u32, u32, u32, u32),
 }
 
+impl Geometry {
+    /// Whether the destination is the whole `tw` x `th` target (no padding).
+    pub fn fills(&self, tw: u32, th: u32) -> bool {
+        self.dst == (0, 0, tw, th)
+    }
+}
+
+/// The buffer a resize writes: the target itself (`resized`) when it fills it, else `fitted`,
+/// sized `dw` x `dh` RGB.
+fn resize_target<'a>(
+    resized: &'a mut Vec<u8>,
+    fitted: &'a mut Vec<u8>,
+    fills: bool,
+    dw: u32,
+    dh: u32,
+) -> &'a mut Vec<u8> {
+    let buf = if fills { resized } else { fitted };
+    buf.clear();
+    buf.resize((dw * dh * 3) as usize, 0);
+    buf
+}
+
 impl Preprocess {
     /// Size of the whole frame after scaling, before crop or padding.
     pub fn scaled_size(&self, w: u32, h: u32, tw: u32, th: u32) -> (u32, u32) {
@@ -373,23 +395,17 @@ impl Preprocessor {
         rgb.height = h;
         // Every byte is written by `fill`: no clearing when the size stays.
         rgb.data.resize(w as usize * h as usize * 3, 0);
-        let (tw, th) = (self.input.width as u32, self.input.height as u32);
-        let g = self.spec.geometry(w, h, tw, th);
         if self.spec.resampler != Resampler::Pillow {
             super::resample::fill_all(&mut rgb.data, w as usize * 3, h as usize, fill)?;
             return Ok(self.run(rgb));
         }
-        let (dx, dy, dw, dh) = g.dst;
-        let direct = (dx, dy, dw, dh) == (0, 0, tw, th);
+        let (tw, th) = (self.input.width as u32, self.input.height as u32);
+        let g = self.spec.geometry(w, h, tw, th);
+        let (_, _, dw, dh) = g.dst;
+        let direct = g.fills(tw, th);
         self.resized.clear();
         self.resized.resize((tw * th * 3) as usize, 0);
-        let dst_buf = if direct {
-            &mut self.resized
-        } else {
-            &mut self.fitted
-        };
-        dst_buf.clear();
-        dst_buf.resize((dw * dh * 3) as usize, 0);
+        let dst_buf = resize_target(&mut self.resized, &mut self.fitted, direct, dw, dh);
         let (sl, st, sw, sh) = g.src;
         super::resample::resize_rgb_filled(
             &mut rgb.data,
@@ -503,20 +519,14 @@ impl Preprocessor {
         self.resized.clear();
         self.resized.resize(need, 0);
         let g = self.spec.geometry(rgb.width, rgb.height, tw, th);
-        let (dx, dy, dw, dh) = g.dst;
-        let direct = (dx, dy, dw, dh) == (0, 0, tw, th);
+        let (_, _, dw, dh) = g.dst;
+        let direct = g.fills(tw, th);
         let (sl, st, sw, sh) = g.src;
         if direct && sl == 0.0 && st == 0.0 && (sw, sh) == (tw as f64, th as f64) {
             self.resized.copy_from_slice(&rgb.data[..need]);
             return;
         }
-        let dst_buf = if direct {
-            &mut self.resized
-        } else {
-            &mut self.fitted
-        };
-        dst_buf.clear();
-        dst_buf.resize((dw * dh * 3) as usize, 0);
+        let dst_buf = resize_target(&mut self.resized, &mut self.fitted, direct, dw, dh);
         if self.spec.resampler == Resampler::Pillow {
             super::resample::resize_rgb(
                 &rgb.data,
@@ -551,8 +561,7 @@ impl Preprocessor {
         let (tw, th) = (self.input.width as u32, self.input.height as u32);
         let (_, _, dw, dh) = g.dst;
         let (sl, st, sw, sh) = g.src;
-        let direct = g.dst == (0, 0, tw, th);
-        let dst_buf = if direct {
+        let dst_buf = if g.fills(tw, th) {
             &mut self.resized
         } else {
             &mut self.fitted
