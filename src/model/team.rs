@@ -340,6 +340,24 @@ pub fn help(gang: &Gang, leave: impl Fn() -> bool) -> usize {
     gang.helpers.fetch_add(1, SeqCst);
     let mut ran = 0;
     let mut idle_since = Instant::now();
+    loop {
+        ran += help_frame(gang, &leave, &mut idle_since);
+        gang.helpers.fetch_sub(1, SeqCst);
+        // The leader may have begun its next frame while this thread was leaving, and found
+        // it still counted as attached, so posted no invitation for it (see
+        // [`Member::invite`]): then stay for that frame. Either this sees the new frame, or
+        // the leader saw this thread gone and invited again (both sides act in SeqCst order).
+        if gang.ended.load(SeqCst) || leave() {
+            return ran;
+        }
+        gang.helpers.fetch_add(1, SeqCst);
+    }
+}
+
+/// [`help`]'s loop over one frame: parts until the frame ends or `leave()`. Returns how many
+/// parts this thread ran.
+fn help_frame(gang: &Gang, leave: &impl Fn() -> bool, idle_since: &mut Instant) -> usize {
+    let mut ran = 0;
     while !gang.ended.load(Acquire) && !leave() {
         gang.inside.fetch_add(1, SeqCst);
         let mut got = 0;
@@ -357,14 +375,13 @@ pub fn help(gang: &Gang, leave: impl Fn() -> bool) -> usize {
         gang.inside.fetch_sub(1, SeqCst);
         if got > 0 {
             ran += got;
-            idle_since = Instant::now();
+            *idle_since = Instant::now();
         } else if idle_since.elapsed() > SPIN {
             std::thread::yield_now();
         } else {
             std::hint::spin_loop();
         }
     }
-    gang.helpers.fetch_sub(1, SeqCst);
     ran
 }
 
@@ -445,9 +462,8 @@ mod tests {
         })
     }
 
-    /// Invites until a helper is attached. (Again and again: an invitation posted while the
-    /// helper is still leaving the previous frame is not posted, as that helper counts as
-    /// attached; in a pipeline the frame's next split invites again.)
+    /// Invites until a helper is attached (again and again, as a frame's splits do: the
+    /// helper thread may still be starting, or leaving another frame).
     fn wait_for_helper() {
         // SAFETY: used only in this call, inside `lead`.
         let g = unsafe { current_gang() }.expect("called inside lead");
