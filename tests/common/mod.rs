@@ -6,27 +6,60 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-/// The shared test assets (`../shared/assets`, see its README): `LOOKOUT_ASSETS`, else the
-/// folder beside the checkout. A test that needs them fails with a clear message when they are
-/// missing; only an explicit `LOOKOUT_SKIP_ASSET_TESTS=1` turns that into a printed skip.
+/// The test assets (see `../shared/assets/README.md`; `assets/manifest.tsv` lists them): the
+/// folder `LOOKOUT_ASSETS` names, else `../shared/assets` beside the checkout, else the cache that
+/// `scripts/fetch-assets` fills (`${XDG_CACHE_HOME:-~/.cache}/lookout/assets`). A folder counts
+/// when it has the shared folder's README.md or every file the manifest lists. A test that needs
+/// them fails with a clear message when none does; only an explicit `LOOKOUT_SKIP_ASSET_TESTS=1`
+/// turns that into a printed skip.
 pub fn assets() -> Option<PathBuf> {
-    let dir = std::env::var_os("LOOKOUT_ASSETS")
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let listed: Vec<String> = std::fs::read_to_string(root.join("assets/manifest.tsv"))
+        .map(|m| {
+            m.lines()
+                .skip(1)
+                .filter_map(|l| l.split('\t').next().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let holds_assets = |dir: &Path| {
+        dir.join("README.md").is_file()
+            || (!listed.is_empty() && listed.iter().all(|p| dir.join(p).is_file()))
+    };
+    let explicit = std::env::var_os("LOOKOUT_ASSETS").map(PathBuf::from);
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|d| !d.is_empty())
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/assets"));
-    if dir.join("README.md").exists() {
-        return Some(dir);
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .map(|c| c.join("lookout/assets"));
+    let candidates: Vec<PathBuf> = match &explicit {
+        Some(dir) => vec![dir.clone()],
+        None => std::iter::once(root.join("../shared/assets"))
+            .chain(cache)
+            .collect(),
+    };
+    if let Some(dir) = candidates.iter().find(|d| holds_assets(d)) {
+        return Some(dir.clone());
     }
+    let looked = candidates
+        .iter()
+        .map(|d| d.display().to_string())
+        .collect::<Vec<_>>()
+        .join(" or ");
     if std::env::var("LOOKOUT_SKIP_ASSET_TESTS").as_deref() == Ok("1") {
-        eprintln!(
-            "SKIPPED: test assets not found at {} (LOOKOUT_SKIP_ASSET_TESTS=1)",
-            dir.display()
-        );
+        eprintln!("SKIPPED: test assets not found at {looked} (LOOKOUT_SKIP_ASSET_TESTS=1)");
         return None;
     }
-    panic!(
-        "test assets not found at {}: set LOOKOUT_ASSETS to the shared assets folder (or LOOKOUT_SKIP_ASSET_TESTS=1 to skip)",
-        dir.display()
-    );
+    match explicit {
+        Some(dir) => panic!(
+            "test assets not found at {} (LOOKOUT_ASSETS): fill it with scripts/fetch-assets {}, or unset LOOKOUT_ASSETS (or LOOKOUT_SKIP_ASSET_TESTS=1 to skip)",
+            dir.display(),
+            dir.display()
+        ),
+        None => panic!(
+            "test assets not found at {looked}: run scripts/fetch-assets (it fills the cache), or set LOOKOUT_ASSETS to a folder that holds them (or LOOKOUT_SKIP_ASSET_TESTS=1 to skip)"
+        ),
+    }
 }
 
 /// The `lookout` binary built for these tests.
