@@ -9,8 +9,8 @@
 
 #[cfg(target_arch = "x86_64")]
 fn main() {
-    use lookout::model::depthwise::{self, Finish, Geometry, Isa};
-    use lookout::model::depthwise8::{block8, Finish8, BLOCK};
+    use lookout_engine::depthwise::{self, Finish, Geometry, Isa};
+    use lookout_engine::depthwise8::{block8, Finish8, BLOCK};
     use std::time::Instant;
 
     if Isa::detect() != Isa::Avx2Fma {

@@ -13,7 +13,7 @@ use crate::daemon::DaemonError;
 use crate::event::TopEntry;
 use crate::frame::{Frame, PixelFormat};
 use crate::model::{postprocess::top_k, Model, ModelConfig};
-use crate::pipeline::chain;
+use crate::retry::chain;
 use crate::rules::RuleSet;
 use crate::source::scene;
 

@@ -183,11 +183,11 @@ fn reload(
     let Some(path) = path else {
         return Err("running on the embedded default configuration: there is no file to re-read (start with --config FILE)".into());
     };
-    let new = Config::load(path).map_err(|e| crate::pipeline::chain(&e))?;
-    let model = load_model(&new).map_err(|e| crate::pipeline::chain(&e))?;
+    let new = Config::load(path).map_err(|e| crate::retry::chain(&e))?;
+    let model = load_model(&new).map_err(|e| crate::retry::chain(&e))?;
     let names: Vec<String> = new.sinks.iter().map(|c| c.name().to_owned()).collect();
-    let rules = RuleSet::build(&new.rules, &model.labels, &names)
-        .map_err(|e| crate::pipeline::chain(&e))?;
+    let rules =
+        RuleSet::build(&new.rules, &model.labels, &names).map_err(|e| crate::retry::chain(&e))?;
     let kept = restart_only_changes(current, &new);
     // Point of no return: the old workers, dispatcher and sinks finish what they hold.
     running.drain_downstream(SHUTDOWN_DEADLINE);
@@ -195,18 +195,18 @@ fn reload(
     let (applied, sinks, rules, model, result) = match build_sinks(&new, &device) {
         Ok(sinks) => (&new, sinks, rules, model, Ok(())),
         Err(e) => {
-            let why = crate::pipeline::chain(&e);
+            let why = crate::retry::chain(&e);
             log::error!("A sink of the new configuration did not start; restarting the previous configuration's sinks. error={why}");
-            let old_model = load_model(current).map_err(|e| crate::pipeline::chain(&e))?;
+            let old_model = load_model(current).map_err(|e| crate::retry::chain(&e))?;
             let old_sinks = build_sinks(current, &current.device_id()).map_err(|e| {
                 format!(
                     "{why}; and the previous sinks did not restart either: {}",
-                    crate::pipeline::chain(&e)
+                    crate::retry::chain(&e)
                 )
             })?;
             let old_names: Vec<String> = old_sinks.iter().map(|(n, _)| n.clone()).collect();
             let old_rules = RuleSet::build(&current.rules, &old_model.labels, &old_names)
-                .map_err(|e| crate::pipeline::chain(&e))?;
+                .map_err(|e| crate::retry::chain(&e))?;
             (&*current, old_sinks, old_rules, old_model, Err(why))
         }
     };
@@ -224,7 +224,7 @@ fn reload(
     };
     running
         .start_downstream(downstream)
-        .map_err(|e| crate::pipeline::chain(&e))?;
+        .map_err(|e| crate::retry::chain(&e))?;
     *info_slot.lock().unwrap_or_else(|e| e.into_inner()) =
         info(&applied, running.source_name.clone(), &model);
     result?;

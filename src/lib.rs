@@ -49,6 +49,8 @@ pub mod metrics;
 pub mod model;
 pub mod notify;
 pub mod pipeline;
+pub mod problems;
+pub mod retry;
 pub mod rules;
 pub mod sink;
 pub mod source;

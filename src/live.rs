@@ -156,7 +156,7 @@ impl Live {
             if let Err(e) = decode_rgb(&frame, None, &mut rgb) {
                 return Some(Err(format!("cannot decode frame {}: {e}", frame.seq)));
             }
-            match crate::sink::snapshot::encode_jpeg(&rgb, 80) {
+            match crate::frame::encode_jpeg(&rgb, 80) {
                 Ok(b) => b,
                 Err(e) => return Some(Err(format!("cannot encode frame {}: {e}", frame.seq))),
             }

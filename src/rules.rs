@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use crate::config::Problems;
+use crate::problems::Problems;
 
 /// `[[rules]]`: when a classification becomes an event.
 #[derive(Debug, Clone, Deserialize)]

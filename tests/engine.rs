@@ -218,7 +218,7 @@ fn mobilenetv3_small_qdq_int8_matches_onnxruntime() {
 /// really takes parts.
 #[test]
 fn an_idle_worker_helping_changes_no_output_bit() {
-    use lookout::model::team::{self, Team};
+    use lookout_engine::team::{self, Team};
     use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
     use std::time::{Duration, Instant};
 
@@ -284,8 +284,8 @@ fn an_idle_worker_helping_changes_no_output_bit() {
 #[test]
 fn a_jpeg_frame_classifies_the_same_with_and_without_a_helper() {
     use lookout::frame::{decode_rgb, Frame, PixelFormat, RgbBuf};
-    use lookout::model::team::{self, Team};
     use lookout::model::{PreprocessConfig, ResizeMode};
+    use lookout_engine::team::{self, Team};
     use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
     use std::time::{Duration, Instant};
 

@@ -273,7 +273,7 @@ fn startup_errors_are_clear_and_never_panic() {
             Ok(_) => panic!("config should fail to start:\n{text}"),
             Err(e) => e,
         };
-        let msg = lookout::pipeline::chain(&err);
+        let msg = lookout::retry::chain(&err);
         for f in &fragments {
             assert!(
                 msg.contains(f),

@@ -19,7 +19,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use lookout::frame::{Frame, PixelFormat, RgbBuf};
-use lookout::model::{contrib, Model, ModelConfig, PreprocessConfig, ResizeMode};
+use lookout::model::{Model, ModelConfig, PreprocessConfig, ResizeMode};
+use lookout_engine::contrib;
 use serde_json::Value;
 use tract_onnx::prelude::*;
 

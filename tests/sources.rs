@@ -340,7 +340,7 @@ fn http_mjpeg_wrong_password_fails_at_start() {
     let cfg = http_config(port, "username = \"user\"\npassword = \"wrong\"");
     let err = match daemon::start(&cfg, Vec::new(), StopToken::new()) {
         Ok(_) => panic!("a 401 must fail the start"),
-        Err(e) => lookout::pipeline::chain(&e),
+        Err(e) => lookout::retry::chain(&e),
     };
     assert!(
         err.contains("401") && err.contains("username and password"),

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 use super::{Sink, SinkError};
-use crate::config::Problems;
 use crate::event::Event;
+use crate::problems::Problems;
 
 /// `type = "command"`.
 #[derive(Debug, Clone, Deserialize)]

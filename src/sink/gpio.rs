@@ -18,8 +18,8 @@ use crossbeam_channel::{bounded, RecvTimeoutError, Sender, TrySendError};
 use serde::Deserialize;
 
 use super::{Sink, SinkError};
-use crate::config::Problems;
 use crate::event::Event;
+use crate::problems::Problems;
 
 /// `type = "gpio"`.
 #[derive(Debug, Clone, Deserialize)]

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::{Sink, SinkError};
-use crate::config::Problems;
 use crate::event::Event;
+use crate::problems::Problems;
 
 /// `type = "jsonl"`.
 #[derive(Debug, Clone, Deserialize)]

@@ -3,8 +3,8 @@
 use serde::Deserialize;
 
 use super::{Sink, SinkError};
-use crate::config::Problems;
 use crate::event::Event;
+use crate::problems::Problems;
 
 /// `type = "log"`.
 #[derive(Debug, Clone, Default, Deserialize)]

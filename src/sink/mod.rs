@@ -17,9 +17,9 @@ pub mod webhook;
 
 use serde::Deserialize;
 
-use crate::config::Problems;
 use crate::event::Event;
 use crate::frame::Frame;
+use crate::problems::Problems;
 
 /// An event consumer.
 ///

@@ -19,9 +19,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::{Sink, SinkError};
-use crate::config::Problems;
 use crate::event::Event;
-use crate::frame::{decode_rgb, Frame, PixelFormat, RgbBuf};
+use crate::frame::{decode_rgb, encode_jpeg, Frame, PixelFormat, RgbBuf};
+use crate::problems::Problems;
 
 /// `type = "snapshot"`.
 #[derive(Debug, Clone, Deserialize)]
@@ -263,20 +263,6 @@ impl Sink for SnapshotSink {
         self.enforce_limits();
         Ok(())
     }
-}
-
-/// Encodes packed RGB as a baseline JPEG with libjpeg-turbo's fast settings.
-pub fn encode_jpeg(rgb: &RgbBuf, quality: u8) -> std::io::Result<Vec<u8>> {
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let mut c = mozjpeg::Compress::new(mozjpeg::ColorSpace::JCS_RGB);
-        c.set_fastest_defaults();
-        c.set_size(rgb.width as usize, rgb.height as usize);
-        c.set_quality(quality as f32);
-        let mut started = c.start_compress(Vec::with_capacity(rgb.data.len() / 8))?;
-        started.write_scanlines(&rgb.data)?;
-        started.finish()
-    }));
-    result.unwrap_or_else(|_| Err(std::io::Error::other("libjpeg failed to encode the image")))
 }
 
 /// Draws `text` in white on a black band across the top of the image, with the 8x8 font scaled

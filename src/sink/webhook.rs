@@ -16,9 +16,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{Sink, SinkError};
-use crate::config::Problems;
 use crate::event::Event;
-use crate::pipeline::{chain, Backoff};
+use crate::problems::Problems;
+use crate::retry::{chain, Backoff};
 
 /// `type = "webhook"`.
 #[derive(Debug, Clone, Deserialize)]

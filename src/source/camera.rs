@@ -18,8 +18,8 @@ use serde::Deserialize;
 
 use super::pipe::{default_stall, validate_stall};
 use super::{FrameSource, SourceError};
-use crate::config::Problems;
 use crate::frame::PixelFormat;
+use crate::problems::Problems;
 
 /// Which camera: an index, a device path, or a name as `lookout cameras` lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

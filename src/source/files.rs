@@ -13,8 +13,8 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use super::{validate_fps, FrameSource, Pacer, SourceError};
-use crate::config::Problems;
 use crate::frame::{Frame, PixelFormat};
+use crate::problems::Problems;
 use crate::stop::StopToken;
 
 /// `type = "files"`.

@@ -19,8 +19,8 @@ use serde::Deserialize;
 use super::feed::{Feed, FeedTx, Next};
 use super::pipe::{default_stall, validate_stall};
 use super::{FrameSource, SourceError};
-use crate::config::Problems;
 use crate::frame::{Frame, PixelFormat};
+use crate::problems::Problems;
 use crate::stop::StopToken;
 
 /// `type = "http_mjpeg"`.

@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
-use crate::config::Problems;
 use crate::frame::Frame;
+use crate::problems::Problems;
 use crate::stop::StopToken;
 
 /// A producer of frames.

@@ -22,8 +22,8 @@ use serde::Deserialize;
 use super::feed::{Feed, FeedTx, Next};
 use super::mjpeg::{JpegSplitter, Piece};
 use super::{FrameSource, SourceError};
-use crate::config::Problems;
 use crate::frame::{Frame, PixelFormat};
+use crate::problems::Problems;
 use crate::stop::StopToken;
 
 /// How a program's output is laid out.
@@ -523,11 +523,11 @@ mod tests {
         let mut s = PipeSource::new(cfg(&["/nonexistent/ffmpeg"], PipeFormat::Mjpeg, 0, 0));
         let e = s.open().expect_err("no such program");
         assert!(
-            crate::pipeline::chain(&e).contains("/nonexistent/ffmpeg"),
+            crate::retry::chain(&e).contains("/nonexistent/ffmpeg"),
             "{e}"
         );
         let mut s = PipeSource::new(cfg(&["lookout-no-such-program"], PipeFormat::Mjpeg, 0, 0));
-        let e = crate::pipeline::chain(&s.open().expect_err("not in PATH"));
+        let e = crate::retry::chain(&s.open().expect_err("not in PATH"));
         assert!(
             e.contains("lookout-no-such-program") && e.contains("not found in PATH"),
             "{e}"

@@ -11,8 +11,8 @@ use serde::Deserialize;
 
 use super::scene::{self, SceneRng, CLASSES};
 use super::{validate_fps, FrameSource, Pacer, SourceError};
-use crate::config::Problems;
 use crate::frame::{Frame, PixelFormat};
+use crate::problems::Problems;
 use crate::stop::StopToken;
 
 /// Pixel formats the synthetic source can emit.

@@ -514,7 +514,7 @@ unsafe fn tile_vnni512(k4: usize, w: &[i8], x: &[i8], acc: &mut [[[i32; NR]; MR]
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::qgemm::tests::reference;
+    use crate::qgemm::tests::reference;
 
     /// Raw accumulators as the "quantized" output, so sums can be checked exactly.
     #[derive(Debug, Clone, Copy, Default, PartialEq)]

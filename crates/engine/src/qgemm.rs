@@ -702,7 +702,7 @@ pub(super) mod tests {
     /// The convolution `g` by its definition, in i64: `bias + sum (x - x_zero) * (w - w_zero)`
     /// per output channel (`w` [m][k] raw values, `w_zero` per channel), `x_zero` outside the
     /// image. [m][oh][ow].
-    pub(in crate::model) fn reference<T: Copy + Into<i16>>(
+    pub(crate) fn reference<T: Copy + Into<i16>>(
         g: &Im2col,
         x: &[T],
         x_zero: i16,

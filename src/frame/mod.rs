@@ -6,6 +6,10 @@
 //! decoded at reduced scale (1/2, 1/4, 1/8) when the caller says how large the image needs to be.
 //! Colour conversion uses BT.601 limited range, as V4L2 cameras deliver it.
 
+mod encode;
+
+pub use encode::encode_jpeg;
+
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 

@@ -1025,14 +1025,7 @@ pub(super) mod tests {
 
     /// A square kernel `k`, stride `s`, dilation `d` and padding `p` on every side over an
     /// `h` x `w` plane.
-    pub(in crate::model) fn geometry(
-        h: usize,
-        w: usize,
-        k: usize,
-        s: usize,
-        d: usize,
-        p: usize,
-    ) -> Geometry {
+    pub(crate) fn geometry(h: usize, w: usize, k: usize, s: usize, d: usize, p: usize) -> Geometry {
         Geometry {
             h,
             w,

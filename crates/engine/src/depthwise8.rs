@@ -480,8 +480,8 @@ unsafe fn transpose8(v: [__m256; BLOCK]) -> [__m256; BLOCK] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::depthwise::tests::geometry;
-    use crate::model::depthwise::{plane, Finish, Isa};
+    use crate::depthwise::tests::geometry;
+    use crate::depthwise::{plane, Finish, Isa};
 
     fn geometries() -> Vec<Geometry> {
         vec![

@@ -397,7 +397,7 @@ mod tests {
         assert_eq!(fold_qdq_binary(&mut g, "Add"), 1);
         assert_eq!(quantize_floats(&mut g), 1);
         prune_dead(&mut g);
-        use {super::super::qelementwise::Q_ADD, super::super::qunary::Q_QUANTIZE};
+        use {crate::qelementwise::Q_ADD, crate::qunary::Q_QUANTIZE};
         assert_eq!(ops(&g), [Q_QUANTIZE, Q_ADD]);
         let add = &g.node[1];
         assert_eq!(
@@ -414,7 +414,7 @@ mod tests {
         assert_eq!(fold_qdq_binary(&mut g, "Mul"), 1);
         prune_dead(&mut g);
         let mul = &g.node[1];
-        assert_eq!(mul.op_type, super::super::qelementwise::Q_MUL);
+        assert_eq!(mul.op_type, crate::qelementwise::Q_MUL);
         assert_eq!(
             mul.input,
             ["a_q", "sa", "za", "b_q", "sb", "zb", "sy", "zy"]
@@ -446,7 +446,7 @@ mod tests {
         g.input[0] = value("x", DataType::Uint8);
         assert_eq!(quantize_floats(&mut g), 1);
         assert_eq!(g.node[0].op_type, "QuantizeLinear");
-        assert_eq!(g.node[4].op_type, super::super::qunary::Q_QUANTIZE);
+        assert_eq!(g.node[4].op_type, crate::qunary::Q_QUANTIZE);
     }
 
     /// x (uint8 input) -> DequantizeLinear(0.1, 128) -> HardSigmoid(1/6, 0.5) ->
@@ -490,7 +490,7 @@ mod tests {
 
     #[test]
     fn dequantize_hard_sigmoid_quantize_becomes_one_lookup() {
-        use super::super::qunary::Q_TABLE;
+        use crate::qunary::Q_TABLE;
         let mut g = hard_sigmoid_graph(false);
         let done = rewrite(&mut g);
         assert_eq!(ops(&g), [Q_TABLE], "{done:?}");
@@ -517,7 +517,7 @@ mod tests {
         // stays (on lookout's vector pass).
         let mut g = hard_sigmoid_graph(true);
         rewrite(&mut g);
-        assert_eq!(ops(&g), [super::super::qunary::Q_DEQUANTIZE, Q_TABLE]);
+        assert_eq!(ops(&g), [crate::qunary::Q_DEQUANTIZE, Q_TABLE]);
         // A HardSigmoid whose float result is a graph output is not folded.
         let mut g = hard_sigmoid_graph(false);
         g.output.push(value("h", DataType::Float));
@@ -526,7 +526,7 @@ mod tests {
 
     #[test]
     fn dequantize_linear_of_computed_tensors_goes_to_the_vector_pass() {
-        use super::super::qunary::Q_DEQUANTIZE;
+        use crate::qunary::Q_DEQUANTIZE;
         // The Add is not folded (its float sum is read by the Relu): both DequantizeLinear
         // nodes, of a computed tensor and of an 8-bit graph input, are lookout's.
         let mut g = graph(true);

@@ -1,0 +1,261 @@
+//! `/metrics` in the Prometheus text format: counters, stage latency histograms, per-sink
+//! figures and the process's own.
+
+use std::fmt::Write as _;
+use std::time::Instant;
+
+use super::State;
+use crate::metrics::Histogram;
+
+/// Prometheus bucket bounds, seconds.
+const LE: [f64; 14] = [
+    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0,
+];
+
+pub(super) fn histogram(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    labels: &str,
+    h: &Histogram,
+    head: bool,
+) {
+    if head {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    }
+    let cumulative = h.cumulative();
+    let sep = if labels.is_empty() { "" } else { "," };
+    for le in LE {
+        // Observations in buckets whose upper bound is within `le`: a lower bound of the true
+        // count, exact to the ~10% bucket width.
+        let n = cumulative
+            .iter()
+            .take_while(|(ms, _)| *ms <= le * 1000.0 + 1e-9)
+            .last()
+            .map_or(0, |(_, n)| *n);
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {n}");
+    }
+    let _ = writeln!(
+        out,
+        "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
+        h.count()
+    );
+    let braces = if labels.is_empty() {
+        String::new()
+    } else {
+        format!("{{{labels}}}")
+    };
+    let _ = writeln!(
+        out,
+        "{name}_sum{braces} {}",
+        h.mean_ms() * h.count() as f64 / 1000.0
+    );
+    let _ = writeln!(out, "{name}_count{braces} {}", h.count());
+}
+
+pub(super) fn counter(out: &mut String, name: &str, help: &str, v: u64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
+    );
+}
+
+pub(super) fn gauge(out: &mut String, name: &str, help: &str, v: f64) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+}
+
+pub(super) fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+pub(super) fn prometheus(state: &State, started: Instant) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    let m = &state.metrics;
+    let info = state.info.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut o = String::with_capacity(16 * 1024);
+    let _ = writeln!(
+        o,
+        "# HELP lookout_info Static facts about this daemon.\n# TYPE lookout_info gauge\nlookout_info{{version=\"{}\",device=\"{}\",source=\"{}\",model=\"{}\"}} 1",
+        info.version,
+        escape(&info.device),
+        escape(&info.source),
+        escape(&info.model)
+    );
+    let health = state.health.lock().unwrap_or_else(|e| e.into_inner()).ok;
+    gauge(
+        &mut o,
+        "lookout_healthy",
+        "1 while frames are classified (what /healthz reports).",
+        if health { 1.0 } else { 0.0 },
+    );
+    gauge(
+        &mut o,
+        "lookout_uptime_seconds",
+        "Seconds since the daemon started.",
+        started.elapsed().as_secs_f64(),
+    );
+    counter(
+        &mut o,
+        "lookout_frames_captured_total",
+        "Frames delivered by the source.",
+        m.captured.load(Relaxed),
+    );
+    counter(
+        &mut o,
+        "lookout_frames_dropped_total",
+        "Frames dropped unprocessed because workers were busy (oldest first).",
+        m.dropped.load(Relaxed),
+    );
+    counter(
+        &mut o,
+        "lookout_frames_classified_total",
+        "Frames classified.",
+        m.inferred.load(Relaxed),
+    );
+    counter(
+        &mut o,
+        "lookout_frames_failed_total",
+        "Frames that could not be decoded or classified.",
+        m.failed.load(Relaxed),
+    );
+    counter(
+        &mut o,
+        "lookout_source_errors_total",
+        "Source failures and stalls.",
+        m.source_errors.load(Relaxed),
+    );
+    counter(
+        &mut o,
+        "lookout_source_reconnects_total",
+        "Successful reopenings of the source.",
+        m.reconnects.load(Relaxed),
+    );
+    counter(
+        &mut o,
+        "lookout_events_total",
+        "Events produced by the rules.",
+        m.events.load(Relaxed),
+    );
+    counter(
+        &mut o,
+        "lookout_reloads_total",
+        "Configuration reloads applied.",
+        m.reloads.load(Relaxed),
+    );
+    counter(
+        &mut o,
+        "lookout_reload_failures_total",
+        "Configuration reloads refused (the running configuration was kept).",
+        m.reload_failures.load(Relaxed),
+    );
+    for (name, help, h) in [
+        (
+            "lookout_queue_wait_seconds",
+            "Capture to a worker taking the frame.",
+            &m.queue_wait,
+        ),
+        ("lookout_decode_seconds", "Frame decode to RGB.", &m.decode),
+        (
+            "lookout_preprocess_seconds",
+            "Resize and normalise to the model input.",
+            &m.preprocess,
+        ),
+        ("lookout_inference_seconds", "Model run.", &m.infer),
+        (
+            "lookout_frame_seconds",
+            "Capture to classification done.",
+            &m.total,
+        ),
+        (
+            "lookout_event_latency_seconds",
+            "Capture to event.",
+            &m.event_latency,
+        ),
+    ] {
+        histogram(&mut o, name, help, "", h, true);
+    }
+    for (name, help, get) in [
+        (
+            "lookout_sink_sent_total",
+            "Events delivered, per sink.",
+            0usize,
+        ),
+        (
+            "lookout_sink_failed_total",
+            "Deliveries that failed after retries, per sink.",
+            1,
+        ),
+        (
+            "lookout_sink_dropped_total",
+            "Events dropped because the sink's queue was full, per sink.",
+            2,
+        ),
+    ] {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} counter");
+        for s in &m.sinks() {
+            let v = [&s.sent, &s.failed, &s.dropped][get].load(Relaxed);
+            let _ = writeln!(o, "{name}{{sink=\"{}\"}} {v}", escape(&s.name));
+        }
+    }
+    for (i, s) in m.sinks().iter().enumerate() {
+        histogram(
+            &mut o,
+            "lookout_sink_latency_seconds",
+            "Capture to delivery, per sink.",
+            &format!("sink=\"{}\"", escape(&s.name)),
+            &s.latency,
+            i == 0,
+        );
+    }
+    let p = crate::health::process_stats();
+    gauge(
+        &mut o,
+        "lookout_process_resident_memory_bytes",
+        "Resident set size.",
+        p.rss_bytes as f64,
+    );
+    gauge(
+        &mut o,
+        "lookout_process_open_fds",
+        "Open file descriptors.",
+        p.open_fds as f64,
+    );
+    gauge(
+        &mut o,
+        "lookout_process_threads",
+        "Threads.",
+        p.threads as f64,
+    );
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_export_is_cumulative_and_complete() {
+        let h = Histogram::default();
+        for ms in [0.5, 3.0, 3.0, 40.0, 4000.0, 90_000.0] {
+            h.record(std::time::Duration::from_secs_f64(ms / 1000.0));
+        }
+        let mut out = String::new();
+        histogram(&mut out, "x_seconds", "help", "", &h, true);
+        let value = |le: &str| -> u64 {
+            out.lines()
+                .find(|l| l.starts_with(&format!("x_seconds_bucket{{le=\"{le}\"}}")))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse().ok())
+                .expect("bucket line")
+        };
+        assert_eq!(value("0.001"), 1);
+        assert_eq!(value("0.005"), 3);
+        assert_eq!(value("0.05"), 4);
+        assert_eq!(value("5"), 5);
+        assert_eq!(value("30"), 5);
+        assert_eq!(value("+Inf"), 6);
+        assert!(out.contains("x_seconds_count 6"), "{out}");
+    }
+}

@@ -1,0 +1,176 @@
+//! What each path answers: the page, health, status, live data, events, the frame, reload.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::prometheus::prometheus;
+use super::respond::{authorized, header, json, query, text, Resp};
+use super::Info;
+use super::State;
+use super::PAGE;
+use crate::health::Report;
+
+pub(super) fn handle(
+    req: tiny_http::Request,
+    state: &State,
+    token: Option<&str>,
+    started: Instant,
+) {
+    let url = req.url().to_owned();
+    let path = url.split('?').next().unwrap_or("");
+    let method = req.method().clone();
+    let resp = if path == "/api/reload" {
+        if method != tiny_http::Method::Post {
+            text(405, "text/plain; charset=utf-8", "POST to reload\n")
+                .with_header(header("Allow", "POST"))
+        } else if token.is_none() {
+            text(
+                403,
+                "text/plain; charset=utf-8",
+                "reloading over HTTP needs a token: set [http] token_env (or send SIGHUP)\n",
+            )
+        } else if !authorized(&req, token) {
+            text(
+                401,
+                "text/plain; charset=utf-8",
+                "missing or wrong bearer token\n",
+            )
+            .with_header(header("WWW-Authenticate", "Bearer"))
+        } else {
+            reload(state)
+        }
+    } else if method != tiny_http::Method::Get && method != tiny_http::Method::Head {
+        text(
+            405,
+            "text/plain; charset=utf-8",
+            "only GET is served here\n",
+        )
+        .with_header(header("Allow", "GET, HEAD"))
+    } else if path == "/healthz" {
+        healthz(state)
+    } else if !authorized(&req, token) {
+        text(
+            401,
+            "text/plain; charset=utf-8",
+            "missing or wrong bearer token (Authorization: Bearer <token>, or ?token=)\n",
+        )
+        .with_header(header("WWW-Authenticate", "Bearer"))
+    } else {
+        match path {
+            "/" | "/index.html" => text(200, "text/html; charset=utf-8", PAGE),
+            "/metrics" => text(
+                200,
+                "text/plain; version=0.0.4; charset=utf-8",
+                prometheus(state, started),
+            ),
+            "/api/status" => json(&status(state, started)),
+            "/api/live" => json(&state.live.latest()),
+            "/api/history" => {
+                let since = query(&url, "since")
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                json(&state.live.history_since(since))
+            }
+            "/api/events" => {
+                let limit = query(&url, "limit")
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(50usize)
+                    .min(crate::live::RECENT_EVENTS);
+                let (events, total) = state.live.recent_events(limit);
+                let events: Vec<&crate::event::Event> = events.iter().map(|e| &**e).collect();
+                json(&serde_json::json!({ "total": total, "events": events }))
+            }
+            "/frame.jpg" => match state.live.jpeg() {
+                Some(Ok((seq, bytes))) => text(200, "image/jpeg", bytes.as_slice())
+                    .with_header(header("X-Frame-Seq", &seq.to_string())),
+                Some(Err(e)) => text(500, "text/plain; charset=utf-8", format!("{e}\n")),
+                None => text(
+                    404,
+                    "text/plain; charset=utf-8",
+                    "no frame classified yet\n",
+                ),
+            },
+            _ => text(
+                404,
+                "text/plain; charset=utf-8",
+                "not found; see / for the live view\n",
+            ),
+        }
+    };
+    if let Err(e) = req.respond(resp) {
+        log::debug!("HTTP client went away. path={path} error={e}");
+    }
+}
+
+pub(super) fn reload(state: &State) -> Resp {
+    let Some(tx) = &state.reload else {
+        return text(
+            503,
+            "text/plain; charset=utf-8",
+            "reloading is not available\n",
+        );
+    };
+    let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
+    if tx.try_send(reply_tx).is_err() {
+        return text(
+            503,
+            "text/plain; charset=utf-8",
+            "a reload is already under way; try again\n",
+        );
+    }
+    match reply_rx.recv_timeout(std::time::Duration::from_secs(300)) {
+        Ok(Ok(msg)) => text(200, "text/plain; charset=utf-8", format!("{msg}\n")),
+        Ok(Err(why)) => text(
+            422,
+            "text/plain; charset=utf-8",
+            format!("not reloaded; the running configuration stays: {why}\n"),
+        ),
+        Err(_) => text(
+            503,
+            "text/plain; charset=utf-8",
+            "the daemon is shutting down\n",
+        ),
+    }
+}
+
+pub(super) fn healthz(state: &State) -> Resp {
+    let report = state
+        .health
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    if report.ok {
+        text(200, "text/plain; charset=utf-8", "ok\n")
+    } else {
+        text(
+            503,
+            "text/plain; charset=utf-8",
+            format!(
+                "unhealthy: {}\n",
+                report.reason.as_deref().unwrap_or("unknown")
+            ),
+        )
+    }
+}
+
+#[derive(Serialize)]
+pub(super) struct Status {
+    info: Info,
+    health: Report,
+    uptime_secs: f64,
+    counters: crate::metrics::Snapshot,
+}
+
+pub(super) fn status(state: &State, started: Instant) -> Status {
+    Status {
+        info: state.info.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        health: state
+            .health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone(),
+        uptime_secs: started.elapsed().as_secs_f64(),
+        counters: state.metrics.snapshot(),
+    }
+}

@@ -1,0 +1,124 @@
+//! The dispatcher loop: one thread that turns each classified frame into events with the
+//! rules, feeds the live view, and fans each event out to its sinks' bounded queues (a full
+//! queue drops the event for that sink and counts it; the dispatcher never waits for a sink).
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+
+use super::{Classified, Delivery};
+use crate::event::{rfc3339, Event, TopEntry};
+use crate::frame::Frame;
+use crate::live::Live;
+use crate::metrics::{Metrics, SinkMetrics};
+use crate::model::postprocess::top_k;
+use crate::rules::RuleSet;
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn dispatch_loop(
+    class_rx: Receiver<Classified>,
+    sink_txs: Vec<Sender<Delivery>>,
+    frame_sinks: Vec<bool>,
+    counters: Vec<Arc<SinkMetrics>>,
+    live: Option<Arc<Live>>,
+    mut rules: RuleSet,
+    labels: Arc<[String]>,
+    k: usize,
+    device: String,
+    source: String,
+    m: Arc<Metrics>,
+) {
+    let all_sinks: Vec<usize> = (0..sink_txs.len()).collect();
+    while let Ok(mut c) = class_rx.recv() {
+        let frame: Option<Arc<Frame>> = c.frame.take().map(Arc::new);
+        let top: Vec<TopEntry> = top_k(&c.probs, k)
+            .into_iter()
+            .map(|(index, score)| TopEntry {
+                index,
+                label: labels.get(index).cloned().unwrap_or_default(),
+                score,
+            })
+            .collect();
+        if let (Some(truth), Some(best)) = (c.truth.as_deref(), top.first()) {
+            m.truth_total.fetch_add(1, Relaxed);
+            if best.label == truth {
+                m.truth_correct.fetch_add(1, Relaxed);
+            }
+        }
+        let firings: Vec<(Option<String>, usize, f32, &[usize])> = if rules.is_empty() {
+            top.first()
+                .map(|t| (None, t.index, t.score, all_sinks.as_slice()))
+                .into_iter()
+                .collect()
+        } else {
+            let fired = rules.observe(&c.probs, c.captured);
+            fired
+                .into_iter()
+                .map(|f| {
+                    (
+                        Some(rules.names[f.rule].clone()),
+                        f.label,
+                        f.score,
+                        rules.sinks[f.rule].as_slice(),
+                    )
+                })
+                .collect()
+        };
+        let captured_at = rfc3339(c.captured_at);
+        if let Some(live) = &live {
+            let ms = c
+                .captured_at
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            live.classified(c.seq, ms, &captured_at, &top, frame.clone());
+        }
+        for (rule, label, score, targets) in firings {
+            let latency = c.captured.elapsed();
+            let captured_at = captured_at.clone();
+            let label_name = labels.get(label).cloned().unwrap_or_default();
+            // Name the snapshot only when a snapshot sink will take the event (the dispatcher
+            // is the only sender, so a queue with room now still has it below).
+            let snapshot = (frame.is_some()
+                && targets
+                    .iter()
+                    .any(|&i| frame_sinks[i] && !sink_txs[i].is_full()))
+            .then(|| crate::sink::snapshot::file_name(&captured_at, c.seq, &label_name));
+            let event = Arc::new(Event {
+                device: device.clone(),
+                source: source.clone(),
+                rule,
+                label: label_name,
+                score,
+                top: top.clone(),
+                frame_seq: c.seq,
+                captured_at,
+                latency_ms: latency.as_secs_f64() * 1000.0,
+                file: c.origin.as_deref().map(str::to_owned),
+                truth: c.truth.as_deref().map(str::to_owned),
+                snapshot,
+            });
+            m.events.fetch_add(1, Relaxed);
+            m.event_latency.record(latency);
+            if let Some(live) = &live {
+                live.event(&event);
+            }
+            for &i in targets {
+                let delivery = Delivery {
+                    event: Arc::clone(&event),
+                    captured: c.captured,
+                    frame: if frame_sinks[i] { frame.clone() } else { None },
+                };
+                if let Err(TrySendError::Full(_)) = sink_txs[i].try_send(delivery) {
+                    counters[i].dropped.fetch_add(1, Relaxed);
+                    log::debug!(
+                        "Sink queue full; event dropped for this sink. sink={} frame={}",
+                        counters[i].name,
+                        c.seq
+                    );
+                }
+            }
+        }
+    }
+}

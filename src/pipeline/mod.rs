@@ -1,0 +1,181 @@
+//! The pipeline: threads and bounded queues from source to sinks.
+//!
+//! ```text
+//! [capture]  --frames (bounded, drop-oldest when live)-->  [worker 1..N, newest first when live]
+//! [worker]   --classifications (bounded, blocking)----->  [dispatcher]
+//! [dispatcher] --events (bounded per sink, drop-newest)-> [sink thread per sink]
+//! ```
+//!
+//! Shutdown has one trigger: the [`StopToken`] (or the end of a finite source) ends the capture
+//! loop, which drops its frame sender; each later stage ends when its input disconnects, after
+//! finishing what it holds; sinks flush last. Nothing is lost between the dispatcher and the
+//! sinks except what a full sink queue refuses, and that is counted. Run-time errors (a bad
+//! frame, a failed delivery, a broken source) are logged, counted and never stop the loop.
+
+//!
+//! # Layout
+//!
+//! - [`start`](start()): opens the source and starts every thread ([`Parts`] in, [`Running`] out).
+//! - `capture`: the capture loop, one thread: frames into the bounded frame queue, reopening a
+//!   failed source with back-off.
+//! - `worker`: the worker loop, one thread per worker: decode, preprocess, classify, help an
+//!   idle worker's neighbour (the team).
+//! - `dispatch`: the dispatcher loop: rules, events, fan-out to each sink's queue.
+//! - `deliver`: the sink loop, one thread per sink.
+//! - `running`: [`Running`], the handle that stops and joins the stages; `reload` replaces
+//!   everything downstream of the frame queue ([`Downstream`]) while the source runs.
+
+mod capture;
+mod deliver;
+mod dispatch;
+mod reload;
+mod running;
+mod start;
+mod worker;
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::event::Event;
+use crate::frame::Frame;
+use crate::live::Live;
+use crate::model::{Model, ModelError};
+use crate::rules::RuleSet;
+use crate::sink::Sink;
+use crate::source::{FrameSource, SourceError};
+
+pub use running::Running;
+pub use start::start;
+
+/// Everything a pipeline needs, built and validated by the caller.
+pub struct Parts {
+    pub source: Box<dyn FrameSource>,
+    pub model: Arc<Model>,
+    pub rules: RuleSet,
+    /// Sinks with their names, in config order (rule sink indices refer to this order).
+    pub sinks: Vec<(String, Box<dyn Sink>)>,
+    pub workers: usize,
+    /// Idle workers help a busy one with its frame's convolutions ([`team`]).
+    pub assist: bool,
+    pub frame_queue: usize,
+    pub sink_queue: usize,
+    pub top_k: usize,
+    pub device: String,
+    /// Interval of the `info` summary line; `None` for none.
+    pub summary_every: Option<Duration>,
+    /// Source reopening back-off: first delay and cap (doubling, +-20% jitter).
+    pub reconnect: (Duration, Duration),
+    /// Latest frame, scores and events for the live view, when the HTTP server runs.
+    pub live: Option<Arc<Live>>,
+    /// Keep every frame's exact stage times ([`Metrics::frame_times`]); for benchmarks.
+    pub trace_frames: bool,
+}
+
+/// Errors that prevent the pipeline from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open source {source_name}")]
+    Source {
+        source_name: String,
+        #[source]
+        source: SourceError,
+    },
+    #[error("cannot start a model session")]
+    Session(#[source] ModelError),
+    #[error("cannot start thread {name}")]
+    Thread {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A classified frame, worker -> dispatcher.
+struct Classified {
+    pub(super) seq: u64,
+    pub(super) captured_at: SystemTime,
+    pub(super) captured: Instant,
+    pub(super) origin: Option<Arc<str>>,
+    pub(super) truth: Option<Arc<str>>,
+    pub(super) probs: Vec<f32>,
+    /// The frame itself, kept only when a sink wants frames (snapshots).
+    pub(super) frame: Option<Frame>,
+}
+
+/// An event on its way to one sink, dispatcher -> sink thread.
+struct Delivery {
+    pub(super) event: Arc<Event>,
+    pub(super) captured: Instant,
+    /// The triggering frame, for sinks that want frames.
+    pub(super) frame: Option<Arc<Frame>>,
+}
+
+/// Everything downstream of the frame queue: what a configuration reload replaces while the
+/// source keeps running.
+pub struct Downstream {
+    pub model: Arc<Model>,
+    pub rules: RuleSet,
+    /// Sinks with their names, in config order (rule sink indices refer to this order).
+    pub sinks: Vec<(String, Box<dyn Sink>)>,
+    pub workers: usize,
+    /// Idle workers help a busy one with its frame's convolutions ([`team`]).
+    pub assist: bool,
+    pub sink_queue: usize,
+    pub top_k: usize,
+    pub device: String,
+    pub live: Option<Arc<Live>>,
+}
+
+/// Logs a recurring run-time problem at `warn` at most once per interval and at `debug`
+/// otherwise, saying how many occurrences were not shown.
+pub(super) struct Throttled {
+    every: Duration,
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl Throttled {
+    pub(super) fn new(every: Duration) -> Throttled {
+        Throttled {
+            every,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    pub(super) fn warn(&mut self, msg: std::fmt::Arguments<'_>) {
+        let now = Instant::now();
+        if self
+            .last
+            .is_none_or(|t| now.duration_since(t) >= self.every)
+        {
+            if self.suppressed > 0 {
+                log::warn!(
+                    "{msg} (and {} more like it since the last report)",
+                    self.suppressed
+                );
+            } else {
+                log::warn!("{msg}");
+            }
+            self.last = Some(now);
+            self.suppressed = 0;
+        } else {
+            self.suppressed += 1;
+            log::debug!("{msg}");
+        }
+    }
+}
+
+pub(super) fn spawn(
+    name: &str,
+    f: impl FnOnce() + Send + 'static,
+) -> Result<JoinHandle<()>, StartError> {
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(f)
+        .map_err(|source| StartError::Thread {
+            name: name.to_owned(),
+            source,
+        })
+}

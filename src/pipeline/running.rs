@@ -1,0 +1,113 @@
+//! [`Running`]: a started pipeline's handle, which stops the source, waits for every stage to
+//! drain in order and joins the threads within a deadline.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::frame::Frame;
+use crate::metrics::{Metrics, Snapshot};
+use crate::stop::StopToken;
+
+/// A started pipeline. Dropping it without [`Running::wait`] stops the source and detaches the
+/// threads.
+pub struct Running {
+    pub(super) stop: StopToken,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) capture: Option<JoinHandle<()>>,
+    /// Kept to start the workers of the next configuration on reload.
+    pub(super) frame_rx: Receiver<Frame>,
+    pub(super) generation: Option<Generation>,
+    /// Closing it (drop) ends the summary thread.
+    pub(super) summary_done: Option<Sender<()>>,
+    pub(super) summary: Option<JoinHandle<()>>,
+    pub source_name: String,
+    /// A live source: workers take the newest waiting frame and drop the older ones.
+    pub(super) fresh_only: bool,
+}
+
+/// The running workers, dispatcher and sinks of one configuration.
+pub(super) struct Generation {
+    /// Tells the workers to stop taking frames (the frame queue stays for the next generation).
+    pub(super) quit: Arc<AtomicBool>,
+    /// Workers, dispatcher, sinks: joined in this order.
+    pub(super) stages: Vec<(String, JoinHandle<()>)>,
+}
+
+/// Joins `stages` in order within `deadline`; names the ones left running.
+pub(super) fn join_stages(stages: Vec<(String, JoinHandle<()>)>, until: Instant) {
+    for (name, handle) in stages {
+        while !handle.is_finished() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if handle.is_finished() {
+            if handle.join().is_err() {
+                log::error!("Pipeline thread panicked. thread={name}");
+            }
+        } else {
+            log::error!(
+                "Pipeline thread did not finish before the deadline; leaving it. thread={name}"
+            );
+        }
+    }
+}
+
+impl Running {
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Stops the source; the pipeline drains. Call [`Running::wait`] to join it.
+    pub fn stop(&self) {
+        self.stop.stop();
+    }
+
+    /// Whether every stage has ended (the source finished or was stopped, and all drained).
+    pub fn is_finished(&self) -> bool {
+        self.capture.as_ref().is_none_or(|h| h.is_finished())
+            && self
+                .generation
+                .as_ref()
+                .is_none_or(|g| g.stages.iter().all(|(_, h)| h.is_finished()))
+    }
+
+    /// Whether the capture thread has ended (the source finished, or stop was set).
+    pub fn capture_finished(&self) -> bool {
+        self.capture.as_ref().is_none_or(|h| h.is_finished())
+    }
+
+    /// Waits for the source to end (or the stop token), then for every stage to drain, in order.
+    /// After `stop` is set, stages get `deadline` in all; threads still running then are left
+    /// behind (and named in the log). Returns the final counters.
+    pub fn wait(mut self, deadline: Duration) -> Snapshot {
+        // Wait for the capture thread: until stop, or the end of a finite source.
+        if let Some(capture) = &self.capture {
+            while !capture.is_finished() && !self.stop.is_stopped() {
+                std::thread::sleep(crate::stop::POLL);
+            }
+        }
+        let until = Instant::now() + deadline;
+        let mut stages: Vec<(String, JoinHandle<()>)> = Vec::new();
+        if let Some(c) = self.capture.take() {
+            stages.push(("capture".to_owned(), c));
+        }
+        if let Some(g) = self.generation.take() {
+            stages.extend(g.stages);
+        }
+        join_stages(stages, until);
+        self.summary_done.take();
+        if let Some(h) = self.summary.take() {
+            let _ = h.join();
+        }
+        self.metrics.snapshot()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.stop.stop();
+    }
+}

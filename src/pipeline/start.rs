@@ -1,0 +1,192 @@
+//! Starting a pipeline: the source is opened, then the sinks, workers and dispatcher of one
+//! configuration (a generation), then the capture and summary threads.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::Arc;
+
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
+use lookout_engine::team::Team;
+
+use super::capture::capture_loop;
+use super::deliver::sink_loop;
+use super::dispatch::dispatch_loop;
+use super::running::{Generation, Running};
+use super::worker::worker_loop;
+use super::{spawn, Classified, Delivery, Downstream, Parts, StartError};
+use crate::frame::Frame;
+use crate::metrics::Metrics;
+use crate::model::Session;
+use crate::stop::StopToken;
+
+/// Opens the source and starts every thread.
+pub fn start(parts: Parts, stop: StopToken) -> Result<Running, StartError> {
+    let Parts {
+        mut source,
+        model,
+        rules,
+        sinks,
+        workers,
+        assist,
+        frame_queue,
+        sink_queue,
+        top_k,
+        device,
+        summary_every,
+        reconnect,
+        live,
+        trace_frames,
+    } = parts;
+    let source_name = source.describe();
+    let fresh_only = source.live();
+    source.open().map_err(|e| StartError::Source {
+        source_name: source_name.clone(),
+        source: e,
+    })?;
+    let metrics = Arc::new(if trace_frames {
+        Metrics::tracing(&[])
+    } else {
+        Metrics::new(&[])
+    });
+
+    // Frames: capture -> workers. The capture thread also holds a receiver, to drop the oldest
+    // frame when the queue is full. Closes when the capture thread ends; outlives reloads.
+    let (frame_tx, frame_rx) = bounded::<Frame>(frame_queue);
+    let downstream = Downstream {
+        model,
+        rules,
+        sinks,
+        workers,
+        assist,
+        sink_queue,
+        top_k,
+        device,
+        live,
+    };
+    let generation = start_generation(downstream, &frame_rx, &metrics, &source_name, fresh_only)?;
+
+    let m = Arc::clone(&metrics);
+    let st = stop.clone();
+    let drop_rx = frame_rx.clone();
+    let capture = spawn("capture", move || {
+        capture_loop(source, frame_tx, drop_rx, m, st, reconnect)
+    })?;
+
+    let (summary_done, summary) = match summary_every {
+        Some(every) => {
+            let (tx, rx) = bounded::<()>(0);
+            let m = Arc::clone(&metrics);
+            let h = spawn("summary", move || {
+                while let Err(RecvTimeoutError::Timeout) = rx.recv_timeout(every) {
+                    log::info!("{}", m.snapshot().summary_line());
+                }
+            })?;
+            (Some(tx), Some(h))
+        }
+        None => (None, None),
+    };
+    Ok(Running {
+        stop,
+        metrics,
+        capture: Some(capture),
+        frame_rx,
+        generation: Some(generation),
+        summary_done,
+        summary,
+        source_name,
+        fresh_only,
+    })
+}
+
+/// Starts workers, dispatcher and sinks reading `frame_rx`.
+pub(super) fn start_generation(
+    d: Downstream,
+    frame_rx: &Receiver<Frame>,
+    metrics: &Arc<Metrics>,
+    source_name: &str,
+    fresh_only: bool,
+) -> Result<Generation, StartError> {
+    let Downstream {
+        model,
+        rules,
+        sinks,
+        workers,
+        assist,
+        sink_queue,
+        top_k: k,
+        device,
+        live,
+    } = d;
+    let sessions: Vec<Session> = (0..workers.max(1))
+        .map(|_| model.session())
+        .collect::<Result<_, _>>()
+        .map_err(StartError::Session)?;
+    let sink_names: Vec<String> = sinks.iter().map(|(n, _)| n.clone()).collect();
+    let counters = metrics.replace_sinks(&sink_names);
+    let quit = Arc::new(AtomicBool::new(false));
+    // Classifications: workers -> dispatcher. Workers block when it is full (the dispatcher is
+    // fast). Closes when the last worker ends.
+    let (class_tx, class_rx) = bounded::<Classified>(workers.max(1) * 4);
+    let mut stages = Vec::new();
+
+    // Sinks first, so the dispatcher has somewhere to send.
+    let mut sink_txs: Vec<Sender<Delivery>> = Vec::new();
+    let mut sink_threads = Vec::new();
+    let frame_sinks: Vec<bool> = sinks.iter().map(|(_, s)| s.wants_frames()).collect();
+    let keep_frames = frame_sinks.contains(&true) || live.is_some();
+    for ((name, sink), c) in sinks.into_iter().zip(counters.iter().cloned()) {
+        // Events: dispatcher -> this sink. Full: the dispatcher drops the event for this sink and
+        // counts it. Closes when the dispatcher ends.
+        let (tx, rx) = bounded::<Delivery>(sink_queue);
+        sink_txs.push(tx);
+        let thread_name = format!("sink-{name}");
+        sink_threads.push((
+            thread_name.clone(),
+            spawn(&thread_name, move || sink_loop(name, sink, rx, c))?,
+        ));
+    }
+
+    // One worker: no one to help. Several with `assist` off: each on its own.
+    let team = Team::new(if assist { sessions.len() } else { 1 });
+    // A live source's workers count those waiting for a frame (see `worker_loop`).
+    let idle = fresh_only.then(|| Arc::new(AtomicUsize::new(0)));
+    for (i, session) in sessions.into_iter().enumerate() {
+        let member = team.member();
+        let rx = frame_rx.clone();
+        let tx = class_tx.clone();
+        let m = Arc::clone(metrics);
+        let q = Arc::clone(&quit);
+        let idle = idle.clone();
+        let name = format!("worker-{i}");
+        stages.push((
+            name.clone(),
+            spawn(&name, move || {
+                worker_loop(session, member, rx, tx, m, keep_frames, idle, q)
+            })?,
+        ));
+    }
+    drop(class_tx);
+
+    let m = Arc::clone(metrics);
+    let labels: Arc<[String]> = model.labels.clone().into();
+    let src = source_name.to_owned();
+    stages.push((
+        "dispatcher".to_owned(),
+        spawn("dispatcher", move || {
+            dispatch_loop(
+                class_rx,
+                sink_txs,
+                frame_sinks,
+                counters,
+                live,
+                rules,
+                labels,
+                k,
+                device,
+                src,
+                m,
+            )
+        })?,
+    ));
+    stages.extend(sink_threads);
+    Ok(Generation { quit, stages })
+}
