@@ -79,7 +79,7 @@ FRAME_W, FRAME_H = 320, 240  # rendered frame size
 # Per-channel normalisation (RGB, on pixel/255): fixed round values near the
 # statistics of the renders (the first batch norm absorbs the difference).
 # The daemon's built-in values (BUILTIN_MEAN / BUILTIN_STD in
-# src/model/preprocess.rs) must be exactly these.
+# src/model/preprocess/) must be exactly these.
 MEAN = np.array([0.28, 0.31, 0.30], np.float32)
 STD = np.array([0.24, 0.21, 0.21], np.float32)
 

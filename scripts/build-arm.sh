@@ -72,7 +72,8 @@ for t in "${targets[@]}"; do
             aarch64-*) export LOOKOUT_TEST_RUNNER="$CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER" ;;
             armv7-*) export LOOKOUT_TEST_RUNNER="$CARGO_TARGET_ARMV7_UNKNOWN_LINUX_GNUEABIHF_RUNNER" ;;
         esac
-        cargo test --locked --target "$t" --lib --test reference --test quant --test engine --test pipeline
+        cargo test --locked --target "$t" -p lookout-engine --lib
+        cargo test --locked --target "$t" -p lookout --lib --test reference --test quant --test engine --test pipeline
     else
         echo "build-arm.sh: building $t"
         cargo build --locked --release --target "$t"

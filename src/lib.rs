@@ -1,38 +1,59 @@
 //! `lookout`: an edge computer-vision inference daemon.
 //!
 //! A capture thread pulls frames from a [`source::FrameSource`], a pool of workers decodes,
-//! preprocesses and classifies them with an ONNX model run by tract ([`model`]), a dispatcher
-//! turns scores into events with per-class [`rules`], and each [`sink`] delivers events on its own
-//! thread. This crate is the library behind the `lookout` binary; the binary only parses the
-//! command line and prints errors.
+//! preprocesses and classifies them with an ONNX model ([`model`], run by the engine crate
+//! `lookout_engine`: tract plus lookout's kernels), a dispatcher turns scores into events with
+//! per-class [`rules`], and each [`sink`] delivers events on its own thread. This crate is the
+//! library behind the `lookout` binary; the binary only parses the command line and prints
+//! errors.
 //!
 //! # Layout
 //!
+//! Configuration:
 //! - [`config`]: the TOML file, parsed (`deny_unknown_fields`), validated without I/O, with errors
 //!   that name the file and the key path. Each component's config struct documents its keys.
+//! - [`problems`]: the validation problems every component's `validate()` collects.
+//!
+//! Frames in:
 //! - [`frame`]: the [`frame::Frame`] type and pixel formats (RGB, GRAY, YUYV, NV12, MJPEG, encoded
-//!   files), and their conversion to RGB. Conversion happens in the workers, never on capture.
+//!   files), their conversion to RGB (in the workers, never on capture), a JPEG's rows decoded as
+//!   the resize reads them, and JPEG encoding (snapshots, the live view).
 //! - [`source`]: the [`source::FrameSource`] trait and the sources: `synthetic` (rendered scenes
 //!   for the bundled model, with their true label), `files` (images on disk), `pipe` (a
 //!   program's output: ffmpeg for RTSP, rpicam-vid, GStreamer), `http_mjpeg` (IP cameras) and
-//!   `camera` (V4L2 through nokhwa, crate feature `camera`).
-//! - [`model`]: loading an ONNX classifier through tract, detecting its input layout, size and
-//!   dtype, labels, preprocessing and postprocessing (softmax, top-k).
+//!   `camera` (V4L2 through nokhwa, crate feature `camera`); `feed` is the reader thread the
+//!   live ones share, `mjpeg` splits a byte stream into JPEG frames.
+//!
+//! Classifying:
+//! - [`model`]: loading an ONNX classifier (the engine's rewrites, then tract's optimiser),
+//!   detecting its input layout, size and dtype, labels, quantization; per-worker sessions;
+//!   preprocessing (the Pillow-exact resampler) and postprocessing (softmax, top-k); the
+//!   per-node profile.
+//!
+//! Scores out:
 //! - [`rules`]: per-class thresholds, N-of-M frames and cooldown, turning scores into events.
 //! - [`event`]: the one JSON event shared by every sink.
 //! - [`sink`]: the [`sink::Sink`] trait and the sinks (`log`, `jsonl`, `mqtt`, `webhook`,
 //!   `command`, `gpio`, `snapshot`, and an in-memory recording sink for tests and embedding).
-//! - [`pipeline`]: the threads and bounded queues joining all of the above; shutdown by stopping
-//!   the source and letting each stage drain when its input disconnects.
+//!
+//! Running it:
+//! - [`pipeline`]: the threads and bounded queues joining all of the above, one file per stage
+//!   (capture, worker, dispatch, deliver) plus start and reload; shutdown by stopping the source
+//!   and letting each stage drain when its input disconnects.
+//! - [`stop`]: the one shutdown signal.
+//! - [`retry`]: capped back-off with jitter and the one-line error chain, for every retry.
 //! - [`metrics`]: counters and latency histograms shared by every stage.
-//! - [`daemon`]: signal handling and the `run` entry point used by the binary.
+//! - [`daemon`]: signal handling, configuration reload and the `run` entry point.
 //! - [`health`]: whether the pipeline makes progress (feeds the watchdog).
 //! - [`notify`]: systemd readiness, watchdog and stopping notifications.
+//! - [`memory`]: process-wide allocator settings (one malloc arena).
 //! - [`http`]: the embedded HTTP server (live view, `/healthz`, `/metrics`, JSON API), fed by
 //!   [`live`] (latest frame, score timeline, recent events).
+//!
+//! Commands and tools:
 //! - [`cli`]: the `check`, `classify` and `synth` commands' logic, testable without the binary.
-//! - [`fuzz`]: entry points for fuzzing the parsers (`fuzz/`, `tests/fuzz.rs`).
 //! - [`bench`]: `lookout bench`, model, preprocessing and pipeline figures beside a peer baseline.
+//! - [`fuzz`]: entry points for fuzzing the parsers (`fuzz/`, `tests/fuzz.rs`).
 
 pub mod bench;
 pub mod cli;

@@ -56,7 +56,7 @@ pub(super) fn model_only(
     }
     let mut base_times = Vec::with_capacity(opts.runs);
     // With `pipeline.assist` and two or more workers, the same model with one idle worker
-    // helping (`model::team`), as the paced pipeline runs it, run for run in turn.
+    // helping (`lookout_engine::team`), as the paced pipeline runs it, run for run in turn.
     let assisted = config.pipeline.assist && config.pipeline.worker_count() >= 2;
     let mut assisted_times = Vec::with_capacity(if assisted { opts.runs } else { 0 });
     let team = Team::new(2);

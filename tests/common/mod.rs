@@ -1,6 +1,9 @@
 //! Shared helpers for the integration tests.
 #![allow(dead_code)]
 
+pub mod certs;
+pub mod loopback;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
