@@ -6,7 +6,8 @@ keys lookout reports: model_ms (one thread, like lookout's model-only figure) an
 {p50, p90, p99}, fps, rss_mb, and model_ms_threads (model only with --threads threads, the
 setting of the end-to-end loop).
 
-Needs: pip install numpy pillow onnxruntime
+Needs numpy, pillow and onnxruntime, pinned in requirements.txt at the repository root:
+python3 -m venv .venv && .venv/bin/pip install -r requirements.txt
 """
 import argparse
 import glob

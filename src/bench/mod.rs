@@ -81,7 +81,7 @@ pub enum BenchError {
         #[source]
         source: std::io::Error,
     },
-    #[error("the peer baseline failed: {0} (it needs python3 with numpy, pillow and onnxruntime: pip install numpy pillow onnxruntime)")]
+    #[error("the peer baseline failed: {0} (it needs python3 with numpy, pillow and onnxruntime: python3 -m venv .venv && .venv/bin/pip install -r requirements.txt, then --python .venv/bin/python)")]
     Peer(String),
 }
 
