@@ -56,7 +56,7 @@ pub struct Parts {
     /// Sinks with their names, in config order (rule sink indices refer to this order).
     pub sinks: Vec<(String, Box<dyn Sink>)>,
     pub workers: usize,
-    /// Idle workers help a busy one with its frame's convolutions ([`team`]).
+    /// Idle workers help a busy one with its frame's convolutions ([`lookout_engine::team`]).
     pub assist: bool,
     pub frame_queue: usize,
     pub sink_queue: usize,
@@ -119,7 +119,7 @@ pub struct Downstream {
     /// Sinks with their names, in config order (rule sink indices refer to this order).
     pub sinks: Vec<(String, Box<dyn Sink>)>,
     pub workers: usize,
-    /// Idle workers help a busy one with its frame's convolutions ([`team`]).
+    /// Idle workers help a busy one with its frame's convolutions ([`lookout_engine::team`]).
     pub assist: bool,
     pub sink_queue: usize,
     pub top_k: usize,
