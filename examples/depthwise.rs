@@ -9,8 +9,9 @@
 
 #[cfg(target_arch = "x86_64")]
 fn main() {
-    use lookout_engine::depthwise::{self, Finish, Geometry, Isa};
-    use lookout_engine::depthwise8::{block8, Finish8, BLOCK};
+    use lookout_engine::kernels::depthwise::{self, Finish, Geometry};
+    use lookout_engine::kernels::depthwise8::{block8, Finish8, BLOCK};
+    use lookout_engine::Isa;
     use std::time::Instant;
 
     if Isa::detect() != Isa::Avx2Fma {

@@ -25,23 +25,15 @@
 //! - [`team`]: an idle worker thread helping a busy one with its model run (`pipeline.assist`).
 //! - [`profile`]: per-node timing of a plan (`lookout bench --profile`).
 
-pub mod contrib;
-pub mod depthwise;
-pub mod depthwise8;
-pub mod fastops;
-pub mod fconv;
+pub mod kernels;
+pub mod ops;
 pub mod profile;
-pub mod qdot;
-pub mod qdq;
-pub mod qelementwise;
-pub mod qgemm;
-pub mod qgemv;
-pub mod qunary;
-pub mod softmax;
+pub mod rewrite;
 pub mod team;
 
-pub use contrib::{Refusal, Translation};
-pub use depthwise::Isa;
+pub use kernels::depthwise::Isa;
+pub use rewrite::contrib::{self, Refusal, Translation};
+use rewrite::qdq;
 
 use serde::Deserialize;
 use tract_onnx::pb;
@@ -74,8 +66,8 @@ impl Kernels {
 /// tract's ONNX front end with lookout's operators ([`softmax`], [`fastops`] and the rest).
 pub fn onnx() -> tract_onnx::Onnx {
     let mut onnx = tract_onnx::onnx();
-    softmax::register(&mut onnx.op_register);
-    fastops::register(&mut onnx.op_register);
+    ops::softmax::register(&mut onnx.op_register);
+    ops::conv::register(&mut onnx.op_register);
     onnx
 }
 

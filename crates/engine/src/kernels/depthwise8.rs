@@ -1,6 +1,6 @@
 //! Depthwise convolution of eight channels at once (x86-64, AVX2 + FMA).
 //!
-//! The plane-by-plane kernel ([`super::depthwise`]) spends under 1 ns per output on a 112x112
+//! The plane-by-plane kernel ([`crate::kernels::depthwise`]) spends under 1 ns per output on a 112x112
 //! plane but 4-6 ns on 7x7 and 14x14 ones, where its per-plane and per-row work, not its
 //! multiply-adds, is the time (`docs/engine.md`). Here eight channels go together, as
 //! onnxruntime's NCHWc kernels do, but only for the length of one operator:
@@ -17,12 +17,12 @@
 //! Quantized inputs are exact integers in f32, as in the plane kernel.
 //!
 //! It is used for every plane size the plane kernel takes (kernels of up to
-//! [`super::depthwise::MAX_TAPS`] taps, checked when the operator is wired): measured on
+//! [`crate::kernels::depthwise::MAX_TAPS`] taps, checked when the operator is wired): measured on
 //! MobileNetV2's 17 layer shapes, interleaved with the plane kernel (`examples/depthwise.rs`),
 //! 0.26-0.45 of its time on 7x7 and 14x14 planes and 0.6-0.9 on 28x28 to 112x112 ones, float
 //! and uint8.
 
-use super::depthwise::{Geometry, PlaneIn, QuantOut};
+use crate::kernels::depthwise::{Geometry, PlaneIn, QuantOut};
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 
@@ -186,8 +186,8 @@ unsafe fn accumulate(plan: &mut Plan, g: &Geometry, taps: &[f32], bias: &[f32]) 
     let n_taps = g.kh * g.kw;
     let wp = plan.wp;
     // Tap t's offset from its output's first cell, and its eight channels' weights.
-    let mut offsets = [0usize; super::depthwise::MAX_TAPS];
-    let mut weights = [[0f32; BLOCK]; super::depthwise::MAX_TAPS];
+    let mut offsets = [0usize; crate::kernels::depthwise::MAX_TAPS];
+    let mut weights = [[0f32; BLOCK]; crate::kernels::depthwise::MAX_TAPS];
     for i in 0..g.kh {
         for j in 0..g.kw {
             let t = i * g.kw + j;
@@ -283,7 +283,7 @@ unsafe fn sums<const N: usize>(
     bias: &[f32; BLOCK],
 ) {
     let n = if N > 0 { N } else { offsets.len() };
-    let mut w = [_mm256_setzero_ps(); super::depthwise::MAX_TAPS];
+    let mut w = [_mm256_setzero_ps(); crate::kernels::depthwise::MAX_TAPS];
     // SAFETY (all blocks): as the function's contract says.
     for t in 0..n {
         w[t] = unsafe { _mm256_loadu_ps(weights[t].as_ptr()) };
@@ -363,7 +363,7 @@ unsafe fn finish_all<T: QuantOut>(plan: &Plan, g: &Geometry, mut finish: Finish8
                     // `vcvtps2dq` rounds half to even under the default rounding mode.
                     let i = _mm256_add_epi32(_mm256_cvtps_epi32(f), z);
                     // SAFETY: AVX2 as the caller's contract says.
-                    let bytes = unsafe { super::qgemm::narrow16_avx2(i, i, T::MIN < 0.0) };
+                    let bytes = unsafe { crate::kernels::qgemm::narrow16_avx2(i, i, T::MIN < 0.0) };
                     let dst = &mut out[c * count + q..c * count + q + n];
                     if std::mem::size_of::<T>() == 1 {
                         if let Ok(dst) = <&mut [T; BLOCK]>::try_from(&mut *dst) {
@@ -480,8 +480,8 @@ unsafe fn transpose8(v: [__m256; BLOCK]) -> [__m256; BLOCK] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::depthwise::tests::geometry;
-    use crate::depthwise::{plane, Finish, Isa};
+    use crate::kernels::depthwise::tests::geometry;
+    use crate::kernels::depthwise::{plane, Finish, Isa};
 
     fn geometries() -> Vec<Geometry> {
         vec![

@@ -17,7 +17,7 @@
 //!   depthwise kernel), then requantizes as onnxruntime does: `clamp(round_half_even(acc *
 //!   x_scale * w_scale / y_scale) + y_zero)`.
 //!
-//! The tract operators that call these kernels are in [`super::fastops`].
+//! The tract operators that call these kernels are in [`crate::ops::conv`].
 
 use std::cell::RefCell;
 
@@ -95,12 +95,12 @@ pub enum Isa {
     Avx2Fma,
     /// x86-64 with AVX2 and FMA, and AVX-512F with AVX512-VNNI and AVX512-VL (Ice Lake, Zen 4
     /// and later): the quantized convolutions' matrix product runs on 512-bit `vpdpbusd`
-    /// ([`super::qdot`]), the float convolutions' tile on 512-bit registers
-    /// ([`super::fconv`]); every other kernel runs its AVX2 code.
+    /// ([`crate::kernels::qdot`]), the float convolutions' tile on 512-bit registers
+    /// ([`crate::kernels::fgemm`]); every other kernel runs its AVX2 code.
     #[cfg(target_arch = "x86_64")]
     Avx2Vnni,
     /// aarch64 with the dot-product instructions: the quantized convolutions' matrix product
-    /// runs on `sdot` ([`super::qdot`]); every other kernel runs its portable (NEON) code.
+    /// runs on `sdot` ([`crate::kernels::qdot`]); every other kernel runs its portable (NEON) code.
     /// Constructed only on aarch64.
     NeonDot,
 }
@@ -115,12 +115,12 @@ impl Isa {
         }
         #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            if forced != "avx2" && super::qdot::vnni_available() {
+            if forced != "avx2" && crate::kernels::qdot::vnni_available() {
                 return Isa::Avx2Vnni;
             }
             return Isa::Avx2Fma;
         }
-        if super::qdot::available() {
+        if crate::kernels::qdot::available() {
             return Isa::NeonDot;
         }
         Isa::Scalar
@@ -133,11 +133,11 @@ impl Isa {
         #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
             v.push(Isa::Avx2Fma);
-            if super::qdot::vnni_available() {
+            if crate::kernels::qdot::vnni_available() {
                 v.push(Isa::Avx2Vnni);
             }
         }
-        if super::qdot::available() {
+        if crate::kernels::qdot::available() {
             v.push(Isa::NeonDot);
         }
         v
@@ -174,11 +174,11 @@ impl Isa {
     }
 
     /// The 8-bit dot-product tile the quantized convolutions run on, if any.
-    pub fn dot_tile(self) -> Option<super::qdot::Tile> {
+    pub fn dot_tile(self) -> Option<crate::kernels::qdot::Tile> {
         match self {
-            Isa::NeonDot => Some(super::qdot::Tile::Sdot),
+            Isa::NeonDot => Some(crate::kernels::qdot::Tile::Sdot),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2Vnni => Some(super::qdot::Tile::Vnni),
+            Isa::Avx2Vnni => Some(crate::kernels::qdot::Tile::Vnni),
             _ => None,
         }
     }
@@ -964,7 +964,7 @@ unsafe fn quant16_avx2(
     unsafe {
         let a = one(_mm256_loadu_ps(acc.as_ptr()));
         let b = one(_mm256_loadu_ps(acc.as_ptr().add(8)));
-        _mm_storeu_si128(dst.cast(), super::qgemm::narrow16_avx2(a, b, signed));
+        _mm_storeu_si128(dst.cast(), crate::kernels::qgemm::narrow16_avx2(a, b, signed));
     }
 }
 

@@ -20,9 +20,9 @@
 //! Products of two values in [-255, 255] summed in pairs stay far inside i32, and so do sums
 //! over any realistic `k` (below 2^31 / 255^2 = 33,000 terms).
 
-use super::depthwise::{clamp, round_to_i32, Isa, QuantOut};
-use super::qdot::DotWeights;
-use super::team::{self, Shared};
+use crate::kernels::depthwise::{clamp, round_to_i32, Isa, QuantOut};
+use crate::kernels::qdot::DotWeights;
+use crate::team::{self, Shared};
 
 /// Output channels per tile.
 pub const MR: usize = 6;
@@ -31,7 +31,7 @@ pub const NR: usize = 16;
 /// Packed activation bytes per block of pixel panels (a share of a 512 KB L2 cache).
 const BLOCK_BYTES: usize = 128 * 1024;
 
-/// An 8-bit activation type, and what the dot-product tile ([`super::qdot`]) subtracts from its
+/// An 8-bit activation type, and what the dot-product tile ([`crate::kernels::qdot`]) subtracts from its
 /// values to make them signed.
 pub trait Act: Copy + Into<i16> + Send + Sync {
     const OFFSET: i16;
@@ -153,7 +153,7 @@ pub struct Scratch {
     /// Two im2col rows (a pair of k), gathered before they are interleaved into the panels.
     rows: Vec<i16>,
     /// The dot-product path's.
-    dot: super::qdot::Scratch,
+    dot: crate::kernels::qdot::Scratch,
 }
 
 /// Packs `x` (one image: [C][H][W] 8-bit values) into `[P / NR][K / 2][NR][2]` i16 panels of
@@ -353,20 +353,20 @@ pub fn conv<I: Act, O: QuantOut>(
             // SAFETY: both AVX2 variants exist only after run-time detection of AVX2 and FMA.
             unsafe { dot_pack_avx2(tile, d, g, x, x_zero, s) };
         } else {
-            super::qdot::pack(tile, d, g, x, x_zero, s);
+            crate::kernels::qdot::pack(tile, d, g, x, x_zero, s);
         }
         #[cfg(not(target_arch = "x86_64"))]
-        super::qdot::pack(tile, d, g, x, x_zero, s);
+        crate::kernels::qdot::pack(tile, d, g, x, x_zero, s);
         let (px, out) = (s.packed(), Shared::new(out));
         // On this thread, or shared with an idle worker (`team`).
-        team::for_each(super::qdot::parts(d, g), |i| {
+        team::for_each(crate::kernels::qdot::parts(d, g), |i| {
             #[cfg(target_arch = "x86_64")]
             if isa.avx2() {
                 // SAFETY: AVX2 as above; each part writes its own values.
                 return unsafe { dot_part_avx2::<I, O>(tile, d, rs, g, px, requant, &out, i) };
             }
             // SAFETY: each part writes its own values.
-            unsafe { super::qdot::part::<I, O>(tile, d, rs, g, px, requant, &out, i) }
+            unsafe { crate::kernels::qdot::part::<I, O>(tile, d, rs, g, px, requant, &out, i) }
         });
         return;
     }
@@ -386,26 +386,26 @@ pub fn conv<I: Act, O: QuantOut>(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn dot_pack_avx2<I: Act>(
-    tile: super::qdot::Tile,
+    tile: crate::kernels::qdot::Tile,
     w: &DotWeights,
     g: &Im2col,
     x: &[I],
     x_zero: i16,
-    scratch: &mut super::qdot::Scratch,
+    scratch: &mut crate::kernels::qdot::Scratch,
 ) {
-    super::qdot::pack(tile, w, g, x, x_zero, scratch)
+    crate::kernels::qdot::pack(tile, w, g, x, x_zero, scratch)
 }
 
 /// One part of the dot-product convolution's tiles, with its requantization compiled for AVX2
 /// (the tile itself is compiled for VNNI).
 ///
 /// # Safety
-/// The CPU has AVX2 and FMA; [`super::qdot::part`]'s contract.
+/// The CPU has AVX2 and FMA; [`crate::kernels::qdot::part`]'s contract.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn dot_part_avx2<I: Act, O: QuantOut>(
-    tile: super::qdot::Tile,
+    tile: crate::kernels::qdot::Tile,
     w: &DotWeights,
     row_sums: &[i32],
     g: &Im2col,
@@ -415,7 +415,7 @@ unsafe fn dot_part_avx2<I: Act, O: QuantOut>(
     i: usize,
 ) {
     // SAFETY: the caller's contract.
-    unsafe { super::qdot::part::<I, O>(tile, w, row_sums, g, px, requant, out, i) }
+    unsafe { crate::kernels::qdot::part::<I, O>(tile, w, row_sums, g, px, requant, out, i) }
 }
 
 /// The whole convolution (packing, tiles, requantization) compiled for AVX2.

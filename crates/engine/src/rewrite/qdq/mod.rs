@@ -1,5 +1,5 @@
 //! Graph rewrites that put a model's convolutions on fast paths, applied to the ONNX protobuf
-//! before tract parses it (after [`super::contrib`]):
+//! before tract parses it (after [`crate::rewrite::contrib`]):
 //!
 //! 1. **QDQ convolutions become integer convolutions.** `quantize_static(...,
 //!    quant_format=QuantFormat.QDQ)` writes every quantized convolution as
@@ -10,14 +10,14 @@
 //!    bias whose scale is not `x_scale * w_scale`, is requantized to that scale.
 //!    The same folding puts a QDQ model's additions (`DequantizeLinear x2 -> Add ->
 //!    QuantizeLinear`) and classifier (`DequantizeLinear -> Gemm -> QuantizeLinear`) on
-//!    lookout's 8-bit operators ([`super::qelementwise`], [`super::qgemv`]), and every
+//!    lookout's 8-bit operators ([`crate::ops::qbinary`], [`crate::ops::qgemv`]), and every
 //!    QuantizeLinear of a float tensor (the input's, and those after float operations such
 //!    as hard-swish), and every DequantizeLinear of a computed 8-bit tensor (those before
 //!    such operations), on a vector pass.
 //! 2. **Convolutions get lookout's kernels**: a QLinearConv whose every channel has its own
 //!    filter becomes [`fastops::Q_DEPTHWISE`], a float one [`fastops::F_DEPTHWISE`]
-//!    ([`super::depthwise`]); any other group-1 QLinearConv becomes [`fastops::Q_CONV`]
-//!    ([`super::qgemm`]), a float Conv [`fconv::F_CONV`] ([`super::fconv`]). A following Relu
+//!    ([`crate::kernels::depthwise`]); any other group-1 QLinearConv becomes [`fastops::Q_CONV`]
+//!    ([`crate::kernels::qgemm`]), a float Conv [`fconv::F_CONV`] ([`crate::kernels::fgemm`]). A following Relu
 //!    or constant Clip is fused into the float ones.
 //! 3. **Quantized weights of float matrix products are dequantized once, here**, instead of on
 //!    every run (tract 0.23 re-dequantizes and re-packs a DequantizeLinear of a constant feeding
@@ -31,8 +31,9 @@ use std::collections::HashMap;
 use tract_onnx::pb;
 use tract_onnx::pb::tensor_proto::DataType;
 
-use super::contrib::{node_name, Translation};
-use super::{fastops, fconv};
+use crate::rewrite::contrib::{node_name, Translation};
+use crate::kernels::fgemm as fconv;
+use crate::ops::conv as fastops;
 
 mod conv;
 mod eightbit;
@@ -397,7 +398,7 @@ mod tests {
         assert_eq!(fold_qdq_binary(&mut g, "Add"), 1);
         assert_eq!(quantize_floats(&mut g), 1);
         prune_dead(&mut g);
-        use {crate::qelementwise::Q_ADD, crate::qunary::Q_QUANTIZE};
+        use {crate::ops::qbinary::Q_ADD, crate::ops::qunary::Q_QUANTIZE};
         assert_eq!(ops(&g), [Q_QUANTIZE, Q_ADD]);
         let add = &g.node[1];
         assert_eq!(
@@ -414,7 +415,7 @@ mod tests {
         assert_eq!(fold_qdq_binary(&mut g, "Mul"), 1);
         prune_dead(&mut g);
         let mul = &g.node[1];
-        assert_eq!(mul.op_type, crate::qelementwise::Q_MUL);
+        assert_eq!(mul.op_type, crate::ops::qbinary::Q_MUL);
         assert_eq!(
             mul.input,
             ["a_q", "sa", "za", "b_q", "sb", "zb", "sy", "zy"]
@@ -446,7 +447,7 @@ mod tests {
         g.input[0] = value("x", DataType::Uint8);
         assert_eq!(quantize_floats(&mut g), 1);
         assert_eq!(g.node[0].op_type, "QuantizeLinear");
-        assert_eq!(g.node[4].op_type, crate::qunary::Q_QUANTIZE);
+        assert_eq!(g.node[4].op_type, crate::ops::qunary::Q_QUANTIZE);
     }
 
     /// x (uint8 input) -> DequantizeLinear(0.1, 128) -> HardSigmoid(1/6, 0.5) ->
@@ -490,7 +491,7 @@ mod tests {
 
     #[test]
     fn dequantize_hard_sigmoid_quantize_becomes_one_lookup() {
-        use crate::qunary::Q_TABLE;
+        use crate::ops::qunary::Q_TABLE;
         let mut g = hard_sigmoid_graph(false);
         let done = rewrite(&mut g);
         assert_eq!(ops(&g), [Q_TABLE], "{done:?}");
@@ -517,7 +518,7 @@ mod tests {
         // stays (on lookout's vector pass).
         let mut g = hard_sigmoid_graph(true);
         rewrite(&mut g);
-        assert_eq!(ops(&g), [crate::qunary::Q_DEQUANTIZE, Q_TABLE]);
+        assert_eq!(ops(&g), [crate::ops::qunary::Q_DEQUANTIZE, Q_TABLE]);
         // A HardSigmoid whose float result is a graph output is not folded.
         let mut g = hard_sigmoid_graph(false);
         g.output.push(value("h", DataType::Float));
@@ -526,7 +527,7 @@ mod tests {
 
     #[test]
     fn dequantize_linear_of_computed_tensors_goes_to_the_vector_pass() {
-        use crate::qunary::Q_DEQUANTIZE;
+        use crate::ops::qunary::Q_DEQUANTIZE;
         // The Add is not folded (its float sum is read by the Relu): both DequantizeLinear
         // nodes, of a computed tensor and of an 8-bit graph input, are lookout's.
         let mut g = graph(true);

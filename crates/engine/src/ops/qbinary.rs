@@ -4,7 +4,7 @@
 //! - **`LookoutQLinearAdd`**: the additions of quantized models (the residual connections of
 //!   MobileNet-style networks). A QDQ model writes each as `DequantizeLinear(a),
 //!   DequantizeLinear(b) -> Add -> QuantizeLinear` (a QOperator model's QLinearAdd becomes the
-//!   same chain in [`super::contrib`]); [`super::qdq`] folds the chain into this operator, which
+//!   same chain in [`crate::rewrite::contrib`]); [`crate::rewrite::qdq`] folds the chain into this operator, which
 //!   computes the same definition per element in f32:
 //!
 //!   ```text
@@ -21,15 +21,15 @@
 //! order, so the same bytes); a per-channel operand broadcast over planes takes the vector
 //! path plane by plane, other broadcasts the portable loop over broadcast views. The one-input
 //! operators (QuantizeLinear, DequantizeLinear, the 256-entry lookup) are in
-//! [`super::qunary`], with which these share the quantization ([`Quant`]) and the readers of
+//! [`crate::ops::qunary`], with which these share the quantization ([`Quant`]) and the readers of
 //! constant scales and zero points.
 
 use tract_onnx::model::OnnxOpRegister;
 use tract_onnx::tract_core::broadcast::multi_broadcast;
 use tract_onnx::tract_hir::internal::*;
 
-use super::depthwise::{Isa, PlaneIn, QuantOut};
-use super::fastops::{floats, ints, konst};
+use crate::kernels::depthwise::{Isa, PlaneIn, QuantOut};
+use crate::ops::conv::{floats, ints, konst};
 
 /// ONNX op type of the folded addition. Inputs: `a, a_scale, a_zero_point, b, b_scale,
 /// b_zero_point, y_scale, y_zero_point` (QLinearAdd's), every scale and zero point a
@@ -113,7 +113,7 @@ impl Expansion for QBinExpansion {
 }
 
 /// One finite positive per-tensor scale, a constant.
-pub(super) fn scale(model: &TypedModel, outlet: OutletId, what: &str) -> TractResult<f32> {
+pub(crate) fn scale(model: &TypedModel, outlet: OutletId, what: &str) -> TractResult<f32> {
     let v = floats(konst(model, outlet, what)?.as_ref())?;
     ensure!(
         v.len() == 1 && v[0].is_finite() && v[0] > 0.0,
@@ -123,7 +123,7 @@ pub(super) fn scale(model: &TypedModel, outlet: OutletId, what: &str) -> TractRe
 }
 
 /// A per-tensor zero point (a constant) and its type.
-pub(super) fn zero(
+pub(crate) fn zero(
     model: &TypedModel,
     outlet: OutletId,
     what: &str,
@@ -139,7 +139,7 @@ pub(super) fn zero(
 }
 
 /// The output's quantization (its scale and zero point, constants) and its 8-bit type.
-pub(super) fn output_quant(
+pub(crate) fn output_quant(
     model: &TypedModel,
     scale_outlet: OutletId,
     zero_outlet: OutletId,
@@ -184,7 +184,7 @@ impl Quant {
     /// `saturate(round_half_to_even(x / scale) + zero)`. (`min`/`max`, not `clamp`, so that a
     /// NaN gives what the AVX2 `vminps`/`vmaxps` give: the top of the range.)
     #[inline(always)]
-    pub(super) fn one<O: QuantOut>(&self, x: f32) -> O {
+    pub(crate) fn one<O: QuantOut>(&self, x: f32) -> O {
         O::from_i32((x / self.scale).min(self.hi).max(self.lo).round_ties_even() as i32 + self.zero)
     }
 }
@@ -197,7 +197,7 @@ impl Quant {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 #[inline]
-pub(super) unsafe fn quant8_avx2(
+pub(crate) unsafe fn quant8_avx2(
     q: &Quant,
     x: std::arch::x86_64::__m256,
 ) -> std::arch::x86_64::__m256i {
@@ -311,7 +311,7 @@ unsafe fn add_avx2<A: PlaneIn, B: PlaneIn, O: QuantOut>(
                 };
                 quant8_avx2(&q.y, v)
             };
-            let bytes = super::qgemm::narrow16_avx2(half(0), half(1), O::MIN < 0.0);
+            let bytes = crate::kernels::qgemm::narrow16_avx2(half(0), half(1), O::MIN < 0.0);
             _mm_storeu_si128(out.as_mut_ptr().add(i).cast(), bytes);
         }
     }

@@ -2,9 +2,9 @@
 //! integer arithmetic.
 //!
 //! A QDQ model writes it as `DequantizeLinear(a) -> Gemm(DequantizeLinear(w), bias) ->
-//! QuantizeLinear` (a QOperator model's QGemm becomes the same chain in [`super::contrib`]);
+//! QuantizeLinear` (a QOperator model's QGemm becomes the same chain in [`crate::rewrite::contrib`]);
 //! tract 0.23 runs it as a float matrix product over weights dequantized to f32 (MobileNetV2:
-//! 1000 x 1280, 5 MB read from memory per frame). [`super::qdq`] folds the chain into this
+//! 1000 x 1280, 5 MB read from memory per frame). [`crate::rewrite::qdq`] folds the chain into this
 //! operator, which keeps the weights as `w - w_zero` in i8 where they fit (1.25 MB; else
 //! i16) and computes each output from the exact integer sum:
 //!
@@ -23,9 +23,9 @@ use tract_onnx::model::{OnnxOpRegister, ParsingContext};
 use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
 
-use super::depthwise::{Isa, QuantOut};
-use super::fastops::{floats, ints, konst, per_channel};
-use super::qelementwise::{output_quant, scale, zero, Quant};
+use crate::kernels::depthwise::{Isa, QuantOut};
+use crate::ops::conv::{floats, ints, konst, per_channel};
+use crate::ops::qbinary::{output_quant, scale, zero, Quant};
 
 /// ONNX op type of the folded layer. Inputs: `a, a_scale, a_zero_point, w, w_scale,
 /// w_zero_point, y_scale, y_zero_point[, bias]` (constants but `a`; the bias float, one per

@@ -1,12 +1,12 @@
-//! The quantized convolution's matrix product ([`super::qgemm`]) on the 8-bit dot-product
+//! The quantized convolution's matrix product ([`crate::kernels::qgemm`]) on the 8-bit dot-product
 //! instructions: aarch64's `sdot` (four 8-bit multiply-adds into each 32-bit lane, 64 per
 //! instruction) and x86-64's `vpdpbusd` (AVX512-VNNI, on 512-bit registers: 64 per instruction,
 //! unsigned x signed).
 //!
 //! DotProd is optional in Armv8.2 and later: Cortex-A55/A76/A78 have it (Raspberry Pi 5,
 //! Jetson Orin), Cortex-A53/A57/A72 do not (Raspberry Pi 3 and 4, Jetson Nano), and lookout
-//! detects it at run time ([`super::depthwise::Isa::NeonDot`]). Without it the i16 NEON tile
-//! of [`super::qgemm`] runs.
+//! detects it at run time ([`crate::kernels::depthwise::Isa::NeonDot`]). Without it the i16 NEON tile
+//! of [`crate::kernels::qgemm`] runs.
 //!
 //! - Weights: `w - w_zero` as i8, packed once, in panels of [`MR`] output channels with each
 //!   group of four consecutive `k` together. A model whose centred weights do not all fit i8
@@ -18,7 +18,7 @@
 //! - The [`MR`] x [`NR`] tile: per group of four `k`, four loads of activations, one of
 //!   weights, 16 `sdot` by element into 16 accumulators. Without the instruction (other
 //!   architectures; the tests) the same tile runs as portable code.
-//! - x86-64 with AVX512-VNNI ([`super::depthwise::Isa::Avx2Vnni`]): the same panels, the
+//! - x86-64 with AVX512-VNNI ([`crate::kernels::depthwise::Isa::Avx2Vnni`]): the same panels, the
 //!   tile on `vpdpbusd`, which multiplies unsigned by signed bytes: each activation byte
 //!   gets its top bit flipped (`x - OFFSET + 128` as u8), and the extra `128 * sum w` comes
 //!   off with the shift (`row_sums`). The 16 pixels of a panel group are two registers, each
@@ -26,11 +26,11 @@
 //!   accumulators. The exact sums, with no 16-bit saturation (unlike `vpmaddubsw`). Pairs
 //!   of panels run on 512-bit registers (one register per panel and group of four k: twice
 //!   the products per instruction); a last odd panel on 256-bit ones.
-//! - Requantization is [`super::qgemm`]'s.
+//! - Requantization is [`crate::kernels::qgemm`]'s.
 
-use super::depthwise::QuantOut;
-use super::qgemm::{gather_row, requant_row, Act, Im2col, Requant, NR};
-use super::team::{bounds, Shared};
+use crate::kernels::depthwise::QuantOut;
+use crate::kernels::qgemm::{gather_row, requant_row, Act, Im2col, Requant, NR};
+use crate::team::{bounds, Shared};
 
 /// Output channels per weight panel.
 pub const MR: usize = 4;
@@ -200,7 +200,7 @@ impl Tile {
 }
 
 /// One image: `out[m][p] = requant(sum_k w[m][k] * (x[k][p] - x_zero))`, as
-/// [`super::qgemm::conv`] computes it. `row_sums[m]` is `sum_k (w - w_zero)`; `requant[m]`'s
+/// [`crate::kernels::qgemm::conv`] computes it. `row_sums[m]` is `sum_k (w - w_zero)`; `requant[m]`'s
 /// bias already holds `-x_zero * row_sums[m]`. `tile`: one the CPU has. [`pack`], then each of
 /// the [`parts`] in turn.
 #[allow(clippy::too_many_arguments)]
@@ -514,7 +514,7 @@ unsafe fn tile_vnni512(k4: usize, w: &[i8], x: &[i8], acc: &mut [[[i32; NR]; MR]
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::qgemm::tests::reference;
+    use crate::kernels::qgemm::tests::reference;
 
     /// Raw accumulators as the "quantized" output, so sums can be checked exactly.
     #[derive(Debug, Clone, Copy, Default, PartialEq)]

@@ -141,7 +141,7 @@ pub fn parse(
     bytes: &[u8],
 ) -> tract_onnx::prelude::TractResult<(tract_onnx::prelude::InferenceModel, Vec<Translation>)> {
     use tract_onnx::prelude::Framework;
-    let onnx = super::onnx();
+    let onnx = crate::onnx();
     let mut proto = onnx.proto_model_for_read(&mut &*bytes)?;
     let translations = rewrite(&mut proto).map_err(|refused| {
         anyhow::anyhow!(

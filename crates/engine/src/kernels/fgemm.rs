@@ -1,4 +1,4 @@
-//! Float convolutions with one group (`LookoutConv`, wired by [`super::fastops`]), on lookout's
+//! Float convolutions with one group (`LookoutConv`, wired by [`crate::ops::conv`]), on lookout's
 //! own matrix product.
 //!
 //! tract 0.23 computes a float convolution as a matrix product on packed panels of both
@@ -18,10 +18,10 @@ use std::sync::Arc;
 
 use tract_onnx::tract_hir::internal::*;
 
-use super::depthwise::{clamp, Geometry, Isa};
-use super::fastops::{floats, konst, per_channel, Attrs};
-use super::qgemm::{strided_copy, tap_columns};
-use super::team::{self, bounds, Shared};
+use crate::kernels::depthwise::{clamp, Geometry, Isa};
+use crate::ops::conv::{floats, konst, per_channel, Attrs};
+use crate::kernels::qgemm::{strided_copy, tap_columns};
+use crate::team::{self, bounds, Shared};
 
 /// ONNX op type of a float group-1 convolution (Conv inputs and attributes; optional
 /// `lookout_min`/`lookout_max` for a fused Relu or Clip).
@@ -440,7 +440,7 @@ pub fn im2col(x: &[f32], c: usize, g: &Geometry, out: &mut Vec<f32>, last: &mut 
 
 /// Wires [`Conv`] for the float convolution `inputs` (x, constant weights [M, C, KH, KW],
 /// optional constant bias), its output clipped to `clip`.
-pub(super) fn wire(
+pub(crate) fn wire(
     attrs: &Attrs,
     clip: Option<(f32, f32)>,
     prefix: &str,

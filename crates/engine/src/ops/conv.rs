@@ -1,11 +1,11 @@
 //! lookout's own tract operators, for the convolutions where tract 0.23 has no fast path:
 //! depthwise convolutions, quantized (`LookoutQLinearDepthwiseConv`) and float
-//! (`LookoutDepthwiseConv`), both computed by [`super::depthwise`], and the other quantized
-//! convolutions (`LookoutQLinearConv`: group 1, any kernel), computed by [`super::qgemm`].
+//! (`LookoutDepthwiseConv`), both computed by [`crate::kernels::depthwise`], and the other quantized
+//! convolutions (`LookoutQLinearConv`: group 1, any kernel), computed by [`crate::kernels::qgemm`].
 //!
-//! [`super::qdq`] renames the ONNX nodes these operators replace before tract parses the model;
+//! [`crate::rewrite::qdq`] renames the ONNX nodes these operators replace before tract parses the model;
 //! [`register`] tells tract's ONNX front end how to build them. Weights, biases, scales and
-//! zero points must be constants (initializers), which [`super::qdq`] checks before renaming.
+//! zero points must be constants (initializers), which [`crate::rewrite::qdq`] checks before renaming.
 
 use std::sync::Arc;
 
@@ -13,11 +13,11 @@ use tract_onnx::model::{OnnxOpRegister, ParsingContext};
 use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
 
-use super::depthwise::{self, Finish, Geometry, Isa};
+use crate::kernels::depthwise::{self, Finish, Geometry, Isa};
 #[cfg(target_arch = "x86_64")]
-use super::depthwise8;
-use super::qgemm::{self, Im2col, PackedWeights, Requant};
-use super::team::{self, Shared};
+use crate::kernels::depthwise8;
+use crate::kernels::qgemm::{self, Im2col, PackedWeights, Requant};
+use crate::team::{self, Shared};
 
 /// ONNX op type of a quantized depthwise convolution (QLinearConv inputs and attributes).
 pub const Q_DEPTHWISE: &str = "LookoutQLinearDepthwiseConv";
@@ -31,10 +31,10 @@ pub fn register(reg: &mut OnnxOpRegister) {
     reg.insert(Q_DEPTHWISE, build_quant);
     reg.insert(F_DEPTHWISE, |_, node| build_float(node, true));
     reg.insert(Q_CONV, build_qconv);
-    reg.insert(super::fconv::F_CONV, |_, node| build_float(node, false));
-    super::qelementwise::register(reg);
-    super::qunary::register(reg);
-    super::qgemv::register(reg);
+    reg.insert(crate::kernels::fgemm::F_CONV, |_, node| build_float(node, false));
+    crate::ops::qbinary::register(reg);
+    crate::ops::qunary::register(reg);
+    crate::ops::qgemv::register(reg);
 }
 
 fn build_qconv(
@@ -52,7 +52,7 @@ fn build_qconv(
 
 /// Convolution attributes shared by both operators.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(super) struct Attrs {
+pub(crate) struct Attrs {
     pub strides: [usize; 2],
     pub dilations: [usize; 2],
     /// top, left, bottom, right
@@ -62,7 +62,7 @@ pub(super) struct Attrs {
 impl Attrs {
     /// Output height and width of a `kernel` over an `h` x `w` input.
     /// The geometry of a `kernel` over an `h` x `w` input.
-    pub(super) fn geometry(&self, kernel: [usize; 2], h: usize, w: usize) -> TractResult<Geometry> {
+    pub(crate) fn geometry(&self, kernel: [usize; 2], h: usize, w: usize) -> TractResult<Geometry> {
         let (oh, ow) = self.output_hw(kernel, h, w)?;
         Ok(Geometry {
             h,
@@ -80,7 +80,7 @@ impl Attrs {
         })
     }
 
-    pub(super) fn output_hw(
+    pub(crate) fn output_hw(
         &self,
         kernel: [usize; 2],
         h: usize,
@@ -160,7 +160,7 @@ fn build_float(
     ))
 }
 
-/// The fused Relu/Clip bounds [`super::qdq`] wrote (`lookout_min`, `lookout_max`), if any.
+/// The fused Relu/Clip bounds [`crate::rewrite::qdq`] wrote (`lookout_min`, `lookout_max`), if any.
 fn clip_attrs(node: &NodeProto) -> TractResult<Option<(f32, f32)>> {
     Ok(
         match (
@@ -199,7 +199,7 @@ fn shape_rules<'r, 'p: 'r, 's: 'r>(
     })
 }
 
-pub(super) fn konst(model: &TypedModel, outlet: OutletId, what: &str) -> TractResult<Arc<Tensor>> {
+pub(crate) fn konst(model: &TypedModel, outlet: OutletId, what: &str) -> TractResult<Arc<Tensor>> {
     model
         .outlet_fact(outlet)?
         .konst
@@ -208,7 +208,7 @@ pub(super) fn konst(model: &TypedModel, outlet: OutletId, what: &str) -> TractRe
 }
 
 /// Integer values of a u8, i8 or i32 tensor (quantized types read as their storage).
-pub(super) fn ints(t: &Tensor) -> TractResult<Vec<i32>> {
+pub(crate) fn ints(t: &Tensor) -> TractResult<Vec<i32>> {
     let view = t.try_as_plain_ram()?;
     Ok(match t.datum_type().unquantized() {
         DatumType::U8 => view.as_slice::<u8>()?.iter().map(|&v| v as i32).collect(),
@@ -218,7 +218,7 @@ pub(super) fn ints(t: &Tensor) -> TractResult<Vec<i32>> {
     })
 }
 
-pub(super) fn floats(t: &Tensor) -> TractResult<Vec<f32>> {
+pub(crate) fn floats(t: &Tensor) -> TractResult<Vec<f32>> {
     Ok(t.cast_to::<f32>()?
         .try_as_plain_ram()?
         .as_slice::<f32>()?
@@ -226,7 +226,7 @@ pub(super) fn floats(t: &Tensor) -> TractResult<Vec<f32>> {
 }
 
 /// One value per channel from a scalar or a `channels`-long vector.
-pub(super) fn per_channel<T: Copy>(v: Vec<T>, channels: usize, what: &str) -> TractResult<Vec<T>> {
+pub(crate) fn per_channel<T: Copy>(v: Vec<T>, channels: usize, what: &str) -> TractResult<Vec<T>> {
     match v.len() {
         1 => Ok(vec![v[0]; channels]),
         n if n == channels => Ok(v),
@@ -618,7 +618,7 @@ impl TypedOp for QConv {
 }
 
 /// The ONNX-level float convolutions (Conv inputs), with an optional fused clip: depthwise
-/// ([`DepthwiseConv`]) or group 1 ([`super::fconv::Conv`]).
+/// ([`DepthwiseConv`]) or group 1 ([`crate::kernels::fgemm::Conv`]).
 #[derive(Debug, Clone)]
 struct FloatExpansion {
     attrs: Attrs,
@@ -631,7 +631,7 @@ impl Expansion for FloatExpansion {
         if self.depthwise {
             F_DEPTHWISE.into()
         } else {
-            super::fconv::F_CONV.into()
+            crate::kernels::fgemm::F_CONV.into()
         }
     }
 
@@ -663,7 +663,7 @@ impl Expansion for FloatExpansion {
             x_fact.datum_type
         );
         if !self.depthwise {
-            return super::fconv::wire(&self.attrs, self.clip, prefix, model, inputs);
+            return crate::kernels::fgemm::wire(&self.attrs, self.clip, prefix, model, inputs);
         }
         let channels = x_fact.shape.get(1).and_then(|d| d.to_usize().ok());
         let w = konst(model, inputs[1], "the weights")?;

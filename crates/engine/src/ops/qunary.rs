@@ -1,6 +1,6 @@
 //! lookout's quantized one-input element-wise operators, each one pass where tract 0.23 makes
 //! one scalar pass or several over float tensors (the quantization they share, [`Quant`], and
-//! the two-input operators are in [`super::qelementwise`]):
+//! the two-input operators are in [`crate::ops::qbinary`]):
 //!
 //! - **`LookoutQuantizeLinear`**: every per-tensor QuantizeLinear of a float tensor (the
 //!   model's input, and what the float operations between quantized ones produce):
@@ -15,18 +15,18 @@
 //!
 //! - **`LookoutQTable`**: a chain from one 8-bit tensor to one 8-bit tensor through a float
 //!   function of each element alone (`DequantizeLinear -> HardSigmoid -> QuantizeLinear`,
-//!   MobileNetV3's hard-swish gates): an 8-bit input has 256 values, so [`super::qdq`]
+//!   MobileNetV3's hard-swish gates): an 8-bit input has 256 values, so [`crate::rewrite::qdq`]
 //!   computes the chain's 256 results once, with the f32 operations the unfused chain runs,
 //!   and this operator looks each element up.
 
 use tract_onnx::model::OnnxOpRegister;
 use tract_onnx::tract_hir::internal::*;
 
-use super::depthwise::{Isa, PlaneIn, QuantOut};
-use super::fastops::{ints, konst};
+use crate::kernels::depthwise::{Isa, PlaneIn, QuantOut};
+use crate::ops::conv::{ints, konst};
 #[cfg(target_arch = "x86_64")]
-use super::qelementwise::quant8_avx2;
-use super::qelementwise::{output_quant, scale, zero, Quant};
+use crate::ops::qbinary::quant8_avx2;
+use crate::ops::qbinary::{output_quant, scale, zero, Quant};
 
 /// ONNX op type of a per-tensor QuantizeLinear of a float tensor (QuantizeLinear's inputs).
 pub const Q_QUANTIZE: &str = "LookoutQuantizeLinear";
@@ -78,7 +78,7 @@ unsafe fn quantize_avx2<O: QuantOut>(q: &Quant, x: &[f32], out: &mut [O]) {
         unsafe {
             let lo = quant8_avx2(q, _mm256_loadu_ps(x.as_ptr().add(i)));
             let hi = quant8_avx2(q, _mm256_loadu_ps(x.as_ptr().add(i + 8)));
-            let bytes = super::qgemm::narrow16_avx2(lo, hi, O::MIN < 0.0);
+            let bytes = crate::kernels::qgemm::narrow16_avx2(lo, hi, O::MIN < 0.0);
             _mm_storeu_si128(out.as_mut_ptr().add(i).cast(), bytes);
         }
     }

@@ -146,7 +146,7 @@ pub(super) fn is_depthwise(ix: &Index, node: &pb::NodeProto, w_input: usize) -> 
     w.dims.len() == 4
         && w.dims[1] == 1
         && w.dims[0] > 1
-        && crate::depthwise::supports(w.dims[2] as usize, w.dims[3] as usize)
+        && crate::kernels::depthwise::supports(w.dims[2] as usize, w.dims[3] as usize)
         && attr_i(node, "group") == Some(w.dims[0])
         && explicit_pads_and_constant_operands(ix, node)
 }

@@ -1,0 +1,7 @@
+//! lookout's tract operators.
+
+pub mod conv;
+pub mod qbinary;
+pub mod qgemv;
+pub mod qunary;
+pub mod softmax;

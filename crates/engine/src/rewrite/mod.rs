@@ -1,0 +1,4 @@
+//! The ONNX graph rewrites.
+
+pub mod contrib;
+pub mod qdq;
