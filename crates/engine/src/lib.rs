@@ -25,13 +25,16 @@
 //! - [`team`]: an idle worker thread helping a busy one with its model run (`pipeline.assist`).
 //! - [`profile`]: per-node timing of a plan (`lookout bench --profile`).
 
+mod attrs;
+mod isa;
 pub mod kernels;
-pub mod ops;
+mod ops;
 pub mod profile;
-pub mod rewrite;
+mod quant;
+mod rewrite;
 pub mod team;
 
-pub use kernels::depthwise::Isa;
+pub use isa::Isa;
 pub use rewrite::contrib::{self, Refusal, Translation};
 use rewrite::qdq;
 
@@ -66,8 +69,7 @@ impl Kernels {
 /// tract's ONNX front end with lookout's operators ([`softmax`], [`fastops`] and the rest).
 pub fn onnx() -> tract_onnx::Onnx {
     let mut onnx = tract_onnx::onnx();
-    ops::softmax::register(&mut onnx.op_register);
-    ops::conv::register(&mut onnx.op_register);
+    ops::register(&mut onnx.op_register);
     onnx
 }
 

@@ -21,6 +21,13 @@
 
 use std::cell::RefCell;
 
+use crate::isa::Isa;
+#[cfg(target_arch = "x86_64")]
+use crate::quant::narrow16_avx2;
+use crate::quant::{clamp, round_to_i32};
+/// The element types [`plane`] (and `depthwise8::block8`) read and write.
+pub use crate::quant::{PlaneIn, QuantOut};
+
 /// Shape of one depthwise convolution over a plane.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Geometry {
@@ -85,130 +92,6 @@ struct Layout {
     len: usize,
 }
 
-/// Which code the kernels run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Isa {
-    /// Portable code (what the compiler makes of it for the target's baseline).
-    Scalar,
-    /// x86-64 with AVX2 and FMA.
-    #[cfg(target_arch = "x86_64")]
-    Avx2Fma,
-    /// x86-64 with AVX2 and FMA, and AVX-512F with AVX512-VNNI and AVX512-VL (Ice Lake, Zen 4
-    /// and later): the quantized convolutions' matrix product runs on 512-bit `vpdpbusd`
-    /// ([`crate::kernels::qdot`]), the float convolutions' tile on 512-bit registers
-    /// ([`crate::kernels::fgemm`]); every other kernel runs its AVX2 code.
-    #[cfg(target_arch = "x86_64")]
-    Avx2Vnni,
-    /// aarch64 with the dot-product instructions: the quantized convolutions' matrix product
-    /// runs on `sdot` ([`crate::kernels::qdot`]); every other kernel runs its portable (NEON) code.
-    /// Constructed only on aarch64.
-    NeonDot,
-}
-
-impl Isa {
-    /// The best the running CPU offers. `LOOKOUT_KERNELS=scalar` forces the portable code,
-    /// `LOOKOUT_KERNELS=avx2` AVX2 without VNNI (to compare the two).
-    pub fn detect() -> Isa {
-        let forced = std::env::var("LOOKOUT_KERNELS").unwrap_or_default();
-        if forced == "scalar" {
-            return Isa::Scalar;
-        }
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            if forced != "avx2" && crate::kernels::qdot::vnni_available() {
-                return Isa::Avx2Vnni;
-            }
-            return Isa::Avx2Fma;
-        }
-        if crate::kernels::qdot::available() {
-            return Isa::NeonDot;
-        }
-        Isa::Scalar
-    }
-
-    /// Every variant this CPU can run (for tests).
-    pub fn available() -> Vec<Isa> {
-        #[allow(unused_mut)]
-        let mut v = vec![Isa::Scalar];
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            v.push(Isa::Avx2Fma);
-            if crate::kernels::qdot::vnni_available() {
-                v.push(Isa::Avx2Vnni);
-            }
-        }
-        if crate::kernels::qdot::available() {
-            v.push(Isa::NeonDot);
-        }
-        v
-    }
-
-    /// The variant's name: what the quantized convolutions run on.
-    pub fn name(self) -> &'static str {
-        match self {
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2Vnni => "avx512+vnni",
-            Isa::NeonDot => "neon+dotprod",
-            _ => self.vector_name(),
-        }
-    }
-
-    /// What the kernels without a dot-product or AVX-512 path (depthwise, element-wise) run
-    /// on under this variant.
-    pub fn vector_name(self) -> &'static str {
-        match self {
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2Fma | Isa::Avx2Vnni => "avx2+fma",
-            _ if cfg!(target_arch = "aarch64") => "neon",
-            _ => "scalar",
-        }
-    }
-
-    /// What the float convolutions' tile runs on under this variant.
-    pub fn float_tile_name(self) -> &'static str {
-        if self.avx512() {
-            "avx512f"
-        } else {
-            self.vector_name()
-        }
-    }
-
-    /// The 8-bit dot-product tile the quantized convolutions run on, if any.
-    pub fn dot_tile(self) -> Option<crate::kernels::qdot::Tile> {
-        match self {
-            Isa::NeonDot => Some(crate::kernels::qdot::Tile::Sdot),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2Vnni => Some(crate::kernels::qdot::Tile::Vnni),
-            _ => None,
-        }
-    }
-
-    /// Whether the CPU has AVX-512F (the VNNI variant requires it): the float convolutions'
-    /// tile then runs on 512-bit registers.
-    pub fn avx512(self) -> bool {
-        #[cfg(target_arch = "x86_64")]
-        {
-            matches!(self, Isa::Avx2Vnni)
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            false
-        }
-    }
-
-    /// Whether the AVX2 + FMA kernels run (both x86-64 variants).
-    pub fn avx2(self) -> bool {
-        #[cfg(target_arch = "x86_64")]
-        {
-            matches!(self, Isa::Avx2Fma | Isa::Avx2Vnni)
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            false
-        }
-    }
-}
-
 /// What to do with a channel's accumulated row.
 #[derive(Debug)]
 pub enum Finish<'a, T> {
@@ -226,184 +109,6 @@ pub enum Finish<'a, T> {
         lo: f32,
         hi: f32,
     },
-}
-
-/// One element type the quantized path writes.
-pub trait QuantOut: Copy + Default + Send + Sync {
-    const MIN: f32;
-    const MAX: f32;
-    /// `v` is already within `MIN..=MAX`.
-    fn from_i32(v: i32) -> Self;
-}
-
-impl QuantOut for u8 {
-    const MIN: f32 = 0.0;
-    const MAX: f32 = 255.0;
-    #[inline(always)]
-    fn from_i32(v: i32) -> u8 {
-        v as u8
-    }
-}
-
-impl QuantOut for i8 {
-    const MIN: f32 = -128.0;
-    const MAX: f32 = 127.0;
-    #[inline(always)]
-    fn from_i32(v: i32) -> i8 {
-        v as i8
-    }
-}
-
-/// Pixel values the padded plane is filled from.
-pub trait PlaneIn: Copy + Send + Sync {
-    /// Whether the values are signed integers (i8); f32 and u8 are not.
-    const SIGNED: bool;
-
-    fn centred(self, zero: f32) -> f32;
-
-    /// Eight at once (the compiler does not vectorise the 8-bit conversions by itself).
-    #[inline(always)]
-    fn centred8(v: &[Self; 8], zero: f32, out: &mut [f32; 8]) {
-        for i in 0..8 {
-            out[i] = v[i].centred(zero);
-        }
-    }
-
-    /// Sixteen at once, split by column parity: `even[k] = v[2k]`, `odd[k] = v[2k + 1]`,
-    /// centred (a stride-2 plane's two column phases).
-    #[inline(always)]
-    fn split16(v: &[Self; 16], zero: f32, even: &mut [f32; 8], odd: &mut [f32; 8]) {
-        for k in 0..8 {
-            even[k] = v[2 * k].centred(zero);
-            odd[k] = v[2 * k + 1].centred(zero);
-        }
-    }
-}
-
-impl PlaneIn for f32 {
-    const SIGNED: bool = false;
-
-    #[inline(always)]
-    fn centred(self, _zero: f32) -> f32 {
-        self
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    fn split16(v: &[f32; 16], _zero: f32, even: &mut [f32; 8], odd: &mut [f32; 8]) {
-        use std::arch::x86_64::*;
-        // SAFETY: SSE is part of x86-64; 16 floats read, 8 + 8 written.
-        unsafe {
-            let p = v.as_ptr();
-            for h in 0..2 {
-                let (a, b) = (_mm_loadu_ps(p.add(8 * h)), _mm_loadu_ps(p.add(8 * h + 4)));
-                _mm_storeu_ps(even.as_mut_ptr().add(4 * h), _mm_shuffle_ps(a, b, 0x88));
-                _mm_storeu_ps(odd.as_mut_ptr().add(4 * h), _mm_shuffle_ps(a, b, 0xdd));
-            }
-        }
-    }
-}
-
-/// Eight 16-bit lanes (integers) as floats, minus `zero`, at `out` (SSE2).
-///
-/// # Safety
-/// `out` holds 8 floats.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-unsafe fn i16x8_centred(w: std::arch::x86_64::__m128i, zero: f32, out: *mut f32) {
-    use std::arch::x86_64::*;
-    // SAFETY: as the function's contract says. Sign extension to 32 bits: each lane doubled,
-    // shifted down arithmetically.
-    unsafe {
-        let z = _mm_set1_ps(zero);
-        let lo = _mm_cvtepi32_ps(_mm_srai_epi32(_mm_unpacklo_epi16(w, w), 16));
-        let hi = _mm_cvtepi32_ps(_mm_srai_epi32(_mm_unpackhi_epi16(w, w), 16));
-        _mm_storeu_ps(out, _mm_sub_ps(lo, z));
-        _mm_storeu_ps(out.add(4), _mm_sub_ps(hi, z));
-    }
-}
-
-impl PlaneIn for u8 {
-    const SIGNED: bool = false;
-
-    #[inline(always)]
-    fn centred(self, zero: f32) -> f32 {
-        self as f32 - zero
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    fn centred8(v: &[u8; 8], zero: f32, out: &mut [f32; 8]) {
-        use std::arch::x86_64::*;
-        // SAFETY: SSE2 is part of x86-64; 8 bytes read, 8 floats written.
-        unsafe {
-            let b = _mm_loadl_epi64(v.as_ptr().cast());
-            i16x8_centred(
-                _mm_unpacklo_epi8(b, _mm_setzero_si128()),
-                zero,
-                out.as_mut_ptr(),
-            );
-        }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    fn split16(v: &[u8; 16], zero: f32, even: &mut [f32; 8], odd: &mut [f32; 8]) {
-        use std::arch::x86_64::*;
-        // SAFETY: SSE2 is part of x86-64; 16 bytes read, 8 + 8 floats written. As 16-bit
-        // lanes, the even bytes are the low halves and the odd ones the high halves.
-        unsafe {
-            let b = _mm_loadu_si128(v.as_ptr().cast());
-            i16x8_centred(
-                _mm_and_si128(b, _mm_set1_epi16(0xff)),
-                zero,
-                even.as_mut_ptr(),
-            );
-            i16x8_centred(_mm_srli_epi16(b, 8), zero, odd.as_mut_ptr());
-        }
-    }
-}
-
-impl PlaneIn for i8 {
-    const SIGNED: bool = true;
-
-    #[inline(always)]
-    fn centred(self, zero: f32) -> f32 {
-        self as f32 - zero
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    fn centred8(v: &[i8; 8], zero: f32, out: &mut [f32; 8]) {
-        use std::arch::x86_64::*;
-        // SAFETY: SSE2 is part of x86-64; 8 bytes read, 8 floats written. Sign extension:
-        // each byte doubled into a 16-bit lane, shifted down arithmetically.
-        unsafe {
-            let b = _mm_loadl_epi64(v.as_ptr().cast());
-            i16x8_centred(
-                _mm_srai_epi16(_mm_unpacklo_epi8(b, b), 8),
-                zero,
-                out.as_mut_ptr(),
-            );
-        }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    fn split16(v: &[i8; 16], zero: f32, even: &mut [f32; 8], odd: &mut [f32; 8]) {
-        use std::arch::x86_64::*;
-        // SAFETY: SSE2 is part of x86-64; 16 bytes read, 8 + 8 floats written. Even bytes
-        // (low halves of the 16-bit lanes) sign-extended by a shift up and back down.
-        unsafe {
-            let b = _mm_loadu_si128(v.as_ptr().cast());
-            i16x8_centred(
-                _mm_srai_epi16(_mm_slli_epi16(b, 8), 8),
-                zero,
-                even.as_mut_ptr(),
-            );
-            i16x8_centred(_mm_srai_epi16(b, 8), zero, odd.as_mut_ptr());
-        }
-    }
 }
 
 thread_local! {
@@ -964,37 +669,8 @@ unsafe fn quant16_avx2(
     unsafe {
         let a = one(_mm256_loadu_ps(acc.as_ptr()));
         let b = one(_mm256_loadu_ps(acc.as_ptr().add(8)));
-        _mm_storeu_si128(dst.cast(), crate::kernels::qgemm::narrow16_avx2(a, b, signed));
+        _mm_storeu_si128(dst.cast(), narrow16_avx2(a, b, signed));
     }
-}
-
-/// `v` limited to [lo, hi] (plain compares: the values are never NaN, and this compiles to
-/// one vector min and max).
-#[inline(always)]
-pub fn clamp(v: f32, lo: f32, hi: f32) -> f32 {
-    let v = if v > hi { hi } else { v };
-    if v < lo {
-        lo
-    } else {
-        v
-    }
-}
-
-/// 1.5 * 2^23: adding it to |v| < 2^22 leaves round_half_even(v) in the low mantissa bits.
-const MAGIC: f32 = 12_582_912.0;
-
-/// Round half to even for |v| < 2^22, by the float unit's own rounding (vectorisable, unlike a
-/// call to `roundevenf`).
-#[inline(always)]
-pub fn round_half_even(v: f32) -> f32 {
-    (v + MAGIC) - MAGIC
-}
-
-/// `round_half_even(v)` as an integer, for |v| < 2^22, read from the bits of `v + MAGIC`:
-/// integer arithmetic only, so it vectorises (Rust's saturating `f32 as i32` does not).
-#[inline(always)]
-pub fn round_to_i32(v: f32) -> i32 {
-    ((v + MAGIC).to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32)
 }
 
 #[cfg(test)]
@@ -1164,67 +840,6 @@ pub(super) mod tests {
                 let xs: Vec<i8> = xu.iter().map(|&v| v as i8).collect();
                 check_quantized(isa, &g, &xs, -3.0);
             }
-        }
-    }
-
-    #[test]
-    fn split_by_column_parity_sixteen_at_a_time_exactly() {
-        for start in (0..256).step_by(16) {
-            let u: [u8; 16] = std::array::from_fn(|i| (start + i) as u8);
-            let s: [i8; 16] = std::array::from_fn(|i| (start + i) as u8 as i8);
-            let f: [f32; 16] = std::array::from_fn(|i| (start + i) as f32 * 0.5 - 3.0);
-            let (mut ue, mut uo, mut se, mut so, mut fe, mut fo) = (
-                [0f32; 8], [0f32; 8], [0f32; 8], [0f32; 8], [0f32; 8], [0f32; 8],
-            );
-            u8::split16(&u, 117.0, &mut ue, &mut uo);
-            i8::split16(&s, -3.0, &mut se, &mut so);
-            f32::split16(&f, 0.0, &mut fe, &mut fo);
-            for k in 0..8 {
-                assert_eq!(
-                    (ue[k], uo[k]),
-                    (u[2 * k] as f32 - 117.0, u[2 * k + 1] as f32 - 117.0)
-                );
-                assert_eq!(
-                    (se[k], so[k]),
-                    (s[2 * k] as f32 + 3.0, s[2 * k + 1] as f32 + 3.0)
-                );
-                assert_eq!((fe[k], fo[k]), (f[2 * k], f[2 * k + 1]));
-            }
-        }
-    }
-
-    #[test]
-    fn eight_bit_values_widen_eight_at_a_time_exactly() {
-        for start in (0..256).step_by(8) {
-            let u: [u8; 8] = std::array::from_fn(|i| (start + i) as u8);
-            let s: [i8; 8] = std::array::from_fn(|i| (start + i) as u8 as i8);
-            let (mut gu, mut gs) = ([0f32; 8], [0f32; 8]);
-            u8::centred8(&u, 117.0, &mut gu);
-            i8::centred8(&s, -3.0, &mut gs);
-            for i in 0..8 {
-                assert_eq!(gu[i], u[i] as f32 - 117.0, "u8 {}", u[i]);
-                assert_eq!(gs[i], s[i] as f32 + 3.0, "i8 {}", s[i]);
-            }
-        }
-    }
-
-    #[test]
-    fn rounds_half_to_even() {
-        for i in -300_000..300_000 {
-            let v = i as f32 * 0.25;
-            assert_eq!(round_to_i32(v), v.round_ties_even() as i32, "{v}");
-        }
-        for (v, r) in [
-            (0.5, 0.0),
-            (1.5, 2.0),
-            (2.5, 2.0),
-            (-0.5, 0.0),
-            (-1.5, -2.0),
-            (3.49, 3.0),
-            (-200.7, -201.0),
-        ] {
-            assert_eq!(round_half_even(v), r, "{v}");
-            assert_eq!(round_to_i32(v), r as i32, "{v}");
         }
     }
 }

@@ -22,7 +22,8 @@
 //! 0.26-0.45 of its time on 7x7 and 14x14 planes and 0.6-0.9 on 28x28 to 112x112 ones, float
 //! and uint8.
 
-use crate::kernels::depthwise::{Geometry, PlaneIn, QuantOut};
+use super::depthwise::{Geometry, MAX_TAPS};
+use crate::quant::{narrow16_avx2, PlaneIn, QuantOut};
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 
@@ -186,8 +187,8 @@ unsafe fn accumulate(plan: &mut Plan, g: &Geometry, taps: &[f32], bias: &[f32]) 
     let n_taps = g.kh * g.kw;
     let wp = plan.wp;
     // Tap t's offset from its output's first cell, and its eight channels' weights.
-    let mut offsets = [0usize; crate::kernels::depthwise::MAX_TAPS];
-    let mut weights = [[0f32; BLOCK]; crate::kernels::depthwise::MAX_TAPS];
+    let mut offsets = [0usize; MAX_TAPS];
+    let mut weights = [[0f32; BLOCK]; MAX_TAPS];
     for i in 0..g.kh {
         for j in 0..g.kw {
             let t = i * g.kw + j;
@@ -283,7 +284,7 @@ unsafe fn sums<const N: usize>(
     bias: &[f32; BLOCK],
 ) {
     let n = if N > 0 { N } else { offsets.len() };
-    let mut w = [_mm256_setzero_ps(); crate::kernels::depthwise::MAX_TAPS];
+    let mut w = [_mm256_setzero_ps(); MAX_TAPS];
     // SAFETY (all blocks): as the function's contract says.
     for t in 0..n {
         w[t] = unsafe { _mm256_loadu_ps(weights[t].as_ptr()) };
@@ -363,7 +364,7 @@ unsafe fn finish_all<T: QuantOut>(plan: &Plan, g: &Geometry, mut finish: Finish8
                     // `vcvtps2dq` rounds half to even under the default rounding mode.
                     let i = _mm256_add_epi32(_mm256_cvtps_epi32(f), z);
                     // SAFETY: AVX2 as the caller's contract says.
-                    let bytes = unsafe { crate::kernels::qgemm::narrow16_avx2(i, i, T::MIN < 0.0) };
+                    let bytes = unsafe { narrow16_avx2(i, i, T::MIN < 0.0) };
                     let dst = &mut out[c * count + q..c * count + q + n];
                     if std::mem::size_of::<T>() == 1 {
                         if let Ok(dst) = <&mut [T; BLOCK]>::try_from(&mut *dst) {
@@ -480,8 +481,9 @@ unsafe fn transpose8(v: [__m256; BLOCK]) -> [__m256; BLOCK] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::isa::Isa;
     use crate::kernels::depthwise::tests::geometry;
-    use crate::kernels::depthwise::{plane, Finish, Isa};
+    use crate::kernels::depthwise::{plane, Finish};
 
     fn geometries() -> Vec<Geometry> {
         vec![

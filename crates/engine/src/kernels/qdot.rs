@@ -28,8 +28,10 @@
 //!   the products per instruction); a last odd panel on 256-bit ones.
 //! - Requantization is [`crate::kernels::qgemm`]'s.
 
-use crate::kernels::depthwise::QuantOut;
-use crate::kernels::qgemm::{gather_row, requant_row, Act, Im2col, Requant, NR};
+use super::im2col::{gather_row, Im2col};
+use super::requant::{requant_row, Act, Requant, NR};
+use crate::isa::{dotprod_available, vnni_available, Isa};
+use crate::quant::QuantOut;
 use crate::team::{bounds, Shared};
 
 /// Output channels per weight panel.
@@ -173,8 +175,15 @@ fn pack_x<I: Act>(g: &Im2col, x: &[I], x_zero: i16, k4: usize, s: &mut Scratch) 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tile {
     /// Portable code (other CPUs; the tests).
+    #[cfg_attr(
+        not(test),
+        allow(
+            dead_code,
+            reason = "constructed by the tests, which check the others against it"
+        )
+    )]
     Portable,
-    /// aarch64 `sdot`: only where [`available`].
+    /// aarch64 `sdot`: only where [`dotprod_available`].
     Sdot,
     /// x86-64 `vpdpbusd`: only where [`vnni_available`].
     Vnni,
@@ -185,12 +194,13 @@ impl Tile {
     pub fn supported(self) -> bool {
         match self {
             Tile::Portable => true,
-            Tile::Sdot => available(),
+            Tile::Sdot => dotprod_available(),
             Tile::Vnni => vnni_available(),
         }
     }
 
     /// The tiles this CPU can run (for tests).
+    #[cfg(test)]
     pub fn available() -> Vec<Tile> {
         [Tile::Portable, Tile::Sdot, Tile::Vnni]
             .into_iter()
@@ -199,10 +209,23 @@ impl Tile {
     }
 }
 
+/// The dot-product tile the quantized convolutions run on under `isa`, if any: `sdot` under
+/// [`Isa::NeonDot`], `vpdpbusd` under [`Isa::Avx2Vnni`].
+pub fn tile_for(isa: Isa) -> Option<Tile> {
+    match isa {
+        Isa::NeonDot => Some(Tile::Sdot),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2Vnni => Some(Tile::Vnni),
+        _ => None,
+    }
+}
+
 /// One image: `out[m][p] = requant(sum_k w[m][k] * (x[k][p] - x_zero))`, as
 /// [`crate::kernels::qgemm::conv`] computes it. `row_sums[m]` is `sum_k (w - w_zero)`; `requant[m]`'s
 /// bias already holds `-x_zero * row_sums[m]`. `tile`: one the CPU has. [`pack`], then each of
-/// the [`parts`] in turn.
+/// the [`parts`] in turn (for the tests: [`crate::kernels::qgemm::conv`] calls those itself,
+/// sharing the parts with the team).
+#[cfg(test)]
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub fn conv<I: Act, O: QuantOut>(
@@ -329,33 +352,6 @@ pub unsafe fn part<I: Act, O: QuantOut>(
                 }
             }
         }
-    }
-}
-
-/// Whether this CPU has the dot-product instructions.
-pub fn available() -> bool {
-    #[cfg(target_arch = "aarch64")]
-    {
-        std::arch::is_aarch64_feature_detected!("dotprod")
-    }
-    #[cfg(not(target_arch = "aarch64"))]
-    {
-        false
-    }
-}
-
-/// Whether this CPU has 256-bit `vpdpbusd` (AVX512-VNNI with AVX512-VL) and AVX2.
-pub fn vnni_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512vl")
-            && std::arch::is_x86_feature_detected!("avx512vnni")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
     }
 }
 
@@ -514,7 +510,7 @@ unsafe fn tile_vnni512(k4: usize, w: &[i8], x: &[i8], acc: &mut [[[i32; NR]; MR]
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::qgemm::tests::reference;
+    use crate::kernels::im2col::tests::reference;
 
     /// Raw accumulators as the "quantized" output, so sums can be checked exactly.
     #[derive(Debug, Clone, Copy, Default, PartialEq)]

@@ -15,7 +15,7 @@ use tract_onnx::prelude::tract_ndarray::{ArrayViewMut1, Axis, Ix2};
 use tract_onnx::tract_hir::internal::*;
 
 /// Registers [`OnnxSoftmax`] for the ONNX `Softmax` operator.
-pub fn register(reg: &mut OnnxOpRegister) {
+pub(super) fn register(reg: &mut OnnxOpRegister) {
     reg.insert("Softmax", build);
 }
 

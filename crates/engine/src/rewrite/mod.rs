@@ -1,4 +1,4 @@
-//! The ONNX graph rewrites.
+//! The ONNX graph rewrites, applied to the protobuf before tract parses it ([`crate::rewrite()`]).
 
 pub mod contrib;
-pub mod qdq;
+pub(crate) mod qdq;

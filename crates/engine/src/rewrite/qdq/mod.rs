@@ -15,9 +15,9 @@
 //!    as hard-swish), and every DequantizeLinear of a computed 8-bit tensor (those before
 //!    such operations), on a vector pass.
 //! 2. **Convolutions get lookout's kernels**: a QLinearConv whose every channel has its own
-//!    filter becomes [`fastops::Q_DEPTHWISE`], a float one [`fastops::F_DEPTHWISE`]
-//!    ([`crate::kernels::depthwise`]); any other group-1 QLinearConv becomes [`fastops::Q_CONV`]
-//!    ([`crate::kernels::qgemm`]), a float Conv [`fconv::F_CONV`] ([`crate::kernels::fgemm`]). A following Relu
+//!    filter becomes [`names::Q_DEPTHWISE`], a float one [`names::F_DEPTHWISE`]
+//!    ([`crate::kernels::depthwise`]); any other group-1 QLinearConv becomes [`names::Q_CONV`]
+//!    ([`crate::kernels::qgemm`]), a float Conv [`names::F_CONV`] ([`crate::kernels::fgemm`]). A following Relu
 //!    or constant Clip is fused into the float ones.
 //! 3. **Quantized weights of float matrix products are dequantized once, here**, instead of on
 //!    every run (tract 0.23 re-dequantizes and re-packs a DequantizeLinear of a constant feeding
@@ -31,9 +31,8 @@ use std::collections::HashMap;
 use tract_onnx::pb;
 use tract_onnx::pb::tensor_proto::DataType;
 
+use crate::ops::names;
 use crate::rewrite::contrib::{node_name, Translation};
-use crate::kernels::fgemm as fconv;
-use crate::ops::conv as fastops;
 
 mod conv;
 mod eightbit;
@@ -398,7 +397,7 @@ mod tests {
         assert_eq!(fold_qdq_binary(&mut g, "Add"), 1);
         assert_eq!(quantize_floats(&mut g), 1);
         prune_dead(&mut g);
-        use {crate::ops::qbinary::Q_ADD, crate::ops::qunary::Q_QUANTIZE};
+        use crate::ops::names::{Q_ADD, Q_QUANTIZE};
         assert_eq!(ops(&g), [Q_QUANTIZE, Q_ADD]);
         let add = &g.node[1];
         assert_eq!(
@@ -415,7 +414,7 @@ mod tests {
         assert_eq!(fold_qdq_binary(&mut g, "Mul"), 1);
         prune_dead(&mut g);
         let mul = &g.node[1];
-        assert_eq!(mul.op_type, crate::ops::qbinary::Q_MUL);
+        assert_eq!(mul.op_type, crate::ops::names::Q_MUL);
         assert_eq!(
             mul.input,
             ["a_q", "sa", "za", "b_q", "sb", "zb", "sy", "zy"]
@@ -447,7 +446,7 @@ mod tests {
         g.input[0] = value("x", DataType::Uint8);
         assert_eq!(quantize_floats(&mut g), 1);
         assert_eq!(g.node[0].op_type, "QuantizeLinear");
-        assert_eq!(g.node[4].op_type, crate::ops::qunary::Q_QUANTIZE);
+        assert_eq!(g.node[4].op_type, crate::ops::names::Q_QUANTIZE);
     }
 
     /// x (uint8 input) -> DequantizeLinear(0.1, 128) -> HardSigmoid(1/6, 0.5) ->
@@ -491,7 +490,7 @@ mod tests {
 
     #[test]
     fn dequantize_hard_sigmoid_quantize_becomes_one_lookup() {
-        use crate::ops::qunary::Q_TABLE;
+        use crate::ops::names::Q_TABLE;
         let mut g = hard_sigmoid_graph(false);
         let done = rewrite(&mut g);
         assert_eq!(ops(&g), [Q_TABLE], "{done:?}");
@@ -518,7 +517,7 @@ mod tests {
         // stays (on lookout's vector pass).
         let mut g = hard_sigmoid_graph(true);
         rewrite(&mut g);
-        assert_eq!(ops(&g), [crate::ops::qunary::Q_DEQUANTIZE, Q_TABLE]);
+        assert_eq!(ops(&g), [crate::ops::names::Q_DEQUANTIZE, Q_TABLE]);
         // A HardSigmoid whose float result is a graph output is not folded.
         let mut g = hard_sigmoid_graph(false);
         g.output.push(value("h", DataType::Float));
@@ -527,7 +526,7 @@ mod tests {
 
     #[test]
     fn dequantize_linear_of_computed_tensors_goes_to_the_vector_pass() {
-        use crate::ops::qunary::Q_DEQUANTIZE;
+        use crate::ops::names::Q_DEQUANTIZE;
         // The Add is not folded (its float sum is read by the Relu): both DequantizeLinear
         // nodes, of a computed tensor and of an 8-bit graph input, are lookout's.
         let mut g = graph(true);
