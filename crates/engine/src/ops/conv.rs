@@ -9,6 +9,7 @@ use tract_onnx::model::{OnnxOpRegister, ParsingContext};
 use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
 
+use super::glue::parsed;
 use super::names::{F_CONV, F_DEPTHWISE, Q_CONV, Q_DEPTHWISE};
 use super::{depthwise, fconv, qconv};
 use crate::attrs::{fused_clip, Attrs};
@@ -25,26 +26,20 @@ fn build_qconv(
     _ctx: &ParsingContext,
     node: &NodeProto,
 ) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
-    Ok((
-        expand(QLinearExpansion {
-            attrs: Attrs::from_node(node)?,
-            depthwise: false,
-        }),
-        vec![],
-    ))
+    parsed(QLinearExpansion {
+        attrs: Attrs::from_node(node)?,
+        depthwise: false,
+    })
 }
 
 fn build_quant(
     _ctx: &ParsingContext,
     node: &NodeProto,
 ) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
-    Ok((
-        expand(QLinearExpansion {
-            attrs: Attrs::from_node(node)?,
-            depthwise: true,
-        }),
-        vec![],
-    ))
+    parsed(QLinearExpansion {
+        attrs: Attrs::from_node(node)?,
+        depthwise: true,
+    })
 }
 
 /// The float convolutions' builder: depthwise or group 1, the fused clip from the attributes.
@@ -52,14 +47,11 @@ fn build_float(
     node: &NodeProto,
     depthwise: bool,
 ) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
-    Ok((
-        expand(FloatExpansion {
-            attrs: Attrs::from_node(node)?,
-            clip: fused_clip(node)?,
-            depthwise,
-        }),
-        vec![],
-    ))
+    parsed(FloatExpansion {
+        attrs: Attrs::from_node(node)?,
+        clip: fused_clip(node)?,
+        depthwise,
+    })
 }
 
 /// Output shape rules shared by the expansions: [N, M, OH, OW] from the input and the kernel

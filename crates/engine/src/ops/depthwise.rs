@@ -14,6 +14,8 @@ use std::sync::Arc;
 
 use tract_onnx::tract_hir::internal::*;
 
+use super::glue::impl_op;
+
 use crate::attrs::{floats, konst, per_channel, q_operands, Attrs};
 use crate::isa::Isa;
 use crate::kernels::depthwise::{self, Finish, Geometry};
@@ -149,10 +151,6 @@ pub struct DepthwiseConv {
     kind: Kind,
     isa: Isa,
 }
-
-// Compared as tract compares operators (to merge identical nodes): float fields equal bit for
-// bit or not at all, never NaN (they are finite weights, scales and clip bounds).
-impl Eq for DepthwiseConv {}
 
 impl DepthwiseConv {
     fn geometry(&self, h: usize, w: usize) -> TractResult<Geometry> {
@@ -324,26 +322,19 @@ const BLOCK8: usize = depthwise8::BLOCK;
 #[cfg(not(target_arch = "x86_64"))]
 const BLOCK8: usize = 8;
 
-impl Op for DepthwiseConv {
-    fn name(&self) -> StaticName {
-        match self.kind {
-            Kind::Float { .. } => "lookout.DepthwiseConv".into(),
-            Kind::Quant { .. } => "lookout.QDepthwiseConv".into(),
-        }
-    }
-
-    fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![format!(
-            "channels: {} kernel: {:?} {:?} kernels: {}",
-            self.channels,
-            self.kernel,
-            self.attrs,
-            self.isa.vector_name()
-        )])
-    }
-
-    op_as_typed_op!();
-}
+impl_op!(DepthwiseConv + Eq, |op|
+    name: match op.kind {
+        Kind::Float { .. } => "lookout.DepthwiseConv",
+        Kind::Quant { .. } => "lookout.QDepthwiseConv",
+    },
+    info: format!(
+        "channels: {} kernel: {:?} {:?} kernels: {}",
+        op.channels,
+        op.kernel,
+        op.attrs,
+        op.isa.vector_name()
+    ),
+);
 
 impl EvalOp for DepthwiseConv {
     op_out_of_plan!();

@@ -13,6 +13,8 @@ use std::sync::Arc;
 
 use tract_onnx::tract_hir::internal::*;
 
+use super::glue::impl_op;
+
 use crate::attrs::{floats, konst, per_channel, Attrs};
 use crate::isa::Isa;
 use crate::kernels::depthwise::Geometry;
@@ -81,10 +83,6 @@ pub struct Conv {
     isa: Isa,
 }
 
-// Compared as tract compares operators (to merge identical nodes): float fields equal bit for
-// bit or not at all, never NaN (finite weights and clip bounds).
-impl Eq for Conv {}
-
 impl Conv {
     fn geometry(&self, h: usize, w: usize) -> TractResult<Geometry> {
         self.attrs.geometry(self.kernel, h, w)
@@ -96,24 +94,17 @@ impl Conv {
     }
 }
 
-impl Op for Conv {
-    fn name(&self) -> StaticName {
-        "lookout.Conv".into()
-    }
-
-    fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![format!(
-            "{} -> {} channels, kernel: {:?} {:?} kernels: {}",
-            self.channels,
-            self.filters,
-            self.kernel,
-            self.attrs,
-            self.isa.float_tile_name()
-        )])
-    }
-
-    op_as_typed_op!();
-}
+impl_op!(Conv + Eq, |op|
+    name: "lookout.Conv",
+    info: format!(
+        "{} -> {} channels, kernel: {:?} {:?} kernels: {}",
+        op.channels,
+        op.filters,
+        op.kernel,
+        op.attrs,
+        op.isa.float_tile_name()
+    ),
+);
 
 impl EvalOp for Conv {
     op_out_of_plan!();

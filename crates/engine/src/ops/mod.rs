@@ -18,6 +18,7 @@ use tract_onnx::model::OnnxOpRegister;
 mod conv;
 mod depthwise;
 mod fconv;
+mod glue;
 pub(crate) mod names;
 mod qbinary;
 mod qconv;

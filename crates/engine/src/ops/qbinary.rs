@@ -28,6 +28,8 @@ use tract_onnx::model::OnnxOpRegister;
 use tract_onnx::tract_core::broadcast::multi_broadcast;
 use tract_onnx::tract_hir::internal::*;
 
+use super::glue::{impl_op, parsed};
+
 use super::names::{Q_ADD, Q_MUL};
 use crate::attrs::{output_quant, scale, zero};
 use crate::isa::Isa;
@@ -36,12 +38,8 @@ use crate::quant::{PlaneIn, QuantOut};
 
 /// Registers the operators with tract's ONNX front end.
 pub(super) fn register(reg: &mut OnnxOpRegister) {
-    reg.insert(Q_ADD, |_, _| {
-        Ok((expand(QBinExpansion { mul: false }), vec![]))
-    });
-    reg.insert(Q_MUL, |_, _| {
-        Ok((expand(QBinExpansion { mul: true }), vec![]))
-    });
+    reg.insert(Q_ADD, |_, _| parsed(QBinExpansion { mul: false }));
+    reg.insert(Q_MUL, |_, _| parsed(QBinExpansion { mul: true }));
 }
 
 #[derive(Debug, Clone)]
@@ -148,9 +146,6 @@ pub struct QBinary {
     isa: Isa,
 }
 
-// Compared as tract compares operators: finite floats, bit for bit.
-impl Eq for QBinary {}
-
 impl QBinary {
     fn eval_t<A: PlaneIn + Datum, B: PlaneIn + Datum, O: QuantOut + Datum>(
         &self,
@@ -191,29 +186,17 @@ impl QBinary {
     }
 }
 
-impl Op for QBinary {
-    fn name(&self) -> StaticName {
-        if self.q.mul {
-            "lookout.QMul"
-        } else {
-            "lookout.QAdd"
-        }
-        .into()
-    }
-
-    fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![format!(
-            "{:?} {} {:?} -> {:?} kernels: {}",
-            self.a_dt,
-            if self.q.mul { "*" } else { "+" },
-            self.b_dt,
-            self.y_dt,
-            self.isa.vector_name()
-        )])
-    }
-
-    op_as_typed_op!();
-}
+impl_op!(QBinary + Eq, |op|
+    name: if op.q.mul { "lookout.QMul" } else { "lookout.QAdd" },
+    info: format!(
+        "{:?} {} {:?} -> {:?} kernels: {}",
+        op.a_dt,
+        if op.q.mul { "*" } else { "+" },
+        op.b_dt,
+        op.y_dt,
+        op.isa.vector_name()
+    ),
+);
 
 impl EvalOp for QBinary {
     op_out_of_plan!();

@@ -12,6 +12,8 @@ use std::sync::Arc;
 
 use tract_onnx::tract_hir::internal::*;
 
+use super::glue::impl_op;
+
 use crate::attrs::{q_operands, Attrs};
 use crate::isa::Isa;
 use crate::kernels::im2col::Im2col;
@@ -84,9 +86,6 @@ pub struct QConv {
     isa: Isa,
 }
 
-// Compared as tract compares operators: finite floats, bit for bit.
-impl Eq for QConv {}
-
 impl QConv {
     fn im2col(&self, h: usize, w: usize) -> TractResult<Im2col> {
         let a = &self.attrs;
@@ -131,24 +130,17 @@ thread_local! {
     static QSCRATCH: std::cell::RefCell<qgemm::Scratch> = std::cell::RefCell::new(qgemm::Scratch::default());
 }
 
-impl Op for QConv {
-    fn name(&self) -> StaticName {
-        "lookout.QConv".into()
-    }
-
-    fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![format!(
-            "m: {} k: {} kernel: {:?} {:?} kernels: {}",
-            self.weights.m,
-            self.weights.k,
-            self.kernel,
-            self.attrs,
-            self.weights.kernels(self.isa)
-        )])
-    }
-
-    op_as_typed_op!();
-}
+impl_op!(QConv + Eq, |op|
+    name: "lookout.QConv",
+    info: format!(
+        "m: {} k: {} kernel: {:?} {:?} kernels: {}",
+        op.weights.m,
+        op.weights.k,
+        op.kernel,
+        op.attrs,
+        op.weights.kernels(op.isa)
+    ),
+);
 
 impl EvalOp for QConv {
     op_out_of_plan!();

@@ -23,6 +23,8 @@ use tract_onnx::model::{OnnxOpRegister, ParsingContext};
 use tract_onnx::pb::NodeProto;
 use tract_onnx::tract_hir::internal::*;
 
+use super::glue::{impl_op, parsed};
+
 use super::names::Q_GEMM;
 use crate::attrs::{floats, ints, konst, output_quant, per_channel, scale, zero};
 use crate::isa::Isa;
@@ -39,7 +41,7 @@ fn build(
     node: &NodeProto,
 ) -> TractResult<(Box<dyn InferenceOp>, Vec<String>)> {
     let trans_b = node.get_attr_opt::<i64>("transB")?.unwrap_or(0) != 0;
-    Ok((expand(QGemmExpansion { trans_b }), vec![]))
+    parsed(QGemmExpansion { trans_b })
 }
 
 #[derive(Debug, Clone)]
@@ -143,9 +145,6 @@ pub struct QGemv {
     isa: Isa,
 }
 
-// Compared as tract compares operators: finite floats, bit for bit.
-impl Eq for QGemv {}
-
 impl QGemv {
     /// One row of `a` (K values) to one row of the output (N values).
     fn row<A: Copy + Into<i16>, O: QuantOut>(
@@ -201,22 +200,15 @@ impl QGemv {
     }
 }
 
-impl Op for QGemv {
-    fn name(&self) -> StaticName {
-        "lookout.QGemm".into()
-    }
-
-    fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![format!(
-            "n: {} k: {} kernels: {}",
-            self.weights.n,
-            self.weights.k,
-            self.isa.vector_name()
-        )])
-    }
-
-    op_as_typed_op!();
-}
+impl_op!(QGemv + Eq, |op|
+    name: "lookout.QGemm",
+    info: format!(
+        "n: {} k: {} kernels: {}",
+        op.weights.n,
+        op.weights.k,
+        op.isa.vector_name()
+    ),
+);
 
 impl EvalOp for QGemv {
     op_out_of_plan!();

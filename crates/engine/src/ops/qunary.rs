@@ -22,6 +22,8 @@
 use tract_onnx::model::OnnxOpRegister;
 use tract_onnx::tract_hir::internal::*;
 
+use super::glue::{impl_op, parsed, same_shape_rules, OutputType};
+
 use super::names::{Q_DEQUANTIZE, Q_QUANTIZE, Q_TABLE};
 use crate::attrs::{ints, konst, output_quant, scale, zero};
 use crate::isa::Isa;
@@ -30,11 +32,9 @@ use crate::quant::{PlaneIn, Quant, QuantOut};
 
 /// Registers the operators with tract's ONNX front end.
 pub(super) fn register(reg: &mut OnnxOpRegister) {
-    reg.insert(Q_QUANTIZE, |_, _| Ok((expand(QuantizeExpansion), vec![])));
-    reg.insert(Q_DEQUANTIZE, |_, _| {
-        Ok((expand(DequantizeExpansion), vec![]))
-    });
-    reg.insert(Q_TABLE, |_, _| Ok((expand(TableExpansion), vec![])));
+    reg.insert(Q_QUANTIZE, |_, _| parsed(QuantizeExpansion));
+    reg.insert(Q_DEQUANTIZE, |_, _| parsed(DequantizeExpansion));
+    reg.insert(Q_TABLE, |_, _| parsed(TableExpansion));
 }
 
 #[derive(Debug, Clone)]
@@ -51,10 +51,7 @@ impl Expansion for QuantizeExpansion {
         inputs: &'p [TensorProxy],
         outputs: &'p [TensorProxy],
     ) -> InferenceResult {
-        check_input_arity(inputs, 3)?;
-        check_output_arity(outputs, 1)?;
-        s.equals(&outputs[0].datum_type, &inputs[2].datum_type)?;
-        s.equals(&outputs[0].shape, &inputs[0].shape)
+        same_shape_rules(s, inputs, outputs, 3, OutputType::Input(2))
     }
 
     fn wire(
@@ -93,9 +90,6 @@ pub struct Quantize {
     isa: Isa,
 }
 
-// Compared as tract compares operators: finite floats, bit for bit.
-impl Eq for Quantize {}
-
 impl Quantize {
     fn eval_t<O: QuantOut + Datum>(&self, x: &Tensor) -> TractResult<Tensor> {
         // SAFETY: 8-bit integers have no invalid bit patterns; quantize writes every element.
@@ -114,21 +108,10 @@ impl Quantize {
     }
 }
 
-impl Op for Quantize {
-    fn name(&self) -> StaticName {
-        "lookout.QuantizeLinear".into()
-    }
-
-    fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![format!(
-            "f32 -> {:?} kernels: {}",
-            self.y_dt,
-            self.isa.vector_name()
-        )])
-    }
-
-    op_as_typed_op!();
-}
+impl_op!(Quantize + Eq, |op|
+    name: "lookout.QuantizeLinear",
+    info: format!("f32 -> {:?} kernels: {}", op.y_dt, op.isa.vector_name()),
+);
 
 impl EvalOp for Quantize {
     op_out_of_plan!();
@@ -165,10 +148,7 @@ impl Expansion for TableExpansion {
         inputs: &'p [TensorProxy],
         outputs: &'p [TensorProxy],
     ) -> InferenceResult {
-        check_input_arity(inputs, 2)?;
-        check_output_arity(outputs, 1)?;
-        s.equals(&outputs[0].datum_type, &inputs[1].datum_type)?;
-        s.equals(&outputs[0].shape, &inputs[0].shape)
+        same_shape_rules(s, inputs, outputs, 2, OutputType::Input(1))
     }
 
     fn wire(
@@ -230,20 +210,10 @@ impl QTable {
     }
 }
 
-impl Op for QTable {
-    fn name(&self) -> StaticName {
-        "lookout.QTable".into()
-    }
-
-    fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![format!(
-            "{:?} -> {:?}, 256 entries",
-            self.x_dt, self.y_dt
-        )])
-    }
-
-    op_as_typed_op!();
-}
+impl_op!(QTable, |op|
+    name: "lookout.QTable",
+    info: format!("{:?} -> {:?}, 256 entries", op.x_dt, op.y_dt),
+);
 
 impl EvalOp for QTable {
     op_out_of_plan!();
@@ -284,10 +254,7 @@ impl Expansion for DequantizeExpansion {
         inputs: &'p [TensorProxy],
         outputs: &'p [TensorProxy],
     ) -> InferenceResult {
-        check_input_arity(inputs, 3)?;
-        check_output_arity(outputs, 1)?;
-        s.equals(&outputs[0].datum_type, f32::datum_type())?;
-        s.equals(&outputs[0].shape, &inputs[0].shape)
+        same_shape_rules(s, inputs, outputs, 3, OutputType::Fixed(f32::datum_type()))
     }
 
     fn wire(
@@ -319,9 +286,6 @@ pub struct Dequantize {
     zero: f32,
 }
 
-// Compared as tract compares operators: finite floats, bit for bit.
-impl Eq for Dequantize {}
-
 impl Dequantize {
     fn eval_t<X: PlaneIn + Datum>(&self, x: &Tensor) -> TractResult<Tensor> {
         // SAFETY: every f32 bit pattern is valid; dequantize writes every element.
@@ -340,20 +304,13 @@ impl Dequantize {
     }
 }
 
-impl Op for Dequantize {
-    fn name(&self) -> StaticName {
-        "lookout.DequantizeLinear".into()
-    }
-
-    fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![format!(
-            "{:?} -> f32 scale: {} zero_point: {}",
-            self.x_dt, self.scale, self.zero
-        )])
-    }
-
-    op_as_typed_op!();
-}
+impl_op!(Dequantize + Eq, |op|
+    name: "lookout.DequantizeLinear",
+    info: format!(
+        "{:?} -> f32 scale: {} zero_point: {}",
+        op.x_dt, op.scale, op.zero
+    ),
+);
 
 impl EvalOp for Dequantize {
     op_out_of_plan!();
