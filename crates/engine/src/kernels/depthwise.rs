@@ -269,6 +269,12 @@ fn fill_pairs<I: PlaneIn>(src: &[I], x_zero: f32, padded: &mut [f32], a: usize, 
     }
 }
 
+/// [`plane`]'s work (filling the padded plane, then the outputs) compiled for AVX2 and FMA:
+/// the generic code inlined here, down to [`chunk`], becomes vector code.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA: `isa` is an AVX2 variant, which [`Isa::detect`] returns only
+/// after checking both.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]

@@ -147,6 +147,9 @@ pub unsafe fn block8<I: PlaneIn, T: QuantOut>(
 }
 
 /// Step 1: the eight planes into the padded buffer, one vector per pixel.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA ([`block8`]'s contract). Every access is bounds-checked.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn fill<I: PlaneIn>(plan: &mut Plan, x: &[I], x_zero: f32, hw: usize) {
     let (cells, padded) = (&plan.cells, &mut plan.padded);
@@ -182,6 +185,10 @@ unsafe fn fill<I: PlaneIn>(plan: &mut Plan, x: &[I], x_zero: f32, hw: usize) {
 }
 
 /// Step 2: every output pixel's sums, four pixels at a time.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA ([`block8`]'s contract). The bounds [`sums`] relies on are
+/// asserted here.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn accumulate(plan: &mut Plan, g: &Geometry, taps: &[f32], bias: &[f32]) {
     let n_taps = g.kh * g.kw;
@@ -285,10 +292,11 @@ unsafe fn sums<const N: usize>(
 ) {
     let n = if N > 0 { N } else { offsets.len() };
     let mut w = [_mm256_setzero_ps(); MAX_TAPS];
-    // SAFETY (all blocks): as the function's contract says.
     for t in 0..n {
+        // SAFETY: `weights[t]` holds BLOCK = 8 floats.
         w[t] = unsafe { _mm256_loadu_ps(weights[t].as_ptr()) };
     }
+    // SAFETY: `bias` holds 8 floats.
     let b = unsafe { _mm256_loadu_ps(bias.as_ptr()) };
     let (mut q, mut at) = (0, At::default());
     while q + 4 <= count {
@@ -297,11 +305,14 @@ unsafe fn sums<const N: usize>(
         for t in 0..n {
             let off = offsets[t];
             for (k, ak) in a.iter_mut().enumerate() {
-                *ak =
-                    unsafe { _mm256_fmadd_ps(w[t], _mm256_loadu_ps(padded.add(p[k] + off)), *ak) };
+                // SAFETY: output q + k's cell + `off` + 8 is within the padded buffer (the
+                // function's contract).
+                let v = unsafe { _mm256_loadu_ps(padded.add(p[k] + off)) };
+                *ak = _mm256_fmadd_ps(w[t], v, *ak);
             }
         }
         for (k, ak) in a.iter().enumerate() {
+            // SAFETY: q + k < count, and `acc` holds `count` vectors (the function's contract).
             unsafe { _mm256_storeu_ps(acc.add((q + k) * BLOCK), *ak) };
         }
         q += 4;
@@ -310,14 +321,22 @@ unsafe fn sums<const N: usize>(
         let p = walk.next(&mut at);
         let mut a = b;
         for t in 0..n {
-            a = unsafe { _mm256_fmadd_ps(w[t], _mm256_loadu_ps(padded.add(p + offsets[t])), a) };
+            // SAFETY: output q's cell + `offsets[t]` + 8 is within the padded buffer (the
+            // function's contract).
+            let v = unsafe { _mm256_loadu_ps(padded.add(p + offsets[t])) };
+            a = _mm256_fmadd_ps(w[t], v, a);
         }
+        // SAFETY: q < count, and `acc` holds `count` vectors (the function's contract).
         unsafe { _mm256_storeu_ps(acc.add(q * BLOCK), a) };
         q += 1;
     }
 }
 
 /// Step 3: the outputs back to one plane per channel, eight outputs at a time, finished.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA ([`block8`]'s contract). Every store is to a bounds-checked
+/// slice.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn finish_all<T: QuantOut>(plan: &Plan, g: &Geometry, mut finish: Finish8<'_, T>) {
     let count = g.oh * g.ow;

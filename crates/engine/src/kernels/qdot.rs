@@ -327,11 +327,16 @@ pub unsafe fn part<I: Act, O: QuantOut>(
             let span = step.min(pe - pp);
             let xpanels = &px[pp * panel_len..(pp + span) * panel_len];
             match (tile, span) {
-                // SAFETY (all): the CPU has the instructions (asserted above).
+                // SAFETY: the CPU has the dot-product instructions (`tile.supported()`,
+                // asserted above).
                 #[cfg(target_arch = "aarch64")]
                 (Tile::Sdot, _) => unsafe { tile_sdot(w.k4, wpanel, xpanels, &mut acc[0]) },
+                // SAFETY: the CPU has AVX-512F and AVX512-VNNI (`tile.supported()`, asserted
+                // above); `xpanels` holds the two panels.
                 #[cfg(target_arch = "x86_64")]
                 (Tile::Vnni, 2) => unsafe { tile_vnni512(w.k4, wpanel, xpanels, &mut acc) },
+                // SAFETY: the CPU has AVX2, AVX512-VL and AVX512-VNNI (`tile.supported()`,
+                // asserted above).
                 #[cfg(target_arch = "x86_64")]
                 (Tile::Vnni, _) => unsafe { tile_vnni(w.k4, wpanel, xpanels, &mut acc[0]) },
                 _ => tile_portable(w.k4, wpanel, xpanels, &mut acc[0]),

@@ -245,6 +245,10 @@ pub fn conv<I: Act, O: QuantOut>(
 }
 
 /// The dot-product convolution's packing compiled for AVX2.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA: `conv` calls it only under an AVX2 [`Isa`] variant, which
+/// [`Isa::detect`] returns only after checking both.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn dot_pack_avx2<I: Act>(
@@ -281,6 +285,10 @@ unsafe fn dot_part_avx2<I: Act, O: QuantOut>(
 }
 
 /// The whole convolution (packing, tiles, requantization) compiled for AVX2.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA: `conv` calls it only under an AVX2 [`Isa`] variant, which
+/// [`Isa::detect`] returns only after checking both.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]

@@ -64,6 +64,8 @@ pub trait Lane: Copy + Into<i32> {
 }
 
 impl Lane for i16 {
+    /// # Safety
+    /// As [`Lane::load16`]'s.
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     unsafe fn load16(p: *const i16) -> std::arch::x86_64::__m256i {
@@ -73,6 +75,8 @@ impl Lane for i16 {
 }
 
 impl Lane for i8 {
+    /// # Safety
+    /// As [`Lane::load16`]'s.
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     unsafe fn load16(p: *const i8) -> std::arch::x86_64::__m256i {
@@ -88,9 +92,11 @@ pub fn dots(isa: Isa, w: &Weights, a: &[i16], acc: &mut [i32]) {
     match (isa, &w.rows) {
         (Isa::Scalar | Isa::NeonDot, Rows::I8(rows)) => dots_portable(rows, w.k, a, acc),
         (Isa::Scalar | Isa::NeonDot, Rows::I16(rows)) => dots_portable(rows, w.k, a, acc),
-        // SAFETY: both AVX2 variants exist only after run-time detection of AVX2 and FMA.
+        // SAFETY: both AVX2 variants exist only after run-time detection of AVX2 and FMA;
+        // `rows` holds `w.n` = `acc.len()` rows of `w.k` values (`Weights::new`).
         #[cfg(target_arch = "x86_64")]
         (Isa::Avx2Fma | Isa::Avx2Vnni, Rows::I8(rows)) => unsafe { dots_avx2(rows, w.k, a, acc) },
+        // SAFETY: as for the i8 rows.
         #[cfg(target_arch = "x86_64")]
         (Isa::Avx2Fma | Isa::Avx2Vnni, Rows::I16(rows)) => unsafe { dots_avx2(rows, w.k, a, acc) },
     }

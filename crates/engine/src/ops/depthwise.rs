@@ -271,9 +271,9 @@ impl DepthwiseConv {
             let taps = &self.taps[c * taps_len..(c + BLOCK8) * taps_len];
             let bias = &self.bias[c..c + BLOCK8];
             let outs = (i * plane_out, (i + BLOCK8) * plane_out);
-            // SAFETY: both AVX2 variants are only constructed after run-time detection of
-            // AVX2 and FMA (asserted); channels c..c + 8 of image b are this part's alone.
             match &self.kind {
+                // SAFETY: both AVX2 variants are only constructed after run-time detection of
+                // AVX2 and FMA (asserted); channels c..c + 8 of image b are this part's alone.
                 Kind::Float { min, max } => unsafe {
                     depthwise8::block8::<I, O>(
                         g,
@@ -295,7 +295,9 @@ impl DepthwiseConv {
                     qmax,
                     multipliers,
                     ..
-                } => unsafe {
+                } =>
+                // SAFETY: as for the float outputs.
+                unsafe {
                     depthwise8::block8::<I, O>(
                         g,
                         x,
@@ -350,9 +352,9 @@ impl EvalOp for DepthwiseConv {
         let out_shape = [shape[0], self.channels, g.oh, g.ow];
         let xv = x.try_as_plain_ram()?;
         let out = match &self.kind {
-            // SAFETY (both): 8-bit integers and f32 have no invalid bit patterns, and `run`
-            // writes every output value (each plane's rows, all columns).
             Kind::Float { .. } => {
+                // SAFETY: f32 has no invalid bit patterns, and `run` writes every output value
+                // (each plane's rows, all columns).
                 let mut t = unsafe { Tensor::uninitialized::<f32>(&out_shape)? };
                 let mut ov = t.try_as_plain_ram_mut()?;
                 let o = ov.as_slice_mut::<f32>()?;
@@ -360,6 +362,8 @@ impl EvalOp for DepthwiseConv {
                 t
             }
             Kind::Quant { x_dt, y_dt, .. } => {
+                // SAFETY: 8-bit integers have no invalid bit patterns, and `run` writes every
+                // output value.
                 let mut t = unsafe { Tensor::uninitialized_dt(*y_dt, &out_shape)? };
                 let mut ov = t.try_as_plain_ram_mut()?;
                 match (x_dt, y_dt) {

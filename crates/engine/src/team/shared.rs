@@ -2,7 +2,7 @@
 //! disjoint ranges the parts write ([`Shared`]), and the even split of `n` items into ranges
 //! ([`bounds`]). That the ranges are disjoint is the caller's to ensure.
 
-/// A mutable slice that [`for_each`]'s parts write disjoint ranges of.
+/// A mutable slice that [`super::for_each`]'s parts write disjoint ranges of.
 pub struct Shared<'a, T> {
     ptr: *mut T,
     len: usize,
@@ -10,8 +10,11 @@ pub struct Shared<'a, T> {
 }
 
 // SAFETY: parts only reach the slice through `range`, whose contract is that no two live
-// ranges overlap.
+// ranges overlap: sharing a `Shared` between threads shares disjoint `&mut` ranges of `T`s,
+// which is sound for `T: Send`.
 unsafe impl<T: Send> Sync for Shared<'_, T> {}
+// SAFETY: a `Shared` is a `&mut [T]` split in ranges; sending it to another thread is sending
+// the `&mut [T]`, sound for `T: Send`.
 unsafe impl<T: Send> Send for Shared<'_, T> {}
 
 impl<'a, T> Shared<'a, T> {
