@@ -15,12 +15,12 @@ pub enum Isa {
     Avx2Fma,
     /// x86-64 with AVX2 and FMA, and AVX-512F with AVX512-VNNI and AVX512-VL (Ice Lake, Zen 4
     /// and later): the quantized convolutions' matrix product runs on 512-bit `vpdpbusd`
-    /// ([`crate::kernels::qdot`]), the float convolutions' tile on 512-bit registers
-    /// ([`crate::kernels::fgemm`]); every other kernel runs its AVX2 code.
+    /// (`kernels::qdot`), the float convolutions' tile on 512-bit registers
+    /// (`kernels::fgemm`); every other kernel runs its AVX2 code.
     #[cfg(target_arch = "x86_64")]
     Avx2Vnni,
     /// aarch64 with the dot-product instructions: the quantized convolutions' matrix product
-    /// runs on `sdot` ([`crate::kernels::qdot`]); every other kernel runs its portable (NEON) code.
+    /// runs on `sdot` (`kernels::qdot`); every other kernel runs its portable (NEON) code.
     /// Constructed only on aarch64.
     NeonDot,
 }

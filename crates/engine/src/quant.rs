@@ -1,7 +1,7 @@
 //! Quantization arithmetic shared by the kernels, the operators and the rewrites: the 8-bit
 //! types the kernels read ([`PlaneIn`]) and write ([`QuantOut`]), ONNX's per-tensor
 //! QuantizeLinear to 8 bits ([`Quant`]), and the rounding and clamping every requantization
-//! uses ([`clamp`], [`round_half_even`], [`round_to_i32`]), with their AVX2 forms
+//! uses ([`clamp`], [`round_to_i32`]), with their AVX2 forms
 //! ([`quant8_avx2`], [`narrow16_avx2`]).
 //!
 //! Every path rounds half to even and clamps before rounding, so a vector path and the

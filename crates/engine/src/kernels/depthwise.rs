@@ -7,7 +7,7 @@
 //!
 //! - each channel's plane is copied once into a zero-padded scratch buffer, split into
 //!   `stride_h * stride_w` phases (rows and columns by their remainder modulo the strides), so
-//!   that every tap reads contiguous memory at one fixed offset from its output ([`Layout`]);
+//!   that every tap reads contiguous memory at one fixed offset from its output (`Layout`);
 //! - the whole plane, every row one after the other, is then one run of `kernel_h * kernel_w`
 //!   multiply-adds per 16 outputs, in vector registers, whatever the plane's width (a 7x7
 //!   plane is 4 such chunks, not 7 part-filled ones): AVX2 + FMA on x86-64 when the CPU has
@@ -17,7 +17,9 @@
 //!   depthwise kernel), then requantizes as onnxruntime does: `clamp(round_half_even(acc *
 //!   x_scale * w_scale / y_scale) + y_zero)`.
 //!
-//! The tract operators that call these kernels are in [`crate::ops::conv`].
+//! The kernel works on one plane; [`crate::kernels::depthwise8`] takes eight channels at
+//! once where the CPU has AVX2. Which channels go to which, the tensors and the team are the
+//! operator's (`ops::depthwise`). The element types are `crate::quant`'s.
 
 use std::cell::RefCell;
 

@@ -1,6 +1,6 @@
 //! Depthwise convolution of eight channels at once (x86-64, AVX2 + FMA).
 //!
-//! The plane-by-plane kernel ([`crate::kernels::depthwise`]) spends under 1 ns per output on a 112x112
+//! The plane-by-plane kernel ([`super::depthwise`]) spends under 1 ns per output on a 112x112
 //! plane but 4-6 ns on 7x7 and 14x14 ones, where its per-plane and per-row work, not its
 //! multiply-adds, is the time (`docs/engine.md`). Here eight channels go together, as
 //! onnxruntime's NCHWc kernels do, but only for the length of one operator:
@@ -17,10 +17,11 @@
 //! Quantized inputs are exact integers in f32, as in the plane kernel.
 //!
 //! It is used for every plane size the plane kernel takes (kernels of up to
-//! [`crate::kernels::depthwise::MAX_TAPS`] taps, checked when the operator is wired): measured on
+//! [`super::depthwise::MAX_TAPS`] taps, checked when the operator is wired): measured on
 //! MobileNetV2's 17 layer shapes, interleaved with the plane kernel (`examples/depthwise.rs`),
 //! 0.26-0.45 of its time on 7x7 and 14x14 planes and 0.6-0.9 on 28x28 to 112x112 ones, float
-//! and uint8.
+//! and uint8. The operator (`ops::depthwise`) gives it every whole block of eight channels and
+//! the plane kernel the rest.
 
 use super::depthwise::{Geometry, MAX_TAPS};
 use crate::quant::{narrow16_avx2, PlaneIn, QuantOut};

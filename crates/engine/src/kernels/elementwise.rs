@@ -72,7 +72,7 @@ fn add_portable<A: PlaneIn, B: PlaneIn, O: QuantOut>(q: &Params, a: &[A], b: &[B
 }
 
 /// Sixteen elements per step in AVX2 registers: the portable loop's operations (multiply,
-/// multiply, add or multiply, then [`crate::quant::quant8_avx2`]), then the tail in the portable loop.
+/// multiply, add or multiply, then [`quant8_avx2`]), then the tail in the portable loop.
 ///
 /// # Safety
 /// The CPU has AVX2; `out` is an 8-bit type (every [`QuantOut`] is).

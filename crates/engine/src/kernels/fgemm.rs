@@ -1,5 +1,4 @@
-//! Float convolutions with one group (`LookoutConv`, wired by [`crate::ops::conv`]), on lookout's
-//! own matrix product.
+//! The matrix product of float convolutions with one group (`lookout.Conv`), lookout's own.
 //!
 //! tract 0.23 computes a float convolution as a matrix product on packed panels of both
 //! operands: every run packs the activations again (`OptMatMulPack`), and its lazy im2col for
@@ -12,6 +11,10 @@
 //! [`MR`] x [`NR`] (6 channels x 16 pixels: 12 AVX2 accumulators, or 24 NEON ones), with the
 //! bias and a fused Relu/Clip applied as it is stored. With AVX-512F a 512-bit register holds
 //! a strip row, and the tile takes two strips at once (6 x 32, 12 accumulators).
+//!
+//! Packing the weights ([`Packed`]), laying out the patches ([`im2col`]) and the product
+//! ([`matmul`]) are here; the operator (`ops::fconv`) reads the model's constants, keeps the
+//! per-thread im2col buffer and loops over the batch.
 
 use std::cell::RefCell;
 

@@ -1,12 +1,12 @@
-//! The quantized convolution's matrix product ([`crate::kernels::qgemm`]) on the 8-bit dot-product
+//! The quantized convolution's matrix product ([`super::qgemm`]) on the 8-bit dot-product
 //! instructions: aarch64's `sdot` (four 8-bit multiply-adds into each 32-bit lane, 64 per
-//! instruction) and x86-64's `vpdpbusd` (AVX512-VNNI, on 512-bit registers: 64 per instruction,
-//! unsigned x signed).
+//! instruction) and x86-64's `vpdpbusd` (AVX512-VNNI, on 512-bit registers: 64 per
+//! instruction, unsigned x signed).
 //!
 //! DotProd is optional in Armv8.2 and later: Cortex-A55/A76/A78 have it (Raspberry Pi 5,
 //! Jetson Orin), Cortex-A53/A57/A72 do not (Raspberry Pi 3 and 4, Jetson Nano), and lookout
-//! detects it at run time ([`crate::kernels::depthwise::Isa::NeonDot`]). Without it the i16 NEON tile
-//! of [`crate::kernels::qgemm`] runs.
+//! detects it at run time ([`Isa::NeonDot`]). Without it the i16 NEON tile of
+//! [`super::qgemm`] runs.
 //!
 //! - Weights: `w - w_zero` as i8, packed once, in panels of [`MR`] output channels with each
 //!   group of four consecutive `k` together. A model whose centred weights do not all fit i8
@@ -18,15 +18,16 @@
 //! - The [`MR`] x [`NR`] tile: per group of four `k`, four loads of activations, one of
 //!   weights, 16 `sdot` by element into 16 accumulators. Without the instruction (other
 //!   architectures; the tests) the same tile runs as portable code.
-//! - x86-64 with AVX512-VNNI ([`crate::kernels::depthwise::Isa::Avx2Vnni`]): the same panels, the
-//!   tile on `vpdpbusd`, which multiplies unsigned by signed bytes: each activation byte
+//! - x86-64 with AVX512-VNNI ([`Isa::Avx2Vnni`]): the same panels, the tile on `vpdpbusd`,
+//!   which multiplies unsigned by signed bytes: each activation byte
 //!   gets its top bit flipped (`x - OFFSET + 128` as u8), and the extra `128 * sum w` comes
 //!   off with the shift (`row_sums`). The 16 pixels of a panel group are two registers, each
 //!   output channel's four weights one broadcast: 8 `vpdpbusd` per four k, into 8
 //!   accumulators. The exact sums, with no 16-bit saturation (unlike `vpmaddubsw`). Pairs
 //!   of panels run on 512-bit registers (one register per panel and group of four k: twice
 //!   the products per instruction); a last odd panel on 256-bit ones.
-//! - Requantization is [`crate::kernels::qgemm`]'s.
+//! - Requantization is [`super::requant`]'s, and [`super::qgemm::conv`] decides when this
+//!   tile runs ([`tile_for`]) and shares its [`parts`] with the team.
 
 use super::im2col::{gather_row, Im2col};
 use super::requant::{requant_row, Act, Requant, NR};
@@ -221,10 +222,10 @@ pub fn tile_for(isa: Isa) -> Option<Tile> {
 }
 
 /// One image: `out[m][p] = requant(sum_k w[m][k] * (x[k][p] - x_zero))`, as
-/// [`crate::kernels::qgemm::conv`] computes it. `row_sums[m]` is `sum_k (w - w_zero)`; `requant[m]`'s
+/// [`super::qgemm::conv`] computes it. `row_sums[m]` is `sum_k (w - w_zero)`; `requant[m]`'s
 /// bias already holds `-x_zero * row_sums[m]`. `tile`: one the CPU has. [`pack`], then each of
-/// the [`parts`] in turn (for the tests: [`crate::kernels::qgemm::conv`] calls those itself,
-/// sharing the parts with the team).
+/// the [`parts`] in turn (for the tests: [`super::qgemm::conv`] calls those itself, sharing
+/// the parts with the team).
 #[cfg(test)]
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]

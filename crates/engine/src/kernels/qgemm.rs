@@ -19,6 +19,11 @@
 //!
 //! Products of two values in [-255, 255] summed in pairs stay far inside i32, and so do sums
 //! over any realistic `k` (below 2^31 / 255^2 = 33,000 terms).
+//!
+//! [`conv`] is the entry for one image: it runs the dot-product tile ([`super::qdot`]) where
+//! the weights were packed for it, this module's i16 tile otherwise. The im2col view of the
+//! input is [`super::im2col`]'s, the per-channel requantization [`super::requant`]'s; the
+//! operator (`ops::qconv`) reads the model's constants and loops over the batch.
 
 use super::im2col::{gather_row, Im2col};
 use super::qdot::{self, DotWeights};
@@ -34,7 +39,7 @@ pub const MR: usize = 6;
 /// Packed activation bytes per block of pixel panels (a share of a 512 KB L2 cache).
 const BLOCK_BYTES: usize = 128 * 1024;
 
-/// Weights packed for [`matmul`]: `[M / MR][K / 2][MR][2]` i16, zero-padded to whole panels.
+/// Weights packed for [`conv`]: `[M / MR][K / 2][MR][2]` i16, zero-padded to whole panels.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PackedWeights {
     pub m: usize,

@@ -9,8 +9,8 @@ use crate::quant::{clamp, round_to_i32, QuantOut};
 /// Pixels per tile, in both products: each tile row is `NR` accumulators.
 pub const NR: usize = 16;
 
-/// An 8-bit activation type, and what the dot-product tile ([`crate::kernels::qdot`]) subtracts from its
-/// values to make them signed.
+/// An 8-bit activation type, and what the dot-product tile ([`super::qdot`]) subtracts from
+/// its values to make them signed.
 pub trait Act: Copy + Into<i16> + Send + Sync {
     const OFFSET: i16;
 }

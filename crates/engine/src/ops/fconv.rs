@@ -7,6 +7,9 @@
 //! product is tiled and which CPU code runs it is the kernel's.
 //!
 //! [`F_CONV`]: super::names::F_CONV
+//! [`fgemm`]: crate::kernels::fgemm
+//! [`fgemm::im2col`]: crate::kernels::fgemm::im2col
+//! [`fgemm::matmul`]: crate::kernels::fgemm::matmul
 
 use std::cell::RefCell;
 use std::sync::Arc;

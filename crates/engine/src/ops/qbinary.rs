@@ -1,11 +1,11 @@
-//! lookout's quantized two-input element-wise operators, each one pass in registers where
-//! tract 0.23 makes several over float tensors:
+//! `lookout.QAdd` and `lookout.QMul`: lookout's quantized two-input element-wise operators,
+//! each one pass in registers where tract 0.23 makes several over float tensors:
 //!
-//! - **`LookoutQLinearAdd`**: the additions of quantized models (the residual connections of
-//!   MobileNet-style networks). A QDQ model writes each as `DequantizeLinear(a),
-//!   DequantizeLinear(b) -> Add -> QuantizeLinear` (a QOperator model's QLinearAdd becomes the
-//!   same chain in [`crate::rewrite::contrib`]); [`crate::rewrite::qdq`] folds the chain into this operator, which
-//!   computes the same definition per element in f32:
+//! - **`LookoutQLinearAdd`** ([`Q_ADD`]): the additions of quantized models (the residual
+//!   connections of MobileNet-style networks). A QDQ model writes each as
+//!   `DequantizeLinear(a), DequantizeLinear(b) -> Add -> QuantizeLinear` (a QOperator model's
+//!   QLinearAdd becomes the same chain in `rewrite::contrib`); `rewrite::qdq` folds the chain
+//!   into this operator, which computes the same definition per element in f32:
 //!
 //!   ```text
 //!   y = saturate(round_half_to_even(((a - a_zero) * a_scale + (b - b_zero) * b_scale) / y_scale) + y_zero)
@@ -16,13 +16,13 @@
 //!   whose per-channel factor is broadcast over each plane).
 //!
 //! They quantize by dividing by the scale, as ONNX and onnxruntime define QuantizeLinear
-//! (tract multiplies by the reciprocal). Inputs of equal shape take the vector path (AVX2 on
-//! x86-64 when present, the portable loop elsewhere: the same f32 operations in the same
-//! order, so the same bytes); a per-channel operand broadcast over planes takes the vector
-//! path plane by plane, other broadcasts the portable loop over broadcast views. The one-input
-//! operators (QuantizeLinear, DequantizeLinear, the 256-entry lookup) are in
-//! [`crate::ops::qunary`], with which these share the quantization ([`Quant`]) and the readers of
-//! constant scales and zero points.
+//! (tract multiplies by the reciprocal). Inputs of equal shape take the vector path (the
+//! kernel [`add`], AVX2 on x86-64 when present, the portable loop elsewhere: the same f32
+//! operations in the same order, so the same bytes); a per-channel operand broadcast over
+//! planes takes the vector path plane by plane, other broadcasts the portable loop over
+//! broadcast views. Broadcasting is this operator's; the per-element arithmetic is the
+//! kernel's ([`Params`]), the quantization [`crate::quant::Quant`]'s. The one-input operators
+//! (QuantizeLinear, DequantizeLinear, the 256-entry lookup) are in [`super::qunary`].
 
 use tract_onnx::model::OnnxOpRegister;
 use tract_onnx::tract_core::broadcast::multi_broadcast;

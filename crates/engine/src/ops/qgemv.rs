@@ -1,10 +1,10 @@
-//! `LookoutQLinearGemm`: a quantized model's fully connected layer (the classifier) in
-//! integer arithmetic.
+//! `lookout.QGemm` (ONNX op type `LookoutQLinearGemm`): a quantized model's fully connected
+//! layer (the classifier) in integer arithmetic.
 //!
 //! A QDQ model writes it as `DequantizeLinear(a) -> Gemm(DequantizeLinear(w), bias) ->
-//! QuantizeLinear` (a QOperator model's QGemm becomes the same chain in [`crate::rewrite::contrib`]);
+//! QuantizeLinear` (a QOperator model's QGemm becomes the same chain in `rewrite::contrib`);
 //! tract 0.23 runs it as a float matrix product over weights dequantized to f32 (MobileNetV2:
-//! 1000 x 1280, 5 MB read from memory per frame). [`crate::rewrite::qdq`] folds the chain into this
+//! 1000 x 1280, 5 MB read from memory per frame). `rewrite::qdq` folds the chain into this
 //! operator, which keeps the weights as `w - w_zero` in i8 where they fit (1.25 MB; else
 //! i16) and computes each output from the exact integer sum:
 //!
@@ -13,9 +13,10 @@
 //! y[m][n]   = saturate(round_half_to_even((acc * a_scale * w_scale[n] + bias[n]) / y_scale) + y_zero)
 //! ```
 //!
-//! (the definition's float sum of products, computed without its rounding). Rows of `a` are
-//! usually one (one frame): the kernel is a matrix-vector product, four weight rows at a time
-//! with `vpmaddwd` on AVX2, portable code elsewhere.
+//! (the definition's float sum of products, computed without its rounding). The integer sums
+//! are the kernel's ([`crate::kernels::qgemv`]: a matrix-vector product, four weight rows at a
+//! time with `vpmaddwd` on AVX2, portable code elsewhere); `a_zero`, the scales, the bias and
+//! the quantization are applied here.
 
 use std::sync::Arc;
 

@@ -1,6 +1,7 @@
-//! lookout's quantized one-input element-wise operators, each one pass where tract 0.23 makes
-//! one scalar pass or several over float tensors (the quantization they share, [`Quant`], and
-//! the two-input operators are in [`crate::ops::qbinary`]):
+//! `lookout.QuantizeLinear`, `lookout.DequantizeLinear` and `lookout.QTable`: lookout's
+//! quantized one-input element-wise operators, each one pass where tract 0.23 makes one scalar
+//! pass or several over float tensors (their loops are [`crate::kernels::elementwise`]'s, the
+//! quantization [`Quant`]'s; the two-input operators are in [`super::qbinary`]):
 //!
 //! - **`LookoutQuantizeLinear`**: every per-tensor QuantizeLinear of a float tensor (the
 //!   model's input, and what the float operations between quantized ones produce):
@@ -15,7 +16,7 @@
 //!
 //! - **`LookoutQTable`**: a chain from one 8-bit tensor to one 8-bit tensor through a float
 //!   function of each element alone (`DequantizeLinear -> HardSigmoid -> QuantizeLinear`,
-//!   MobileNetV3's hard-swish gates): an 8-bit input has 256 values, so [`crate::rewrite::qdq`]
+//!   MobileNetV3's hard-swish gates): an 8-bit input has 256 values, so `rewrite::qdq`
 //!   computes the chain's 256 results once, with the f32 operations the unfused chain runs,
 //!   and this operator looks each element up.
 

@@ -7,7 +7,8 @@
 //! 256-entry lookup table computed by a softmax over the table itself: every output becomes
 //! the same wrong value (1.0 in `tests/quant.rs`'s models). This operator has no axes mapping,
 //! so that rewrite leaves it alone; it computes softmax in f32 (max-subtracted, as onnxruntime)
-//! with both the opset-13 (one axis) and the older (flattened trailing axes) semantics.
+//! with both the opset-13 (one axis) and the older (flattened trailing axes) semantics. It
+//! has no kernel of its own: one scalar pass per lane, after the classifier.
 
 use tract_onnx::model::{OnnxOpRegister, ParsingContext};
 use tract_onnx::pb::NodeProto;

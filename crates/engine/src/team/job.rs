@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::*};
 
 use super::Gang;
 
-/// One [`for_each`] or [`beside`] call.
+/// One [`super::for_each`] or [`super::beside`] call.
 pub(super) struct Job {
     /// The parts' function, its lifetime erased: the caller keeps it alive until the job is
     /// retired ([`Retire`]) and no helper can reach it.

@@ -13,6 +13,10 @@
 //! A helper stays attached for the whole frame and spins between parts (a part takes tens of
 //! microseconds; waking a sleeping thread for each would cost as much), so the parts of one
 //! operator are handed over through a few atomics and nothing is allocated per part.
+//!
+//! This file holds the team, its members and the leader's side; a split's parts and their
+//! hand-over are in `job.rs`, the helper's loop in `helper.rs`, and the disjoint output
+//! ranges the parts write in `shared.rs`. What a part computes is the caller's (the kernels').
 
 use std::cell::Cell;
 use std::panic;

@@ -1,3 +1,7 @@
+//! The team with real helper threads: every part runs exactly once, with or without a helper;
+//! invitations are queued at most once; a helper may leave mid-frame; nested splits and
+//! `beside` behave, also when the main work panics.
+
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::AtomicU32;
 use std::time::{Duration, Instant};

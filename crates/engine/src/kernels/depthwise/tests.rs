@@ -1,3 +1,7 @@
+//! The plane kernel against the convolution's definition (in f64) for float and every 8-bit
+//! type combination, strides, dilations, pads and plane sizes on every [`Isa`] this CPU runs.
+//! [`geometry`] is shared with `depthwise8`'s tests, which check that kernel against this one.
+
 use super::*;
 
 /// Direct definition of the convolution, in f64, for comparison.

@@ -1,3 +1,6 @@
+//! The eight-channel kernel against the plane kernel, bit for bit, for float and each 8-bit
+//! type combination (skipped, with a note, on a CPU without AVX2 and FMA).
+
 use super::*;
 use crate::isa::Isa;
 use crate::kernels::depthwise::tests::geometry;

@@ -1,3 +1,7 @@
+//! The integer matrix product against the convolution's definition
+//! ([`crate::kernels::im2col::tests::reference`]) on every [`Isa`] this CPU runs, and its
+//! requantization (rounding half to even, saturation; the AVX2 form against the portable one).
+
 use super::*;
 use crate::kernels::im2col::tests::reference;
 use crate::quant::{clamp, round_to_i32};

@@ -20,7 +20,9 @@
 //!
 //! QLinearMatMul is rewritten the same way (tract's own gives `[1, N]` for a 1-D input where
 //! ONNX says `[N]`), and so is a DequantizeLinear of an int8 graph input (see
-//! `dequantize_int8_inputs`). Apart from [`parse`], this module works on the protobuf only.
+//! `dequantize_int8_inputs`). Apart from [`parse`], this module works on the protobuf only;
+//! one node's chain is built in `translate.rs`, and the folds of the resulting QDQ chains onto
+//! lookout's operators are `rewrite::qdq`'s.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -139,7 +141,7 @@ pub fn rewrite(proto: &mut pb::ModelProto) -> Result<Vec<Translation>, Vec<Refus
 }
 
 /// Reads an ONNX file's bytes, rewrites its contrib operators and parses it with tract: the
-/// path [`super::Model::load`] takes, for tools and tests that feed tensors directly.
+/// path the daemon's model loading takes, for tools and tests that feed tensors directly.
 pub fn parse(
     bytes: &[u8],
 ) -> tract_onnx::prelude::TractResult<(tract_onnx::prelude::InferenceModel, Vec<Translation>)> {

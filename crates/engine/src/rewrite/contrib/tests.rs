@@ -1,3 +1,7 @@
+//! The contrib translations on small hand-made graphs: the chains they become, the names they
+//! keep, the zero points they add, and the nodes they refuse. `tests/quant.rs` runs whole
+//! QOperator models.
+
 use super::*;
 
 fn node(op: &str, inputs: &[&str], output: &str) -> pb::NodeProto {

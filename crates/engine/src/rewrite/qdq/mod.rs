@@ -1,5 +1,5 @@
 //! Graph rewrites that put a model's convolutions on fast paths, applied to the ONNX protobuf
-//! before tract parses it (after [`crate::rewrite::contrib`]):
+//! before tract parses it (after [`super::contrib`]):
 //!
 //! 1. **QDQ convolutions become integer convolutions.** `quantize_static(...,
 //!    quant_format=QuantFormat.QDQ)` writes every quantized convolution as
@@ -10,21 +10,23 @@
 //!    bias whose scale is not `x_scale * w_scale`, is requantized to that scale.
 //!    The same folding puts a QDQ model's additions (`DequantizeLinear x2 -> Add ->
 //!    QuantizeLinear`) and classifier (`DequantizeLinear -> Gemm -> QuantizeLinear`) on
-//!    lookout's 8-bit operators ([`crate::ops::qbinary`], [`crate::ops::qgemv`]), and every
+//!    lookout's 8-bit operators ([`names::Q_ADD`], [`names::Q_MUL`], [`names::Q_GEMM`]), and every
 //!    QuantizeLinear of a float tensor (the input's, and those after float operations such
 //!    as hard-swish), and every DequantizeLinear of a computed 8-bit tensor (those before
 //!    such operations), on a vector pass.
 //! 2. **Convolutions get lookout's kernels**: a QLinearConv whose every channel has its own
-//!    filter becomes [`names::Q_DEPTHWISE`], a float one [`names::F_DEPTHWISE`]
-//!    ([`crate::kernels::depthwise`]); any other group-1 QLinearConv becomes [`names::Q_CONV`]
-//!    ([`crate::kernels::qgemm`]), a float Conv [`names::F_CONV`] ([`crate::kernels::fgemm`]). A following Relu
-//!    or constant Clip is fused into the float ones.
+//!    filter becomes [`names::Q_DEPTHWISE`], a float one [`names::F_DEPTHWISE`] (the depthwise
+//!    kernels); any other group-1 QLinearConv becomes [`names::Q_CONV`] (the integer matrix
+//!    product), a float Conv [`names::F_CONV`] (the float one). A following Relu or constant
+//!    Clip is fused into the float ones.
 //! 3. **Quantized weights of float matrix products are dequantized once, here**, instead of on
 //!    every run (tract 0.23 re-dequantizes and re-packs a DequantizeLinear of a constant feeding
 //!    Gemm/MatMul on each inference).
 //!
 //! Each rewrite applies only where every operand it bakes in is an initializer of the expected
-//! type and shape; anything else is left to tract as it was.
+//! type and shape; anything else is left to tract as it was. The rewrites only rename nodes
+//! to the op types of [`names`] (and precompute what those take: lookup tables with
+//! [`crate::quant::Quant`], requantized biases); what each operator then does is `ops`'.
 
 use std::collections::HashMap;
 
