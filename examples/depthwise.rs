@@ -1,16 +1,19 @@
 //! The two depthwise kernels side by side on MobileNetV2's 17 depthwise layer shapes (3x3,
-//! pad 1): channel by channel ([`depthwise::plane`]) and eight channels at a time
-//! ([`depthwise8::block8`], x86-64 with AVX2 + FMA). Five rounds, the kernels taking turns,
-//! best p50 of each, so that the ratios hold while this shared VM's speed changes. What
-//! the choice of kernel in `fastops::DepthwiseConv` rests on (`docs/engine.md`).
+//! pad 1): channel by channel ([`lookout_engine::kernels::depthwise::plane`]) and eight
+//! channels at a time ([`lookout_engine::kernels::depthwise8::block8`], x86-64 with AVX2 +
+//! FMA). Five rounds, the kernels taking turns, best p50 of each, so that the ratios hold
+//! while this shared VM's speed changes. What the engine's depthwise operator
+//! (`crates/engine/src/ops/depthwise.rs`) rests on when it gives every whole block of eight
+//! channels to the second (`docs/engine.md`).
 //!
 //!     cargo run --example depthwise            # float
 //!     cargo run --example depthwise -- int8    # uint8 in and out
 
 #[cfg(target_arch = "x86_64")]
 fn main() {
-    use lookout_engine::depthwise::{self, Finish, Geometry, Isa};
-    use lookout_engine::depthwise8::{block8, Finish8, BLOCK};
+    use lookout_engine::kernels::depthwise::{self, Finish, Geometry};
+    use lookout_engine::kernels::depthwise8::{block8, Finish8, BLOCK};
+    use lookout_engine::Isa;
     use std::time::Instant;
 
     if Isa::detect() != Isa::Avx2Fma {

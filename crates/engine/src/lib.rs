@@ -8,40 +8,59 @@
 //!
 //! # Layout
 //!
-//! - The front end: [`onnx`] (tract's ONNX parser with lookout's operators registered) and
-//!   [`rewrite`] (the graph rewrites for a [`Kernels`] choice, in order: [`contrib`], then
-//!   [`qdq`]); [`Kernels::describe`] says which kernels a model runs on.
-//! - [`contrib`]: onnxruntime's `com.microsoft` contrib operators (QLinearAdd,
-//!   QLinearGlobalAveragePool, ...) translated into standard ONNX ones.
-//! - [`qdq`]: DequantizeLinear/QuantizeLinear chains folded into lookout's 8-bit operators.
-//! - Operators (tract ops, built from the renamed ONNX nodes): [`fastops`] (quantized and
-//!   depthwise convolutions), [`fconv`] (float convolutions), [`qelementwise`] (8-bit Add and
-//!   Mul), [`qunary`] (QuantizeLinear, DequantizeLinear, lookup tables), [`qgemv`] (8-bit
-//!   classifier heads), [`softmax`] (a Softmax tract gets right in QDQ graphs).
-//! - Kernels (plain functions over slices, a portable version beside each SIMD one):
-//!   [`depthwise`] and [`depthwise8`] (depthwise convolutions), [`qgemm`] and [`qdot`] (8-bit
-//!   matrix products: AVX2, VNNI/AVX-512, NEON `sdot`), [`fconv`]'s float tile.
-//! - [`Isa`]: the CPU features detected once, which every kernel dispatches on.
-//! - [`team`]: an idle worker thread helping a busy one with its model run (`pipeline.assist`).
+//! One folder per role, as tract-linalg's: kernels know nothing of tract, operators call
+//! kernels, rewrites know only the operators' op-type names. The public API is [`onnx`],
+//! [`rewrite()`], [`Kernels`], [`Isa`], [`contrib`], [`team`] and [`profile`].
+//!
+//! - `lib.rs` (this file): [`Kernels`] (whose kernels run a model), [`onnx`] (tract's ONNX
+//!   front end with lookout's operators registered) and [`rewrite()`] (the graph rewrites for a
+//!   [`Kernels`] choice).
+//! - `rewrite/`: the ONNX graph rewrites, on the protobuf, before tract parses it.
+//!   - [`contrib`] (`contrib/mod.rs`, `translate.rs`): onnxruntime's `com.microsoft` contrib
+//!     operators (QLinearAdd, QLinearGlobalAveragePool, QGemm, ...) into standard ONNX chains;
+//!     [`contrib::parse`] reads and parses a model with them translated.
+//!   - `qdq/` (`mod.rs`, `conv.rs`, `eightbit.rs`): QDQ chains folded into QLinearConv and
+//!     lookout's 8-bit operators, convolutions renamed onto lookout's kernels, quantized matrix
+//!     weights dequantized once.
+//! - `ops/`: the tract operators, built from the renamed nodes; `ops::register` adds them
+//!   to tract's front end.
+//!   - `names.rs`: the op-type names (`LookoutQLinearConv`, ...), the rewrites' one import.
+//!   - `conv.rs`: the convolutions' ONNX front end (inference rules, wiring) onto
+//!     `depthwise.rs` (`lookout.DepthwiseConv`, `lookout.QDepthwiseConv`), `qconv.rs`
+//!     (`lookout.QConv`) and `fconv.rs` (`lookout.Conv`).
+//!   - `qbinary.rs` (`lookout.QAdd`, `lookout.QMul`), `qunary.rs` (`lookout.QuantizeLinear`,
+//!     `lookout.DequantizeLinear`, `lookout.QTable`), `qgemv.rs` (`lookout.QGemm`): the 8-bit
+//!     operators of QDQ models.
+//!   - `softmax.rs`: ONNX `Softmax` in place of tract's, which QDQ graphs break.
+//!   - `glue.rs`: the tract boilerplate every operator shares (`impl_op!`, shape rules).
+//! - [`kernels`]: plain functions over slices, one file per kernel with its CPU variants.
+//!   - [`kernels::depthwise`] (one plane) and [`kernels::depthwise8`] (eight channels, AVX2):
+//!     depthwise convolutions, float and 8-bit.
+//!   - `qgemm.rs` (i16 tile, `vpmaddwd`) and `qdot.rs` (`sdot`, `vpdpbusd`): the 8-bit
+//!     convolutions' integer matrix product; `im2col.rs` and `requant.rs`, what both share.
+//!   - `fgemm.rs`: the float convolutions' matrix product (AVX2, AVX-512F, NEON).
+//!   - `qgemv.rs`: an 8-bit classifier's integer dot products.
+//!   - `elementwise.rs`: the 8-bit add/mul, QuantizeLinear and DequantizeLinear loops.
+//! - Shared pieces: [`Isa`] (`isa.rs`: the CPU features, detected once, that every kernel
+//!   dispatches on), `quant.rs` (the 8-bit element types, QuantizeLinear, rounding and
+//!   clamping), `attrs.rs` (readers of operator attributes and constant inputs).
+//! - [`team`] (`team/`: `mod.rs`, `job.rs`, `helper.rs`, `shared.rs`): an idle worker thread
+//!   helping a busy one with its frame (`pipeline.assist`); the kernels split their work with
+//!   [`team::for_each`].
 //! - [`profile`]: per-node timing of a plan (`lookout bench --profile`).
 
-pub mod contrib;
-pub mod depthwise;
-pub mod depthwise8;
-pub mod fastops;
-pub mod fconv;
+mod attrs;
+mod isa;
+pub mod kernels;
+mod ops;
 pub mod profile;
-pub mod qdot;
-pub mod qdq;
-pub mod qelementwise;
-pub mod qgemm;
-pub mod qgemv;
-pub mod qunary;
-pub mod softmax;
+mod quant;
+mod rewrite;
 pub mod team;
 
-pub use contrib::{Refusal, Translation};
-pub use depthwise::Isa;
+pub use isa::Isa;
+pub use rewrite::contrib::{self, Refusal, Translation};
+use rewrite::qdq;
 
 use serde::Deserialize;
 use tract_onnx::pb;
@@ -51,7 +70,7 @@ use tract_onnx::pb;
 #[serde(rename_all = "lowercase")]
 pub enum Kernels {
     /// lookout's: integer kernels for quantized convolutions, fast depthwise convolutions and
-    /// the 8-bit operators of [`qdq`]; tract's for everything else.
+    /// the 8-bit operators of QDQ models; tract's for everything else.
     #[default]
     Lookout,
     /// tract's own, for comparison.
@@ -71,11 +90,11 @@ impl Kernels {
     }
 }
 
-/// tract's ONNX front end with lookout's operators ([`softmax`], [`fastops`] and the rest).
+/// tract's ONNX front end with lookout's operators registered (`Softmax` and every op type
+/// the rewrites write).
 pub fn onnx() -> tract_onnx::Onnx {
     let mut onnx = tract_onnx::onnx();
-    softmax::register(&mut onnx.op_register);
-    fastops::register(&mut onnx.op_register);
+    ops::register(&mut onnx.op_register);
     onnx
 }
 

@@ -10,29 +10,31 @@
 //!    bias whose scale is not `x_scale * w_scale`, is requantized to that scale.
 //!    The same folding puts a QDQ model's additions (`DequantizeLinear x2 -> Add ->
 //!    QuantizeLinear`) and classifier (`DequantizeLinear -> Gemm -> QuantizeLinear`) on
-//!    lookout's 8-bit operators ([`super::qelementwise`], [`super::qgemv`]), and every
+//!    lookout's 8-bit operators ([`names::Q_ADD`], [`names::Q_MUL`], [`names::Q_GEMM`]), and every
 //!    QuantizeLinear of a float tensor (the input's, and those after float operations such
 //!    as hard-swish), and every DequantizeLinear of a computed 8-bit tensor (those before
 //!    such operations), on a vector pass.
 //! 2. **Convolutions get lookout's kernels**: a QLinearConv whose every channel has its own
-//!    filter becomes [`fastops::Q_DEPTHWISE`], a float one [`fastops::F_DEPTHWISE`]
-//!    ([`super::depthwise`]); any other group-1 QLinearConv becomes [`fastops::Q_CONV`]
-//!    ([`super::qgemm`]), a float Conv [`fconv::F_CONV`] ([`super::fconv`]). A following Relu
-//!    or constant Clip is fused into the float ones.
+//!    filter becomes [`names::Q_DEPTHWISE`], a float one [`names::F_DEPTHWISE`] (the depthwise
+//!    kernels); any other group-1 QLinearConv becomes [`names::Q_CONV`] (the integer matrix
+//!    product), a float Conv [`names::F_CONV`] (the float one). A following Relu or constant
+//!    Clip is fused into the float ones.
 //! 3. **Quantized weights of float matrix products are dequantized once, here**, instead of on
 //!    every run (tract 0.23 re-dequantizes and re-packs a DequantizeLinear of a constant feeding
 //!    Gemm/MatMul on each inference).
 //!
 //! Each rewrite applies only where every operand it bakes in is an initializer of the expected
-//! type and shape; anything else is left to tract as it was.
+//! type and shape; anything else is left to tract as it was. The rewrites only rename nodes
+//! to the op types of [`names`] (and precompute what those take: lookup tables with
+//! [`crate::quant::Quant`], requantized biases); what each operator then does is `ops`'.
 
 use std::collections::HashMap;
 
 use tract_onnx::pb;
 use tract_onnx::pb::tensor_proto::DataType;
 
-use super::contrib::{node_name, Translation};
-use super::{fastops, fconv};
+use crate::ops::names;
+use crate::rewrite::contrib::{node_name, Translation};
 
 mod conv;
 mod eightbit;
@@ -397,7 +399,7 @@ mod tests {
         assert_eq!(fold_qdq_binary(&mut g, "Add"), 1);
         assert_eq!(quantize_floats(&mut g), 1);
         prune_dead(&mut g);
-        use {crate::qelementwise::Q_ADD, crate::qunary::Q_QUANTIZE};
+        use crate::ops::names::{Q_ADD, Q_QUANTIZE};
         assert_eq!(ops(&g), [Q_QUANTIZE, Q_ADD]);
         let add = &g.node[1];
         assert_eq!(
@@ -414,7 +416,7 @@ mod tests {
         assert_eq!(fold_qdq_binary(&mut g, "Mul"), 1);
         prune_dead(&mut g);
         let mul = &g.node[1];
-        assert_eq!(mul.op_type, crate::qelementwise::Q_MUL);
+        assert_eq!(mul.op_type, crate::ops::names::Q_MUL);
         assert_eq!(
             mul.input,
             ["a_q", "sa", "za", "b_q", "sb", "zb", "sy", "zy"]
@@ -446,7 +448,7 @@ mod tests {
         g.input[0] = value("x", DataType::Uint8);
         assert_eq!(quantize_floats(&mut g), 1);
         assert_eq!(g.node[0].op_type, "QuantizeLinear");
-        assert_eq!(g.node[4].op_type, crate::qunary::Q_QUANTIZE);
+        assert_eq!(g.node[4].op_type, crate::ops::names::Q_QUANTIZE);
     }
 
     /// x (uint8 input) -> DequantizeLinear(0.1, 128) -> HardSigmoid(1/6, 0.5) ->
@@ -490,7 +492,7 @@ mod tests {
 
     #[test]
     fn dequantize_hard_sigmoid_quantize_becomes_one_lookup() {
-        use crate::qunary::Q_TABLE;
+        use crate::ops::names::Q_TABLE;
         let mut g = hard_sigmoid_graph(false);
         let done = rewrite(&mut g);
         assert_eq!(ops(&g), [Q_TABLE], "{done:?}");
@@ -517,7 +519,7 @@ mod tests {
         // stays (on lookout's vector pass).
         let mut g = hard_sigmoid_graph(true);
         rewrite(&mut g);
-        assert_eq!(ops(&g), [crate::qunary::Q_DEQUANTIZE, Q_TABLE]);
+        assert_eq!(ops(&g), [crate::ops::names::Q_DEQUANTIZE, Q_TABLE]);
         // A HardSigmoid whose float result is a graph output is not folded.
         let mut g = hard_sigmoid_graph(false);
         g.output.push(value("h", DataType::Float));
@@ -526,7 +528,7 @@ mod tests {
 
     #[test]
     fn dequantize_linear_of_computed_tensors_goes_to_the_vector_pass() {
-        use crate::qunary::Q_DEQUANTIZE;
+        use crate::ops::names::Q_DEQUANTIZE;
         // The Add is not folded (its float sum is read by the Relu): both DequantizeLinear
         // nodes, of a computed tensor and of an 8-bit graph input, are lookout's.
         let mut g = graph(true);

@@ -1,12 +1,12 @@
 //! The quantized convolution's matrix product ([`super::qgemm`]) on the 8-bit dot-product
 //! instructions: aarch64's `sdot` (four 8-bit multiply-adds into each 32-bit lane, 64 per
-//! instruction) and x86-64's `vpdpbusd` (AVX512-VNNI, on 512-bit registers: 64 per instruction,
-//! unsigned x signed).
+//! instruction) and x86-64's `vpdpbusd` (AVX512-VNNI, on 512-bit registers: 64 per
+//! instruction, unsigned x signed).
 //!
 //! DotProd is optional in Armv8.2 and later: Cortex-A55/A76/A78 have it (Raspberry Pi 5,
 //! Jetson Orin), Cortex-A53/A57/A72 do not (Raspberry Pi 3 and 4, Jetson Nano), and lookout
-//! detects it at run time ([`super::depthwise::Isa::NeonDot`]). Without it the i16 NEON tile
-//! of [`super::qgemm`] runs.
+//! detects it at run time ([`Isa::NeonDot`]). Without it the i16 NEON tile of
+//! [`super::qgemm`] runs.
 //!
 //! - Weights: `w - w_zero` as i8, packed once, in panels of [`MR`] output channels with each
 //!   group of four consecutive `k` together. A model whose centred weights do not all fit i8
@@ -18,19 +18,22 @@
 //! - The [`MR`] x [`NR`] tile: per group of four `k`, four loads of activations, one of
 //!   weights, 16 `sdot` by element into 16 accumulators. Without the instruction (other
 //!   architectures; the tests) the same tile runs as portable code.
-//! - x86-64 with AVX512-VNNI ([`super::depthwise::Isa::Avx2Vnni`]): the same panels, the
-//!   tile on `vpdpbusd`, which multiplies unsigned by signed bytes: each activation byte
+//! - x86-64 with AVX512-VNNI ([`Isa::Avx2Vnni`]): the same panels, the tile on `vpdpbusd`,
+//!   which multiplies unsigned by signed bytes: each activation byte
 //!   gets its top bit flipped (`x - OFFSET + 128` as u8), and the extra `128 * sum w` comes
 //!   off with the shift (`row_sums`). The 16 pixels of a panel group are two registers, each
 //!   output channel's four weights one broadcast: 8 `vpdpbusd` per four k, into 8
 //!   accumulators. The exact sums, with no 16-bit saturation (unlike `vpmaddubsw`). Pairs
 //!   of panels run on 512-bit registers (one register per panel and group of four k: twice
 //!   the products per instruction); a last odd panel on 256-bit ones.
-//! - Requantization is [`super::qgemm`]'s.
+//! - Requantization is [`super::requant`]'s, and [`super::qgemm::conv`] decides when this
+//!   tile runs ([`tile_for`]) and shares its [`parts`] with the team.
 
-use super::depthwise::QuantOut;
-use super::qgemm::{gather_row, requant_row, Act, Im2col, Requant, NR};
-use super::team::{bounds, Shared};
+use super::im2col::{gather_row, Im2col};
+use super::requant::{requant_row, Act, Requant, NR};
+use crate::isa::{dotprod_available, vnni_available, Isa};
+use crate::quant::QuantOut;
+use crate::team::{bounds, Shared};
 
 /// Output channels per weight panel.
 pub const MR: usize = 4;
@@ -173,8 +176,15 @@ fn pack_x<I: Act>(g: &Im2col, x: &[I], x_zero: i16, k4: usize, s: &mut Scratch) 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tile {
     /// Portable code (other CPUs; the tests).
+    #[cfg_attr(
+        not(test),
+        allow(
+            dead_code,
+            reason = "constructed by the tests, which check the others against it"
+        )
+    )]
     Portable,
-    /// aarch64 `sdot`: only where [`available`].
+    /// aarch64 `sdot`: only where [`dotprod_available`].
     Sdot,
     /// x86-64 `vpdpbusd`: only where [`vnni_available`].
     Vnni,
@@ -185,12 +195,13 @@ impl Tile {
     pub fn supported(self) -> bool {
         match self {
             Tile::Portable => true,
-            Tile::Sdot => available(),
+            Tile::Sdot => dotprod_available(),
             Tile::Vnni => vnni_available(),
         }
     }
 
     /// The tiles this CPU can run (for tests).
+    #[cfg(test)]
     pub fn available() -> Vec<Tile> {
         [Tile::Portable, Tile::Sdot, Tile::Vnni]
             .into_iter()
@@ -199,10 +210,23 @@ impl Tile {
     }
 }
 
+/// The dot-product tile the quantized convolutions run on under `isa`, if any: `sdot` under
+/// [`Isa::NeonDot`], `vpdpbusd` under [`Isa::Avx2Vnni`].
+pub fn tile_for(isa: Isa) -> Option<Tile> {
+    match isa {
+        Isa::NeonDot => Some(Tile::Sdot),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2Vnni => Some(Tile::Vnni),
+        _ => None,
+    }
+}
+
 /// One image: `out[m][p] = requant(sum_k w[m][k] * (x[k][p] - x_zero))`, as
 /// [`super::qgemm::conv`] computes it. `row_sums[m]` is `sum_k (w - w_zero)`; `requant[m]`'s
 /// bias already holds `-x_zero * row_sums[m]`. `tile`: one the CPU has. [`pack`], then each of
-/// the [`parts`] in turn.
+/// the [`parts`] in turn (for the tests: [`super::qgemm::conv`] calls those itself, sharing
+/// the parts with the team).
+#[cfg(test)]
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub fn conv<I: Act, O: QuantOut>(
@@ -304,11 +328,16 @@ pub unsafe fn part<I: Act, O: QuantOut>(
             let span = step.min(pe - pp);
             let xpanels = &px[pp * panel_len..(pp + span) * panel_len];
             match (tile, span) {
-                // SAFETY (all): the CPU has the instructions (asserted above).
+                // SAFETY: the CPU has the dot-product instructions (`tile.supported()`,
+                // asserted above).
                 #[cfg(target_arch = "aarch64")]
                 (Tile::Sdot, _) => unsafe { tile_sdot(w.k4, wpanel, xpanels, &mut acc[0]) },
+                // SAFETY: the CPU has AVX-512F and AVX512-VNNI (`tile.supported()`, asserted
+                // above); `xpanels` holds the two panels.
                 #[cfg(target_arch = "x86_64")]
                 (Tile::Vnni, 2) => unsafe { tile_vnni512(w.k4, wpanel, xpanels, &mut acc) },
+                // SAFETY: the CPU has AVX2, AVX512-VL and AVX512-VNNI (`tile.supported()`,
+                // asserted above).
                 #[cfg(target_arch = "x86_64")]
                 (Tile::Vnni, _) => unsafe { tile_vnni(w.k4, wpanel, xpanels, &mut acc[0]) },
                 _ => tile_portable(w.k4, wpanel, xpanels, &mut acc[0]),
@@ -329,33 +358,6 @@ pub unsafe fn part<I: Act, O: QuantOut>(
                 }
             }
         }
-    }
-}
-
-/// Whether this CPU has the dot-product instructions.
-pub fn available() -> bool {
-    #[cfg(target_arch = "aarch64")]
-    {
-        std::arch::is_aarch64_feature_detected!("dotprod")
-    }
-    #[cfg(not(target_arch = "aarch64"))]
-    {
-        false
-    }
-}
-
-/// Whether this CPU has 256-bit `vpdpbusd` (AVX512-VNNI with AVX512-VL) and AVX2.
-pub fn vnni_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512vl")
-            && std::arch::is_x86_feature_detected!("avx512vnni")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
     }
 }
 
@@ -514,7 +516,7 @@ unsafe fn tile_vnni512(k4: usize, w: &[i8], x: &[i8], acc: &mut [[[i32; NR]; MR]
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::qgemm::tests::reference;
+    use crate::kernels::im2col::tests::reference;
 
     /// Raw accumulators as the "quantized" output, so sums can be checked exactly.
     #[derive(Debug, Clone, Copy, Default, PartialEq)]

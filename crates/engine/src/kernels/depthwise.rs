@@ -7,7 +7,7 @@
 //!
 //! - each channel's plane is copied once into a zero-padded scratch buffer, split into
 //!   `stride_h * stride_w` phases (rows and columns by their remainder modulo the strides), so
-//!   that every tap reads contiguous memory at one fixed offset from its output ([`Layout`]);
+//!   that every tap reads contiguous memory at one fixed offset from its output (`Layout`);
 //! - the whole plane, every row one after the other, is then one run of `kernel_h * kernel_w`
 //!   multiply-adds per 16 outputs, in vector registers, whatever the plane's width (a 7x7
 //!   plane is 4 such chunks, not 7 part-filled ones): AVX2 + FMA on x86-64 when the CPU has
@@ -17,9 +17,18 @@
 //!   depthwise kernel), then requantizes as onnxruntime does: `clamp(round_half_even(acc *
 //!   x_scale * w_scale / y_scale) + y_zero)`.
 //!
-//! The tract operators that call these kernels are in [`super::fastops`].
+//! The kernel works on one plane; [`crate::kernels::depthwise8`] takes eight channels at
+//! once where the CPU has AVX2. Which channels go to which, the tensors and the team are the
+//! operator's (`ops::depthwise`). The element types are `crate::quant`'s.
 
 use std::cell::RefCell;
+
+use crate::isa::Isa;
+#[cfg(target_arch = "x86_64")]
+use crate::quant::narrow16_avx2;
+use crate::quant::{clamp, round_to_i32};
+/// The element types [`plane`] (and `depthwise8::block8`) read and write.
+pub use crate::quant::{PlaneIn, QuantOut};
 
 /// Shape of one depthwise convolution over a plane.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -85,130 +94,6 @@ struct Layout {
     len: usize,
 }
 
-/// Which code the kernels run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Isa {
-    /// Portable code (what the compiler makes of it for the target's baseline).
-    Scalar,
-    /// x86-64 with AVX2 and FMA.
-    #[cfg(target_arch = "x86_64")]
-    Avx2Fma,
-    /// x86-64 with AVX2 and FMA, and AVX-512F with AVX512-VNNI and AVX512-VL (Ice Lake, Zen 4
-    /// and later): the quantized convolutions' matrix product runs on 512-bit `vpdpbusd`
-    /// ([`super::qdot`]), the float convolutions' tile on 512-bit registers
-    /// ([`super::fconv`]); every other kernel runs its AVX2 code.
-    #[cfg(target_arch = "x86_64")]
-    Avx2Vnni,
-    /// aarch64 with the dot-product instructions: the quantized convolutions' matrix product
-    /// runs on `sdot` ([`super::qdot`]); every other kernel runs its portable (NEON) code.
-    /// Constructed only on aarch64.
-    NeonDot,
-}
-
-impl Isa {
-    /// The best the running CPU offers. `LOOKOUT_KERNELS=scalar` forces the portable code,
-    /// `LOOKOUT_KERNELS=avx2` AVX2 without VNNI (to compare the two).
-    pub fn detect() -> Isa {
-        let forced = std::env::var("LOOKOUT_KERNELS").unwrap_or_default();
-        if forced == "scalar" {
-            return Isa::Scalar;
-        }
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            if forced != "avx2" && super::qdot::vnni_available() {
-                return Isa::Avx2Vnni;
-            }
-            return Isa::Avx2Fma;
-        }
-        if super::qdot::available() {
-            return Isa::NeonDot;
-        }
-        Isa::Scalar
-    }
-
-    /// Every variant this CPU can run (for tests).
-    pub fn available() -> Vec<Isa> {
-        #[allow(unused_mut)]
-        let mut v = vec![Isa::Scalar];
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            v.push(Isa::Avx2Fma);
-            if super::qdot::vnni_available() {
-                v.push(Isa::Avx2Vnni);
-            }
-        }
-        if super::qdot::available() {
-            v.push(Isa::NeonDot);
-        }
-        v
-    }
-
-    /// The variant's name: what the quantized convolutions run on.
-    pub fn name(self) -> &'static str {
-        match self {
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2Vnni => "avx512+vnni",
-            Isa::NeonDot => "neon+dotprod",
-            _ => self.vector_name(),
-        }
-    }
-
-    /// What the kernels without a dot-product or AVX-512 path (depthwise, element-wise) run
-    /// on under this variant.
-    pub fn vector_name(self) -> &'static str {
-        match self {
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2Fma | Isa::Avx2Vnni => "avx2+fma",
-            _ if cfg!(target_arch = "aarch64") => "neon",
-            _ => "scalar",
-        }
-    }
-
-    /// What the float convolutions' tile runs on under this variant.
-    pub fn float_tile_name(self) -> &'static str {
-        if self.avx512() {
-            "avx512f"
-        } else {
-            self.vector_name()
-        }
-    }
-
-    /// The 8-bit dot-product tile the quantized convolutions run on, if any.
-    pub fn dot_tile(self) -> Option<super::qdot::Tile> {
-        match self {
-            Isa::NeonDot => Some(super::qdot::Tile::Sdot),
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx2Vnni => Some(super::qdot::Tile::Vnni),
-            _ => None,
-        }
-    }
-
-    /// Whether the CPU has AVX-512F (the VNNI variant requires it): the float convolutions'
-    /// tile then runs on 512-bit registers.
-    pub fn avx512(self) -> bool {
-        #[cfg(target_arch = "x86_64")]
-        {
-            matches!(self, Isa::Avx2Vnni)
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            false
-        }
-    }
-
-    /// Whether the AVX2 + FMA kernels run (both x86-64 variants).
-    pub fn avx2(self) -> bool {
-        #[cfg(target_arch = "x86_64")]
-        {
-            matches!(self, Isa::Avx2Fma | Isa::Avx2Vnni)
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            false
-        }
-    }
-}
-
 /// What to do with a channel's accumulated row.
 #[derive(Debug)]
 pub enum Finish<'a, T> {
@@ -226,184 +111,6 @@ pub enum Finish<'a, T> {
         lo: f32,
         hi: f32,
     },
-}
-
-/// One element type the quantized path writes.
-pub trait QuantOut: Copy + Default + Send + Sync {
-    const MIN: f32;
-    const MAX: f32;
-    /// `v` is already within `MIN..=MAX`.
-    fn from_i32(v: i32) -> Self;
-}
-
-impl QuantOut for u8 {
-    const MIN: f32 = 0.0;
-    const MAX: f32 = 255.0;
-    #[inline(always)]
-    fn from_i32(v: i32) -> u8 {
-        v as u8
-    }
-}
-
-impl QuantOut for i8 {
-    const MIN: f32 = -128.0;
-    const MAX: f32 = 127.0;
-    #[inline(always)]
-    fn from_i32(v: i32) -> i8 {
-        v as i8
-    }
-}
-
-/// Pixel values the padded plane is filled from.
-pub trait PlaneIn: Copy + Send + Sync {
-    /// Whether the values are signed integers (i8); f32 and u8 are not.
-    const SIGNED: bool;
-
-    fn centred(self, zero: f32) -> f32;
-
-    /// Eight at once (the compiler does not vectorise the 8-bit conversions by itself).
-    #[inline(always)]
-    fn centred8(v: &[Self; 8], zero: f32, out: &mut [f32; 8]) {
-        for i in 0..8 {
-            out[i] = v[i].centred(zero);
-        }
-    }
-
-    /// Sixteen at once, split by column parity: `even[k] = v[2k]`, `odd[k] = v[2k + 1]`,
-    /// centred (a stride-2 plane's two column phases).
-    #[inline(always)]
-    fn split16(v: &[Self; 16], zero: f32, even: &mut [f32; 8], odd: &mut [f32; 8]) {
-        for k in 0..8 {
-            even[k] = v[2 * k].centred(zero);
-            odd[k] = v[2 * k + 1].centred(zero);
-        }
-    }
-}
-
-impl PlaneIn for f32 {
-    const SIGNED: bool = false;
-
-    #[inline(always)]
-    fn centred(self, _zero: f32) -> f32 {
-        self
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    fn split16(v: &[f32; 16], _zero: f32, even: &mut [f32; 8], odd: &mut [f32; 8]) {
-        use std::arch::x86_64::*;
-        // SAFETY: SSE is part of x86-64; 16 floats read, 8 + 8 written.
-        unsafe {
-            let p = v.as_ptr();
-            for h in 0..2 {
-                let (a, b) = (_mm_loadu_ps(p.add(8 * h)), _mm_loadu_ps(p.add(8 * h + 4)));
-                _mm_storeu_ps(even.as_mut_ptr().add(4 * h), _mm_shuffle_ps(a, b, 0x88));
-                _mm_storeu_ps(odd.as_mut_ptr().add(4 * h), _mm_shuffle_ps(a, b, 0xdd));
-            }
-        }
-    }
-}
-
-/// Eight 16-bit lanes (integers) as floats, minus `zero`, at `out` (SSE2).
-///
-/// # Safety
-/// `out` holds 8 floats.
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-unsafe fn i16x8_centred(w: std::arch::x86_64::__m128i, zero: f32, out: *mut f32) {
-    use std::arch::x86_64::*;
-    // SAFETY: as the function's contract says. Sign extension to 32 bits: each lane doubled,
-    // shifted down arithmetically.
-    unsafe {
-        let z = _mm_set1_ps(zero);
-        let lo = _mm_cvtepi32_ps(_mm_srai_epi32(_mm_unpacklo_epi16(w, w), 16));
-        let hi = _mm_cvtepi32_ps(_mm_srai_epi32(_mm_unpackhi_epi16(w, w), 16));
-        _mm_storeu_ps(out, _mm_sub_ps(lo, z));
-        _mm_storeu_ps(out.add(4), _mm_sub_ps(hi, z));
-    }
-}
-
-impl PlaneIn for u8 {
-    const SIGNED: bool = false;
-
-    #[inline(always)]
-    fn centred(self, zero: f32) -> f32 {
-        self as f32 - zero
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    fn centred8(v: &[u8; 8], zero: f32, out: &mut [f32; 8]) {
-        use std::arch::x86_64::*;
-        // SAFETY: SSE2 is part of x86-64; 8 bytes read, 8 floats written.
-        unsafe {
-            let b = _mm_loadl_epi64(v.as_ptr().cast());
-            i16x8_centred(
-                _mm_unpacklo_epi8(b, _mm_setzero_si128()),
-                zero,
-                out.as_mut_ptr(),
-            );
-        }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    fn split16(v: &[u8; 16], zero: f32, even: &mut [f32; 8], odd: &mut [f32; 8]) {
-        use std::arch::x86_64::*;
-        // SAFETY: SSE2 is part of x86-64; 16 bytes read, 8 + 8 floats written. As 16-bit
-        // lanes, the even bytes are the low halves and the odd ones the high halves.
-        unsafe {
-            let b = _mm_loadu_si128(v.as_ptr().cast());
-            i16x8_centred(
-                _mm_and_si128(b, _mm_set1_epi16(0xff)),
-                zero,
-                even.as_mut_ptr(),
-            );
-            i16x8_centred(_mm_srli_epi16(b, 8), zero, odd.as_mut_ptr());
-        }
-    }
-}
-
-impl PlaneIn for i8 {
-    const SIGNED: bool = true;
-
-    #[inline(always)]
-    fn centred(self, zero: f32) -> f32 {
-        self as f32 - zero
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    fn centred8(v: &[i8; 8], zero: f32, out: &mut [f32; 8]) {
-        use std::arch::x86_64::*;
-        // SAFETY: SSE2 is part of x86-64; 8 bytes read, 8 floats written. Sign extension:
-        // each byte doubled into a 16-bit lane, shifted down arithmetically.
-        unsafe {
-            let b = _mm_loadl_epi64(v.as_ptr().cast());
-            i16x8_centred(
-                _mm_srai_epi16(_mm_unpacklo_epi8(b, b), 8),
-                zero,
-                out.as_mut_ptr(),
-            );
-        }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    fn split16(v: &[i8; 16], zero: f32, even: &mut [f32; 8], odd: &mut [f32; 8]) {
-        use std::arch::x86_64::*;
-        // SAFETY: SSE2 is part of x86-64; 16 bytes read, 8 + 8 floats written. Even bytes
-        // (low halves of the 16-bit lanes) sign-extended by a shift up and back down.
-        unsafe {
-            let b = _mm_loadu_si128(v.as_ptr().cast());
-            i16x8_centred(
-                _mm_srai_epi16(_mm_slli_epi16(b, 8), 8),
-                zero,
-                even.as_mut_ptr(),
-            );
-            i16x8_centred(_mm_srai_epi16(b, 8), zero, odd.as_mut_ptr());
-        }
-    }
 }
 
 thread_local! {
@@ -564,6 +271,12 @@ fn fill_pairs<I: PlaneIn>(src: &[I], x_zero: f32, padded: &mut [f32], a: usize, 
     }
 }
 
+/// [`plane`]'s work (filling the padded plane, then the outputs) compiled for AVX2 and FMA:
+/// the generic code inlined here, down to [`chunk`], becomes vector code.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA: `isa` is an AVX2 variant, which [`Isa::detect`] returns only
+/// after checking both.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
@@ -964,267 +677,9 @@ unsafe fn quant16_avx2(
     unsafe {
         let a = one(_mm256_loadu_ps(acc.as_ptr()));
         let b = one(_mm256_loadu_ps(acc.as_ptr().add(8)));
-        _mm_storeu_si128(dst.cast(), super::qgemm::narrow16_avx2(a, b, signed));
+        _mm_storeu_si128(dst.cast(), narrow16_avx2(a, b, signed));
     }
-}
-
-/// `v` limited to [lo, hi] (plain compares: the values are never NaN, and this compiles to
-/// one vector min and max).
-#[inline(always)]
-pub fn clamp(v: f32, lo: f32, hi: f32) -> f32 {
-    let v = if v > hi { hi } else { v };
-    if v < lo {
-        lo
-    } else {
-        v
-    }
-}
-
-/// 1.5 * 2^23: adding it to |v| < 2^22 leaves round_half_even(v) in the low mantissa bits.
-const MAGIC: f32 = 12_582_912.0;
-
-/// Round half to even for |v| < 2^22, by the float unit's own rounding (vectorisable, unlike a
-/// call to `roundevenf`).
-#[inline(always)]
-pub fn round_half_even(v: f32) -> f32 {
-    (v + MAGIC) - MAGIC
-}
-
-/// `round_half_even(v)` as an integer, for |v| < 2^22, read from the bits of `v + MAGIC`:
-/// integer arithmetic only, so it vectorises (Rust's saturating `f32 as i32` does not).
-#[inline(always)]
-pub fn round_to_i32(v: f32) -> i32 {
-    ((v + MAGIC).to_bits() as i32).wrapping_sub(MAGIC.to_bits() as i32)
 }
 
 #[cfg(test)]
-pub(super) mod tests {
-    use super::*;
-
-    /// Direct definition of the convolution, in f64, for comparison.
-    fn reference(g: &Geometry, x: &[f32], taps: &[f32], bias: f32) -> Vec<f64> {
-        let mut out = vec![0f64; g.oh * g.ow];
-        for oy in 0..g.oh {
-            for ox in 0..g.ow {
-                let mut a = bias as f64;
-                for i in 0..g.kh {
-                    for j in 0..g.kw {
-                        let y = (oy * g.stride_h + i * g.dil_h) as isize - g.pad_top as isize;
-                        let xx = (ox * g.stride_w + j * g.dil_w) as isize - g.pad_left as isize;
-                        if y >= 0 && xx >= 0 && (y as usize) < g.h && (xx as usize) < g.w {
-                            a += taps[i * g.kw + j] as f64
-                                * x[y as usize * g.w + xx as usize] as f64;
-                        }
-                    }
-                }
-                out[oy * g.ow + ox] = a;
-            }
-        }
-        out
-    }
-
-    /// A square kernel `k`, stride `s`, dilation `d` and padding `p` on every side over an
-    /// `h` x `w` plane.
-    pub(crate) fn geometry(h: usize, w: usize, k: usize, s: usize, d: usize, p: usize) -> Geometry {
-        Geometry {
-            h,
-            w,
-            kh: k,
-            kw: k,
-            stride_h: s,
-            stride_w: s,
-            dil_h: d,
-            dil_w: d,
-            pad_top: p,
-            pad_left: p,
-            oh: Geometry::output_len(h, k, s, d, 2 * p).unwrap(),
-            ow: Geometry::output_len(w, k, s, d, 2 * p).unwrap(),
-        }
-    }
-
-    #[test]
-    fn float_kernel_matches_definition_for_strides_dilations_and_pads() {
-        for isa in Isa::available() {
-            for (h, w, k, s, d, p) in [
-                (7, 7, 3, 1, 1, 1),
-                (8, 9, 3, 2, 1, 1),
-                (13, 11, 5, 2, 1, 2),
-                (10, 10, 3, 1, 2, 2),
-                (5, 6, 3, 3, 1, 0),
-                (1, 1, 3, 1, 1, 1),
-                (112, 112, 3, 2, 1, 1),
-            ] {
-                let g = geometry(h, w, k, s, d, p);
-                let x: Vec<f32> = (0..h * w)
-                    .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
-                    .collect();
-                let taps: Vec<f32> = (0..k * k).map(|i| (i as f32 - 4.0) / 3.0).collect();
-                let mut out = vec![0f32; g.oh * g.ow];
-                plane::<f32, u8>(
-                    isa,
-                    &g,
-                    &x,
-                    0.0,
-                    &taps,
-                    0.25,
-                    Finish::Float {
-                        out: &mut out,
-                        min: f32::MIN,
-                        max: f32::MAX,
-                    },
-                );
-                let want = reference(&g, &x, &taps, 0.25);
-                for (o, r) in out.iter().zip(&want) {
-                    assert!((*o as f64 - r).abs() < 1e-4, "{isa:?} {g:?}: {o} vs {r}");
-                }
-            }
-        }
-    }
-
-    /// The quantized path on `x` (u8 or i8 plane values): exact integer sums, requantized as
-    /// the definition says, into u8 and i8 outputs.
-    fn check_quantized<I: PlaneIn + Into<f32>>(isa: Isa, g: &Geometry, xq: &[I], x_zero: f32) {
-        let k = g.kh * g.kw;
-        let wq: Vec<i8> = [-128i8, 127, 3, -7, 0, 55, -90, 12, 101]
-            .iter()
-            .cycle()
-            .take(k)
-            .copied()
-            .collect();
-        let taps: Vec<f32> = wq.iter().map(|&v| v as f32 - 1.0).collect(); // w_zero = 1
-        let bias = -3071.0;
-        let m = 0.0123;
-        let xc: Vec<f32> = xq.iter().map(|&v| v.into() - x_zero).collect();
-        let acc = reference(g, &xc, &taps, bias);
-        let want = |a: f64, zero: f32, qmin: f32, qmax: f32| {
-            assert_eq!(a.fract(), 0.0);
-            ((a as f32 * m).round_ties_even() + zero).clamp(qmin, qmax)
-        };
-        let mut out = vec![0u8; g.oh * g.ow];
-        let finish = Finish::Quant {
-            out: &mut out,
-            multiplier: m,
-            zero: 9,
-            lo: -9.0,
-            hi: 246.0,
-        };
-        plane(isa, g, xq, x_zero, &taps, bias, finish);
-        for (i, (o, a)) in out.iter().zip(&acc).enumerate() {
-            let w = want(*a, 9.0, 0.0, 255.0);
-            assert_eq!(*o as f32, w, "{isa:?} {g:?}: output {i}, acc {a}");
-        }
-        let mut out = vec![0i8; g.oh * g.ow];
-        let finish = Finish::Quant {
-            out: &mut out,
-            multiplier: m,
-            zero: -5,
-            lo: -123.0,
-            hi: 132.0,
-        };
-        plane(isa, g, xq, x_zero, &taps, bias, finish);
-        for (i, (o, a)) in out.iter().zip(&acc).enumerate() {
-            let w = want(*a, -5.0, -128.0, 127.0);
-            assert_eq!(*o as f32, w, "{isa:?} {g:?}: output {i}, acc {a}");
-        }
-    }
-
-    #[test]
-    fn quantized_kernel_is_exact_integer_arithmetic_then_requantizes() {
-        // Planes narrower and wider than a chunk (7x7: 4 chunks across 7 rows), strides 1 to 3
-        // (stride 2 fills both column phases in one pass, 16 values at a time), dilation, a
-        // 5x5 kernel, no padding; u8 and i8 values in, u8 and i8 out.
-        for isa in Isa::available() {
-            for g in [
-                geometry(9, 10, 3, 2, 1, 1),
-                geometry(5, 37, 3, 1, 1, 1),
-                geometry(7, 7, 3, 1, 1, 1),
-                geometry(14, 14, 3, 2, 1, 1),
-                geometry(14, 14, 3, 1, 1, 1),
-                geometry(112, 112, 3, 2, 1, 1),
-                geometry(33, 35, 3, 2, 1, 1),
-                geometry(10, 10, 3, 1, 2, 2),
-                geometry(13, 11, 5, 2, 1, 2),
-                geometry(5, 6, 3, 3, 1, 0),
-                geometry(1, 1, 3, 1, 1, 1),
-                // Stride 2 without padding (even and odd widths), and TensorFlow's "SAME"
-                // padding (none at the top and left, one at the bottom and right).
-                geometry(10, 10, 3, 2, 1, 0),
-                geometry(11, 11, 3, 2, 1, 0),
-                Geometry {
-                    pad_top: 0,
-                    pad_left: 0,
-                    oh: 56,
-                    ow: 56,
-                    ..geometry(112, 112, 3, 2, 1, 1)
-                },
-            ] {
-                let n = g.h * g.w;
-                let xu: Vec<u8> = (0..n).map(|i| (i * 53 % 256) as u8).collect();
-                check_quantized(isa, &g, &xu, 117.0);
-                let xs: Vec<i8> = xu.iter().map(|&v| v as i8).collect();
-                check_quantized(isa, &g, &xs, -3.0);
-            }
-        }
-    }
-
-    #[test]
-    fn split_by_column_parity_sixteen_at_a_time_exactly() {
-        for start in (0..256).step_by(16) {
-            let u: [u8; 16] = std::array::from_fn(|i| (start + i) as u8);
-            let s: [i8; 16] = std::array::from_fn(|i| (start + i) as u8 as i8);
-            let f: [f32; 16] = std::array::from_fn(|i| (start + i) as f32 * 0.5 - 3.0);
-            let (mut ue, mut uo, mut se, mut so, mut fe, mut fo) = (
-                [0f32; 8], [0f32; 8], [0f32; 8], [0f32; 8], [0f32; 8], [0f32; 8],
-            );
-            u8::split16(&u, 117.0, &mut ue, &mut uo);
-            i8::split16(&s, -3.0, &mut se, &mut so);
-            f32::split16(&f, 0.0, &mut fe, &mut fo);
-            for k in 0..8 {
-                assert_eq!(
-                    (ue[k], uo[k]),
-                    (u[2 * k] as f32 - 117.0, u[2 * k + 1] as f32 - 117.0)
-                );
-                assert_eq!(
-                    (se[k], so[k]),
-                    (s[2 * k] as f32 + 3.0, s[2 * k + 1] as f32 + 3.0)
-                );
-                assert_eq!((fe[k], fo[k]), (f[2 * k], f[2 * k + 1]));
-            }
-        }
-    }
-
-    #[test]
-    fn eight_bit_values_widen_eight_at_a_time_exactly() {
-        for start in (0..256).step_by(8) {
-            let u: [u8; 8] = std::array::from_fn(|i| (start + i) as u8);
-            let s: [i8; 8] = std::array::from_fn(|i| (start + i) as u8 as i8);
-            let (mut gu, mut gs) = ([0f32; 8], [0f32; 8]);
-            u8::centred8(&u, 117.0, &mut gu);
-            i8::centred8(&s, -3.0, &mut gs);
-            for i in 0..8 {
-                assert_eq!(gu[i], u[i] as f32 - 117.0, "u8 {}", u[i]);
-                assert_eq!(gs[i], s[i] as f32 + 3.0, "i8 {}", s[i]);
-            }
-        }
-    }
-
-    #[test]
-    fn rounds_half_to_even() {
-        for i in -300_000..300_000 {
-            let v = i as f32 * 0.25;
-            assert_eq!(round_to_i32(v), v.round_ties_even() as i32, "{v}");
-        }
-        for (v, r) in [
-            (0.5, 0.0),
-            (1.5, 2.0),
-            (2.5, 2.0),
-            (-0.5, 0.0),
-            (-1.5, -2.0),
-            (3.49, 3.0),
-            (-200.7, -201.0),
-        ] {
-            assert_eq!(round_half_even(v), r, "{v}");
-            assert_eq!(round_to_i32(v), r as i32, "{v}");
-        }
-    }
-}
+pub(super) mod tests;

@@ -7,15 +7,18 @@
 //! 256-entry lookup table computed by a softmax over the table itself: every output becomes
 //! the same wrong value (1.0 in `tests/quant.rs`'s models). This operator has no axes mapping,
 //! so that rewrite leaves it alone; it computes softmax in f32 (max-subtracted, as onnxruntime)
-//! with both the opset-13 (one axis) and the older (flattened trailing axes) semantics.
+//! with both the opset-13 (one axis) and the older (flattened trailing axes) semantics. It
+//! has no kernel of its own: one scalar pass per lane, after the classifier.
 
 use tract_onnx::model::{OnnxOpRegister, ParsingContext};
 use tract_onnx::pb::NodeProto;
 use tract_onnx::prelude::tract_ndarray::{ArrayViewMut1, Axis, Ix2};
 use tract_onnx::tract_hir::internal::*;
 
+use super::glue::{impl_op, parsed, same_shape_rules, OutputType};
+
 /// Registers [`OnnxSoftmax`] for the ONNX `Softmax` operator.
-pub fn register(reg: &mut OnnxOpRegister) {
+pub(super) fn register(reg: &mut OnnxOpRegister) {
     reg.insert("Softmax", build);
 }
 
@@ -27,7 +30,7 @@ fn build(
     let axis = node
         .get_attr_opt::<i64>("axis")?
         .unwrap_or(if legacy { 1 } else { -1 });
-    Ok((expand(OnnxSoftmax { axis, legacy }), vec![]))
+    parsed(OnnxSoftmax { axis, legacy })
 }
 
 /// The inference-time operator: checks types and shapes, then wires [`SoftmaxF32`].
@@ -49,12 +52,8 @@ impl Expansion for OnnxSoftmax {
         inputs: &'p [TensorProxy],
         outputs: &'p [TensorProxy],
     ) -> TractResult<()> {
-        check_input_arity(inputs, 1)?;
-        check_output_arity(outputs, 1)?;
-        s.equals(&outputs[0].datum_type, &inputs[0].datum_type)?;
-        s.equals(&outputs[0].rank, &inputs[0].rank)?;
-        s.equals(&outputs[0].shape, &inputs[0].shape)?;
-        Ok(())
+        same_shape_rules(s, inputs, outputs, 1, OutputType::Input(0))?;
+        s.equals(&outputs[0].rank, &inputs[0].rank)
     }
 
     fn wire(
@@ -98,17 +97,10 @@ pub struct SoftmaxF32 {
     legacy: bool,
 }
 
-impl Op for SoftmaxF32 {
-    fn name(&self) -> StaticName {
-        "lookout.Softmax".into()
-    }
-
-    fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![format!("axis: {} legacy: {}", self.axis, self.legacy)])
-    }
-
-    op_as_typed_op!();
-}
+impl_op!(SoftmaxF32, |op|
+    name: "lookout.Softmax",
+    info: format!("axis: {} legacy: {}", op.axis, op.legacy),
+);
 
 fn softmax_lane(mut lane: ArrayViewMut1<f32>) {
     let max = lane.iter().copied().fold(f32::NEG_INFINITY, f32::max);

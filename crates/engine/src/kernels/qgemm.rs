@@ -19,33 +19,27 @@
 //!
 //! Products of two values in [-255, 255] summed in pairs stay far inside i32, and so do sums
 //! over any realistic `k` (below 2^31 / 255^2 = 33,000 terms).
+//!
+//! [`conv`] is the entry for one image: it runs the dot-product tile ([`super::qdot`]) where
+//! the weights were packed for it, this module's i16 tile otherwise. The im2col view of the
+//! input is [`super::im2col`]'s, the per-channel requantization [`super::requant`]'s; the
+//! operator (`ops::qconv`) reads the model's constants and loops over the batch.
 
-use super::depthwise::{clamp, round_to_i32, Isa, QuantOut};
-use super::qdot::DotWeights;
-use super::team::{self, Shared};
+use super::im2col::{gather_row, Im2col};
+use super::qdot::{self, DotWeights};
+use super::requant::{requant_row, Act, Requant, NR};
+use crate::isa::Isa;
+#[cfg(target_arch = "x86_64")]
+use crate::quant::narrow16_avx2;
+use crate::quant::QuantOut;
+use crate::team::{self, Shared};
 
 /// Output channels per tile.
 pub const MR: usize = 6;
-/// Pixels per tile.
-pub const NR: usize = 16;
 /// Packed activation bytes per block of pixel panels (a share of a 512 KB L2 cache).
 const BLOCK_BYTES: usize = 128 * 1024;
 
-/// An 8-bit activation type, and what the dot-product tile ([`super::qdot`]) subtracts from its
-/// values to make them signed.
-pub trait Act: Copy + Into<i16> + Send + Sync {
-    const OFFSET: i16;
-}
-
-impl Act for u8 {
-    const OFFSET: i16 = 128;
-}
-
-impl Act for i8 {
-    const OFFSET: i16 = 0;
-}
-
-/// Weights packed for [`matmul`]: `[M / MR][K / 2][MR][2]` i16, zero-padded to whole panels.
+/// Weights packed for [`conv`]: `[M / MR][K / 2][MR][2]` i16, zero-padded to whole panels.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PackedWeights {
     pub m: usize,
@@ -67,7 +61,7 @@ impl PackedWeights {
     pub fn new(w: &[i32], m: usize, k: usize, zero: &[i32], isa: Isa) -> PackedWeights {
         assert_eq!(w.len(), m * k);
         let kp = k.div_ceil(2);
-        let dot = if isa.dot_tile().is_some() {
+        let dot = if qdot::tile_for(isa).is_some() {
             DotWeights::new(w, m, k, zero)
         } else {
             None
@@ -110,42 +104,6 @@ impl PackedWeights {
     }
 }
 
-/// How to read the activation matrix `x[k][p]` out of a [C, H, W] plane stack.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Im2col {
-    pub c: usize,
-    pub h: usize,
-    pub w: usize,
-    pub kh: usize,
-    pub kw: usize,
-    pub stride: [usize; 2],
-    pub dil: [usize; 2],
-    pub pad_top: usize,
-    pub pad_left: usize,
-    pub oh: usize,
-    pub ow: usize,
-}
-
-impl Im2col {
-    pub fn k(&self) -> usize {
-        self.c * self.kh * self.kw
-    }
-
-    pub fn pixels(&self) -> usize {
-        self.oh * self.ow
-    }
-
-    pub(super) fn is_identity(&self) -> bool {
-        self.kh == 1
-            && self.kw == 1
-            && self.stride == [1, 1]
-            && self.pad_top == 0
-            && self.pad_left == 0
-            && self.oh == self.h
-            && self.ow == self.w
-    }
-}
-
 /// Per-run scratch for the packed activations.
 #[derive(Debug, Default)]
 pub struct Scratch {
@@ -153,7 +111,7 @@ pub struct Scratch {
     /// Two im2col rows (a pair of k), gathered before they are interleaved into the panels.
     rows: Vec<i16>,
     /// The dot-product path's.
-    dot: super::qdot::Scratch,
+    dot: qdot::Scratch,
 }
 
 /// Packs `x` (one image: [C][H][W] 8-bit values) into `[P / NR][K / 2][NR][2]` i16 panels of
@@ -237,97 +195,6 @@ fn interleave<T: Copy + Into<i16>>(a: &[T], b: Option<&[T]>, dst: &mut [i16]) {
     }
 }
 
-/// Row `kk` of the im2col matrix (input channel, kernel row, kernel column) for every output
-/// pixel; `x_zero` where the tap falls outside the image.
-#[inline(always)]
-pub(super) fn gather_row<I: Copy + Into<i16>>(
-    g: &Im2col,
-    x: &[I],
-    x_zero: i16,
-    kk: usize,
-    row: &mut [i16],
-) {
-    let (c, r) = (kk / (g.kh * g.kw), kk % (g.kh * g.kw));
-    let (i, j) = (r / g.kw, r % g.kw);
-    let plane = &x[c * g.h * g.w..(c + 1) * g.h * g.w];
-    let reach = j * g.dil[1];
-    let (lo, hi) = tap_columns(g.w, g.ow, g.pad_left, reach, g.stride[1]);
-    for oy in 0..g.oh {
-        let dst = &mut row[oy * g.ow..(oy + 1) * g.ow];
-        let Some(y) = (oy * g.stride[0] + i * g.dil[0])
-            .checked_sub(g.pad_top)
-            .filter(|&y| y < g.h)
-        else {
-            dst.fill(x_zero);
-            continue;
-        };
-        dst[..lo].fill(x_zero);
-        dst[hi..].fill(x_zero);
-        if lo == hi {
-            continue;
-        }
-        let src = &plane[y * g.w..(y + 1) * g.w];
-        // In range by the choice of lo..hi: 0 <= ox * stride + reach - pad_left < w.
-        let first = lo * g.stride[1] + reach - g.pad_left;
-        strided_copy(&src[first..], g.stride[1], &mut dst[lo..hi], |v| v.into());
-    }
-}
-
-/// The output columns `lo..hi` (within `0..ow`) whose tap `reach` columns right of the window's
-/// start (kernel column x dilation) falls inside a `w`-wide input row padded by `pad_left`, at
-/// horizontal `stride`: `0 <= ox * stride + reach - pad_left < w` exactly for them.
-pub fn tap_columns(
-    w: usize,
-    ow: usize,
-    pad_left: usize,
-    reach: usize,
-    stride: usize,
-) -> (usize, usize) {
-    let lo = pad_left.saturating_sub(reach).div_ceil(stride).min(ow);
-    let hi = if w + pad_left > reach {
-        ((w + pad_left - reach - 1) / stride + 1).min(ow)
-    } else {
-        0
-    };
-    (lo, hi.max(lo))
-}
-
-/// `dst[i] = f(src[i * stride])` for every i, as a loop the compiler vectorises (fixed-size
-/// chunks, no bounds checks inside: a deinterleave for stride 2).
-#[inline(always)]
-pub fn strided_copy<S: Copy, D>(src: &[S], stride: usize, dst: &mut [D], f: impl Fn(S) -> D) {
-    let Some(last) = dst.len().checked_sub(1) else {
-        return;
-    };
-    if stride == 1 {
-        let n = dst.len();
-        for (d, &v) in dst.iter_mut().zip(&src[..n]) {
-            *d = f(v);
-        }
-        return;
-    }
-    // The last value alone: the source may end right after it, short of a whole chunk.
-    for (d, c) in dst[..last]
-        .iter_mut()
-        .zip(src[..last * stride].chunks_exact(stride))
-    {
-        *d = f(c[0]);
-    }
-    dst[last] = f(src[last * stride]);
-}
-
-/// Requantization of one output channel.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Requant {
-    /// bias - x_zero * row_sum, added to the accumulator
-    pub bias: i32,
-    pub multiplier: f32,
-    pub zero: i32,
-    /// qmin - zero, qmax - zero
-    pub lo: f32,
-    pub hi: f32,
-}
-
 /// One image: `out[m][p] = requant(sum_k w[m][k] * x[k][p])` for the convolution `g`, `x`
 /// being [C][H][W] and `out` [M][OH][OW].
 #[allow(clippy::too_many_arguments)]
@@ -343,30 +210,30 @@ pub fn conv<I: Act, O: QuantOut>(
 ) {
     assert_eq!(w.k, g.k());
     assert!(
-        w.dot.is_none() || isa.dot_tile().is_some(),
+        w.dot.is_none() || qdot::tile_for(isa).is_some(),
         "weights packed for the dot-product tile run under {isa:?}"
     );
-    if let (Some(d), Some(tile)) = (&w.dot, isa.dot_tile()) {
+    if let (Some(d), Some(tile)) = (&w.dot, qdot::tile_for(isa)) {
         let (s, rs) = (&mut scratch.dot, &w.row_sums);
         #[cfg(target_arch = "x86_64")]
         if isa.avx2() {
             // SAFETY: both AVX2 variants exist only after run-time detection of AVX2 and FMA.
             unsafe { dot_pack_avx2(tile, d, g, x, x_zero, s) };
         } else {
-            super::qdot::pack(tile, d, g, x, x_zero, s);
+            qdot::pack(tile, d, g, x, x_zero, s);
         }
         #[cfg(not(target_arch = "x86_64"))]
-        super::qdot::pack(tile, d, g, x, x_zero, s);
+        qdot::pack(tile, d, g, x, x_zero, s);
         let (px, out) = (s.packed(), Shared::new(out));
         // On this thread, or shared with an idle worker (`team`).
-        team::for_each(super::qdot::parts(d, g), |i| {
+        team::for_each(qdot::parts(d, g), |i| {
             #[cfg(target_arch = "x86_64")]
             if isa.avx2() {
                 // SAFETY: AVX2 as above; each part writes its own values.
                 return unsafe { dot_part_avx2::<I, O>(tile, d, rs, g, px, requant, &out, i) };
             }
             // SAFETY: each part writes its own values.
-            unsafe { super::qdot::part::<I, O>(tile, d, rs, g, px, requant, &out, i) }
+            unsafe { qdot::part::<I, O>(tile, d, rs, g, px, requant, &out, i) }
         });
         return;
     }
@@ -383,29 +250,33 @@ pub fn conv<I: Act, O: QuantOut>(
 }
 
 /// The dot-product convolution's packing compiled for AVX2.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA: `conv` calls it only under an AVX2 [`Isa`] variant, which
+/// [`Isa::detect`] returns only after checking both.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn dot_pack_avx2<I: Act>(
-    tile: super::qdot::Tile,
+    tile: qdot::Tile,
     w: &DotWeights,
     g: &Im2col,
     x: &[I],
     x_zero: i16,
-    scratch: &mut super::qdot::Scratch,
+    scratch: &mut qdot::Scratch,
 ) {
-    super::qdot::pack(tile, w, g, x, x_zero, scratch)
+    qdot::pack(tile, w, g, x, x_zero, scratch)
 }
 
 /// One part of the dot-product convolution's tiles, with its requantization compiled for AVX2
 /// (the tile itself is compiled for VNNI).
 ///
 /// # Safety
-/// The CPU has AVX2 and FMA; [`super::qdot::part`]'s contract.
+/// The CPU has AVX2 and FMA; [`qdot::part`]'s contract.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn dot_part_avx2<I: Act, O: QuantOut>(
-    tile: super::qdot::Tile,
+    tile: qdot::Tile,
     w: &DotWeights,
     row_sums: &[i32],
     g: &Im2col,
@@ -415,10 +286,14 @@ unsafe fn dot_part_avx2<I: Act, O: QuantOut>(
     i: usize,
 ) {
     // SAFETY: the caller's contract.
-    unsafe { super::qdot::part::<I, O>(tile, w, row_sums, g, px, requant, out, i) }
+    unsafe { qdot::part::<I, O>(tile, w, row_sums, g, px, requant, out, i) }
 }
 
 /// The whole convolution (packing, tiles, requantization) compiled for AVX2.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA: `conv` calls it only under an AVX2 [`Isa`] variant, which
+/// [`Isa::detect`] returns only after checking both.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 #[allow(clippy::too_many_arguments)]
@@ -504,17 +379,6 @@ fn conv_with<I: Copy + Into<i16>, O: QuantOut, const AVX2: bool>(
     }
 }
 
-/// Requantizes one row of accumulators, each plus `extra`, into `dst` (its length of them).
-#[inline(always)]
-pub(super) fn requant_row<O: QuantOut>(row: &[i32; NR], q: &Requant, extra: i32, dst: &mut [O]) {
-    let bias = q.bias.wrapping_add(extra);
-    for (o, &a) in dst.iter_mut().zip(row.iter()) {
-        // wrapping: |acc + bias| < 2^31 (module notes); no overflow check in the hot loop.
-        let v = clamp(a.wrapping_add(bias) as f32 * q.multiplier, q.lo, q.hi);
-        *o = O::from_i32(round_to_i32(v) + q.zero);
-    }
-}
-
 /// Requantizes one row of NR accumulators (`a` then `b`) to 16 8-bit values, in AVX2
 /// registers: the same arithmetic as the portable loop (`as f32`, multiply, clamp, round half
 /// to even, which is `vcvtps2dq` under the default rounding mode, add the zero point), then
@@ -562,29 +426,6 @@ unsafe fn store_bytes(bytes: std::arch::x86_64::__m128i, dst: *mut u8, np: usize
             _mm_storeu_si128(t.as_mut_ptr().cast(), bytes);
             std::ptr::copy_nonoverlapping(t.as_ptr(), dst, np);
         }
-    }
-}
-
-/// Sixteen i32 (`a` then `b`), each already within the 8-bit range, as 16 bytes in order.
-///
-/// # Safety
-/// The CPU has AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-#[inline]
-pub unsafe fn narrow16_avx2(
-    a: std::arch::x86_64::__m256i,
-    b: std::arch::x86_64::__m256i,
-    signed: bool,
-) -> std::arch::x86_64::__m128i {
-    use std::arch::x86_64::*;
-    // 32 -> 16 bits works per 128-bit lane: [a0..3 b0..3 | a4..7 b4..7]; put a before b.
-    let w = _mm256_permute4x64_epi64(_mm256_packs_epi32(a, b), 0b11_01_10_00);
-    let (w0, w1) = (_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
-    if signed {
-        _mm_packs_epi16(w0, w1)
-    } else {
-        _mm_packus_epi16(w0, w1)
     }
 }
 
@@ -696,219 +537,4 @@ unsafe fn tile_requant_avx2(
 }
 
 #[cfg(test)]
-pub(super) mod tests {
-    use super::*;
-
-    /// The convolution `g` by its definition, in i64: `bias + sum (x - x_zero) * (w - w_zero)`
-    /// per output channel (`w` [m][k] raw values, `w_zero` per channel), `x_zero` outside the
-    /// image. [m][oh][ow].
-    pub(crate) fn reference<T: Copy + Into<i16>>(
-        g: &Im2col,
-        x: &[T],
-        x_zero: i16,
-        w: &[i32],
-        w_zero: &[i32],
-        bias: i64,
-    ) -> Vec<i64> {
-        let (m, (kh, kw)) = (w_zero.len(), (g.kh, g.kw));
-        let mut out = Vec::with_capacity(m * g.oh * g.ow);
-        for r in 0..m {
-            for oy in 0..g.oh {
-                for ox in 0..g.ow {
-                    let mut acc = bias;
-                    for ch in 0..g.c {
-                        for i in 0..kh {
-                            for j in 0..kw {
-                                let y = (oy * g.stride[0] + i * g.dil[0]).checked_sub(g.pad_top);
-                                let xx = (ox * g.stride[1] + j * g.dil[1]).checked_sub(g.pad_left);
-                                let v = match (y, xx) {
-                                    (Some(y), Some(xx)) if y < g.h && xx < g.w => {
-                                        x[(ch * g.h + y) * g.w + xx].into()
-                                    }
-                                    _ => x_zero,
-                                } as i64;
-                                let wv = w[r * g.k() + (ch * kh + i) * kw + j] - w_zero[r];
-                                acc += (v - x_zero as i64) * wv as i64;
-                            }
-                        }
-                    }
-                    out.push(acc);
-                }
-            }
-        }
-        out
-    }
-
-    fn requant_plain(m: usize, bias: i32) -> Vec<Requant> {
-        vec![
-            Requant {
-                bias,
-                multiplier: 1.0,
-                zero: 0,
-                lo: -1e9,
-                hi: 1e9,
-            };
-            m
-        ]
-    }
-
-    /// A wide "quantized" output type so the raw accumulators can be checked.
-    #[derive(Debug, Clone, Copy, Default, PartialEq)]
-    struct Raw(f32);
-    impl QuantOut for Raw {
-        const MIN: f32 = f32::MIN;
-        const MAX: f32 = f32::MAX;
-        fn from_i32(v: i32) -> Raw {
-            Raw(v as f32)
-        }
-    }
-
-    #[test]
-    fn integer_products_are_exact_for_every_shape_and_kernel() {
-        for isa in Isa::available() {
-            for (c, h, w, k, s, p, m) in [
-                (5, 4, 5, 1, 1, 0, 7),
-                (16, 7, 7, 1, 1, 0, 13),
-                (3, 9, 11, 3, 2, 1, 32),
-                (4, 6, 6, 3, 1, 1, 6),
-                (33, 3, 3, 1, 1, 0, 1),
-            ] {
-                let oh = (h + 2 * p - k) / s + 1;
-                let ow = (w + 2 * p - k) / s + 1;
-                let g = Im2col {
-                    c,
-                    h,
-                    w,
-                    kh: k,
-                    kw: k,
-                    stride: [s, s],
-                    dil: [1, 1],
-                    pad_top: p,
-                    pad_left: p,
-                    oh,
-                    ow,
-                };
-                let x: Vec<u8> = (0..c * h * w).map(|i| (i * 89 % 256) as u8).collect();
-                let wq: Vec<i32> = (0..m * g.k())
-                    .map(|i| (i as i32 * 37 % 256) - 128)
-                    .collect();
-                // Centred weights from -129 to 128 (the i16 path everywhere), then from -128
-                // to 127 (on aarch64 with DotProd, the i8 dot-product path).
-                for wz in [
-                    (0..m).map(|r| (r as i32 % 3) - 1).collect::<Vec<i32>>(),
-                    vec![0; m],
-                ] {
-                    let packed = PackedWeights::new(&wq, m, g.k(), &wz, isa);
-                    let x_zero = 100i16;
-                    let rq: Vec<Requant> = (0..m)
-                        .map(|r| requant_plain(1, 7 - x_zero as i32 * packed.row_sums[r])[0])
-                        .collect();
-                    let mut out = vec![Raw::default(); m * oh * ow];
-                    conv(
-                        isa,
-                        &packed,
-                        &g,
-                        &x,
-                        x_zero,
-                        &rq,
-                        &mut Scratch::default(),
-                        &mut out,
-                    );
-                    let want = reference(&g, &x, x_zero, &wq, &wz, 7);
-                    for (i, (got, acc)) in out.iter().zip(&want).enumerate() {
-                        let (r, oy, ox) = (i / (oh * ow), i / ow % oh, i % ow);
-                        assert_eq!(
-                            got.0 as i64, *acc,
-                            "{isa:?} c{c} k{k} s{s} m{m}: row {r} ({oy},{ox})"
-                        );
-                    }
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn requantizes_with_rounding_half_even_and_saturation() {
-        let packed = PackedWeights::new(&[1], 1, 1, &[0], Isa::Scalar);
-        let g = Im2col {
-            c: 1,
-            h: 1,
-            w: 4,
-            kh: 1,
-            kw: 1,
-            stride: [1, 1],
-            dil: [1, 1],
-            pad_top: 0,
-            pad_left: 0,
-            oh: 1,
-            ow: 4,
-        };
-        let x: Vec<u8> = vec![0, 5, 7, 255];
-        let rq = [Requant {
-            bias: 0,
-            multiplier: 0.5,
-            zero: 3,
-            lo: -3.0,
-            hi: 252.0,
-        }];
-        let mut out = [0u8; 4];
-        conv(
-            Isa::Scalar,
-            &packed,
-            &g,
-            &x,
-            0,
-            &rq,
-            &mut Scratch::default(),
-            &mut out,
-        );
-        // 0 -> 3; 2.5 -> 2 (+3 = 5); 3.5 -> 4 (+3 = 7); 127.5 -> 128 (+3 = 131)
-        assert_eq!(out, [3, 5, 7, 131]);
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[test]
-    fn avx2_requantization_matches_the_portable_arithmetic() {
-        if !Isa::available().contains(&Isa::Avx2Fma) {
-            eprintln!("no AVX2 on this CPU: the vector requantization is not run here");
-            return;
-        }
-        // Accumulators around every rounding tie and both clamps, for u8 and i8 outputs.
-        let row: [i32; NR] = std::array::from_fn(|i| (i as i32 - 8) * 37 + 1);
-        for (signed, zero, qmin, qmax) in [(false, 3.0f32, 0.0, 255.0), (true, -5.0, -128.0, 127.0)]
-        {
-            for (bias, multiplier) in [(0, 0.5f32), (-1, 0.25), (7, 1.5), (100, 0.01)] {
-                let q = Requant {
-                    bias,
-                    multiplier,
-                    zero: zero as i32,
-                    lo: qmin - zero,
-                    hi: qmax - zero,
-                };
-                for np in [NR, 5] {
-                    let mut got = [0u8; NR];
-                    // SAFETY: AVX2 checked above; row holds 16 i32, got NR bytes.
-                    unsafe {
-                        use std::arch::x86_64::*;
-                        let a = _mm256_loadu_si256(row.as_ptr().cast());
-                        let b = _mm256_loadu_si256(row.as_ptr().add(8).cast());
-                        store_bytes(requant16_avx2(a, b, &q, signed), got.as_mut_ptr(), np)
-                    };
-                    for (i, &a) in row.iter().enumerate().take(np) {
-                        let v = clamp((a + q.bias) as f32 * q.multiplier, q.lo, q.hi);
-                        let want = round_to_i32(v) + q.zero;
-                        let got = if signed {
-                            got[i] as i8 as i32
-                        } else {
-                            got[i] as i32
-                        };
-                        assert_eq!(
-                            got, want,
-                            "signed {signed} bias {bias} x{multiplier} at {i}"
-                        );
-                    }
-                }
-            }
-        }
-    }
-}
+mod tests;

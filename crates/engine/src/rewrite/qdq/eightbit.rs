@@ -5,13 +5,13 @@
 use super::*;
 
 /// Rewrite 1b: `op(DequantizeLinear(a), DequantizeLinear(b)) -> QuantizeLinear`, `op` being
-/// `Add` (into [`crate::qelementwise::Q_ADD`]) or `Mul` (into
-/// [`crate::qelementwise::Q_MUL`]), every scale a float and every zero point an 8-bit
+/// `Add` (into [`names::Q_ADD`]) or `Mul` (into
+/// [`names::Q_MUL`]), every scale a float and every zero point an 8-bit
 /// per-tensor initializer. Returns the count.
 pub(super) fn fold_qdq_binary(g: &mut pb::GraphProto, op: &str) -> usize {
     let into = match op {
-        "Add" => crate::qelementwise::Q_ADD,
-        "Mul" => crate::qelementwise::Q_MUL,
+        "Add" => names::Q_ADD,
+        "Mul" => names::Q_MUL,
         _ => return 0,
     };
     let folds: Vec<(usize, usize, pb::NodeProto)> = {
@@ -44,7 +44,7 @@ pub(super) fn fold_qdq_binary(g: &mut pb::GraphProto, op: &str) -> usize {
 
 /// Rewrite 1f: `DequantizeLinear(x) -> f -> QuantizeLinear`, per tensor, where `f` is a float
 /// function of each element alone (see [`elementwise`]; MobileNetV3's hard-swish gates are
-/// `HardSigmoid`: 28 in MobileNetV3-Small), into one [`crate::qunary::Q_TABLE`]
+/// `HardSigmoid`: 28 in MobileNetV3-Small), into one [`names::Q_TABLE`]
 /// lookup. `x` has 256 values: the chain's 256 results are computed here with the f32
 /// operations the unfused chain runs (lookout's dequantization, `f` as tract computes it,
 /// lookout's quantization), so the lookup gives the same bytes. The DequantizeLinear stays
@@ -68,7 +68,7 @@ pub(super) fn fold_qdq_tables(g: &mut pb::GraphProto) -> usize {
                 let x_signed = ix.init(&d.input[2])?.data_type == DataType::Int8 as i32;
                 let y_zero = ix.init(&q.input[2])?;
                 let y_signed = y_zero.data_type == DataType::Int8 as i32;
-                let quant = crate::qelementwise::Quant::eight_bit(
+                let quant = crate::quant::Quant::eight_bit(
                     scalar(&q.input[1])?,
                     scalar(&q.input[2])? as i32,
                     y_signed,
@@ -98,7 +98,7 @@ pub(super) fn fold_qdq_tables(g: &mut pb::GraphProto) -> usize {
                 });
                 let table = pb::NodeProto {
                     name: node_name(node),
-                    op_type: crate::qunary::Q_TABLE.into(),
+                    op_type: names::Q_TABLE.into(),
                     input: vec![d.input[0].clone(), name],
                     output: vec![q.output[0].clone()],
                     ..Default::default()
@@ -209,7 +209,7 @@ pub(super) fn plan_gemm(g: &pb::GraphProto, ix: &Index, k: usize) -> Option<Gemm
     input.extend(bias);
     let node = pb::NodeProto {
         name: node_name(gemm),
-        op_type: crate::qgemv::Q_GEMM.into(),
+        op_type: names::Q_GEMM.into(),
         input,
         output: vec![q.output[0].clone()],
         attribute: vec![pb::AttributeProto {
@@ -224,7 +224,7 @@ pub(super) fn plan_gemm(g: &pb::GraphProto, ix: &Index, k: usize) -> Option<Gemm
 }
 
 /// Rewrite 1c: `DequantizeLinear(a) -> Gemm(DequantizeLinear(w), float bias) ->
-/// QuantizeLinear` (the classifier of a QDQ model) into one [`crate::qgemv::Q_GEMM`]. Returns
+/// QuantizeLinear` (the classifier of a QDQ model) into one [`names::Q_GEMM`]. Returns
 /// the count.
 pub(super) fn fold_qdq_gemms(g: &mut pb::GraphProto) -> usize {
     let folds: Vec<GemmFold> = {
@@ -242,14 +242,14 @@ pub(super) fn fold_qdq_gemms(g: &mut pb::GraphProto) -> usize {
 }
 
 /// Rewrite 1d: every per-tensor QuantizeLinear to 8 bits of a computed tensor or a float32
-/// graph input into [`crate::qunary::Q_QUANTIZE`]: the quantized model's input,
+/// graph input into [`names::Q_QUANTIZE`]: the quantized model's input,
 /// and what the float operations between quantized ones produce (MobileNetV3's hard-swish
 /// and squeeze-excitation: 66 of them, half its int8 run on tract's scalar pass). Returns the
 /// count.
 pub(super) fn quantize_floats(g: &mut pb::GraphProto) -> usize {
-    let float_inputs = crate::contrib::inputs_of_type(g, DataType::Float);
+    let float_inputs = crate::rewrite::contrib::inputs_of_type(g, DataType::Float);
     let graph_inputs: Vec<String> = g.input.iter().map(|i| i.name.clone()).collect();
-    retype(g, crate::qunary::Q_QUANTIZE, |n, x| {
+    retype(g, names::Q_QUANTIZE, |n, x| {
         n.op_type == "QuantizeLinear" && (!graph_inputs.contains(x) || float_inputs.contains(x))
     })
 }
@@ -282,12 +282,12 @@ fn retype(
 }
 
 /// Rewrite 1e: every per-tensor DequantizeLinear of a computed 8-bit tensor (a constant's
-/// is folded by tract, or by rewrite 3) into [`crate::qunary::Q_DEQUANTIZE`]:
+/// is folded by tract, or by rewrite 3) into [`names::Q_DEQUANTIZE`]:
 /// what feeds the float operations between quantized ones (MobileNetV3-Small: 68, a third of
 /// its int8 run on tract's scalar pass). Runs after the folds, which consume the
 /// DequantizeLinear nodes of the chains they replace. Returns the count.
 pub(super) fn dequantize_computed(g: &mut pb::GraphProto) -> usize {
-    retype(g, crate::qunary::Q_DEQUANTIZE, |n, _| {
+    retype(g, names::Q_DEQUANTIZE, |n, _| {
         n.op_type == "DequantizeLinear"
     })
 }

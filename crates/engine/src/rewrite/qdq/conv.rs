@@ -146,7 +146,7 @@ pub(super) fn is_depthwise(ix: &Index, node: &pb::NodeProto, w_input: usize) -> 
     w.dims.len() == 4
         && w.dims[1] == 1
         && w.dims[0] > 1
-        && crate::depthwise::supports(w.dims[2] as usize, w.dims[3] as usize)
+        && names::takes_depthwise_filter(w.dims[2] as usize, w.dims[3] as usize)
         && attr_i(node, "group") == Some(w.dims[0])
         && explicit_pads_and_constant_operands(ix, node)
 }
@@ -204,16 +204,16 @@ pub(super) fn onto_kernels(g: &mut pb::GraphProto) -> Kernels {
         (quant, qconv, float, fconv, clips)
     };
     for &k in &quant {
-        g.node[k].op_type = fastops::Q_DEPTHWISE.into();
+        g.node[k].op_type = names::Q_DEPTHWISE.into();
     }
     for &k in &qconv {
-        g.node[k].op_type = fastops::Q_CONV.into();
+        g.node[k].op_type = names::Q_CONV.into();
     }
     for &k in &float {
-        g.node[k].op_type = fastops::F_DEPTHWISE.into();
+        g.node[k].op_type = names::F_DEPTHWISE.into();
     }
     for &k in &fconv {
-        g.node[k].op_type = fconv::F_CONV.into();
+        g.node[k].op_type = names::F_CONV.into();
     }
     let mut remove = vec![false; g.node.len()];
     for (k, (ck, lo, hi)) in clips {
@@ -233,8 +233,8 @@ pub(super) fn onto_kernels(g: &mut pb::GraphProto) -> Kernels {
 }
 
 /// Whether a Conv (weights at `w_input` = 1) or QLinearConv (`w_input` = 3) is a 2-D group-1
-/// convolution with constant operands and explicit padding (what [`fconv::F_CONV`] and
-/// [`fastops::Q_CONV`] compute); a QLinearConv's weights and zero points must also be 8-bit.
+/// convolution with constant operands and explicit padding (what [`names::F_CONV`] and
+/// [`names::Q_CONV`] compute); a QLinearConv's weights and zero points must also be 8-bit.
 pub(super) fn is_group1_2d(ix: &Index, node: &pb::NodeProto, w_input: usize) -> bool {
     let Some(w) = node.input.get(w_input).and_then(|w| ix.init(w)) else {
         return false;

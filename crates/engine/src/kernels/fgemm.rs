@@ -1,5 +1,4 @@
-//! Float convolutions with one group (`LookoutConv`, wired by [`super::fastops`]), on lookout's
-//! own matrix product.
+//! The matrix product of float convolutions with one group (`lookout.Conv`), lookout's own.
 //!
 //! tract 0.23 computes a float convolution as a matrix product on packed panels of both
 //! operands: every run packs the activations again (`OptMatMulPack`), and its lazy im2col for
@@ -12,20 +11,18 @@
 //! [`MR`] x [`NR`] (6 channels x 16 pixels: 12 AVX2 accumulators, or 24 NEON ones), with the
 //! bias and a fused Relu/Clip applied as it is stored. With AVX-512F a 512-bit register holds
 //! a strip row, and the tile takes two strips at once (6 x 32, 12 accumulators).
+//!
+//! Packing the weights ([`Packed`]), laying out the patches ([`im2col`]) and the product
+//! ([`matmul`]) are here; the operator (`ops::fconv`) reads the model's constants, keeps the
+//! per-thread im2col buffer and loops over the batch.
 
 use std::cell::RefCell;
-use std::sync::Arc;
 
-use tract_onnx::tract_hir::internal::*;
-
-use super::depthwise::{clamp, Geometry, Isa};
-use super::fastops::{floats, konst, per_channel, Attrs};
-use super::qgemm::{strided_copy, tap_columns};
-use super::team::{self, bounds, Shared};
-
-/// ONNX op type of a float group-1 convolution (Conv inputs and attributes; optional
-/// `lookout_min`/`lookout_max` for a fused Relu or Clip).
-pub const F_CONV: &str = "LookoutConv";
+use super::depthwise::Geometry;
+use super::im2col::{strided_copy, tap_columns};
+use crate::isa::Isa;
+use crate::quant::clamp;
+use crate::team::{self, bounds, Shared};
 
 /// Output channels per tile.
 pub const MR: usize = 6;
@@ -70,12 +67,11 @@ pub struct Epilogue<'a> {
 }
 
 /// What an im2col buffer was laid out for: the geometry and the channel count.
-type Shape = (Geometry, usize);
+pub type Shape = (Geometry, usize);
 
 thread_local! {
-    /// Per-thread scratch: im2col rows, and a block of packed column strips. Reused across
-    /// calls, so the steady state allocates nothing.
-    static COLS: RefCell<(Vec<f32>, Option<Shape>)> = const { RefCell::new((Vec::new(), None)) };
+    /// Per-thread scratch: a block of packed column strips. Reused across calls, so the steady
+    /// state allocates nothing.
     static STRIPS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
@@ -436,162 +432,6 @@ pub fn im2col(x: &[f32], c: usize, g: &Geometry, out: &mut Vec<f32>, last: &mut 
             }
         }
     }
-}
-
-/// Wires [`Conv`] for the float convolution `inputs` (x, constant weights [M, C, KH, KW],
-/// optional constant bias), its output clipped to `clip`.
-pub(super) fn wire(
-    attrs: &Attrs,
-    clip: Option<(f32, f32)>,
-    prefix: &str,
-    model: &mut TypedModel,
-    inputs: &[OutletId],
-) -> TractResult<TVec<OutletId>> {
-    let channels = model
-        .outlet_fact(inputs[0])?
-        .shape
-        .get(1)
-        .and_then(|d| d.to_usize().ok());
-    let w = konst(model, inputs[1], "the weights")?;
-    let s = w.shape();
-    ensure!(s.len() == 4, "convolution: kernel shape {s:?} is not 4-D");
-    let (m, c, kh, kw) = (s[0], s[1], s[2], s[3]);
-    if let Some(ci) = channels {
-        ensure!(
-            ci == c,
-            "convolution: kernel {s:?} takes {c} channels, the input has {ci}"
-        );
-    }
-    let bias = match inputs.get(2) {
-        Some(b) => per_channel(floats(konst(model, *b, "the bias")?.as_ref())?, m, "bias")?,
-        None => vec![0.0; m],
-    };
-    let (lo, hi) = clip.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
-    let op = Conv {
-        attrs: attrs.clone(),
-        kernel: [kh, kw],
-        channels: c,
-        filters: m,
-        weights: Arc::new(Packed::new(&floats(&w)?, m, c * kh * kw)),
-        bias: Arc::new(bias),
-        lo,
-        hi,
-        isa: Isa::detect(),
-    };
-    model.wire_node(prefix, op, &inputs[..1])
-}
-
-/// The typed operator: input [N, C, H, W] -> output [N, M, OH, OW]; weights baked in.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Conv {
-    attrs: Attrs,
-    kernel: [usize; 2],
-    channels: usize,
-    filters: usize,
-    weights: Arc<Packed>,
-    bias: Arc<Vec<f32>>,
-    lo: f32,
-    hi: f32,
-    isa: Isa,
-}
-
-// Compared as tract compares operators (to merge identical nodes): float fields equal bit for
-// bit or not at all, never NaN (finite weights and clip bounds).
-impl Eq for Conv {}
-
-impl Conv {
-    fn geometry(&self, h: usize, w: usize) -> TractResult<Geometry> {
-        self.attrs.geometry(self.kernel, h, w)
-    }
-
-    /// A 1x1 kernel, stride 1, no padding: the input planes are the matrix.
-    fn direct(&self) -> bool {
-        self.kernel == [1, 1] && self.attrs.strides == [1, 1] && self.attrs.pads == [0; 4]
-    }
-}
-
-impl Op for Conv {
-    fn name(&self) -> StaticName {
-        "lookout.Conv".into()
-    }
-
-    fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![format!(
-            "{} -> {} channels, kernel: {:?} {:?} kernels: {}",
-            self.channels,
-            self.filters,
-            self.kernel,
-            self.attrs,
-            self.isa.float_tile_name()
-        )])
-    }
-
-    op_as_typed_op!();
-}
-
-impl EvalOp for Conv {
-    op_out_of_plan!();
-
-    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let x = &inputs[0];
-        let shape = x.shape();
-        ensure!(
-            shape.len() == 4 && shape[1] == self.channels,
-            "convolution: input shape {shape:?}, expected [N, {}, H, W]",
-            self.channels
-        );
-        let g = self.geometry(shape[2], shape[3])?;
-        let (plane_in, plane_out) = (g.h * g.w, g.oh * g.ow);
-        // SAFETY: f32 has no invalid bit patterns, and matmul writes every output value.
-        let mut t = unsafe { Tensor::uninitialized::<f32>(&[shape[0], self.filters, g.oh, g.ow])? };
-        let mut ov = t.try_as_plain_ram_mut()?;
-        let out = ov.as_slice_mut::<f32>()?;
-        let xv = x.try_as_plain_ram()?;
-        let xs = xv.as_slice::<f32>()?;
-        let epi = Epilogue {
-            bias: &self.bias,
-            lo: self.lo,
-            hi: self.hi,
-        };
-        for b in 0..shape[0] {
-            let src = &xs[b * self.channels * plane_in..(b + 1) * self.channels * plane_in];
-            let dst = &mut out[b * self.filters * plane_out..(b + 1) * self.filters * plane_out];
-            if self.direct() {
-                matmul(self.isa, &self.weights, src, plane_in, plane_out, epi, dst);
-            } else {
-                COLS.with(|c| {
-                    let (cols, last) = &mut *c.borrow_mut();
-                    im2col(src, self.channels, &g, cols, last);
-                    matmul(
-                        self.isa,
-                        &self.weights,
-                        cols,
-                        plane_out,
-                        plane_out,
-                        epi,
-                        dst,
-                    );
-                });
-            }
-        }
-        Ok(tvec!(t.into_tvalue()))
-    }
-}
-
-impl TypedOp for Conv {
-    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        let s = &inputs[0].shape;
-        ensure!(s.rank() == 4, "convolution: input rank {}", s.rank());
-        let g = self.geometry(s[2].to_usize()?, s[3].to_usize()?)?;
-        Ok(tvec!(f32::fact(&[
-            s[0].clone(),
-            self.filters.to_dim(),
-            g.oh.to_dim(),
-            g.ow.to_dim()
-        ])))
-    }
-
-    as_op!();
 }
 
 #[cfg(test)]

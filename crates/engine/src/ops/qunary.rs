@@ -1,6 +1,7 @@
-//! lookout's quantized one-input element-wise operators, each one pass where tract 0.23 makes
-//! one scalar pass or several over float tensors (the quantization they share, [`Quant`], and
-//! the two-input operators are in [`super::qelementwise`]):
+//! `lookout.QuantizeLinear`, `lookout.DequantizeLinear` and `lookout.QTable`: lookout's
+//! quantized one-input element-wise operators, each one pass where tract 0.23 makes one scalar
+//! pass or several over float tensors (their loops are [`crate::kernels::elementwise`]'s, the
+//! quantization [`Quant`]'s; the two-input operators are in [`super::qbinary`]):
 //!
 //! - **`LookoutQuantizeLinear`**: every per-tensor QuantizeLinear of a float tensor (the
 //!   model's input, and what the float operations between quantized ones produce):
@@ -15,74 +16,26 @@
 //!
 //! - **`LookoutQTable`**: a chain from one 8-bit tensor to one 8-bit tensor through a float
 //!   function of each element alone (`DequantizeLinear -> HardSigmoid -> QuantizeLinear`,
-//!   MobileNetV3's hard-swish gates): an 8-bit input has 256 values, so [`super::qdq`]
+//!   MobileNetV3's hard-swish gates): an 8-bit input has 256 values, so `rewrite::qdq`
 //!   computes the chain's 256 results once, with the f32 operations the unfused chain runs,
 //!   and this operator looks each element up.
 
 use tract_onnx::model::OnnxOpRegister;
 use tract_onnx::tract_hir::internal::*;
 
-use super::depthwise::{Isa, PlaneIn, QuantOut};
-use super::fastops::{ints, konst};
-#[cfg(target_arch = "x86_64")]
-use super::qelementwise::quant8_avx2;
-use super::qelementwise::{output_quant, scale, zero, Quant};
+use super::glue::{impl_op, parsed, same_shape_rules, OutputType};
 
-/// ONNX op type of a per-tensor QuantizeLinear of a float tensor (QuantizeLinear's inputs).
-pub const Q_QUANTIZE: &str = "LookoutQuantizeLinear";
-
-/// ONNX op type of a per-tensor DequantizeLinear of an 8-bit tensor to float32
-/// (DequantizeLinear's inputs).
-pub const Q_DEQUANTIZE: &str = "LookoutDequantizeLinear";
-
-/// ONNX op type of a 256-entry lookup (inputs: the 8-bit tensor, and the table: 256 8-bit
-/// values, entry `k` for the input whose bit pattern is `k`).
-pub const Q_TABLE: &str = "LookoutQTable";
+use super::names::{Q_DEQUANTIZE, Q_QUANTIZE, Q_TABLE};
+use crate::attrs::{ints, konst, output_quant, scale, zero};
+use crate::isa::Isa;
+use crate::kernels::elementwise::{dequantize, quantize};
+use crate::quant::{PlaneIn, Quant, QuantOut};
 
 /// Registers the operators with tract's ONNX front end.
-pub fn register(reg: &mut OnnxOpRegister) {
-    reg.insert(Q_QUANTIZE, |_, _| Ok((expand(QuantizeExpansion), vec![])));
-    reg.insert(Q_DEQUANTIZE, |_, _| {
-        Ok((expand(DequantizeExpansion), vec![]))
-    });
-    reg.insert(Q_TABLE, |_, _| Ok((expand(TableExpansion), vec![])));
-}
-
-/// `out[i] = q(x[i])` over equal-length slices.
-pub fn quantize<O: QuantOut>(isa: Isa, q: &Quant, x: &[f32], out: &mut [O]) {
-    assert_eq!(x.len(), out.len());
-    match isa {
-        Isa::Scalar | Isa::NeonDot => quantize_portable(q, x, out),
-        // SAFETY: both AVX2 variants exist only after run-time detection of AVX2 and FMA.
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2Fma | Isa::Avx2Vnni => unsafe { quantize_avx2(q, x, out) },
-    }
-}
-
-fn quantize_portable<O: QuantOut>(q: &Quant, x: &[f32], out: &mut [O]) {
-    for (o, &v) in out.iter_mut().zip(x) {
-        *o = q.one(v);
-    }
-}
-
-/// # Safety
-/// The CPU has AVX2; `out` is an 8-bit type.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn quantize_avx2<O: QuantOut>(q: &Quant, x: &[f32], out: &mut [O]) {
-    use std::arch::x86_64::*;
-    let n = out.len();
-    let body = n - n % 16;
-    for i in (0..body).step_by(16) {
-        // SAFETY: i + 16 <= body <= n, for x (f32) and out (one byte each).
-        unsafe {
-            let lo = quant8_avx2(q, _mm256_loadu_ps(x.as_ptr().add(i)));
-            let hi = quant8_avx2(q, _mm256_loadu_ps(x.as_ptr().add(i + 8)));
-            let bytes = super::qgemm::narrow16_avx2(lo, hi, O::MIN < 0.0);
-            _mm_storeu_si128(out.as_mut_ptr().add(i).cast(), bytes);
-        }
-    }
-    quantize_portable(q, &x[body..], &mut out[body..]);
+pub(super) fn register(reg: &mut OnnxOpRegister) {
+    reg.insert(Q_QUANTIZE, |_, _| parsed(QuantizeExpansion));
+    reg.insert(Q_DEQUANTIZE, |_, _| parsed(DequantizeExpansion));
+    reg.insert(Q_TABLE, |_, _| parsed(TableExpansion));
 }
 
 #[derive(Debug, Clone)]
@@ -99,10 +52,7 @@ impl Expansion for QuantizeExpansion {
         inputs: &'p [TensorProxy],
         outputs: &'p [TensorProxy],
     ) -> InferenceResult {
-        check_input_arity(inputs, 3)?;
-        check_output_arity(outputs, 1)?;
-        s.equals(&outputs[0].datum_type, &inputs[2].datum_type)?;
-        s.equals(&outputs[0].shape, &inputs[0].shape)
+        same_shape_rules(s, inputs, outputs, 3, OutputType::Input(2))
     }
 
     fn wire(
@@ -141,9 +91,6 @@ pub struct Quantize {
     isa: Isa,
 }
 
-// Compared as tract compares operators: finite floats, bit for bit.
-impl Eq for Quantize {}
-
 impl Quantize {
     fn eval_t<O: QuantOut + Datum>(&self, x: &Tensor) -> TractResult<Tensor> {
         // SAFETY: 8-bit integers have no invalid bit patterns; quantize writes every element.
@@ -162,21 +109,10 @@ impl Quantize {
     }
 }
 
-impl Op for Quantize {
-    fn name(&self) -> StaticName {
-        "lookout.QuantizeLinear".into()
-    }
-
-    fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![format!(
-            "f32 -> {:?} kernels: {}",
-            self.y_dt,
-            self.isa.vector_name()
-        )])
-    }
-
-    op_as_typed_op!();
-}
+impl_op!(Quantize + Eq, |op|
+    name: "lookout.QuantizeLinear",
+    info: format!("f32 -> {:?} kernels: {}", op.y_dt, op.isa.vector_name()),
+);
 
 impl EvalOp for Quantize {
     op_out_of_plan!();
@@ -213,10 +149,7 @@ impl Expansion for TableExpansion {
         inputs: &'p [TensorProxy],
         outputs: &'p [TensorProxy],
     ) -> InferenceResult {
-        check_input_arity(inputs, 2)?;
-        check_output_arity(outputs, 1)?;
-        s.equals(&outputs[0].datum_type, &inputs[1].datum_type)?;
-        s.equals(&outputs[0].shape, &inputs[0].shape)
+        same_shape_rules(s, inputs, outputs, 2, OutputType::Input(1))
     }
 
     fn wire(
@@ -278,20 +211,10 @@ impl QTable {
     }
 }
 
-impl Op for QTable {
-    fn name(&self) -> StaticName {
-        "lookout.QTable".into()
-    }
-
-    fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![format!(
-            "{:?} -> {:?}, 256 entries",
-            self.x_dt, self.y_dt
-        )])
-    }
-
-    op_as_typed_op!();
-}
+impl_op!(QTable, |op|
+    name: "lookout.QTable",
+    info: format!("{:?} -> {:?}, 256 entries", op.x_dt, op.y_dt),
+);
 
 impl EvalOp for QTable {
     op_out_of_plan!();
@@ -318,26 +241,6 @@ impl TypedOp for QTable {
     as_op!();
 }
 
-/// `out[i] = (x[i] - zero) * scale` over equal-length slices: DequantizeLinear as tract and
-/// onnxruntime compute it (the difference is exact in f32, the product rounds once). Eight at
-/// a time through [`PlaneIn::centred8`] (SSE2 on x86-64), then a multiply the compiler
-/// vectorises; the same operations on every path, so the same bits.
-pub fn dequantize<X: PlaneIn>(scale: f32, zero: f32, x: &[X], out: &mut [f32]) {
-    assert_eq!(x.len(), out.len());
-    let mut xs = x.chunks_exact(8);
-    let mut os = out.chunks_exact_mut(8);
-    for (xc, oc) in (&mut xs).zip(&mut os) {
-        let oc: &mut [f32; 8] = oc.try_into().expect("8");
-        X::centred8(xc.try_into().expect("8"), zero, oc);
-        for v in oc.iter_mut() {
-            *v *= scale;
-        }
-    }
-    for (o, &v) in os.into_remainder().iter_mut().zip(xs.remainder()) {
-        *o = v.centred(zero) * scale;
-    }
-}
-
 #[derive(Debug, Clone)]
 struct DequantizeExpansion;
 
@@ -352,10 +255,7 @@ impl Expansion for DequantizeExpansion {
         inputs: &'p [TensorProxy],
         outputs: &'p [TensorProxy],
     ) -> InferenceResult {
-        check_input_arity(inputs, 3)?;
-        check_output_arity(outputs, 1)?;
-        s.equals(&outputs[0].datum_type, f32::datum_type())?;
-        s.equals(&outputs[0].shape, &inputs[0].shape)
+        same_shape_rules(s, inputs, outputs, 3, OutputType::Fixed(f32::datum_type()))
     }
 
     fn wire(
@@ -387,9 +287,6 @@ pub struct Dequantize {
     zero: f32,
 }
 
-// Compared as tract compares operators: finite floats, bit for bit.
-impl Eq for Dequantize {}
-
 impl Dequantize {
     fn eval_t<X: PlaneIn + Datum>(&self, x: &Tensor) -> TractResult<Tensor> {
         // SAFETY: every f32 bit pattern is valid; dequantize writes every element.
@@ -408,20 +305,13 @@ impl Dequantize {
     }
 }
 
-impl Op for Dequantize {
-    fn name(&self) -> StaticName {
-        "lookout.DequantizeLinear".into()
-    }
-
-    fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![format!(
-            "{:?} -> f32 scale: {} zero_point: {}",
-            self.x_dt, self.scale, self.zero
-        )])
-    }
-
-    op_as_typed_op!();
-}
+impl_op!(Dequantize + Eq, |op|
+    name: "lookout.DequantizeLinear",
+    info: format!(
+        "{:?} -> f32 scale: {} zero_point: {}",
+        op.x_dt, op.scale, op.zero
+    ),
+);
 
 impl EvalOp for Dequantize {
     op_out_of_plan!();
@@ -447,51 +337,6 @@ impl TypedOp for Dequantize {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn quantize_divides_rounds_half_to_even_and_saturates_on_every_path() {
-        let q = Quant {
-            scale: 0.5,
-            zero: 10,
-            lo: -10.0,
-            hi: 245.0,
-        };
-        // Ties: 0.25 / 0.5 = 0.5 -> 0, 0.75 / 0.5 = 1.5 -> 2, -1.25 / 0.5 = -2.5 -> -2.
-        let x = [
-            0.25f32,
-            0.75,
-            -1.25,
-            1000.0,
-            -1000.0,
-            f32::INFINITY,
-            f32::NEG_INFINITY,
-            3.1,
-        ];
-        let want: [u8; 8] = [10, 12, 8, 255, 0, 255, 0, 16];
-        let mut long: Vec<f32> = x.iter().cycle().take(8 * 5 + 3).copied().collect();
-        long.extend((0..300).map(|i| (i as f32 - 150.0) * 0.37));
-        for isa in Isa::available() {
-            let mut got = [0u8; 8];
-            quantize(isa, &q, &x, &mut got);
-            assert_eq!(got, want, "{}", isa.name());
-            let mut all = vec![0u8; long.len()];
-            quantize(isa, &q, &long, &mut all);
-            let mut plain = vec![0u8; long.len()];
-            quantize_portable(&q, &long, &mut plain);
-            assert_eq!(all, plain, "{}", isa.name());
-            let mut signed = vec![0i8; long.len()];
-            let qs = Quant {
-                zero: -3,
-                lo: -125.0,
-                hi: 130.0,
-                ..q
-            };
-            quantize(isa, &qs, &long, &mut signed);
-            let mut plain_s = vec![0i8; long.len()];
-            quantize_portable(&qs, &long, &mut plain_s);
-            assert_eq!(signed, plain_s, "{}", isa.name());
-        }
-    }
 
     #[test]
     fn a_table_maps_every_input_by_its_bit_pattern() {
@@ -522,30 +367,5 @@ mod tests {
         let y = op.eval(&ctx, tvec!(x.into_tvalue())).unwrap();
         let got = y[0].to_plain_array_view::<i8>().unwrap();
         assert_eq!(got.as_slice().unwrap(), [127, 0, -1]);
-    }
-
-    #[test]
-    fn dequantize_is_tracts_definition_bit_for_bit() {
-        // Every 8-bit value, at an odd length (eight-wide body and a tail), for both types and
-        // zero points at both ends; against tract's DequantizeLinearF32 expression.
-        let scale = 0.036654525f32;
-        let us: Vec<u8> = (0..=255u8).chain(0..7).collect();
-        let is: Vec<i8> = (-128..=127i8).chain(0..7).collect();
-        for zero in [0i32, 130, 255] {
-            let mut got = vec![0f32; us.len()];
-            dequantize(scale, zero as f32, &us, &mut got);
-            for (&x, &g) in us.iter().zip(&got) {
-                let want = (x as i32 - zero) as f32 * scale;
-                assert_eq!(g.to_bits(), want.to_bits(), "u8 {x} zero {zero}");
-            }
-        }
-        for zero in [-128i32, -3, 127] {
-            let mut got = vec![0f32; is.len()];
-            dequantize(scale, zero as f32, &is, &mut got);
-            for (&x, &g) in is.iter().zip(&got) {
-                let want = (x as i32 - zero) as f32 * scale;
-                assert_eq!(g.to_bits(), want.to_bits(), "i8 {x} zero {zero}");
-            }
-        }
     }
 }

@@ -20,9 +20,11 @@
 //! [`super::depthwise::MAX_TAPS`] taps, checked when the operator is wired): measured on
 //! MobileNetV2's 17 layer shapes, interleaved with the plane kernel (`examples/depthwise.rs`),
 //! 0.26-0.45 of its time on 7x7 and 14x14 planes and 0.6-0.9 on 28x28 to 112x112 ones, float
-//! and uint8.
+//! and uint8. The operator (`ops::depthwise`) gives it every whole block of eight channels and
+//! the plane kernel the rest.
 
-use super::depthwise::{Geometry, PlaneIn, QuantOut};
+use super::depthwise::{Geometry, MAX_TAPS};
+use crate::quant::{narrow16_avx2, PlaneIn, QuantOut};
 use std::arch::x86_64::*;
 use std::cell::RefCell;
 
@@ -146,6 +148,9 @@ pub unsafe fn block8<I: PlaneIn, T: QuantOut>(
 }
 
 /// Step 1: the eight planes into the padded buffer, one vector per pixel.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA ([`block8`]'s contract). Every access is bounds-checked.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn fill<I: PlaneIn>(plan: &mut Plan, x: &[I], x_zero: f32, hw: usize) {
     let (cells, padded) = (&plan.cells, &mut plan.padded);
@@ -181,13 +186,17 @@ unsafe fn fill<I: PlaneIn>(plan: &mut Plan, x: &[I], x_zero: f32, hw: usize) {
 }
 
 /// Step 2: every output pixel's sums, four pixels at a time.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA ([`block8`]'s contract). The bounds [`sums`] relies on are
+/// asserted here.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn accumulate(plan: &mut Plan, g: &Geometry, taps: &[f32], bias: &[f32]) {
     let n_taps = g.kh * g.kw;
     let wp = plan.wp;
     // Tap t's offset from its output's first cell, and its eight channels' weights.
-    let mut offsets = [0usize; super::depthwise::MAX_TAPS];
-    let mut weights = [[0f32; BLOCK]; super::depthwise::MAX_TAPS];
+    let mut offsets = [0usize; MAX_TAPS];
+    let mut weights = [[0f32; BLOCK]; MAX_TAPS];
     for i in 0..g.kh {
         for j in 0..g.kw {
             let t = i * g.kw + j;
@@ -283,11 +292,12 @@ unsafe fn sums<const N: usize>(
     bias: &[f32; BLOCK],
 ) {
     let n = if N > 0 { N } else { offsets.len() };
-    let mut w = [_mm256_setzero_ps(); super::depthwise::MAX_TAPS];
-    // SAFETY (all blocks): as the function's contract says.
+    let mut w = [_mm256_setzero_ps(); MAX_TAPS];
     for t in 0..n {
+        // SAFETY: `weights[t]` holds BLOCK = 8 floats.
         w[t] = unsafe { _mm256_loadu_ps(weights[t].as_ptr()) };
     }
+    // SAFETY: `bias` holds 8 floats.
     let b = unsafe { _mm256_loadu_ps(bias.as_ptr()) };
     let (mut q, mut at) = (0, At::default());
     while q + 4 <= count {
@@ -296,11 +306,14 @@ unsafe fn sums<const N: usize>(
         for t in 0..n {
             let off = offsets[t];
             for (k, ak) in a.iter_mut().enumerate() {
-                *ak =
-                    unsafe { _mm256_fmadd_ps(w[t], _mm256_loadu_ps(padded.add(p[k] + off)), *ak) };
+                // SAFETY: output q + k's cell + `off` + 8 is within the padded buffer (the
+                // function's contract).
+                let v = unsafe { _mm256_loadu_ps(padded.add(p[k] + off)) };
+                *ak = _mm256_fmadd_ps(w[t], v, *ak);
             }
         }
         for (k, ak) in a.iter().enumerate() {
+            // SAFETY: q + k < count, and `acc` holds `count` vectors (the function's contract).
             unsafe { _mm256_storeu_ps(acc.add((q + k) * BLOCK), *ak) };
         }
         q += 4;
@@ -309,14 +322,22 @@ unsafe fn sums<const N: usize>(
         let p = walk.next(&mut at);
         let mut a = b;
         for t in 0..n {
-            a = unsafe { _mm256_fmadd_ps(w[t], _mm256_loadu_ps(padded.add(p + offsets[t])), a) };
+            // SAFETY: output q's cell + `offsets[t]` + 8 is within the padded buffer (the
+            // function's contract).
+            let v = unsafe { _mm256_loadu_ps(padded.add(p + offsets[t])) };
+            a = _mm256_fmadd_ps(w[t], v, a);
         }
+        // SAFETY: q < count, and `acc` holds `count` vectors (the function's contract).
         unsafe { _mm256_storeu_ps(acc.add(q * BLOCK), a) };
         q += 1;
     }
 }
 
 /// Step 3: the outputs back to one plane per channel, eight outputs at a time, finished.
+///
+/// # Safety
+/// The CPU has AVX2 and FMA ([`block8`]'s contract). Every store is to a bounds-checked
+/// slice.
 #[target_feature(enable = "avx2,fma")]
 unsafe fn finish_all<T: QuantOut>(plan: &Plan, g: &Geometry, mut finish: Finish8<'_, T>) {
     let count = g.oh * g.ow;
@@ -363,7 +384,7 @@ unsafe fn finish_all<T: QuantOut>(plan: &Plan, g: &Geometry, mut finish: Finish8
                     // `vcvtps2dq` rounds half to even under the default rounding mode.
                     let i = _mm256_add_epi32(_mm256_cvtps_epi32(f), z);
                     // SAFETY: AVX2 as the caller's contract says.
-                    let bytes = unsafe { super::qgemm::narrow16_avx2(i, i, T::MIN < 0.0) };
+                    let bytes = unsafe { narrow16_avx2(i, i, T::MIN < 0.0) };
                     let dst = &mut out[c * count + q..c * count + q + n];
                     if std::mem::size_of::<T>() == 1 {
                         if let Ok(dst) = <&mut [T; BLOCK]>::try_from(&mut *dst) {
@@ -478,206 +499,4 @@ unsafe fn transpose8(v: [__m256; BLOCK]) -> [__m256; BLOCK] {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::depthwise::tests::geometry;
-    use crate::depthwise::{plane, Finish, Isa};
-
-    fn geometries() -> Vec<Geometry> {
-        vec![
-            geometry(7, 7, 3, 1, 1, 1),
-            geometry(14, 14, 3, 1, 1, 1),
-            geometry(14, 14, 3, 2, 1, 1),
-            geometry(28, 28, 3, 2, 1, 1),
-            geometry(9, 10, 3, 2, 1, 1),
-            geometry(5, 37, 3, 1, 1, 1),
-            geometry(13, 11, 5, 2, 1, 2),
-            geometry(10, 10, 3, 1, 2, 2),
-            geometry(5, 6, 3, 3, 1, 0),
-            geometry(1, 1, 3, 1, 1, 1),
-            geometry(11, 11, 3, 2, 1, 0),
-            // TensorFlow's "SAME": no padding at the top and left, one at the bottom and right.
-            Geometry {
-                pad_top: 0,
-                pad_left: 0,
-                oh: 7,
-                ow: 7,
-                ..geometry(14, 14, 3, 2, 1, 1)
-            },
-        ]
-    }
-
-    fn avx2() -> bool {
-        Isa::available().contains(&Isa::Avx2Fma)
-    }
-
-    /// The same outputs, bit for bit, as the plane kernel (itself tested against the
-    /// definition in `depthwise.rs`), for float and for each 8-bit type combination.
-    #[test]
-    fn eight_channels_match_the_plane_kernel_bit_for_bit() {
-        if !avx2() {
-            eprintln!("skipped: this CPU has no AVX2 + FMA, so the kernel is never used");
-            return;
-        }
-        for g in geometries() {
-            let (hw, ohw, k) = (g.h * g.w, g.oh * g.ow, g.kh * g.kw);
-            let x: Vec<f32> = (0..BLOCK * hw)
-                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
-                .collect();
-            let taps: Vec<f32> = (0..BLOCK * k)
-                .map(|i| ((i * 13 % 17) as f32 - 8.0) / 3.0)
-                .collect();
-            let bias: Vec<f32> = (0..BLOCK).map(|c| c as f32 * 0.5 - 2.0).collect();
-            let mut want = vec![0f32; BLOCK * ohw];
-            for c in 0..BLOCK {
-                plane::<f32, u8>(
-                    Isa::Avx2Fma,
-                    &g,
-                    &x[c * hw..(c + 1) * hw],
-                    0.0,
-                    &taps[c * k..(c + 1) * k],
-                    bias[c],
-                    Finish::Float {
-                        out: &mut want[c * ohw..(c + 1) * ohw],
-                        min: -1.0,
-                        max: 6.0,
-                    },
-                );
-            }
-            let mut got = vec![f32::NAN; BLOCK * ohw];
-            // SAFETY: AVX2 and FMA checked above.
-            unsafe {
-                block8::<f32, u8>(
-                    &g,
-                    &x,
-                    0.0,
-                    &taps,
-                    &bias,
-                    Finish8::Float {
-                        out: &mut got,
-                        min: -1.0,
-                        max: 6.0,
-                    },
-                )
-            };
-            for (i, (a, b)) in got.iter().zip(&want).enumerate() {
-                assert!(a.to_bits() == b.to_bits(), "{g:?} output {i}: {a} vs {b}");
-            }
-            let xu: Vec<u8> = (0..BLOCK * hw).map(|i| (i * 53 % 256) as u8).collect();
-            let xs: Vec<i8> = xu.iter().map(|&v| v as i8).collect();
-            let wq: Vec<f32> = (0..BLOCK * k)
-                .map(|i| [-128.0, 127.0, 3.0, -7.0, 0.0, 55.0, -90.0, 12.0, 101.0][i % 9])
-                .collect();
-            check_quantized(&g, &xu, 117.0, &wq);
-            check_quantized(&g, &xs, -3.0, &wq);
-        }
-    }
-
-    fn check_quantized<I: PlaneIn>(g: &Geometry, x: &[I], x_zero: f32, taps: &[f32]) {
-        let (hw, ohw, k) = (g.h * g.w, g.oh * g.ow, g.kh * g.kw);
-        let bias: Vec<f32> = (0..BLOCK).map(|c| c as f32 * 300.0 - 1000.0).collect();
-        let multipliers: Vec<f32> = (0..BLOCK).map(|c| 1e-4 * (c + 1) as f32).collect();
-        for signed in [false, true] {
-            let (zero, lo, hi) = if signed {
-                (-5, -128.0 + 5.0, 127.0 + 5.0)
-            } else {
-                (120, -120.0, 255.0 - 120.0)
-            };
-            let run = |out_u: &mut Vec<u8>, out_i: &mut Vec<i8>, blocked: bool| {
-                if blocked {
-                    // SAFETY: the caller checked AVX2 and FMA.
-                    unsafe {
-                        if signed {
-                            block8(
-                                g,
-                                x,
-                                x_zero,
-                                taps,
-                                &bias,
-                                Finish8::Quant {
-                                    out: out_i.as_mut_slice(),
-                                    multipliers: &multipliers,
-                                    zero,
-                                    lo,
-                                    hi,
-                                },
-                            )
-                        } else {
-                            block8(
-                                g,
-                                x,
-                                x_zero,
-                                taps,
-                                &bias,
-                                Finish8::Quant {
-                                    out: out_u.as_mut_slice(),
-                                    multipliers: &multipliers,
-                                    zero,
-                                    lo,
-                                    hi,
-                                },
-                            )
-                        }
-                    }
-                    return;
-                }
-                for c in 0..BLOCK {
-                    let (xc, tc) = (&x[c * hw..(c + 1) * hw], &taps[c * k..(c + 1) * k]);
-                    if signed {
-                        plane(
-                            Isa::Avx2Fma,
-                            g,
-                            xc,
-                            x_zero,
-                            tc,
-                            bias[c],
-                            Finish::Quant {
-                                out: &mut out_i[c * ohw..(c + 1) * ohw],
-                                multiplier: multipliers[c],
-                                zero,
-                                lo,
-                                hi,
-                            },
-                        );
-                    } else {
-                        plane(
-                            Isa::Avx2Fma,
-                            g,
-                            xc,
-                            x_zero,
-                            tc,
-                            bias[c],
-                            Finish::Quant {
-                                out: &mut out_u[c * ohw..(c + 1) * ohw],
-                                multiplier: multipliers[c],
-                                zero,
-                                lo,
-                                hi,
-                            },
-                        );
-                    }
-                }
-            };
-            let (mut wu, mut wi) = (vec![0u8; BLOCK * ohw], vec![0i8; BLOCK * ohw]);
-            let (mut gu, mut gi) = (vec![7u8; BLOCK * ohw], vec![7i8; BLOCK * ohw]);
-            run(&mut wu, &mut wi, false);
-            run(&mut gu, &mut gi, true);
-            if signed {
-                assert_eq!(gi, wi, "{g:?} i8 out");
-            } else {
-                assert_eq!(gu, wu, "{g:?} u8 out");
-            }
-            // Not one value everywhere (the sums are not all clamped to one end).
-            let (mut mn, mut mx) = (i32::MAX, i32::MIN);
-            for v in if signed {
-                gi.iter().map(|&v| v as i32).collect::<Vec<_>>()
-            } else {
-                gu.iter().map(|&v| v as i32).collect()
-            } {
-                mn = mn.min(v);
-                mx = mx.max(v);
-            }
-            assert!(mn < mx, "{g:?}: constant output {mn}");
-        }
-    }
-}
+mod tests;
