@@ -71,8 +71,9 @@ fn main() {
                     k * n * ohw..(k + 1) * n * ohw,
                 );
                 let (t, b) = (&taps[ch * 9..(ch + n) * 9], &bias[ch..ch + n]);
-                // SAFETY (block8): AVX2 and FMA detected above.
                 match (blocked, int8) {
+                    // SAFETY: block8 needs AVX2 and FMA, checked before this loop runs, and
+                    // slices of one block of channels, which `ins`, `outs`, `t` and `b` are.
                     (true, true) => unsafe {
                         block8::<u8, u8>(
                             &g,
@@ -89,6 +90,7 @@ fn main() {
                             },
                         )
                     },
+                    // SAFETY: the same CPU check and block-sized slices as the arm above.
                     (true, false) => unsafe {
                         block8::<f32, u8>(
                             &g,
