@@ -3,8 +3,19 @@
 //! Off unless `[http] listen` is set; the reference config listens on loopback only. Every
 //! endpoint except `/healthz` requires the bearer token when `token_env` is set (as an
 //! `Authorization: Bearer` header, or `?token=` for the browser page and its requests).
-//! Requests are served by a few threads of their own; they only read shared state (counters,
-//! the latest frame), so a slow client never slows the pipeline.
+//! The `?token=` form is accepted only on GET of the page's own paths, never on POST, and is
+//! never logged. Requests only read shared state (counters, the latest frame), so a slow client
+//! never slows the pipeline.
+//!
+//! Bounded by design: connections are tasks on a one-thread tokio runtime of the server's own
+//! (tokio is already built for the MQTT client), at most `max_connections` at a time, each
+//! request head within 5 s and 16 KiB (else 408/431), each body within 64 KiB (else 413),
+//! kept-alive connections closed after 15 s idle; the handlers run on 3 threads, `/healthz` on
+//! none (answered on the runtime, also for a few connections over the limit), so the thread
+//! count is fixed and descriptors are at most `max_connections` plus a few. The earlier
+//! tiny_http server started a thread per connection with no limit or timeout; hyper, the
+//! well-kept alternative, is not in this build's tree, so requests are parsed by httparse
+//! (see `conn`). Limits and counters: `limits`.
 //!
 //! | path | what |
 //! |---|---|
@@ -19,17 +30,22 @@
 //! | `POST /api/reload` | re-read the configuration file (needs `token_env`); 200 and what changed, or 422 and why nothing did |
 
 //!
-//! Layout: the config, shared state and server threads here; `routes` answers each path,
-//! `respond` builds responses and reads queries and the token, `prometheus` writes `/metrics`.
+//! Layout: the config, shared state and the accept loop here; `conn` reads requests and writes
+//! responses on one connection, `limits` holds the bounds and the server's counters, `routes`
+//! answers each path, `respond` builds responses and reads queries and the token, `prometheus`
+//! writes `/metrics`.
 
+mod conn;
+mod limits;
 mod prometheus;
 mod respond;
 mod routes;
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -37,10 +53,9 @@ use crate::health::Report;
 use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::problems::Problems;
-use routes::handle;
 
 /// `[http]`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     /// `host:port` to listen on, e.g. "127.0.0.1:9090". Unset: no HTTP server.
@@ -49,6 +64,24 @@ pub struct HttpConfig {
     /// Environment variable holding a bearer token that every endpoint except /healthz requires.
     #[serde(default)]
     pub token_env: Option<String>,
+    /// Most connections served at once (default 64). Beyond it a connection gets `/healthz` or
+    /// 503 and is closed, counted in `lookout_http_connections_refused_total`.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: None,
+            token_env: None,
+            max_connections: default_max_connections(),
+        }
+    }
+}
+
+fn default_max_connections() -> usize {
+    64
 }
 
 impl HttpConfig {
@@ -67,6 +100,15 @@ impl HttpConfig {
             if v.is_empty() {
                 p.push("http.token_env", "must name an environment variable");
             }
+        }
+        if !(1..=10_000).contains(&self.max_connections) {
+            p.push(
+                "http.max_connections",
+                format!(
+                    "must be between 1 and 10000 (default 64), got {}",
+                    self.max_connections
+                ),
+            );
         }
     }
 }
@@ -108,14 +150,22 @@ pub struct State {
     pub reload: Option<crossbeam_channel::Sender<ReloadRequest>>,
 }
 
+/// What every connection reads.
+pub(crate) struct Shared {
+    state: State,
+    token: Option<String>,
+    started: Instant,
+    max_connections: usize,
+    counters: limits::Counters,
+}
+
 /// A running server; [`Server::stop`] ends it.
 pub struct Server {
-    server: Arc<tiny_http::Server>,
-    threads: Vec<JoinHandle<()>>,
+    stop: tokio::sync::watch::Sender<bool>,
+    thread: JoinHandle<()>,
     pub addr: SocketAddr,
 }
 
-const THREADS: usize = 3;
 const PAGE: &str = include_str!("../../web/index.html");
 
 impl Server {
@@ -133,51 +183,101 @@ impl Server {
             ),
             None => None,
         };
-        let server = tiny_http::Server::http(listen.as_str()).map_err(|e| HttpError::Listen {
+        let listen_err = |why: String| HttpError::Listen {
             addr: listen.clone(),
-            why: e.to_string(),
-        })?;
-        let addr = server
-            .server_addr()
-            .to_ip()
-            .ok_or_else(|| HttpError::Listen {
-                addr: listen.clone(),
-                why: "not an IP socket".into(),
-            })?;
+            why,
+        };
+        let listener =
+            std::net::TcpListener::bind(listen.as_str()).map_err(|e| listen_err(e.to_string()))?;
+        let addr = listener.local_addr().map_err(|e| listen_err(e.to_string()))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| listen_err(e.to_string()))?;
         if !addr.ip().is_loopback() && token.is_none() {
             log::warn!("HTTP server listens on {addr}, beyond this machine, without a token: anyone on the network can watch the camera. Set [http] token_env.");
         }
-        let server = Arc::new(server);
-        let shared = Arc::new((state, token, Instant::now()));
-        let mut threads = Vec::new();
-        for i in 0..THREADS {
-            let (server, shared) = (Arc::clone(&server), Arc::clone(&shared));
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("http-{i}"))
-                    .spawn(move || {
-                        let (state, token, started) = &*shared;
-                        while let Ok(req) = server.recv() {
-                            handle(req, state, token.as_deref(), *started);
-                        }
-                    })
-                    .map_err(HttpError::Thread)?,
-            );
-        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .max_blocking_threads(limits::HANDLER_THREADS)
+            .thread_name("http-handler")
+            .build()
+            .map_err(HttpError::Thread)?;
+        let shared = Arc::new(Shared {
+            state,
+            token,
+            started: Instant::now(),
+            max_connections: cfg.max_connections,
+            counters: limits::Counters::default(),
+        });
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let thread = std::thread::Builder::new()
+            .name("http".into())
+            .spawn(move || {
+                runtime.block_on(accept_loop(listener, shared, stopped));
+                // A reload request can keep a handler waiting; do not wait for it.
+                runtime.shutdown_timeout(Duration::from_secs(1));
+            })
+            .map_err(HttpError::Thread)?;
         log::info!("HTTP server listening. url=http://{addr}/");
-        Ok(Some(Server {
-            server,
-            threads,
-            addr,
-        }))
+        Ok(Some(Server { stop, thread, addr }))
     }
 
     pub fn stop(self) {
-        for _ in &self.threads {
-            self.server.unblock();
+        let _ = self.stop.send(true);
+        let _ = self.thread.join();
+    }
+}
+
+/// Accepts connections until told to stop: within `max_connections` each is served; over it,
+/// up to [`limits::OVERFLOW_CONNECTIONS`] more get `/healthz` or 503; the rest are closed.
+async fn accept_loop(
+    listener: std::net::TcpListener,
+    shared: Arc<Shared>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            log::error!("HTTP server cannot use its socket; no HTTP. error={e}");
+            return;
         }
-        for t in self.threads {
-            let _ = t.join();
+    };
+    loop {
+        let accepted = tokio::select! {
+            _ = stopped.changed() => return,
+            a = listener.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of descriptors, most likely: wait for some to close.
+                log::warn!("HTTP server cannot accept a connection; retrying in 0.1 s. error={e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let c = &shared.counters;
+        if c.open.load(Relaxed) < shared.max_connections {
+            c.open.fetch_add(1, Relaxed);
+            c.accepted.fetch_add(1, Relaxed);
+            let shared = Arc::clone(&shared);
+            tokio::spawn(async move {
+                conn::serve(stream, peer.ip(), Arc::clone(&shared)).await;
+                shared.counters.open.fetch_sub(1, Relaxed);
+            });
+            continue;
         }
+        c.refused.fetch_add(1, Relaxed);
+        if c.overflow_open.load(Relaxed) < limits::OVERFLOW_CONNECTIONS {
+            c.overflow_open.fetch_add(1, Relaxed);
+            let shared = Arc::clone(&shared);
+            tokio::spawn(async move {
+                conn::overflow(stream, peer.ip(), Arc::clone(&shared)).await;
+                shared.counters.overflow_open.fetch_sub(1, Relaxed);
+            });
+        }
+        // else: dropped here, closed at once.
     }
 }

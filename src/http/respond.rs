@@ -1,19 +1,37 @@
 //! Building responses, reading query parameters, and checking the bearer token.
 
 use serde::Serialize;
+use subtle::ConstantTimeEq;
 
-pub(super) type Resp = tiny_http::Response<std::io::Cursor<Vec<u8>>>;
+use super::conn::Request;
 
-pub(super) fn header(name: &str, value: &str) -> tiny_http::Header {
-    tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes())
-        .expect("static header names and ASCII values")
+/// A response: status, extra headers, body. `conn` adds Content-Length and Connection.
+pub(super) struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn with_header(mut self, h: (String, String)) -> Resp {
+        self.headers.push(h);
+        self
+    }
+}
+
+pub(super) fn header(name: &str, value: &str) -> (String, String) {
+    (name.to_owned(), value.to_owned())
 }
 
 pub(super) fn text(status: u16, content_type: &str, body: impl Into<Vec<u8>>) -> Resp {
-    tiny_http::Response::from_data(body.into())
-        .with_status_code(status)
-        .with_header(header("Content-Type", content_type))
-        .with_header(header("Cache-Control", "no-store"))
+    Resp {
+        status,
+        headers: vec![
+            header("Content-Type", content_type),
+            header("Cache-Control", "no-store"),
+        ],
+        body: body.into(),
+    }
 }
 
 pub(super) fn json(value: &impl Serialize) -> Resp {
@@ -55,18 +73,38 @@ pub(super) fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-pub(super) fn authorized(req: &tiny_http::Request, token: Option<&str>) -> bool {
+/// The paths the live view page itself requests with `?token=` (a browser cannot set the
+/// Authorization header on an `<img>` or a plain page load). Everything else, and every POST,
+/// needs the header.
+const QUERY_TOKEN_PATHS: [&str; 7] = [
+    "/",
+    "/index.html",
+    "/api/status",
+    "/api/live",
+    "/api/history",
+    "/api/events",
+    "/frame.jpg",
+];
+
+/// Whether `req` carries `token`: as `Authorization: Bearer`, or as `?token=` on a GET or HEAD
+/// of one of the page's own paths. Compared in constant time (`subtle`); only the length of
+/// the guess can show in the timing.
+pub(super) fn authorized(req: &Request, token: Option<&str>) -> bool {
     let Some(token) = token else {
         return true;
     };
-    let bearer = req.headers().iter().any(|h| {
-        h.field.equiv("Authorization")
-            && h.value
-                .as_str()
-                .strip_prefix("Bearer ")
-                .is_some_and(|t| t.trim() == token)
-    });
-    bearer || query(req.url(), "token").as_deref() == Some(token)
+    let same = |guess: &str| bool::from(guess.as_bytes().ct_eq(token.as_bytes()));
+    let bearer = req
+        .headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("Authorization"))
+        .any(|(_, v)| v.strip_prefix("Bearer ").is_some_and(|t| same(t.trim())));
+    if bearer {
+        return true;
+    }
+    let page_get = (req.method == "GET" || req.method == "HEAD")
+        && QUERY_TOKEN_PATHS.contains(&req.path());
+    page_get && query(&req.url, "token").is_some_and(|t| same(&t))
 }
 
 #[cfg(test)]

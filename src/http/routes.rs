@@ -6,22 +6,20 @@ use serde::Serialize;
 
 use super::prometheus::prometheus;
 use super::respond::{authorized, header, json, query, text, Resp};
+use super::conn::Request;
 use super::Info;
 use super::State;
-use super::PAGE;
+use super::{Shared, PAGE};
 use crate::health::Report;
 
-pub(super) fn handle(
-    req: tiny_http::Request,
-    state: &State,
-    token: Option<&str>,
-    started: Instant,
-) {
-    let url = req.url().to_owned();
-    let path = url.split('?').next().unwrap_or("");
-    let method = req.method().clone();
-    let resp = if path == "/api/reload" {
-        if method != tiny_http::Method::Post {
+/// The answer to `req`. Never logs the query string (it may hold the token).
+pub(super) fn handle(req: &Request, shared: &Shared) -> Resp {
+    let (state, token, started) = (&shared.state, shared.token.as_deref(), shared.started);
+    let url = req.url.as_str();
+    let path = req.path();
+    let method = req.method.as_str();
+    if path == "/api/reload" {
+        if method != "POST" {
             text(405, "text/plain; charset=utf-8", "POST to reload\n")
                 .with_header(header("Allow", "POST"))
         } else if token.is_none() {
@@ -30,17 +28,18 @@ pub(super) fn handle(
                 "text/plain; charset=utf-8",
                 "reloading over HTTP needs a token: set [http] token_env (or send SIGHUP)\n",
             )
-        } else if !authorized(&req, token) {
+        } else if !authorized(req, token) {
+            shared.counters.failed_token(req.peer);
             text(
                 401,
                 "text/plain; charset=utf-8",
-                "missing or wrong bearer token\n",
+                "missing or wrong bearer token (Authorization: Bearer <token>; ?token= is not accepted here)\n",
             )
             .with_header(header("WWW-Authenticate", "Bearer"))
         } else {
             reload(state)
         }
-    } else if method != tiny_http::Method::Get && method != tiny_http::Method::Head {
+    } else if method != "GET" && method != "HEAD" {
         text(
             405,
             "text/plain; charset=utf-8",
@@ -49,7 +48,8 @@ pub(super) fn handle(
         .with_header(header("Allow", "GET, HEAD"))
     } else if path == "/healthz" {
         healthz(state)
-    } else if !authorized(&req, token) {
+    } else if !authorized(req, token) {
+        shared.counters.failed_token(req.peer);
         text(
             401,
             "text/plain; charset=utf-8",
@@ -59,21 +59,23 @@ pub(super) fn handle(
     } else {
         match path {
             "/" | "/index.html" => text(200, "text/html; charset=utf-8", PAGE),
-            "/metrics" => text(
-                200,
-                "text/plain; version=0.0.4; charset=utf-8",
-                prometheus(state, started),
-            ),
+            "/metrics" => {
+                let mut body = prometheus(state, started);
+                shared
+                    .counters
+                    .prometheus(&mut body, shared.max_connections);
+                text(200, "text/plain; version=0.0.4; charset=utf-8", body)
+            }
             "/api/status" => json(&status(state, started)),
             "/api/live" => json(&state.live.latest()),
             "/api/history" => {
-                let since = query(&url, "since")
+                let since = query(url, "since")
                     .and_then(|s| s.parse().ok())
                     .unwrap_or(0);
                 json(&state.live.history_since(since))
             }
             "/api/events" => {
-                let limit = query(&url, "limit")
+                let limit = query(url, "limit")
                     .and_then(|s| s.parse().ok())
                     .unwrap_or(50usize)
                     .min(crate::live::RECENT_EVENTS);
@@ -97,9 +99,6 @@ pub(super) fn handle(
                 "not found; see / for the live view\n",
             ),
         }
-    };
-    if let Err(e) = req.respond(resp) {
-        log::debug!("HTTP client went away. path={path} error={e}");
     }
 }
 
