@@ -24,7 +24,12 @@ struct Daemon {
 }
 
 impl Daemon {
-    fn start(dir: &std::path::Path, before_log: &str, http_extra: &str, env: &[(&str, &str)]) -> Daemon {
+    fn start(
+        dir: &std::path::Path,
+        before_log: &str,
+        http_extra: &str,
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let port = free_port();
         let conf = dir.join("lookout.toml");
         std::fs::write(
@@ -50,7 +55,10 @@ impl Daemon {
             log,
         };
         assert!(
-            wait_until(Duration::from_secs(60), || status_of(d.addr, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n") == Some(200)),
+            wait_until(Duration::from_secs(60), || status_of(
+                d.addr,
+                "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+            ) == Some(200)),
             "the daemon did not become healthy on {}",
             d.addr
         );
@@ -96,9 +104,11 @@ fn answer(addr: SocketAddr, request: &[u8]) -> Option<(u16, String)> {
                 got.extend_from_slice(&chunk[..n]);
                 let t = String::from_utf8_lossy(&got);
                 if let Some((head, body)) = t.split_once("\r\n\r\n") {
-                    let len = head
-                        .lines()
-                        .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)));
+                    let len = head.lines().find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                    });
                     if len.is_some_and(|n| body.len() >= n) {
                         break;
                     }
@@ -162,15 +172,21 @@ fn thousands_of_idle_and_slow_connections_stay_bounded_and_healthz_answers() {
         fds <= fds0 + 64 + 32 + 8,
         "descriptors stay bounded: {fds0} at rest, {fds} under 2,200 connections"
     );
-    let (status, metrics) = answer(d.addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .expect("/metrics answers after the flood");
+    let (status, metrics) = answer(
+        d.addr,
+        b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .expect("/metrics answers after the flood");
     assert_eq!(status, 200);
     let refused = metrics
         .lines()
         .find_map(|l| l.strip_prefix("lookout_http_connections_refused_total "))
         .and_then(|v| v.trim().parse::<u64>().ok())
         .expect("the refused-connection counter");
-    assert!(refused >= 2000 - 64, "refused connections counted: {refused}");
+    assert!(
+        refused >= 2000 - 64,
+        "refused connections counted: {refused}"
+    );
     drop((idle, slow));
 }
 
@@ -187,11 +203,17 @@ fn oversized_heads_get_431_and_bodies_413() {
     big.resize(big.len() + 2 * 1024 * 1024, b'a');
     big.extend_from_slice(b"\r\n\r\n");
     let got = answer(d.addr, &big);
-    println!("FIGURES: 2 MB header answered {:?}", got.as_ref().map(|g| g.0));
+    println!(
+        "FIGURES: 2 MB header answered {:?}",
+        got.as_ref().map(|g| g.0)
+    );
     assert_eq!(got.map(|g| g.0), Some(431), "a 2 MB header");
 
     let many: String = (0..200).map(|i| format!("X-H{i}: v\r\n")).collect();
-    let got = status_of(d.addr, &format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{many}\r\n"));
+    let got = status_of(
+        d.addr,
+        &format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{many}\r\n"),
+    );
     assert_eq!(got, Some(431), "200 header lines");
 
     let got = status_of(
@@ -199,11 +221,19 @@ fn oversized_heads_get_431_and_bodies_413() {
         "POST /api/reload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t0ken-adv\r\nContent-Length: 10000000\r\n\r\n",
     );
     assert_eq!(got, Some(413), "a 10 MB body announced on POST /api/reload");
-    let mut post = b"POST /api/status HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n\r\n".to_vec();
+    let mut post =
+        b"POST /api/status HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n\r\n".to_vec();
     post.resize(post.len() + 1024 * 1024, b'b');
-    assert_eq!(answer(d.addr, &post).map(|g| g.0), Some(413), "a 1 MB body sent on POST");
+    assert_eq!(
+        answer(d.addr, &post).map(|g| g.0),
+        Some(413),
+        "a 1 MB body sent on POST"
+    );
     // Still serving.
-    assert_eq!(status_of(d.addr, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"), Some(200));
+    assert_eq!(
+        status_of(d.addr, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"),
+        Some(200)
+    );
 }
 
 #[test]
@@ -217,29 +247,66 @@ fn wrong_missing_and_query_tokens() {
         &[("LOOKOUT_ADV_TOKEN", token)],
     );
     let get = |path: &str, auth: Option<&str>| {
-        let auth = auth.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-        status_of(d.addr, &format!("GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"))
+        let auth = auth
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        status_of(
+            d.addr,
+            &format!("GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"),
+        )
     };
     let mut failures = 0;
     for path in ["/", "/metrics", "/api/status", "/frame.jpg"] {
         assert_eq!(get(path, None), Some(401), "{path} without a token");
-        assert_eq!(get(path, Some("wrong")), Some(401), "{path} with a wrong token");
+        assert_eq!(
+            get(path, Some("wrong")),
+            Some(401),
+            "{path} with a wrong token"
+        );
         // Same length, one character off.
-        assert_eq!(get(path, Some("Zq8-secret-adw")), Some(401), "{path} with a near miss");
+        assert_eq!(
+            get(path, Some("Zq8-secret-adw")),
+            Some(401),
+            "{path} with a near miss"
+        );
         failures += 3;
     }
     assert_eq!(get("/api/status", Some(token)), Some(200));
-    assert_eq!(get(&format!("/api/status?token={token}"), None), Some(200), "the page's own GET");
-    assert_eq!(get(&format!("/?token={token}"), None), Some(200), "the page itself");
-    assert_eq!(get(&format!("/metrics?token={token}"), None), Some(401), "/metrics needs the header");
+    assert_eq!(
+        get(&format!("/api/status?token={token}"), None),
+        Some(200),
+        "the page's own GET"
+    );
+    assert_eq!(
+        get(&format!("/?token={token}"), None),
+        Some(200),
+        "the page itself"
+    );
+    assert_eq!(
+        get(&format!("/metrics?token={token}"), None),
+        Some(401),
+        "/metrics needs the header"
+    );
     failures += 1;
     let post = |extra: &str, auth: &str| {
-        status_of(d.addr, &format!("POST /api/reload{extra} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 0\r\n\r\n"))
+        status_of(
+            d.addr,
+            &format!(
+                "POST /api/reload{extra} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 0\r\n\r\n"
+            ),
+        )
     };
-    assert_eq!(post(&format!("?token={token}"), ""), Some(401), "no query token on POST");
+    assert_eq!(
+        post(&format!("?token={token}"), ""),
+        Some(401),
+        "no query token on POST"
+    );
     failures += 1;
     let ok = post("", &format!("Authorization: Bearer {token}\r\n"));
-    assert!(matches!(ok, Some(200) | Some(422)), "POST with the header reaches reload: {ok:?}");
+    assert!(
+        matches!(ok, Some(200) | Some(422)),
+        "POST with the header reaches reload: {ok:?}"
+    );
 
     let (_, metrics) = answer(
         d.addr,
@@ -250,9 +317,16 @@ fn wrong_missing_and_query_tokens() {
         .lines()
         .find_map(|l| l.strip_prefix("lookout_http_token_failures_total{addr=\"127.0.0.1\"} "))
         .and_then(|v| v.trim().parse::<u64>().ok());
-    assert_eq!(counted, Some(failures), "failed tokens counted per address:\n{metrics}");
+    assert_eq!(
+        counted,
+        Some(failures),
+        "failed tokens counted per address:\n{metrics}"
+    );
     let log = std::fs::read_to_string(&d.log).expect("log");
-    assert!(!log.contains(token), "the token never reaches the log:\n{log}");
+    assert!(
+        !log.contains(token),
+        "the token never reaches the log:\n{log}"
+    );
 }
 
 /// Labels are the model's, which a user may not control (a downloaded model's metadata): the
@@ -292,17 +366,36 @@ fn hostile_labels_render_as_text_in_headless_chromium() {
         .arg(format!("http://{}/", d.addr))
         .output()
         .expect("chromium runs");
-    assert!(out.status.success(), "chromium failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let dom = String::from_utf8_lossy(&out.stdout);
-    assert!(dom.contains("class=\"bar\""), "the page ran and drew its bars:\n{dom}");
+    assert!(
+        dom.contains("class=\"bar\""),
+        "the page ran and drew its bars:\n{dom}"
+    );
     let title = dom
         .split_once("<title>")
         .and_then(|(_, t)| t.split_once("</title>"))
         .map(|(t, _)| t.to_owned())
         .expect("the page has a title");
-    assert!(!title.contains("PWNED"), "an injected script ran: the title is {title:?}");
+    assert!(
+        !title.contains("PWNED"),
+        "an injected script ran: the title is {title:?}"
+    );
     // The labels are in the page as escaped text, not as elements.
-    assert!(dom.contains("&lt;script&gt;document.title"), "the <script> label shown as text:\n{dom}");
-    assert!(dom.contains("&lt;img src=x onerror="), "the <img> label shown as text:\n{dom}");
-    assert!(!dom.contains("<b>bold</b>"), "no label became markup:\n{dom}");
+    assert!(
+        dom.contains("&lt;script&gt;document.title"),
+        "the <script> label shown as text:\n{dom}"
+    );
+    assert!(
+        dom.contains("&lt;img src=x onerror="),
+        "the <img> label shown as text:\n{dom}"
+    );
+    assert!(
+        !dom.contains("<b>bold</b>"),
+        "no label became markup:\n{dom}"
+    );
 }

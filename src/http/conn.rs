@@ -18,32 +18,9 @@ use super::limits::{
     HEADER_TIMEOUT, IDLE_TIMEOUT, MAX_BODY_BYTES, MAX_HEADERS, MAX_HEAD_BYTES,
     OVERFLOW_HEADER_TIMEOUT, WRITE_TIMEOUT,
 };
+use super::request::Request;
 use super::respond::{text, Resp};
 use super::Shared;
-
-/// A parsed request.
-pub(super) struct Request {
-    pub method: String,
-    /// Path and query, as sent.
-    pub url: String,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-    pub peer: IpAddr,
-    keep_alive: bool,
-}
-
-impl Request {
-    pub fn path(&self) -> &str {
-        self.url.split('?').next().unwrap_or("")
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
 
 /// Why no request came.
 enum NoRequest {
@@ -77,8 +54,7 @@ pub(super) async fn serve(mut stream: TcpStream, peer: IpAddr, shared: Arc<Share
             super::routes::healthz(&shared.state)
         } else {
             let shared = Arc::clone(&shared);
-            match tokio::task::spawn_blocking(move || super::routes::handle(&req, &shared)).await
-            {
+            match tokio::task::spawn_blocking(move || super::routes::handle(&req, &shared)).await {
                 Ok(resp) => resp,
                 Err(e) => text(
                     500,
@@ -198,7 +174,10 @@ async fn read_request(
             "send a Content-Length body; chunked uploads are not accepted\n",
         )));
     }
-    let len = match req.header("Content-Length").map(|v| v.trim().parse::<usize>()) {
+    let len = match req
+        .header("Content-Length")
+        .map(|v| v.trim().parse::<usize>())
+    {
         None => 0,
         Some(Ok(n)) => n,
         Some(Err(_)) => {

@@ -117,7 +117,10 @@ impl Counters {
         let mut rows: Vec<_> = f.by_addr.iter().collect();
         rows.sort();
         for (addr, n) in rows {
-            let _ = writeln!(out, "lookout_http_token_failures_total{{addr=\"{addr}\"}} {n}");
+            let _ = writeln!(
+                out,
+                "lookout_http_token_failures_total{{addr=\"{addr}\"}} {n}"
+            );
         }
         if f.other > 0 {
             let _ = writeln!(

@@ -31,13 +31,14 @@
 
 //!
 //! Layout: the config, shared state and the accept loop here; `conn` reads requests and writes
-//! responses on one connection, `limits` holds the bounds and the server's counters, `routes`
+//! responses on one connection, `request` is the parsed request, `limits` holds the bounds and the server's counters, `routes`
 //! answers each path, `respond` builds responses and reads queries and the token, `prometheus`
 //! writes `/metrics`.
 
 mod conn;
 mod limits;
 mod prometheus;
+mod request;
 mod respond;
 mod routes;
 
@@ -189,7 +190,9 @@ impl Server {
         };
         let listener =
             std::net::TcpListener::bind(listen.as_str()).map_err(|e| listen_err(e.to_string()))?;
-        let addr = listener.local_addr().map_err(|e| listen_err(e.to_string()))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| listen_err(e.to_string()))?;
         listener
             .set_nonblocking(true)
             .map_err(|e| listen_err(e.to_string()))?;
@@ -279,5 +282,25 @@ async fn accept_loop(
             });
         }
         // else: dropped here, closed at once.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_connections_defaults_to_64_and_is_validated_with_its_key() {
+        let cfg: HttpConfig = toml::from_str("listen = \"127.0.0.1:9090\"").expect("parses");
+        assert_eq!(cfg.max_connections, 64);
+        let mut p = Problems::default();
+        cfg.validate(&mut p);
+        assert!(p.is_empty(), "{p:?}");
+        let cfg: HttpConfig = toml::from_str("max_connections = 0").expect("parses");
+        let mut p = Problems::default();
+        cfg.validate(&mut p);
+        assert_eq!(p.0.len(), 1, "{p:?}");
+        assert_eq!(p.0[0].key, "http.max_connections");
+        assert!(p.0[0].message.contains("between 1 and 10000"), "{p:?}");
     }
 }

@@ -3,7 +3,7 @@
 use serde::Serialize;
 use subtle::ConstantTimeEq;
 
-use super::conn::Request;
+use super::request::Request;
 
 /// A response: status, extra headers, body. `conn` adds Content-Length and Connection.
 pub(super) struct Resp {
@@ -102,8 +102,8 @@ pub(super) fn authorized(req: &Request, token: Option<&str>) -> bool {
     if bearer {
         return true;
     }
-    let page_get = (req.method == "GET" || req.method == "HEAD")
-        && QUERY_TOKEN_PATHS.contains(&req.path());
+    let page_get =
+        (req.method == "GET" || req.method == "HEAD") && QUERY_TOKEN_PATHS.contains(&req.path());
     page_get && query(&req.url, "token").is_some_and(|t| same(&t))
 }
 

@@ -5,8 +5,8 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::prometheus::prometheus;
+use super::request::Request;
 use super::respond::{authorized, header, json, query, text, Resp};
-use super::conn::Request;
 use super::Info;
 use super::State;
 use super::{Shared, PAGE};
