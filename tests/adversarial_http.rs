@@ -123,8 +123,33 @@ fn answer(addr: SocketAddr, request: &[u8]) -> Option<(u16, String)> {
     Some((status, text))
 }
 
+/// This test process holds 2,200 sockets (and the daemon, its child, as many before the fix):
+/// raise the soft descriptor limit towards the hard one, as CI machines often start at 1,024.
+fn raise_open_file_limit(want: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the struct we pass, which lives for the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return;
+    }
+    if lim.rlim_cur < want {
+        lim.rlim_cur = lim.rlim_max.min(want);
+        // SAFETY: setrlimit reads the struct we pass; raising the soft limit up to the hard one
+        // needs no privilege.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
+    }
+    assert!(
+        lim.rlim_cur >= want,
+        "this test needs {want} open files; the hard limit is {}",
+        lim.rlim_max
+    );
+}
+
 #[test]
 fn thousands_of_idle_and_slow_connections_stay_bounded_and_healthz_answers() {
+    raise_open_file_limit(2600);
     let dir = tempfile::tempdir().expect("tempdir");
     let d = Daemon::start(dir.path(), SYNTHETIC, "", &[]);
     let (threads0, fds0) = (d.count("task"), d.count("fd"));
