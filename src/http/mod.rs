@@ -232,6 +232,17 @@ impl Server {
     }
 }
 
+/// A connection's place in the count (`true`: an overflow one), given back when its task ends,
+/// however it ends.
+struct Slot(Arc<Shared>, bool);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let c = &self.0.counters;
+        if self.1 { &c.overflow_open } else { &c.open }.fetch_sub(1, Relaxed);
+    }
+}
+
 /// Accepts connections until told to stop: within `max_connections` each is served; over it,
 /// up to [`limits::OVERFLOW_CONNECTIONS`] more get `/healthz` or 503; the rest are closed.
 async fn accept_loop(
@@ -265,20 +276,20 @@ async fn accept_loop(
         if c.open.load(Relaxed) < shared.max_connections {
             c.open.fetch_add(1, Relaxed);
             c.accepted.fetch_add(1, Relaxed);
-            let shared = Arc::clone(&shared);
+            let slot = Slot(Arc::clone(&shared), false);
             tokio::spawn(async move {
-                conn::serve(stream, peer.ip(), Arc::clone(&shared)).await;
-                shared.counters.open.fetch_sub(1, Relaxed);
+                conn::serve(stream, peer.ip(), Arc::clone(&slot.0)).await;
+                drop(slot);
             });
             continue;
         }
         c.refused.fetch_add(1, Relaxed);
         if c.overflow_open.load(Relaxed) < limits::OVERFLOW_CONNECTIONS {
             c.overflow_open.fetch_add(1, Relaxed);
-            let shared = Arc::clone(&shared);
+            let slot = Slot(Arc::clone(&shared), true);
             tokio::spawn(async move {
-                conn::overflow(stream, peer.ip(), Arc::clone(&shared)).await;
-                shared.counters.overflow_open.fetch_sub(1, Relaxed);
+                conn::overflow(stream, peer.ip(), Arc::clone(&slot.0)).await;
+                drop(slot);
             });
         }
         // else: dropped here, closed at once.
