@@ -347,3 +347,81 @@ impl Device {
         self.stats.connected.store(0, Relaxed);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn device(extra: &str) -> Device {
+        let cfg: ModbusSinkConfig =
+            toml::from_str(&format!("host = \"127.0.0.1\"\nport = 1\n{extra}")).expect("config");
+        Device::new(&cfg, Arc::new(LinkStats::default())).expect("device")
+    }
+
+    fn hit(label: &str, frame_seq: u64) -> Hit {
+        Hit {
+            label: label.into(),
+            rule: Some("defect".into()),
+            label_index: 2,
+            score: 0.9346,
+            frame_seq,
+        }
+    }
+
+    fn wanted(d: &Device) -> Vec<bool> {
+        d.coils.iter().map(|c| c.actuator.line().on).collect()
+    }
+
+    #[test]
+    fn an_event_fills_the_registers_frame_sequence_high_word_first() {
+        let mut d = device(
+            "label_register = 10\nscore_register = 11\ncounter_register = 12\nframe_seq_register = 13\n",
+        );
+        d.on_hit(&hit("dent", 0x0001_0002), Instant::now());
+        d.on_hit(&hit("dent", 0x0003_0004), Instant::now());
+        let regs: Vec<(u16, u16)> = d.pending.iter().map(|(a, v)| (*a, *v)).collect();
+        assert_eq!(regs, [(10, 2), (11, 935), (12, 2), (13, 3), (14, 4)]);
+    }
+
+    #[test]
+    fn coils_start_safe_follow_their_filters_and_go_safe_when_quiet() {
+        let mut d = device(
+            "safe_after_secs = 5\ncoils = [{ address = 0, hold_ms = 300, labels = [\"dent\"] }, { address = 1, mode = \"follow\", hold_ms = 1000, rules = [\"defect\"] }, { address = 2, safe = true, labels = [\"x\"] }]\n",
+        );
+        assert_eq!(wanted(&d), [false, false, true], "safe values at start");
+        let t0 = Instant::now();
+        d.on_hit(&hit("scratch", 1), t0);
+        assert_eq!(wanted(&d), [false, true, true], "only the rule's coil");
+        d.on_hit(&hit("dent", 2), t0);
+        assert_eq!(wanted(&d), [true, true, true]);
+        d.tick(t0 + Duration::from_millis(300));
+        assert_eq!(wanted(&d), [false, true, true], "the pulse ended");
+        d.tick(t0 + Duration::from_millis(1000));
+        assert_eq!(
+            wanted(&d),
+            [false, false, true],
+            "follow: off hold_ms after the last event"
+        );
+        for c in &mut d.coils {
+            c.actuator.line_mut().dirty = false;
+        }
+        d.tick(t0 + Duration::from_secs(5));
+        assert!(
+            d.coils.iter().all(|c| c.actuator.line().dirty),
+            "quiet for safe_after_secs: every coil is written to its safe value again"
+        );
+        assert_eq!(wanted(&d), [false, false, true]);
+    }
+
+    #[test]
+    fn the_heartbeat_counts_up_once_per_period() {
+        let mut d = device("heartbeat_register = 20\nheartbeat_secs = 1\n");
+        let t0 = d.next_heartbeat;
+        d.tick(t0);
+        assert_eq!(d.pending.get(&20), Some(&1));
+        d.tick(t0 + Duration::from_millis(500));
+        assert_eq!(d.pending.get(&20), Some(&1), "not before the period");
+        d.tick(t0 + Duration::from_secs(1));
+        assert_eq!(d.pending.get(&20), Some(&2));
+    }
+}
