@@ -34,7 +34,9 @@
 //! - [`rules`]: per-class thresholds, N-of-M frames and cooldown, turning scores into events.
 //! - [`event`]: the one JSON event shared by every sink.
 //! - [`sink`]: the [`sink::Sink`] trait and the sinks (`log`, `jsonl`, `mqtt`, `webhook`,
-//!   `command`, `gpio`, `snapshot`, and an in-memory recording sink for tests and embedding).
+//!   `command`, `gpio`, `modbus`, `snapshot`, and an in-memory recording sink for tests and
+//!   embedding); `modbus/` is split into its keys (`config`), the device link over TCP or RTU
+//!   (`link`, tokio-modbus) and the actuator loop (`run`, reusing gpio's pulse/follow timing).
 //!
 //! Running it:
 //! - [`pipeline`]: the threads and bounded queues joining all of the above, one file per stage
@@ -42,7 +44,8 @@
 //!   and letting each stage drain when its input disconnects.
 //! - [`stop`]: the one shutdown signal.
 //! - [`retry`]: capped back-off with jitter and the one-line error chain, for every retry.
-//! - [`metrics`]: counters and latency histograms shared by every stage.
+//! - [`metrics`]: counters and latency histograms shared by every stage, and the device-link
+//!   counters a sink with its own connection (modbus) hands to the pipeline.
 //! - [`daemon`]: signal handling, configuration reload and the `run` entry point.
 //! - [`health`]: whether the pipeline makes progress (feeds the watchdog).
 //! - [`notify`]: systemd readiness, watchdog and stopping notifications.

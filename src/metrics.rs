@@ -134,6 +134,33 @@ pub struct SinkMetrics {
     pub dropped: AtomicU64,
     /// Time from capture to delivery.
     pub latency: Histogram,
+    /// The counters of a sink that keeps its own link to a device (modbus): set by the pipeline
+    /// each time it starts that sink (a reloaded sink brings new counters), read by `/metrics` and
+    /// `/api/status`; `None` for the other sinks.
+    pub link: std::sync::Mutex<Option<Arc<LinkStats>>>,
+}
+
+impl SinkMetrics {
+    /// The device link's counters, when the sink has a link.
+    pub fn link(&self) -> Option<Arc<LinkStats>> {
+        self.link.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// A device link's counters, for a sink whose own thread writes to it (modbus): written by that
+/// thread, read by `/metrics` and `/api/status`.
+#[derive(Debug, Default)]
+pub struct LinkStats {
+    /// Write requests the device acknowledged.
+    pub writes: AtomicU64,
+    /// Write requests that failed (no connection, timeout, exception reply).
+    pub write_failures: AtomicU64,
+    /// Connections (re)established.
+    pub connects: AtomicU64,
+    /// 1 while connected, 0 while not.
+    pub connected: AtomicU64,
+    /// Time of each acknowledged write request.
+    pub write_latency: Histogram,
 }
 
 /// Everything counted in one pipeline run.
@@ -237,6 +264,18 @@ pub struct SinkSnapshot {
     pub sent: u64,
     pub failed: u64,
     pub dropped: u64,
+    /// A device link's counters (modbus sinks).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link: Option<LinkSnapshot>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LinkSnapshot {
+    pub connected: bool,
+    pub writes: u64,
+    pub write_failures: u64,
+    pub connects: u64,
+    pub write_ms: LatencySummary,
 }
 
 impl Metrics {
@@ -329,6 +368,13 @@ impl Metrics {
                     sent: s.sent.load(Relaxed),
                     failed: s.failed.load(Relaxed),
                     dropped: s.dropped.load(Relaxed),
+                    link: s.link().map(|l| LinkSnapshot {
+                        connected: l.connected.load(Relaxed) == 1,
+                        writes: l.writes.load(Relaxed),
+                        write_failures: l.write_failures.load(Relaxed),
+                        connects: l.connects.load(Relaxed),
+                        write_ms: l.write_latency.snapshot(),
+                    }),
                 })
                 .collect(),
         }

@@ -199,6 +199,7 @@ pub(super) fn prometheus(state: &State, started: Instant) -> String {
             let _ = writeln!(o, "{name}{{sink=\"{}\"}} {v}", escape(&s.name));
         }
     }
+    link_metrics(&mut o, &m.sinks());
     for (i, s) in m.sinks().iter().enumerate() {
         histogram(
             &mut o,
@@ -229,6 +230,61 @@ pub(super) fn prometheus(state: &State, started: Instant) -> String {
         p.threads as f64,
     );
     o
+}
+
+/// The device-link counters of the sinks that have one (modbus): writes, failures, connects,
+/// whether connected, and the write latency.
+fn link_metrics(o: &mut String, sinks: &[std::sync::Arc<crate::metrics::SinkMetrics>]) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let links: Vec<_> = sinks
+        .iter()
+        .filter_map(|s| s.link().map(|l| (escape(&s.name), l)))
+        .collect();
+    if links.is_empty() {
+        return;
+    }
+    for (name, help, kind, get) in [
+        (
+            "lookout_sink_link_writes_total",
+            "Write requests the device acknowledged, per sink with a device link.",
+            "counter",
+            0usize,
+        ),
+        (
+            "lookout_sink_link_write_failures_total",
+            "Write requests that failed (no connection, timeout, exception), per sink.",
+            "counter",
+            1,
+        ),
+        (
+            "lookout_sink_link_connects_total",
+            "Connections to the device (re)established, per sink.",
+            "counter",
+            2,
+        ),
+        (
+            "lookout_sink_link_connected",
+            "1 while the sink is connected to its device, else 0.",
+            "gauge",
+            3,
+        ),
+    ] {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (sink, l) in &links {
+            let v = [&l.writes, &l.write_failures, &l.connects, &l.connected][get].load(Relaxed);
+            let _ = writeln!(o, "{name}{{sink=\"{sink}\"}} {v}");
+        }
+    }
+    for (i, (sink, l)) in links.iter().enumerate() {
+        histogram(
+            o,
+            "lookout_sink_link_write_seconds",
+            "Time of each acknowledged write request, per sink with a device link.",
+            &format!("sink=\"{sink}\""),
+            &l.write_latency,
+            i == 0,
+        );
+    }
 }
 
 #[cfg(test)]

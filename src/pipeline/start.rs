@@ -134,6 +134,7 @@ pub(super) fn start_generation(
     let frame_sinks: Vec<bool> = sinks.iter().map(|(_, s)| s.wants_frames()).collect();
     let keep_frames = frame_sinks.contains(&true) || live.is_some();
     for ((name, sink), c) in sinks.into_iter().zip(counters.iter().cloned()) {
+        *c.link.lock().unwrap_or_else(|e| e.into_inner()) = sink.link_stats();
         // Events: dispatcher -> this sink. Full: the dispatcher drops the event for this sink and
         // counts it. Closes when the dispatcher ends.
         let (tx, rx) = bounded::<Delivery>(sink_queue);

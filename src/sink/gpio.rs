@@ -202,6 +202,11 @@ impl<L: Line> Actuator<L> {
     pub fn line(&self) -> &L {
         &self.line
     }
+
+    /// The line, for a caller that keeps state in it (the modbus sink's wanted coil values).
+    pub fn line_mut(&mut self) -> &mut L {
+        &mut self.line
+    }
 }
 
 /// A line requested through the GPIO character device. Dropping it releases the line.

@@ -11,6 +11,7 @@ pub mod gpio;
 pub mod jsonl;
 pub mod log;
 pub mod memory;
+pub mod modbus;
 pub mod mqtt;
 pub mod snapshot;
 pub mod webhook;
@@ -41,6 +42,12 @@ pub trait Sink: Send {
     /// [`Sink::send_with_frame`] instead of [`Sink::send`].
     fn wants_frames(&self) -> bool {
         false
+    }
+
+    /// The counters of the sink's own device link (modbus), which the pipeline attaches to its
+    /// metrics when it starts the sink; `None` for sinks without one.
+    fn link_stats(&self) -> Option<std::sync::Arc<crate::metrics::LinkStats>> {
+        None
     }
 
     /// Delivers one event with its frame; only called when [`Sink::wants_frames`] is true.
@@ -95,6 +102,8 @@ pub enum SinkConfig {
     Command(command::CommandSinkConfig),
     /// Drives a GPIO output line (relay, lamp, gate): pulse per event, or follow the rule.
     Gpio(gpio::GpioSinkConfig),
+    /// Writes coils and holding registers of a PLC or relay board over Modbus TCP or RTU.
+    Modbus(modbus::ModbusSinkConfig),
     /// Writes the triggering frame as a JPEG into a directory, with retention limits.
     Snapshot(snapshot::SnapshotSinkConfig),
 }
@@ -115,6 +124,7 @@ impl SinkConfig {
             SinkConfig::Webhook(c) => c.name.as_deref().unwrap_or("webhook"),
             SinkConfig::Command(c) => c.name.as_deref().unwrap_or("command"),
             SinkConfig::Gpio(c) => c.name.as_deref().unwrap_or("gpio"),
+            SinkConfig::Modbus(c) => c.name.as_deref().unwrap_or("modbus"),
             SinkConfig::Snapshot(c) => c.name.as_deref().unwrap_or("snapshot"),
         }
     }
@@ -138,6 +148,7 @@ impl SinkConfig {
             SinkConfig::Webhook(c) => c.validate(key, p),
             SinkConfig::Command(c) => c.validate(key, p),
             SinkConfig::Gpio(c) => c.validate(key, p),
+            SinkConfig::Modbus(c) => c.validate(key, p),
             SinkConfig::Snapshot(c) => c.validate(key, p),
         }
     }
@@ -152,6 +163,7 @@ impl SinkConfig {
             SinkConfig::Webhook(c) => Box::new(webhook::WebhookSink::new(c)?),
             SinkConfig::Command(c) => Box::new(command::CommandSink::new(c)?),
             SinkConfig::Gpio(c) => Box::new(gpio::GpioSink::open(c)?),
+            SinkConfig::Modbus(c) => Box::new(modbus::ModbusSink::start(c)?),
             SinkConfig::Snapshot(c) => Box::new(snapshot::SnapshotSink::open(c)?),
         })
     }
