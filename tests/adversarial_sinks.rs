@@ -330,7 +330,8 @@ fn a_snapshot_directory_that_became_a_file_is_counted_without_a_hang() {
     });
     // Permissions do not stop root; a regular file in the directory's place stops everyone
     // (ENOTDIR), like a disk remounted read-only stops everyone (EROFS).
-    std::fs::remove_dir_all(&snaps).expect("remove snaps");
+    // Moved away in one step (the sink keeps writing meanwhile, so removing it could race).
+    std::fs::rename(&snaps, dir.path().join("moved")).expect("move snaps away");
     std::fs::write(&snaps, b"not a directory").expect("file in its place");
     let m = wait_metrics(&d, dir.path(), "failed writes counted", |m| {
         sample(m, "lookout_sink_failed_total{sink=\"shots\"}") >= 5.0
