@@ -269,6 +269,7 @@ fn command_gets_the_event_on_stdin_and_in_its_environment() {
         command: vec![prog.display().to_string(), "arg1".into()],
         timeout_secs: 10.0,
         cwd: None,
+        kill_grace_secs: 2.0,
     };
     let mut sink = CommandSink::new(&cfg).expect("builds");
     sink.send(&event(42)).expect("ran");
@@ -294,6 +295,7 @@ fn command_gets_the_event_on_stdin_and_in_its_environment() {
         command: vec![failing.display().to_string()],
         timeout_secs: 10.0,
         cwd: None,
+        kill_grace_secs: 2.0,
     };
     let e = CommandSink::new(&cfg)
         .expect("builds")
@@ -311,6 +313,7 @@ fn hanging_command_is_killed_at_the_timeout() {
         command: vec![prog.display().to_string()],
         timeout_secs: 0.3,
         cwd: None,
+        kill_grace_secs: 2.0,
     };
     let mut sink = CommandSink::new(&cfg).expect("builds");
     let t = Instant::now();

@@ -45,7 +45,7 @@ use crate::rules::RuleSet;
 use crate::sink::Sink;
 use crate::source::{FrameSource, SourceError};
 
-pub use running::Running;
+pub use running::{Running, ABORT_MARGIN};
 pub use start::start;
 
 /// Everything a pipeline needs, built and validated by the caller.

@@ -16,7 +16,7 @@ impl Running {
     pub fn drain_downstream(&mut self, deadline: Duration) {
         if let Some(g) = self.generation.take() {
             g.quit.store(true, Relaxed);
-            join_stages(g.stages, Instant::now() + deadline);
+            join_stages(g.stages, Instant::now() + deadline, &g.abort);
             let counts: Vec<String> = self
                 .metrics
                 .sinks()

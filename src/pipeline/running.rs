@@ -35,12 +35,35 @@ pub(super) struct Generation {
     pub(super) quit: Arc<AtomicBool>,
     /// Workers, dispatcher, sinks: joined in this order.
     pub(super) stages: Vec<(String, JoinHandle<()>)>,
+    /// Set by [`join_stages`] [`ABORT_MARGIN`] before the deadline; every sink of this
+    /// generation holds a clone (see [`crate::sink::Sink::abort_on`]) and gives up its blocking
+    /// work when it is set. Nothing else sets it.
+    pub(super) abort: StopToken,
 }
 
-/// Joins `stages` in order within `deadline`; names the ones left running.
-pub(super) fn join_stages(stages: Vec<(String, JoinHandle<()>)>, until: Instant) {
+/// How long before the join deadline the sinks are told to give up (`abort`): long enough for
+/// the longest thing a sink may still be doing then, a command's TERM grace (at most
+/// [`crate::sink::command::MAX_KILL_GRACE_SECS`]) or one webhook attempt (at most
+/// [`crate::sink::webhook::MAX_TIMEOUT_SECS`]), to end before the deadline.
+pub const ABORT_MARGIN: Duration = Duration::from_secs(6);
+
+/// Joins `stages` in order within `deadline`; sets `abort` [`ABORT_MARGIN`] before it (at once
+/// when the deadline is closer than that); names the threads left running.
+pub(super) fn join_stages(
+    stages: Vec<(String, JoinHandle<()>)>,
+    until: Instant,
+    abort: &StopToken,
+) {
+    let abort_at = until.checked_sub(ABORT_MARGIN).unwrap_or(until);
     for (name, handle) in stages {
         while !handle.is_finished() && Instant::now() < until {
+            if !abort.is_stopped() && Instant::now() >= abort_at {
+                log::info!(
+                    "Stop deadline near; telling the sinks to give up. ms_left={}",
+                    until.saturating_duration_since(Instant::now()).as_millis()
+                );
+                abort.stop();
+            }
             std::thread::sleep(Duration::from_millis(5));
         }
         if handle.is_finished() {
@@ -94,10 +117,12 @@ impl Running {
         if let Some(c) = self.capture.take() {
             stages.push(("capture".to_owned(), c));
         }
+        let mut abort = StopToken::new();
         if let Some(g) = self.generation.take() {
             stages.extend(g.stages);
+            abort = g.abort;
         }
-        join_stages(stages, until);
+        join_stages(stages, until, &abort);
         self.summary_done.take();
         if let Some(h) = self.summary.take() {
             let _ = h.join();

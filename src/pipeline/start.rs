@@ -133,7 +133,10 @@ pub(super) fn start_generation(
     let mut sink_threads = Vec::new();
     let frame_sinks: Vec<bool> = sinks.iter().map(|(_, s)| s.wants_frames()).collect();
     let keep_frames = frame_sinks.contains(&true) || live.is_some();
-    for ((name, sink), c) in sinks.into_iter().zip(counters.iter().cloned()) {
+    // Set near the join deadline (see `join_stages`): the sinks give up blocking work.
+    let abort = StopToken::new();
+    for ((name, mut sink), c) in sinks.into_iter().zip(counters.iter().cloned()) {
+        sink.abort_on(abort.clone());
         *c.link.lock().unwrap_or_else(|e| e.into_inner()) = sink.link_stats();
         // Events: dispatcher -> this sink. Full: the dispatcher drops the event for this sink and
         // counts it. Closes when the dispatcher ends.
@@ -189,5 +192,9 @@ pub(super) fn start_generation(
         })?,
     ));
     stages.extend(sink_threads);
-    Ok(Generation { quit, stages })
+    Ok(Generation {
+        quit,
+        stages,
+        abort,
+    })
 }

@@ -4,11 +4,20 @@
 //! in `PATH` when it has no '/'), with the event as `LOOKOUT_*` environment variables and the
 //! event JSON on its stdin; its stdout and stderr go to the daemon's. At most one runs per sink:
 //! the sink's thread waits for it, so events arriving meanwhile wait in the sink's pipeline queue
-//! (`[pipeline] sink_queue`; when full, the dispatcher drops and counts them). A run longer than
-//! `timeout_secs` is killed (SIGKILL) and reaped. A non-zero exit, a kill or a program that cannot
-//! be started is a failed delivery (logged, throttled, and counted by the pipeline).
+//! (`[pipeline] sink_queue`; when full, the dispatcher drops and counts them).
+//!
+//! Each program starts in its own process group, so that whatever it starts (a shell's children)
+//! can be stopped with it. A run longer than `timeout_secs`, or one still running when the
+//! pipeline's stop deadline is near (the abort token, see [`Sink::abort_on`]), gets SIGTERM sent
+//! to its whole group, then SIGKILL after `kill_grace_secs` if any process of the group is left,
+//! and is reaped; the log says which signals were sent and when. Once the abort token is set, no
+//! new program is started: the events still queued fail. A non-zero exit, a kill or a program
+//! that cannot be started is a failed delivery (logged, throttled, and counted by the pipeline).
+//! A program that leaves the group on purpose (`setsid`) is beyond this; the systemd unit's
+//! `KillMode=control-group` is the second line for it.
 
 use std::io::Write;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -18,6 +27,7 @@ use serde::Deserialize;
 use super::{Sink, SinkError};
 use crate::event::Event;
 use crate::problems::Problems;
+use crate::stop::StopToken;
 
 /// `type = "command"`.
 #[derive(Debug, Clone, Deserialize)]
@@ -35,11 +45,25 @@ pub struct CommandSinkConfig {
     /// Working directory. Default: the daemon's.
     #[serde(default)]
     pub cwd: Option<PathBuf>,
+    /// After SIGTERM (timeout or shutdown), wait this long for the program's process group to
+    /// exit before SIGKILL. 0..3 s; default 2.
+    #[serde(default = "default_kill_grace")]
+    pub kill_grace_secs: f64,
 }
 
 fn default_timeout() -> f64 {
     10.0
 }
+fn default_kill_grace() -> f64 {
+    2.0
+}
+
+/// The longest `kill_grace_secs`: TERM, grace and KILL must fit in the pipeline's abort margin
+/// ([`crate::pipeline::ABORT_MARGIN`]) before the stop deadline.
+pub const MAX_KILL_GRACE_SECS: f64 = 3.0;
+
+/// After SIGKILL, how long to wait for the group's last processes to be gone.
+const KILL_WAIT: Duration = Duration::from_millis(500);
 
 /// How often a running program is checked for exit.
 const POLL: Duration = Duration::from_millis(10);
@@ -61,6 +85,15 @@ impl CommandSinkConfig {
             p.push(
                 format!("{key}.timeout_secs"),
                 format!("expected 0..86400, got {}", self.timeout_secs),
+            );
+        }
+        if !(self.kill_grace_secs >= 0.0 && self.kill_grace_secs <= MAX_KILL_GRACE_SECS) {
+            p.push(
+                format!("{key}.kill_grace_secs"),
+                format!(
+                    "expected 0..{MAX_KILL_GRACE_SECS} (it must fit in the shutdown deadline), got {}",
+                    self.kill_grace_secs
+                ),
             );
         }
     }
@@ -97,7 +130,36 @@ pub struct CommandSink {
     name: String,
     argv: Vec<String>,
     timeout: Duration,
+    grace: Duration,
     cwd: Option<PathBuf>,
+    /// Set by the pipeline near its stop deadline (see [`Sink::abort_on`]); read here only.
+    abort: StopToken,
+}
+
+/// How a run ended.
+enum Outcome {
+    Exited(ExitStatus),
+    /// Stopped by us (`why`: the timeout or the shutdown); `killed`: SIGKILL was needed.
+    Stopped {
+        why: &'static str,
+        killed: bool,
+    },
+}
+
+/// Sends `sig` to process group `pgid`. `Ok(false)`: the group has no process left (ESRCH).
+fn signal_group(pgid: libc::pid_t, sig: libc::c_int) -> std::io::Result<bool> {
+    // SAFETY: killpg takes two integers and touches no memory of ours; `pgid` is the pid of a
+    // child we spawned as its own group leader and have not reaped, or the group it led.
+    let rc = unsafe { libc::killpg(pgid, sig) };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::ESRCH) {
+        Ok(false)
+    } else {
+        Err(err)
+    }
 }
 
 impl CommandSink {
@@ -119,33 +181,103 @@ impl CommandSink {
             name,
             argv: cfg.command.clone(),
             timeout: Duration::from_secs_f64(cfg.timeout_secs),
+            grace: Duration::from_secs_f64(cfg.kill_grace_secs.clamp(0.0, MAX_KILL_GRACE_SECS)),
             cwd: cfg.cwd.clone(),
+            abort: StopToken::new(),
         })
     }
 
-    fn wait(&self, child: &mut Child) -> Result<Option<ExitStatus>, std::io::Error> {
-        let until = Instant::now() + self.timeout;
+    /// Waits for the program; stops its group on timeout or abort.
+    fn wait(&self, child: &mut Child, started: Instant) -> Result<Outcome, std::io::Error> {
+        let until = started + self.timeout;
         loop {
             if let Some(status) = child.try_wait()? {
-                return Ok(Some(status));
+                return Ok(Outcome::Exited(status));
             }
-            if Instant::now() >= until {
-                let _ = child.kill();
-                child.wait()?;
-                return Ok(None);
+            let why = if self.abort.is_stopped() {
+                "lookout is stopping"
+            } else if Instant::now() >= until {
+                "timeout"
+            } else {
+                std::thread::sleep(POLL);
+                continue;
+            };
+            let killed = self.stop_group(child, started, why)?;
+            return Ok(Outcome::Stopped { why, killed });
+        }
+    }
+
+    /// SIGTERM to the program's group; SIGKILL after the grace period if any process of the
+    /// group is left; reaps the program. Returns whether SIGKILL was sent.
+    fn stop_group(&self, child: &mut Child, started: Instant, why: &str) -> std::io::Result<bool> {
+        // The child is its own group leader (process_group(0)), so its pid is the group id.
+        let pgid = child.id() as libc::pid_t;
+        let ms = || started.elapsed().as_millis();
+        signal_group(pgid, libc::SIGTERM)?;
+        log::warn!(
+            "Sent SIGTERM to the program's process group. sink={} pgid={pgid} reason={why:?} ms_since_start={}",
+            self.name,
+            ms()
+        );
+        let grace_until = Instant::now() + self.grace;
+        let mut reaped = false;
+        loop {
+            if !reaped {
+                reaped = child.try_wait()?.is_some();
+            }
+            // A zombie leader still counts as a member: the group is empty once it is reaped
+            // and every other member has exited.
+            if reaped && !signal_group(pgid, 0)? {
+                log::info!(
+                    "The program's process group exited after SIGTERM. sink={} pgid={pgid} ms_since_start={}",
+                    self.name,
+                    ms()
+                );
+                return Ok(false);
+            }
+            if Instant::now() >= grace_until {
+                break;
             }
             std::thread::sleep(POLL);
         }
+        signal_group(pgid, libc::SIGKILL)?;
+        log::warn!(
+            "Sent SIGKILL to the program's process group after the grace period. sink={} pgid={pgid} grace_ms={} ms_since_start={}",
+            self.name,
+            self.grace.as_millis(),
+            ms()
+        );
+        if !reaped {
+            child.wait()?;
+        }
+        // Killed members other than the leader are reaped by init; wait, bounded, until gone.
+        let gone_until = Instant::now() + KILL_WAIT;
+        while signal_group(pgid, 0)? && Instant::now() < gone_until {
+            std::thread::sleep(POLL);
+        }
+        Ok(true)
     }
 }
 
 impl Sink for CommandSink {
+    fn abort_on(&mut self, abort: StopToken) {
+        self.abort = abort;
+    }
+
     fn send(&mut self, event: &Event) -> Result<(), SinkError> {
+        if self.abort.is_stopped() {
+            return Err(SinkError::Command {
+                sink: self.name.clone(),
+                what: "was not started: lookout is stopping".into(),
+            });
+        }
         let json = serde_json::to_vec(event)?;
         let mut cmd = Command::new(&self.argv[0]);
         cmd.args(&self.argv[1..])
             .envs(event_env(event))
-            .stdin(Stdio::piped());
+            .stdin(Stdio::piped())
+            // Its own group: TERM and KILL reach whatever it starts, too.
+            .process_group(0);
         if let Some(dir) = &self.cwd {
             cmd.current_dir(dir);
         }
@@ -163,7 +295,7 @@ impl Sink for CommandSink {
             })
         });
         let started = Instant::now();
-        let result = self.wait(&mut child);
+        let result = self.wait(&mut child, started);
         if let Some(w) = writer {
             // The child has exited or been killed: its end of the pipe is closed, so this returns.
             let _ = w.join();
@@ -173,7 +305,7 @@ impl Sink for CommandSink {
             source,
         })?;
         match status {
-            Some(s) if s.success() => {
+            Outcome::Exited(s) if s.success() => {
                 log::debug!(
                     "Command finished. sink={} frame={} status=0 ms={}",
                     self.name,
@@ -182,15 +314,21 @@ impl Sink for CommandSink {
                 );
                 Ok(())
             }
-            Some(s) => Err(SinkError::Command {
+            Outcome::Exited(s) => Err(SinkError::Command {
                 sink: self.name.clone(),
                 what: format!("exited with {s}"),
             }),
-            None => Err(SinkError::Command {
+            Outcome::Stopped { why, killed } => Err(SinkError::Command {
                 sink: self.name.clone(),
                 what: format!(
-                    "killed after the timeout of {:.1} s",
-                    self.timeout.as_secs_f64()
+                    "killed ({why}; timeout {:.1} s) after {:.1} s: SIGTERM to its process group{}",
+                    self.timeout.as_secs_f64(),
+                    started.elapsed().as_secs_f64(),
+                    if killed {
+                        ", then SIGKILL after the grace period"
+                    } else {
+                        ""
+                    }
                 ),
             }),
         }
@@ -234,6 +372,7 @@ mod tests {
             command: vec![],
             timeout_secs: 1.0,
             cwd: None,
+            kill_grace_secs: 2.0,
         };
         c.validate("sinks[0]", &mut p);
         assert_eq!(p.0[0].key, "sinks[0].command");
@@ -242,6 +381,7 @@ mod tests {
             command: vec!["/nonexistent/prog".into()],
             timeout_secs: 1.0,
             cwd: None,
+            kill_grace_secs: 2.0,
         };
         let e = CommandSink::new(&c).err().expect("missing program");
         assert!(e.to_string().contains("/nonexistent/prog"), "{e}");

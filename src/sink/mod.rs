@@ -21,6 +21,7 @@ use serde::Deserialize;
 use crate::event::Event;
 use crate::frame::Frame;
 use crate::problems::Problems;
+use crate::stop::StopToken;
 
 /// An event consumer.
 ///
@@ -35,6 +36,15 @@ pub trait Sink: Send {
     /// Pushes out anything buffered. `Err` is logged and counted like a failed send.
     fn flush(&mut self) -> Result<(), SinkError> {
         Ok(())
+    }
+
+    /// Hands the sink the token that is set when the pipeline's stop (or reload) deadline is
+    /// near ([`crate::pipeline::ABORT_MARGIN`] before it). Called once, on the main thread,
+    /// before the sink moves to its thread. A sink whose `send` can block (a program, a network
+    /// call) must give it up soon after the token is set, so that its thread ends before the
+    /// deadline; what it then cannot deliver is an `Err` (counted), or stays in its disk queue.
+    fn abort_on(&mut self, abort: StopToken) {
+        let _ = abort;
     }
 
     /// Whether this sink needs the frame that triggered each event (the snapshot sink). The
@@ -82,6 +92,9 @@ pub enum SinkError {
     },
     #[error("HTTP endpoint {url} answered status {status}")]
     HttpStatus { url: String, status: u16 },
+    /// The pipeline's stop deadline is near: the sink did not try (again).
+    #[error("sink {sink:?} gave up: lookout is stopping and its deadline is near")]
+    Stopping { sink: String },
     #[error("command sink {sink:?}: the program {what}")]
     Command { sink: String, what: String },
 }

@@ -6,6 +6,10 @@
 //! counts them, without holding up other sinks. Each attempt is bounded by `timeout_secs`; a
 //! transport error, HTTP 429 or 5xx is retried up to `retries` times with doubling delays capped
 //! at `backoff_max_secs`; any other non-2xx status fails at once (the request itself is wrong).
+//! `timeout_secs` is at most [`MAX_TIMEOUT_SECS`], so an endpoint that accepts and never answers
+//! cannot hold the sink past the pipeline's stop deadline; once the pipeline's abort token is set
+//! (near that deadline, see [`Sink::abort_on`]) no retry or new attempt starts and the event
+//! fails (counted).
 //! HTTPS uses rustls with the Mozilla root certificates bundled in ureq, or, with `ca_file`, only
 //! the certificates in that PEM file (a LAN server with its own or a self-signed certificate).
 
@@ -19,6 +23,7 @@ use super::{Sink, SinkError};
 use crate::event::Event;
 use crate::problems::Problems;
 use crate::retry::{chain, Backoff};
+use crate::stop::StopToken;
 
 /// `type = "webhook"`.
 #[derive(Debug, Clone, Deserialize)]
@@ -35,7 +40,8 @@ pub struct WebhookSinkConfig {
     /// Environment variable holding a bearer token, sent as `Authorization: Bearer <token>`.
     #[serde(default)]
     pub token_env: Option<String>,
-    /// Limit for one attempt (connect, send, response), seconds. Default 10.
+    /// Limit for one attempt (connect, send, response), seconds. At most 5 (one attempt must
+    /// end within the shutdown deadline). Default 5.
     #[serde(default = "default_timeout")]
     pub timeout_secs: f64,
     /// Retries after a failed attempt (transport error, 429, 5xx). Default 3.
@@ -54,8 +60,12 @@ pub struct WebhookSinkConfig {
 }
 
 fn default_timeout() -> f64 {
-    10.0
+    5.0
 }
+
+/// The longest `timeout_secs`: an attempt started just before the pipeline's abort token is set
+/// ends before the stop deadline ([`crate::pipeline::ABORT_MARGIN`] later).
+pub const MAX_TIMEOUT_SECS: f64 = 5.0;
 fn default_retries() -> u32 {
     3
 }
@@ -76,10 +86,13 @@ impl WebhookSinkConfig {
                 format!("expected an http:// or https:// URL, got {:?}", self.url),
             );
         }
-        if !(self.timeout_secs > 0.0 && self.timeout_secs <= 600.0) {
+        if !(self.timeout_secs > 0.0 && self.timeout_secs <= MAX_TIMEOUT_SECS) {
             p.push(
                 format!("{key}.timeout_secs"),
-                format!("expected 0..600, got {}", self.timeout_secs),
+                format!(
+                    "expected 0..{MAX_TIMEOUT_SECS} (one attempt must end within the shutdown deadline; use retries for a slow endpoint), got {}",
+                    self.timeout_secs
+                ),
             );
         }
         p.range(&format!("{key}.retries"), self.retries, 0, 100);
@@ -121,6 +134,8 @@ pub struct WebhookSink {
     retries: u32,
     backoff: Backoff,
     body: Vec<u8>,
+    /// Set by the pipeline near its stop deadline (see [`Sink::abort_on`]); read here only.
+    abort: StopToken,
 }
 
 /// How one attempt ended.
@@ -188,7 +203,9 @@ impl WebhookSink {
             );
         }
         let config = builder
-            .timeout_global(Some(Duration::from_secs_f64(cfg.timeout_secs)))
+            .timeout_global(Some(Duration::from_secs_f64(
+                cfg.timeout_secs.clamp(0.001, MAX_TIMEOUT_SECS),
+            )))
             .http_status_as_error(false)
             .user_agent(concat!("lookout/", env!("CARGO_PKG_VERSION")))
             .build();
@@ -203,6 +220,7 @@ impl WebhookSink {
                 Duration::from_secs_f64(cfg.backoff_max_secs),
             ),
             body: Vec::new(),
+            abort: StopToken::new(),
         })
     }
 
@@ -233,7 +251,16 @@ impl WebhookSink {
 }
 
 impl Sink for WebhookSink {
+    fn abort_on(&mut self, abort: StopToken) {
+        self.abort = abort;
+    }
+
     fn send(&mut self, event: &Event) -> Result<(), SinkError> {
+        if self.abort.is_stopped() {
+            return Err(SinkError::Stopping {
+                sink: self.name.clone(),
+            });
+        }
         self.body.clear();
         serde_json::to_writer(&mut self.body, event)?;
         self.backoff.reset();
@@ -243,7 +270,7 @@ impl Sink for WebhookSink {
                 Attempt::Delivered => return Ok(()),
                 Attempt::Fail(e) => return Err(e),
                 Attempt::Retry(e) => {
-                    if tries >= self.retries {
+                    if tries >= self.retries || self.abort.is_stopped() {
                         return Err(e);
                     }
                     tries += 1;
@@ -255,7 +282,9 @@ impl Sink for WebhookSink {
                         delay.as_millis(),
                         chain(&e)
                     );
-                    std::thread::sleep(delay);
+                    if self.abort.sleep(delay) {
+                        return Err(e);
+                    }
                 }
             }
         }

@@ -1,6 +1,7 @@
 //! Shared helpers for the integration tests.
 #![allow(dead_code)]
 
+pub mod broker;
 pub mod certs;
 pub mod loopback;
 
