@@ -358,15 +358,7 @@ fn wrong_missing_and_query_tokens() {
 /// live view must show them as text.
 #[test]
 fn hostile_labels_render_as_text_in_headless_chromium() {
-    let chromium = ["chromium", "chromium-browser", "google-chrome"]
-        .into_iter()
-        .find(|b| {
-            std::process::Command::new(b)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-        .expect("chromium must be installed (scripts/test installs Debian's chromium)");
+    let chromium = common::chromium();
     let dir = tempfile::tempdir().expect("tempdir");
     let labels = dir.path().join("labels.txt");
     std::fs::write(

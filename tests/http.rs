@@ -145,15 +145,7 @@ fn healthz_says_why_when_no_frames_arrive() {
 /// frame and scores that update, and takes a screenshot.
 #[test]
 fn the_live_view_renders_and_updates_in_headless_chromium() {
-    let chromium = ["chromium", "chromium-browser", "google-chrome"]
-        .into_iter()
-        .find(|b| {
-            std::process::Command::new(b)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-        .expect("chromium must be installed (scripts/test installs Debian's chromium)");
+    let chromium = common::chromium();
     let dir = tempfile::tempdir().expect("tempdir");
     let d = Daemon::start(dir.path(), SYNTHETIC, "", &[]);
     assert!(wait_until(Duration::from_secs(30), || get(

@@ -202,3 +202,17 @@ pub fn sample(metrics: &str, name: &str) -> f64 {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no sample {name} in:\n{metrics}"))
 }
+
+/// The headless browser the live-view tests drive: the first of Chromium's usual names that
+/// runs. Panics with what to install when none does (scripts/test installs Debian's chromium).
+pub fn chromium() -> &'static str {
+    ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| {
+            std::process::Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .expect("chromium must be installed (scripts/test installs Debian's chromium)")
+}
