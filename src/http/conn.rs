@@ -15,8 +15,7 @@ use tokio::net::TcpStream;
 use tokio::time::{timeout, timeout_at, Instant};
 
 use super::limits::{
-    HEADER_TIMEOUT, IDLE_TIMEOUT, MAX_BODY_BYTES, MAX_HEADERS, MAX_HEAD_BYTES,
-    OVERFLOW_HEADER_TIMEOUT, WRITE_TIMEOUT,
+    MAX_BODY_BYTES, MAX_HEADERS, MAX_HEAD_BYTES, OVERFLOW_HEADER_TIMEOUT, WRITE_TIMEOUT,
 };
 use super::request::Request;
 use super::respond::{text, Resp};
@@ -35,7 +34,11 @@ pub(super) async fn serve(mut stream: TcpStream, peer: IpAddr, shared: Arc<Share
     let mut buf = Vec::new();
     let mut first = true;
     loop {
-        let wait = if first { HEADER_TIMEOUT } else { IDLE_TIMEOUT };
+        let wait = if first {
+            shared.header_timeout
+        } else {
+            shared.idle_timeout
+        };
         let req = match read_request(&mut stream, &mut buf, peer, wait, &shared).await {
             Ok(req) => req,
             Err(NoRequest::Closed) => return,
@@ -77,7 +80,7 @@ pub(super) async fn overflow(mut stream: TcpStream, peer: IpAddr, shared: Arc<Sh
         &mut stream,
         &mut buf,
         peer,
-        OVERFLOW_HEADER_TIMEOUT,
+        OVERFLOW_HEADER_TIMEOUT.min(shared.header_timeout),
         &shared,
     )
     .await
@@ -132,7 +135,7 @@ async fn read_request(
                 // The first byte of a kept-alive connection's next request: the head's own
                 // timeout starts now.
                 started = true;
-                deadline = Instant::now() + HEADER_TIMEOUT;
+                deadline = Instant::now() + shared.header_timeout;
             }
             match parse(buf, peer) {
                 Ok(Some(done)) => break done,
@@ -159,7 +162,7 @@ async fn read_request(
                     "text/plain; charset=utf-8",
                     format!(
                         "request header not complete within {} s\n",
-                        HEADER_TIMEOUT.as_secs()
+                        shared.header_timeout.as_secs_f64()
                     ),
                 )));
             }
@@ -197,7 +200,7 @@ async fn read_request(
             format!("request body larger than {MAX_BODY_BYTES} bytes\n"),
         )));
     }
-    let body_deadline = Instant::now() + HEADER_TIMEOUT;
+    let body_deadline = Instant::now() + shared.header_timeout;
     while buf.len() < len {
         match timeout_at(body_deadline, stream.read(&mut chunk)).await {
             Ok(Ok(0)) | Ok(Err(_)) => return Err(NoRequest::Closed),

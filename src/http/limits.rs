@@ -8,10 +8,12 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// The whole request head (request line and headers) must arrive within this.
-pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
-/// A kept-alive connection with no new request for this long is closed.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(15);
+/// The whole request head (request line and headers) must arrive within this, unless
+/// `[http] header_timeout_secs` says otherwise.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// A kept-alive connection with no new request for this long is closed, unless
+/// `[http] idle_timeout_secs` says otherwise.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Writing a response must finish within this (a client that never reads is dropped).
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest request head; beyond it: 431.

@@ -9,10 +9,10 @@
 //!
 //! Bounded by design: connections are tasks on a one-thread tokio runtime of the server's own
 //! (tokio is already built for the MQTT client), at most `max_connections` at a time, each
-//! request head within 5 s and 16 KiB (else 408/431), each body within 64 KiB (else 413),
-//! kept-alive connections closed after 15 s idle; the handlers run on 3 threads, `/healthz` on
-//! none (answered on the runtime, also for a few connections over the limit), so the thread
-//! count is fixed and descriptors are at most `max_connections` plus a few. The earlier
+//! request head within `header_timeout_secs` (5 s) and 16 KiB (else 408/431), each body within
+//! 64 KiB (else 413), kept-alive connections closed after `idle_timeout_secs` (15 s); the
+//! handlers run on 3 threads, `/healthz` on none (answered on the runtime, also for a few
+//! connections over the limit), so the thread count is fixed and descriptors are at most `max_connections` plus a few. The earlier
 //! tiny_http server started a thread per connection with no limit or timeout; hyper, the
 //! well-kept alternative, is not in this build's tree, so requests are parsed by httparse
 //! (see `conn`). Limits and counters: `limits`.
@@ -69,6 +69,16 @@ pub struct HttpConfig {
     /// 503 and is closed, counted in `lookout_http_connections_refused_total`.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Seconds a client has to send a whole request head (request line and headers), on a new
+    /// connection and for each next request on a kept-alive one; then 408 and closed, counted
+    /// in `lookout_http_header_timeouts_total`. Also the limit for a request body. 0.5..60;
+    /// default 5.
+    #[serde(default = "default_header_timeout")]
+    pub header_timeout_secs: f64,
+    /// Seconds a kept-alive connection may wait for its next request before it is closed.
+    /// 1..3600; default 15.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_secs: f64,
 }
 
 impl Default for HttpConfig {
@@ -77,12 +87,33 @@ impl Default for HttpConfig {
             listen: None,
             token_env: None,
             max_connections: default_max_connections(),
+            header_timeout_secs: default_header_timeout(),
+            idle_timeout_secs: default_idle_timeout(),
         }
     }
 }
 
 fn default_max_connections() -> usize {
     64
+}
+fn default_header_timeout() -> f64 {
+    limits::DEFAULT_HEADER_TIMEOUT.as_secs_f64()
+}
+fn default_idle_timeout() -> f64 {
+    limits::DEFAULT_IDLE_TIMEOUT.as_secs_f64()
+}
+
+/// Pushes a problem unless `secs` is a number of seconds within `range`.
+fn check_secs(p: &mut Problems, key: &str, secs: f64, range: (f64, f64), default: f64, why: &str) {
+    if !(secs.is_finite() && secs >= range.0 && secs <= range.1) {
+        p.push(
+            key,
+            format!(
+                "expected seconds from {} to {} (default {default}; {why}), got {secs}",
+                range.0, range.1
+            ),
+        );
+    }
 }
 
 impl HttpConfig {
@@ -111,6 +142,22 @@ impl HttpConfig {
                 ),
             );
         }
+        check_secs(
+            p,
+            "http.header_timeout_secs",
+            self.header_timeout_secs,
+            (0.5, 60.0),
+            default_header_timeout(),
+            "a longer one lets slow clients hold connections longer",
+        );
+        check_secs(
+            p,
+            "http.idle_timeout_secs",
+            self.idle_timeout_secs,
+            (1.0, 3600.0),
+            default_idle_timeout(),
+            "an idle kept-alive connection holds one of max_connections",
+        );
     }
 }
 
@@ -157,6 +204,9 @@ pub(crate) struct Shared {
     token: Option<String>,
     started: Instant,
     max_connections: usize,
+    /// `[http] header_timeout_secs` and `idle_timeout_secs`.
+    header_timeout: Duration,
+    idle_timeout: Duration,
     counters: limits::Counters,
 }
 
@@ -211,6 +261,8 @@ impl Server {
             token,
             started: Instant::now(),
             max_connections: cfg.max_connections,
+            header_timeout: Duration::from_secs_f64(cfg.header_timeout_secs),
+            idle_timeout: Duration::from_secs_f64(cfg.idle_timeout_secs),
             counters: limits::Counters::default(),
         });
         let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -313,5 +365,56 @@ mod tests {
         assert_eq!(p.0.len(), 1, "{p:?}");
         assert_eq!(p.0[0].key, "http.max_connections");
         assert!(p.0[0].message.contains("between 1 and 10000"), "{p:?}");
+    }
+
+    #[test]
+    fn timeouts_default_to_5_and_15_s_and_are_validated_with_their_keys() {
+        let cfg: HttpConfig = toml::from_str("").expect("parses");
+        assert_eq!(
+            (cfg.header_timeout_secs, cfg.idle_timeout_secs),
+            (5.0, 15.0)
+        );
+        let cfg: HttpConfig =
+            toml::from_str("header_timeout_secs = 2.5\nidle_timeout_secs = 120").expect("parses");
+        let mut p = Problems::default();
+        cfg.validate(&mut p);
+        assert!(p.is_empty(), "{p:?}");
+        for (toml, key, want) in [
+            (
+                "header_timeout_secs = 0",
+                "http.header_timeout_secs",
+                "from 0.5 to 60",
+            ),
+            (
+                "header_timeout_secs = 61",
+                "http.header_timeout_secs",
+                "from 0.5 to 60",
+            ),
+            (
+                "header_timeout_secs = nan",
+                "http.header_timeout_secs",
+                "got NaN",
+            ),
+            (
+                "idle_timeout_secs = 0.5",
+                "http.idle_timeout_secs",
+                "from 1 to 3600",
+            ),
+            ("idle_timeout_secs = -1", "http.idle_timeout_secs", "got -1"),
+            (
+                "idle_timeout_secs = inf",
+                "http.idle_timeout_secs",
+                "from 1 to 3600",
+            ),
+        ] {
+            let cfg: HttpConfig = toml::from_str(toml).expect(toml);
+            let mut p = Problems::default();
+            cfg.validate(&mut p);
+            assert_eq!(p.0.len(), 1, "{toml}: {p:?}");
+            assert_eq!(p.0[0].key, key, "{toml}");
+            assert!(p.0[0].message.contains(want), "{toml}: {p:?}");
+        }
+        let e = toml::from_str::<HttpConfig>("header_timeout_secs = \"5\"").expect_err("a string");
+        assert!(e.to_string().contains("header_timeout_secs"), "{e}");
     }
 }
