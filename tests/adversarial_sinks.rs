@@ -1,6 +1,6 @@
-//! Hostile sinks (issue #35): a command that ignores SIGTERM, a webhook server that accepts and
-//! never answers, an MQTT broker that stalls mid-handshake, a snapshot directory that turns into
-//! a file. Each runs a real `lookout run` (real processes and loopback sockets, no mocks), sends it
+//! Hostile sinks (issue #35): a command that ignores SIGTERM, a command that exits leaving a
+//! background child, a webhook server that accepts and never answers, an MQTT broker that stalls
+//! mid-handshake, a snapshot directory that turns into a file. Each runs a real `lookout run` (real processes and loopback sockets, no mocks), sends it
 //! SIGTERM and checks that every pipeline thread finished before the stop deadline (the daemon
 //! logs "did not finish before the deadline" otherwise), that nothing it started is left
 //! running, and that what could not be delivered is counted or kept. Waits are bounded; nothing
@@ -190,6 +190,83 @@ fn a_command_ignoring_sigterm_leaves_no_process_and_stop_meets_the_deadline() {
         "processes started by lookout outlived it: {left:?}\n{log}"
     );
     assert!(final_counter(&log, "sink.stubborn.failed") >= 2, "{log}");
+}
+
+#[test]
+fn background_children_a_command_leaves_behind_are_stopped_once_it_exits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pids = dir.path().join("pids");
+    // Exits 0 at once, leaving a `sleep` in its process group (whose id is the script's pid).
+    let prog = script(
+        dir.path(),
+        "leaves-a-child.sh",
+        &format!(
+            "echo $$ >> '{}'
+sleep 300 &
+exit 0",
+            pids.display()
+        ),
+    );
+    let mut d = Daemon::start(
+        dir.path(),
+        &format!(
+            r#"
+            [source]
+            type = "synthetic"
+            fps = 20
+            [[sinks]]
+            type = "command"
+            name = "leaver"
+            command = [{prog:?}]
+            "#
+        ),
+        "",
+        &[],
+    );
+    wait_metrics(&d, dir.path(), "three runs delivered", |m| {
+        sample(m, "lookout_sink_sent_total{sink=\"leaver\"}") >= 3.0
+    });
+    let groups: Vec<i32> = std::fs::read_to_string(&pids)
+        .expect("pids")
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    assert!(groups.len() >= 3, "{groups:?}");
+    // While lookout keeps running (not at its stop): each group is emptied once its program
+    // has exited, so every group listed so far is gone within a bounded moment.
+    let mut left = Vec::new();
+    wait_until(Duration::from_secs(10), || {
+        left = live_in_groups(&groups);
+        left.is_empty()
+    });
+    if !left.is_empty() {
+        for g in &groups {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{g}")])
+                .status();
+        }
+    }
+    let log = log_of(dir.path());
+    assert!(
+        left.is_empty(),
+        "background children outlived their program: {left:?}\n{log}"
+    );
+    assert!(
+        log.contains("left processes running in its process group") && log.contains("Sent SIGTERM"),
+        "the cleanup is logged:\n{log}"
+    );
+    let m = metrics(&d);
+    assert_eq!(
+        sample(&m, "lookout_sink_failed_total{sink=\"leaver\"}"),
+        0.0,
+        "a program that exits 0 is a delivery, its leftovers notwithstanding"
+    );
+    let (status, _took) = sigterm(&mut d, dir.path());
+    assert!(
+        status.success(),
+        "clean exit: {status:?}\n{}",
+        log_of(dir.path())
+    );
 }
 
 /// A TCP server on loopback that accepts every connection and never writes a byte (holding the

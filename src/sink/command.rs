@@ -10,7 +10,9 @@
 //! can be stopped with it. A run longer than `timeout_secs`, or one still running when the
 //! pipeline's stop deadline is near (the abort token, see [`Sink::abort_on`]), gets SIGTERM sent
 //! to its whole group, then SIGKILL after `kill_grace_secs` if any process of the group is left,
-//! and is reaped; the log says which signals were sent and when. Once the abort token is set, no
+//! and is reaped; the log says which signals were sent and when. A program that exits but leaves
+//! processes in its group (`sleep 300 &` in a script) has them stopped the same way as soon as
+//! it has exited: a program's work ends when it exits. Once the abort token is set, no
 //! new program is started: the events still queued fail. A non-zero exit, a kill or a program
 //! that cannot be started is a failed delivery (logged, throttled, and counted by the pipeline).
 //! A program that leaves the group on purpose (`setsid`) is beyond this; the systemd unit's
@@ -192,6 +194,7 @@ impl CommandSink {
         let until = started + self.timeout;
         loop {
             if let Some(status) = child.try_wait()? {
+                self.stop_leftovers(child, started)?;
                 return Ok(Outcome::Exited(status));
             }
             let why = if self.abort.is_stopped() {
@@ -207,8 +210,27 @@ impl CommandSink {
         }
     }
 
+    /// After the program exited by itself: whatever it left running in its process group (a
+    /// background child, `sleep 300 &`) is stopped like a program past its timeout, TERM then
+    /// KILL. The program itself is already reaped; the members it left are children of init,
+    /// which reaps them. Its group id cannot name another group meanwhile: a pid is not reused
+    /// while a process group of that id has members.
+    fn stop_leftovers(&self, child: &mut Child, started: Instant) -> std::io::Result<()> {
+        let pgid = child.id() as libc::pid_t;
+        if signal_group(pgid, 0)? {
+            log::warn!(
+                "The program exited but left processes running in its process group; stopping them. sink={} pgid={pgid} ms_since_start={}",
+                self.name,
+                started.elapsed().as_millis()
+            );
+            self.stop_group(child, started, "the program exited and left them running")?;
+        }
+        Ok(())
+    }
+
     /// SIGTERM to the program's group; SIGKILL after the grace period if any process of the
-    /// group is left; reaps the program. Returns whether SIGKILL was sent.
+    /// group is left; reaps the program (if not reaped already). Returns whether SIGKILL was
+    /// sent.
     fn stop_group(&self, child: &mut Child, started: Instant, why: &str) -> std::io::Result<bool> {
         // The child is its own group leader (process_group(0)), so its pid is the group id.
         let pgid = child.id() as libc::pid_t;
