@@ -163,6 +163,59 @@ pub struct LinkStats {
     pub write_latency: Histogram,
 }
 
+/// Why a source refused a frame before handing it on (the `reason` label of
+/// `lookout_source_frames_rejected_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejected {
+    /// Larger than the source's `max_frame_bytes` (found or declared), dropped unbuffered.
+    Oversized,
+    /// Framing the source could not read (a stream part whose headers never end).
+    Malformed,
+}
+
+impl Rejected {
+    pub const ALL: [Rejected; 2] = [Rejected::Oversized, Rejected::Malformed];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Rejected::Oversized => "oversized",
+            Rejected::Malformed => "malformed",
+        }
+    }
+}
+
+/// What a source threw away before a frame was made, written by its reader thread (the `pipe`
+/// and `http_mjpeg` producers) through the `Arc` handed to it by
+/// [`crate::source::FrameSource::count_into`], read by `/metrics`, `/api/status` and the
+/// summary. Frames a worker cannot decode (a truncated JPEG handed on) are [`Metrics::failed`].
+#[derive(Debug, Default)]
+pub struct InputStats {
+    pub oversized: AtomicU64,
+    pub malformed: AtomicU64,
+    /// Bytes read from the source that ended up in no frame: garbage between images, and the
+    /// bytes of rejected frames.
+    pub skipped_bytes: AtomicU64,
+}
+
+impl InputStats {
+    pub fn reject(&self, why: Rejected) {
+        self.counter(why).fetch_add(1, Relaxed);
+    }
+
+    pub fn counter(&self, why: Rejected) -> &AtomicU64 {
+        match why {
+            Rejected::Oversized => &self.oversized,
+            Rejected::Malformed => &self.malformed,
+        }
+    }
+
+    pub fn skipped(&self, bytes: u64) {
+        if bytes > 0 {
+            self.skipped_bytes.fetch_add(bytes, Relaxed);
+        }
+    }
+}
+
 /// Everything counted in one pipeline run.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -179,6 +232,8 @@ pub struct Metrics {
     pub source_errors: AtomicU64,
     /// Successful reopenings of the source after an error (capture thread).
     pub reconnects: AtomicU64,
+    /// What the source refused or skipped before making a frame (its reader thread).
+    pub input: Arc<InputStats>,
     /// Events produced by the dispatcher.
     pub events: AtomicU64,
     /// Most frames captured after a frame before a worker took it: how stale the oldest frame
@@ -244,6 +299,10 @@ pub struct Snapshot {
     pub failed: u64,
     pub source_errors: u64,
     pub reconnects: u64,
+    /// Frames the source refused before handing them on, and bytes that made no frame.
+    pub rejected_oversized: u64,
+    pub rejected_malformed: u64,
+    pub skipped_bytes: u64,
     pub events: u64,
     pub max_staleness: u64,
     /// Top-1 accuracy against the source's true labels, when it has them.
@@ -349,6 +408,9 @@ impl Metrics {
             failed: self.failed.load(Relaxed),
             source_errors: self.source_errors.load(Relaxed),
             reconnects: self.reconnects.load(Relaxed),
+            rejected_oversized: self.input.oversized.load(Relaxed),
+            rejected_malformed: self.input.malformed.load(Relaxed),
+            skipped_bytes: self.input.skipped_bytes.load(Relaxed),
             events: self.events.load(Relaxed),
             max_staleness: self.max_staleness.load(Relaxed),
             accuracy: (truth_total > 0)
@@ -397,6 +459,13 @@ impl Snapshot {
             self.total_ms.p50,
             self.total_ms.p99,
         );
+        let rejected = self.rejected_oversized + self.rejected_malformed;
+        if rejected > 0 || self.skipped_bytes > 0 {
+            s.push_str(&format!(
+                " rejected={rejected} skipped_bytes={}",
+                self.skipped_bytes
+            ));
+        }
         if let Some(acc) = self.accuracy {
             s.push_str(&format!(
                 " accuracy={:.3} labelled={}",

@@ -132,6 +132,24 @@ pub(super) fn prometheus(state: &State, started: Instant) -> String {
         "Successful reopenings of the source.",
         m.reconnects.load(Relaxed),
     );
+    let _ = writeln!(
+        o,
+        "# HELP lookout_source_frames_rejected_total Frames the source refused before handing them on, by reason (oversized: over max_frame_bytes; malformed: unreadable framing).\n# TYPE lookout_source_frames_rejected_total counter"
+    );
+    for why in crate::metrics::Rejected::ALL {
+        let _ = writeln!(
+            o,
+            "lookout_source_frames_rejected_total{{reason=\"{}\"}} {}",
+            why.label(),
+            m.input.counter(why).load(Relaxed)
+        );
+    }
+    counter(
+        &mut o,
+        "lookout_source_skipped_bytes_total",
+        "Bytes read from the source that made no frame (garbage between images, rejected frames).",
+        m.input.skipped_bytes.load(Relaxed),
+    );
     counter(
         &mut o,
         "lookout_events_total",

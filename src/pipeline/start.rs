@@ -38,15 +38,16 @@ pub fn start(parts: Parts, stop: StopToken) -> Result<Running, StartError> {
     } = parts;
     let source_name = source.describe();
     let fresh_only = source.live();
-    source.open().map_err(|e| StartError::Source {
-        source_name: source_name.clone(),
-        source: e,
-    })?;
     let metrics = Arc::new(if trace_frames {
         Metrics::tracing(&[])
     } else {
         Metrics::new(&[])
     });
+    source.count_into(Arc::clone(&metrics.input));
+    source.open().map_err(|e| StartError::Source {
+        source_name: source_name.clone(),
+        source: e,
+    })?;
 
     // Frames: capture -> workers. The capture thread also holds a receiver, to drop the oldest
     // frame when the queue is full. Closes when the capture thread ends; outlives reloads.

@@ -33,7 +33,7 @@ pub struct JpegSplitter {
     pos: usize,
     /// Whether `pos` is inside entropy-coded data (after a start-of-scan header).
     in_entropy: bool,
-    /// Garbage bytes skipped so far (outside any image).
+    /// Garbage bytes skipped (outside any image) since the owner last took this count.
     pub skipped: u64,
 }
 
@@ -92,8 +92,11 @@ impl JpegSplitter {
             }
             Walk::Truncated(at) | Walk::Invalid(at) => {
                 // `at` is where the next image may begin (a new start marker) or where the
-                // structure broke; resynchronise from there.
+                // structure broke; resynchronise from there, or from an earlier start of image
+                // within the broken one: an image cut inside a marker segment has the next
+                // image's start read as that segment's payload, and that image would be lost.
                 let at = at.max(2);
+                let at = find(&self.buf[2..at], &[0xFF, 0xD8, 0xFF]).map_or(at, |i| i + 2);
                 let rest = self.buf.split_off(at);
                 let broken = std::mem::replace(&mut self.buf, rest);
                 self.in_image = false;
@@ -266,6 +269,32 @@ mod tests {
         assert_eq!(pieces.len(), 2, "{pieces:?}");
         assert!(matches!(&pieces[0], Piece::Corrupt(d) if d.len() == a.len() / 2));
         assert_eq!(pieces[1], Piece::Jpeg(b));
+    }
+
+    #[test]
+    fn an_image_cut_inside_its_header_does_not_take_the_next_one_with_it() {
+        let a = jpeg(64, 48, 10);
+        let b = jpeg(64, 48, 99);
+        let c = jpeg(32, 32, 7);
+        // Cut a few bytes into a quantisation table: the rest of that segment's length reads
+        // into `b`, past its start marker.
+        let dqt = find(&a, &[0xFF, 0xDB]).expect("DQT");
+        let len = u16::from_be_bytes([a[dqt + 2], a[dqt + 3]]) as usize;
+        assert!(len > 20, "a DQT segment of {len} bytes");
+        let cut = dqt + 10;
+        let mut stream = a[..cut].to_vec();
+        stream.extend_from_slice(&b);
+        stream.extend_from_slice(&c);
+        for chunk in [1, 64, stream.len()] {
+            let (pieces, _) = split_all(&stream, chunk, 1 << 20);
+            assert_eq!(pieces.len(), 3, "chunk {chunk}: {pieces:?}");
+            assert!(
+                matches!(&pieces[0], Piece::Corrupt(d) if d.len() == cut),
+                "chunk {chunk}"
+            );
+            assert_eq!(pieces[1], Piece::Jpeg(b.clone()), "chunk {chunk}");
+            assert_eq!(pieces[2], Piece::Jpeg(c.clone()), "chunk {chunk}");
+        }
     }
 
     #[test]

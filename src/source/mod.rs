@@ -19,11 +19,13 @@ pub mod pipe;
 pub mod scene;
 pub mod synthetic;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
 use crate::frame::Frame;
+use crate::metrics::InputStats;
 use crate::problems::Problems;
 use crate::stop::StopToken;
 
@@ -42,6 +44,11 @@ pub trait FrameSource: Send {
     /// is not live (files or synthetic with `fps = 0`) waits for room instead: every frame is
     /// processed.
     fn live(&self) -> bool;
+
+    /// Where to count what the source throws away before making a frame (oversized or
+    /// unreadable frames, garbage bytes): called once, before the first `open`. A source that
+    /// throws nothing away (synthetic, files, camera) ignores it.
+    fn count_into(&mut self, _stats: Arc<InputStats>) {}
 
     /// Opens, or reopens after an error.
     fn open(&mut self) -> Result<(), SourceError>;

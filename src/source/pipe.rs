@@ -23,6 +23,7 @@ use super::feed::{Feed, FeedTx, Next};
 use super::mjpeg::{JpegSplitter, Piece};
 use super::{FrameSource, SourceError};
 use crate::frame::{Frame, PixelFormat};
+use crate::metrics::{InputStats, Rejected};
 use crate::problems::Problems;
 use crate::stop::StopToken;
 
@@ -141,6 +142,9 @@ const STDERR_TAIL: usize = 8;
 
 pub struct PipeSource {
     cfg: PipeConfig,
+    /// Where the reader thread counts oversized frames and skipped bytes (see
+    /// [`FrameSource::count_into`]); a private one until the pipeline gives its own.
+    stats: Arc<InputStats>,
     child: Option<Child>,
     feed: Option<Feed>,
     /// Last lines of the program's standard error: pushed by the stderr thread, read by the
@@ -158,6 +162,7 @@ impl PipeSource {
     pub fn new(cfg: PipeConfig) -> PipeSource {
         PipeSource {
             cfg,
+            stats: Arc::default(),
             child: None,
             feed: None,
             stderr_tail: Arc::default(),
@@ -195,8 +200,9 @@ impl PipeSource {
     }
 }
 
-/// Reads stdout into frames until end of output, an error, or `quit`.
-fn produce(stdout: ChildStdout, cfg: PipeConfig, tx: FeedTx) {
+/// Reads stdout into frames until end of output, an error, or `quit`. What the splitter throws
+/// away (oversized images, bytes outside any image) is counted in `stats`.
+fn produce(stdout: ChildStdout, cfg: PipeConfig, stats: Arc<InputStats>, tx: FeedTx) {
     let mut stdout = stdout;
     let program = cfg.program().to_owned();
     let read_error = |e: std::io::Error| SourceError::Io {
@@ -219,9 +225,12 @@ fn produce(stdout: ChildStdout, cfg: PipeConfig, tx: FeedTx) {
                 };
                 splitter.push(&chunk[..n]);
                 while let Some(piece) = splitter.next_piece() {
+                    stats.skipped(std::mem::take(&mut splitter.skipped));
                     let data = match piece {
+                        // A corrupt piece goes on: the worker that fails to decode it counts it.
                         Piece::Jpeg(d) | Piece::Corrupt(d) => d,
                         Piece::Oversize(n) => {
+                            stats.reject(Rejected::Oversized);
                             log::warn!(
                                 "Dropped an oversized JPEG frame; raise source.max_frame_bytes if this is expected. program={program} bytes={n} limit={}",
                                 cfg.max_frame_bytes
@@ -233,6 +242,7 @@ fn produce(stdout: ChildStdout, cfg: PipeConfig, tx: FeedTx) {
                         return;
                     }
                 }
+                stats.skipped(std::mem::take(&mut splitter.skipped));
             }
         }
         Some(len) => loop {
@@ -301,6 +311,10 @@ impl FrameSource for PipeSource {
         true
     }
 
+    fn count_into(&mut self, stats: Arc<InputStats>) {
+        self.stats = stats;
+    }
+
     fn open(&mut self) -> Result<(), SourceError> {
         self.close();
         let program = self.cfg.program().to_owned();
@@ -355,7 +369,8 @@ impl FrameSource for PipeSource {
         };
         self.child = Some(child);
         let cfg = self.cfg.clone();
-        match Feed::spawn("pipe-reader", move |tx| produce(stdout, cfg, tx)) {
+        let stats = Arc::clone(&self.stats);
+        match Feed::spawn("pipe-reader", move |tx| produce(stdout, cfg, stats, tx)) {
             Ok(feed) => self.feed = Some(feed),
             Err(e) => {
                 self.close();

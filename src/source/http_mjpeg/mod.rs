@@ -6,7 +6,9 @@
 //! ([`super::feed`]) then reads the body and splits it with [`MultipartSplitter`]: a part with a
 //! `Content-Length` is read to that length, one without is cut at the next boundary. Each part is
 //! handed on as an MJPEG frame, undecoded; a corrupt part fails in the worker that decodes it and
-//! is counted there, and the stream goes on. A stall (no part for `stall_timeout_secs`) or a
+//! is counted there, and the stream goes on. A part over `max_frame_bytes` (by its
+//! Content-Length, true or not, or by what arrives) is skipped without being buffered and
+//! counted in `lookout_source_frames_rejected_total`; the stream resumes at the next delimiter. A stall (no part for `stall_timeout_secs`) or a
 //! dropped connection is an error from `next_frame`: the capture thread reconnects with back-off.
 //! HTTPS and chunked transfer encoding are not supported (cameras serve neither for MJPEG).
 
@@ -17,6 +19,7 @@ pub use multipart::{boundary_of, MultipartSplitter, Part};
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -25,6 +28,7 @@ use super::feed::{Feed, FeedTx, Next};
 use super::pipe::{default_stall, validate_stall};
 use super::{FrameSource, SourceError};
 use crate::frame::{Frame, PixelFormat};
+use crate::metrics::InputStats;
 use crate::problems::Problems;
 use crate::stop::StopToken;
 
@@ -169,11 +173,18 @@ pub fn base64(data: &[u8]) -> String {
 pub struct HttpMjpegSource {
     cfg: HttpMjpegConfig,
     feed: Option<Feed>,
+    /// Where the reader thread counts skipped parts and bytes (see
+    /// [`FrameSource::count_into`]); a private one until the pipeline gives its own.
+    stats: Arc<InputStats>,
 }
 
 impl HttpMjpegSource {
     pub fn new(cfg: HttpMjpegConfig) -> HttpMjpegSource {
-        HttpMjpegSource { cfg, feed: None }
+        HttpMjpegSource {
+            cfg,
+            feed: None,
+            stats: Arc::default(),
+        }
     }
 
     fn err(&self, message: impl Into<String>) -> SourceError {
@@ -326,23 +337,39 @@ impl HttpMjpegSource {
     }
 }
 
-fn produce(mut stream: TcpStream, mut splitter: MultipartSplitter, url: String, tx: FeedTx) {
+/// Reads the body into parts until the stream ends, fails or `quit`; what the splitter throws
+/// away is counted in `stats`.
+fn produce(
+    mut stream: TcpStream,
+    mut splitter: MultipartSplitter,
+    url: String,
+    stats: Arc<InputStats>,
+    tx: FeedTx,
+) {
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
         while let Some(part) = splitter.next_part() {
+            stats.skipped(std::mem::take(&mut splitter.skipped));
             match part {
                 Part::Body(data) => {
                     if !tx.send(Ok(Frame::new(PixelFormat::Mjpeg, 0, 0, data))) {
                         return;
                     }
                 }
-                Part::Skipped(why) => log::warn!("Skipped a stream part. url={url} reason={why:?}"),
+                Part::Skipped(reason, why) => {
+                    stats.reject(reason);
+                    log::warn!(
+                        "Skipped a stream part; raise source.max_frame_bytes if it is a real frame. url={url} reason={} detail={why:?}",
+                        reason.label()
+                    );
+                }
                 Part::End => {
                     tx.send(Err(SourceError::StreamEnded { url }));
                     return;
                 }
             }
         }
+        stats.skipped(std::mem::take(&mut splitter.skipped));
         if tx.quitting() {
             return;
         }
@@ -379,6 +406,10 @@ impl FrameSource for HttpMjpegSource {
         true
     }
 
+    fn count_into(&mut self, stats: Arc<InputStats>) {
+        self.stats = stats;
+    }
+
     fn open(&mut self) -> Result<(), SourceError> {
         self.close();
         let (stream, boundary, rest) = self.connect()?;
@@ -389,8 +420,9 @@ impl FrameSource for HttpMjpegSource {
         let mut splitter = MultipartSplitter::new(&boundary, self.cfg.max_frame_bytes);
         splitter.push(&rest);
         let url = self.shown_url();
+        let stats = Arc::clone(&self.stats);
         self.feed = Some(Feed::spawn("http-mjpeg-reader", move |tx| {
-            produce(stream, splitter, url, tx)
+            produce(stream, splitter, url, stats, tx)
         })?);
         Ok(())
     }

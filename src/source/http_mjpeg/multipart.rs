@@ -1,6 +1,9 @@
 //! Splitting a `multipart/x-mixed-replace` HTTP body into its JPEG parts: the boundary from
 //! the Content-Type, each part's headers, with or without Content-Length, in any chunking, with
-//! oversized parts skipped so the stream resumes at the next boundary.
+//! oversized parts skipped so the stream resumes at the next boundary, and the bytes that made
+//! no part counted.
+
+use crate::metrics::Rejected;
 
 /// The boundary named in a `multipart/x-mixed-replace; boundary=...` content type, without the
 /// leading `--` some cameras include in it.
@@ -26,8 +29,8 @@ pub fn boundary_of(content_type: &str) -> Option<String> {
 pub enum Part {
     /// A part's body.
     Body(Vec<u8>),
-    /// A part larger than the limit (or with unreadable headers) was skipped.
-    Skipped(String),
+    /// A part larger than the limit, or with unreadable headers, was skipped: why, and what.
+    Skipped(Rejected, String),
     /// The closing boundary: the server ends the stream.
     End,
 }
@@ -38,6 +41,12 @@ pub enum Part {
 pub struct MultipartSplitter {
     /// `--boundary`.
     delimiter: Vec<u8>,
+    /// `\n--boundary`: a delimiter at the start of a line, where an oversized part that claims
+    /// more than it sends is cut short.
+    delimiter_line: Vec<u8>,
+    /// Bytes that made no part (preambles, garbage between parts, skipped parts) since the owner
+    /// last took this count.
+    pub skipped: u64,
     buf: Vec<u8>,
     max_part: usize,
     state: State,
@@ -53,7 +62,8 @@ enum State {
     Body(usize),
     /// Reading a body up to the next delimiter.
     BodyToBoundary,
-    /// Skipping `n` more bytes of an oversized body of known length.
+    /// Skipping an oversized body of declared length: `n` more bytes, or up to the next
+    /// delimiter line if that comes first (the length may lie).
     Discard(usize),
 }
 
@@ -70,6 +80,8 @@ impl MultipartSplitter {
     pub fn new(boundary: &str, max_part: usize) -> MultipartSplitter {
         MultipartSplitter {
             delimiter: format!("--{boundary}").into_bytes(),
+            delimiter_line: format!("\n--{boundary}").into_bytes(),
+            skipped: 0,
             buf: Vec::new(),
             max_part: max_part.max(1024),
             state: State::Seek,
@@ -92,14 +104,15 @@ impl MultipartSplitter {
                     let Some(i) = find(&self.buf, &self.delimiter) else {
                         // Keep what could be the start of a delimiter.
                         let keep = self.buf.len().min(d - 1);
-                        self.buf.drain(..self.buf.len() - keep);
+                        self.skip(self.buf.len() - keep);
                         return None;
                     };
                     // Need the two bytes after it: "--" (closing) or a line end.
                     if self.buf.len() < i + d + 2 {
-                        self.buf.drain(..i);
+                        self.skip(i);
                         return None;
                     }
+                    self.skipped += i as u64;
                     if &self.buf[i + d..i + d + 2] == b"--" {
                         self.buf.drain(..i + d + 2);
                         return Some(Part::End);
@@ -117,9 +130,10 @@ impl MultipartSplitter {
                     let Some((i, n)) = end else {
                         if self.buf.len() > MAX_HEADERS {
                             self.state = State::Seek;
-                            return Some(Part::Skipped(format!(
-                                "part headers longer than {MAX_HEADERS} bytes"
-                            )));
+                            return Some(Part::Skipped(
+                                Rejected::Malformed,
+                                format!("part headers longer than {MAX_HEADERS} bytes"),
+                            ));
                         }
                         return None;
                     };
@@ -135,10 +149,13 @@ impl MultipartSplitter {
                     self.state = match length {
                         Some(n) if n > self.max_part => {
                             self.state = State::Discard(n);
-                            return Some(Part::Skipped(format!(
-                                "part of {n} bytes is over the {} byte limit",
-                                self.max_part
-                            )));
+                            return Some(Part::Skipped(
+                                Rejected::Oversized,
+                                format!(
+                                    "part of {n} bytes (its Content-Length) is over the {} byte limit",
+                                    self.max_part
+                                ),
+                            ));
                         }
                         Some(n) => State::Body(n),
                         None => State::BodyToBoundary,
@@ -154,8 +171,18 @@ impl MultipartSplitter {
                     return Some(Part::Body(body));
                 }
                 State::Discard(n) => {
-                    let k = n.min(self.buf.len());
-                    self.buf.drain(..k);
+                    // A delimiter never occurs inside a part (RFC 2046), so one at the start of
+                    // a line ends the part whatever its Content-Length claimed: a lying length
+                    // (1 GB announced, a few bytes sent) costs no part after it.
+                    if let Some(i) = find(&self.buf, &self.delimiter_line) {
+                        self.skip((i + 1).min(n));
+                        self.state = State::Seek;
+                        continue;
+                    }
+                    // Keep what could be the start of a delimiter line.
+                    let keep = self.buf.len().min(self.delimiter_line.len() - 1);
+                    let k = (self.buf.len() - keep).min(n);
+                    self.skip(k);
                     if k < n {
                         self.state = State::Discard(n - k);
                         return None;
@@ -165,12 +192,15 @@ impl MultipartSplitter {
                 State::BodyToBoundary => {
                     let Some(i) = find(&self.buf, &self.delimiter) else {
                         if self.buf.len() > self.max_part {
-                            self.buf.clear();
+                            self.skip(self.buf.len());
                             self.state = State::Seek;
-                            return Some(Part::Skipped(format!(
-                                "part without Content-Length over the {} byte limit",
-                                self.max_part
-                            )));
+                            return Some(Part::Skipped(
+                                Rejected::Oversized,
+                                format!(
+                                    "part without Content-Length over the {} byte limit",
+                                    self.max_part
+                                ),
+                            ));
                         }
                         return None;
                     };
@@ -187,6 +217,12 @@ impl MultipartSplitter {
                 }
             }
         }
+    }
+
+    /// Drops the first `n` buffered bytes, counting them as skipped.
+    fn skip(&mut self, n: usize) {
+        self.skipped += n as u64;
+        self.buf.drain(..n);
     }
 }
 
@@ -271,9 +307,91 @@ mod tests {
             assert!(s.buffered() <= 1024 + 100 + 16, "bounded: {}", s.buffered());
         }
         assert!(
-            matches!(got[0], Part::Skipped(_)) && matches!(got[1], Part::Skipped(_)),
+            matches!(got[0], Part::Skipped(Rejected::Oversized, _))
+                && matches!(got[1], Part::Skipped(Rejected::Oversized, _)),
             "{got:?}"
         );
         assert_eq!(got[2..], [Part::Body(small.to_vec()), Part::End]);
+        // Everything but the small part's body and the framing was skipped, and counted.
+        assert!(s.skipped >= 2 * 5000, "{}", s.skipped);
+    }
+
+    #[test]
+    fn a_part_claiming_a_gigabyte_ends_at_the_next_delimiter_line() {
+        let small: &[u8] = b"\xFF\xD8ok\xFF\xD9";
+        let mut data =
+            b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: 1000000000\r\n\r\n".to_vec();
+        // What it sends instead: 100 KB, which holds a boundary lookalike mid-line.
+        data.extend((0..100_000u32).map(|i| (i % 251) as u8));
+        data.extend_from_slice(b"x--frame\r\n");
+        data.extend_from_slice(&stream(&[(small, true), (small, false)])[b"preamble\r\n".len()..]);
+        for chunk in [1, 7, 4096, data.len()] {
+            let mut s = MultipartSplitter::new("frame", 1024);
+            let mut got = Vec::new();
+            for c in data.chunks(chunk) {
+                s.push(c);
+                while let Some(p) = s.next_part() {
+                    got.push(p);
+                }
+                assert!(
+                    s.buffered() <= 1024 + chunk + 16,
+                    "bounded: {}",
+                    s.buffered()
+                );
+            }
+            assert!(
+                matches!(&got[0], Part::Skipped(Rejected::Oversized, why) if why.contains("1000000000")),
+                "chunk {chunk}: {got:?}"
+            );
+            assert_eq!(
+                got[1..],
+                [
+                    Part::Body(small.to_vec()),
+                    Part::Body(small.to_vec()),
+                    Part::End
+                ],
+                "chunk {chunk}"
+            );
+            assert!(s.skipped >= 100_000, "chunk {chunk}: {}", s.skipped);
+        }
+    }
+
+    #[test]
+    fn an_honest_oversized_part_is_skipped_by_its_length_without_a_line_break() {
+        // A camera that puts the next delimiter right after the body, with no line end.
+        let big = vec![0x42u8; 3000];
+        let small: &[u8] = b"\xFF\xD8ok\xFF\xD9";
+        let mut data = format!("--frame\r\nContent-Length: {}\r\n\r\n", big.len()).into_bytes();
+        data.extend_from_slice(&big);
+        data.extend_from_slice(
+            format!("--frame\r\nContent-Length: {}\r\n\r\n", small.len()).as_bytes(),
+        );
+        data.extend_from_slice(small);
+        data.extend_from_slice(b"--frame--");
+        let mut s = MultipartSplitter::new("frame", 1024);
+        let mut got = Vec::new();
+        for c in data.chunks(100) {
+            s.push(c);
+            while let Some(p) = s.next_part() {
+                got.push(p);
+            }
+        }
+        assert!(
+            matches!(got[0], Part::Skipped(Rejected::Oversized, _)),
+            "{got:?}"
+        );
+        assert_eq!(got[1..], [Part::Body(small.to_vec()), Part::End]);
+    }
+
+    #[test]
+    fn endless_part_headers_are_skipped_as_malformed() {
+        let mut data = b"--frame\r\nX-Junk: ".to_vec();
+        data.extend(std::iter::repeat_n(b'a', MAX_HEADERS + 10));
+        let mut s = MultipartSplitter::new("frame", 1 << 20);
+        s.push(&data);
+        assert!(matches!(
+            s.next_part(),
+            Some(Part::Skipped(Rejected::Malformed, _))
+        ));
     }
 }
