@@ -85,12 +85,37 @@ fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
     out
 }
 
+/// A source program: `body` run by sh, which first records its pid in `dir/<name>.pgid` (it is
+/// its process group's id: the pipe source starts it in a group of its own).
 fn script(dir: &Path, name: &str, body: &str) -> String {
     use std::os::unix::fs::PermissionsExt;
     let path = dir.join(name);
-    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("write script");
+    let pgid = dir.join(format!("{name}.pgid"));
+    std::fs::write(
+        &path,
+        format!("#!/bin/sh\necho $$ > '{}'\n{body}\n", pgid.display()),
+    )
+    .expect("write script");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     path.display().to_string()
+}
+
+/// Kills the process group a [`script`] recorded, when dropped: the daemon is killed with
+/// SIGKILL at the end of a test, so it cannot stop its source program itself.
+struct Reap(std::path::PathBuf);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        if let Some(pgid) = std::fs::read_to_string(&self.0)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok())
+            .filter(|&g| g > 1)
+        {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", "--", &format!("-{pgid}")])
+                .status();
+        }
+    }
 }
 
 fn pipe_source(program: &str) -> String {
@@ -148,13 +173,14 @@ fn a_pipe_fed_random_bytes_keeps_its_memory_counts_them_and_goes_on() {
         dir.path(),
         "noisy.sh",
         &format!(
-            "while [ ! -e '{t}' ]; do cat '{g}'; sleep 0.1; done\ncat '{n}'\ntouch '{f}'\nwhile :; do cat '{g}'; sleep 0.1; done",
+            "while [ ! -e '{t}' ]; do cat '{g}' || exit 0; sleep 0.1; done\ncat '{n}'\ntouch '{f}'\nwhile cat '{g}'; do sleep 0.1; done",
             t = trigger.display(),
             g = good.display(),
             n = noise_file.display(),
             f = fed.display()
         ),
     );
+    let _reap = Reap(dir.path().join("noisy.sh.pgid"));
     let d = Daemon::start(dir.path(), &pipe_source(&prog), "", &[]);
     wait_metrics(&d, dir.path(), "good frames classified first", |m| {
         sample(m, "lookout_frames_classified_total") >= 5.0
@@ -220,13 +246,14 @@ fn jpegs_cut_short_are_counted_as_failed_and_the_frames_after_them_survive() {
         dir.path(),
         "cutter.sh",
         &format!(
-            "n=0\nwhile [ ! -e '{trigger}' ]; do cat '{g}'; n=$((n+1)); echo $n > '{count}'; sleep 0.1; done\n\
+            "n=0\nwhile [ ! -e '{trigger}' ]; do cat '{g}' || exit 0; n=$((n+1)); echo $n > '{count}'; sleep 0.1; done\n\
              for f in half good head other good good; do cat \"{dir}/$f.jpg\"; sleep 0.2; done\n\
-             echo done >> '{count}'\nexec sleep 1000",
+             echo done >> '{count}'\nexec sleep 300",
             g = p("good.jpg"),
             dir = dir.path().display()
         ),
     );
+    let _reap = Reap(dir.path().join("cutter.sh.pgid"));
     let d = Daemon::start(dir.path(), &pipe_source(&prog), "", &[]);
     wait_metrics(&d, dir.path(), "good frames classified first", |m| {
         sample(m, "lookout_frames_classified_total") >= 3.0

@@ -240,7 +240,11 @@ exit 0",
         left.is_empty()
     });
     if !left.is_empty() {
-        for g in &groups {
+        // Clean up before failing: stop lookout starting more, then every group it started.
+        let _ = d.child.kill();
+        let _ = d.child.wait();
+        let all = std::fs::read_to_string(&pids).unwrap_or_default();
+        for g in all.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
             let _ = std::process::Command::new("kill")
                 .args(["-KILL", "--", &format!("-{g}")])
                 .status();
