@@ -202,6 +202,11 @@ fn a_pipe_fed_random_bytes_keeps_its_memory_counts_them_and_goes_on() {
         |m| sample(m, "lookout_frames_classified_total") >= classified + 5.0,
     );
     let log = log_of(dir.path());
+    eprintln!(
+        "pipe, random bytes: skipped_bytes {} failed {}",
+        sample(&m, "lookout_source_skipped_bytes_total"),
+        sample(&m, "lookout_frames_failed_total")
+    );
     assert_memory_bounded(d.child.id(), before_kb, NOISE, "pipe, random bytes", &log);
     assert!(
         sample(&m, "lookout_frames_failed_total") >= 1.0,
@@ -433,6 +438,14 @@ fn an_mjpeg_part_claiming_a_gigabyte_is_skipped_counted_and_the_stream_goes_on()
     });
     stop.store(true, Ordering::SeqCst);
     let log = log_of(dir.path());
+    eprintln!(
+        "http_mjpeg, 1 GB Content-Length: rejected {} skipped_bytes {}",
+        sample(
+            &m,
+            "lookout_source_frames_rejected_total{reason=\"oversized\"}"
+        ),
+        sample(&m, "lookout_source_skipped_bytes_total")
+    );
     assert_memory_bounded(
         d.child.id(),
         before_kb,
