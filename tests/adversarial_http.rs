@@ -262,6 +262,50 @@ fn oversized_heads_get_431_and_bodies_413() {
 }
 
 #[test]
+fn configured_header_and_idle_timeouts_are_applied() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = Daemon::start(
+        dir.path(),
+        SYNTHETIC,
+        "header_timeout_secs = 0.5\nidle_timeout_secs = 1",
+        &[],
+    );
+    // A head that never ends: 408, naming the configured limit (the default would say 5 s).
+    let got = answer(d.addr, b"GET /healthz HTTP/1.1\r\nHost: x\r\n");
+    let (status, text) = got.expect("an answer to an unfinished head");
+    assert_eq!(status, 408, "{text}");
+    assert!(text.contains("within 0.5 s"), "{text}");
+    let (_, metrics) =
+        answer(d.addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").expect("metrics");
+    assert!(
+        metrics.contains("lookout_http_header_timeouts_total 1"),
+        "{metrics}"
+    );
+    // A kept-alive connection after one answer: closed by the server once idle for 1 s, well
+    // within this bound (the default would keep it for 15 s).
+    let mut s = TcpStream::connect(d.addr).expect("connect");
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("request");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 1024];
+    let closed = loop {
+        match s.read(&mut chunk) {
+            Ok(0) => break true,
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+            Err(_) => break false,
+        }
+    };
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        closed,
+        "the idle connection was closed by the server within 10 s: {text}"
+    );
+}
+
+#[test]
 fn wrong_missing_and_query_tokens() {
     let dir = tempfile::tempdir().expect("tempdir");
     let token = "Zq8-secret-adv";

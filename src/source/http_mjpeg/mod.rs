@@ -28,7 +28,7 @@ use super::feed::{Feed, FeedTx, Next};
 use super::pipe::{default_stall, validate_stall};
 use super::{FrameSource, SourceError};
 use crate::frame::{Frame, PixelFormat};
-use crate::metrics::InputStats;
+use crate::metrics::{InputStats, Rejected};
 use crate::problems::Problems;
 use crate::stop::StopToken;
 
@@ -358,8 +358,14 @@ fn produce(
                 }
                 Part::Skipped(reason, why) => {
                     stats.reject(reason);
+                    let hint = match reason {
+                        Rejected::Oversized => {
+                            "; raise source.max_frame_bytes if it is a real frame"
+                        }
+                        Rejected::Malformed => "",
+                    };
                     log::warn!(
-                        "Skipped a stream part; raise source.max_frame_bytes if it is a real frame. url={url} reason={} detail={why:?}",
+                        "Skipped a stream part{hint}. url={url} reason={} detail={why:?}",
                         reason.label()
                     );
                 }
