@@ -35,7 +35,8 @@
 //! - [`event`]: the one JSON event shared by every sink.
 //! - [`sink`]: the [`sink::Sink`] trait and the sinks (`log`, `jsonl`, `mqtt`, `webhook`,
 //!   `command`, `gpio`, `modbus`, `snapshot`, and an in-memory recording sink for tests and
-//!   embedding); `modbus/` is split into its keys (`config`), the device link over TCP or RTU
+//!   embedding); `process_group` signals a command's process group and tells whether anything
+//!   in it still runs; `modbus/` is split into its keys (`config`), the device link over TCP or RTU
 //!   (`link`, tokio-modbus) and the actuator loop (`run`, reusing gpio's pulse/follow timing).
 //!
 //! Running it:

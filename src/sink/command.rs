@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
+use super::process_group::{alive, signal as signal_group};
 use super::{Sink, SinkError};
 use crate::event::Event;
 use crate::problems::Problems;
@@ -148,22 +149,6 @@ enum Outcome {
     },
 }
 
-/// Sends `sig` to process group `pgid`. `Ok(false)`: the group has no process left (ESRCH).
-fn signal_group(pgid: libc::pid_t, sig: libc::c_int) -> std::io::Result<bool> {
-    // SAFETY: killpg takes two integers and touches no memory of ours; `pgid` is the pid of a
-    // child we spawned as its own group leader and have not reaped, or the group it led.
-    let rc = unsafe { libc::killpg(pgid, sig) };
-    if rc == 0 {
-        return Ok(true);
-    }
-    let err = std::io::Error::last_os_error();
-    if err.raw_os_error() == Some(libc::ESRCH) {
-        Ok(false)
-    } else {
-        Err(err)
-    }
-}
-
 impl CommandSink {
     pub fn new(cfg: &CommandSinkConfig) -> Result<CommandSink, SinkError> {
         let name = cfg.name.clone().unwrap_or_else(|| "command".into());
@@ -217,7 +202,7 @@ impl CommandSink {
     /// while a process group of that id has members.
     fn stop_leftovers(&self, child: &mut Child, started: Instant) -> std::io::Result<()> {
         let pgid = child.id() as libc::pid_t;
-        if signal_group(pgid, 0)? {
+        if alive(pgid)? {
             log::warn!(
                 "The program exited but left processes running in its process group; stopping them. sink={} pgid={pgid} ms_since_start={}",
                 self.name,
@@ -247,9 +232,9 @@ impl CommandSink {
             if !reaped {
                 reaped = child.try_wait()?.is_some();
             }
-            // A zombie leader still counts as a member: the group is empty once it is reaped
-            // and every other member has exited.
-            if reaped && !signal_group(pgid, 0)? {
+            // Done once the program is reaped and no other member runs (zombies left to
+            // init do not count).
+            if reaped && !alive(pgid)? {
                 log::info!(
                     "The program's process group exited after SIGTERM. sink={} pgid={pgid} ms_since_start={}",
                     self.name,
@@ -274,7 +259,7 @@ impl CommandSink {
         }
         // Killed members other than the leader are reaped by init; wait, bounded, until gone.
         let gone_until = Instant::now() + KILL_WAIT;
-        while signal_group(pgid, 0)? && Instant::now() < gone_until {
+        while alive(pgid)? && Instant::now() < gone_until {
             std::thread::sleep(POLL);
         }
         Ok(true)

@@ -13,6 +13,7 @@ pub mod log;
 pub mod memory;
 pub mod modbus;
 pub mod mqtt;
+mod process_group;
 pub mod snapshot;
 pub mod webhook;
 
