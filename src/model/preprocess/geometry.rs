@@ -43,11 +43,14 @@ impl Preprocess {
         match self.resize {
             ResizeMode::Stretch => (tw, th),
             ResizeMode::Crop => {
-                let s = self.resize_to as f64 / w.min(h);
-                (
-                    ((w * s).round() as u32).max(tw),
-                    ((h * s).round() as u32).max(th),
-                )
+                // torchvision's Resize(size): the long side int(size * long / short), truncated.
+                let (w, h, to) = (w as u64, h as u64, self.resize_to as u64);
+                let (rw, rh) = if w <= h {
+                    (to, to * h / w)
+                } else {
+                    (to * w / h, to)
+                };
+                ((rw as u32).max(tw), (rh as u32).max(th))
             }
             ResizeMode::Letterbox => {
                 let s = (tw as f64 / w).min(th as f64 / h);

@@ -17,11 +17,13 @@ use super::InputSpec;
 use crate::problems::Problems;
 
 mod geometry;
+mod preset;
 mod tensor;
 #[cfg(test)]
 mod tests;
 
 pub use geometry::{DecodeSizer, Geometry};
+pub use preset::{Preset, IMAGENET_MEAN, IMAGENET_STD};
 pub use tensor::Preprocessor;
 
 use super::resample::opencv::Interpolation;
@@ -103,7 +105,12 @@ pub enum InputType {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PreprocessConfig {
-    /// "stretch" | "crop" | "letterbox". Default "stretch".
+    /// Every key below at once, as one ecosystem's own preprocessing: "torchvision-imagenet",
+    /// "ultralytics-cls" or "paddle-cls" ([`Preset`] says what each matches). Keys set beside
+    /// it override it.
+    #[serde(default)]
+    pub preset: Option<Preset>,
+    /// "stretch" | "crop" | "letterbox" | "fit_height" | "fit_width". Default "stretch".
     #[serde(default)]
     pub resize: Option<ResizeMode>,
     /// For "crop": the shorter side is scaled to this many pixels before the centre crop.
@@ -218,6 +225,13 @@ fn three(v: &[f32]) -> [f32; 3] {
 
 impl PreprocessConfig {
     pub fn validate(&self, key: &str, p: &mut Problems) {
+        if self.preset.is_some() {
+            return self.with_preset().validate_keys(key, p);
+        }
+        self.validate_keys(key, p)
+    }
+
+    fn validate_keys(&self, key: &str, p: &mut Problems) {
         if let Some(s) = self.scale {
             if !(s.is_finite() && s > 0.0) {
                 p.push(
@@ -301,6 +315,13 @@ impl PreprocessConfig {
 
     /// Fills unset values and checks them against the model's input.
     pub fn resolve(&self, builtin: bool, input: &InputSpec) -> Result<Preprocess, String> {
+        if let Some(preset) = self.preset {
+            let mut c = self.with_preset();
+            c.preset = None;
+            let longest = input.width.max(input.height) as u32;
+            c.resize_to = c.resize_to.or(preset.resize_to(longest));
+            return c.resolve(builtin, input);
+        }
         let (mean, std) = if builtin {
             (BUILTIN_MEAN, BUILTIN_STD)
         } else {
