@@ -128,6 +128,7 @@ impl Model {
                 classes,
             });
         }
+        let (output, output_why) = super::output::resolve(cfg.output, graph_of(&proto));
         let preprocess = cfg
             .preprocess
             .resolve(cfg.path.is_none(), &input)
@@ -138,7 +139,8 @@ impl Model {
             input,
             labels,
             labels_from,
-            output: cfg.output,
+            output,
+            output_why,
             preprocess,
             quantization,
             op_counts,
@@ -470,4 +472,13 @@ mod tests {
         assert!(e.to_string().contains("disagrees"), "{e}");
         assert!(input_spec(&fact(&[Some(1), Some(5), Some(7), Some(9)]), "x", None, "m").is_err());
     }
+}
+
+/// The model's graph (checked to exist when the file was read); an empty one otherwise.
+fn graph_of(proto: &pb::ModelProto) -> &pb::GraphProto {
+    static EMPTY: std::sync::OnceLock<pb::GraphProto> = std::sync::OnceLock::new();
+    proto
+        .graph
+        .as_ref()
+        .unwrap_or_else(|| EMPTY.get_or_init(Default::default))
 }
