@@ -69,13 +69,35 @@ fn compare(mode: &str, interp: Interpolation) -> Option<(usize, u8, usize, usize
         assert_eq!(src.len(), c.sw * c.sh * c.cn);
         assert_eq!(want.len(), c.dw * c.dh * c.cn);
         let mut got = vec![0u8; want.len()];
-        resize(&src, c.sw, c.sh, c.cn, &mut got, c.dw, c.dh, interp, &mut scratch);
-        let diff = got.iter().zip(&want).map(|(a, b)| a.abs_diff(*b)).max().unwrap_or(0);
+        resize(
+            &src,
+            c.sw,
+            c.sh,
+            c.cn,
+            &mut got,
+            c.dw,
+            c.dh,
+            interp,
+            &mut scratch,
+        );
+        let diff = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| a.abs_diff(*b))
+            .max()
+            .unwrap_or(0);
         let n = got.iter().zip(&want).filter(|(a, b)| a != b).count();
         if diff > worst {
             eprintln!(
                 "{mode}: {} {}x{}x{} -> {}x{}: max diff {diff}, {n} of {} bytes differ (OpenCV {})",
-                c.photo, c.sw, c.sh, c.cn, c.dw, c.dh, got.len(), m.opencv
+                c.photo,
+                c.sw,
+                c.sh,
+                c.cn,
+                c.dw,
+                c.dh,
+                got.len(),
+                m.opencv
             );
         }
         worst = worst.max(diff);
@@ -104,7 +126,10 @@ fn assert_within_one(mode: &str, interp: Interpolation) {
     };
     assert!(cases >= 60, "only {cases} {mode} cases");
     eprintln!("{mode}: {differing} of {total} bytes differ from cv2.resize, by up to {worst}");
-    assert!(worst <= 1, "{mode}: differs from cv2.resize by up to {worst} grey levels");
+    assert!(
+        worst <= 1,
+        "{mode}: differs from cv2.resize by up to {worst} grey levels"
+    );
 }
 
 #[test]

@@ -101,7 +101,9 @@ fn paddle_text_direction_classifier_agrees_with_onnxruntime_on_paddle_preprocess
     )
     .expect("config");
 
-    let checked = run(common::lookout_command().args(["check", "--config"]).arg(&config));
+    let checked = run(common::lookout_command()
+        .args(["check", "--config"])
+        .arg(&config));
     assert!(
         checked.contains("Probabilities: the graph ends in Softmax node \"Softmax@0\""),
         "{checked}"
@@ -127,8 +129,16 @@ fn paddle_text_direction_classifier_agrees_with_onnxruntime_on_paddle_preprocess
         for (a, b) in line.raw.iter().zip(&case.output) {
             worst = worst.max((a - b).abs());
         }
-        let want = if case.output[1] > case.output[0] { "180" } else { "0" };
-        assert_eq!(line.top[0].label, want, "{}: {:?} vs {:?}", case.image, line.raw, case.output);
+        let want = if case.output[1] > case.output[0] {
+            "180"
+        } else {
+            "0"
+        };
+        assert_eq!(
+            line.top[0].label, want,
+            "{}: {:?} vs {:?}",
+            case.image, line.raw, case.output
+        );
         right += usize::from((want == "180") == case.turned);
     }
     eprintln!(
@@ -136,7 +146,10 @@ fn paddle_text_direction_classifier_agrees_with_onnxruntime_on_paddle_preprocess
         lines.len(),
         lines.len()
     );
-    assert!(worst <= 1e-4, "outputs differ from onnxruntime's by {worst}");
+    assert!(
+        worst <= 1e-4,
+        "outputs differ from onnxruntime's by {worst}"
+    );
 
     // The dumped tensors, read by NumPy, are PaddleOCR's preprocessing exactly.
     let compare = format!(
@@ -149,7 +162,10 @@ fn paddle_text_direction_classifier_agrees_with_onnxruntime_on_paddle_preprocess
         dir = dir.path().to_str().expect("utf8 path"),
         n = m.cases.len()
     );
-    let out = Command::new(&py).args(["-c", &compare]).output().expect("run numpy");
+    let out = Command::new(&py)
+        .args(["-c", &compare])
+        .output()
+        .expect("run numpy");
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && said.contains("equal True"),

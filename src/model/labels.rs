@@ -228,7 +228,10 @@ mod tests {
             key: "id2label".into(),
             value: r#"{"0": "tench", "1": "goldfish"}"#.into(),
         }];
-        assert_eq!(resolve(None, &hf, 2).expect("labels").0, vec!["tench", "goldfish"]);
+        assert_eq!(
+            resolve(None, &hf, 2).expect("labels").0,
+            vec!["tench", "goldfish"]
+        );
     }
 
     #[test]

@@ -401,6 +401,15 @@ fn input_spec(
     })
 }
 
+/// The model's graph (checked to exist when the file was read); an empty one otherwise.
+fn graph_of(proto: &pb::ModelProto) -> &pb::GraphProto {
+    static EMPTY: std::sync::OnceLock<pb::GraphProto> = std::sync::OnceLock::new();
+    proto
+        .graph
+        .as_ref()
+        .unwrap_or_else(|| EMPTY.get_or_init(Default::default))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -472,13 +481,4 @@ mod tests {
         assert!(e.to_string().contains("disagrees"), "{e}");
         assert!(input_spec(&fact(&[Some(1), Some(5), Some(7), Some(9)]), "x", None, "m").is_err());
     }
-}
-
-/// The model's graph (checked to exist when the file was read); an empty one otherwise.
-fn graph_of(proto: &pb::ModelProto) -> &pb::GraphProto {
-    static EMPTY: std::sync::OnceLock<pb::GraphProto> = std::sync::OnceLock::new();
-    proto
-        .graph
-        .as_ref()
-        .unwrap_or_else(|| EMPTY.get_or_init(Default::default))
 }

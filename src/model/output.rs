@@ -42,7 +42,7 @@ pub fn resolve(configured: Option<OutputKind>, graph: &pb::GraphProto) -> (Outpu
         return (kind, "set by model.output".to_owned());
     }
     match producer(graph) {
-        Some((op, name)) if op == "Softmax" => (
+        Some(("Softmax", name)) => (
             OutputKind::Probabilities,
             format!("the graph ends in Softmax node {name:?} (model.output not set)"),
         ),
@@ -97,7 +97,10 @@ mod tests {
         assert_eq!(kind, OutputKind::Probabilities);
         assert!(why.contains("Softmax node \"prob\""), "{why}");
         assert_eq!(resolve(Some(OutputKind::Logits), &g).0, OutputKind::Logits);
-        let named = graph(&[("Gemm", "fc", "x", "l"), ("Div", "softmax_1/div", "l", "out")]);
+        let named = graph(&[
+            ("Gemm", "fc", "x", "l"),
+            ("Div", "softmax_1/div", "l", "out"),
+        ]);
         assert_eq!(resolve(None, &named).0, OutputKind::Probabilities);
         let logits = graph(&[("Gemm", "fc", "x", "out")]);
         let (kind, why) = resolve(None, &logits);

@@ -25,6 +25,17 @@ impl Geometry {
 }
 
 impl CropRounding {
+    /// `n / d` (d > 0) rounded this way, exactly (integer arithmetic).
+    pub fn ratio(self, n: u64, d: u64) -> u64 {
+        let (q, r) = (n / d, n % d);
+        let up = match self {
+            CropRounding::Floor => false,
+            CropRounding::Round => 2 * r >= d,
+            CropRounding::HalfEven => 2 * r > d || (2 * r == d && q % 2 == 1),
+        };
+        q + u64::from(up)
+    }
+
     /// Half of an odd margin, rounded this way.
     pub fn half(self, margin: u32) -> u32 {
         let h = margin as f64 / 2.0;
@@ -43,12 +54,14 @@ impl Preprocess {
         match self.resize {
             ResizeMode::Stretch => (tw, th),
             ResizeMode::Crop => {
-                // torchvision's Resize(size): the long side int(size * long / short), truncated.
+                // The long side: resize_to * long / short, rounded as `long_side_rounding` says
+                // (torchvision's Resize truncates: `floor`).
                 let (w, h, to) = (w as u64, h as u64, self.resize_to as u64);
+                let long = |l: u64, s: u64| self.long_side_rounding.ratio(to * l, s);
                 let (rw, rh) = if w <= h {
-                    (to, to * h / w)
+                    (to, long(h, w))
                 } else {
-                    (to * w / h, to)
+                    (long(w, h), to)
                 };
                 ((rw as u32).max(tw), (rh as u32).max(th))
             }
@@ -143,6 +156,19 @@ mod tests {
         ] {
             assert_eq!([r.half(117), r.half(5)], want, "{r:?}");
         }
+        // 256 * 500 / 416 = 307.7: 308 rounded, 307 truncated (torchvision); 5 / 2 = 2.5.
+        assert_eq!(CropRounding::Round.ratio(256 * 500, 416), 308);
+        assert_eq!(CropRounding::HalfEven.ratio(256 * 500, 416), 308);
+        assert_eq!(CropRounding::Floor.ratio(256 * 500, 416), 307);
+        assert_eq!(
+            [
+                CropRounding::Round,
+                CropRounding::HalfEven,
+                CropRounding::Floor
+            ]
+            .map(|r| r.ratio(5, 2)),
+            [3, 2, 2]
+        );
         // Half of 3 is 1.5: even is 2, floor 1.
         assert_eq!(CropRounding::HalfEven.half(3), 2);
         assert_eq!(CropRounding::Floor.half(3), 1);

@@ -152,6 +152,10 @@ pub struct PreprocessConfig {
     /// default), "floor" (Keras, `//` in scripts) or "round" (ties away from zero).
     #[serde(default)]
     pub crop_rounding: Option<CropRounding>,
+    /// For "crop": how the long side, `resize_to * long / short`, is rounded: "round" (ties
+    /// away from zero; default) or "floor" (torchvision's `Resize` truncates) or "half_even".
+    #[serde(default)]
+    pub long_side_rounding: Option<CropRounding>,
     /// JPEG frames are decoded at reduced DCT scale (1/2, 1/4, 1/8) only while the decoded image
     /// stays at least this many times the size it is resized to: Pillow's `reducing_gap`.
     /// Default 2.0 (as Pillow's `thumbnail`): a 640x480 or 1280x720 frame is decoded in full
@@ -213,6 +217,7 @@ pub struct Preprocess {
     pub pad: PadPlace,
     pub pad_fill: PadFill,
     pub crop_rounding: CropRounding,
+    pub long_side_rounding: CropRounding,
 }
 
 fn three(v: &[f32]) -> [f32; 3] {
@@ -270,7 +275,8 @@ impl PreprocessConfig {
         if self.pad_value.is_some() && self.pad_normalized.is_some() {
             p.push(
                 format!("{key}.pad_normalized"),
-                "set either pad_value (a pixel value) or pad_normalized (a tensor value), not both".to_owned(),
+                "set either pad_value (a pixel value) or pad_normalized (a tensor value), not both"
+                    .to_owned(),
             );
         }
         if let Some(v) = &self.pad_value {
@@ -281,11 +287,16 @@ impl PreprocessConfig {
                 );
             }
         }
-        if self.crop_rounding.is_some() && self.resize != Some(ResizeMode::Crop) {
-            p.push(
-                format!("{key}.crop_rounding"),
-                "applies to resize = \"crop\" only: set it, or remove crop_rounding".to_owned(),
-            );
+        for (name, set) in [
+            ("crop_rounding", self.crop_rounding.is_some()),
+            ("long_side_rounding", self.long_side_rounding.is_some()),
+        ] {
+            if set && self.resize != Some(ResizeMode::Crop) {
+                p.push(
+                    format!("{key}.{name}"),
+                    format!("applies to resize = \"crop\" only: set it, or remove {name}"),
+                );
+            }
         }
         for (name, v, positive) in [
             ("mean", &self.mean, false),
@@ -374,6 +385,7 @@ impl PreprocessConfig {
             }),
             pad_fill,
             crop_rounding: self.crop_rounding.unwrap_or(CropRounding::HalfEven),
+            long_side_rounding: self.long_side_rounding.unwrap_or(CropRounding::Round),
         };
         if p.resize == ResizeMode::Crop && p.resize_to < longest {
             return Err(format!(
@@ -388,7 +400,6 @@ impl PreprocessConfig {
 /// Decoding a JPEG to at least this multiple of the size it is resized to keeps the resize
 /// antialiased: the reduced-scale decode never does more than half of the downscaling.
 pub const DEFAULT_REDUCING_GAP: f32 = 2.0;
-
 
 /// The buffer a resize writes: the target itself (`resized`) when it fills it, else `fitted`,
 /// sized `dw` x `dh` RGB.

@@ -41,11 +41,21 @@ impl Preset {
                 PreprocessConfig {
                     resize: Some(ResizeMode::Crop),
                     crop_rounding: Some(CropRounding::HalfEven),
+                    // torchvision's Resize: int(size * long / short).
+                    long_side_rounding: Some(CropRounding::Floor),
                     resampler: Some(Resampler::Pillow),
                     channel_order: Some(ChannelOrder::Rgb),
                     scale: Some(255.0),
-                    mean: Some(if imagenet { IMAGENET_MEAN.to_vec() } else { vec![0.0] }),
-                    std: Some(if imagenet { IMAGENET_STD.to_vec() } else { vec![1.0] }),
+                    mean: Some(if imagenet {
+                        IMAGENET_MEAN.to_vec()
+                    } else {
+                        vec![0.0]
+                    }),
+                    std: Some(if imagenet {
+                        IMAGENET_STD.to_vec()
+                    } else {
+                        vec![1.0]
+                    }),
                     ..Default::default()
                 }
             }
@@ -91,7 +101,7 @@ impl PreprocessConfig {
             (d.pad, d.pad_value, d.pad_normalized) = (None, None, None);
         }
         if resize != Some(ResizeMode::Crop) {
-            d.crop_rounding = None;
+            (d.crop_rounding, d.long_side_rounding) = (None, None);
         }
         PreprocessConfig {
             preset: self.preset,
@@ -112,6 +122,7 @@ impl PreprocessConfig {
                 self.pad_normalized.clone().or(d.pad_normalized)
             },
             crop_rounding: self.crop_rounding.or(d.crop_rounding),
+            long_side_rounding: self.long_side_rounding.or(d.long_side_rounding),
         }
     }
 }
@@ -153,7 +164,9 @@ mod tests {
             ..Default::default()
         };
         assert!(problems(&c).is_empty(), "{:?}", problems(&c));
-        let p = c.resolve(false, &input(InputType::F32, 48, 192)).expect("valid");
+        let p = c
+            .resolve(false, &input(InputType::F32, 48, 192))
+            .expect("valid");
         assert_eq!(p.resize, ResizeMode::FitHeight);
         assert_eq!(p.resampler, Resampler::OpencvLinear);
         assert_eq!(p.channel_order, ChannelOrder::Bgr);
@@ -174,14 +187,22 @@ mod tests {
             preset: Some(Preset::TorchvisionImagenet),
             ..Default::default()
         };
-        let p = tv.resolve(true, &input(InputType::F32, 224, 224)).expect("valid");
+        let p = tv
+            .resolve(true, &input(InputType::F32, 224, 224))
+            .expect("valid");
         assert_eq!((p.resize, p.resize_to), (ResizeMode::Crop, 256));
-        assert_eq!((p.mean, p.std), (IMAGENET_MEAN, IMAGENET_STD), "the preset wins over the bundled model's");
+        assert_eq!(
+            (p.mean, p.std),
+            (IMAGENET_MEAN, IMAGENET_STD),
+            "the preset wins over the bundled model's"
+        );
         let yolo = PreprocessConfig {
             preset: Some(Preset::UltralyticsCls),
             ..Default::default()
         };
-        let p = yolo.resolve(false, &input(InputType::F32, 224, 224)).expect("valid");
+        let p = yolo
+            .resolve(false, &input(InputType::F32, 224, 224))
+            .expect("valid");
         assert_eq!((p.resize_to, p.mean, p.std), (224, [0.0; 3], [1.0; 3]));
     }
 
@@ -233,6 +254,9 @@ mod tests {
         let err = normalized
             .resolve(false, &input(InputType::U8, 48, 192))
             .expect_err("uint8 input");
-        assert!(err.contains("pad_normalized applies to float32 inputs only"), "{err}");
+        assert!(
+            err.contains("pad_normalized applies to float32 inputs only"),
+            "{err}"
+        );
     }
 }

@@ -121,7 +121,9 @@ pub fn resize(
         }
         return;
     }
-    generic(src, sw, sh, cn, out, dw, dh, interp, scale_x, scale_y, scratch);
+    generic(
+        src, sw, sh, cn, out, dw, dh, interp, scale_x, scale_y, scratch,
+    );
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -171,8 +173,8 @@ fn area_fast_resize(
                 let x0 = dx * kx * cn + c;
                 let v = if halve {
                     let (a, b) = (&src[s0..], &src[s0 + stride..]);
-                    ((a[x0] as u32 + a[x0 + cn] as u32 + b[x0] as u32 + b[x0 + cn] as u32 + 2)
-                        >> 2) as u8
+                    ((a[x0] as u32 + a[x0 + cn] as u32 + b[x0] as u32 + b[x0 + cn] as u32 + 2) >> 2)
+                        as u8
                 } else {
                     let mut sum = 0i32;
                     for j in 0..ky {
@@ -416,7 +418,8 @@ fn generic(
     let ys = axis(sh, dh, scale_y, 1.0 / scale_y, interp, false);
     let width = dw * cn;
     // Source row of tap `t` of output row `dy`, clamped as OpenCV's `clip`.
-    let row_of = |dy: usize, t: usize| (ys.ofs[dy] - half + 1 + t as i64).clamp(0, sh as i64 - 1) as usize;
+    let row_of =
+        |dy: usize, t: usize| (ys.ofs[dy] - half + 1 + t as i64).clamp(0, sh as i64 - 1) as usize;
     let first = (0..dh).map(|dy| row_of(dy, 0)).min().unwrap_or(0);
     let last = (0..dh).map(|dy| row_of(dy, k - 1)).max().unwrap_or(0);
     let rows = &mut scratch.rows;
@@ -513,9 +516,27 @@ fn vertical_kernel_plain(taps: &[&[i32]], beta: &[i32], out: &mut [u8]) {
 mod tests {
     use super::*;
 
-    fn run(src: &[u8], sw: usize, sh: usize, cn: usize, dw: usize, dh: usize, i: Interpolation) -> Vec<u8> {
+    fn run(
+        src: &[u8],
+        sw: usize,
+        sh: usize,
+        cn: usize,
+        dw: usize,
+        dh: usize,
+        i: Interpolation,
+    ) -> Vec<u8> {
         let mut out = vec![0u8; dw * dh * cn];
-        resize(src, sw, sh, cn, &mut out, dw, dh, i, &mut CvScratch::default());
+        resize(
+            src,
+            sw,
+            sh,
+            cn,
+            &mut out,
+            dw,
+            dh,
+            i,
+            &mut CvScratch::default(),
+        );
         out
     }
 
