@@ -45,9 +45,10 @@ pub fn check(config: &Config, out: &mut dyn Write) -> Result<(), DaemonError> {
             i.width, i.height, i.channels, i.batch
         ),
         format!(
-            "output:       {} classes ({:?})",
+            "output:       {} classes, {:?}: {}",
             model.classes(),
-            model.output
+            model.output,
+            model.output_why
         ),
         format!(
             "labels:       {} from {}: {}{more}",
@@ -80,17 +81,26 @@ pub fn check(config: &Config, out: &mut dyn Write) -> Result<(), DaemonError> {
                 .join(" ")
         ),
         format!(
-            "preprocess:   resize {:?}{} order {:?} scale {} mean {:?} std {:?}",
+            "preprocess:   resize {:?}{} resampler {:?} order {:?} scale {} mean {:?} std {:?}{}",
             p.resize,
-            if p.resize == crate::model::ResizeMode::Crop {
-                format!(" (shorter side to {})", p.resize_to)
-            } else {
-                String::new()
+            match p.resize {
+                crate::model::ResizeMode::Crop => format!(
+                    " (shorter side to {}, margin halves {:?})",
+                    p.resize_to, p.crop_rounding
+                ),
+                crate::model::ResizeMode::Stretch => String::new(),
+                _ => format!(" (pad {:?} with {:?})", p.pad, p.pad_fill),
             },
+            p.resampler,
             p.channel_order,
             p.scale,
             p.mean,
-            p.std
+            p.std,
+            config
+                .model
+                .preprocess
+                .preset
+                .map_or(String::new(), |s| format!(" (preset {s:?})"))
         ),
         format!(
             "loaded in:    {:.0} ms",
@@ -141,16 +151,20 @@ struct ClassifyLine<'a> {
 }
 
 /// `lookout classify`: one JSON line per image. Returns the number of images that failed.
+/// With `dump_input`, the input tensors the model was fed (those of the images classified, in
+/// order, joined along the batch axis) are written there as one `.npy` file.
 pub fn classify(
     model_cfg: &ModelConfig,
     images: &[PathBuf],
     k: usize,
     raw: bool,
+    dump_input: Option<&Path>,
     out: &mut dyn Write,
 ) -> Result<usize, DaemonError> {
     let model = Arc::new(Model::load(model_cfg)?);
     let mut session = model.session()?;
     let mut failed = 0;
+    let mut fed = Vec::new();
     for path in images {
         let shown = path.display().to_string();
         let result = std::fs::read(path)
@@ -162,8 +176,18 @@ pub fn classify(
                     PixelFormat::Encoded
                 };
                 let t0 = Instant::now();
+                let frame = Frame::new(format, 0, 0, data);
+                if dump_input.is_some() {
+                    return session
+                        .classify_frame_with_input(&frame)
+                        .map(|(s, tensor)| {
+                            fed.push(tensor);
+                            (s, t0.elapsed())
+                        })
+                        .map_err(|e| chain(&e));
+                }
                 session
-                    .classify_frame(&Frame::new(format, 0, 0, data))
+                    .classify_frame(&frame)
                     .map(|s| (s, t0.elapsed()))
                     .map_err(|e| chain(&e))
             });
@@ -202,7 +226,28 @@ pub fn classify(
         };
         let _ = writeln!(out, "{line}");
     }
+    if let Some(path) = dump_input {
+        write_inputs(path, &fed, model.input.has_batch_axis)?;
+    }
     Ok(failed)
+}
+
+/// Writes the tensors `classify` fed the model to `path` as one `.npy` file (none: nothing).
+fn write_inputs(
+    path: &Path,
+    fed: &[tract_onnx::prelude::Tensor],
+    has_batch_axis: bool,
+) -> Result<(), DaemonError> {
+    let err = |source| DaemonError::DumpInput {
+        path: path.to_owned(),
+        source,
+    };
+    let Some(all) = crate::model::npy::stack(fed, has_batch_axis) else {
+        return Ok(());
+    };
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).map_err(err)?);
+    crate::model::npy::write(&all, &mut file).map_err(err)?;
+    file.flush().map_err(err)
 }
 
 /// `lookout synth`: writes `count` rendered scenes as PNG files plus `labels.csv` into `dir`.

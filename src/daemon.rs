@@ -44,6 +44,12 @@ pub enum DaemonError {
     Signals(#[source] std::io::Error),
     #[error("cannot start the HTTP server")]
     Http(#[from] HttpError),
+    #[error("cannot write the input tensors to {}", path.display())]
+    DumpInput {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl DaemonError {

@@ -26,9 +26,11 @@
 //!
 //! Classifying:
 //! - [`model`]: loading an ONNX classifier (the engine's rewrites, then tract's optimiser),
-//!   detecting its input layout, size and dtype, labels, quantization; per-worker sessions;
-//!   preprocessing (the Pillow-exact resampler) and postprocessing (softmax, top-k); the
-//!   per-node profile.
+//!   detecting its input layout, size and dtype, labels, quantization, whether the output is
+//!   already probabilities (`output`); per-worker sessions; preprocessing (`preprocess/`:
+//!   geometry, presets, the tensor writer; `resample/`: the Pillow-exact resampler and
+//!   `resample/opencv`, OpenCV's `cv2.resize` modes) and postprocessing (softmax, top-k); input
+//!   tensors as `.npy` (`npy`, for `classify --dump-input`); the per-node profile.
 //!
 //! Scores out:
 //! - [`rules`]: per-class thresholds, N-of-M frames and cooldown, turning scores into events.

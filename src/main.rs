@@ -56,6 +56,10 @@ enum Command {
         /// Also print the model's raw output (before softmax).
         #[arg(long)]
         raw: bool,
+        /// Write the exact input tensors fed to the model to this .npy file (the images
+        /// classified, in order, along the batch axis), to compare with a training pipeline.
+        #[arg(long, value_name = "FILE")]
+        dump_input: Option<PathBuf>,
         #[arg(required = true)]
         images: Vec<PathBuf>,
     },
@@ -205,6 +209,7 @@ fn main() -> ExitCode {
             labels,
             top_k,
             raw,
+            dump_input,
             images,
         } => {
             init_logging("warn");
@@ -230,6 +235,7 @@ fn main() -> ExitCode {
                 &images,
                 top_k.max(1),
                 raw,
+                dump_input.as_deref(),
                 &mut std::io::stdout(),
             ) {
                 Ok(0) => ExitCode::SUCCESS,

@@ -243,7 +243,7 @@ fn tiny_run(file: &str) -> (Model, f32, usize) {
     let tiny = read_json(&fixtures().join("tiny.json"));
     let cfg = ModelConfig {
         path: Some(fixtures().join(file)),
-        output: lookout::model::OutputKind::Probabilities,
+        output: Some(lookout::model::OutputKind::Probabilities),
         preprocess: PreprocessConfig {
             resize: Some(ResizeMode::Stretch),
             ..Default::default()

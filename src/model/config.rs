@@ -16,12 +16,15 @@ pub struct ModelConfig {
     #[serde(default)]
     pub path: Option<PathBuf>,
     /// Labels file, one label per line in output order. Not set: the model's ONNX metadata
-    /// (`labels`, `names`, `classes` or `class_names`), else `class_<i>`.
+    /// (`labels`, `names`, `classes`, `class_names`, PaddleOCR's `character` or Hugging Face's
+    /// `id2label`), else `class_<i>`.
     #[serde(default)]
     pub labels: Option<PathBuf>,
     /// "logits": softmax is applied to the output; "probabilities": the output is used as is.
+    /// Not set: "probabilities" when the graph ends in a Softmax node (or one named like it),
+    /// else "logits"; `lookout check` says which and why.
     #[serde(default)]
-    pub output: OutputKind,
+    pub output: Option<OutputKind>,
     /// Input shape, only where the model leaves dimensions open, e.g. [1, 3, 224, 224].
     #[serde(default)]
     pub input_shape: Option<Vec<usize>>,

@@ -3,7 +3,9 @@
 //! Metadata values come in several shapes in the wild: a JSON list (`["ok", "scratch"]`), a JSON
 //! object keyed by index (`{"0": "ok"}`), a Python dict repr as Ultralytics writes it
 //! (`{0: 'ok', 1: 'scratch'}`), or newline/comma separated text. [`parse_label_list`] reads all
-//! of them; the count check against the model output is the caller's.
+//! of them; the count check against the model output is the caller's. PaddleOCR (and RapidOCR's
+//! exports) write `character`, one entry per line where a space or a comma is itself an entry:
+//! [`parse_character_list`] splits it on newlines only and trims nothing.
 
 use std::path::Path;
 
@@ -11,8 +13,16 @@ use tract_onnx::pb::StringStringEntryProto;
 
 use super::{LabelSource, ModelError};
 
-/// Metadata keys searched for labels, in order (compared case-insensitively).
-pub const METADATA_KEYS: [&str; 4] = ["labels", "names", "classes", "class_names"];
+/// Metadata keys searched for labels, in order (compared case-insensitively): the generic ones,
+/// Ultralytics' `names`, PaddleOCR's `character`, Hugging Face's `id2label`.
+pub const METADATA_KEYS: [&str; 6] = [
+    "labels",
+    "names",
+    "classes",
+    "class_names",
+    "character",
+    "id2label",
+];
 
 /// Labels for a model with `classes` outputs.
 pub fn resolve(
@@ -29,7 +39,12 @@ pub fn resolve(
     }
     for key in METADATA_KEYS {
         if let Some(entry) = metadata.iter().find(|e| e.key.eq_ignore_ascii_case(key)) {
-            if let Some(labels) = parse_label_list(&entry.value) {
+            let parsed = if key == "character" {
+                parse_character_list(&entry.value)
+            } else {
+                parse_label_list(&entry.value)
+            };
+            if let Some(labels) = parsed {
                 return Ok((labels, LabelSource::Metadata(entry.key.clone())));
             }
         }
@@ -85,6 +100,28 @@ pub fn parse_label_list(value: &str) -> Option<Vec<String>> {
         v.split(',').map(|s| unquote(s).to_owned()).collect()
     };
     (!items.is_empty() && items.iter().all(|s| !s.is_empty())).then_some(items)
+}
+
+/// PaddleOCR's `character`: a JSON list, else one entry per line (`\r\n` or `\n`), nothing
+/// trimmed (" " and "," are characters), a final line break ignored; `None` if empty.
+pub fn parse_character_list(value: &str) -> Option<Vec<String>> {
+    if value.trim_start().starts_with('[') {
+        if let Ok(list) = serde_json::from_str::<Vec<String>>(value.trim()) {
+            return (!list.is_empty()).then_some(list);
+        }
+    }
+    let body = value
+        .strip_suffix("\r\n")
+        .or_else(|| value.strip_suffix('\n'))
+        .unwrap_or(value);
+    if body.is_empty() {
+        return None;
+    }
+    Some(
+        body.split('\n')
+            .map(|l| l.strip_suffix('\r').unwrap_or(l).to_owned())
+            .collect(),
+    )
 }
 
 /// Orders `(index, label)` pairs; `None` unless the indices are exactly 0..n.
@@ -163,6 +200,38 @@ mod tests {
         for (text, expected) in cases {
             assert_eq!(parse_label_list(text), expected, "parsing {text:?}");
         }
+    }
+
+    #[test]
+    fn paddle_character_lists_split_on_lines_only() {
+        assert_eq!(
+            parse_character_list("0\n180\n"),
+            Some(vec!["0".into(), "180".into()])
+        );
+        assert_eq!(
+            parse_character_list("a\r\n,\r\n \r\n猫"),
+            Some(vec!["a".into(), ",".into(), " ".into(), "猫".into()])
+        );
+        assert_eq!(
+            parse_character_list(r#"["0", "180"]"#),
+            Some(vec!["0".into(), "180".into()])
+        );
+        assert_eq!(parse_character_list(""), None);
+        let meta = [StringStringEntryProto {
+            key: "character".into(),
+            value: "0\n180".into(),
+        }];
+        let (labels, from) = resolve(None, &meta, 2).expect("labels");
+        assert_eq!(labels, vec!["0", "180"]);
+        assert_eq!(from, LabelSource::Metadata("character".into()));
+        let hf = [StringStringEntryProto {
+            key: "id2label".into(),
+            value: r#"{"0": "tench", "1": "goldfish"}"#.into(),
+        }];
+        assert_eq!(
+            resolve(None, &hf, 2).expect("labels").0,
+            vec!["tench", "goldfish"]
+        );
     }
 
     #[test]

@@ -128,6 +128,7 @@ impl Model {
                 classes,
             });
         }
+        let (output, output_why) = super::output::resolve(cfg.output, graph_of(&proto));
         let preprocess = cfg
             .preprocess
             .resolve(cfg.path.is_none(), &input)
@@ -138,7 +139,8 @@ impl Model {
             input,
             labels,
             labels_from,
-            output: cfg.output,
+            output,
+            output_why,
             preprocess,
             quantization,
             op_counts,
@@ -397,6 +399,15 @@ fn input_spec(
         height: h,
         width: w,
     })
+}
+
+/// The model's graph (checked to exist when the file was read); an empty one otherwise.
+fn graph_of(proto: &pb::ModelProto) -> &pb::GraphProto {
+    static EMPTY: std::sync::OnceLock<pb::GraphProto> = std::sync::OnceLock::new();
+    proto
+        .graph
+        .as_ref()
+        .unwrap_or_else(|| EMPTY.get_or_init(Default::default))
 }
 
 #[cfg(test)]

@@ -12,6 +12,8 @@ mod config;
 mod error;
 pub mod labels;
 mod load;
+pub mod npy;
+mod output;
 
 pub mod postprocess;
 pub mod preprocess;
@@ -125,6 +127,8 @@ pub struct Model {
     pub labels: Vec<String>,
     pub labels_from: LabelSource,
     pub output: OutputKind,
+    /// Why [`Self::output`] is what it is (`model.output`, or the graph's last node).
+    pub output_why: String,
     pub preprocess: Preprocess,
     pub quantization: Quantization,
     /// Operator types in the ONNX graph and how often each occurs.

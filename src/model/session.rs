@@ -176,6 +176,22 @@ impl Session {
         Ok(self.pre.run(&self.rgb))
     }
 
+    /// Classifies one frame and returns the input tensor it was fed, the same
+    /// preprocessing as [`Self::classify_frame`] (`lookout classify --dump-input`).
+    pub fn classify_frame_with_input(
+        &mut self,
+        frame: &Frame,
+    ) -> Result<(Scores, Tensor), ClassifyError> {
+        let t0 = Instant::now();
+        let tensor = self.prepare_frame(frame)?;
+        let fed = tensor.clone();
+        let mut scores = self
+            .scores(tensor, 1, t0.elapsed())
+            .map_err(ModelError::Infer)?;
+        let s = scores.pop().expect("one result per image");
+        Ok((s, fed))
+    }
+
     /// Runs the model on an input tensor as it is; returns the first output, flattened, as f32.
     pub fn run_raw(&mut self, tensor: Tensor) -> Result<Vec<f32>, ModelError> {
         team::invite();

@@ -216,3 +216,23 @@ pub fn chromium() -> &'static str {
         })
         .expect("chromium must be installed (scripts/test installs Debian's chromium)")
 }
+
+/// The Python the fixture scripts run on (LOOKOUT_PYTHON, else the checkout's .venv, both made
+/// by scripts/test from requirements.txt); fails the test, saying what to do, when it cannot
+/// import `modules` (a comma-separated import list such as "cv2, numpy").
+pub fn python_with(modules: &str) -> PathBuf {
+    let py = std::env::var_os("LOOKOUT_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python"));
+    let ok = std::process::Command::new(&py)
+        .args(["-c", &format!("import {modules}")])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "{} cannot import {modules}: run scripts/test (it makes .venv and installs requirements.txt), or set LOOKOUT_PYTHON to a python that has them",
+        py.display()
+    );
+    py
+}

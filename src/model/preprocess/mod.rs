@@ -1,8 +1,10 @@
 //! Preprocessing: decoded RGB frame -> model input tensor.
 //!
-//! Resize (`stretch`, `crop`, `letterbox`) bit-exact with Pillow's `Image.resize(...,
-//! BILINEAR)` (what most training and reference scripts use; [`super::resample`]), or with
-//! fast_image_resize's convolution (`resampler = "fast"`); then channel order, `value = pixel /
+//! Resize (`stretch`, `crop`, `letterbox`, `fit_height`, `fit_width`: [`geometry`]) bit-exact
+//! with Pillow's `Image.resize(..., BILINEAR)` (what most training and reference scripts use;
+//! [`super::resample`]), with OpenCV's `cv2.resize` (`resampler = "opencv-linear"` etc.;
+//! [`super::resample::opencv`]), or with fast_image_resize's convolution (`resampler = "fast"`);
+//! padding with a pixel value or a normalised value; then channel order, `value = pixel /
 //! scale`, `(value - mean) / std` through a per-channel lookup table, written in the model's
 //! layout (NCHW/NHWC) and dtype. A JPEG frame's rows can be resized as they are decoded
 //! ([`Preprocessor::run_filled`]).
@@ -14,22 +16,66 @@ use serde::Deserialize;
 use super::InputSpec;
 use crate::problems::Problems;
 
+mod geometry;
+mod preset;
 mod tensor;
 #[cfg(test)]
 mod tests;
 
+pub use geometry::{DecodeSizer, Geometry};
+pub use preset::{Preset, IMAGENET_MEAN, IMAGENET_STD};
 pub use tensor::Preprocessor;
+
+use super::resample::opencv::Interpolation;
 
 /// How a frame is fitted to the model's input size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum ResizeMode {
     /// Scale the whole frame to the input size, ignoring aspect ratio.
     Stretch,
     /// Scale the shorter side to `resize_to`, then cut the centre (torchvision's Resize+CenterCrop).
     Crop,
-    /// Scale the whole frame to fit inside, keeping aspect ratio; pad with black.
+    /// Scale the whole frame to fit inside, keeping aspect ratio; pad (centred by default).
     Letterbox,
+    /// Scale to the input's height keeping aspect ratio, the width at most the input's
+    /// (`ceil(height * w / h)`, PaddleOCR's `resize_norm_img`); pad the rest (at the end by
+    /// default).
+    FitHeight,
+    /// Scale to the input's width keeping aspect ratio, the height at most the input's; pad
+    /// the rest (at the end by default).
+    FitWidth,
+}
+
+/// Where the padding of `letterbox`, `fit_height` and `fit_width` goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PadPlace {
+    /// Equal margins (the odd pixel right and below): Ultralytics' letterbox.
+    Center,
+    /// The image at the top left, the padding right and below: PaddleOCR.
+    End,
+}
+
+/// The value of padded pixels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum PadFill {
+    /// A pixel value (R, G, B), normalised like the image.
+    Pixel([u8; 3]),
+    /// The tensor value itself, per model channel, after normalisation.
+    Normalized([f32; 3]),
+}
+
+/// How `crop` rounds half of an odd margin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CropRounding {
+    /// Ties to even: torchvision's `center_crop` (Python's `round`), hence timm.
+    HalfEven,
+    /// Down: `(h - th) // 2`, as Keras' `CenterCrop` and many NumPy/OpenCV scripts.
+    Floor,
+    /// Ties away from zero: `int(x + 0.5)`, C's `round`.
+    Round,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -59,7 +105,12 @@ pub enum InputType {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PreprocessConfig {
-    /// "stretch" | "crop" | "letterbox". Default "stretch".
+    /// Every key below at once, as one ecosystem's own preprocessing: "torchvision-imagenet",
+    /// "ultralytics-cls" or "paddle-cls" ([`Preset`] says what each matches). Keys set beside
+    /// it override it.
+    #[serde(default)]
+    pub preset: Option<Preset>,
+    /// "stretch" | "crop" | "letterbox" | "fit_height" | "fit_width". Default "stretch".
     #[serde(default)]
     pub resize: Option<ResizeMode>,
     /// For "crop": the shorter side is scaled to this many pixels before the centre crop.
@@ -79,9 +130,32 @@ pub struct PreprocessConfig {
     /// Per-channel divisor after the mean (1 or 3 values, > 0). Default [1, 1, 1].
     #[serde(default)]
     pub std: Option<Vec<f32>>,
-    /// "pillow" (bit-exact with Pillow, default) | "fast" (SIMD, within one grey level).
+    /// "pillow" (bit-exact with Pillow, default) | "fast" (SIMD, within one grey level of
+    /// Pillow) | "opencv-linear" | "opencv-area" | "opencv-nearest" (bit-exact with
+    /// `cv2.resize`'s INTER_LINEAR, INTER_AREA, INTER_NEAREST) | "opencv-cubic" |
+    /// "opencv-lanczos4" (within one grey level of INTER_CUBIC, INTER_LANCZOS4).
     #[serde(default)]
     pub resampler: Option<Resampler>,
+    /// For "letterbox", "fit_height", "fit_width": where the padding goes, "center" or "end"
+    /// (right and below). Default "center" for letterbox, "end" for the others.
+    #[serde(default)]
+    pub pad: Option<PadPlace>,
+    /// Padding as a pixel value, 1 or 3 values 0..255 (R, G, B), normalised like the image
+    /// (Ultralytics: 114). Default 0 (black).
+    #[serde(default)]
+    pub pad_value: Option<Vec<u8>>,
+    /// Padding as the tensor value itself, after normalisation (1 or 3 values; PaddleOCR: 0.0).
+    /// Float inputs only; not with `pad_value`.
+    #[serde(default)]
+    pub pad_normalized: Option<Vec<f32>>,
+    /// For "crop": how half of an odd margin is rounded, "half_even" (torchvision, timm;
+    /// default), "floor" (Keras, `//` in scripts) or "round" (ties away from zero).
+    #[serde(default)]
+    pub crop_rounding: Option<CropRounding>,
+    /// For "crop": how the long side, `resize_to * long / short`, is rounded: "round" (ties
+    /// away from zero; default) or "floor" (torchvision's `Resize` truncates) or "half_even".
+    #[serde(default)]
+    pub long_side_rounding: Option<CropRounding>,
     /// JPEG frames are decoded at reduced DCT scale (1/2, 1/4, 1/8) only while the decoded image
     /// stays at least this many times the size it is resized to: Pillow's `reducing_gap`.
     /// Default 2.0 (as Pillow's `thumbnail`): a 640x480 or 1280x720 frame is decoded in full
@@ -92,12 +166,36 @@ pub struct PreprocessConfig {
 
 /// The resize implementation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Resampler {
     /// Bit-exact with Pillow's `resize(..., BILINEAR)`: what most models were trained with.
     Pillow,
     /// fast_image_resize's SIMD bilinear convolution: faster, within one grey level of Pillow.
     Fast,
+    /// `cv2.resize(..., interpolation=INTER_NEAREST)`, bit-exact.
+    OpencvNearest,
+    /// `cv2.resize(..., interpolation=INTER_LINEAR)` (OpenCV's default), bit-exact.
+    OpencvLinear,
+    /// `cv2.resize(..., interpolation=INTER_AREA)`, bit-exact.
+    OpencvArea,
+    /// `cv2.resize(..., interpolation=INTER_CUBIC)`, within one grey level.
+    OpencvCubic,
+    /// `cv2.resize(..., interpolation=INTER_LANCZOS4)`, within one grey level.
+    OpencvLanczos4,
+}
+
+impl Resampler {
+    /// OpenCV's interpolation for the `opencv-*` resamplers.
+    pub fn opencv(self) -> Option<Interpolation> {
+        Some(match self {
+            Resampler::Pillow | Resampler::Fast => return None,
+            Resampler::OpencvNearest => Interpolation::Nearest,
+            Resampler::OpencvLinear => Interpolation::Linear,
+            Resampler::OpencvArea => Interpolation::Area,
+            Resampler::OpencvCubic => Interpolation::Cubic,
+            Resampler::OpencvLanczos4 => Interpolation::Lanczos4,
+        })
+    }
 }
 
 /// Preprocessing of the bundled model (`models/MODEL_CARD.md`).
@@ -116,6 +214,10 @@ pub struct Preprocess {
     pub resampler: Resampler,
     /// See [`PreprocessConfig::reducing_gap`].
     pub reducing_gap: f32,
+    pub pad: PadPlace,
+    pub pad_fill: PadFill,
+    pub crop_rounding: CropRounding,
+    pub long_side_rounding: CropRounding,
 }
 
 fn three(v: &[f32]) -> [f32; 3] {
@@ -128,6 +230,13 @@ fn three(v: &[f32]) -> [f32; 3] {
 
 impl PreprocessConfig {
     pub fn validate(&self, key: &str, p: &mut Problems) {
+        if self.preset.is_some() {
+            return self.with_preset().validate_keys(key, p);
+        }
+        self.validate_keys(key, p)
+    }
+
+    fn validate_keys(&self, key: &str, p: &mut Problems) {
         if let Some(s) = self.scale {
             if !(s.is_finite() && s > 0.0) {
                 p.push(
@@ -147,7 +256,53 @@ impl PreprocessConfig {
                 );
             }
         }
-        for (name, v, positive) in [("mean", &self.mean, false), ("std", &self.std, true)] {
+        let pads = matches!(
+            self.resize,
+            Some(ResizeMode::Letterbox | ResizeMode::FitHeight | ResizeMode::FitWidth)
+        );
+        for (name, set) in [
+            ("pad", self.pad.is_some()),
+            ("pad_value", self.pad_value.is_some()),
+            ("pad_normalized", self.pad_normalized.is_some()),
+        ] {
+            if set && !pads {
+                p.push(
+                    format!("{key}.{name}"),
+                    "applies to resize = \"letterbox\", \"fit_height\" or \"fit_width\" only: set one, or remove it".to_owned(),
+                );
+            }
+        }
+        if self.pad_value.is_some() && self.pad_normalized.is_some() {
+            p.push(
+                format!("{key}.pad_normalized"),
+                "set either pad_value (a pixel value) or pad_normalized (a tensor value), not both"
+                    .to_owned(),
+            );
+        }
+        if let Some(v) = &self.pad_value {
+            if !(v.len() == 1 || v.len() == 3) {
+                p.push(
+                    format!("{key}.pad_value"),
+                    format!("expected 1 or 3 values 0..255, got {}", v.len()),
+                );
+            }
+        }
+        for (name, set) in [
+            ("crop_rounding", self.crop_rounding.is_some()),
+            ("long_side_rounding", self.long_side_rounding.is_some()),
+        ] {
+            if set && self.resize != Some(ResizeMode::Crop) {
+                p.push(
+                    format!("{key}.{name}"),
+                    format!("applies to resize = \"crop\" only: set it, or remove {name}"),
+                );
+            }
+        }
+        for (name, v, positive) in [
+            ("mean", &self.mean, false),
+            ("std", &self.std, true),
+            ("pad_normalized", &self.pad_normalized, false),
+        ] {
             if let Some(v) = v {
                 if !(v.len() == 1 || v.len() == 3) {
                     p.push(
@@ -171,11 +326,24 @@ impl PreprocessConfig {
 
     /// Fills unset values and checks them against the model's input.
     pub fn resolve(&self, builtin: bool, input: &InputSpec) -> Result<Preprocess, String> {
+        if let Some(preset) = self.preset {
+            let mut c = self.with_preset();
+            c.preset = None;
+            let longest = input.width.max(input.height) as u32;
+            c.resize_to = c.resize_to.or(preset.resize_to(longest));
+            return c.resolve(builtin, input);
+        }
         let (mean, std) = if builtin {
             (BUILTIN_MEAN, BUILTIN_STD)
         } else {
             ([0.0; 3], [1.0; 3])
         };
+        if input.dtype != InputType::F32 && self.pad_normalized.is_some() {
+            return Err(format!(
+                "model.preprocess.pad_normalized applies to float32 inputs only; this model's input is {:?}: use pad_value (a pixel value) instead",
+                input.dtype
+            ));
+        }
         if input.dtype != InputType::F32
             && (self.scale.is_some() || self.mean.is_some() || self.std.is_some())
         {
@@ -191,8 +359,18 @@ impl PreprocessConfig {
             ));
         }
         let longest = input.width.max(input.height) as u32;
+        let resize = self.resize.unwrap_or(ResizeMode::Stretch);
+        let pad_fill = match (&self.pad_value, &self.pad_normalized) {
+            (_, Some(v)) => PadFill::Normalized(three(v)),
+            (Some(v), None) => PadFill::Pixel(match v[..] {
+                [a] => [a; 3],
+                [a, b, c] => [a, b, c],
+                _ => [0; 3], // refused by validate()
+            }),
+            (None, None) => PadFill::Pixel([0; 3]),
+        };
         let p = Preprocess {
-            resize: self.resize.unwrap_or(ResizeMode::Stretch),
+            resize,
             resize_to: self.resize_to.unwrap_or((longest * 256).div_ceil(224)),
             channel_order: self.channel_order.unwrap_or(ChannelOrder::Rgb),
             scale: self.scale.unwrap_or(255.0),
@@ -200,6 +378,14 @@ impl PreprocessConfig {
             std: self.std.as_deref().map_or(std, three),
             resampler: self.resampler.unwrap_or(Resampler::Pillow),
             reducing_gap: self.reducing_gap.unwrap_or(DEFAULT_REDUCING_GAP),
+            pad: self.pad.unwrap_or(if resize == ResizeMode::Letterbox {
+                PadPlace::Center
+            } else {
+                PadPlace::End
+            }),
+            pad_fill,
+            crop_rounding: self.crop_rounding.unwrap_or(CropRounding::HalfEven),
+            long_side_rounding: self.long_side_rounding.unwrap_or(CropRounding::Round),
         };
         if p.resize == ResizeMode::Crop && p.resize_to < longest {
             return Err(format!(
@@ -215,22 +401,6 @@ impl PreprocessConfig {
 /// antialiased: the reduced-scale decode never does more than half of the downscaling.
 pub const DEFAULT_REDUCING_GAP: f32 = 2.0;
 
-/// A rectangle in source pixels (fractional) mapped onto a rectangle of the target.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Geometry {
-    /// Source crop box: left, top, width, height.
-    pub src: (f64, f64, f64, f64),
-    /// Destination rectangle inside the target: left, top, width, height.
-    pub dst: (u32, u32, u32, u32),
-}
-
-impl Geometry {
-    /// Whether the destination is the whole `tw` x `th` target (no padding).
-    pub fn fills(&self, tw: u32, th: u32) -> bool {
-        self.dst == (0, 0, tw, th)
-    }
-}
-
 /// The buffer a resize writes: the target itself (`resized`) when it fills it, else `fitted`,
 /// sized `dw` x `dh` RGB.
 fn resize_target<'a>(
@@ -244,73 +414,4 @@ fn resize_target<'a>(
     buf.clear();
     buf.resize((dw * dh * 3) as usize, 0);
     buf
-}
-
-impl Preprocess {
-    /// Size of the whole frame after scaling, before crop or padding.
-    pub fn scaled_size(&self, w: u32, h: u32, tw: u32, th: u32) -> (u32, u32) {
-        let (w, h) = (w.max(1) as f64, h.max(1) as f64);
-        match self.resize {
-            ResizeMode::Stretch => (tw, th),
-            ResizeMode::Crop => {
-                let s = self.resize_to as f64 / w.min(h);
-                (
-                    ((w * s).round() as u32).max(tw),
-                    ((h * s).round() as u32).max(th),
-                )
-            }
-            ResizeMode::Letterbox => {
-                let s = (tw as f64 / w).min(th as f64 / h);
-                (
-                    ((w * s).round() as u32).clamp(1, tw),
-                    ((h * s).round() as u32).clamp(1, th),
-                )
-            }
-        }
-    }
-
-    /// Where the source goes in a `tw` x `th` target.
-    pub fn geometry(&self, w: u32, h: u32, tw: u32, th: u32) -> Geometry {
-        let (rw, rh) = self.scaled_size(w, h, tw, th);
-        let (wf, hf) = (w as f64, h as f64);
-        match self.resize {
-            ResizeMode::Stretch => Geometry {
-                src: (0.0, 0.0, wf, hf),
-                dst: (0, 0, tw, th),
-            },
-            ResizeMode::Crop => {
-                // torchvision's center_crop: offset = round((scaled - target) / 2), ties to even.
-                let left = ((rw - tw) as f64 / 2.0).round_ties_even();
-                let top = ((rh - th) as f64 / 2.0).round_ties_even();
-                let (sx, sy) = (wf / rw as f64, hf / rh as f64);
-                Geometry {
-                    src: (left * sx, top * sy, tw as f64 * sx, th as f64 * sy),
-                    dst: (0, 0, tw, th),
-                }
-            }
-            ResizeMode::Letterbox => Geometry {
-                src: (0.0, 0.0, wf, hf),
-                dst: ((tw - rw) / 2, (th - rh) / 2, rw, rh),
-            },
-        }
-    }
-}
-
-/// Computes the smallest useful decode size for a frame (see [`PreprocessConfig::reducing_gap`]).
-#[derive(Debug, Clone, Copy)]
-pub struct DecodeSizer {
-    spec: Preprocess,
-    width: u32,
-    height: u32,
-}
-
-impl DecodeSizer {
-    pub fn min_decode_size(&self, w: u32, h: u32) -> (u32, u32) {
-        let (rw, rh) = self.spec.scaled_size(w, h, self.width, self.height);
-        let gap = self.spec.reducing_gap as f64;
-        (
-            (rw as f64 * gap).ceil() as u32,
-            (rh as f64 * gap).ceil() as u32,
-        )
-    }
 }

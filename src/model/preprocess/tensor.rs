@@ -4,11 +4,12 @@
 use fast_image_resize as fr;
 use tract_onnx::prelude::Tensor;
 
+use super::super::resample::opencv::{self, CvScratch};
 use super::super::resample::{self, RowWriter};
 use super::super::InputSpec;
 use super::resize_target;
 use super::DecodeSizer;
-use super::{ChannelOrder, Geometry, InputType, Layout, Preprocess, Resampler};
+use super::{ChannelOrder, Geometry, InputType, Layout, PadFill, Preprocess, Resampler};
 use crate::frame::RgbBuf;
 
 /// Per-worker preprocessing state: the resizer and its buffers, reused frame after frame.
@@ -22,6 +23,11 @@ pub struct Preprocessor {
     fitted: Vec<u8>,
     /// Intermediate rows of the two-pass Pillow resize.
     scratch: resample::Scratch,
+    /// OpenCV resamplers: the whole scaled frame before `crop`, and the resize's buffers.
+    scaled: Vec<u8>,
+    cv: CvScratch,
+    /// Where the last image went in the target (left, top, width, height); the rest is padding.
+    placed: (u32, u32, u32, u32),
     /// lut[c][v]: normalised value of pixel value `v` in model channel `c`.
     lut: [[f32; 256]; 3],
 }
@@ -41,6 +47,9 @@ impl Preprocessor {
             resized: Vec::new(),
             fitted: Vec::new(),
             scratch: Default::default(),
+            scaled: Vec::new(),
+            cv: CvScratch::default(),
+            placed: (0, 0, 0, 0),
             lut,
         }
     }
@@ -101,8 +110,7 @@ impl Preprocessor {
         let g = self.spec.geometry(w, h, tw, th);
         let (_, _, dw, dh) = g.dst;
         let direct = g.fills(tw, th);
-        self.resized.clear();
-        self.resized.resize((tw * th * 3) as usize, 0);
+        self.clear_resized(g);
         let dst_buf = resize_target(&mut self.resized, &mut self.fitted, direct, dw, dh);
         let (sl, st, sw, sh) = g.src;
         resample::resize_rgb_filled(
@@ -141,9 +149,11 @@ impl Preprocessor {
                 for b in 0..n {
                     resize(self, b);
                     let lut = &self.lut;
-                    self.write_item(&mut all[b * per_item..][..per_item], |v, c| {
-                        lut[c][v as usize]
-                    });
+                    let slot = &mut all[b * per_item..][..per_item];
+                    self.write_item(slot, |v, c| lut[c][v as usize]);
+                    if let PadFill::Normalized(values) = self.spec.pad_fill {
+                        self.fill_padding(slot, values);
+                    }
                 }
                 repeat_last(&mut all, n, per_item);
                 shaped(all, &shape)
@@ -167,6 +177,36 @@ impl Preprocessor {
                 }
                 repeat_last(&mut all, n, per_item);
                 shaped(all, &shape)
+            }
+        }
+    }
+
+    /// Sets every padded position of one float batch slot to `values[model channel]`.
+    fn fill_padding(&self, out: &mut [f32], values: [f32; 3]) {
+        let (w, h, channels) = (self.input.width, self.input.height, self.input.channels);
+        let (x0, y0, pw, ph) = self.placed;
+        let (x0, y0, x1, y1) = (
+            x0 as usize,
+            y0 as usize,
+            (x0 + pw) as usize,
+            (y0 + ph) as usize,
+        );
+        if (x0, y0, x1, y1) == (0, 0, w, h) {
+            return;
+        }
+        let inside = |x: usize, y: usize| (x0..x1).contains(&x) && (y0..y1).contains(&y);
+        for y in 0..h {
+            for x in 0..w {
+                if inside(x, y) {
+                    continue;
+                }
+                for (c, &v) in values.iter().enumerate().take(channels) {
+                    let at = match self.input.layout {
+                        Layout::Nchw => c * w * h + y * w + x,
+                        Layout::Nhwc => (y * w + x) * channels + c,
+                    };
+                    out[at] = v;
+                }
             }
         }
     }
@@ -212,11 +252,29 @@ impl Preprocessor {
         }
     }
 
+    /// Sizes `self.resized` for the target, padding filled with the pad pixel, and notes where
+    /// the image goes.
+    fn clear_resized(&mut self, g: Geometry) {
+        let (tw, th) = (self.input.width, self.input.height);
+        let pad = match self.spec.pad_fill {
+            PadFill::Pixel(p) if !g.fills(tw as u32, th as u32) => p,
+            _ => [0; 3],
+        };
+        self.resized.clear();
+        if pad == [0; 3] {
+            self.resized.resize(tw * th * 3, 0);
+        } else {
+            for _ in 0..tw * th {
+                self.resized.extend_from_slice(&pad);
+            }
+        }
+        self.placed = g.dst;
+    }
+
     fn resize(&mut self, rgb: &RgbBuf, tw: u32, th: u32) {
         let need = (tw * th * 3) as usize;
-        self.resized.clear();
-        self.resized.resize(need, 0);
         let g = self.spec.geometry(rgb.width, rgb.height, tw, th);
+        self.clear_resized(g);
         let (_, _, dw, dh) = g.dst;
         let direct = g.fills(tw, th);
         let (sl, st, sw, sh) = g.src;
@@ -225,7 +283,9 @@ impl Preprocessor {
             return;
         }
         let dst_buf = resize_target(&mut self.resized, &mut self.fitted, direct, dw, dh);
-        if self.spec.resampler == Resampler::Pillow {
+        if let Some(interp) = self.spec.resampler.opencv() {
+            self.resize_opencv(rgb, g, interp, direct);
+        } else if self.spec.resampler == Resampler::Pillow {
             resample::resize_rgb(
                 &rgb.data,
                 rgb.width as usize,
@@ -252,6 +312,59 @@ impl Preprocessor {
         for y in 0..dh as usize {
             let to = ((dy as usize + y) * tw + dx as usize) * 3;
             self.resized[to..to + row].copy_from_slice(&self.fitted[y * row..(y + 1) * row]);
+        }
+    }
+
+    /// `cv2.resize` of the whole frame to its scaled size, then the part kept (`crop`) copied
+    /// out, as the OpenCV pipelines do it.
+    fn resize_opencv(
+        &mut self,
+        rgb: &RgbBuf,
+        g: Geometry,
+        interp: opencv::Interpolation,
+        direct: bool,
+    ) {
+        let (_, _, dw, dh) = g.dst;
+        let (rw, rh) = g.scaled;
+        let (sw, sh) = (rgb.width as usize, rgb.height as usize);
+        let whole = (rw, rh) == (dw, dh);
+        let out = if direct {
+            &mut self.resized
+        } else {
+            &mut self.fitted
+        };
+        if whole {
+            opencv::resize(
+                &rgb.data,
+                sw,
+                sh,
+                3,
+                out,
+                dw as usize,
+                dh as usize,
+                interp,
+                &mut self.cv,
+            );
+            return;
+        }
+        self.scaled.clear();
+        self.scaled.resize((rw * rh * 3) as usize, 0);
+        opencv::resize(
+            &rgb.data,
+            sw,
+            sh,
+            3,
+            &mut self.scaled,
+            rw as usize,
+            rh as usize,
+            interp,
+            &mut self.cv,
+        );
+        let (cx, cy) = g.crop;
+        let row = dw as usize * 3;
+        for y in 0..dh as usize {
+            let from = ((cy as usize + y) * rw as usize + cx as usize) * 3;
+            out[y * row..(y + 1) * row].copy_from_slice(&self.scaled[from..from + row]);
         }
     }
 

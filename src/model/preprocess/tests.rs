@@ -51,6 +51,8 @@ fn geometry_per_resize_mode() {
             Geometry {
                 src: (0.0, 0.0, 640.0, 480.0),
                 dst: (0, 0, 224, 224),
+                scaled: (224, 224),
+                crop: (0, 0),
             },
         ),
         // shorter side 480 -> 256: scaled 341x256, offsets round(58.5)=58 (ties to even), 16.
@@ -65,6 +67,8 @@ fn geometry_per_resize_mode() {
                     224.0 * 480.0 / 256.0,
                 ),
                 dst: (0, 0, 224, 224),
+                scaled: (341, 256),
+                crop: (58, 16),
             },
         ),
         (
@@ -73,6 +77,8 @@ fn geometry_per_resize_mode() {
             Geometry {
                 src: (0.0, 0.0, 640.0, 480.0),
                 dst: (0, 28, 224, 168),
+                scaled: (224, 168),
+                crop: (0, 0),
             },
         ),
         (
@@ -81,6 +87,8 @@ fn geometry_per_resize_mode() {
             Geometry {
                 src: (0.0, 0.0, 100.0, 400.0),
                 dst: (84, 0, 56, 224),
+                scaled: (56, 224),
+                crop: (0, 0),
             },
         ),
     ];

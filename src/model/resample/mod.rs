@@ -378,6 +378,9 @@ macro_rules! with_avx2 {
     };
 }
 
+// After the macro, which it uses.
+pub mod opencv;
+
 with_avx2!(vertical, vertical_plain, vertical_avx2, (src: &[u8], w: usize, c: &Coeffs, row0: usize, out: &mut [u8], oh: usize));
 
 /// The horizontal pass over `rows` source rows from `row0`: AVX2 where the CPU has it.
