@@ -79,7 +79,11 @@ pub fn build_with_model(
     let rules = RuleSet::build(&config.rules, &model.labels, &names)?;
     let summary = config.log.summary_secs;
     Ok(Parts {
-        source: config.source.build(),
+        sources: config
+            .sources()
+            .into_iter()
+            .map(|s| (s.name, s.source.build()))
+            .collect(),
         model,
         rules,
         sinks,
@@ -144,12 +148,13 @@ fn info(config: &Config, source: String, model: &Model) -> Info {
     }
 }
 
-/// Settings a reload cannot change while the camera keeps running: the source, the frame
-/// queue, reconnection, the HTTP server and logging. Each changed one is named.
+/// Settings a reload cannot change while the cameras keep running: the sources (any change to
+/// `[source]` / `[[sources]]`, including adding or removing one), the frame queue,
+/// reconnection, the HTTP server and logging. Each changed one is named.
 fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     let mut changed = Vec::new();
-    if format!("{:?}", old.source) != format!("{:?}", new.source) {
-        changed.push("[source]");
+    if format!("{:?}", old.sources()) != format!("{:?}", new.sources()) {
+        changed.push("[source] / [[sources]] (added, removed or changed sources)");
     }
     let (a, b) = (&old.pipeline, &new.pipeline);
     if a.frame_queue != b.frame_queue
@@ -237,7 +242,7 @@ fn reload(
     );
     if !kept.is_empty() {
         msg.push_str(&format!(
-            "; not applied until a restart (the source keeps running): {}",
+            "; not applied until a restart (the sources keep running as they were): {}",
             kept.join(", ")
         ));
     }
@@ -293,11 +298,8 @@ pub fn run(
         .map_err(DaemonError::Signals)?;
     let parts = build(config, Vec::new())?;
     let live = parts.live.clone();
-    let info_slot = Arc::new(Mutex::new(info(
-        config,
-        parts.source.describe(),
-        &parts.model,
-    )));
+    let names: Vec<&str> = parts.sources.iter().map(|(n, _)| n.as_str()).collect();
+    let info_slot = Arc::new(Mutex::new(info(config, names.join(","), &parts.model)));
     let mut running = start_parts(parts, stop.clone())?;
     let health = Arc::new(Mutex::new(Report::default()));
     let (reload_tx, reload_rx) = crossbeam_channel::bounded::<ReloadRequest>(4);

@@ -163,6 +163,65 @@ pub struct LinkStats {
     pub write_latency: Histogram,
 }
 
+/// The counters of one source, beside the totals in [`Metrics`]: written by that source's
+/// capture thread, except `inferred`/`failed`/`dropped` by newest-first takes (workers).
+#[derive(Debug)]
+pub struct SourceMetrics {
+    /// The source's name (`[[sources]]` `name`), as events carry it.
+    pub name: Arc<str>,
+    /// Frames the source delivered.
+    pub captured: AtomicU64,
+    /// Frames of this source dropped unprocessed (its queue full, or older than the newest one
+    /// a worker took).
+    pub dropped: AtomicU64,
+    /// Frames of this source classified, and those that could not be (workers).
+    pub inferred: AtomicU64,
+    pub failed: AtomicU64,
+    /// Open/read failures and stalls, and successful reopenings.
+    pub source_errors: AtomicU64,
+    pub reconnects: AtomicU64,
+    /// When the capture thread last came back from this source ([`now_ms`]; 0 = not yet).
+    pub capture_beat: AtomicU64,
+    /// When the source last delivered a frame ([`now_ms`]; 0 = never).
+    pub last_frame: AtomicU64,
+    /// 1 while the source is open and delivering, 0 while it is being reopened.
+    pub up: AtomicU64,
+    /// 1 once its capture thread has ended (the input ended, or the daemon stops).
+    pub ended: AtomicU64,
+}
+
+impl SourceMetrics {
+    pub fn new(name: &str) -> SourceMetrics {
+        SourceMetrics {
+            name: name.into(),
+            captured: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            inferred: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            source_errors: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            capture_beat: AtomicU64::new(0),
+            last_frame: AtomicU64::new(0),
+            up: AtomicU64::new(0),
+            ended: AtomicU64::new(0),
+        }
+    }
+
+    pub fn snapshot(&self) -> SourceSnapshot {
+        SourceSnapshot {
+            name: self.name.to_string(),
+            up: self.up.load(Relaxed) == 1,
+            ended: self.ended.load(Relaxed) == 1,
+            captured: self.captured.load(Relaxed),
+            dropped: self.dropped.load(Relaxed),
+            inferred: self.inferred.load(Relaxed),
+            failed: self.failed.load(Relaxed),
+            source_errors: self.source_errors.load(Relaxed),
+            reconnects: self.reconnects.load(Relaxed),
+        }
+    }
+}
+
 /// Everything counted in one pipeline run.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -205,6 +264,9 @@ pub struct Metrics {
     /// Configuration reloads applied, and refused (invalid config, model or sinks).
     pub reloads: AtomicU64,
     pub reload_failures: AtomicU64,
+    /// One entry per source, in config order (capture threads write them; see
+    /// [`SourceMetrics`]). Set at start by [`Metrics::add_source`].
+    sources: std::sync::RwLock<Vec<Arc<SourceMetrics>>>,
     /// One entry per configured sink, in config order; replaced on reload (a sink keeps its
     /// counters when its name stays).
     sinks: std::sync::RwLock<Vec<Arc<SinkMetrics>>>,
@@ -255,7 +317,25 @@ pub struct Snapshot {
     pub infer_ms: LatencySummary,
     pub total_ms: LatencySummary,
     pub event_latency_ms: LatencySummary,
+    /// Per source, in config order.
+    pub sources: Vec<SourceSnapshot>,
     pub sinks: Vec<SinkSnapshot>,
+}
+
+/// One source's counters at one moment.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SourceSnapshot {
+    pub name: String,
+    /// Open and delivering (false while it is being reopened).
+    pub up: bool,
+    /// Its input ended (a finite source) or the daemon is stopping.
+    pub ended: bool,
+    pub captured: u64,
+    pub dropped: u64,
+    pub inferred: u64,
+    pub failed: u64,
+    pub source_errors: u64,
+    pub reconnects: u64,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -317,6 +397,25 @@ impl Metrics {
         })
     }
 
+    /// Adds a source's counters (a name already present gets its existing ones back).
+    pub fn add_source(&self, name: &str) -> Arc<SourceMetrics> {
+        let mut g = self.sources.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = g.iter().find(|s| &*s.name == name) {
+            return Arc::clone(s);
+        }
+        let s = Arc::new(SourceMetrics::new(name));
+        g.push(Arc::clone(&s));
+        s
+    }
+
+    /// The sources' counters, in config order.
+    pub fn sources(&self) -> Vec<Arc<SourceMetrics>> {
+        self.sources
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// The current sinks' counters, in config order.
     pub fn sinks(&self) -> Vec<Arc<SinkMetrics>> {
         self.sinks.read().unwrap_or_else(|e| e.into_inner()).clone()
@@ -360,6 +459,7 @@ impl Metrics {
             infer_ms: self.infer.snapshot(),
             total_ms: self.total.snapshot(),
             event_latency_ms: self.event_latency.snapshot(),
+            sources: self.sources().iter().map(|s| s.snapshot()).collect(),
             sinks: self
                 .sinks()
                 .iter()
@@ -402,6 +502,14 @@ impl Snapshot {
                 " accuracy={:.3} labelled={}",
                 acc, self.truth_total
             ));
+        }
+        if self.sources.len() > 1 {
+            for src in &self.sources {
+                s.push_str(&format!(
+                    " source.{0}.captured={1} source.{0}.dropped={2} source.{0}.inferred={3} source.{0}.up={4}",
+                    src.name, src.captured, src.dropped, src.inferred, src.up
+                ));
+            }
         }
         for sink in &self.sinks {
             s.push_str(&format!(

@@ -106,7 +106,7 @@ pub struct Firing {
 }
 
 /// A rule with its labels resolved to class indices, and its state.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Rule {
     labels: Vec<usize>,
     min_score: f32,
@@ -117,8 +117,9 @@ struct Rule {
     last_fired: Option<Instant>,
 }
 
-/// All rules and their state. Owned by the dispatcher thread.
-#[derive(Debug)]
+/// All rules and their state. Owned by the dispatcher thread, which keeps one per source (a
+/// clone of the unused set has fresh state).
+#[derive(Debug, Clone)]
 pub struct RuleSet {
     rules: Vec<Rule>,
     pub names: Vec<String>,

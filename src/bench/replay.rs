@@ -131,7 +131,10 @@ impl Accumulated {
         )?;
         parts.workers = workers;
         parts.trace_frames = true;
-        parts.source = Box::new(ReplaySource::new(frames, count, fps));
+        parts.sources = vec![(
+            "replay".into(),
+            Box::new(ReplaySource::new(frames, count, fps)),
+        )];
         let cpu0 = cpu_time();
         let t0 = Instant::now();
         let running = crate::pipeline::start(parts, StopToken::new()).map_err(DaemonError::from)?;

@@ -1,7 +1,8 @@
 //! The dispatcher loop: one thread that turns each classified frame into events with the
-//! rules, feeds the live view, and fans each event out to its sinks' bounded queues (a full
+//! rules (each source with rule state of its own), feeds the live view, and fans each event out to its sinks' bounded queues (a full
 //! queue drops the event for that sink and counts it; the dispatcher never waits for a sink).
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -23,14 +24,16 @@ pub(super) fn dispatch_loop(
     frame_sinks: Vec<bool>,
     counters: Vec<Arc<SinkMetrics>>,
     live: Option<Arc<Live>>,
-    mut rules: RuleSet,
+    rules: RuleSet,
     labels: Arc<[String]>,
     k: usize,
     device: String,
-    source: String,
     m: Arc<Metrics>,
 ) {
     let all_sinks: Vec<usize> = (0..sink_txs.len()).collect();
+    // Each source's frames go through rules of their own (their N-of-M windows and cooldowns
+    // are that source's), made from `rules` (never observed) when its first frame comes.
+    let mut by_source: HashMap<Arc<str>, RuleSet> = HashMap::new();
     while let Ok(mut c) = class_rx.recv() {
         let frame: Option<Arc<Frame>> = c.frame.take().map(Arc::new);
         let top: Vec<TopEntry> = top_k(&c.probs, k)
@@ -53,6 +56,9 @@ pub(super) fn dispatch_loop(
                 .into_iter()
                 .collect()
         } else {
+            let rules = by_source
+                .entry(Arc::clone(&c.source))
+                .or_insert_with(|| rules.clone());
             let fired = rules.observe(&c.probs, c.captured);
             fired
                 .into_iter()
@@ -87,7 +93,7 @@ pub(super) fn dispatch_loop(
             .then(|| crate::sink::snapshot::file_name(&captured_at, c.seq, &label_name));
             let event = Arc::new(Event {
                 device: device.clone(),
-                source: source.clone(),
+                source: c.source.to_string(),
                 rule,
                 label: label_name,
                 score,

@@ -1,13 +1,14 @@
 //! The pipeline: threads and bounded queues from source to sinks.
 //!
 //! ```text
-//! [capture]  --frames (bounded, drop-oldest when live)-->  [worker 1..N, newest first when live]
+//! [capture per source] --frames (a bounded lane per source, drop-oldest when live)-->
+//!                                 [worker 1..N: round-robin over sources, newest first when live]
 //! [worker]   --classifications (bounded, blocking)----->  [dispatcher]
 //! [dispatcher] --events (bounded per sink, drop-newest)-> [sink thread per sink]
 //! ```
 //!
-//! Shutdown has one trigger: the [`StopToken`] (or the end of a finite source) ends the capture
-//! loop, which drops its frame sender; each later stage ends when its input disconnects, after
+//! Shutdown has one trigger: the [`StopToken`] (or the end of every finite source) ends the
+//! capture loops, which close their lanes; each later stage ends when its input disconnects, after
 //! finishing what it holds; sinks flush last. Nothing is lost between the dispatcher and the
 //! sinks except what a full sink queue refuses, and that is counted. Run-time errors (a bad
 //! frame, a failed delivery, a broken source) are logged, counted and never stop the loop.
@@ -15,9 +16,11 @@
 //!
 //! # Layout
 //!
-//! - [`start`](start()): opens the source and starts every thread ([`Parts`] in, [`Running`] out).
-//! - `capture`: the capture loop, one thread: frames into the bounded frame queue, reopening a
-//!   failed source with back-off.
+//! - [`start`](start()): opens the sources and starts every thread ([`Parts`] in, [`Running`]
+//!   out).
+//! - `capture`: the capture loop, one thread per source: frames into its lane of the frame
+//!   queue, reopening a failed source with back-off.
+//! - `fair`: the frame queue, one bounded lane per source, taken from round-robin.
 //! - `worker`: the worker loop, one thread per worker: decode, preprocess, classify, help an
 //!   idle worker's neighbour (the team).
 //! - `dispatch`: the dispatcher loop: rules, events, fan-out to each sink's queue.
@@ -28,6 +31,7 @@
 mod capture;
 mod deliver;
 mod dispatch;
+mod fair;
 mod reload;
 mod running;
 mod start;
@@ -50,7 +54,8 @@ pub use start::start;
 
 /// Everything a pipeline needs, built and validated by the caller.
 pub struct Parts {
-    pub source: Box<dyn FrameSource>,
+    /// The sources with their names, in config order (at least one).
+    pub sources: Vec<(String, Box<dyn FrameSource>)>,
     pub model: Arc<Model>,
     pub rules: RuleSet,
     /// Sinks with their names, in config order (rule sink indices refer to this order).
@@ -93,6 +98,9 @@ pub enum StartError {
 
 /// A classified frame, worker -> dispatcher.
 struct Classified {
+    /// The source's name.
+    pub(super) source: Arc<str>,
+    /// The frame's number within its source.
     pub(super) seq: u64,
     pub(super) captured_at: SystemTime,
     pub(super) captured: Instant,
@@ -112,7 +120,7 @@ struct Delivery {
 }
 
 /// Everything downstream of the frame queue: what a configuration reload replaces while the
-/// source keeps running.
+/// sources keep running.
 pub struct Downstream {
     pub model: Arc<Model>,
     pub rules: RuleSet,

@@ -14,6 +14,7 @@ pub mod camera;
 pub(crate) mod feed;
 pub mod files;
 pub mod http_mjpeg;
+pub mod list;
 pub mod mjpeg;
 pub mod pipe;
 pub mod scene;
