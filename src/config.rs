@@ -317,10 +317,19 @@ impl Config {
             }
             sink_names.push(name);
         }
+        let scope: Vec<(String, Vec<String>)> = self
+            .sources()
+            .iter()
+            .map(|s| {
+                let regions = s.regions().iter().map(|r| r.name.to_string()).collect();
+                (s.name.clone(), regions)
+            })
+            .collect();
         let mut rule_names: Vec<&str> = Vec::new();
         for (i, rule) in self.rules.iter().enumerate() {
             let key = format!("rules[{i}]");
             rule.validate(&key, &sink_names, &mut p);
+            rule.validate_scope(&key, &scope, &mut p);
             if rule_names.contains(&rule.name.as_str()) {
                 p.push(
                     format!("{key}.name"),

@@ -17,7 +17,7 @@ use crate::live::Live;
 use crate::metrics::{Metrics, Snapshot};
 use crate::model::{Model, ModelError};
 use crate::notify::Notifier;
-use crate::pipeline::{self, Downstream, Parts, Running, StartError};
+use crate::pipeline::{self, Downstream, Parts, Running, SourcePart, StartError};
 use crate::rules::{RuleSet, UnknownLabel};
 use crate::sink::{Sink, SinkError};
 use crate::stop::StopToken;
@@ -82,7 +82,11 @@ pub fn build_with_model(
         sources: config
             .sources()
             .into_iter()
-            .map(|s| (s.name, s.source.build()))
+            .map(|s| SourcePart {
+                regions: s.regions(),
+                source: s.source.build(),
+                name: s.name,
+            })
             .collect(),
         model,
         rules,
@@ -298,7 +302,7 @@ pub fn run(
         .map_err(DaemonError::Signals)?;
     let parts = build(config, Vec::new())?;
     let live = parts.live.clone();
-    let names: Vec<&str> = parts.sources.iter().map(|(n, _)| n.as_str()).collect();
+    let names: Vec<&str> = parts.sources.iter().map(|s| s.name.as_str()).collect();
     let info_slot = Arc::new(Mutex::new(info(config, names.join(","), &parts.model)));
     let mut running = start_parts(parts, stop.clone())?;
     let health = Arc::new(Mutex::new(Report::default()));

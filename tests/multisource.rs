@@ -187,27 +187,193 @@ fn the_single_source_table_keeps_its_old_name_in_events() {
 }
 
 #[test]
-fn a_fast_source_does_not_starve_a_slow_one() {
-    // One worker, both sources unpaced (every frame of each waits for it): the worker
-    // alternates, so each gets half of the classifications, whatever their own rates would be.
+fn two_backlogged_sources_share_one_worker_equally() {
+    // One worker, two looping folders read as fast as the worker takes frames (reading a small
+    // file is far quicker than decoding and classifying it, so both lanes stay full): the
+    // worker alternates between them.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir(&a_dir).expect("mkdir");
+    std::fs::create_dir(&b_dir).expect("mkdir");
+    let (a_images, b_images) = (images(&a_dir), images(&b_dir));
+    let cfg = config(&format!(
+        "[[sources]]\nname = \"a\"\ntype = \"files\"\npath = {a_images:?}\nloop = true\n\
+         [[sources]]\nname = \"b\"\ntype = \"files\"\npath = {b_images:?}\nloop = true\n\
+         [pipeline]\nworkers = 1\nframe_queue = 4\n[log]\nsummary_secs = 0\n",
+    ));
+    let memory = lookout::sink::memory::MemorySink::new();
+    let sinks: Vec<(String, Box<dyn lookout::sink::Sink>)> =
+        vec![("memory".into(), Box::new(memory.clone()))];
+    let running = daemon::start(&cfg, sinks, StopToken::new()).expect("starts");
+    let until = Instant::now() + Duration::from_secs(60);
+    while memory.events().len() < 80 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    running.stop();
+    let snap = running.wait(Duration::from_secs(20));
+    assert_eq!(snap.dropped, 0, "files with fps = 0 wait for the worker");
+    let order: Vec<String> = memory.events().into_iter().map(|e| e.source).collect();
+    assert!(order.len() >= 80, "{} events in 60 s", order.len());
+    // Past the start (a lane may still be filling): each gets half.
+    let a = order[10..80].iter().filter(|s| s.as_str() == "a").count();
+    assert!((32..=38).contains(&a), "a got {a} of 70: {order:?}");
+}
+
+#[test]
+fn regions_and_grid_tiles_each_give_their_own_events() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let events = dir.path().join("events.jsonl");
+    let cfg = config(&format!(
+        r#"
+        [[sources]]
+        name = "lanes"
+        type = "synthetic"
+        fps = 0
+        count = 4
+        [[sources.regions]]
+        name = "left"
+        rect = [0, 0, 0.5, 1]
+        [[sources.regions]]
+        name = "right"
+        rect = [0.5, 0, 0.5, 1]
+        [[sources]]
+        name = "field"
+        type = "synthetic"
+        width = 480
+        height = 240
+        fps = 0
+        count = 3
+        seed = 9
+        format = "mjpeg"
+        grid = [3, 2]
+        overlap = 0.1
+        [[sources]]
+        name = "whole"
+        type = "synthetic"
+        fps = 0
+        count = 2
+        [pipeline]
+        workers = 2
+        [[sinks]]
+        type = "jsonl"
+        path = {:?}
+        [log]
+        summary_secs = 0
+        "#,
+        events.display().to_string()
+    ));
+    let running = daemon::start(&cfg, Vec::new(), StopToken::new()).expect("starts");
+    let snap = running.wait(Duration::from_secs(60));
+    assert_eq!((snap.inferred, snap.failed), (9, 0), "frames, not regions");
+    let text = std::fs::read_to_string(&events).expect("JSONL file");
+    let mut got: BTreeMap<(String, u64), Vec<String>> = BTreeMap::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("event JSON");
+        let source = v["source"].as_str().expect("source").to_owned();
+        let seq = v["frame_seq"].as_u64().expect("frame_seq");
+        let region = match v.get("region") {
+            Some(r) => r.as_str().expect("region is a string").to_owned(),
+            None => "(whole)".to_owned(),
+        };
+        got.entry((source, seq)).or_default().push(region);
+    }
+    let mut want: BTreeMap<(String, u64), Vec<String>> = BTreeMap::new();
+    let tiles = ["r0c0", "r0c1", "r0c2", "r1c0", "r1c1", "r1c2"];
+    for seq in 0..4 {
+        want.insert(("lanes".into(), seq), vec!["left".into(), "right".into()]);
+    }
+    for seq in 0..3 {
+        want.insert(
+            ("field".into(), seq),
+            tiles.iter().map(|t| t.to_string()).collect(),
+        );
+    }
+    for seq in 0..2 {
+        want.insert(("whole".into(), seq), vec!["(whole)".into()]);
+    }
+    for list in got.values_mut() {
+        list.sort();
+    }
+    assert_eq!(
+        got, want,
+        "one event per region of each frame; none without regions"
+    );
+}
+
+#[test]
+fn a_region_outside_the_frame_is_refused_with_its_key_path() {
+    let text = "[[sources]]\nname = \"cam\"\ntype = \"synthetic\"\n\
+                [[sources.regions]]\nname = \"ok\"\nrect = [0, 0, 0.5, 0.5]\n\
+                [[sources.regions]]\nname = \"past-edge\"\nrect = [0.6, 0.2, 0.5, 0.5]\n";
+    let err = Config::parse(text, Origin::File("test.toml".into()))
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        err.contains("test.toml")
+            && err.contains("sources[0].regions[1].rect")
+            && err.contains("reaches outside the frame"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_rule_scoped_to_one_region_fires_only_for_it() {
     let cfg = config(
-        "[[sources]]\nname = \"a\"\ntype = \"synthetic\"\nfps = 0\ncount = 40\n\
-         [[sources]]\nname = \"b\"\ntype = \"synthetic\"\nfps = 0\ncount = 40\nseed = 7\n\
-         [pipeline]\nworkers = 1\n[log]\nsummary_secs = 0\n",
+        r#"
+        [[sources]]
+        name = "lanes"
+        type = "synthetic"
+        fps = 0
+        count = 6
+        [[sources.regions]]
+        name = "left"
+        rect = [0, 0, 0.5, 1]
+        [[sources.regions]]
+        name = "right"
+        rect = [0.5, 0, 0.5, 1]
+        [[sources]]
+        name = "other"
+        type = "synthetic"
+        fps = 0
+        count = 6
+        [[sources.regions]]
+        name = "left"
+        rect = [0, 0, 0.5, 1]
+        [[rules]]
+        name = "left-lane"
+        labels = ["ok", "scratch", "dent", "missing"]
+        min_score = 0.0
+        sources = ["lanes"]
+        regions = ["left"]
+        [[rules]]
+        name = "anything"
+        labels = ["ok", "scratch", "dent", "missing"]
+        min_score = 0.0
+        [log]
+        summary_secs = 0
+        "#,
     );
     let memory = lookout::sink::memory::MemorySink::new();
     let sinks: Vec<(String, Box<dyn lookout::sink::Sink>)> =
         vec![("memory".into(), Box::new(memory.clone()))];
     let running = daemon::start(&cfg, sinks, StopToken::new()).expect("starts");
     let snap = running.wait(Duration::from_secs(60));
-    assert_eq!((snap.inferred, snap.dropped), (80, 0));
-    let order: Vec<String> = memory.events().into_iter().map(|e| e.source).collect();
-    // Within the first 40 events (both sources still have frames waiting) the round robin
-    // gives each about half.
-    let first: Vec<&String> = order.iter().take(40).collect();
-    let a = first.iter().filter(|s| s.as_str() == "a").count();
-    assert!(
-        (18..=22).contains(&a),
-        "a got {a} of the first 40: {order:?}"
+    assert_eq!(snap.inferred, 12);
+    let events = memory.events();
+    let scoped: Vec<(&str, Option<&str>)> = events
+        .iter()
+        .filter(|e| e.rule.as_deref() == Some("left-lane"))
+        .map(|e| (e.source.as_str(), e.region.as_deref()))
+        .collect();
+    assert_eq!(
+        scoped,
+        vec![("lanes", Some("left")); 6],
+        "only lanes/left, every frame"
     );
+    // The unscoped rule fires for every source and region: 6 frames x (2 + 1) regions.
+    let all = events
+        .iter()
+        .filter(|e| e.rule.as_deref() == Some("anything"))
+        .count();
+    assert_eq!(all, 18);
 }

@@ -1,5 +1,5 @@
 //! The dispatcher loop: one thread that turns each classified frame into events with the
-//! rules (each source with rule state of its own), feeds the live view, and fans each event out to its sinks' bounded queues (a full
+//! rules (each source and region with rule state of its own), feeds the live view, and fans each event out to its sinks' bounded queues (a full
 //! queue drops the event for that sink and counts it; the dispatcher never waits for a sink).
 
 use std::collections::HashMap;
@@ -31,9 +31,9 @@ pub(super) fn dispatch_loop(
     m: Arc<Metrics>,
 ) {
     let all_sinks: Vec<usize> = (0..sink_txs.len()).collect();
-    // Each source's frames go through rules of their own (their N-of-M windows and cooldowns
-    // are that source's), made from `rules` (never observed) when its first frame comes.
-    let mut by_source: HashMap<Arc<str>, RuleSet> = HashMap::new();
+    // Each source and region goes through rules of its own (their N-of-M windows and cooldowns
+    // are that region's), made from `rules` (never observed) when its first frame comes.
+    let mut by_source: HashMap<(Arc<str>, Option<Arc<str>>), RuleSet> = HashMap::new();
     while let Ok(mut c) = class_rx.recv() {
         let frame: Option<Arc<Frame>> = c.frame.take().map(Arc::new);
         let top: Vec<TopEntry> = top_k(&c.probs, k)
@@ -57,8 +57,8 @@ pub(super) fn dispatch_loop(
                 .collect()
         } else {
             let rules = by_source
-                .entry(Arc::clone(&c.source))
-                .or_insert_with(|| rules.clone());
+                .entry((Arc::clone(&c.source), c.region.clone()))
+                .or_insert_with(|| rules.scoped(&c.source, c.region.as_deref()));
             let fired = rules.observe(&c.probs, c.captured);
             fired
                 .into_iter()
@@ -94,6 +94,7 @@ pub(super) fn dispatch_loop(
             let event = Arc::new(Event {
                 device: device.clone(),
                 source: c.source.to_string(),
+                region: c.region.as_deref().map(str::to_owned),
                 rule,
                 label: label_name,
                 score,

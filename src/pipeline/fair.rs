@@ -21,6 +21,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 
 use crate::frame::Frame;
 use crate::metrics::{Metrics, SourceMetrics};
+use crate::source::regions::Region;
 use crate::stop::{StopToken, POLL};
 
 /// Wake-up tokens held at most: one is sent per frame put in (dropped when this many wait),
@@ -31,11 +32,14 @@ const TOKENS: usize = 1024;
 /// A frame taken by a worker, with its source's counters.
 pub(crate) struct Taken {
     pub(crate) source: Arc<SourceMetrics>,
+    /// The source's regions (empty: the whole frame is classified).
+    pub(crate) regions: Arc<[Region]>,
     pub(crate) frame: Frame,
 }
 
 struct Lane {
     source: Arc<SourceMetrics>,
+    regions: Arc<[Region]>,
     live: bool,
     /// False once the source's capture thread has ended.
     open: bool,
@@ -89,10 +93,16 @@ impl FairQueue {
 
     /// Adds a lane for a source; returns its index, for [`FairQueue::put`] and
     /// [`FairQueue::close`].
-    pub(crate) fn add_lane(&self, source: Arc<SourceMetrics>, live: bool) -> usize {
+    pub(crate) fn add_lane(
+        &self,
+        source: Arc<SourceMetrics>,
+        live: bool,
+        regions: Arc<[Region]>,
+    ) -> usize {
         let mut s = self.lock();
         s.lanes.push(Lane {
             source,
+            regions,
             live,
             open: true,
             frames: VecDeque::with_capacity(self.capacity),
@@ -166,6 +176,7 @@ impl FairQueue {
             if let Some(frame) = frame {
                 out.push(Taken {
                     source: Arc::clone(&l.source),
+                    regions: Arc::clone(&l.regions),
                     frame,
                 });
             }
@@ -213,7 +224,7 @@ mod tests {
         let m = Arc::new(Metrics::new(&[]));
         let q = FairQueue::new(capacity, Arc::clone(&m));
         for (name, live) in lanes {
-            q.add_lane(m.add_source(name), *live);
+            q.add_lane(m.add_source(name), *live, Arc::from([]));
         }
         (q, m)
     }

@@ -47,6 +47,7 @@ use crate::live::Live;
 use crate::model::{Model, ModelError};
 use crate::rules::RuleSet;
 use crate::sink::Sink;
+use crate::source::regions::Region;
 use crate::source::{FrameSource, SourceError};
 
 pub use running::{Running, ABORT_MARGIN};
@@ -54,8 +55,8 @@ pub use start::start;
 
 /// Everything a pipeline needs, built and validated by the caller.
 pub struct Parts {
-    /// The sources with their names, in config order (at least one).
-    pub sources: Vec<(String, Box<dyn FrameSource>)>,
+    /// The sources, in config order (at least one).
+    pub sources: Vec<SourcePart>,
     pub model: Arc<Model>,
     pub rules: RuleSet,
     /// Sinks with their names, in config order (rule sink indices refer to this order).
@@ -75,6 +76,14 @@ pub struct Parts {
     pub live: Option<Arc<Live>>,
     /// Keep every frame's exact stage times ([`Metrics::frame_times`]); for benchmarks.
     pub trace_frames: bool,
+}
+
+/// One source of a pipeline: its name, the source, and the regions classified in each of its
+/// frames (empty: the whole frame).
+pub struct SourcePart {
+    pub name: String,
+    pub source: Box<dyn FrameSource>,
+    pub regions: Vec<Region>,
 }
 
 /// Errors that prevent the pipeline from starting.
@@ -100,6 +109,8 @@ pub enum StartError {
 struct Classified {
     /// The source's name.
     pub(super) source: Arc<str>,
+    /// The region's name; `None` for the whole frame.
+    pub(super) region: Option<Arc<str>>,
     /// The frame's number within its source.
     pub(super) seq: u64,
     pub(super) captured_at: SystemTime,

@@ -13,7 +13,7 @@ use super::dispatch::dispatch_loop;
 use super::fair::FairQueue;
 use super::running::{Generation, Running};
 use super::worker::worker_loop;
-use super::{spawn, Classified, Delivery, Downstream, Parts, StartError};
+use super::{spawn, Classified, Delivery, Downstream, Parts, SourcePart, StartError};
 use crate::metrics::Metrics;
 use crate::model::Session;
 use crate::stop::StopToken;
@@ -45,7 +45,12 @@ pub fn start(parts: Parts, stop: StopToken) -> Result<Running, StartError> {
     let queue = Arc::new(FairQueue::new(frame_queue, Arc::clone(&metrics)));
     let mut opened: Vec<(Box<dyn crate::source::FrameSource>, _, usize)> =
         Vec::with_capacity(sources.len());
-    for (name, mut source) in sources {
+    for SourcePart {
+        name,
+        mut source,
+        regions,
+    } in sources
+    {
         if let Err(e) = source.open() {
             for (mut s, _, _) in opened {
                 s.close();
@@ -57,7 +62,7 @@ pub fn start(parts: Parts, stop: StopToken) -> Result<Running, StartError> {
         }
         let sm = metrics.add_source(&name);
         sm.up.store(1, std::sync::atomic::Ordering::Relaxed);
-        let lane = queue.add_lane(Arc::clone(&sm), source.live());
+        let lane = queue.add_lane(Arc::clone(&sm), source.live(), regions.into());
         opened.push((source, sm, lane));
     }
     let source_names: Vec<String> = opened

@@ -15,8 +15,9 @@ use super::fair::FairQueue;
 use super::{Classified, Throttled};
 use crate::frame::Frame;
 use crate::metrics::{FrameTimes, Metrics};
-use crate::model::Session;
+use crate::model::{ClassifyError, Scores, Session};
 use crate::retry::chain;
+use crate::source::regions::Region;
 
 #[allow(clippy::too_many_arguments)]
 pub(super) fn worker_loop(
@@ -70,37 +71,52 @@ pub(super) fn worker_loop(
                 .saturating_sub(t.frame.seq + 1);
             m.max_staleness.fetch_max(newer, Relaxed);
         }
+        let regions: Vec<Arc<[Region]>> = taken.iter().map(|t| Arc::clone(&t.regions)).collect();
         let (sources, frames): (Vec<_>, Vec<Frame>) =
             taken.into_iter().map(|t| (t.source, t.frame)).unzip();
-        let results = member.lead(|| session.classify_frames(&frames));
+        let results = member.lead(|| classify(&mut session, &frames, &regions));
         let mut closed = false;
-        for (i, ((source, frame), result)) in
+        'frames: for (i, ((source, frame), result)) in
             sources.into_iter().zip(frames).zip(results).enumerate()
         {
             match result {
-                Ok(scores) => {
+                Ok(scored) => {
                     m.inferred.fetch_add(1, Relaxed);
                     source.inferred.fetch_add(1, Relaxed);
+                    let sum = |f: fn(&Scores) -> Duration| scored.iter().map(|(_, s)| f(s)).sum();
                     m.record_frame(FrameTimes {
                         queue_wait: waits.get(i).copied().unwrap_or_default(),
-                        decode: scores.decode,
-                        preprocess: scores.preprocess,
-                        infer: scores.infer,
+                        decode: sum(|s| s.decode),
+                        preprocess: sum(|s| s.preprocess),
+                        infer: sum(|s| s.infer),
                         total: frame.captured.elapsed(),
                     });
-                    let c = Classified {
-                        source: Arc::clone(&source.name),
-                        seq: frame.seq,
-                        captured_at: frame.captured_at,
-                        captured: frame.captured,
-                        origin: frame.origin.clone(),
-                        truth: frame.truth.clone(),
-                        probs: scores.probs,
-                        frame: keep_frames.then_some(frame),
-                    };
-                    if class_tx.send(c).is_err() {
-                        closed = true;
-                        break;
+                    let n = scored.len();
+                    let mut frame = Some(frame);
+                    for (k, (region, scores)) in scored.into_iter().enumerate() {
+                        let Some(f) = frame.as_ref() else { break };
+                        let c = Classified {
+                            source: Arc::clone(&source.name),
+                            region,
+                            seq: f.seq,
+                            captured_at: f.captured_at,
+                            captured: f.captured,
+                            origin: f.origin.clone(),
+                            truth: f.truth.clone(),
+                            probs: scores.probs,
+                            // The last region takes the frame itself; the others a copy.
+                            frame: if !keep_frames {
+                                None
+                            } else if k + 1 == n {
+                                frame.take()
+                            } else {
+                                Some(f.clone())
+                            },
+                        };
+                        if class_tx.send(c).is_err() {
+                            closed = true;
+                            break 'frames;
+                        }
                     }
                 }
                 Err(e) => {
@@ -128,6 +144,37 @@ pub(super) fn worker_loop(
     }
 }
 
+/// Each frame's scores: the whole frame's (region `None`), or one per region of its source.
+fn classify(
+    session: &mut Session,
+    frames: &[Frame],
+    regions: &[Arc<[Region]>],
+) -> Vec<Result<Vec<(Option<Arc<str>>, Scores)>, ClassifyError>> {
+    if regions.iter().all(|r| r.is_empty()) {
+        return session
+            .classify_frames(frames)
+            .into_iter()
+            .map(|r| r.map(|s| vec![(None, s)]))
+            .collect();
+    }
+    frames
+        .iter()
+        .zip(regions)
+        .map(|(frame, regions)| {
+            if regions.is_empty() {
+                return session.classify_frame(frame).map(|s| vec![(None, s)]);
+            }
+            let rects: Vec<[f64; 4]> = regions.iter().map(|r| r.rect).collect();
+            let scores = session.classify_regions(frame, &rects)?;
+            Ok(regions
+                .iter()
+                .map(|r| Some(Arc::clone(&r.name)))
+                .zip(scores)
+                .collect())
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,7 +190,7 @@ mod tests {
         let model = Arc::new(Model::load(&crate::model::ModelConfig::default()).expect("model"));
         let m = Arc::new(Metrics::new(&[]));
         let queue = Arc::new(FairQueue::new(queued as usize, Arc::clone(&m)));
-        let lane = queue.add_lane(m.add_source("test"), idle.is_some());
+        let lane = queue.add_lane(m.add_source("test"), idle.is_some(), Arc::from([]));
         for seq in 0..queued {
             let px = vec![90u8; 64 * 64 * 3];
             let mut frame = Frame::new(crate::frame::PixelFormat::Rgb24, 64, 64, px);

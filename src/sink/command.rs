@@ -344,6 +344,7 @@ mod tests {
         let e = Event {
             device: "d".into(),
             source: "s".into(),
+            region: None,
             rule: None,
             label: "dent".into(),
             score: 0.91234,

@@ -5,11 +5,12 @@
 //! type's keys). The name is used in events (`source`), metrics labels and log lines, so it is
 //! restricted to letters, digits, `_` and `-`, and unique. A lone `[source]` table is the same as
 //! one entry named after what its events have always said (`synthetic`, `pipe:ffmpeg`,
-//! `files:/data/leaves` ...). This module only parses and validates; the pipeline builds and runs
-//! them.
+//! `files:/data/leaves` ...); regions need a `[[sources]]` entry. This module only parses and
+//! validates; the pipeline builds and runs them.
 
 use serde::Deserialize;
 
+use super::regions::{self, validate_name, Region, RegionConfig};
 use super::SourceConfig;
 use crate::problems::Problems;
 
@@ -18,32 +19,25 @@ use crate::problems::Problems;
 pub struct NamedSource {
     /// Unique name: letters, digits, `_` and `-` (it appears in events, metrics and topics).
     pub name: String,
+    /// Named rectangles of the frame, each classified as its own crop (see
+    /// [`crate::source::regions`]). Default none: the whole frame.
+    #[serde(default)]
+    pub regions: Vec<RegionConfig>,
+    /// `[cols, rows]`: tiles of the frame as regions named `r<row>c<col>`.
+    #[serde(default)]
+    pub grid: Option<[u32; 2]>,
+    /// How much neighbouring grid tiles overlap, as a fraction of a tile (0..0.5). Default 0.
+    #[serde(default)]
+    pub overlap: f64,
     /// `type` and the keys of that source type, as in `[source]`.
     #[serde(flatten)]
     pub source: SourceConfig,
 }
 
-/// Longest source name accepted.
-const MAX_NAME: usize = 64;
-
-/// Checks one `[[sources]]` name; `key` is its path (`sources[1].name`).
-fn validate_name(key: &str, name: &str, p: &mut Problems) {
-    if name.is_empty() || name.len() > MAX_NAME {
-        p.push(
-            key,
-            format!("must be 1 to {MAX_NAME} characters long, got {name:?}"),
-        );
-    } else if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
-    {
-        p.push(
-            key,
-            format!(
-                "{name:?} contains {c:?}; use only letters, digits, '_' and '-' (the name is \
-                 used in events, metrics and MQTT topics)"
-            ),
-        );
+impl NamedSource {
+    /// The regions classified in each frame; empty: the whole frame.
+    pub fn regions(&self) -> Vec<Region> {
+        regions::resolve(&self.regions, self.grid, self.overlap)
     }
 }
 
@@ -56,6 +50,9 @@ pub fn resolve(single: Option<&SourceConfig>, list: &[NamedSource]) -> Vec<Named
     let source = single.cloned().unwrap_or_default();
     vec![NamedSource {
         name: source.build().describe(),
+        regions: Vec::new(),
+        grid: None,
+        overlap: 0.0,
         source,
     }]
 }
@@ -88,6 +85,8 @@ pub fn validate(single: Option<&SourceConfig>, list: &[NamedSource], p: &mut Pro
         }
         seen.push(&entry.name);
         entry.source.validate(&key, p);
+        let frame = entry.source.frame_size();
+        regions::validate(&key, &entry.regions, entry.grid, entry.overlap, frame, p);
     }
 }
 
@@ -106,6 +105,9 @@ mod tests {
     fn named(name: &str) -> NamedSource {
         NamedSource {
             name: name.into(),
+            regions: Vec::new(),
+            grid: None,
+            overlap: 0.0,
             source: SourceConfig::default(),
         }
     }

@@ -201,6 +201,7 @@ mod tests {
         Event {
             device: "cam/1".into(),
             source: "s".into(),
+            region: None,
             rule: rule.map(str::to_owned),
             label: label.into(),
             score: 0.9,
