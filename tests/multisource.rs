@@ -377,3 +377,51 @@ fn a_rule_scoped_to_one_region_fires_only_for_it() {
         .count();
     assert_eq!(all, 18);
 }
+
+#[test]
+fn snapshot_names_say_which_source_and_region_they_show() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let shots = dir.path().join("shots");
+    let cfg = config(&format!(
+        r#"
+        [[sources]]
+        name = "lanes"
+        type = "synthetic"
+        fps = 0
+        count = 2
+        format = "mjpeg"
+        [[sources.regions]]
+        name = "left"
+        rect = [0, 0, 0.5, 1]
+        [[sources]]
+        name = "cam-2"
+        type = "synthetic"
+        fps = 0
+        count = 2
+        [[sinks]]
+        type = "snapshot"
+        dir = {:?}
+        [log]
+        summary_secs = 0
+        "#,
+        shots.display().to_string()
+    ));
+    let memory = lookout::sink::memory::MemorySink::new();
+    let sinks: Vec<(String, Box<dyn lookout::sink::Sink>)> =
+        vec![("memory".into(), Box::new(memory.clone()))];
+    let running = daemon::start(&cfg, sinks, StopToken::new()).expect("starts");
+    running.wait(Duration::from_secs(60));
+    let mut names: Vec<String> = std::fs::read_dir(&shots)
+        .expect("snapshot dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 4, "{names:?}");
+    let lanes = names.iter().filter(|n| n.contains("_lanes.left_")).count();
+    let cam = names.iter().filter(|n| n.contains("_cam-2_")).count();
+    assert_eq!((lanes, cam), (2, 2), "{names:?}");
+    for e in memory.events() {
+        let name = e.snapshot.expect("each event names its snapshot");
+        assert!(names.contains(&name), "{name} in {names:?}");
+    }
+}

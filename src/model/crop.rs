@@ -8,9 +8,9 @@ use std::time::Instant;
 use lookout_engine::team;
 
 use super::{ModelError, Scores, Session};
-use crate::frame::{decode_rgb, Frame, RgbBuf};
+use crate::frame::rect::pixels;
+use crate::frame::{decode_rgb, Frame, FrameError, RgbBuf};
 use crate::model::ClassifyError;
-use crate::source::regions::pixels;
 
 /// The `rect` (fractions of the frame) of `rgb`, copied out.
 pub fn crop(rgb: &RgbBuf, rect: [f64; 4]) -> RgbBuf {
@@ -40,6 +40,16 @@ impl Session {
         team::invite();
         let t0 = Instant::now();
         decode_rgb(frame, None, &mut self.rgb)?;
+        let (w, h) = (self.rgb.width, self.rgb.height);
+        if w == 0 || h == 0 || self.rgb.data.len() < w as usize * h as usize * 3 {
+            return Err(FrameError::Geometry {
+                format: frame.format.name(),
+                width: w,
+                height: h,
+                why: "a frame with regions needs pixels to crop",
+            }
+            .into());
+        }
         let crops: Vec<RgbBuf> = rects.iter().map(|r| crop(&self.rgb, *r)).collect();
         let decode = t0.elapsed() / rects.len().max(1) as u32;
         let mut out = Vec::with_capacity(crops.len());

@@ -28,6 +28,7 @@ pub(super) fn dispatch_loop(
     labels: Arc<[String]>,
     k: usize,
     device: String,
+    several_sources: bool,
     m: Arc<Metrics>,
 ) {
     let all_sinks: Vec<usize> = (0..sink_txs.len()).collect();
@@ -90,7 +91,14 @@ pub(super) fn dispatch_loop(
                 && targets
                     .iter()
                     .any(|&i| frame_sinks[i] && !sink_txs[i].is_full()))
-            .then(|| crate::sink::snapshot::file_name(&captured_at, c.seq, &label_name));
+            .then(|| {
+                let place = match (&c.region, several_sources) {
+                    (Some(r), _) => format!("{}.{r}", c.source),
+                    (None, true) => c.source.to_string(),
+                    (None, false) => String::new(),
+                };
+                crate::sink::snapshot::file_name(&captured_at, c.seq, &place, &label_name)
+            });
             let event = Arc::new(Event {
                 device: device.clone(),
                 source: c.source.to_string(),

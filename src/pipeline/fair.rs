@@ -196,6 +196,11 @@ impl FairQueue {
         let _ = self.ready_tx.try_send(());
     }
 
+    /// Lanes, one per source started.
+    pub(crate) fn lanes(&self) -> usize {
+        self.lock().lanes.len()
+    }
+
     /// No frame waits in any lane.
     pub(crate) fn is_empty(&self) -> bool {
         self.lock().lanes.iter().all(|l| l.frames.is_empty())

@@ -197,6 +197,8 @@ pub(super) fn start_generation(
 
     let m = Arc::clone(metrics);
     let labels: Arc<[String]> = model.labels.clone().into();
+    // Snapshot file names then say which source a frame came from.
+    let several_sources = queue.lanes() > 1;
     stages.push((
         "dispatcher".to_owned(),
         spawn("dispatcher", move || {
@@ -210,6 +212,7 @@ pub(super) fn start_generation(
                 labels,
                 k,
                 device,
+                several_sources,
                 m,
             )
         })?,
