@@ -370,7 +370,12 @@ mod tests {
             ("cam".to_owned(), vec![]),
         ];
         // (sources, regions, expected fragment; None = valid)
-        let cases: &[(Option<&[&str]>, Option<&[&str]>, Option<&str>)] = &[
+        type Case<'a> = (
+            Option<&'a [&'a str]>,
+            Option<&'a [&'a str]>,
+            Option<&'a str>,
+        );
+        let cases: &[Case] = &[
             (None, Some(&["left"]), None),
             (Some(&["cam"]), None, None),
             (Some(&["lanes"]), Some(&["right"]), None),

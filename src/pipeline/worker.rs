@@ -144,12 +144,15 @@ pub(super) fn worker_loop(
     }
 }
 
-/// Each frame's scores: the whole frame's (region `None`), or one per region of its source.
+/// One frame's scores: the whole frame's (region `None`), or one per region of its source.
+type FrameScores = Result<Vec<(Option<Arc<str>>, Scores)>, ClassifyError>;
+
+/// Each frame's scores (see [`FrameScores`]).
 fn classify(
     session: &mut Session,
     frames: &[Frame],
     regions: &[Arc<[Region]>],
-) -> Vec<Result<Vec<(Option<Arc<str>>, Scores)>, ClassifyError>> {
+) -> Vec<FrameScores> {
     if regions.iter().all(|r| r.is_empty()) {
         return session
             .classify_frames(frames)

@@ -270,7 +270,8 @@ mod tests {
     #[test]
     fn names_grid_and_overlap_are_checked() {
         let r = |n| region(n, [0.0, 0.0, 0.5, 0.5]);
-        let cases: &[(Vec<RegionConfig>, Option<[u32; 2]>, f64, &str)] = &[
+        type Case = (Vec<RegionConfig>, Option<[u32; 2]>, f64, &'static str);
+        let cases: &[Case] = &[
             (
                 vec![r("a"), r("a")],
                 None,
