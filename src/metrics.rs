@@ -408,6 +408,23 @@ impl Metrics {
         s
     }
 
+    /// Drops a removed source's counters.
+    pub fn remove_source(&self, name: &str) {
+        let mut g = self.sources.write().unwrap_or_else(|e| e.into_inner());
+        g.retain(|s| &*s.name != name);
+    }
+
+    /// Puts the sources' counters in `names` order (those not named last).
+    pub fn order_sources(&self, names: &[String]) {
+        let mut g = self.sources.write().unwrap_or_else(|e| e.into_inner());
+        g.sort_by_key(|s| {
+            names
+                .iter()
+                .position(|n| **n == *s.name)
+                .unwrap_or(usize::MAX)
+        });
+    }
+
     /// The sources' counters, in config order.
     pub fn sources(&self) -> Vec<Arc<SourceMetrics>> {
         self.sources

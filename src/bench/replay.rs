@@ -133,6 +133,7 @@ impl Accumulated {
         parts.trace_frames = true;
         parts.sources = vec![crate::pipeline::SourcePart {
             name: "replay".into(),
+            key: String::new(),
             source: Box::new(ReplaySource::new(frames, count, fps)),
             regions: Vec::new(),
         }];

@@ -100,13 +100,19 @@ impl FairQueue {
         regions: Arc<[Region]>,
     ) -> usize {
         let mut s = self.lock();
-        s.lanes.push(Lane {
+        let lane = Lane {
             source,
             regions,
             live,
             open: true,
             frames: VecDeque::with_capacity(self.capacity),
-        });
+        };
+        // A lane whose source a reload removed is taken over once it is empty.
+        if let Some(i) = s.lanes.iter().position(|l| !l.open && l.frames.is_empty()) {
+            s.lanes[i] = lane;
+            return i;
+        }
+        s.lanes.push(lane);
         s.lanes.len() - 1
     }
 
@@ -196,9 +202,9 @@ impl FairQueue {
         let _ = self.ready_tx.try_send(());
     }
 
-    /// Lanes, one per source started.
+    /// Lanes of sources still capturing.
     pub(crate) fn lanes(&self) -> usize {
-        self.lock().lanes.len()
+        self.lock().lanes.iter().filter(|l| l.open).count()
     }
 
     /// No frame waits in any lane.

@@ -21,6 +21,8 @@
 //! - `capture`: the capture loop, one thread per source: frames into its lane of the frame
 //!   queue, reopening a failed source with back-off.
 //! - `fair`: the frame queue, one bounded lane per source, taken from round-robin.
+//! - `sources`: opening sources into lanes, their capture threads, and a reload's changes to
+//!   the list (unchanged sources keep running).
 //! - `worker`: the worker loop, one thread per worker: decode, preprocess, classify, help an
 //!   idle worker's neighbour (the team).
 //! - `dispatch`: the dispatcher loop: rules, events, fan-out to each sink's queue.
@@ -34,6 +36,7 @@ mod dispatch;
 mod fair;
 mod reload;
 mod running;
+mod sources;
 mod start;
 mod worker;
 
@@ -51,6 +54,7 @@ use crate::source::regions::Region;
 use crate::source::{FrameSource, SourceError};
 
 pub use running::{Running, ABORT_MARGIN};
+pub use sources::SourceChanges;
 pub use start::start;
 
 /// Everything a pipeline needs, built and validated by the caller.
@@ -82,6 +86,9 @@ pub struct Parts {
 /// frames (empty: the whole frame).
 pub struct SourcePart {
     pub name: String,
+    /// The source's configuration as text: a reload keeps a running source whose name and key
+    /// are unchanged, and restarts one whose key changed.
+    pub key: String,
     pub source: Box<dyn FrameSource>,
     pub regions: Vec<Region>,
 }

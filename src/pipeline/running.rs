@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 
 use super::fair::FairQueue;
+use super::sources::Capturing;
 use crate::metrics::{Metrics, Snapshot};
 use crate::stop::StopToken;
 
@@ -17,8 +18,8 @@ use crate::stop::StopToken;
 pub struct Running {
     pub(super) stop: StopToken,
     pub(super) metrics: Arc<Metrics>,
-    /// One capture thread per source, with its thread name.
-    pub(super) captures: Vec<(String, JoinHandle<()>)>,
+    /// One capture thread per source, in config order.
+    pub(super) captures: Vec<Capturing>,
     /// Kept to start the workers of the next configuration on reload.
     pub(super) queue: Arc<FairQueue>,
     pub(super) generation: Option<Generation>,
@@ -29,6 +30,8 @@ pub struct Running {
     pub source_name: String,
     /// The sources' names, in config order.
     pub source_names: Vec<String>,
+    /// Source reopening back-off, for sources a reload adds.
+    pub(super) reconnect: (Duration, Duration),
 }
 
 /// The running workers, dispatcher and sinks of one configuration.
@@ -101,7 +104,7 @@ impl Running {
 
     /// Whether every capture thread has ended (each source finished, or stop was set).
     pub fn capture_finished(&self) -> bool {
-        self.captures.iter().all(|(_, h)| h.is_finished())
+        self.captures.iter().all(|c| c.thread.is_finished())
     }
 
     /// Waits for every source to end (or the stop token), then for every stage to drain, in order.
@@ -113,7 +116,10 @@ impl Running {
             std::thread::sleep(crate::stop::POLL);
         }
         let until = Instant::now() + deadline;
-        let mut stages: Vec<(String, JoinHandle<()>)> = std::mem::take(&mut self.captures);
+        let mut stages: Vec<(String, JoinHandle<()>)> = std::mem::take(&mut self.captures)
+            .into_iter()
+            .map(|c| (format!("capture-{}", c.name), c.thread))
+            .collect();
         let mut abort = StopToken::new();
         if let Some(g) = self.generation.take() {
             stages.extend(g.stages);

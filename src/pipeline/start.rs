@@ -7,13 +7,13 @@ use std::sync::Arc;
 use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
 use lookout_engine::team::Team;
 
-use super::capture::{capture_loop, Capture};
 use super::deliver::sink_loop;
 use super::dispatch::dispatch_loop;
 use super::fair::FairQueue;
 use super::running::{Generation, Running};
+use super::sources::{open_all, start_capture};
 use super::worker::worker_loop;
-use super::{spawn, Classified, Delivery, Downstream, Parts, SourcePart, StartError};
+use super::{spawn, Classified, Delivery, Downstream, Parts, StartError};
 use crate::metrics::Metrics;
 use crate::model::Session;
 use crate::stop::StopToken;
@@ -43,32 +43,8 @@ pub fn start(parts: Parts, stop: StopToken) -> Result<Running, StartError> {
     });
     // Frames: capture threads -> workers, one lane per source. Outlives reloads.
     let queue = Arc::new(FairQueue::new(frame_queue, Arc::clone(&metrics)));
-    let mut opened: Vec<(Box<dyn crate::source::FrameSource>, _, usize)> =
-        Vec::with_capacity(sources.len());
-    for SourcePart {
-        name,
-        mut source,
-        regions,
-    } in sources
-    {
-        if let Err(e) = source.open() {
-            for (mut s, _, _) in opened {
-                s.close();
-            }
-            return Err(StartError::Source {
-                source_name: name,
-                source: e,
-            });
-        }
-        let sm = metrics.add_source(&name);
-        sm.up.store(1, std::sync::atomic::Ordering::Relaxed);
-        let lane = queue.add_lane(Arc::clone(&sm), source.live(), regions.into());
-        opened.push((source, sm, lane));
-    }
-    let source_names: Vec<String> = opened
-        .iter()
-        .map(|(_, sm, _)| sm.name.to_string())
-        .collect();
+    let opened = open_all(sources, &queue, &metrics)?;
+    let source_names: Vec<String> = opened.iter().map(|o| o.name().to_owned()).collect();
 
     let downstream = Downstream {
         model,
@@ -84,18 +60,8 @@ pub fn start(parts: Parts, stop: StopToken) -> Result<Running, StartError> {
     let generation = start_generation(downstream, &queue, &metrics)?;
 
     let mut captures = Vec::with_capacity(opened.len());
-    for (source, sm, lane) in opened {
-        let name = format!("capture-{}", sm.name);
-        let c = Capture {
-            source,
-            queue: Arc::clone(&queue),
-            lane,
-            m: Arc::clone(&metrics),
-            sm,
-            stop: stop.clone(),
-            reconnect,
-        };
-        captures.push((name.clone(), spawn(&name, move || capture_loop(c))?));
+    for o in opened {
+        captures.push(start_capture(o, &queue, &metrics, &stop, reconnect)?);
     }
 
     let (summary_done, summary) = match summary_every {
@@ -121,6 +87,7 @@ pub fn start(parts: Parts, stop: StopToken) -> Result<Running, StartError> {
         summary,
         source_name: source_names.join(","),
         source_names,
+        reconnect,
     })
 }
 
