@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 
 use super::fair::FairQueue;
-use super::sources::Capturing;
 use crate::metrics::{Metrics, Snapshot};
 use crate::stop::StopToken;
 
@@ -32,6 +31,16 @@ pub struct Running {
     pub source_names: Vec<String>,
     /// Source reopening back-off, for sources a reload adds.
     pub(super) reconnect: (Duration, Duration),
+}
+
+/// One source's capture thread, as [`Running`] keeps it.
+pub(super) struct Capturing {
+    /// The source's name and its configuration's key (see [`super::SourcePart::key`]).
+    pub(super) name: String,
+    pub(super) key: String,
+    /// This source's own stop, a child of the daemon's: set to remove the source.
+    pub(super) stop: StopToken,
+    pub(super) thread: JoinHandle<()>,
 }
 
 /// The running workers, dispatcher and sinks of one configuration.

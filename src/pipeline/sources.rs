@@ -5,26 +5,15 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::capture::{capture_loop, Capture};
 use super::fair::FairQueue;
-use super::running::Running;
+use super::running::{Capturing, Running};
 use super::{spawn, SourcePart, StartError};
 use crate::metrics::{Metrics, SourceMetrics};
 use crate::source::FrameSource;
 use crate::stop::StopToken;
-
-/// One source's capture thread, as [`Running`] keeps it.
-pub(super) struct Capturing {
-    /// The source's name and its configuration's key (see [`SourcePart::key`]).
-    pub(super) name: String,
-    pub(super) key: String,
-    /// This source's own stop, a child of the daemon's: set to remove the source.
-    pub(super) stop: StopToken,
-    pub(super) thread: JoinHandle<()>,
-}
 
 /// A source opened, with its counters and lane, not yet capturing.
 pub(super) struct Opened {
