@@ -106,7 +106,22 @@ pub fn check(config: &Config, out: &mut dyn Write) -> Result<(), DaemonError> {
             "loaded in:    {:.0} ms",
             model.load_time.as_secs_f64() * 1000.0
         ),
-        format!("source:       {}", config.source.build().describe()),
+        format!(
+            "sources:      {}",
+            config
+                .sources()
+                .iter()
+                .map(|s| {
+                    let what = s.source.build().describe();
+                    if what == s.name {
+                        what
+                    } else {
+                        format!("{} ({what})", s.name)
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
         format!(
             "rules:        {}",
             if config.rules.is_empty() {

@@ -1,6 +1,6 @@
 //! The configuration file: parse, validate without I/O, then let each component `build()`.
 //!
-//! One TOML file holds `[source]`, `[model]` (+ `[model.preprocess]`), `[pipeline]`, `[[rules]]`,
+//! One TOML file holds `[source]` (or `[[sources]]`), `[model]` (+ `[model.preprocess]`), `[pipeline]`, `[[rules]]`,
 //! `[[sinks]]` and `[log]`. Every struct denies unknown keys, so a misspelt key is an error that
 //! names the file, the key path and the keys that are allowed. Validation ([`Config::validate`])
 //! is pure and reports every problem at once. Each component's config struct lives beside the
@@ -19,6 +19,7 @@ pub use crate::problems::{Problem, Problems};
 use crate::model::ModelConfig;
 use crate::rules::RuleConfig;
 use crate::sink::SinkConfig;
+use crate::source::list::NamedSource;
 use crate::source::SourceConfig;
 
 /// The whole configuration file.
@@ -28,9 +29,13 @@ pub struct Config {
     /// Name of this device in events and MQTT topics. Default: the host name.
     #[serde(default)]
     pub device_id: Option<String>,
-    /// Where frames come from.
+    /// Where frames come from, when there is one source (a shorthand for one `[[sources]]`
+    /// entry named after it). Neither this nor `sources`: the synthetic source.
     #[serde(default)]
-    pub source: SourceConfig,
+    pub source: Option<SourceConfig>,
+    /// Several named sources, one capture thread each, sharing the workers.
+    #[serde(default)]
+    pub sources: Vec<NamedSource>,
     /// The classifier.
     #[serde(default)]
     pub model: ModelConfig,
@@ -252,7 +257,7 @@ impl Config {
                 );
             }
         }
-        self.source.validate("source", &mut p);
+        crate::source::list::validate(self.source.as_ref(), &self.sources, &mut p);
         self.model.validate("model", &mut p);
         p.range("pipeline.workers", self.pipeline.workers, 0, 256);
         p.range("pipeline.frame_queue", self.pipeline.frame_queue, 1, 1024);
@@ -312,10 +317,19 @@ impl Config {
             }
             sink_names.push(name);
         }
+        let scope: Vec<(String, Vec<String>)> = self
+            .sources()
+            .iter()
+            .map(|s| {
+                let regions = s.regions().iter().map(|r| r.name.to_string()).collect();
+                (s.name.clone(), regions)
+            })
+            .collect();
         let mut rule_names: Vec<&str> = Vec::new();
         for (i, rule) in self.rules.iter().enumerate() {
             let key = format!("rules[{i}]");
             rule.validate(&key, &sink_names, &mut p);
+            rule.validate_scope(&key, &scope, &mut p);
             if rule_names.contains(&rule.name.as_str()) {
                 p.push(
                     format!("{key}.name"),
@@ -325,6 +339,12 @@ impl Config {
             rule_names.push(&rule.name);
         }
         p
+    }
+
+    /// The sources to run, in config order: `[[sources]]`, or `[source]` (or the default
+    /// synthetic source) as a one-entry list.
+    pub fn sources(&self) -> Vec<NamedSource> {
+        crate::source::list::resolve(self.source.as_ref(), &self.sources)
     }
 
     /// `device_id`, or the host name, or "lookout".
@@ -508,6 +528,54 @@ mod tests {
             (
                 "[pipeline]\nreconnect_min_secs = 0",
                 &["pipeline.reconnect_min_secs", "got 0"],
+            ),
+        ];
+        for (text, fragments) in cases {
+            let msg = err(text);
+            for f in *fragments {
+                assert!(
+                    msg.contains(f),
+                    "error for {text:?} should contain {f:?}, got:\n{msg}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn several_sources_parse_with_names_and_errors_name_the_entry() {
+        let c = parse(
+            "[[sources]]\nname = \"line-1\"\ntype = \"synthetic\"\nfps = 5\n\
+             [[sources]]\nname = \"line_2\"\ntype = \"files\"\npath = \"/data\"\n",
+        )
+        .expect("valid");
+        let names: Vec<String> = c.sources().into_iter().map(|s| s.name).collect();
+        assert_eq!(names, ["line-1", "line_2"]);
+        // (toml, fragments every message must contain)
+        let cases: &[(&str, &[&str])] = &[
+            (
+                "[[sources]]\nname = \"a\"\ntype = \"synthetic\"\n\
+                 [[sources]]\nname = \"a\"\ntype = \"synthetic\"\n",
+                &["sources[1].name", "\"a\" is already used by sources[0]"],
+            ),
+            (
+                "[source]\ntype = \"synthetic\"\n[[sources]]\nname = \"a\"\ntype = \"synthetic\"\n",
+                &["source:", "both given"],
+            ),
+            (
+                "[[sources]]\nname = \"cam/1\"\ntype = \"synthetic\"\n",
+                &["sources[0].name", "'/'"],
+            ),
+            (
+                "[[sources]]\ntype = \"synthetic\"\n",
+                &["sources[0]", "missing field `name`"],
+            ),
+            (
+                "[[sources]]\nname = \"a\"\ntype = \"synthetic\"\nfsp = 5\n",
+                &["test.toml:4:1", "sources[0]", "unknown field `fsp`"],
+            ),
+            (
+                "[[sources]]\nname = \"a\"\ntype = \"synthetic\"\nfps = -1\n",
+                &["sources[0].fps", "got -1"],
             ),
         ];
         for (text, fragments) in cases {

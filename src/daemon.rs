@@ -17,7 +17,7 @@ use crate::live::Live;
 use crate::metrics::{Metrics, Snapshot};
 use crate::model::{Model, ModelError};
 use crate::notify::Notifier;
-use crate::pipeline::{self, Downstream, Parts, Running, StartError};
+use crate::pipeline::{self, Downstream, Parts, Running, SourcePart, StartError};
 use crate::rules::{RuleSet, UnknownLabel};
 use crate::sink::{Sink, SinkError};
 use crate::stop::StopToken;
@@ -85,7 +85,7 @@ pub fn build_with_model(
     let rules = RuleSet::build(&config.rules, &model.labels, &names)?;
     let summary = config.log.summary_secs;
     Ok(Parts {
-        source: config.source.build(),
+        sources: source_parts(config),
         model,
         rules,
         sinks,
@@ -103,6 +103,20 @@ pub fn build_with_model(
         live: config.http.listen.is_some().then(Live::new),
         trace_frames: false,
     })
+}
+
+/// Builds `[source]` / `[[sources]]` (nothing opened yet).
+fn source_parts(config: &Config) -> Vec<SourcePart> {
+    config
+        .sources()
+        .into_iter()
+        .map(|s| SourcePart {
+            key: format!("{s:?}"),
+            regions: s.regions(),
+            source: s.source.build(),
+            name: s.name,
+        })
+        .collect()
 }
 
 /// Loads `[model]` and logs what it is.
@@ -150,13 +164,11 @@ fn info(config: &Config, source: String, model: &Model) -> Info {
     }
 }
 
-/// Settings a reload cannot change while the camera keeps running: the source, the frame
-/// queue, reconnection, the HTTP server and logging. Each changed one is named.
+/// Settings a reload cannot change while the cameras keep running: the frame queue,
+/// reconnection, the HTTP server and logging. Each changed one is named. (Sources are added,
+/// removed and restarted by a reload: [`Running::update_sources`].)
 fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     let mut changed = Vec::new();
-    if format!("{:?}", old.source) != format!("{:?}", new.source) {
-        changed.push("[source]");
-    }
     let (a, b) = (&old.pipeline, &new.pipeline);
     if a.frame_queue != b.frame_queue
         || a.reconnect_min_secs != b.reconnect_min_secs
@@ -174,8 +186,8 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
 }
 
 /// Re-reads and applies the configuration file (SIGHUP, `POST /api/reload`): the model, rules,
-/// sinks, workers and `[pipeline]` queue/top-k settings change; the source keeps running. An
-/// invalid file, a model that does not load or rules that do not fit it leave everything as it
+/// sinks, workers and `[pipeline]` queue/top-k settings change; sources are added, removed or
+/// restarted as the file says (unchanged ones keep capturing). An invalid file, a model that does not load or rules that do not fit it leave everything as it
 /// was. Sinks are replaced after the old ones have delivered what they hold; should a new sink
 /// fail to start, the previous configuration's sinks are started again. Returns what was done,
 /// or why nothing was.
@@ -195,6 +207,13 @@ fn reload(
     let rules =
         RuleSet::build(&new.rules, &model.labels, &names).map_err(|e| crate::retry::chain(&e))?;
     let kept = restart_only_changes(current, &new);
+    // Sources: unchanged ones keep capturing; added or changed ones are opened first, so one
+    // that does not open refuses the reload with nothing changed. (Should a new sink fail
+    // below, the previous sinks come back but the sources stay as the new file says; the next
+    // reload compares with what runs.)
+    let changes = running
+        .update_sources(source_parts(&new), SHUTDOWN_DEADLINE)
+        .map_err(|e| crate::retry::chain(&e))?;
     // Point of no return: the old workers, dispatcher and sinks finish what they hold.
     running.drain_downstream(SHUTDOWN_DEADLINE);
     let device = new.device_id();
@@ -236,14 +255,15 @@ fn reload(
     result?;
     *current = applied;
     let mut msg = format!(
-        "Configuration reloaded. model={} rules={} sinks={}",
+        "Configuration reloaded. model={} rules={} sinks={} sources: {}",
         model.name,
         current.rules.len(),
-        names.join(",")
+        names.join(","),
+        changes.describe()
     );
     if !kept.is_empty() {
         msg.push_str(&format!(
-            "; not applied until a restart (the source keeps running): {}",
+            "; not applied until a restart: {}",
             kept.join(", ")
         ));
     }
@@ -299,11 +319,8 @@ pub fn run(
         .map_err(DaemonError::Signals)?;
     let parts = build(config, Vec::new())?;
     let live = parts.live.clone();
-    let info_slot = Arc::new(Mutex::new(info(
-        config,
-        parts.source.describe(),
-        &parts.model,
-    )));
+    let names: Vec<&str> = parts.sources.iter().map(|s| s.name.as_str()).collect();
+    let info_slot = Arc::new(Mutex::new(info(config, names.join(","), &parts.model)));
     let mut running = start_parts(parts, stop.clone())?;
     let health = Arc::new(Mutex::new(Report::default()));
     let (reload_tx, reload_rx) = crossbeam_channel::bounded::<ReloadRequest>(4);

@@ -23,6 +23,10 @@ pub struct Event {
     pub device: String,
     /// The source, as described by it (e.g. `synthetic`, `files:/data/leaves`).
     pub source: String,
+    /// The region of the frame that was classified (`[[sources.regions]]` or a grid tile);
+    /// absent for the whole frame.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub region: Option<String>,
     /// The rule that fired; `null` when no rules are configured (every classification).
     pub rule: Option<String>,
     /// The label that triggered it (for no rules: the top-1 label).
@@ -55,6 +59,7 @@ impl Event {
         Event {
             device: "barn-cam-1".into(),
             source: "synthetic".into(),
+            region: None,
             rule: Some("defect".into()),
             label: "defect".into(),
             score: 0.93,
@@ -100,6 +105,7 @@ mod tests {
         let e = Event {
             device: "d".into(),
             source: "s".into(),
+            region: None,
             rule: None,
             label: "ok".into(),
             score: 0.5,

@@ -11,6 +11,12 @@
 //! A source that delivers nothing at all (a stalled stream) is the source's business: its
 //! `stall_timeout` turns that into an error and a reconnection. It does make the daemon
 //! unhealthy for `/healthz` ([`Report`]): no frame classified for [`IDLE_LIMIT`].
+//!
+//! With several sources, a source is *down* while it is being reopened after an error, or when
+//! it has delivered no frame for [`IDLE_LIMIT`] (a source whose input ended is not down). Some
+//! sources down while frames are still classified: healthy but `degraded`, naming them; no
+//! frame classified for [`IDLE_LIMIT`] (every source down, for instance): unhealthy, naming the
+//! sources that are down.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -28,8 +34,12 @@ pub struct Report {
     pub ok: bool,
     /// A stage is hung (the watchdog stops being fed); implies not ok.
     pub stuck: bool,
-    /// Why not, when not ok.
+    /// Why not, when not ok; which sources are down, when degraded.
     pub reason: Option<String>,
+    /// Some sources are down while others keep frames coming (ok stays true).
+    pub degraded: bool,
+    /// The sources that are down, in config order.
+    pub down: Vec<String>,
 }
 
 impl Default for Report {
@@ -38,8 +48,35 @@ impl Default for Report {
             ok: false,
             stuck: false,
             reason: Some("starting".into()),
+            degraded: false,
+            down: Vec::new(),
         }
     }
+}
+
+/// Why a source counts as down now, or `None` while it is up (or its input has ended).
+pub fn source_down(s: &crate::metrics::SourceMetrics, now: u64) -> Option<String> {
+    if s.ended.load(Relaxed) == 1 {
+        return None;
+    }
+    if s.up.load(Relaxed) == 0 {
+        return Some(format!(
+            "source {} is being reopened after an error (errors {}, reconnects {})",
+            s.name,
+            s.source_errors.load(Relaxed),
+            s.reconnects.load(Relaxed)
+        ));
+    }
+    // No frame yet: starting (a source that never delivers is reopened by its stall timeout).
+    let last = s.last_frame.load(Relaxed);
+    let quiet = now.saturating_sub(last);
+    (last != 0 && quiet > IDLE_LIMIT.as_millis() as u64).then(|| {
+        format!(
+            "source {} delivered no frame for {:.0} s",
+            s.name,
+            quiet as f64 / 1000.0
+        )
+    })
 }
 
 /// Tracks the counters between checks.
@@ -89,13 +126,24 @@ impl Watch {
                 waiting as f64 / 1000.0
             ));
         }
-        let beat = m.capture_beat.load(Relaxed);
-        let quiet = now.saturating_sub(beat);
-        if beat != 0 && quiet > self.capture_limit.as_millis() as u64 {
-            return Err(format!(
-                "the capture thread has not returned from the source for {:.0} s",
-                quiet as f64 / 1000.0
-            ));
+        let sources = m.sources();
+        let beats: Vec<(String, u64)> = if sources.is_empty() {
+            vec![(String::new(), m.capture_beat.load(Relaxed))]
+        } else {
+            sources
+                .iter()
+                .filter(|s| s.ended.load(Relaxed) == 0)
+                .map(|s| (format!(" {}", s.name), s.capture_beat.load(Relaxed)))
+                .collect()
+        };
+        for (name, beat) in beats {
+            let quiet = now.saturating_sub(beat);
+            if beat != 0 && quiet > self.capture_limit.as_millis() as u64 {
+                return Err(format!(
+                    "the capture thread has not returned from the source{name} for {:.0} s",
+                    quiet as f64 / 1000.0
+                ));
+            }
         }
         Ok(())
     }
@@ -105,31 +153,49 @@ impl Watch {
     /// The `/healthz` verdict: stuck (see [`Watch::check`]), or no frame classified for
     /// [`IDLE_LIMIT`] (the source is down or silent), with counters that say which.
     pub fn report(&mut self, m: &Metrics) -> Report {
+        let now = now_ms();
+        let sources = m.sources();
+        let why_down: Vec<(String, String)> = sources
+            .iter()
+            .filter_map(|s| source_down(s, now).map(|why| (s.name.to_string(), why)))
+            .collect();
+        let down: Vec<String> = why_down.iter().map(|(n, _)| n.clone()).collect();
+        let reasons: Vec<&str> = why_down.iter().map(|(_, w)| w.as_str()).collect();
         if let Err(why) = self.check(m) {
             return Report {
                 ok: false,
                 stuck: true,
                 reason: Some(format!("stuck: {why}")),
+                degraded: false,
+                down,
             };
         }
-        let idle = now_ms().saturating_sub(self.progress_at);
+        let idle = now.saturating_sub(self.progress_at);
         if idle > IDLE_LIMIT.as_millis() as u64 {
+            let mut why = format!(
+                "no frame classified for {:.0} s (source errors {}, reconnects {}, frames captured {})",
+                idle as f64 / 1000.0,
+                m.source_errors.load(Relaxed),
+                m.reconnects.load(Relaxed),
+                m.captured.load(Relaxed)
+            );
+            if !reasons.is_empty() {
+                why = format!("{why}: {}", reasons.join("; "));
+            }
             return Report {
                 ok: false,
                 stuck: false,
-                reason: Some(format!(
-                    "no frame classified for {:.0} s (source errors {}, reconnects {}, frames captured {})",
-                    idle as f64 / 1000.0,
-                    m.source_errors.load(Relaxed),
-                    m.reconnects.load(Relaxed),
-                    m.captured.load(Relaxed)
-                )),
+                reason: Some(why),
+                degraded: false,
+                down,
             };
         }
         Report {
             ok: true,
             stuck: false,
-            reason: None,
+            reason: (!down.is_empty()).then(|| reasons.join("; ")),
+            degraded: !down.is_empty(),
+            down,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! `lookout`: an edge computer-vision inference daemon.
 //!
-//! A capture thread pulls frames from a [`source::FrameSource`], a pool of workers decodes,
+//! A capture thread per source pulls frames from a [`source::FrameSource`], a pool of workers
+//! shared by every source decodes,
 //! preprocesses and classifies them with an ONNX model ([`model`], run by the engine crate
 //! `lookout_engine`: tract plus lookout's kernels), a dispatcher turns scores into events with
 //! per-class [`rules`], and each [`sink`] delivers events on its own thread. This crate is the
@@ -22,7 +23,8 @@
 //!   for the bundled model, with their true label), `files` (images on disk), `pipe` (a
 //!   program's output: ffmpeg for RTSP, rpicam-vid, GStreamer), `http_mjpeg` (IP cameras) and
 //!   `camera` (V4L2 through nokhwa, crate feature `camera`); `feed` is the reader thread the
-//!   live ones share, `mjpeg` splits a byte stream into JPEG frames.
+//!   live ones share, `mjpeg` splits a byte stream into JPEG frames; `list` is the `[[sources]]`
+//!   list (names, the `[source]` shorthand) and `regions` its regions and grids.
 //!
 //! Classifying:
 //! - [`model`]: loading an ONNX classifier (the engine's rewrites, then tract's optimiser),
@@ -30,10 +32,12 @@
 //!   already probabilities (`output`); per-worker sessions; preprocessing (`preprocess/`:
 //!   geometry, presets, the tensor writer; `resample/`: the Pillow-exact resampler and
 //!   `resample/opencv`, OpenCV's `cv2.resize` modes) and postprocessing (softmax, top-k); input
-//!   tensors as `.npy` (`npy`, for `classify --dump-input`); the per-node profile.
+//!   tensors as `.npy` (`npy`, for `classify --dump-input`); the per-node profile; `crop`, a
+//!   frame's regions classified as their own crops.
 //!
 //! Scores out:
-//! - [`rules`]: per-class thresholds, N-of-M frames and cooldown, turning scores into events.
+//! - [`rules`]: per-class thresholds, N-of-M frames and cooldown, per source and region,
+//!   turning scores into events.
 //! - [`event`]: the one JSON event shared by every sink.
 //! - [`sink`]: the [`sink::Sink`] trait and the sinks (`log`, `jsonl`, `mqtt`, `webhook`,
 //!   `command`, `gpio`, `modbus`, `snapshot`, and an in-memory recording sink for tests and
@@ -43,8 +47,9 @@
 //!
 //! Running it:
 //! - [`pipeline`]: the threads and bounded queues joining all of the above, one file per stage
-//!   (capture, worker, dispatch, deliver) plus start and reload; shutdown by stopping the source
-//!   and letting each stage drain when its input disconnects.
+//!   (capture, worker, dispatch, deliver) plus start and reload, and `fair`, the frame queue
+//!   with one lane per source taken from round-robin; shutdown by stopping the sources and
+//!   letting each stage drain when its input disconnects.
 //! - [`stop`]: the one shutdown signal.
 //! - [`retry`]: capped back-off with jitter and the one-line error chain, for every retry.
 //! - [`metrics`]: counters and latency histograms shared by every stage, the device-link

@@ -195,11 +195,25 @@ pub struct InputStats {
     /// Bytes read from the source that ended up in no frame: garbage between images, and the
     /// bytes of rejected frames.
     pub skipped_bytes: AtomicU64,
+    /// The totals over every source ([`Metrics::input`]), counted into as well; `None` for the
+    /// totals themselves.
+    total: Option<Arc<InputStats>>,
 }
 
 impl InputStats {
+    /// One source's counters, also counted into `total`.
+    pub fn within(total: Arc<InputStats>) -> InputStats {
+        InputStats {
+            total: Some(total),
+            ..InputStats::default()
+        }
+    }
+
     pub fn reject(&self, why: Rejected) {
         self.counter(why).fetch_add(1, Relaxed);
+        if let Some(t) = &self.total {
+            t.reject(why);
+        }
     }
 
     pub fn counter(&self, why: Rejected) -> &AtomicU64 {
@@ -212,6 +226,75 @@ impl InputStats {
     pub fn skipped(&self, bytes: u64) {
         if bytes > 0 {
             self.skipped_bytes.fetch_add(bytes, Relaxed);
+            if let Some(t) = &self.total {
+                t.skipped(bytes);
+            }
+        }
+    }
+}
+
+/// The counters of one source, beside the totals in [`Metrics`]: written by that source's
+/// capture thread, except `inferred`/`failed`/`dropped` by newest-first takes (workers).
+#[derive(Debug)]
+pub struct SourceMetrics {
+    /// The source's name (`[[sources]]` `name`), as events carry it.
+    pub name: Arc<str>,
+    /// Frames the source delivered.
+    pub captured: AtomicU64,
+    /// Frames of this source dropped unprocessed (its queue full, or older than the newest one
+    /// a worker took).
+    pub dropped: AtomicU64,
+    /// Frames of this source classified, and those that could not be (workers).
+    pub inferred: AtomicU64,
+    pub failed: AtomicU64,
+    /// Open/read failures and stalls, and successful reopenings.
+    pub source_errors: AtomicU64,
+    pub reconnects: AtomicU64,
+    /// When the capture thread last came back from this source ([`now_ms`]; 0 = not yet).
+    pub capture_beat: AtomicU64,
+    /// When the source last delivered a frame ([`now_ms`]; 0 = never).
+    pub last_frame: AtomicU64,
+    /// 1 while the source is open and delivering, 0 while it is being reopened.
+    pub up: AtomicU64,
+    /// 1 once its capture thread has ended (the input ended, or the daemon stops).
+    pub ended: AtomicU64,
+    /// What this source refused or skipped before making a frame (its reader thread, through
+    /// [`crate::source::FrameSource::count_into`]); counted into [`Metrics::input`] too.
+    pub input: Arc<InputStats>,
+}
+
+impl SourceMetrics {
+    pub fn new(name: &str, input: Arc<InputStats>) -> SourceMetrics {
+        SourceMetrics {
+            name: name.into(),
+            captured: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            inferred: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            source_errors: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            capture_beat: AtomicU64::new(0),
+            last_frame: AtomicU64::new(0),
+            up: AtomicU64::new(0),
+            ended: AtomicU64::new(0),
+            input,
+        }
+    }
+
+    pub fn snapshot(&self) -> SourceSnapshot {
+        SourceSnapshot {
+            name: self.name.to_string(),
+            up: self.up.load(Relaxed) == 1,
+            ended: self.ended.load(Relaxed) == 1,
+            captured: self.captured.load(Relaxed),
+            dropped: self.dropped.load(Relaxed),
+            inferred: self.inferred.load(Relaxed),
+            failed: self.failed.load(Relaxed),
+            source_errors: self.source_errors.load(Relaxed),
+            reconnects: self.reconnects.load(Relaxed),
+            rejected_oversized: self.input.oversized.load(Relaxed),
+            rejected_malformed: self.input.malformed.load(Relaxed),
+            skipped_bytes: self.input.skipped_bytes.load(Relaxed),
         }
     }
 }
@@ -260,6 +343,9 @@ pub struct Metrics {
     /// Configuration reloads applied, and refused (invalid config, model or sinks).
     pub reloads: AtomicU64,
     pub reload_failures: AtomicU64,
+    /// One entry per source, in config order (capture threads write them; see
+    /// [`SourceMetrics`]). Set at start by [`Metrics::add_source`].
+    sources: std::sync::RwLock<Vec<Arc<SourceMetrics>>>,
     /// One entry per configured sink, in config order; replaced on reload (a sink keeps its
     /// counters when its name stays).
     sinks: std::sync::RwLock<Vec<Arc<SinkMetrics>>>,
@@ -314,7 +400,29 @@ pub struct Snapshot {
     pub infer_ms: LatencySummary,
     pub total_ms: LatencySummary,
     pub event_latency_ms: LatencySummary,
+    /// Per source, in config order.
+    pub sources: Vec<SourceSnapshot>,
     pub sinks: Vec<SinkSnapshot>,
+}
+
+/// One source's counters at one moment.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SourceSnapshot {
+    pub name: String,
+    /// Open and delivering (false while it is being reopened).
+    pub up: bool,
+    /// Its input ended (a finite source) or the daemon is stopping.
+    pub ended: bool,
+    pub captured: u64,
+    pub dropped: u64,
+    pub inferred: u64,
+    pub failed: u64,
+    pub source_errors: u64,
+    pub reconnects: u64,
+    /// What the source refused or skipped before making a frame ([`InputStats`]).
+    pub rejected_oversized: u64,
+    pub rejected_malformed: u64,
+    pub skipped_bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -376,6 +484,58 @@ impl Metrics {
         })
     }
 
+    /// Adds a source's counters (a name already present gets its existing ones back).
+    pub fn add_source(&self, name: &str) -> Arc<SourceMetrics> {
+        self.add_counted_source(name, self.source_input(name))
+    }
+
+    /// The input counters for source `name`: its own if it is listed (a source restarted by a
+    /// reload keeps counting where it was), else new ones counted into the totals. Handed to
+    /// the source before it opens, then to [`Metrics::add_counted_source`].
+    pub fn source_input(&self, name: &str) -> Arc<InputStats> {
+        let g = self.sources.read().unwrap_or_else(|e| e.into_inner());
+        match g.iter().find(|s| &*s.name == name) {
+            Some(s) => Arc::clone(&s.input),
+            None => Arc::new(InputStats::within(Arc::clone(&self.input))),
+        }
+    }
+
+    /// Lists source `name` (or returns its counters if listed), counting its input into `input`.
+    pub fn add_counted_source(&self, name: &str, input: Arc<InputStats>) -> Arc<SourceMetrics> {
+        let mut g = self.sources.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = g.iter().find(|s| &*s.name == name) {
+            return Arc::clone(s);
+        }
+        let s = Arc::new(SourceMetrics::new(name, input));
+        g.push(Arc::clone(&s));
+        s
+    }
+
+    /// Drops a removed source's counters.
+    pub fn remove_source(&self, name: &str) {
+        let mut g = self.sources.write().unwrap_or_else(|e| e.into_inner());
+        g.retain(|s| &*s.name != name);
+    }
+
+    /// Puts the sources' counters in `names` order (those not named last).
+    pub fn order_sources(&self, names: &[String]) {
+        let mut g = self.sources.write().unwrap_or_else(|e| e.into_inner());
+        g.sort_by_key(|s| {
+            names
+                .iter()
+                .position(|n| **n == *s.name)
+                .unwrap_or(usize::MAX)
+        });
+    }
+
+    /// The sources' counters, in config order.
+    pub fn sources(&self) -> Vec<Arc<SourceMetrics>> {
+        self.sources
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// The current sinks' counters, in config order.
     pub fn sinks(&self) -> Vec<Arc<SinkMetrics>> {
         self.sinks.read().unwrap_or_else(|e| e.into_inner()).clone()
@@ -422,6 +582,7 @@ impl Metrics {
             infer_ms: self.infer.snapshot(),
             total_ms: self.total.snapshot(),
             event_latency_ms: self.event_latency.snapshot(),
+            sources: self.sources().iter().map(|s| s.snapshot()).collect(),
             sinks: self
                 .sinks()
                 .iter()
@@ -471,6 +632,14 @@ impl Snapshot {
                 " accuracy={:.3} labelled={}",
                 acc, self.truth_total
             ));
+        }
+        if self.sources.len() > 1 {
+            for src in &self.sources {
+                s.push_str(&format!(
+                    " source.{0}.captured={1} source.{0}.dropped={2} source.{0}.inferred={3} source.{0}.up={4}",
+                    src.name, src.captured, src.dropped, src.inferred, src.up
+                ));
+            }
         }
         for sink in &self.sinks {
             s.push_str(&format!(

@@ -36,6 +36,13 @@ pub struct RuleConfig {
     /// Names of the sinks that receive this rule's events. Default: all sinks.
     #[serde(default)]
     pub sinks: Option<Vec<String>>,
+    /// Names of the sources (`[[sources]]` `name`) whose frames the rule watches. Default: all.
+    #[serde(default)]
+    pub sources: Option<Vec<String>>,
+    /// Names of the regions (`[[sources.regions]]`, grid tiles) the rule watches; a rule with
+    /// `regions` ignores whole frames. Default: all regions and whole frames.
+    #[serde(default)]
+    pub regions: Option<Vec<String>>,
 }
 
 fn default_min_score() -> f32 {
@@ -48,6 +55,48 @@ fn one() -> usize {
 impl RuleConfig {
     pub fn window(&self) -> usize {
         self.window.unwrap_or(self.frames)
+    }
+
+    /// Checks `sources` and `regions` against the configured sources: `sources` lists each
+    /// source's name and its region names, in config order.
+    pub fn validate_scope(&self, key: &str, sources: &[(String, Vec<String>)], p: &mut Problems) {
+        let known: Vec<&str> = sources.iter().map(|(n, _)| n.as_str()).collect();
+        for s in self.sources.iter().flatten() {
+            if !known.contains(&s.as_str()) {
+                p.push(
+                    format!("{key}.sources"),
+                    format!(
+                        "no source named {s:?}; configured sources: {}",
+                        known.join(", ")
+                    ),
+                );
+            }
+        }
+        let watched = |name: &str| {
+            self.sources
+                .as_ref()
+                .is_none_or(|l| l.iter().any(|s| s == name))
+        };
+        let regions: Vec<&str> = sources
+            .iter()
+            .filter(|(n, _)| watched(n))
+            .flat_map(|(_, r)| r.iter().map(String::as_str))
+            .collect();
+        for r in self.regions.iter().flatten() {
+            if !regions.contains(&r.as_str()) {
+                p.push(
+                    format!("{key}.regions"),
+                    format!(
+                        "no region named {r:?} in the sources this rule watches; their regions: {}",
+                        if regions.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            regions.join(", ")
+                        }
+                    ),
+                );
+            }
+        }
     }
 
     pub fn validate(&self, key: &str, sink_names: &[String], p: &mut Problems) {
@@ -79,6 +128,14 @@ impl RuleConfig {
             0.0,
             31_536_000.0,
         );
+        for (field, list) in [("sources", &self.sources), ("regions", &self.regions)] {
+            if list.as_ref().is_some_and(|l| l.is_empty()) {
+                p.push(
+                    format!("{key}.{field}"),
+                    format!("is empty, so the rule would never fire; leave `{field}` out for all"),
+                );
+            }
+        }
         if let Some(sinks) = &self.sinks {
             for s in sinks {
                 if !sink_names.contains(s) {
@@ -106,8 +163,13 @@ pub struct Firing {
 }
 
 /// A rule with its labels resolved to class indices, and its state.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Rule {
+    /// Where the rule applies (`None`: everywhere); see [`RuleSet::scoped`].
+    sources: Option<Vec<String>>,
+    regions: Option<Vec<String>>,
+    /// False in a [`RuleSet::scoped`] copy for a source or region the rule does not watch.
+    active: bool,
     labels: Vec<usize>,
     min_score: f32,
     frames: usize,
@@ -117,8 +179,9 @@ struct Rule {
     last_fired: Option<Instant>,
 }
 
-/// All rules and their state. Owned by the dispatcher thread.
-#[derive(Debug)]
+/// All rules and their state. Owned by the dispatcher thread, which keeps one per source (a
+/// clone of the unused set has fresh state).
+#[derive(Debug, Clone)]
 pub struct RuleSet {
     rules: Vec<Rule>,
     pub names: Vec<String>,
@@ -166,6 +229,9 @@ impl RuleSet {
                 }
             }
             rules.push(Rule {
+                sources: cfg.sources.clone(),
+                regions: cfg.regions.clone(),
+                active: true,
                 labels: idx,
                 min_score: cfg.min_score,
                 frames: cfg.frames,
@@ -193,10 +259,34 @@ impl RuleSet {
         self.rules.is_empty()
     }
 
+    /// A copy with fresh state for the frames of `source` (its `region`, `None` for whole
+    /// frames): the rules that do not watch them never fire in it.
+    pub fn scoped(&self, source: &str, region: Option<&str>) -> RuleSet {
+        let mut set = self.clone();
+        for r in &mut set.rules {
+            r.history.clear();
+            r.last_fired = None;
+            let source_ok = r
+                .sources
+                .as_ref()
+                .is_none_or(|l| l.iter().any(|s| s == source));
+            let region_ok = match (&r.regions, region) {
+                (None, _) => true,
+                (Some(l), Some(region)) => l.iter().any(|x| x == region),
+                (Some(_), None) => false,
+            };
+            r.active = source_ok && region_ok;
+        }
+        set
+    }
+
     /// Feeds one frame's probabilities, captured at `at`; returns the rules that fire.
     pub fn observe(&mut self, probs: &[f32], at: Instant) -> Vec<Firing> {
         let mut fired = Vec::new();
         for (i, rule) in self.rules.iter_mut().enumerate() {
+            if !rule.active {
+                continue;
+            }
             let best = rule
                 .labels
                 .iter()
@@ -239,6 +329,76 @@ mod tests {
             window: Some(window),
             cooldown_secs,
             sinks: None,
+            sources: None,
+            regions: None,
+        }
+    }
+
+    #[test]
+    fn a_scoped_rule_fires_only_for_its_sources_and_regions() {
+        let mut scoped = rule(1, 1, 0.0);
+        scoped.sources = Some(vec!["lanes".into()]);
+        scoped.regions = Some(vec!["left".into()]);
+        let set = RuleSet::build(&[scoped, rule(1, 1, 0.0)], &labels(), &[]).expect("valid");
+        let hit = [0.1, 0.9, 0.0];
+        let at = Instant::now();
+        // (source, region, rules that fire)
+        let cases: &[(&str, Option<&str>, &[usize])] = &[
+            ("lanes", Some("left"), &[0, 1]),
+            ("lanes", Some("right"), &[1]),
+            ("lanes", None, &[1]),
+            ("other", Some("left"), &[1]),
+        ];
+        for (source, region, want) in cases {
+            let fired: Vec<usize> = set
+                .scoped(source, *region)
+                .observe(&hit, at)
+                .into_iter()
+                .map(|f| f.rule)
+                .collect();
+            assert_eq!(&fired, want, "{source} {region:?}");
+        }
+    }
+
+    #[test]
+    fn scope_names_are_checked_against_the_sources() {
+        let sources = vec![
+            (
+                "lanes".to_owned(),
+                vec!["left".to_owned(), "right".to_owned()],
+            ),
+            ("cam".to_owned(), vec![]),
+        ];
+        // (sources, regions, expected fragment; None = valid)
+        type Case<'a> = (
+            Option<&'a [&'a str]>,
+            Option<&'a [&'a str]>,
+            Option<&'a str>,
+        );
+        let cases: &[Case] = &[
+            (None, Some(&["left"]), None),
+            (Some(&["cam"]), None, None),
+            (Some(&["lanes"]), Some(&["right"]), None),
+            (Some(&["belt"]), None, Some("r.sources: no source named \"belt\"; configured sources: lanes, cam")),
+            (Some(&["cam"]), Some(&["left"]), Some("r.regions: no region named \"left\" in the sources this rule watches; their regions: none")),
+            (None, Some(&[]), Some("r.regions: is empty")),
+        ];
+        for (src, reg, want) in cases {
+            let mut r = rule(1, 1, 0.0);
+            let own = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+            r.sources = src.map(own);
+            r.regions = reg.map(own);
+            let mut p = Problems::default();
+            r.validate("r", &[], &mut p);
+            r.validate_scope("r", &sources, &mut p);
+            let got: Vec<String> =
+                p.0.iter()
+                    .map(|x| format!("{}: {}", x.key, x.message))
+                    .collect();
+            match want {
+                None => assert!(got.is_empty(), "{src:?} {reg:?}: {got:?}"),
+                Some(w) => assert!(got.iter().any(|g| g.contains(w)), "want {w:?}, got {got:?}"),
+            }
         }
     }
 

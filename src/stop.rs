@@ -13,10 +13,13 @@ use std::time::{Duration, Instant};
 pub const POLL: Duration = Duration::from_millis(20);
 
 /// A cloneable stop flag. Clones share one `AtomicBool`: any holder may set it (signal handler,
-/// test, `files` source at end of input); the capture thread and sources read it.
+/// test, `files` source at end of input); the capture thread and sources read it. A
+/// [`StopToken::child`] is stopped by its own flag or by its parent's (a reload stops one
+/// source's capture thread with its child token; the daemon's stop ends them all).
 #[derive(Clone, Debug, Default)]
 pub struct StopToken {
     flag: Arc<AtomicBool>,
+    parent: Option<Box<StopToken>>,
 }
 
 impl StopToken {
@@ -34,7 +37,16 @@ impl StopToken {
     }
 
     pub fn is_stopped(&self) -> bool {
-        self.flag.load(Ordering::SeqCst)
+        self.flag.load(Ordering::SeqCst) || self.parent.as_ref().is_some_and(|p| p.is_stopped())
+    }
+
+    /// A token stopped by `stop` on itself or by this one's stop; stopping it leaves this one
+    /// running.
+    pub fn child(&self) -> StopToken {
+        StopToken {
+            flag: Arc::new(AtomicBool::new(false)),
+            parent: Some(Box::new(self.clone())),
+        }
     }
 
     /// Sleeps for `dur`, waking early on stop. Returns `true` if stopped.
@@ -70,6 +82,16 @@ mod tests {
         std::thread::sleep(Duration::from_millis(50));
         stop.stop();
         assert!(t.join().expect("sleeper thread"));
+    }
+
+    #[test]
+    fn a_child_stops_with_its_parent_but_not_the_other_way() {
+        let parent = StopToken::new();
+        let (a, b) = (parent.child(), parent.child());
+        a.stop();
+        assert!(a.is_stopped() && !b.is_stopped() && !parent.is_stopped());
+        parent.stop();
+        assert!(b.is_stopped());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Hot reload as an operator does it: edit the config file of a running `lookout run`, then
 //! SIGHUP or `POST /api/reload`. The camera (source) keeps running, the new rules and sinks take
 //! over, events in flight are delivered by the old sinks, and an invalid file changes nothing.
+//! Sources added to the file start, removed ones stop, unchanged ones keep their frame numbers.
 
 mod common;
 
@@ -145,7 +146,7 @@ fn sighup_and_post_reload_swap_rules_and_sinks_without_dropping_the_camera() {
     assert_eq!(code, 422, "{why}");
     assert!(why.contains("cracked"), "{why}");
 
-    // A valid file over HTTP: applied; a changed [source] is reported as needing a restart.
+    // A valid file over HTTP: applied; a changed [source] is restarted with its new settings.
     rewrite(
         dir.path(),
         &d,
@@ -153,7 +154,72 @@ fn sighup_and_post_reload_swap_rules_and_sinks_without_dropping_the_camera() {
     );
     let (code, msg) = post_reload(&d, Some("s3cret"));
     assert_eq!(code, 200, "{msg}");
-    assert!(msg.contains("[source]"), "{msg}");
+    assert!(msg.contains("sources: restarted=synthetic"), "{msg}");
     assert!(wait_until(Duration::from_secs(60), || lines(&c).len() >= 5));
     assert_eq!(sample(&metrics(&d), "lookout_reloads_total"), 2.0);
+}
+
+#[test]
+fn reload_adds_and_removes_sources_while_an_unchanged_one_keeps_its_frame_numbers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let events = dir.path().join("events.jsonl");
+    let sources = |extra: bool| {
+        let mut s =
+            String::from("[[sources]]\nname = \"steady\"\ntype = \"synthetic\"\nfps = 20\n");
+        if extra {
+            s.push_str("[[sources]]\nname = \"extra\"\ntype = \"synthetic\"\nfps = 20\nseed = 5\n");
+        }
+        format!(
+            "{s}[pipeline]\nframe_queue = 32\n[[sinks]]\ntype = \"jsonl\"\npath = {:?}\n",
+            events.display().to_string()
+        )
+    };
+    let d = Daemon::start(
+        dir.path(),
+        &sources(false),
+        &format!("token_env = \"{TOKEN_ENV}\""),
+        &[(TOKEN_ENV, "s3cret")],
+    );
+    let from = |name: &str| -> Vec<u64> {
+        lines(&events)
+            .iter()
+            .filter(|e| e["source"] == name)
+            .map(|e| e["frame_seq"].as_u64().expect("frame_seq"))
+            .collect()
+    };
+    assert!(wait_until(Duration::from_secs(60), || from("steady").len() >= 10));
+
+    // Add a source.
+    rewrite(dir.path(), &d, &sources(true));
+    let (code, msg) = post_reload(&d, Some("s3cret"));
+    assert_eq!(code, 200, "{msg}");
+    assert!(msg.contains("kept=steady added=extra"), "{msg}");
+    assert!(
+        wait_until(Duration::from_secs(60), || from("extra").len() >= 10),
+        "the added source's events arrive"
+    );
+    // Remove it again.
+    rewrite(dir.path(), &d, &sources(false));
+    let (code, msg) = post_reload(&d, Some("s3cret"));
+    assert_eq!(code, 200, "{msg}");
+    assert!(msg.contains("kept=steady removed=extra"), "{msg}");
+    let before = from("steady").len();
+    assert!(wait_until(Duration::from_secs(60), || from("steady").len()
+        >= before + 10));
+    let extra = from("extra").len();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(from("extra").len(), extra, "the removed source stopped");
+
+    // `steady` ran through both reloads: its frame numbers go on without a gap or a restart.
+    let mut seqs = from("steady");
+    seqs.sort_unstable();
+    let want: Vec<u64> = (seqs[0]..seqs[0] + seqs.len() as u64).collect();
+    assert_eq!(seqs, want, "one event per frame, numbered on without a gap");
+    let m = metrics(&d);
+    assert_eq!(sample(&m, "lookout_reloads_total"), 2.0);
+    assert!(m.contains("lookout_source_frames_captured_total{source=\"steady\"}"));
+    assert!(
+        !m.contains("source=\"extra\""),
+        "a removed source leaves /metrics"
+    );
 }

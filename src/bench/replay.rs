@@ -131,7 +131,12 @@ impl Accumulated {
         )?;
         parts.workers = workers;
         parts.trace_frames = true;
-        parts.source = Box::new(ReplaySource::new(frames, count, fps));
+        parts.sources = vec![crate::pipeline::SourcePart {
+            name: "replay".into(),
+            key: String::new(),
+            source: Box::new(ReplaySource::new(frames, count, fps)),
+            regions: Vec::new(),
+        }];
         let cpu0 = cpu_time();
         let t0 = Instant::now();
         let running = crate::pipeline::start(parts, StopToken::new()).map_err(DaemonError::from)?;

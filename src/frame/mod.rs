@@ -7,6 +7,7 @@
 //! Colour conversion uses BT.601 limited range, as V4L2 cameras deliver it.
 
 mod encode;
+pub mod rect;
 
 pub use encode::encode_jpeg;
 

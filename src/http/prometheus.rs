@@ -60,6 +60,84 @@ pub(super) fn counter(out: &mut String, name: &str, help: &str, v: u64) {
     );
 }
 
+/// The per-source families, one series per source (label `source`).
+fn source_metrics(o: &mut String, sources: &[std::sync::Arc<crate::metrics::SourceMetrics>]) {
+    use std::sync::atomic::Ordering::Relaxed;
+    type Get = fn(&crate::metrics::SourceMetrics) -> u64;
+    let families: [(&str, &str, &str, Get); 8] = [
+        (
+            "lookout_source_up",
+            "gauge",
+            "1 while the source is open and delivering, 0 while it is reopened.",
+            |s| s.up.load(Relaxed),
+        ),
+        (
+            "lookout_source_frames_captured_total",
+            "counter",
+            "Frames delivered, per source.",
+            |s| s.captured.load(Relaxed),
+        ),
+        (
+            "lookout_source_frames_dropped_total",
+            "counter",
+            "Frames dropped unprocessed, per source.",
+            |s| s.dropped.load(Relaxed),
+        ),
+        (
+            "lookout_source_frames_classified_total",
+            "counter",
+            "Frames classified, per source.",
+            |s| s.inferred.load(Relaxed),
+        ),
+        (
+            "lookout_source_frames_failed_total",
+            "counter",
+            "Frames that could not be decoded or classified, per source.",
+            |s| s.failed.load(Relaxed),
+        ),
+        (
+            "lookout_source_errors_by_source_total",
+            "counter",
+            "Source failures and stalls, per source.",
+            |s| s.source_errors.load(Relaxed),
+        ),
+        (
+            "lookout_source_reconnects_by_source_total",
+            "counter",
+            "Successful reopenings, per source.",
+            |s| s.reconnects.load(Relaxed),
+        ),
+        (
+            "lookout_source_skipped_bytes_by_source_total",
+            "counter",
+            "Bytes read that made no frame, per source.",
+            |s| s.input.skipped_bytes.load(Relaxed),
+        ),
+    ];
+    for (name, kind, help, get) in families {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for s in sources {
+            let _ = writeln!(o, "{name}{{source=\"{}\"}} {}", escape(&s.name), get(s));
+        }
+    }
+    let name = "lookout_source_frames_rejected_by_source_total";
+    let _ = writeln!(
+        o,
+        "# HELP {name} Frames the source refused before handing them on, per source and reason.\n# TYPE {name} counter"
+    );
+    for s in sources {
+        for why in crate::metrics::Rejected::ALL {
+            let _ = writeln!(
+                o,
+                "{name}{{source=\"{}\",reason=\"{}\"}} {}",
+                escape(&s.name),
+                why.label(),
+                s.input.counter(why).load(Relaxed)
+            );
+        }
+    }
+}
+
 pub(super) fn gauge(out: &mut String, name: &str, help: &str, v: f64) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
 }
@@ -150,6 +228,7 @@ pub(super) fn prometheus(state: &State, started: Instant) -> String {
         "Bytes read from the source that made no frame (garbage between images, rejected frames).",
         m.input.skipped_bytes.load(Relaxed),
     );
+    source_metrics(&mut o, &m.sources());
     counter(
         &mut o,
         "lookout_events_total",

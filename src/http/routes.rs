@@ -139,7 +139,16 @@ pub(super) fn healthz(state: &State) -> Resp {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
-    if report.ok {
+    if report.ok && report.degraded {
+        text(
+            200,
+            "text/plain; charset=utf-8",
+            format!(
+                "ok (degraded: {})\n",
+                report.reason.as_deref().unwrap_or("a source is down")
+            ),
+        )
+    } else if report.ok {
         text(200, "text/plain; charset=utf-8", "ok\n")
     } else {
         text(

@@ -9,6 +9,7 @@
 //! nothing of threads, sources or sinks.
 
 mod config;
+pub mod crop;
 mod error;
 pub mod labels;
 mod load;

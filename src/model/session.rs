@@ -225,7 +225,7 @@ impl Session {
     }
 
     /// Preprocesses up to a batch of images and runs the model once; one result per image.
-    fn infer(
+    pub(super) fn infer(
         &mut self,
         images: &[&RgbBuf],
     ) -> Result<Vec<Scores>, Box<dyn std::error::Error + Send + Sync>> {

@@ -1,71 +1,62 @@
-//! The capture loop: one thread that owns the source, numbers its frames and puts them in the
-//! bounded frame queue. A live source never waits: when the queue is full the oldest frame is
-//! dropped and counted; a finite source waits for a worker. A failed source is reopened with
-//! capped back-off; the loop ends at the stop token or the source's end, dropping the sender.
+//! The capture loop: one thread per source that owns it, numbers its frames (per source, from 0)
+//! and puts them in its lane of the shared [`FairQueue`]. A live source never waits: when its
+//! lane is full the oldest frame is dropped and counted; a finite source waits for a worker. A
+//! failed source is reopened with capped back-off; the loop ends at the stop token or the
+//! source's end, and closes its lane.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
-
-use crate::frame::Frame;
-use crate::metrics::Metrics;
+use super::fair::FairQueue;
+use crate::metrics::{now_ms, Metrics, SourceMetrics};
 use crate::retry::{chain, Backoff};
 use crate::source::FrameSource;
 use crate::stop::StopToken;
 
-pub(super) fn capture_loop(
-    mut source: Box<dyn FrameSource>,
-    frame_tx: Sender<Frame>,
-    drop_rx: Receiver<Frame>,
-    m: Arc<Metrics>,
-    stop: StopToken,
-    reconnect: (Duration, Duration),
-) {
-    let name = source.describe();
-    let live = source.live();
+/// One source's capture thread: what it reads, where it puts frames, what it counts.
+pub(super) struct Capture {
+    pub(super) source: Box<dyn FrameSource>,
+    pub(super) queue: Arc<FairQueue>,
+    pub(super) lane: usize,
+    /// The totals, and this source's own counters.
+    pub(super) m: Arc<Metrics>,
+    pub(super) sm: Arc<SourceMetrics>,
+    /// This source's stop: the daemon's, or the one a reload sets to remove the source.
+    pub(super) stop: StopToken,
+    pub(super) reconnect: (Duration, Duration),
+}
+
+pub(super) fn capture_loop(c: Capture) {
+    let Capture {
+        mut source,
+        queue,
+        lane,
+        m,
+        sm,
+        stop,
+        reconnect,
+    } = c;
+    let name = &sm.name;
     let mut seq = 0u64;
     let mut backoff = Backoff::new(reconnect.0, reconnect.1);
+    let beat = || {
+        let now = now_ms();
+        m.capture_beat.store(now, Relaxed);
+        sm.capture_beat.store(now, Relaxed);
+    };
+    sm.up.store(1, Relaxed);
     'frames: while !stop.is_stopped() {
-        m.capture_beat.store(crate::metrics::now_ms(), Relaxed);
+        beat();
         match source.next_frame(&stop) {
             Ok(Some(mut frame)) => {
                 frame.seq = seq;
                 seq += 1;
                 m.captured.fetch_add(1, Relaxed);
-                if live {
-                    // Never block: make room by dropping the oldest queued frame.
-                    let mut frame = frame;
-                    loop {
-                        match frame_tx.try_send(frame) {
-                            Ok(()) => break,
-                            Err(TrySendError::Full(back)) => {
-                                frame = back;
-                                if drop_rx.try_recv().is_ok() {
-                                    m.dropped.fetch_add(1, Relaxed);
-                                }
-                            }
-                            Err(TrySendError::Disconnected(_)) => break 'frames,
-                        }
-                    }
-                } else {
-                    // Not live: wait for a worker, every frame is processed.
-                    let mut frame = frame;
-                    loop {
-                        match frame_tx.send_timeout(frame, crate::stop::POLL) {
-                            Ok(()) => break,
-                            Err(crossbeam_channel::SendTimeoutError::Timeout(back)) => {
-                                if stop.is_stopped() {
-                                    break 'frames;
-                                }
-                                frame = back;
-                            }
-                            Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => {
-                                break 'frames
-                            }
-                        }
-                    }
+                sm.captured.fetch_add(1, Relaxed);
+                sm.last_frame.store(now_ms(), Relaxed);
+                if !queue.put(lane, frame, &stop) {
+                    break 'frames;
                 }
             }
             Ok(None) => {
@@ -78,6 +69,8 @@ pub(super) fn capture_loop(
             }
             Err(e) => {
                 m.source_errors.fetch_add(1, Relaxed);
+                sm.source_errors.fetch_add(1, Relaxed);
+                sm.up.store(0, Relaxed);
                 log::warn!(
                     "Source failed; reopening with back-off. source={name} error={}",
                     chain(&e)
@@ -87,16 +80,19 @@ pub(super) fn capture_loop(
                     if stop.sleep(backoff.next_delay()) {
                         break 'frames;
                     }
-                    m.capture_beat.store(crate::metrics::now_ms(), Relaxed);
+                    beat();
                     match source.open() {
                         Ok(()) => {
                             m.reconnects.fetch_add(1, Relaxed);
+                            sm.reconnects.fetch_add(1, Relaxed);
+                            sm.up.store(1, Relaxed);
                             backoff.reset();
                             log::info!("Source reopened. source={name}");
                             break;
                         }
                         Err(e) => {
                             m.source_errors.fetch_add(1, Relaxed);
+                            sm.source_errors.fetch_add(1, Relaxed);
                             log::debug!("Source still failing. source={name} error={}", chain(&e));
                         }
                     }
@@ -105,4 +101,6 @@ pub(super) fn capture_loop(
         }
     }
     source.close();
+    sm.ended.store(1, Relaxed);
+    queue.close(lane);
 }

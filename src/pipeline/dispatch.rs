@@ -1,7 +1,8 @@
 //! The dispatcher loop: one thread that turns each classified frame into events with the
-//! rules, feeds the live view, and fans each event out to its sinks' bounded queues (a full
+//! rules (each source and region with rule state of its own), feeds the live view, and fans each event out to its sinks' bounded queues (a full
 //! queue drops the event for that sink and counts it; the dispatcher never waits for a sink).
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -23,14 +24,17 @@ pub(super) fn dispatch_loop(
     frame_sinks: Vec<bool>,
     counters: Vec<Arc<SinkMetrics>>,
     live: Option<Arc<Live>>,
-    mut rules: RuleSet,
+    rules: RuleSet,
     labels: Arc<[String]>,
     k: usize,
     device: String,
-    source: String,
+    several_sources: bool,
     m: Arc<Metrics>,
 ) {
     let all_sinks: Vec<usize> = (0..sink_txs.len()).collect();
+    // Each source and region goes through rules of its own (their N-of-M windows and cooldowns
+    // are that region's), made from `rules` (never observed) when its first frame comes.
+    let mut by_source: HashMap<(Arc<str>, Option<Arc<str>>), RuleSet> = HashMap::new();
     while let Ok(mut c) = class_rx.recv() {
         let frame: Option<Arc<Frame>> = c.frame.take().map(Arc::new);
         let top: Vec<TopEntry> = top_k(&c.probs, k)
@@ -53,6 +57,9 @@ pub(super) fn dispatch_loop(
                 .into_iter()
                 .collect()
         } else {
+            let rules = by_source
+                .entry((Arc::clone(&c.source), c.region.clone()))
+                .or_insert_with(|| rules.scoped(&c.source, c.region.as_deref()));
             let fired = rules.observe(&c.probs, c.captured);
             fired
                 .into_iter()
@@ -84,10 +91,18 @@ pub(super) fn dispatch_loop(
                 && targets
                     .iter()
                     .any(|&i| frame_sinks[i] && !sink_txs[i].is_full()))
-            .then(|| crate::sink::snapshot::file_name(&captured_at, c.seq, &label_name));
+            .then(|| {
+                let place = match (&c.region, several_sources) {
+                    (Some(r), _) => format!("{}.{r}", c.source),
+                    (None, true) => c.source.to_string(),
+                    (None, false) => String::new(),
+                };
+                crate::sink::snapshot::file_name(&captured_at, c.seq, &place, &label_name)
+            });
             let event = Arc::new(Event {
                 device: device.clone(),
-                source: source.clone(),
+                source: c.source.to_string(),
+                region: c.region.as_deref().map(str::to_owned),
                 rule,
                 label: label_name,
                 score,

@@ -1,13 +1,14 @@
 //! The pipeline: threads and bounded queues from source to sinks.
 //!
 //! ```text
-//! [capture]  --frames (bounded, drop-oldest when live)-->  [worker 1..N, newest first when live]
+//! [capture per source] --frames (a bounded lane per source, drop-oldest when live)-->
+//!                                 [worker 1..N: round-robin over sources, newest first when live]
 //! [worker]   --classifications (bounded, blocking)----->  [dispatcher]
 //! [dispatcher] --events (bounded per sink, drop-newest)-> [sink thread per sink]
 //! ```
 //!
-//! Shutdown has one trigger: the [`StopToken`] (or the end of a finite source) ends the capture
-//! loop, which drops its frame sender; each later stage ends when its input disconnects, after
+//! Shutdown has one trigger: the [`StopToken`] (or the end of every finite source) ends the
+//! capture loops, which close their lanes; each later stage ends when its input disconnects, after
 //! finishing what it holds; sinks flush last. Nothing is lost between the dispatcher and the
 //! sinks except what a full sink queue refuses, and that is counted. Run-time errors (a bad
 //! frame, a failed delivery, a broken source) are logged, counted and never stop the loop.
@@ -15,9 +16,13 @@
 //!
 //! # Layout
 //!
-//! - [`start`](start()): opens the source and starts every thread ([`Parts`] in, [`Running`] out).
-//! - `capture`: the capture loop, one thread: frames into the bounded frame queue, reopening a
-//!   failed source with back-off.
+//! - [`start`](start()): opens the sources and starts every thread ([`Parts`] in, [`Running`]
+//!   out).
+//! - `capture`: the capture loop, one thread per source: frames into its lane of the frame
+//!   queue, reopening a failed source with back-off.
+//! - `fair`: the frame queue, one bounded lane per source, taken from round-robin.
+//! - `sources`: opening sources into lanes, their capture threads, and a reload's changes to
+//!   the list (unchanged sources keep running).
 //! - `worker`: the worker loop, one thread per worker: decode, preprocess, classify, help an
 //!   idle worker's neighbour (the team).
 //! - `dispatch`: the dispatcher loop: rules, events, fan-out to each sink's queue.
@@ -28,8 +33,10 @@
 mod capture;
 mod deliver;
 mod dispatch;
+mod fair;
 mod reload;
 mod running;
+mod sources;
 mod start;
 mod worker;
 
@@ -43,14 +50,17 @@ use crate::live::Live;
 use crate::model::{Model, ModelError};
 use crate::rules::RuleSet;
 use crate::sink::Sink;
+use crate::source::regions::Region;
 use crate::source::{FrameSource, SourceError};
 
 pub use running::{Running, ABORT_MARGIN};
+pub use sources::SourceChanges;
 pub use start::start;
 
 /// Everything a pipeline needs, built and validated by the caller.
 pub struct Parts {
-    pub source: Box<dyn FrameSource>,
+    /// The sources, in config order (at least one).
+    pub sources: Vec<SourcePart>,
     pub model: Arc<Model>,
     pub rules: RuleSet,
     /// Sinks with their names, in config order (rule sink indices refer to this order).
@@ -70,6 +80,17 @@ pub struct Parts {
     pub live: Option<Arc<Live>>,
     /// Keep every frame's exact stage times ([`Metrics::frame_times`]); for benchmarks.
     pub trace_frames: bool,
+}
+
+/// One source of a pipeline: its name, the source, and the regions classified in each of its
+/// frames (empty: the whole frame).
+pub struct SourcePart {
+    pub name: String,
+    /// The source's configuration as text: a reload keeps a running source whose name and key
+    /// are unchanged, and restarts one whose key changed.
+    pub key: String,
+    pub source: Box<dyn FrameSource>,
+    pub regions: Vec<Region>,
 }
 
 /// Errors that prevent the pipeline from starting.
@@ -93,6 +114,11 @@ pub enum StartError {
 
 /// A classified frame, worker -> dispatcher.
 struct Classified {
+    /// The source's name.
+    pub(super) source: Arc<str>,
+    /// The region's name; `None` for the whole frame.
+    pub(super) region: Option<Arc<str>>,
+    /// The frame's number within its source.
     pub(super) seq: u64,
     pub(super) captured_at: SystemTime,
     pub(super) captured: Instant,
@@ -112,7 +138,7 @@ struct Delivery {
 }
 
 /// Everything downstream of the frame queue: what a configuration reload replaces while the
-/// source keeps running.
+/// sources keep running.
 pub struct Downstream {
     pub model: Arc<Model>,
     pub rules: RuleSet,

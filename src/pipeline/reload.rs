@@ -1,5 +1,5 @@
 //! Reloading a configuration: the workers, dispatcher and sinks of the running one drain and
-//! stop, and those of the next start on the same frame queue while the source keeps capturing.
+//! stop, and those of the next start on the same frame queue while the sources keep capturing.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -11,8 +11,8 @@ use super::{Downstream, StartError};
 impl Running {
     /// Stops the workers, dispatcher and sinks after they have finished what they hold: every
     /// frame a worker took is classified and every event produced is delivered (or counted),
-    /// within `deadline`. The source keeps capturing into the frame queue (dropping the oldest
-    /// frame when it is full). Start the next configuration with [`Running::start_downstream`].
+    /// within `deadline`. The sources keep capturing into the frame queue (a live one dropping
+    /// its oldest frame when its lane is full). Start the next configuration with [`Running::start_downstream`].
     pub fn drain_downstream(&mut self, deadline: Duration) {
         if let Some(g) = self.generation.take() {
             g.quit.store(true, Relaxed);
@@ -35,17 +35,11 @@ impl Running {
         }
     }
 
-    /// Starts workers, dispatcher and sinks for `d` on the running source (after
+    /// Starts workers, dispatcher and sinks for `d` on the running sources (after
     /// [`Running::drain_downstream`]).
     pub fn start_downstream(&mut self, d: Downstream) -> Result<(), StartError> {
         self.drain_downstream(Duration::from_secs(10));
-        self.generation = Some(start_generation(
-            d,
-            &self.frame_rx,
-            &self.metrics,
-            &self.source_name,
-            self.fresh_only,
-        )?);
+        self.generation = Some(start_generation(d, &self.queue, &self.metrics)?);
         Ok(())
     }
 }

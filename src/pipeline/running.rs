@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Sender;
 
-use crate::frame::Frame;
+use super::fair::FairQueue;
 use crate::metrics::{Metrics, Snapshot};
 use crate::stop::StopToken;
 
@@ -17,16 +17,30 @@ use crate::stop::StopToken;
 pub struct Running {
     pub(super) stop: StopToken,
     pub(super) metrics: Arc<Metrics>,
-    pub(super) capture: Option<JoinHandle<()>>,
+    /// One capture thread per source, in config order.
+    pub(super) captures: Vec<Capturing>,
     /// Kept to start the workers of the next configuration on reload.
-    pub(super) frame_rx: Receiver<Frame>,
+    pub(super) queue: Arc<FairQueue>,
     pub(super) generation: Option<Generation>,
     /// Closing it (drop) ends the summary thread.
     pub(super) summary_done: Option<Sender<()>>,
     pub(super) summary: Option<JoinHandle<()>>,
+    /// The sources' names joined with `,` (one source: its name), for logs and `/api/status`.
     pub source_name: String,
-    /// A live source: workers take the newest waiting frame and drop the older ones.
-    pub(super) fresh_only: bool,
+    /// The sources' names, in config order.
+    pub source_names: Vec<String>,
+    /// Source reopening back-off, for sources a reload adds.
+    pub(super) reconnect: (Duration, Duration),
+}
+
+/// One source's capture thread, as [`Running`] keeps it.
+pub(super) struct Capturing {
+    /// The source's name and its configuration's key (see [`super::SourcePart::key`]).
+    pub(super) name: String,
+    pub(super) key: String,
+    /// This source's own stop, a child of the daemon's: set to remove the source.
+    pub(super) stop: StopToken,
+    pub(super) thread: JoinHandle<()>,
 }
 
 /// The running workers, dispatcher and sinks of one configuration.
@@ -90,33 +104,31 @@ impl Running {
 
     /// Whether every stage has ended (the source finished or was stopped, and all drained).
     pub fn is_finished(&self) -> bool {
-        self.capture.as_ref().is_none_or(|h| h.is_finished())
+        self.capture_finished()
             && self
                 .generation
                 .as_ref()
                 .is_none_or(|g| g.stages.iter().all(|(_, h)| h.is_finished()))
     }
 
-    /// Whether the capture thread has ended (the source finished, or stop was set).
+    /// Whether every capture thread has ended (each source finished, or stop was set).
     pub fn capture_finished(&self) -> bool {
-        self.capture.as_ref().is_none_or(|h| h.is_finished())
+        self.captures.iter().all(|c| c.thread.is_finished())
     }
 
-    /// Waits for the source to end (or the stop token), then for every stage to drain, in order.
+    /// Waits for every source to end (or the stop token), then for every stage to drain, in order.
     /// After `stop` is set, stages get `deadline` in all; threads still running then are left
     /// behind (and named in the log). Returns the final counters.
     pub fn wait(mut self, deadline: Duration) -> Snapshot {
-        // Wait for the capture thread: until stop, or the end of a finite source.
-        if let Some(capture) = &self.capture {
-            while !capture.is_finished() && !self.stop.is_stopped() {
-                std::thread::sleep(crate::stop::POLL);
-            }
+        // Wait for the capture threads: until stop, or the end of every finite source.
+        while !self.capture_finished() && !self.stop.is_stopped() {
+            std::thread::sleep(crate::stop::POLL);
         }
         let until = Instant::now() + deadline;
-        let mut stages: Vec<(String, JoinHandle<()>)> = Vec::new();
-        if let Some(c) = self.capture.take() {
-            stages.push(("capture".to_owned(), c));
-        }
+        let mut stages: Vec<(String, JoinHandle<()>)> = std::mem::take(&mut self.captures)
+            .into_iter()
+            .map(|c| (format!("capture-{}", c.name), c.thread))
+            .collect();
         let mut abort = StopToken::new();
         if let Some(g) = self.generation.take() {
             stages.extend(g.stages);

@@ -1,27 +1,27 @@
-//! Starting a pipeline: the source is opened, then the sinks, workers and dispatcher of one
-//! configuration (a generation), then the capture and summary threads.
+//! Starting a pipeline: the sources are opened, then the sinks, workers and dispatcher of one
+//! configuration (a generation), then a capture thread per source and the summary thread.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
 
-use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
 use lookout_engine::team::Team;
 
-use super::capture::capture_loop;
 use super::deliver::sink_loop;
 use super::dispatch::dispatch_loop;
+use super::fair::FairQueue;
 use super::running::{Generation, Running};
+use super::sources::{open_all, start_capture};
 use super::worker::worker_loop;
 use super::{spawn, Classified, Delivery, Downstream, Parts, StartError};
-use crate::frame::Frame;
 use crate::metrics::Metrics;
 use crate::model::Session;
 use crate::stop::StopToken;
 
-/// Opens the source and starts every thread.
+/// Opens the sources and starts every thread.
 pub fn start(parts: Parts, stop: StopToken) -> Result<Running, StartError> {
     let Parts {
-        mut source,
+        sources,
         model,
         rules,
         sinks,
@@ -36,22 +36,16 @@ pub fn start(parts: Parts, stop: StopToken) -> Result<Running, StartError> {
         live,
         trace_frames,
     } = parts;
-    let source_name = source.describe();
-    let fresh_only = source.live();
     let metrics = Arc::new(if trace_frames {
         Metrics::tracing(&[])
     } else {
         Metrics::new(&[])
     });
-    source.count_into(Arc::clone(&metrics.input));
-    source.open().map_err(|e| StartError::Source {
-        source_name: source_name.clone(),
-        source: e,
-    })?;
+    // Frames: capture threads -> workers, one lane per source. Outlives reloads.
+    let queue = Arc::new(FairQueue::new(frame_queue, Arc::clone(&metrics)));
+    let opened = open_all(sources, &queue, &metrics)?;
+    let source_names: Vec<String> = opened.iter().map(|o| o.name().to_owned()).collect();
 
-    // Frames: capture -> workers. The capture thread also holds a receiver, to drop the oldest
-    // frame when the queue is full. Closes when the capture thread ends; outlives reloads.
-    let (frame_tx, frame_rx) = bounded::<Frame>(frame_queue);
     let downstream = Downstream {
         model,
         rules,
@@ -63,14 +57,12 @@ pub fn start(parts: Parts, stop: StopToken) -> Result<Running, StartError> {
         device,
         live,
     };
-    let generation = start_generation(downstream, &frame_rx, &metrics, &source_name, fresh_only)?;
+    let generation = start_generation(downstream, &queue, &metrics)?;
 
-    let m = Arc::clone(&metrics);
-    let st = stop.clone();
-    let drop_rx = frame_rx.clone();
-    let capture = spawn("capture", move || {
-        capture_loop(source, frame_tx, drop_rx, m, st, reconnect)
-    })?;
+    let mut captures = Vec::with_capacity(opened.len());
+    for o in opened {
+        captures.push(start_capture(o, &queue, &metrics, &stop, reconnect)?);
+    }
 
     let (summary_done, summary) = match summary_every {
         Some(every) => {
@@ -88,23 +80,22 @@ pub fn start(parts: Parts, stop: StopToken) -> Result<Running, StartError> {
     Ok(Running {
         stop,
         metrics,
-        capture: Some(capture),
-        frame_rx,
+        captures,
+        queue,
         generation: Some(generation),
         summary_done,
         summary,
-        source_name,
-        fresh_only,
+        source_name: source_names.join(","),
+        source_names,
+        reconnect,
     })
 }
 
-/// Starts workers, dispatcher and sinks reading `frame_rx`.
+/// Starts workers, dispatcher and sinks reading `queue`.
 pub(super) fn start_generation(
     d: Downstream,
-    frame_rx: &Receiver<Frame>,
+    queue: &Arc<FairQueue>,
     metrics: &Arc<Metrics>,
-    source_name: &str,
-    fresh_only: bool,
 ) -> Result<Generation, StartError> {
     let Downstream {
         model,
@@ -152,11 +143,11 @@ pub(super) fn start_generation(
 
     // One worker: no one to help. Several with `assist` off: each on its own.
     let team = Team::new(if assist { sessions.len() } else { 1 });
-    // A live source's workers count those waiting for a frame (see `worker_loop`).
-    let idle = fresh_only.then(|| Arc::new(AtomicUsize::new(0)));
+    // The workers waiting for a frame (see `worker_loop`).
+    let idle = Arc::new(AtomicUsize::new(0));
     for (i, session) in sessions.into_iter().enumerate() {
         let member = team.member();
-        let rx = frame_rx.clone();
+        let rx = Arc::clone(queue);
         let tx = class_tx.clone();
         let m = Arc::clone(metrics);
         let q = Arc::clone(&quit);
@@ -173,7 +164,8 @@ pub(super) fn start_generation(
 
     let m = Arc::clone(metrics);
     let labels: Arc<[String]> = model.labels.clone().into();
-    let src = source_name.to_owned();
+    // Snapshot file names then say which source a frame came from.
+    let several_sources = queue.lanes() > 1;
     stages.push((
         "dispatcher".to_owned(),
         spawn("dispatcher", move || {
@@ -187,7 +179,7 @@ pub(super) fn start_generation(
                 labels,
                 k,
                 device,
-                src,
+                several_sources,
                 m,
             )
         })?,

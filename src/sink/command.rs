@@ -104,8 +104,8 @@ impl CommandSinkConfig {
 
 /// The environment given to the program: `LOOKOUT_DEVICE`, `LOOKOUT_SOURCE`, `LOOKOUT_RULE`
 /// (empty without rules), `LOOKOUT_LABEL`, `LOOKOUT_SCORE`, `LOOKOUT_FRAME_SEQ`,
-/// `LOOKOUT_CAPTURED_AT`, `LOOKOUT_LATENCY_MS`, and when known `LOOKOUT_FILE`,
-/// `LOOKOUT_TRUTH`, `LOOKOUT_SNAPSHOT`.
+/// `LOOKOUT_CAPTURED_AT`, `LOOKOUT_LATENCY_MS`, and when known `LOOKOUT_REGION`,
+/// `LOOKOUT_FILE`, `LOOKOUT_TRUTH`, `LOOKOUT_SNAPSHOT`.
 pub fn event_env(e: &Event) -> Vec<(&'static str, String)> {
     let mut env = vec![
         ("LOOKOUT_DEVICE", e.device.clone()),
@@ -118,6 +118,7 @@ pub fn event_env(e: &Event) -> Vec<(&'static str, String)> {
         ("LOOKOUT_LATENCY_MS", format!("{:.1}", e.latency_ms)),
     ];
     for (k, v) in [
+        ("LOOKOUT_REGION", &e.region),
         ("LOOKOUT_FILE", &e.file),
         ("LOOKOUT_TRUTH", &e.truth),
         ("LOOKOUT_SNAPSHOT", &e.snapshot),
@@ -351,6 +352,7 @@ mod tests {
         let e = Event {
             device: "d".into(),
             source: "s".into(),
+            region: None,
             rule: None,
             label: "dent".into(),
             score: 0.91234,

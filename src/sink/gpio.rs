@@ -493,6 +493,7 @@ mod tests {
         let e = Event {
             device: "d".into(),
             source: "s".into(),
+            region: None,
             rule: None,
             label: "x".into(),
             score: 1.0,

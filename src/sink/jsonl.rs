@@ -185,6 +185,7 @@ mod tests {
         Event {
             device: "d".into(),
             source: "s".into(),
+            region: None,
             rule: Some("r".into()),
             label: "scratch".into(),
             score: 0.9,

@@ -76,27 +76,35 @@ impl SnapshotSinkConfig {
 }
 
 /// The file name for the snapshot of frame `seq` captured at `captured_at` (RFC 3339 with
-/// milliseconds) that fired `label`: sortable by time, safe on any file system.
-pub fn file_name(captured_at: &str, seq: u64, label: &str) -> String {
+/// milliseconds) that fired `label`: sortable by time, safe on any file system. `place`: the
+/// source and region (`cam-2.r0c1`) where a daemon has several sources or regions, else empty
+/// (and the name is as it always was).
+pub fn file_name(captured_at: &str, seq: u64, place: &str, label: &str) -> String {
     let time: String = captured_at
         .chars()
         .filter(|c| !matches!(c, '-' | ':'))
         .collect();
-    let mut safe: String = label
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(48)
-        .collect();
-    if safe.is_empty() {
-        safe.push('_');
+    let safe = |s: &str, keep: &[char]| -> String {
+        s.chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || keep.contains(&c) {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .take(48)
+            .collect()
+    };
+    let mut label = safe(label, &['-']);
+    if label.is_empty() {
+        label.push('_');
     }
-    format!("{time}_{seq:08}_{safe}.jpg")
+    if place.is_empty() {
+        format!("{time}_{seq:08}_{label}.jpg")
+    } else {
+        format!("{time}_{}_{seq:08}_{label}.jpg", safe(place, &['-', '.']))
+    }
 }
 
 /// Whether `name` is a snapshot this sink wrote (`file_name`'s shape), so retention never
@@ -337,11 +345,15 @@ mod tests {
 
     #[test]
     fn names_sort_by_time_and_are_recognised() {
-        let a = file_name("2026-11-23T07:38:12.345Z", 7, "leaf blight/ä");
+        let a = file_name("2026-11-23T07:38:12.345Z", 7, "", "leaf blight/ä");
         assert_eq!(a, "20261123T073812.345Z_00000007_leaf_blight__.jpg");
         assert!(is_snapshot_name(&a));
-        let b = file_name("2026-11-23T07:38:12.346Z", 8, "");
+        let b = file_name("2026-11-23T07:38:12.346Z", 8, "", "");
         assert!(a < b && is_snapshot_name(&b), "{b}");
+        // Several sources or regions: the place comes after the time.
+        let c = file_name("2026-11-23T07:38:12.346Z", 8, "cam-2.r0c1", "dent");
+        assert_eq!(c, "20261123T073812.346Z_cam-2.r0c1_00000008_dent.jpg");
+        assert!(b < c && is_snapshot_name(&c), "{c}");
         assert!(!is_snapshot_name("holiday.jpg"));
         assert!(!is_snapshot_name(
             ".20261123T073812.345Z_00000007_x.jpg.tmp"
@@ -364,7 +376,12 @@ mod tests {
         let mut names = Vec::new();
         // Out of order, as two workers deliver: retention still goes by capture time.
         for seq in [3, 4, 5, 6, 7, 0, 1, 2] {
-            let name = file_name(&format!("2026-11-23T07:38:{:02}.000Z", seq), seq, "defect");
+            let name = file_name(
+                &format!("2026-11-23T07:38:{:02}.000Z", seq),
+                seq,
+                "",
+                "defect",
+            );
             sink.send_with_frame(&event(seq, &name), &frame(64, 48, (30 * seq) as u8))
                 .expect("snapshot");
             names.push(name);
@@ -415,7 +432,7 @@ mod tests {
         )
         .expect("encode");
         let f = Frame::new(PixelFormat::Mjpeg, 0, 0, jpeg.clone());
-        let name = file_name("2026-11-23T07:38:12.345Z", 1, "ok");
+        let name = file_name("2026-11-23T07:38:12.345Z", 1, "", "ok");
         sink.send_with_frame(&event(1, &name), &f)
             .expect("snapshot");
         assert_eq!(fs::read(dir.path().join(&name)).expect("read"), jpeg);
@@ -453,7 +470,7 @@ mod tests {
         };
         let mut sink = SnapshotSink::open(&cfg).expect("open");
         fs::remove_dir(dir.path().join("sub")).expect("rmdir");
-        let name = file_name("2026-11-23T07:38:12.345Z", 1, "ok");
+        let name = file_name("2026-11-23T07:38:12.345Z", 1, "", "ok");
         let err = sink
             .send_with_frame(&event(1, &name), &frame(8, 8, 0))
             .expect_err("directory is gone");

@@ -14,8 +14,10 @@ pub mod camera;
 pub(crate) mod feed;
 pub mod files;
 pub mod http_mjpeg;
+pub mod list;
 pub mod mjpeg;
 pub mod pipe;
+pub mod regions;
 pub mod scene;
 pub mod synthetic;
 
@@ -125,6 +127,16 @@ impl SourceConfig {
             SourceConfig::Pipe(c) => c.validate(key, p),
             SourceConfig::HttpMjpeg(c) => c.validate(key, p),
             SourceConfig::Camera(c) => c.validate(key, p),
+        }
+    }
+
+    /// The frame size when the configuration fixes it (synthetic frames, raw `pipe` formats),
+    /// for validating regions; `None` when only the frames will tell.
+    pub fn frame_size(&self) -> Option<(u32, u32)> {
+        match self {
+            SourceConfig::Synthetic(c) => Some((c.width, c.height)),
+            SourceConfig::Pipe(c) if c.width > 0 && c.height > 0 => Some((c.width, c.height)),
+            _ => None,
         }
     }
 

@@ -11,6 +11,7 @@ pub fn event(seq: u64) -> Event {
     Event {
         device: "testdev".into(),
         source: "synthetic".into(),
+        region: None,
         rule: Some("defect".into()),
         label: "dent".into(),
         score: 0.93,

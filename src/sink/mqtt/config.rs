@@ -40,7 +40,8 @@ pub struct MqttSinkConfig {
     /// QoS of event messages: 0 (at most once) or 1 (at least once). Default 1.
     #[serde(default = "default_qos")]
     pub qos: u8,
-    /// Topic of event messages; placeholders {device}, {rule} (empty without rules), {label}.
+    /// Topic of event messages; placeholders {device}, {source}, {region} (`frame` for a whole
+    /// frame), {rule} (empty without rules), {label}.
     /// Default "lookout/{device}/events".
     #[serde(default = "default_topic")]
     pub topic: String,
@@ -176,19 +177,25 @@ fn check_topic(t: &str) -> Result<(), String> {
             .ok_or_else(|| format!("unclosed '{{' in {t:?}"))?
             + open;
         let name = &rest[open + 1..close];
-        if !matches!(name, "device" | "rule" | "label") {
-            return Err(format!("unknown placeholder {{{name}}} in {t:?}; expected {{device}}, {{rule}} or {{label}}"));
+        if !matches!(name, "device" | "source" | "region" | "rule" | "label") {
+            return Err(format!("unknown placeholder {{{name}}} in {t:?}; expected {{device}}, {{source}}, {{region}}, {{rule}} or {{label}}"));
         }
         rest = &rest[close + 1..];
     }
     Ok(())
 }
 
-/// Expands `{device}`, `{rule}` and `{label}`; MQTT wildcards in values become `_`.
+/// Expands `{device}`, `{source}`, `{region}` (`frame` for a whole frame), `{rule}` and
+/// `{label}`; MQTT wildcards and `/` in values become `_`.
 pub fn expand_topic(template: &str, event: &Event) -> String {
     let clean = |s: &str| s.replace(['#', '+', '/'], "_");
     template
         .replace("{device}", &clean(&event.device))
+        .replace("{source}", &clean(&event.source))
+        .replace(
+            "{region}",
+            &clean(event.region.as_deref().unwrap_or("frame")),
+        )
         .replace("{rule}", &clean(event.rule.as_deref().unwrap_or("")))
         .replace("{label}", &clean(&event.label))
 }
@@ -201,6 +208,7 @@ mod tests {
         Event {
             device: "cam/1".into(),
             source: "s".into(),
+            region: None,
             rule: rule.map(str::to_owned),
             label: label.into(),
             score: 0.9,
@@ -225,6 +233,18 @@ mod tests {
             "x/defect/dent"
         );
         assert!(check_topic("a/{device}/{rule}/{label}").is_ok());
+        let mut e = event(Some("defect"), "dent");
+        assert_eq!(
+            expand_topic("x/{source}/{region}/{label}", &e),
+            "x/s/frame/dent",
+            "a whole frame's region is `frame`"
+        );
+        e.source = "pipe:ffmpeg".into();
+        e.region = Some("r0c1".into());
+        assert_eq!(
+            expand_topic("x/{source}/{region}", &e),
+            "x/pipe:ffmpeg/r0c1"
+        );
         assert!(check_topic("a/{devce}").is_err());
         assert!(check_topic("a/#").is_err());
         assert!(check_topic("a/{device").is_err());
