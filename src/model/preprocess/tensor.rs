@@ -121,6 +121,7 @@ impl Preprocessor {
             dst_buf,
             dw as usize,
             dh as usize,
+            (g.scaled.0 as usize, g.scaled.1 as usize),
             &mut self.scratch,
             fill,
         )?;
@@ -294,6 +295,7 @@ impl Preprocessor {
                 dst_buf,
                 dw as usize,
                 dh as usize,
+                (g.scaled.0 as usize, g.scaled.1 as usize),
                 &mut self.scratch,
             );
         } else {

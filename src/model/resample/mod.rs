@@ -5,8 +5,9 @@
 //! resize that is off by one grey level on a sixth of the pixels (what fast_image_resize's
 //! convolution gives) moves the logits of a small CNN by up to 0.07, so lookout reproduces
 //! Pillow's `ImagingResample` exactly: the same coefficient computation (in f64, normalised,
-//! then 22-bit fixed point), the same rounding, the same horizontal-then-vertical passes over
-//! only the rows the vertical pass needs, the same crop `box` semantics. The fixed-point inner
+//! then 22-bit fixed point), the same rounding, the same passes in Pillow 13's order (horizontal
+//! first, over only the rows the vertical pass needs, unless the height shrinks much more than
+//! the width), the same crop `box` semantics. The fixed-point inner
 //! loops are plain Rust that the compiler vectorises.
 
 /// Pillow's `PRECISION_BITS` for 8-bit images.
@@ -188,6 +189,9 @@ impl Pairs {
 
 /// Resizes `src` (`sw` x `sh` RGB) into `dst` (`dw` x `dh` RGB), reading the source box
 /// `(left, top, right, bottom)` in source pixels (fractional, as Pillow's `box`).
+/// `whole` is the output size of the Pillow `resize` call this reproduces, which decides the
+/// order of the passes ([`horizontal_first`]): `(dw, dh)` for a resize with a `box`, the whole
+/// frame's scaled size when the box stands for a resize followed by a crop (the same pixels).
 /// `scratch` is reused between calls.
 #[allow(clippy::too_many_arguments)]
 pub fn resize_rgb(
@@ -198,6 +202,7 @@ pub fn resize_rgb(
     dst: &mut [u8],
     dw: usize,
     dh: usize,
+    whole: (usize, usize),
     scratch: &mut Scratch,
 ) {
     let (x0, y0, x1, y1) = rect;
@@ -216,6 +221,14 @@ pub fn resize_rgb(
         vertical(src, sw, &plan.vert, 0, dst, dh);
         return;
     }
+    if !horizontal_first(sw, sh, whole.0, whole.1) {
+        // Vertical pass over every source column, then the horizontal one.
+        let tmp = &mut scratch.rows;
+        tmp.resize(sw * dh * 3, 0);
+        vertical(src, sw, &plan.vert, 0, tmp, dh);
+        horizontal(tmp, sw, 0, &plan.horiz, &plan.pairs, dst, dw, dh);
+        return;
+    }
     // Horizontal pass over only the rows the vertical pass reads.
     let (first, last) = plan.rows();
     let rows = last - first;
@@ -224,6 +237,16 @@ pub fn resize_rgb(
     tmp.resize(dw * rows * 3, 0);
     horizontal(src, sw, first, &plan.horiz, &plan.pairs, tmp, dw, rows);
     vertical(tmp, dw, &plan.vert, first, dst, dh);
+}
+
+/// Whether Pillow runs the horizontal pass of an `sw` x `sh` -> `dw` x `dh` resize first: it
+/// does unless the height shrinks, and by more than twice as many pixels as the width does
+/// (Pillow 13's `ImagingResampleInner`, which compares the whole image's size with the
+/// output's, whatever the box; Pillow 12 always ran it first). The order changes the
+/// intermediate rounding, so it must be Pillow's to be exact.
+fn horizontal_first(sw: usize, sh: usize, dw: usize, dh: usize) -> bool {
+    let (dy, dx) = (sh as i64 - dh as i64, sw as i64 - dw as i64);
+    !(dy > 0 && dy > dx * 2)
 }
 
 /// Source rows the horizontal pass takes at a time from a source still being written.
@@ -301,16 +324,19 @@ pub fn resize_rgb_filled<E>(
     dst: &mut [u8],
     dw: usize,
     dh: usize,
+    whole: (usize, usize),
     scratch: &mut Scratch,
     fill: impl FnOnce(&mut RowWriter<'_>) -> Result<(), E>,
 ) -> Result<(), E> {
     let (x0, y0, x1, y1) = rect;
-    let two_passes =
-        (dw != sw || x0 != 0.0 || x1 != sw as f64) && (dh != sh || y0 != 0.0 || y1 != sh as f64);
+    // The horizontal pass overlaps the decode only when it comes first.
+    let two_passes = (dw != sw || x0 != 0.0 || x1 != sw as f64)
+        && (dh != sh || y0 != 0.0 || y1 != sh as f64)
+        && horizontal_first(sw, sh, whole.0, whole.1);
     let stride = sw * 3;
     if !two_passes {
         fill_all(src, stride, sh, fill)?;
-        resize_rgb(src, sw, sh, rect, dst, dw, dh, scratch);
+        resize_rgb(src, sw, sh, rect, dst, dw, dh, whole, scratch);
         return Ok(());
     }
     let Scratch { rows: tmp, plan } = scratch;
