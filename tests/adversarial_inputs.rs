@@ -474,6 +474,25 @@ fn an_mjpeg_part_claiming_a_gigabyte_is_skipped_counted_and_the_stream_goes_on()
     );
     let status = get_json(&format!("{}/api/status", d.base));
     assert_eq!(status["counters"]["rejected_oversized"], 1, "{status}");
+    // The same counts per source, by the source's name.
+    let source = &status["counters"]["sources"][0];
+    assert_eq!(source["rejected_oversized"], 1, "{status}");
+    let name = source["name"].as_str().expect("the source's name");
+    assert_eq!(
+        sample(
+            &m,
+            &format!(
+                "lookout_source_frames_rejected_by_source_total{{source=\"{name}\",reason=\"oversized\"}}"
+            )
+        ),
+        1.0
+    );
+    assert!(
+        sample(
+            &m,
+            &format!("lookout_source_skipped_bytes_by_source_total{{source=\"{name}\"}}")
+        ) >= JUNK as f64
+    );
     drop(d);
     let _ = camera.join();
 }
