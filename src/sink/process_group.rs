@@ -89,6 +89,13 @@ mod tests {
             .spawn()
             .expect("sleep");
         let pgid = child.id() as libc::pid_t;
+        // The group exists once the child has run its setpgid: before spawn returns on Linux
+        // (posix_spawn's vfork), but maybe later under qemu-user (the ARM tests), which runs
+        // vfork as fork.
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !signal(pgid, 0).expect("signal") && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         assert!(alive(pgid).expect("alive"));
         signal(pgid, libc::SIGKILL).expect("kill");
         // Killed but not reaped: a zombie, still a member for killpg.

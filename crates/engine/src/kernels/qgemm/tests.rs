@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::kernels::im2col::tests::reference;
+#[cfg(target_arch = "x86_64")]
 use crate::quant::{clamp, round_to_i32};
 
 fn requant_plain(m: usize, bias: i32) -> Vec<Requant> {
