@@ -30,10 +30,11 @@
 //! - [`model`]: loading an ONNX classifier (the engine's rewrites, then tract's optimiser),
 //!   detecting its input layout, size and dtype, labels, quantization, whether the output is
 //!   already probabilities (`output`); per-worker sessions; preprocessing (`preprocess/`:
-//!   geometry, presets, the tensor writer; `resample/`: the Pillow-exact resampler and
-//!   `resample/opencv`, OpenCV's `cv2.resize` modes) and postprocessing (softmax, top-k); input
-//!   tensors as `.npy` (`npy`, for `classify --dump-input`); the per-node profile; `crop`, a
-//!   frame's regions classified as their own crops.
+//!   geometry, presets, the tensor writer; `resample/`: the Pillow-exact bilinear and bicubic
+//!   resampler, `resample/nearest` Pillow's NEAREST, `resample/opencv` OpenCV's `cv2.resize`
+//!   modes) and postprocessing (softmax, top-k); input tensors as `.npy` (`npy`, for
+//!   `classify --dump-input`); the per-node profile; `crop`, a frame's regions classified as
+//!   their own crops.
 //!
 //! Scores out:
 //! - [`rules`]: per-class thresholds, N-of-M frames and cooldown, per source and region,

@@ -26,6 +26,7 @@ pub use geometry::{DecodeSizer, Geometry};
 pub use preset::{Preset, IMAGENET_MEAN, IMAGENET_STD};
 pub use tensor::Preprocessor;
 
+use super::resample;
 use super::resample::opencv::Interpolation;
 
 /// How a frame is fitted to the model's input size.
@@ -170,6 +171,11 @@ pub struct PreprocessConfig {
 pub enum Resampler {
     /// Bit-exact with Pillow's `resize(..., BILINEAR)`: what most models were trained with.
     Pillow,
+    /// Bit-exact with Pillow's `resize(..., BICUBIC)`: timm's default, and torchvision's with
+    /// `interpolation=BICUBIC`.
+    PillowBicubic,
+    /// Bit-exact with Pillow's `resize(..., NEAREST)`: Keras' `load_img` default.
+    PillowNearest,
     /// fast_image_resize's SIMD bilinear convolution: faster, within one grey level of Pillow.
     Fast,
     /// `cv2.resize(..., interpolation=INTER_NEAREST)`, bit-exact.
@@ -185,10 +191,22 @@ pub enum Resampler {
 }
 
 impl Resampler {
+    /// Pillow's filter for the `pillow*` resamplers (lookout's own Pillow-exact resampler).
+    pub fn pillow(self) -> Option<resample::Filter> {
+        match self {
+            Resampler::Pillow => Some(resample::Filter::Bilinear),
+            Resampler::PillowBicubic => Some(resample::Filter::Bicubic),
+            _ => None,
+        }
+    }
+
     /// OpenCV's interpolation for the `opencv-*` resamplers.
     pub fn opencv(self) -> Option<Interpolation> {
         Some(match self {
-            Resampler::Pillow | Resampler::Fast => return None,
+            Resampler::Pillow
+            | Resampler::PillowBicubic
+            | Resampler::PillowNearest
+            | Resampler::Fast => return None,
             Resampler::OpencvNearest => Interpolation::Nearest,
             Resampler::OpencvLinear => Interpolation::Linear,
             Resampler::OpencvArea => Interpolation::Area,

@@ -21,6 +21,12 @@ pub enum Preset {
     /// input * 256 / 224 with Pillow's antialiased bilinear, centre crop rounding ties to even,
     /// RGB, ImageNet mean and std.
     TorchvisionImagenet,
+    /// timm's default evaluation transform (`timm.data.create_transform(..., is_training=False)`
+    /// with crop_pct 0.875, interpolation "bicubic", ImageNet mean and std): shorter side to
+    /// `floor(input / 0.875)` with Pillow's antialiased bicubic, centre crop rounding ties to
+    /// even, RGB, ImageNet mean and std. Models with another `crop_pct`, mean or std (their
+    /// `pretrained_cfg`) set `resize_to`, `mean` and `std` beside the preset.
+    Timm,
     /// Ultralytics' classifiers (`classify_transforms`, YOLOv8/11 `-cls`, crop_fraction 1.0):
     /// shorter side to the input size with Pillow's bilinear, centre crop, RGB, / 255, no mean
     /// or std.
@@ -30,20 +36,28 @@ pub enum Preset {
     /// `cv2.resize` INTER_LINEAR keeping the aspect ratio (width `ceil`, at most the input's),
     /// `(x / 255 - 0.5) / 0.5`, padded on the right with 0 after normalisation.
     PaddleCls,
+    /// Keras' MobileNet family (`keras.utils.load_img(path, target_size=...)`, whose default
+    /// interpolation is Pillow's nearest, then `keras.applications.mobilenet_v2.preprocess_input`,
+    /// mode "tf"): stretched to the input size with Pillow's NEAREST, RGB, `x / 127.5 - 1`.
+    KerasMobilenet,
 }
 
 impl Preset {
     /// The preset's keys; `resize_to` is left to [`Preset::resize_to`] (it depends on the model).
     pub fn config(self) -> PreprocessConfig {
         match self {
-            Preset::TorchvisionImagenet | Preset::UltralyticsCls => {
-                let imagenet = self == Preset::TorchvisionImagenet;
+            Preset::TorchvisionImagenet | Preset::Timm | Preset::UltralyticsCls => {
+                let imagenet = self != Preset::UltralyticsCls;
                 PreprocessConfig {
                     resize: Some(ResizeMode::Crop),
                     crop_rounding: Some(CropRounding::HalfEven),
                     // torchvision's Resize: int(size * long / short).
                     long_side_rounding: Some(CropRounding::Floor),
-                    resampler: Some(Resampler::Pillow),
+                    resampler: Some(if self == Preset::Timm {
+                        Resampler::PillowBicubic
+                    } else {
+                        Resampler::Pillow
+                    }),
                     channel_order: Some(ChannelOrder::Rgb),
                     scale: Some(255.0),
                     mean: Some(if imagenet {
@@ -59,6 +73,15 @@ impl Preset {
                     ..Default::default()
                 }
             }
+            Preset::KerasMobilenet => PreprocessConfig {
+                resize: Some(ResizeMode::Stretch),
+                resampler: Some(Resampler::PillowNearest),
+                channel_order: Some(ChannelOrder::Rgb),
+                scale: Some(127.5),
+                mean: Some(vec![1.0]),
+                std: Some(vec![1.0]),
+                ..Default::default()
+            },
             Preset::PaddleCls => PreprocessConfig {
                 resize: Some(ResizeMode::FitHeight),
                 resampler: Some(Resampler::OpencvLinear),
@@ -78,9 +101,11 @@ impl Preset {
         match self {
             // torchvision's reference scripts: Resize(256) for 224.
             Preset::TorchvisionImagenet => Some((longest * 256).div_ceil(224)),
+            // timm: scale_size = math.floor(img_size / crop_pct), crop_pct 0.875 = 7/8.
+            Preset::Timm => Some(longest * 8 / 7),
             // crop_fraction 1.0: scale_size = floor(size / 1.0).
             Preset::UltralyticsCls => Some(longest),
-            Preset::PaddleCls => None,
+            Preset::PaddleCls | Preset::KerasMobilenet => None,
         }
     }
 }
@@ -204,6 +229,22 @@ mod tests {
             .resolve(false, &input(InputType::F32, 224, 224))
             .expect("valid");
         assert_eq!((p.resize_to, p.mean, p.std), (224, [0.0; 3], [1.0; 3]));
+        let timm = PreprocessConfig {
+            preset: Some(Preset::Timm),
+            ..Default::default()
+        };
+        for (side, scaled) in [(224, 256), (288, 329), (384, 438)] {
+            let p = timm
+                .resolve(false, &input(InputType::F32, side, side))
+                .expect("valid");
+            // floor(side / 0.875), as timm's Python computes it.
+            assert_eq!((side as f64 / 0.875).floor() as u32, scaled);
+            assert_eq!(
+                (p.resize, p.resize_to, p.resampler),
+                (ResizeMode::Crop, scaled, Resampler::PillowBicubic)
+            );
+            assert_eq!((p.mean, p.std), (IMAGENET_MEAN, IMAGENET_STD));
+        }
     }
 
     #[test]

@@ -46,7 +46,7 @@ impl Preprocessor {
             resizer: fr::Resizer::new(),
             resized: Vec::new(),
             fitted: Vec::new(),
-            scratch: Default::default(),
+            scratch: resample::Scratch::with_filter(spec.resampler.pillow().unwrap_or_default()),
             scaled: Vec::new(),
             cv: CvScratch::default(),
             placed: (0, 0, 0, 0),
@@ -102,7 +102,7 @@ impl Preprocessor {
         rgb.height = h;
         // Every byte is written by `fill`: no clearing when the size stays.
         rgb.data.resize(w as usize * h as usize * 3, 0);
-        if self.spec.resampler != Resampler::Pillow {
+        if self.spec.resampler.pillow().is_none() {
             resample::fill_all(&mut rgb.data, w as usize * 3, h as usize, fill)?;
             return Ok(self.run(rgb));
         }
@@ -286,7 +286,7 @@ impl Preprocessor {
         let dst_buf = resize_target(&mut self.resized, &mut self.fitted, direct, dw, dh);
         if let Some(interp) = self.spec.resampler.opencv() {
             self.resize_opencv(rgb, g, interp, direct);
-        } else if self.spec.resampler == Resampler::Pillow {
+        } else if self.spec.resampler.pillow().is_some() {
             resample::resize_rgb(
                 &rgb.data,
                 rgb.width as usize,
@@ -297,6 +297,17 @@ impl Preprocessor {
                 dh as usize,
                 (g.scaled.0 as usize, g.scaled.1 as usize),
                 &mut self.scratch,
+            );
+        } else if self.spec.resampler == Resampler::PillowNearest {
+            resample::nearest::resize_rgb(
+                &rgb.data,
+                rgb.width as usize,
+                rgb.height as usize,
+                (g.scaled.0 as usize, g.scaled.1 as usize),
+                (g.crop.0 as usize, g.crop.1 as usize),
+                dst_buf,
+                dw as usize,
+                dh as usize,
             );
         } else {
             self.resize_fast(rgb, g);

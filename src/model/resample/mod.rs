@@ -1,4 +1,4 @@
-//! Pillow-exact antialiased bilinear resampling of packed RGB, written by hand.
+//! Pillow-exact antialiased bilinear and bicubic resampling of packed RGB, written by hand.
 //!
 //! Most classifiers are trained and validated on images resized by Pillow
 //! (`Image.resize(size, Image.BILINEAR)`, also behind torchvision's `Resize` on PIL images). A
@@ -31,21 +31,62 @@ pub struct Coeffs {
     weights: Vec<i32>,
 }
 
-fn bilinear(x: f64) -> f64 {
-    let x = x.abs();
-    if x < 1.0 {
-        1.0 - x
-    } else {
-        0.0
+/// Pillow's resampling filters that lookout reproduces.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Filter {
+    /// `Image.BILINEAR`: the triangle, support 1.
+    #[default]
+    Bilinear,
+    /// `Image.BICUBIC`: Keys' cubic convolution with a = -0.5, support 2 (timm's default).
+    Bicubic,
+}
+
+impl Filter {
+    fn support(self) -> f64 {
+        match self {
+            Filter::Bilinear => 1.0,
+            Filter::Bicubic => 2.0,
+        }
+    }
+
+    /// The filter's weight at `x`, as Pillow's `bilinear_filter` and `bicubic_filter`.
+    fn weight(self, x: f64) -> f64 {
+        let x = x.abs();
+        match self {
+            Filter::Bilinear if x < 1.0 => 1.0 - x,
+            Filter::Bilinear => 0.0,
+            Filter::Bicubic => {
+                const A: f64 = -0.5;
+                if x < 1.0 {
+                    ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
+                } else if x < 2.0 {
+                    (((x - 5.0) * x + 8.0) * x - 4.0) * A
+                } else {
+                    0.0
+                }
+            }
+        }
     }
 }
 
 impl Coeffs {
-    /// Coefficients mapping source range `in0..in1` (of `in_size` pixels) onto `out_size` pixels.
+    /// Coefficients mapping source range `in0..in1` (of `in_size` pixels) onto `out_size`
+    /// pixels with Pillow's bilinear filter.
     pub fn new(in_size: usize, in0: f64, in1: f64, out_size: usize) -> Coeffs {
+        Coeffs::with_filter(Filter::Bilinear, in_size, in0, in1, out_size)
+    }
+
+    /// The same with `filter`.
+    pub fn with_filter(
+        filter: Filter,
+        in_size: usize,
+        in0: f64,
+        in1: f64,
+        out_size: usize,
+    ) -> Coeffs {
         let scale = (in1 - in0) / out_size as f64;
         let filterscale = scale.max(1.0);
-        let support = filterscale; // bilinear support 1.0 * filterscale
+        let support = filter.support() * filterscale;
         let ksize = support.ceil() as usize * 2 + 1;
         let mut bounds = Vec::with_capacity(out_size);
         let mut weights = vec![0i32; out_size * ksize];
@@ -62,7 +103,7 @@ impl Coeffs {
             let xmax = xmax.min(ksize);
             let mut ww = 0.0;
             for (x, kx) in k.iter_mut().enumerate().take(xmax) {
-                let w = bilinear((x as f64 + xmin as f64 - center + 0.5) * ss);
+                let w = filter.weight((x as f64 + xmin as f64 - center + 0.5) * ss);
                 *kx = w;
                 ww += w;
             }
@@ -95,8 +136,19 @@ fn clip8(v: i32) -> u8 {
 /// (recomputed only when the geometry changes).
 #[derive(Debug, Default)]
 pub struct Scratch {
+    filter: Filter,
     rows: Vec<u8>,
     plan: Option<Plan>,
+}
+
+impl Scratch {
+    /// A scratch whose resizes use `filter` (the default is bilinear).
+    pub fn with_filter(filter: Filter) -> Scratch {
+        Scratch {
+            filter,
+            ..Scratch::default()
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -121,6 +173,7 @@ impl Plan {
     /// one's.
     fn cached(
         slot: &mut Option<Plan>,
+        filter: Filter,
         sw: usize,
         sh: usize,
         rect: Rect,
@@ -133,12 +186,12 @@ impl Plan {
             *slot = None;
         }
         slot.get_or_insert_with(|| {
-            let horiz = Coeffs::new(sw, x0, x1, dw);
+            let horiz = Coeffs::with_filter(filter, sw, x0, x1, dw);
             let pairs = Pairs::new(&horiz, sw);
             Plan {
                 key,
                 horiz,
-                vert: Coeffs::new(sh, y0, y1, dh),
+                vert: Coeffs::with_filter(filter, sh, y0, y1, dh),
                 pairs,
             }
         })
@@ -212,7 +265,7 @@ pub fn resize_rgb(
         dst[..dw * dh * 3].copy_from_slice(&src[..dw * dh * 3]);
         return;
     }
-    let plan = Plan::cached(&mut scratch.plan, sw, sh, rect, dw, dh);
+    let plan = Plan::cached(&mut scratch.plan, scratch.filter, sw, sh, rect, dw, dh);
     if !need_v {
         horizontal(src, sw, 0, &plan.horiz, &plan.pairs, dst, dw, dh);
         return;
@@ -339,8 +392,12 @@ pub fn resize_rgb_filled<E>(
         resize_rgb(src, sw, sh, rect, dst, dw, dh, whole, scratch);
         return Ok(());
     }
-    let Scratch { rows: tmp, plan } = scratch;
-    let plan = Plan::cached(plan, sw, sh, rect, dw, dh);
+    let Scratch {
+        filter,
+        rows: tmp,
+        plan,
+    } = scratch;
+    let plan = Plan::cached(plan, *filter, sw, sh, rect, dw, dh);
     let (first, last) = plan.rows();
     // Every byte is written by the pass: no clearing when the size stays.
     tmp.resize(dw * (last - first) * 3, 0);
@@ -405,6 +462,7 @@ macro_rules! with_avx2 {
 }
 
 // After the macro, which it uses.
+pub mod nearest;
 pub mod opencv;
 
 with_avx2!(vertical, vertical_plain, vertical_avx2, (src: &[u8], w: usize, c: &Coeffs, row0: usize, out: &mut [u8], oh: usize));
