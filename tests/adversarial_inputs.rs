@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{get, get_json, sample, wait_until, Daemon};
+use common::{get_json, log_of, sample, wait_metrics, wait_until, Daemon};
 
 /// The largest frame the sources under test accept (`source.max_frame_bytes`).
 const MAX_FRAME: usize = 1_000_000;
@@ -23,31 +23,6 @@ const MAX_FRAME: usize = 1_000_000;
 /// legitimately hold at once is a frame being split (at most `MAX_FRAME` plus a read) and a few
 /// frames in queues; each bad input below is larger than this, so holding it would exceed it.
 const GROWTH_LIMIT_KB: u64 = 32 * 1024;
-
-fn metrics(d: &Daemon) -> String {
-    let (status, body) = get(&format!("{}/metrics", d.base), None);
-    assert_eq!(status, 200);
-    String::from_utf8(body).expect("utf8")
-}
-
-fn log_of(dir: &Path) -> String {
-    std::fs::read_to_string(dir.join("lookout.log")).unwrap_or_default()
-}
-
-/// Waits until `pred(metrics)` holds; on timeout fails showing the metrics and the log.
-fn wait_metrics(d: &Daemon, dir: &Path, what: &str, pred: impl Fn(&str) -> bool) -> String {
-    let mut last = String::new();
-    let ok = wait_until(Duration::from_secs(90), || {
-        last = metrics(d);
-        pred(&last)
-    });
-    assert!(
-        ok,
-        "{what}\n--- metrics ---\n{last}\n--- log ---\n{}",
-        log_of(dir)
-    );
-    last
-}
 
 /// A field of /proc/PID/status in kB (`VmHWM`: peak resident memory; `VmRSS`: now).
 fn status_kb(pid: u32, field: &str) -> u64 {

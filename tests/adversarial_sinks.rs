@@ -14,35 +14,10 @@ use std::path::Path;
 use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
-use common::{get, sample, wait_until, Daemon};
+use common::{log_of, metrics, sample, wait_metrics, wait_until, Daemon};
 
 /// The daemon's stop deadline (`lookout::daemon::SHUTDOWN_DEADLINE`) plus time to exit.
 const EXIT_LIMIT: Duration = Duration::from_secs(15);
-
-fn metrics(d: &Daemon) -> String {
-    let (status, body) = get(&format!("{}/metrics", d.base), None);
-    assert_eq!(status, 200);
-    String::from_utf8(body).expect("utf8")
-}
-
-fn log_of(dir: &Path) -> String {
-    std::fs::read_to_string(dir.join("lookout.log")).unwrap_or_default()
-}
-
-/// Waits until `pred(metrics)` holds; on timeout fails showing the metrics and the log.
-fn wait_metrics(d: &Daemon, dir: &Path, what: &str, pred: impl Fn(&str) -> bool) -> String {
-    let mut last = String::new();
-    let ok = wait_until(Duration::from_secs(60), || {
-        last = metrics(d);
-        pred(&last)
-    });
-    assert!(
-        ok,
-        "{what}\n--- metrics ---\n{last}\n--- log ---\n{}",
-        log_of(dir)
-    );
-    last
-}
 
 /// Sends SIGTERM and waits (bounded) for the exit; returns its status and how long it took.
 fn sigterm(d: &mut Daemon, dir: &Path) -> (ExitStatus, Duration) {

@@ -4,32 +4,7 @@
 
 mod common;
 
-use std::path::Path;
-use std::time::Duration;
-
-use common::{get, sample, wait_until, Daemon};
-
-/// `/metrics` as text.
-fn metrics(d: &Daemon) -> String {
-    let (status, body) = get(&format!("{}/metrics", d.base), None);
-    assert_eq!(status, 200);
-    String::from_utf8(body).expect("utf8")
-}
-
-/// Waits until `pred(metrics)` holds; on timeout fails showing the metrics and the log.
-fn wait_metrics(d: &Daemon, dir: &Path, what: &str, pred: impl Fn(&str) -> bool) -> String {
-    let mut last = String::new();
-    let ok = wait_until(Duration::from_secs(60), || {
-        last = metrics(d);
-        pred(&last)
-    });
-    assert!(
-        ok,
-        "{what}\n--- metrics ---\n{last}\n--- log ---\n{}",
-        std::fs::read_to_string(dir.join("lookout.log")).unwrap_or_default()
-    );
-    last
-}
+use common::{sample, wait_metrics, Daemon};
 
 #[test]
 fn an_intermittent_source_is_reopened_and_counted() {

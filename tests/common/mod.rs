@@ -152,6 +152,34 @@ impl Drop for Daemon {
     }
 }
 
+/// `/metrics` of a test daemon, as text.
+pub fn metrics(d: &Daemon) -> String {
+    let (status, body) = get(&format!("{}/metrics", d.base), None);
+    assert_eq!(status, 200);
+    String::from_utf8(body).expect("utf8")
+}
+
+/// The log of the daemon started in `dir` ([`Daemon::start`]).
+pub fn log_of(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("lookout.log")).unwrap_or_default()
+}
+
+/// Waits (at most 90 s) until `pred(metrics)` holds; on timeout fails showing the metrics and
+/// the log.
+pub fn wait_metrics(d: &Daemon, dir: &Path, what: &str, pred: impl Fn(&str) -> bool) -> String {
+    let mut last = String::new();
+    let ok = wait_until(Duration::from_secs(90), || {
+        last = metrics(d);
+        pred(&last)
+    });
+    assert!(
+        ok,
+        "{what}\n--- metrics ---\n{last}\n--- log ---\n{}",
+        log_of(dir)
+    );
+    last
+}
+
 pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     let until = Instant::now() + limit;
     while Instant::now() < until {
