@@ -313,8 +313,11 @@ fn a_resize_of_rows_as_they_are_written_matches_a_whole_resize() {
     let stop = std::sync::Arc::new(AtomicBool::new(false));
     let h = helper(&team, &stop);
     let leader = team.member();
-    let mut scratch = Scratch::default();
-    for (sw, sh, rect, dw, dh) in FILLED {
+    for (filter, (sw, sh, rect, dw, dh)) in [Filter::Bilinear, Filter::Bicubic]
+        .into_iter()
+        .flat_map(|f| FILLED.into_iter().map(move |g| (f, g)))
+    {
+        let mut scratch = Scratch::with_filter(filter);
         let whole = image(sw, sh);
         let mut expected = vec![0u8; dw * dh * 3];
         resize_rgb(&whole, sw, sh, rect, &mut expected, dw, dh, &mut scratch);
@@ -343,7 +346,7 @@ fn a_resize_of_rows_as_they_are_written_matches_a_whole_resize() {
                 assert_eq!(src, whole, "{sw}x{sh} in chunks of {chunk}");
                 assert!(
                     dst == expected,
-                    "{sw}x{sh} -> {dw}x{dh} in chunks of {chunk}, helped: {helped}"
+                    "{filter:?} {sw}x{sh} -> {dw}x{dh} in chunks of {chunk}, helped: {helped}"
                 );
             }
         }
