@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::config::Config;
 use crate::health::{Report, Watch};
 use crate::http::{HttpError, Info, ReloadRequest, Server, State};
-use crate::live::Live;
+use crate::live::{Live, LiveSource};
 use crate::metrics::{Metrics, Snapshot};
 use crate::model::{Model, ModelError};
 use crate::notify::Notifier;
@@ -97,9 +97,27 @@ pub fn build_with_model(
         device,
         summary_every: (summary > 0.0).then(|| Duration::from_secs_f64(summary)),
         reconnect: reconnect_delays(config),
-        live: config.http.listen.is_some().then(Live::new),
+        live: config
+            .http
+            .listen
+            .is_some()
+            .then(|| Live::with_sources(&live_sources(config))),
         trace_frames: false,
     })
+}
+
+/// The sources as the live view is told them: names, regions, and the entry (a changed entry
+/// numbers its frames from 0 again).
+fn live_sources(config: &Config) -> Vec<LiveSource> {
+    config
+        .sources()
+        .into_iter()
+        .map(|s| LiveSource {
+            key: format!("{s:?}"),
+            regions: s.regions(),
+            name: s.name,
+        })
+        .collect()
 }
 
 /// Builds `[source]` / `[[sources]]` (nothing opened yet).
@@ -206,6 +224,10 @@ fn reload(
         .map_err(|e| crate::retry::chain(&e))?;
     // Point of no return: the old workers, dispatcher and sinks finish what they hold.
     running.drain_downstream(SHUTDOWN_DEADLINE);
+    // Every frame of a removed source has been dispatched: the live view forgets it.
+    if let Some(live) = live {
+        live.set_sources(&live_sources(&new));
+    }
     let device = new.device_id();
     let (applied, sinks, rules, model, result) = match build_sinks(&new, &device) {
         Ok(sinks) => (&new, sinks, rules, model, Ok(())),

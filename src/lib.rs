@@ -61,9 +61,11 @@
 //! - [`notify`]: systemd readiness, watchdog and stopping notifications.
 //! - [`memory`]: process-wide allocator settings (one malloc arena).
 //! - [`http`]: the embedded HTTP server (live view, `/healthz`, `/metrics`, JSON API), fed by
-//!   [`live`] (latest frame, score timeline, recent events); bounded connections on a small
+//!   [`live`] (per source: latest frame, top-k of the frame or of each region, score timeline,
+//!   recent events; `live::source` holds one source's state); bounded connections on a small
 //!   tokio runtime of its own (`http::conn` reads requests with httparse, `http::limits` holds
-//!   the bounds and the server's counters, `http::request` the parsed request).
+//!   the bounds and the server's counters, `http::request` the parsed request, `http::sources`
+//!   `/api/live` with each source's health).
 //!
 //! Commands and tools:
 //! - [`cli`]: the `check`, `classify` and `synth` commands' logic, testable without the binary.
