@@ -198,6 +198,24 @@ fn reload_adds_and_removes_sources_while_an_unchanged_one_keeps_its_frame_number
         wait_until(Duration::from_secs(60), || from("extra").len() >= 10),
         "the added source's events arrive"
     );
+    // The live view shows the added source (and its frame) beside the kept one.
+    let live_names = || -> Vec<String> {
+        let (status, body) = get(&format!("{}/api/live", d.base), Some("s3cret"));
+        assert_eq!(status, 200);
+        let live: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+        live["sources"]
+            .as_array()
+            .expect("sources")
+            .iter()
+            .map(|s| s["name"].as_str().expect("name").to_owned())
+            .collect()
+    };
+    assert_eq!(live_names(), ["steady", "extra"]);
+    let frame = get(
+        &format!("{}/frame.jpg?source=extra", d.base),
+        Some("s3cret"),
+    );
+    assert_eq!(frame.0, 200, "{}", String::from_utf8_lossy(&frame.1));
     // Remove it again.
     rewrite(dir.path(), &d, &sources(false));
     let (code, msg) = post_reload(&d, Some("s3cret"));
@@ -209,6 +227,16 @@ fn reload_adds_and_removes_sources_while_an_unchanged_one_keeps_its_frame_number
     let extra = from("extra").len();
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(from("extra").len(), extra, "the removed source stopped");
+    assert_eq!(
+        live_names(),
+        ["steady"],
+        "the live view forgets a removed source"
+    );
+    let frame = get(
+        &format!("{}/frame.jpg?source=extra", d.base),
+        Some("s3cret"),
+    );
+    assert_eq!(frame.0, 404, "{}", String::from_utf8_lossy(&frame.1));
 
     // `steady` ran through both reloads: its frame numbers go on without a gap or a restart.
     let mut seqs = from("steady");
