@@ -84,6 +84,9 @@ pub type Jpeg = (u64, Arc<Vec<u8>>);
 /// to copy or record (never while a JPEG is encoded).
 #[derive(Default)]
 pub struct Live {
+    /// Written by the dispatcher thread (each classification and event) and by the daemon's
+    /// reload ([`Live::set_sources`]); read by the HTTP handler threads. Held for copies and
+    /// plain assignments only.
     inner: Mutex<Inner>,
 }
 
@@ -116,7 +119,7 @@ impl Live {
             .map(|s| {
                 let kept = old
                     .iter()
-                    .position(|o| &*o.name == s.name && o.key.as_ref().is_none_or(|k| *k == s.key));
+                    .position(|o| *o.name == *s.name && o.key.as_ref().is_none_or(|k| *k == s.key));
                 match kept {
                     Some(i) => {
                         let mut o = old.swap_remove(i);
