@@ -239,6 +239,9 @@ pub fn run(config: &Config, opts: &BenchOptions) -> Result<BenchReport, BenchErr
         start_to_first,
     );
     let mut checks = checks;
+    // Peak memory of the runs above: the extra runs below load a second model (`--regions`)
+    // and decode 1920x1080 frames.
+    let rss_mb = peak_rss_mb();
     // Several sources through the one pool, and one frame's regions.
     let sources = if opts.sources > 0 {
         let bench = sources::Bench {
@@ -282,7 +285,7 @@ pub fn run(config: &Config, opts: &BenchOptions) -> Result<BenchReport, BenchErr
         frames,
         dropped: paced_dropped,
         cpu_cores,
-        rss_mb: peak_rss_mb(),
+        rss_mb,
         start_to_first_inference_ms: start_to_first.as_secs_f64() * 1000.0,
         pipeline,
         checks,

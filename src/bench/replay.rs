@@ -64,6 +64,8 @@ pub(super) struct ReplaySource {
     fps: f64,
     /// How long it delivers, from its first frame (`--sources` runs: every source as long).
     limit: Option<(Duration, Option<Instant>)>,
+    /// Waited before the first frame: independent cameras do not deliver in step.
+    phase: Duration,
     /// Fails this long after each opening (a camera that drops out); the capture thread then
     /// closes it and reopens it with its back-off. The time it was last opened.
     fail_every: Option<(Duration, Option<Instant>)>,
@@ -78,22 +80,24 @@ impl ReplaySource {
             pacer: crate::source::Pacer::new(fps),
             fps,
             limit: None,
+            phase: Duration::ZERO,
             fail_every: None,
         }
     }
 
-    /// Delivers for `secs` seconds from its first frame, starting at frame `first`; with
-    /// `fail_every`, fails that long after each opening.
+    /// Delivers for `secs` seconds from its first frame, which comes `phase` after its first
+    /// call and is frame `first`; with `fail_every`, fails that long after each opening.
     pub(super) fn timed(
         frames: &[Vec<u8>],
         fps: f64,
-        secs: f64,
+        (secs, phase): (f64, Duration),
         first: usize,
         fail_every: Option<Duration>,
     ) -> ReplaySource {
         ReplaySource {
             next: first,
             limit: Some((Duration::from_secs_f64(secs), None)),
+            phase,
             fail_every: fail_every.map(|d| (d, None)),
             ..ReplaySource::new(frames, u64::MAX, fps)
         }
@@ -118,6 +122,9 @@ impl crate::source::FrameSource for ReplaySource {
         stop: &StopToken,
     ) -> Result<Option<Frame>, crate::source::SourceError> {
         if let Some((limit, started)) = &mut self.limit {
+            if started.is_none() && stop.sleep(self.phase) {
+                return Ok(None);
+            }
             if started.get_or_insert_with(Instant::now).elapsed() >= *limit {
                 return Ok(None);
             }

@@ -92,7 +92,7 @@ pub struct BenchReport {
     pub dropped: u64,
     /// Process CPU time during the throughput run / wall time (1.0 = one core busy).
     pub cpu_cores: f64,
-    /// Peak resident memory of the process, MB.
+    /// Peak resident memory of the process, MB (before the `--sources` and `--regions` runs).
     pub rss_mb: f64,
     pub start_to_first_inference_ms: f64,
     /// Every pipeline run: one worker, the configured workers, paced, overloaded.
@@ -125,7 +125,9 @@ pub struct SourcesFigures {
     pub workers: usize,
     /// Each source's rate in the paced runs, frames/s (`--fps`, default 15).
     pub fps: f64,
-    /// How long each run's sources deliver, seconds (`--frames` / `fps`).
+    /// How long each kind of paced run's sources deliver, seconds (`--frames` / `fps`, at
+    /// least 7.5: three rounds that take turns with the other kinds; the overload run is one
+    /// round).
     pub secs: f64,
     /// One source alone at `fps`: the yardstick for the paced runs' latency.
     pub baseline: SourcesRun,
