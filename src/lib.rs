@@ -18,7 +18,8 @@
 //! Frames in:
 //! - [`frame`]: the [`frame::Frame`] type and pixel formats (RGB, GRAY, YUYV, NV12, MJPEG, encoded
 //!   files), their conversion to RGB (in the workers, never on capture), a JPEG's rows decoded as
-//!   the resize reads them, and JPEG encoding (snapshots, the live view).
+//!   the resize reads them, `jpeg_window` a JPEG decoded only in the window its regions need
+//!   (libjpeg-turbo's skip and crop), and JPEG encoding (snapshots, the live view).
 //! - [`source`]: the [`source::FrameSource`] trait and the sources: `synthetic` (rendered scenes
 //!   for the bundled model, with their true label), `files` (images on disk), `pipe` (a
 //!   program's output: ffmpeg for RTSP, rpicam-vid, GStreamer), `http_mjpeg` (IP cameras) and
@@ -69,7 +70,8 @@
 //!
 //! Commands and tools:
 //! - [`cli`]: the `check`, `classify` and `synth` commands' logic, testable without the binary.
-//! - [`bench`]: `lookout bench`, model, preprocessing and pipeline figures beside a peer baseline.
+//! - [`bench`]: `lookout bench`, model, preprocessing and pipeline figures beside a peer baseline;
+//!   several sources through the one pool (`--sources`) and one frame's regions (`--regions`).
 //! - [`fuzz`]: entry points for fuzzing the parsers (`fuzz/`, `tests/fuzz.rs`).
 
 pub mod bench;

@@ -85,6 +85,7 @@ pub(super) fn worker_loop(
                     source.inferred.fetch_add(1, Relaxed);
                     let sum = |f: fn(&Scores) -> Duration| scored.iter().map(|(_, s)| f(s)).sum();
                     m.record_frame(FrameTimes {
+                        source: Some(Arc::clone(&source.name)),
                         queue_wait: waits.get(i).copied().unwrap_or_default(),
                         decode: sum(|s| s.decode),
                         preprocess: sum(|s| s.preprocess),
