@@ -460,7 +460,7 @@ mod tests {
         let g = m.graph.as_ref().unwrap();
         let f = find_features(g, None, path()).unwrap();
         assert_eq!(
-            (f.tensor.as_str(), f.quantized, f.found_by.as_str()),
+            (f.tensor.as_str(), f.quantized.clone(), f.found_by.as_str()),
             ("f", None, "fc")
         );
         let cut = cut(&m, &f);

@@ -227,19 +227,23 @@ pub fn fit(
         .min(x.rows.div_ceil(256).max(1));
     let objective = |theta: &[f64], grad: &mut [f64]| -> f64 {
         let chunk = x.rows.div_ceil(threads).max(1);
-        let parts: Vec<(f64, Vec<f64>)> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..x.rows)
-                .step_by(chunk)
-                .map(|start| {
-                    let end = (start + chunk).min(x.rows);
-                    s.spawn(move || loss_part(theta, x, y, sample_weight, classes, start..end))
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("the loss threads do not panic"))
-                .collect()
-        });
+        let parts: Vec<(f64, Vec<f64>)> = if threads == 1 {
+            vec![loss_part(theta, x, y, sample_weight, classes, 0..x.rows)]
+        } else {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = (0..x.rows)
+                    .step_by(chunk)
+                    .map(|start| {
+                        let end = (start + chunk).min(x.rows);
+                        s.spawn(move || loss_part(theta, x, y, sample_weight, classes, start..end))
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("the loss threads do not panic"))
+                    .collect()
+            })
+        };
         grad.iter_mut().for_each(|g| *g = 0.0);
         let mut loss = 0.0;
         for (l, g) in parts {
