@@ -61,7 +61,7 @@ pub fn scan(dir: &Path) -> Result<Dataset, TrainError> {
         if files.is_empty() {
             return Err(TrainError::EmptyClass { path: folder });
         }
-        files.sort_by(|a, b| natural_key(a).cmp(&natural_key(b)));
+        files.sort_by_cached_key(|a| natural_key(a));
         images.extend(files.into_iter().map(|f| (f, index)));
         labels.push(label);
     }
@@ -183,7 +183,7 @@ mod tests {
             PathBuf::from("a_2.jpg"),
             PathBuf::from("a_1.jpg"),
         ];
-        v.sort_by(|a, b| natural_key(a).cmp(&natural_key(b)));
+        v.sort_by_key(|a| natural_key(a));
         assert_eq!(v, ["a_1.jpg", "a_2.jpg", "a_10.jpg"].map(PathBuf::from));
     }
 }

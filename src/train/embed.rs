@@ -107,7 +107,10 @@ pub fn embed_all(
     threads: usize,
 ) -> Result<Embedded, TrainError> {
     let started = Instant::now();
+    // The next file to take: each worker takes one with fetch_add until they run out.
     let next = AtomicUsize::new(0);
+    // Files finished and files served from the cache: written by the workers, read by the
+    // progress line.
     let done = AtomicUsize::new(0);
     let cached = AtomicUsize::new(0);
     // Filled by the workers, one slot per file; read after they are joined.

@@ -434,13 +434,9 @@ mod tests {
     ) {
         let mean = head.bias.iter().sum::<f64>() / 3.0;
         for k in 0..3 {
-            for j in 0..2 {
+            for (j, want) in coef[k].iter().enumerate() {
                 let got = head.weights[k * 2 + j];
-                assert!(
-                    (got - coef[k][j]).abs() < 1e-5,
-                    "coef[{k}][{j}] {got} vs {}",
-                    coef[k][j]
-                );
+                assert!((got - want).abs() < 1e-5, "coef[{k}][{j}] {got} vs {want}");
             }
             let got = head.bias[k] - mean;
             assert!(

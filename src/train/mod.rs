@@ -218,40 +218,18 @@ pub fn run(opts: &TrainOptions, out: &mut dyn Write) -> Result<Card, TrainError>
     let st = Standardizer::fit(&x_train);
     let (z_train, z_val) = (st.apply(&x_train), st.apply(&x_val));
     let weights = sample_weights(&y_train, k);
-    let mut trials = Vec::new();
-    let mut best: Option<(Trial, Head)> = None;
-    let mut warm: Option<Head> = None;
-    for c in C_GRID {
-        let opts = FitOptions {
-            c,
-            ..FitOptions::default()
-        };
-        let (head, iters) = logistic::fit(&z_train, &y_train, &weights, k, opts, warm.as_ref());
-        let predicted: Vec<usize> = (0..z_val.rows)
-            .map(|i| head.predict(z_val.row(i)))
-            .collect();
-        let (acc, _, _) = card::evaluate(&y_val, &predicted, &dataset.labels);
-        let loss = (0..z_val.rows)
-            .map(|i| -head.proba(z_val.row(i))[y_val[i]].max(1e-300).ln())
-            .sum::<f64>()
-            / z_val.rows as f64;
-        log::info!("Tried an L2 strength. c={c} iterations={iters} validation_accuracy={acc:.4} validation_log_loss={loss:.4}");
-        let trial = Trial {
-            c,
-            validation_accuracy: acc,
-            validation_log_loss: loss,
-        };
-        let better = best.as_ref().is_none_or(|(b, _)| {
-            acc > b.validation_accuracy
-                || (acc == b.validation_accuracy && loss < b.validation_log_loss)
-        });
-        if better {
-            best = Some((trial.clone(), head.clone()));
-        }
-        trials.push(trial);
-        warm = Some(head);
-    }
-    let (chosen, chosen_head) = best.expect("the grid is not empty");
+    let (chosen, chosen_head, trials) = choose_c(
+        &Split {
+            x: &z_train,
+            y: &y_train,
+        },
+        &weights,
+        &Split {
+            x: &z_val,
+            y: &y_val,
+        },
+        &dataset.labels,
+    );
     let predicted: Vec<usize> = (0..z_val.rows)
         .map(|i| chosen_head.predict(z_val.row(i)))
         .collect();
@@ -337,6 +315,58 @@ pub fn run(opts: &TrainOptions, out: &mut dyn Write) -> Result<Card, TrainError>
         card_path.display()
     );
     Ok(card)
+}
+
+/// Rows and their labels.
+struct Split<'a> {
+    x: &'a Matrix,
+    y: &'a [usize],
+}
+
+/// Fits a head for each `C` of [`C_GRID`] on `train` (each starting from the previous one) and
+/// returns the best on `val` (accuracy, then log loss), its head, and every trial.
+fn choose_c(
+    train: &Split,
+    weights: &[f64],
+    val: &Split,
+    labels: &[String],
+) -> (Trial, Head, Vec<Trial>) {
+    let k = labels.len();
+    let mut trials = Vec::new();
+    let mut best: Option<(Trial, Head)> = None;
+    let mut warm: Option<Head> = None;
+    for c in C_GRID {
+        let opts = FitOptions {
+            c,
+            ..FitOptions::default()
+        };
+        let (head, iters) = logistic::fit(train.x, train.y, weights, k, opts, warm.as_ref());
+        let predicted: Vec<usize> = (0..val.x.rows)
+            .map(|i| head.predict(val.x.row(i)))
+            .collect();
+        let (acc, _, _) = card::evaluate(val.y, &predicted, labels);
+        let loss = (0..val.x.rows)
+            .map(|i| -head.proba(val.x.row(i))[val.y[i]].max(1e-300).ln())
+            .sum::<f64>()
+            / val.x.rows.max(1) as f64;
+        log::info!("Tried an L2 strength. c={c} iterations={iters} validation_accuracy={acc:.4} validation_log_loss={loss:.4}");
+        let trial = Trial {
+            c,
+            validation_accuracy: acc,
+            validation_log_loss: loss,
+        };
+        let better = best.as_ref().is_none_or(|(b, _)| {
+            acc > b.validation_accuracy
+                || (acc == b.validation_accuracy && loss < b.validation_log_loss)
+        });
+        if better {
+            best = Some((trial.clone(), head.clone()));
+        }
+        trials.push(trial);
+        warm = Some(head);
+    }
+    let (chosen, head) = best.expect("C_GRID is not empty");
+    (chosen, head, trials)
 }
 
 /// Balanced class weights, one per sample.
