@@ -83,7 +83,7 @@ pub enum TrainError {
     NoClassifier { path: PathBuf, why: String },
     #[error("backbone {path}: --features {name:?} is neither a node nor a tensor computed by one")]
     NoSuchFeatures { path: PathBuf, name: String },
-    #[error("backbone cut at its features")]
+    #[error("cannot load the backbone cut at its features")]
     Model(#[source] ModelError),
     #[error("cannot write {path}")]
     Write {
