@@ -13,7 +13,9 @@ tolerance and once run to the optimum.
 Usage (from the checkout, after `cargo build --release` or `cargo build`):
     .venv/bin/python benches/train_ref.py --lookout target/release/lookout \
         --assets ../shared/assets --work /tmp/train-bench
-Needs numpy, Pillow, onnx, onnxruntime and scikit-learn. Prints a JSON summary.
+Needs numpy, Pillow, onnx, onnxruntime (requirements.txt) and scikit-learn, which
+requirements.txt leaves out (the tests do not need it): `.venv/bin/pip install
+scikit-learn==1.9.1`. Prints a JSON summary.
 """
 import argparse
 import json
