@@ -176,6 +176,11 @@ fn info(config: &Config, source: String, model: &Model) -> Info {
         quantization: model.quantization.describe().to_string(),
         labels: model.labels.clone(),
         version: env!("CARGO_PKG_VERSION"),
+        model_card_accuracy: config
+            .model
+            .path
+            .as_deref()
+            .and_then(crate::train::card::read_accuracy),
     }
 }
 

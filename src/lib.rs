@@ -70,6 +70,10 @@
 //!
 //! Commands and tools:
 //! - [`cli`]: the `check`, `classify` and `synth` commands' logic, testable without the binary.
+//! - [`train`]: `lookout train`, a classifier head trained on the device on a backbone's
+//!   features: `data` (the labelled folders, the split), `graph` (finding the feature tensor,
+//!   cutting the ONNX graph, adding the Gemm head), `embed` (the images through the engine on
+//!   all cores, the embedding cache), `logistic` (the regression), `card` (`NEW.card.json`).
 //! - [`bench`]: `lookout bench`, model, preprocessing and pipeline figures beside a peer baseline;
 //!   several sources through the one pool (`--sources`) and one frame's regions (`--regions`).
 //! - [`fuzz`]: entry points for fuzzing the parsers (`fuzz/`, `tests/fuzz.rs`).
@@ -95,6 +99,7 @@ pub mod rules;
 pub mod sink;
 pub mod source;
 pub mod stop;
+pub mod train;
 
 /// The reference configuration, compiled in: `lookout run` without `--config` runs this.
 pub const DEFAULT_CONFIG: &str = include_str!("../config/lookout.toml");

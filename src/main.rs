@@ -121,6 +121,51 @@ enum Command {
         #[arg(long, conflicts_with = "model_only")]
         regions: bool,
     },
+    /// Train a classifier head on a backbone's features: DIR/<label>/<image> -> NEW.onnx and
+    /// NEW.card.json.
+    Train {
+        /// The backbone: an ONNX classifier (fp32, QDQ or QOperator int8) whose features are
+        /// the input of its final Gemm/MatMul.
+        #[arg(long, value_name = "MODEL.onnx")]
+        backbone: PathBuf,
+        /// Training images: one subfolder per label.
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// The trained model (its card is written beside it as NAME.card.json).
+        #[arg(long, value_name = "NEW.onnx")]
+        out: PathBuf,
+        /// The feature tensor (or node) to train on, where the backbone has no final Gemm/MatMul.
+        #[arg(long, value_name = "NODE")]
+        features: Option<String>,
+        /// Take the backbone's preprocessing ([model.preprocess], kernels) from this config file.
+        #[arg(long, short, conflicts_with = "preset")]
+        config: Option<PathBuf>,
+        /// The backbone's preprocessing preset, e.g. torchvision-imagenet (default: stretch, /255).
+        #[arg(long)]
+        preset: Option<String>,
+        /// Also train on every training image flipped left-right.
+        #[arg(long)]
+        flip: bool,
+        /// Share of each label's images held out to choose the L2 strength and report accuracy.
+        #[arg(long, default_value_t = 0.2)]
+        validation: f64,
+        /// Seed of the train/validation split.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Embedding cache folder (default: ~/.cache/lookout/embeddings).
+        #[arg(long, value_name = "DIR", conflicts_with = "no_cache")]
+        cache: Option<PathBuf>,
+        /// Compute every embedding afresh and store none.
+        #[arg(long)]
+        no_cache: bool,
+        /// Embedding threads (0: one per core).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// Quantize the trained model. Not available yet (lookout has no quantizer: a separate
+        /// issue); given, train stops with an error.
+        #[arg(long)]
+        quantize: bool,
+    },
     /// List cameras (V4L2 devices) with the formats, sizes and rates they offer.
     Cameras,
     /// Render synthetic scenes to PNG files with a labels.csv (demos, training data).
@@ -317,6 +362,74 @@ fn main() -> ExitCode {
                 Err(e) => {
                     print_error(&e);
                     ExitCode::from(1)
+                }
+            }
+        }
+        Command::Train {
+            backbone,
+            data,
+            out,
+            features,
+            config,
+            preset,
+            flip,
+            validation,
+            seed,
+            cache,
+            no_cache,
+            threads,
+            quantize,
+        } => {
+            init_logging("warn");
+            let mut model = match config {
+                Some(path) => match Config::load(&path) {
+                    Ok(c) => c.model,
+                    Err(e) => {
+                        print_error(&e);
+                        return ExitCode::from(2);
+                    }
+                },
+                None => ModelConfig::default(),
+            };
+            if let Some(name) = preset {
+                match serde_json::from_value(serde_json::Value::String(name.clone())) {
+                    Ok(p) => model.preprocess.preset = Some(p),
+                    Err(_) => {
+                        eprintln!("error: --preset {name:?} is not a preset: torchvision-imagenet, timm, ultralytics-cls, paddle-cls or keras-mobilenet");
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            if !(0.0..1.0).contains(&validation) || validation == 0.0 {
+                eprintln!("error: --validation {validation} must be between 0 and 1 (e.g. 0.2)");
+                return ExitCode::from(2);
+            }
+            let opts = lookout::train::TrainOptions {
+                backbone,
+                data,
+                out,
+                features,
+                model,
+                flip,
+                validation,
+                seed,
+                cache: if no_cache {
+                    None
+                } else {
+                    cache.or_else(lookout::train::default_cache)
+                },
+                threads,
+                quantize,
+            };
+            match lookout::train::run(&opts, &mut std::io::stdout()) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    print_error(&e);
+                    ExitCode::from(match e {
+                        lookout::train::TrainError::Model(_)
+                        | lookout::train::TrainError::Write { .. } => 1,
+                        _ => 2,
+                    })
                 }
             }
         }

@@ -186,6 +186,10 @@ pub struct Info {
     pub quantization: String,
     pub labels: Vec<String>,
     pub version: &'static str,
+    /// The validation accuracy on the model card beside the model (`NAME.card.json`, written
+    /// by `lookout train`); absent without a card.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_card_accuracy: Option<f64>,
 }
 
 /// A reload request to the daemon's main loop, with where to send the outcome.

@@ -33,13 +33,24 @@ impl Model {
             }
             None => (BUILTIN_NAME.to_owned(), BUILTIN_MODEL.to_vec()),
         };
-        let onnx = onnx();
-        let mut proto = onnx
+        let proto = onnx()
             .proto_model_for_read(&mut bytes.as_slice())
             .map_err(|e| ModelError::Decode {
                 model: name.clone(),
                 source: e.into(),
             })?;
+        Model::load_proto(cfg, name, proto, started)
+    }
+
+    /// Loads and compiles an ONNX model already decoded (`lookout train`'s cut backbone):
+    /// `cfg.path` is still where external data and the preprocessing defaults come from.
+    pub fn load_proto(
+        cfg: &ModelConfig,
+        name: String,
+        mut proto: pb::ModelProto,
+        started: Instant,
+    ) -> Result<Model, ModelError> {
+        let onnx = onnx();
         let graph = proto.graph.as_ref().ok_or_else(|| ModelError::Decode {
             model: name.clone(),
             source: "the file holds no graph".into(),
