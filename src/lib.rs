@@ -35,6 +35,9 @@
 //!   modes) and postprocessing (softmax, top-k); input tensors as `.npy` (`npy`, for
 //!   `classify --dump-input`); the per-node profile; `crop`, a frame's regions classified as
 //!   their own crops.
+//! - [`models`]: the configuration's models, `[model]` ("default") and `[models.NAME]`: which
+//!   sources and regions use each, each one in use loaded once, rule labels checked against
+//!   the models of what each rule watches.
 //!
 //! Scores out:
 //! - [`rules`]: per-class thresholds, N-of-M frames and cooldown, per source and region,
@@ -83,6 +86,7 @@ pub mod live;
 pub mod memory;
 pub mod metrics;
 pub mod model;
+pub mod models;
 pub mod notify;
 pub mod pipeline;
 pub mod problems;

@@ -181,7 +181,23 @@ pub struct Info {
     pub input: Vec<usize>,
     pub quantization: String,
     pub labels: Vec<String>,
+    /// Every model loaded (`model`, `input`, `quantization` and `labels` above are the first
+    /// one's: `[model]` when a source or region uses it).
+    pub models: Vec<ModelInfo>,
     pub version: &'static str,
+}
+
+/// One loaded model, for `/api/status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelInfo {
+    /// "default" (`[model]`) or the `[models.NAME]` name.
+    pub name: String,
+    /// The model file (or the bundled model's name).
+    pub path: String,
+    /// How many labels (classes) it scores.
+    pub classes: usize,
+    /// The sources (`source`) and regions (`source.region`) it classifies.
+    pub used_by: Vec<String>,
 }
 
 /// A reload request to the daemon's main loop, with where to send the outcome.

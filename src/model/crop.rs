@@ -3,7 +3,7 @@
 //! model a batch at a time when the model's batch is larger than one (set `input_shape`'s batch
 //! to the number of regions on a model whose batch dimension is open), else one run each.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use lookout_engine::team;
 
@@ -28,6 +28,22 @@ pub fn crop(rgb: &RgbBuf, rect: [f64; 4]) -> RgbBuf {
     }
 }
 
+/// Decodes `frame` at full size into `rgb`, for cropping regions out of it.
+pub fn decode_whole(frame: &Frame, rgb: &mut RgbBuf) -> Result<(), ClassifyError> {
+    decode_rgb(frame, None, rgb)?;
+    let (w, h) = (rgb.width, rgb.height);
+    if w == 0 || h == 0 || rgb.data.len() < w as usize * h as usize * 3 {
+        return Err(FrameError::Geometry {
+            format: frame.format.name(),
+            width: w,
+            height: h,
+            why: "a frame with regions needs pixels to crop",
+        }
+        .into());
+    }
+    Ok(())
+}
+
 impl Session {
     /// Classifies each of `rects` (fractions of the frame) of `frame` as its own image; one
     /// result per rectangle, in order. The frame's decode time is shared out over them.
@@ -39,19 +55,25 @@ impl Session {
         // Idle workers (`pipeline.assist`) are invited before decoding (see `team::invite`).
         team::invite();
         let t0 = Instant::now();
-        decode_rgb(frame, None, &mut self.rgb)?;
-        let (w, h) = (self.rgb.width, self.rgb.height);
-        if w == 0 || h == 0 || self.rgb.data.len() < w as usize * h as usize * 3 {
-            return Err(FrameError::Geometry {
-                format: frame.format.name(),
-                width: w,
-                height: h,
-                why: "a frame with regions needs pixels to crop",
-            }
-            .into());
-        }
-        let crops: Vec<RgbBuf> = rects.iter().map(|r| crop(&self.rgb, *r)).collect();
-        let decode = t0.elapsed() / rects.len().max(1) as u32;
+        let mut rgb = std::mem::take(&mut self.rgb);
+        let out = decode_whole(frame, &mut rgb).and_then(|()| {
+            let decode = t0.elapsed() / rects.len().max(1) as u32;
+            self.classify_crops(&rgb, rects, decode)
+        });
+        self.rgb = rgb;
+        out
+    }
+
+    /// Classifies each of `rects` of a frame already decoded at full size ([`decode_whole`]),
+    /// a batch at a time; `decode` is recorded as each one's share of the decode time. Several
+    /// models' sessions classify their regions of one decoded frame this way.
+    pub fn classify_crops(
+        &mut self,
+        rgb: &RgbBuf,
+        rects: &[[f64; 4]],
+        decode: Duration,
+    ) -> Result<Vec<Scores>, ClassifyError> {
+        let crops: Vec<RgbBuf> = rects.iter().map(|r| crop(rgb, *r)).collect();
         let mut out = Vec::with_capacity(crops.len());
         for chunk in crops.chunks(self.batch()) {
             let images: Vec<&RgbBuf> = chunk.iter().collect();

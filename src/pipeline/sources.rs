@@ -59,7 +59,12 @@ pub(super) fn open_all(
             let sm = metrics.add_counted_source(&part.name, input);
             sm.up.store(1, Relaxed);
             sm.ended.store(0, Relaxed);
-            let lane = queue.add_lane(Arc::clone(&sm), part.source.live(), part.regions.into());
+            let lane = queue.add_lane(
+                Arc::clone(&sm),
+                part.source.live(),
+                part.regions.into(),
+                part.model,
+            );
             Opened {
                 name: part.name,
                 key: part.key,

@@ -8,7 +8,7 @@ use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
 use lookout_engine::team::Team;
 
 use super::deliver::sink_loop;
-use super::dispatch::dispatch_loop;
+use super::dispatch::{dispatch_loop, Scored};
 use super::fair::FairQueue;
 use super::running::{Generation, Running};
 use super::sources::{open_all, start_capture};
@@ -22,8 +22,7 @@ use crate::stop::StopToken;
 pub fn start(parts: Parts, stop: StopToken) -> Result<Running, StartError> {
     let Parts {
         sources,
-        model,
-        rules,
+        models,
         sinks,
         workers,
         assist,
@@ -47,8 +46,7 @@ pub fn start(parts: Parts, stop: StopToken) -> Result<Running, StartError> {
     let source_names: Vec<String> = opened.iter().map(|o| o.name().to_owned()).collect();
 
     let downstream = Downstream {
-        model,
-        rules,
+        models,
         sinks,
         workers,
         assist,
@@ -98,8 +96,7 @@ pub(super) fn start_generation(
     metrics: &Arc<Metrics>,
 ) -> Result<Generation, StartError> {
     let Downstream {
-        model,
-        rules,
+        models,
         sinks,
         workers,
         assist,
@@ -108,10 +105,19 @@ pub(super) fn start_generation(
         device,
         live,
     } = d;
-    let sessions: Vec<Session> = (0..workers.max(1))
-        .map(|_| model.session())
-        .collect::<Result<_, _>>()
-        .map_err(StartError::Session)?;
+    // Each worker: one session per model, in the order of `models` (`Classified::model`).
+    let mut sessions: Vec<Vec<Session>> = Vec::with_capacity(workers.max(1));
+    for _ in 0..workers.max(1) {
+        let mut own = Vec::with_capacity(models.len());
+        for m in &models {
+            own.push(m.model.session().map_err(|source| StartError::Session {
+                model: m.name.to_string(),
+                source,
+            })?);
+        }
+        sessions.push(own);
+    }
+    let names: Arc<[Arc<str>]> = models.iter().map(|m| Arc::clone(&m.name)).collect();
     let sink_names: Vec<String> = sinks.iter().map(|(n, _)| n.clone()).collect();
     let counters = metrics.replace_sinks(&sink_names);
     let quit = Arc::new(AtomicBool::new(false));
@@ -152,18 +158,26 @@ pub(super) fn start_generation(
         let m = Arc::clone(metrics);
         let q = Arc::clone(&quit);
         let idle = idle.clone();
+        let names = Arc::clone(&names);
         let name = format!("worker-{i}");
         stages.push((
             name.clone(),
             spawn(&name, move || {
-                worker_loop(session, member, rx, tx, m, keep_frames, idle, q)
+                worker_loop(session, names, member, rx, tx, m, keep_frames, idle, q)
             })?,
         ));
     }
     drop(class_tx);
 
     let m = Arc::clone(metrics);
-    let labels: Arc<[String]> = model.labels.clone().into();
+    let models: Vec<Scored> = models
+        .into_iter()
+        .map(|p| Scored {
+            event_name: (&*p.name != crate::models::DEFAULT).then(|| p.name.to_string()),
+            labels: p.model.labels.clone().into(),
+            rules: p.rules,
+        })
+        .collect();
     // Snapshot file names then say which source a frame came from.
     let several_sources = queue.lanes() > 1;
     stages.push((
@@ -175,8 +189,7 @@ pub(super) fn start_generation(
                 frame_sinks,
                 counters,
                 live,
-                rules,
-                labels,
+                models,
                 k,
                 device,
                 several_sources,
