@@ -13,8 +13,8 @@ use crate::daemon::DaemonError;
 use crate::event::TopEntry;
 use crate::frame::{Frame, PixelFormat};
 use crate::model::{postprocess::top_k, Model, ModelConfig};
-use crate::retry::chain;
 use crate::models;
+use crate::retry::chain;
 use crate::source::scene;
 
 /// `lookout check`: loads each model in use, checks the rules' labels against them, and

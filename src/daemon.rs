@@ -177,8 +177,8 @@ pub fn load_models(config: &Config) -> Result<Vec<Loaded>, DaemonError> {
             "Model not loaded: no source or region names it. model={name} key=models.{name}"
         );
     }
-    let loaded = models::load(&models::uses(&config.model, &config.models, &sources))
-        .map_err(load_error)?;
+    let loaded =
+        models::load(&models::uses(&config.model, &config.models, &sources)).map_err(load_error)?;
     for l in &loaded {
         let model = &l.model;
         log::info!(

@@ -282,7 +282,10 @@ mod tests {
         let c = config("").expect("valid");
         let got = uses(&c.model, &c.models, &c.sources());
         assert_eq!(got.len(), 1);
-        assert_eq!((got[0].name.as_str(), got[0].key.as_str()), ("default", "model"));
+        assert_eq!(
+            (got[0].name.as_str(), got[0].key.as_str()),
+            ("default", "model")
+        );
         assert_eq!(got[0].used_by, ["synthetic"]);
     }
 
@@ -318,7 +321,10 @@ mod tests {
         for (text, fragments) in cases {
             let msg = config(text).expect_err("refused");
             for f in *fragments {
-                assert!(msg.contains(f), "error for {text:?} should contain {f:?}, got:\n{msg}");
+                assert!(
+                    msg.contains(f),
+                    "error for {text:?} should contain {f:?}, got:\n{msg}"
+                );
             }
         }
     }

@@ -523,7 +523,11 @@ mod tests {
             "the rule without a label of this model never fires"
         );
         let e = RuleSet::build(&[rule(1, 1, 0.0)], &["x".to_owned()], &[]).expect_err("strict");
-        assert!(e.to_string().starts_with("rules[0].labels: rule \"defect\""), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("rules[0].labels: rule \"defect\""),
+            "{e}"
+        );
     }
 
     #[test]

@@ -51,7 +51,10 @@ fn plant_table(assets: &Path) -> String {
         std = [1.0, 1.0, 1.0]
         "#,
         assets.join("models/plant-cnn96.onnx").display().to_string(),
-        assets.join("models/plant15.labels.txt").display().to_string(),
+        assets
+            .join("models/plant15.labels.txt")
+            .display()
+            .to_string(),
     )
 }
 

@@ -263,7 +263,8 @@ fn home_assistant_gets_a_device_per_source_and_entities_per_region_and_label() {
             .count()
     };
     assert!(
-        wait_until(Duration::from_secs(20), || label_states(&received) >= events.len()),
+        wait_until(Duration::from_secs(20), || label_states(&received)
+            >= events.len()),
         "one label state per event: {} of {}",
         label_states(&received),
         events.len()
@@ -287,13 +288,19 @@ fn home_assistant_gets_a_device_per_source_and_entities_per_region_and_label() {
             "homeassistant/sensor/lookout_testdev_{source}_{region}_top/config"
         ));
         assert_eq!(config["name"], name, "{config}");
-        assert_eq!(config["state_topic"], format!("lookout/testdev/{source}/{region}/top"));
+        assert_eq!(
+            config["state_topic"],
+            format!("lookout/testdev/{source}/{region}/top")
+        );
         assert_eq!(config["availability_topic"], "lookout/testdev/status");
         assert_eq!(
             config["device"]["identifiers"][0],
             format!("lookout_testdev_{source}")
         );
-        assert_eq!(config["device"]["name"], format!("lookout testdev {source}"));
+        assert_eq!(
+            config["device"]["name"],
+            format!("lookout testdev {source}")
+        );
         assert_eq!(config["device"]["via_device"], "lookout_testdev");
         // Its state: the label of the last event there.
         let last = events

@@ -81,8 +81,7 @@ pub(super) fn worker_loop(
             .collect();
         let (sources, frames): (Vec<_>, Vec<Frame>) =
             taken.into_iter().map(|t| (t.source, t.frame)).unzip();
-        let results =
-            member.lead(|| classify(&mut sessions, &names, &mut rgb, &frames, &work));
+        let results = member.lead(|| classify(&mut sessions, &names, &mut rgb, &frames, &work));
         let mut closed = false;
         'frames: for (i, ((source, frame), result)) in
             sources.into_iter().zip(frames).zip(results).enumerate()
@@ -316,5 +315,64 @@ mod tests {
         assert_eq!(one_worker(3, Some(1)), (vec![0, 1, 2], 0));
         // Not live (files, a finite replay): every frame, in turn.
         assert_eq!(one_worker(3, None), (vec![0, 1, 2], 0));
+    }
+
+    #[test]
+    fn a_frames_regions_of_two_models_each_get_their_models_scores_in_order() {
+        use crate::model::ModelConfig;
+        // Two models that score the same crop differently: the bundled one, and the bundled
+        // one fed with other normalisation.
+        let a = Arc::new(Model::load(&ModelConfig::default()).expect("model"));
+        let mut other = ModelConfig::default();
+        other.preprocess.mean = Some(vec![0.0, 0.0, 0.0]);
+        other.preprocess.std = Some(vec![1.0, 1.0, 1.0]);
+        let b = Arc::new(Model::load(&other).expect("model"));
+        let mut sessions = vec![a.session().expect("session"), b.session().expect("session")];
+        let names: Vec<Arc<str>> = vec!["default".into(), "other".into()];
+        let region = |name: &str, x: f64, model: &str| Region {
+            name: name.into(),
+            rect: [x, 0.0, 0.5, 1.0],
+            model: model.into(),
+        };
+        let regions: Arc<[Region]> = Arc::from(vec![
+            region("left", 0.0, "default"),
+            region("right", 0.5, "other"),
+            region("left-again", 0.0, "other"),
+        ]);
+        let mut px = Vec::with_capacity(96 * 48 * 3);
+        for i in 0..96 * 48 {
+            px.extend_from_slice(&[(i % 251) as u8, (i % 97) as u8 * 2, 60]);
+        }
+        let frame = Frame::new(crate::frame::PixelFormat::Rgb24, 96, 48, px);
+        let work = [("default".into(), Arc::clone(&regions))];
+        let mut rgb = RgbBuf::default();
+        let got = classify(&mut sessions, &names, &mut rgb, &[frame.clone()], &work)
+            .pop()
+            .expect("one frame")
+            .expect("classified");
+        let order: Vec<(&str, usize)> = got
+            .iter()
+            .map(|(r, m, _)| (r.as_deref().expect("a region"), *m))
+            .collect();
+        assert_eq!(order, [("left", 0), ("right", 1), ("left-again", 1)]);
+        // Each region's scores are those its model gives the crop alone.
+        for ((_, m, scores), r) in got.iter().zip(regions.iter()) {
+            let alone = sessions[*m]
+                .classify_regions(&frame, &[r.rect])
+                .expect("classified")
+                .remove(0);
+            assert_eq!(scores.probs, alone.probs, "{}", r.name);
+        }
+        assert_ne!(
+            got[0].2.probs, got[2].2.probs,
+            "the two models differ on one crop"
+        );
+        // A model no session runs: the frame fails, named.
+        let lost = [("nope".into(), Arc::from(Vec::new()))];
+        let err = classify(&mut sessions, &names, &mut rgb, &[frame], &lost)
+            .pop()
+            .expect("one frame")
+            .expect_err("no such model");
+        assert!(err.to_string().contains("\"nope\""), "{err}");
     }
 }

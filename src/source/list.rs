@@ -162,7 +162,9 @@ mod tests {
         let got = problems(None, &[a, b]);
         assert_eq!(got.len(), 2, "{got:?}");
         assert!(
-            got[0].starts_with("sources[1].model: no model named \"leafs\"; the models are: default, leaves"),
+            got[0].starts_with(
+                "sources[1].model: no model named \"leafs\"; the models are: default, leaves"
+            ),
             "{got:?}"
         );
         assert!(

@@ -106,7 +106,10 @@ pub fn resolve(
         .map(|r| Region {
             name: r.name.as_str().into(),
             rect: r.rect,
-            model: r.model.as_deref().map_or_else(|| Arc::clone(&model), Arc::from),
+            model: r
+                .model
+                .as_deref()
+                .map_or_else(|| Arc::clone(&model), Arc::from),
         })
         .collect();
     if let Some([cols, rows]) = grid_ {

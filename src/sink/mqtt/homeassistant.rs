@@ -192,7 +192,11 @@ mod tests {
     fn each_source_is_a_device_with_an_entity_per_region_and_label() {
         let mut ha = HomeAssistant::new("homeassistant".into(), 5);
         ha.connected("dev 1", "lookout/dev 1/status");
-        let first = ha.event("dev 1", "lookout/dev 1/status", &seen(Some("left"), "leaf blight"));
+        let first = ha.event(
+            "dev 1",
+            "lookout/dev 1/status",
+            &seen(Some("left"), "leaf blight"),
+        );
         assert_eq!(
             topics(&first),
             [
@@ -207,13 +211,23 @@ mod tests {
         );
         let config: serde_json::Value = serde_json::from_slice(&first[4].2).expect("JSON");
         assert_eq!(config["name"], "left leaf blight");
-        assert_eq!(config["state_topic"], "lookout/dev 1/belt/left/label/leaf_blight");
+        assert_eq!(
+            config["state_topic"],
+            "lookout/dev 1/belt/left/label/leaf_blight"
+        );
         assert_eq!(config["device"]["identifiers"][0], "lookout_dev_1_belt");
         assert_eq!(config["device"]["via_device"], "lookout_dev_1");
         let state: serde_json::Value = serde_json::from_slice(&first[6].2).expect("JSON");
-        assert_eq!((state["state"].as_str(), state["score"].as_f64()), (Some("ON"), Some(0.75)));
+        assert_eq!(
+            (state["state"].as_str(), state["score"].as_f64()),
+            (Some("ON"), Some(0.75))
+        );
         // Announced once per connection; the whole frame is the region `frame`.
-        let again = ha.event("dev 1", "lookout/dev 1/status", &seen(Some("left"), "leaf blight"));
+        let again = ha.event(
+            "dev 1",
+            "lookout/dev 1/status",
+            &seen(Some("left"), "leaf blight"),
+        );
         assert_eq!(
             topics(&again),
             [
@@ -230,8 +244,16 @@ mod tests {
             topics(&whole)
         );
         ha.connected("dev 1", "lookout/dev 1/status");
-        let reconnected = ha.event("dev 1", "lookout/dev 1/status", &seen(Some("left"), "leaf blight"));
-        assert_eq!(reconnected.len(), first.len(), "announced again after a reconnect");
+        let reconnected = ha.event(
+            "dev 1",
+            "lookout/dev 1/status",
+            &seen(Some("left"), "leaf blight"),
+        );
+        assert_eq!(
+            reconnected.len(),
+            first.len(),
+            "announced again after a reconnect"
+        );
     }
 }
 
