@@ -33,9 +33,9 @@ pub enum DaemonError {
     Model(#[from] ModelError),
     /// A `[models.NAME]` model that does not load (`[model]`'s is [`DaemonError::Model`]).
     #[error(transparent)]
-    NamedModel(crate::models::LoadError),
+    NamedModel(Box<crate::models::LoadError>),
     #[error("invalid rule")]
-    Rule(#[from] UnknownLabel),
+    Rule(#[source] Box<UnknownLabel>),
     #[error("cannot start sink {name:?}")]
     Sink {
         name: String,
@@ -162,9 +162,15 @@ fn source_parts(config: &Config) -> Vec<SourcePart> {
 
 pub(crate) fn load_error(e: models::LoadError) -> DaemonError {
     if e.name == models::DEFAULT {
-        DaemonError::Model(e.source)
+        DaemonError::Model(*e.source)
     } else {
-        DaemonError::NamedModel(e)
+        DaemonError::NamedModel(Box::new(e))
+    }
+}
+
+impl From<UnknownLabel> for DaemonError {
+    fn from(e: UnknownLabel) -> DaemonError {
+        DaemonError::Rule(Box::new(e))
     }
 }
 

@@ -126,7 +126,7 @@ pub struct LoadError {
     pub name: String,
     pub key: String,
     #[source]
-    pub source: ModelError,
+    pub source: Box<ModelError>,
 }
 
 /// Loads each model in `uses` once, in order; the first that fails is the error.
@@ -136,7 +136,7 @@ pub fn load(uses: &[Use]) -> Result<Vec<Loaded>, LoadError> {
             let model = Model::load(&u.config).map_err(|source| LoadError {
                 name: u.name.clone(),
                 key: u.key.clone(),
-                source,
+                source: Box::new(source),
             })?;
             Ok(Loaded {
                 name: u.name.as_str().into(),
@@ -163,11 +163,9 @@ pub fn check_rules(
                 }
             }
         };
-        let watched = sources.iter().filter(|s| {
-            rule.sources
-                .as_ref()
-                .is_none_or(|l| l.iter().any(|n| *n == s.name))
-        });
+        let watched = sources
+            .iter()
+            .filter(|s| rule.sources.as_ref().is_none_or(|l| l.contains(&s.name)));
         for s in watched {
             let regions = s.regions();
             if regions.is_empty() && rule.regions.is_none() {

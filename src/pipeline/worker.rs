@@ -155,7 +155,10 @@ pub(super) fn worker_loop(
 
 /// One frame's scores: the whole frame's (region `None`), or one per region of its source, in
 /// the regions' order; each with the index of the model (session) that produced it.
-type FrameScores = Result<Vec<(Option<Arc<str>>, usize, Scores)>, ClassifyError>;
+type FrameScores = Result<Vec<RegionScores>, ClassifyError>;
+
+/// A region's name (`None`: the whole frame), the index of its model, its scores.
+type RegionScores = (Option<Arc<str>>, usize, Scores);
 
 /// Each frame's scores (see [`FrameScores`]); `work`: each frame's whole-frame model and
 /// regions. Whole frames of one model go through it together (in its batches); a frame's
@@ -244,8 +247,7 @@ fn classify_regions(
     let t0 = std::time::Instant::now();
     crate::model::crop::decode_whole(frame, rgb)?;
     let decode = t0.elapsed() / regions.len() as u32;
-    let mut slots: Vec<Option<(Option<Arc<str>>, usize, Scores)>> =
-        (0..regions.len()).map(|_| None).collect();
+    let mut slots: Vec<Option<RegionScores>> = (0..regions.len()).map(|_| None).collect();
     let mut done: Vec<usize> = Vec::new();
     for &m in &models {
         if done.contains(&m) {
@@ -346,10 +348,16 @@ mod tests {
         let frame = Frame::new(crate::frame::PixelFormat::Rgb24, 96, 48, px);
         let work = [("default".into(), Arc::clone(&regions))];
         let mut rgb = RgbBuf::default();
-        let got = classify(&mut sessions, &names, &mut rgb, &[frame.clone()], &work)
-            .pop()
-            .expect("one frame")
-            .expect("classified");
+        let got = classify(
+            &mut sessions,
+            &names,
+            &mut rgb,
+            std::slice::from_ref(&frame),
+            &work,
+        )
+        .pop()
+        .expect("one frame")
+        .expect("classified");
         let order: Vec<(&str, usize)> = got
             .iter()
             .map(|(r, m, _)| (r.as_deref().expect("a region"), *m))

@@ -170,6 +170,20 @@ impl HomeAssistant {
     }
 }
 
+/// An MQTT topic level and Home Assistant object id: ASCII letters, digits, `_` and `-` kept,
+/// everything else `_`.
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,18 +269,4 @@ mod tests {
             "announced again after a reconnect"
         );
     }
-}
-
-/// An MQTT topic level and Home Assistant object id: ASCII letters, digits, `_` and `-` kept,
-/// everything else `_`.
-fn sanitize(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }
