@@ -56,9 +56,10 @@
 //!   letting each stage drain when its input disconnects.
 //! - [`stop`]: the one shutdown signal.
 //! - [`retry`]: capped back-off with jitter and the one-line error chain, for every retry.
-//! - [`metrics`]: counters and latency histograms shared by every stage, the device-link
-//!   counters a sink with its own connection (modbus) hands to the pipeline, and the input
-//!   counters (frames rejected, bytes skipped) the pipeline hands to a source's reader thread.
+//! - [`metrics`]: counters and latency histograms shared by every stage (`metrics/models`: the
+//!   model-run time per model), the device-link counters a sink with its own connection
+//!   (modbus) hands to the pipeline, and the input counters (frames rejected, bytes skipped)
+//!   the pipeline hands to a source's reader thread.
 //! - [`daemon`]: signal handling, configuration reload and the `run` entry point.
 //! - [`health`]: whether the pipeline makes progress (feeds the watchdog).
 //! - [`notify`]: systemd readiness, watchdog and stopping notifications.

@@ -351,6 +351,22 @@ fn check_lists_each_model_with_its_users_and_status_lists_them_too() {
     assert!(models[1]["path"]
         .as_str()
         .is_some_and(|p| p.ends_with("plant-cnn96.onnx")));
+    // Model-run time per model in /metrics.
+    let count = |text: &str, model: &str| -> f64 {
+        let name = format!("lookout_model_inference_seconds_count{{model=\"{model}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            let text = common::metrics(&d);
+            count(&text, "default") >= 2.0 && count(&text, "plant") >= 1.0
+        }),
+        "{}",
+        common::metrics(&d)
+    );
 }
 
 const TOKEN_ENV: &str = "LOOKOUT_TEST_MODELS_TOKEN";

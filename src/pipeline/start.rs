@@ -118,6 +118,9 @@ pub(super) fn start_generation(
         sessions.push(own);
     }
     let names: Arc<[Arc<str>]> = models.iter().map(|m| Arc::clone(&m.name)).collect();
+    metrics
+        .models
+        .keep(&names.iter().map(|n| &**n).collect::<Vec<_>>());
     let sink_names: Vec<String> = sinks.iter().map(|(n, _)| n.clone()).collect();
     let counters = metrics.replace_sinks(&sink_names);
     let quit = Arc::new(AtomicBool::new(false));

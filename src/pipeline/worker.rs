@@ -38,6 +38,8 @@ pub(super) fn worker_loop(
     // models: up to the largest batch, each model's frames then run in its own batches.)
     let batch = sessions.iter().map(Session::batch).max().unwrap_or(1);
     let mut rgb = RgbBuf::default();
+    // Model-run time per model, by session index.
+    let model_infer: Vec<_> = names.iter().map(|n| m.models.of(n)).collect();
     let mut waits = Vec::with_capacity(batch);
     // Workers waiting for a frame, this one included: with no other one waiting, a live
     // source's newest frame is taken and the older ones dropped (under overload a frame taken
@@ -92,6 +94,11 @@ pub(super) fn worker_loop(
                     source.inferred.fetch_add(1, Relaxed);
                     let sum =
                         |f: fn(&Scores) -> Duration| scored.iter().map(|(_, _, s)| f(s)).sum();
+                    for (_, model, s) in &scored {
+                        if let Some(h) = model_infer.get(*model) {
+                            h.record(s.infer);
+                        }
+                    }
                     m.record_frame(FrameTimes {
                         queue_wait: waits.get(i).copied().unwrap_or_default(),
                         decode: sum(|s| s.decode),
