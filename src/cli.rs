@@ -27,7 +27,10 @@ pub fn check(config: &Config, out: &mut dyn Write) -> Result<(), DaemonError> {
     let sink_names: Vec<String> = config.sinks.iter().map(|s| s.name().to_owned()).collect();
     let mut lines = vec!["config ok".to_owned()];
     let mut notes = Vec::new();
-    for l in &loaded {
+    for (i, l) in loaded.iter().enumerate() {
+        if i > 0 {
+            lines.push(String::new());
+        }
         let cfg = config.models.get(&*l.name).unwrap_or(&config.model);
         lines.extend(model_lines(&l.model, cfg));
         lines.push(format!(

@@ -199,12 +199,19 @@ pub fn check_rules(
                 key: format!("rules[{i}].labels"),
                 rule: rule.name.clone(),
                 label: label.clone(),
-                models: if loaded.len() == 1 {
-                    "the model".into()
+                missing_from: if loaded.len() == 1 {
+                    "the model does not have".into()
                 } else {
-                    format!("the models of what it watches ({})", names.join(", "))
+                    format!(
+                        "none of the models of the sources and regions it watches ({}) has",
+                        names.join(", ")
+                    )
                 },
-                known: shown.join(", "),
+                known: format!(
+                    "{} labels are: {}",
+                    if scope.len() == 1 { "its" } else { "their" },
+                    shown.join(", ")
+                ),
             });
         }
     }

@@ -194,16 +194,16 @@ pub struct RuleSet {
 
 /// A rule names a label the model does not have (a startup error).
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "{key}: rule {rule:?} uses label {label:?}, which {models} does not have; its labels are: {known}"
-)]
+#[error("{key}: rule {rule:?} uses label {label:?}, which {missing_from}; {known}")]
 pub struct UnknownLabel {
     /// Where in the file: `rules[<i>].labels`.
     pub key: String,
     pub rule: String,
     pub label: String,
-    /// Which models: "the model", or the models of the sources and regions the rule watches.
-    pub models: String,
+    /// Which models lack it: "the model does not have", or which of the models of the sources
+    /// and regions the rule watches.
+    pub missing_from: String,
+    /// The labels there are: "its labels are: ...".
     pub known: String,
 }
 
@@ -252,8 +252,8 @@ impl RuleSet {
                             key: format!("rules[{n}].labels"),
                             rule: cfg.name.clone(),
                             label: l.clone(),
-                            models: "the model".into(),
-                            known: known.join(", "),
+                            missing_from: "the model does not have".into(),
+                            known: format!("its labels are: {}", known.join(", ")),
                         });
                     }
                 }
