@@ -220,15 +220,19 @@ fn build_sinks(config: &Config, device: &str) -> Result<NamedSinks, DaemonError>
     Ok(sinks)
 }
 
+/// `/api/status`'s facts; `model`, `input`, `quantization` and `labels` are the first model's
+/// (every configuration has one: each source uses a model).
 fn info(config: &Config, source: String, loaded: &[Loaded]) -> Info {
-    let first = &loaded[0].model;
+    let first = loaded.first().map(|l| &*l.model);
     Info {
         device: config.device_id(),
         source,
-        model: first.name.clone(),
-        input: first.input.shape().to_vec(),
-        quantization: first.quantization.describe().to_string(),
-        labels: first.labels.clone(),
+        model: first.map(|m| m.name.clone()).unwrap_or_default(),
+        input: first.map(|m| m.input.shape().to_vec()).unwrap_or_default(),
+        quantization: first
+            .map(|m| m.quantization.describe().to_string())
+            .unwrap_or_default(),
+        labels: first.map(|m| m.labels.clone()).unwrap_or_default(),
         models: loaded
             .iter()
             .map(|l| ModelInfo {
