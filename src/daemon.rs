@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::config::Config;
 use crate::health::{Report, Watch};
 use crate::http::{HttpError, Info, ModelInfo, ReloadRequest, Server, State};
-use crate::live::Live;
+use crate::live::{Live, LiveSource};
 use crate::metrics::{Metrics, Snapshot};
 use crate::model::{Model, ModelError};
 use crate::models::{self, Loaded};
@@ -118,11 +118,12 @@ fn build_with_models(
         top_k: config.pipeline.top_k,
         device,
         summary_every: (summary > 0.0).then(|| Duration::from_secs_f64(summary)),
-        reconnect: (
-            Duration::from_secs_f64(config.pipeline.reconnect_min_secs),
-            Duration::from_secs_f64(config.pipeline.reconnect_max_secs),
-        ),
-        live: config.http.listen.is_some().then(Live::new),
+        reconnect: reconnect_delays(config),
+        live: config
+            .http
+            .listen
+            .is_some()
+            .then(|| Live::with_sources(&live_sources(config))),
         trace_frames: false,
     })
 }
@@ -143,6 +144,20 @@ fn model_parts(
             rules: RuleSet::build_for_model(&config.rules, &l.model.labels, sinks),
         })
         .collect())
+}
+
+/// The sources as the live view is told them: names, regions, and the entry (a changed entry
+/// numbers its frames from 0 again).
+fn live_sources(config: &Config) -> Vec<LiveSource> {
+    config
+        .sources()
+        .into_iter()
+        .map(|s| LiveSource {
+            key: format!("{s:?}"),
+            regions: s.regions(),
+            name: s.name,
+        })
+        .collect()
 }
 
 /// Builds `[source]` / `[[sources]]` (nothing opened yet).
@@ -246,18 +261,11 @@ fn info(config: &Config, source: String, loaded: &[Loaded]) -> Info {
     }
 }
 
-/// Settings a reload cannot change while the cameras keep running: the frame queue,
-/// reconnection, the HTTP server and logging. Each changed one is named. (Sources are added,
-/// removed and restarted by a reload: [`Running::update_sources`].)
+/// Settings a reload cannot change while the cameras keep running: the HTTP server and
+/// logging. Each changed one is named. (Sources are added, removed and restarted by a reload:
+/// [`Running::update_sources`]; the frame queue and the reconnection back-off change in place.)
 fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     let mut changed = Vec::new();
-    let (a, b) = (&old.pipeline, &new.pipeline);
-    if a.frame_queue != b.frame_queue
-        || a.reconnect_min_secs != b.reconnect_min_secs
-        || a.reconnect_max_secs != b.reconnect_max_secs
-    {
-        changed.push("[pipeline] frame_queue / reconnect_*");
-    }
     if format!("{:?}", old.http) != format!("{:?}", new.http) {
         changed.push("[http]");
     }
@@ -298,6 +306,10 @@ fn reload(
         .map_err(|e| crate::retry::chain(&e))?;
     // Point of no return: the old workers, dispatcher and sinks finish what they hold.
     running.drain_downstream(SHUTDOWN_DEADLINE);
+    // Every frame of a removed source has been dispatched: the live view forgets it.
+    if let Some(live) = live {
+        live.set_sources(&live_sources(&new));
+    }
     let device = new.device_id();
     let (applied, sinks, models, loaded, result) = match build_sinks(&new, &device) {
         Ok(sinks) => (&new, sinks, models, loaded, Ok(())),
@@ -343,6 +355,9 @@ fn reload(
     running
         .start_downstream(downstream)
         .map_err(|e| crate::retry::chain(&e))?;
+    running.set_frame_queue(applied.pipeline.frame_queue);
+    let (min, max) = reconnect_delays(&applied);
+    running.set_reconnect(min, max);
     *info_slot.lock().unwrap_or_else(|e| e.into_inner()) =
         info(&applied, running.source_name.clone(), &loaded);
     result?;
@@ -453,16 +468,17 @@ pub fn run(
     // arrive, or a capture thread gone longer than its longest back-off plus two minutes.
     let watchdog = notifier.watchdog_interval();
     let stall = watchdog.map_or(STALL, |w| (w * 2).max(STALL));
-    let capture_limit =
-        Duration::from_secs_f64(config.pipeline.reconnect_max_secs * 1.25) + CAPTURE_GRACE;
+    let capture_limit_at_start = capture_limit(config);
     let done = Arc::new(AtomicBool::new(false));
+    let capture_limit_ms;
     let supervisor = {
         let (m, stop, done) = (
             Arc::clone(running.metrics()),
             stop.clone(),
             Arc::clone(&done),
         );
-        let watch = Watch::new(stall, capture_limit);
+        let watch = Watch::new(stall, capture_limit_at_start);
+        capture_limit_ms = watch.capture_limit();
         std::thread::Builder::new()
             .name("supervisor".into())
             .spawn(move || supervise(notifier, watch, &m, &stop, &done, &health))
@@ -490,6 +506,10 @@ pub fn run(
             }
         );
         let result = reload(&mut running, &mut current, path, &live, &info_slot);
+        capture_limit_ms.store(
+            capture_limit(&current).as_millis() as u64,
+            Ordering::Relaxed,
+        );
         let m = running.metrics();
         match &result {
             Ok(msg) => {
@@ -515,6 +535,20 @@ pub fn run(
     }
     log::info!("Stopped. {}", snapshot.summary_line());
     Ok(snapshot)
+}
+
+/// The reopening back-off's first delay and cap.
+fn reconnect_delays(config: &Config) -> (Duration, Duration) {
+    (
+        Duration::from_secs_f64(config.pipeline.reconnect_min_secs),
+        Duration::from_secs_f64(config.pipeline.reconnect_max_secs),
+    )
+}
+
+/// Longest a capture thread may stay away: the longest back-off delay (+20% jitter, rounded
+/// up) and the longest a source read or open may take.
+fn capture_limit(config: &Config) -> Duration {
+    Duration::from_secs_f64(config.pipeline.reconnect_max_secs * 1.25) + CAPTURE_GRACE
 }
 
 /// Longest time frames may arrive with none processed before the pipeline counts as stuck.

@@ -18,7 +18,8 @@
 //! frame classified for [`IDLE_LIMIT`] (every source down, for instance): unhealthy, naming the
 //! sources that are down.
 
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -83,7 +84,9 @@ pub fn source_down(s: &crate::metrics::SourceMetrics, now: u64) -> Option<String
 #[derive(Debug)]
 pub struct Watch {
     stall: Duration,
-    capture_limit: Duration,
+    /// Milliseconds; shared with whoever changes the back-off (a reload), see
+    /// [`Watch::capture_limit`].
+    capture_limit_ms: Arc<AtomicU64>,
     processed: u64,
     processed_at: u64,
     /// When `processed` last changed (idle time does not reset it).
@@ -97,12 +100,18 @@ impl Watch {
     pub fn new(stall: Duration, capture_limit: Duration) -> Watch {
         Watch {
             stall,
-            capture_limit,
+            capture_limit_ms: Arc::new(AtomicU64::new(capture_limit.as_millis() as u64)),
             processed: 0,
             processed_at: now_ms(),
             progress_at: now_ms(),
             captured: 0,
         }
+    }
+
+    /// The capture limit in milliseconds, to change it while the watch runs (a reload that
+    /// changes `reconnect_max_secs`).
+    pub fn capture_limit(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.capture_limit_ms)
     }
 
     /// `Ok` while the pipeline makes progress, else what is stuck.
@@ -138,7 +147,7 @@ impl Watch {
         };
         for (name, beat) in beats {
             let quiet = now.saturating_sub(beat);
-            if beat != 0 && quiet > self.capture_limit.as_millis() as u64 {
+            if beat != 0 && quiet > self.capture_limit_ms.load(Relaxed) {
                 return Err(format!(
                     "the capture thread has not returned from the source{name} for {:.0} s",
                     quiet as f64 / 1000.0

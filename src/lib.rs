@@ -18,7 +18,8 @@
 //! Frames in:
 //! - [`frame`]: the [`frame::Frame`] type and pixel formats (RGB, GRAY, YUYV, NV12, MJPEG, encoded
 //!   files), their conversion to RGB (in the workers, never on capture), a JPEG's rows decoded as
-//!   the resize reads them, and JPEG encoding (snapshots, the live view).
+//!   the resize reads them, `jpeg_window` a JPEG decoded only in the window its regions need
+//!   (libjpeg-turbo's skip and crop), and JPEG encoding (snapshots, the live view).
 //! - [`source`]: the [`source::FrameSource`] trait and the sources: `synthetic` (rendered scenes
 //!   for the bundled model, with their true label), `files` (images on disk), `pipe` (a
 //!   program's output: ffmpeg for RTSP, rpicam-vid, GStreamer), `http_mjpeg` (IP cameras) and
@@ -65,13 +66,16 @@
 //! - [`notify`]: systemd readiness, watchdog and stopping notifications.
 //! - [`memory`]: process-wide allocator settings (one malloc arena).
 //! - [`http`]: the embedded HTTP server (live view, `/healthz`, `/metrics`, JSON API), fed by
-//!   [`live`] (latest frame, score timeline, recent events); bounded connections on a small
+//!   [`live`] (per source: latest frame, top-k of the frame or of each region, score timeline,
+//!   recent events; `live::source` holds one source's state); bounded connections on a small
 //!   tokio runtime of its own (`http::conn` reads requests with httparse, `http::limits` holds
-//!   the bounds and the server's counters, `http::request` the parsed request).
+//!   the bounds and the server's counters, `http::request` the parsed request, `http::sources`
+//!   `/api/live` with each source's health).
 //!
 //! Commands and tools:
 //! - [`cli`]: the `check`, `classify` and `synth` commands' logic, testable without the binary.
-//! - [`bench`]: `lookout bench`, model, preprocessing and pipeline figures beside a peer baseline.
+//! - [`bench`]: `lookout bench`, model, preprocessing and pipeline figures beside a peer baseline;
+//!   several sources through the one pool (`--sources`) and one frame's regions (`--regions`).
 //! - [`fuzz`]: entry points for fuzzing the parsers (`fuzz/`, `tests/fuzz.rs`).
 
 pub mod bench;

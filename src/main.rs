@@ -107,6 +107,19 @@ enum Command {
         /// Also time the model (and each --vs model) on tract's own kernels, in the same run.
         #[arg(long)]
         vs_tract_kernels: bool,
+        /// Also replay N 640x480 MJPEG streams through the shared worker pool, each at --fps
+        /// (default 15): per-source fps, latency, drops, fairness under overload, one failing.
+        #[arg(
+            long,
+            value_name = "N",
+            default_value_t = 0,
+            conflicts_with = "model_only"
+        )]
+        sources: usize,
+        /// Also classify a 1920x1080 frame's 3x2 grid of regions, batched and one crop per
+        /// run, and time its JPEG decoded only in a corner region's window.
+        #[arg(long, conflicts_with = "model_only")]
+        regions: bool,
     },
     /// List cameras (V4L2 devices) with the formats, sizes and rates they offer.
     Cameras,
@@ -261,6 +274,8 @@ fn main() -> ExitCode {
             tract_kernels,
             vs,
             vs_tract_kernels,
+            sources,
+            regions,
         } => {
             init_logging("warn");
             let mut cfg = match load(config.as_ref()) {
@@ -287,6 +302,8 @@ fn main() -> ExitCode {
                 model_only,
                 vs,
                 vs_tract_kernels,
+                sources,
+                regions,
             };
             match lookout::bench::run(&cfg, &opts) {
                 Ok(report) => {

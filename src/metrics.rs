@@ -360,8 +360,10 @@ pub struct Metrics {
 }
 
 /// The stage times of one classified frame (workers).
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct FrameTimes {
+    /// The frame's source (`[[sources]]` `name`), for per-source figures (`bench --sources`).
+    pub source: Option<Arc<str>>,
     pub queue_wait: Duration,
     pub decode: Duration,
     pub preprocess: Duration,
@@ -370,7 +372,7 @@ pub struct FrameTimes {
     pub total: Duration,
 }
 
-/// Frames a trace holds at most (80 bytes each: 40 MB); later frames are counted in the
+/// Frames a trace holds at most (96 bytes each: 48 MB); later frames are counted in the
 /// histograms only.
 const TRACE_CAP: usize = 1 << 19;
 

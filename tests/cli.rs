@@ -234,6 +234,133 @@ fn bench_short_mode_prints_the_json_summary() {
 }
 
 #[test]
+fn bench_with_sources_reports_each_source_and_the_fairness_ratio() {
+    let out = lookout(&[
+        "bench",
+        "--json",
+        "--runs",
+        "3",
+        "--warmup",
+        "1",
+        "--frames",
+        "20",
+        "--fps",
+        "10",
+        "--sources",
+        "2",
+        "--regions",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let f = &v["sources"];
+    assert_eq!(f["sources"].as_u64(), Some(2), "{f}");
+    assert_eq!(f["fps"].as_f64(), Some(10.0));
+    let run = |name: &str| &f[name];
+    for (name, n) in [
+        ("baseline", 1),
+        ("paced", 2),
+        ("overload", 2),
+        ("failing", 2),
+    ] {
+        let r = run(name);
+        let per = r["per_source"].as_array().expect("per_source");
+        assert_eq!(per.len(), n, "{name}: {r}");
+        let frames: u64 = per.iter().map(|p| p["frames"].as_u64().unwrap()).sum();
+        assert_eq!(
+            r["frames"].as_u64(),
+            Some(frames),
+            "{name}: totals are the sources' sum"
+        );
+        assert!(frames > 0, "{name}: {r}");
+        let shares: f64 = per.iter().map(|p| p["share"].as_f64().unwrap()).sum();
+        assert!(
+            (shares - 1.0).abs() < 1e-9,
+            "{name}: shares add up to {shares}"
+        );
+        for p in per {
+            let share = p["share"].as_f64().unwrap();
+            let of_equal = p["share_of_equal"].as_f64().unwrap();
+            assert!((of_equal - share * n as f64).abs() < 1e-9, "{p}");
+            assert!(p["fps"].as_f64().unwrap() > 0.0, "{name}: {p}");
+            let (p50, p99) = (p["e2e_ms"]["p50"].as_f64(), p["e2e_ms"]["p99"].as_f64());
+            assert!(p50.unwrap() > 0.0 && p99.unwrap() >= p50.unwrap(), "{p}");
+            assert!(p["dropped"].as_u64().is_some() && p["captured"].as_u64().is_some());
+        }
+    }
+    // Fairness: the smallest overload share over the largest.
+    let shares: Vec<f64> = run("overload")["per_source"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["share"].as_f64().unwrap())
+        .collect();
+    let fairness = f["fairness"].as_f64().unwrap();
+    let (lo, hi) = (shares[0].min(shares[1]), shares[0].max(shares[1]));
+    assert!((fairness - lo / hi).abs() < 1e-9 && fairness > 0.0 && fairness <= 1.0);
+    // The failing source really failed and was reopened; the other did not.
+    let failing = run("failing")["per_source"].as_array().unwrap();
+    assert!(
+        failing[0]["source_errors"].as_u64().unwrap() >= 1,
+        "{}",
+        failing[0]
+    );
+    assert!(
+        failing[0]["reconnects"].as_u64().unwrap() >= 1,
+        "{}",
+        failing[0]
+    );
+    assert_eq!(failing[1]["source_errors"].as_u64(), Some(0));
+    assert!(f["failing_others_fps_ratio"].as_f64().unwrap() > 0.0);
+    assert!(f["paced_e2e_p50_ratio"].as_f64().unwrap() > 0.0);
+    let checks = v["checks"].as_array().expect("checks");
+    let named = |prefix: &str| {
+        checks
+            .iter()
+            .filter(|c| c["name"].as_str().unwrap().starts_with(prefix))
+            .count()
+    };
+    assert_eq!(named("sources"), 4, "{checks:?}");
+    // Regions: a 3x2 grid of a 1920x1080 frame, one run per crop at least, and the corner
+    // windows decoded smaller than the frame yet holding their region.
+    let r = &v["regions"];
+    assert_eq!(
+        (r["width"].as_u64(), r["height"].as_u64()),
+        (Some(1920), Some(1080))
+    );
+    assert_eq!(r["grid"], serde_json::json!([3, 2]));
+    assert!(
+        r["single"]["model_ms"]["p50"].as_f64().unwrap() > 0.0,
+        "{r}"
+    );
+    match r.get("batched") {
+        Some(b) => {
+            assert_eq!(b["batch"].as_u64(), Some(6), "{r}");
+            assert!(r["model_ratio"].as_f64().unwrap() > 0.0);
+            assert_eq!(named("regions"), 1);
+        }
+        None => assert!(r["batch_from"].as_str().unwrap().starts_with("none"), "{r}"),
+    }
+    let windows = r["window_decode"].as_array().expect("window_decode");
+    assert_eq!(windows.len(), 2);
+    for w in windows {
+        let (dw, dh) = (
+            w["decoded"][0].as_u64().unwrap(),
+            w["decoded"][1].as_u64().unwrap(),
+        );
+        assert!(
+            (480..1920).contains(&dw) && (270..1080).contains(&dh),
+            "{w}"
+        );
+        assert!(w["window_ms"].as_f64().unwrap() > 0.0 && w["full_ms"].as_f64().unwrap() > 0.0);
+    }
+}
+
+#[test]
 fn bench_profiles_operators_and_compares_kernels_in_one_run() {
     // The bundled int8 model: its convolutions run on lookout's kernels, and on tract's in the
     // comparison.

@@ -425,3 +425,92 @@ fn snapshot_names_say_which_source_and_region_they_show() {
         assert!(names.contains(&name), "{name} in {names:?}");
     }
 }
+
+#[test]
+fn a_source_that_does_not_open_at_startup_is_reopened_while_the_others_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let events = dir.path().join("events.jsonl");
+    // `late` reads a folder that does not exist yet (a share not mounted, a camera not up).
+    let late = dir.path().join("images");
+    let cfg = config(&format!(
+        r#"
+        [[sources]]
+        name = "synth"
+        type = "synthetic"
+        fps = 10
+        [[sources]]
+        name = "late"
+        type = "files"
+        path = {late:?}
+        loop = true
+        fps = 8
+        [pipeline]
+        workers = 1
+        reconnect_min_secs = 0.2
+        reconnect_max_secs = 0.5
+        [[sinks]]
+        type = "jsonl"
+        path = {events:?}
+        [log]
+        summary_secs = 0
+        "#,
+        late = late.display().to_string(),
+        events = events.display().to_string(),
+    ));
+    let running = daemon::start(&cfg, Vec::new(), StopToken::new())
+        .expect("starts with one of its two sources");
+    assert_eq!(running.source_names, ["synth", "late"]);
+    let metrics = std::sync::Arc::clone(running.metrics());
+    let mut watch = Watch::new(Duration::from_secs(60), Duration::from_secs(60));
+    // Until synth's frames are classified: late is down, the daemon degraded but healthy.
+    let mut report = watch.report(&metrics);
+    let until = Instant::now() + Duration::from_secs(60);
+    while !(report.ok && report.degraded) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+        report = watch.report(&metrics);
+    }
+    assert!(report.ok && report.degraded, "{report:?}");
+    assert_eq!(report.down, ["late"]);
+    let s = metrics.snapshot();
+    assert!(!source(&s, "late").up && source(&s, "late").source_errors >= 1);
+    assert_eq!(source(&s, "late").captured, 0);
+
+    // The folder appears: the capture thread's next attempt opens it.
+    images(dir.path());
+    let until = Instant::now() + Duration::from_secs(60);
+    while source(&metrics.snapshot(), "late").inferred < 3 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    running.stop();
+    let snap = running.wait(Duration::from_secs(20));
+    let late = source(&snap, "late");
+    assert!(late.reconnects >= 1 && late.inferred >= 3, "{late:?}");
+    assert_eq!(source(&snap, "synth").source_errors, 0);
+    let from: BTreeSet<String> = jsonl(&events).into_iter().map(|e| e.source).collect();
+    assert_eq!(
+        from,
+        BTreeSet::from(["late".to_string(), "synth".to_string()])
+    );
+
+    // Alone, a source that does not open is a startup error naming it.
+    let alone = config(&format!(
+        "[[sources]]\nname = \"late\"\ntype = \"files\"\npath = {:?}\n[log]\nsummary_secs = 0\n",
+        dir.path().join("missing").display().to_string()
+    ));
+    let err = match daemon::start(&alone, Vec::new(), StopToken::new()) {
+        Ok(_) => panic!("a lone source that does not open must stop the start"),
+        Err(e) => lookout::retry::chain(&e),
+    };
+    assert!(err.contains("late") && err.contains("missing"), "{err}");
+    // Several sources none of which opens: a startup error too, naming the first.
+    let none = config(&format!(
+        "[[sources]]\nname = \"first\"\ntype = \"files\"\npath = {missing:?}\n\
+         [[sources]]\nname = \"second\"\ntype = \"files\"\npath = {missing:?}\n[log]\nsummary_secs = 0\n",
+        missing = dir.path().join("missing").display().to_string()
+    ));
+    let err = match daemon::start(&none, Vec::new(), StopToken::new()) {
+        Ok(_) => panic!("no source opens: the start must fail"),
+        Err(e) => lookout::retry::chain(&e),
+    };
+    assert!(err.contains("first") && err.contains("missing"), "{err}");
+}

@@ -198,6 +198,24 @@ fn reload_adds_and_removes_sources_while_an_unchanged_one_keeps_its_frame_number
         wait_until(Duration::from_secs(60), || from("extra").len() >= 10),
         "the added source's events arrive"
     );
+    // The live view shows the added source (and its frame) beside the kept one.
+    let live_names = || -> Vec<String> {
+        let (status, body) = get(&format!("{}/api/live", d.base), Some("s3cret"));
+        assert_eq!(status, 200);
+        let live: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+        live["sources"]
+            .as_array()
+            .expect("sources")
+            .iter()
+            .map(|s| s["name"].as_str().expect("name").to_owned())
+            .collect()
+    };
+    assert_eq!(live_names(), ["steady", "extra"]);
+    let frame = get(
+        &format!("{}/frame.jpg?source=extra", d.base),
+        Some("s3cret"),
+    );
+    assert_eq!(frame.0, 200, "{}", String::from_utf8_lossy(&frame.1));
     // Remove it again.
     rewrite(dir.path(), &d, &sources(false));
     let (code, msg) = post_reload(&d, Some("s3cret"));
@@ -209,6 +227,16 @@ fn reload_adds_and_removes_sources_while_an_unchanged_one_keeps_its_frame_number
     let extra = from("extra").len();
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(from("extra").len(), extra, "the removed source stopped");
+    assert_eq!(
+        live_names(),
+        ["steady"],
+        "the live view forgets a removed source"
+    );
+    let frame = get(
+        &format!("{}/frame.jpg?source=extra", d.base),
+        Some("s3cret"),
+    );
+    assert_eq!(frame.0, 404, "{}", String::from_utf8_lossy(&frame.1));
 
     // `steady` ran through both reloads: its frame numbers go on without a gap or a restart.
     let mut seqs = from("steady");
@@ -222,4 +250,46 @@ fn reload_adds_and_removes_sources_while_an_unchanged_one_keeps_its_frame_number
         !m.contains("source=\"extra\""),
         "a removed source leaves /metrics"
     );
+}
+
+#[test]
+fn reload_changes_the_reconnection_back_off_and_the_frame_queue_in_place() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // A camera program that exits at once: its capture thread reopens it after each back-off
+    // delay, and every reopening is counted.
+    let body = |min: f64, max: f64, queue: usize| {
+        format!(
+            "[source]\ntype = \"pipe\"\nformat = \"gray\"\nwidth = 8\nheight = 8\ncommand = [\"false\"]\n\
+             [pipeline]\nframe_queue = {queue}\nreconnect_min_secs = {min}\nreconnect_max_secs = {max}\n"
+        )
+    };
+    let d = Daemon::start(
+        dir.path(),
+        &body(4.0, 4.0, 2),
+        &format!("token_env = \"{TOKEN_ENV}\""),
+        &[(TOKEN_ENV, "s3cret")],
+    );
+    let reconnects = || sample(&metrics(&d), "lookout_source_reconnects_total");
+    assert!(
+        wait_until(Duration::from_secs(60), || reconnects() >= 1.0),
+        "the program is reopened after 4 s: {}",
+        common::log_of(dir.path())
+    );
+    rewrite(dir.path(), &d, &body(0.05, 0.1, 3));
+    let (code, msg) = post_reload(&d, Some("s3cret"));
+    assert_eq!(code, 200, "{msg}");
+    assert!(
+        !msg.contains("not applied until a restart"),
+        "frame_queue and reconnect_* apply without a restart: {msg}"
+    );
+    // With 4 s between attempts, 20 reopenings take over 60 s; with the new 0.05-0.1 s, about
+    // two seconds (after the attempt under way, at most 4.8 s).
+    let before = reconnects();
+    assert!(
+        wait_until(Duration::from_secs(40), || reconnects() >= before + 20.0),
+        "the new back-off took over: {} reopenings since the reload\n{}",
+        reconnects() - before,
+        common::log_of(dir.path())
+    );
+    assert_eq!(sample(&metrics(&d), "lookout_reload_failures_total"), 0.0);
 }

@@ -9,14 +9,18 @@
 //! `model` the model-only figures (models taking turns run by run), `replay` the rendered
 //! JPEG frames and the source that replays them through the pipeline, `targets` the checks
 //! against the benchmark's targets, `peer` the Python baseline, `render` the readable summary,
-//! `process` this process's CPU time and peak memory.
+//! `process` this process's CPU time and peak memory, `sources` the runs with several sources
+//! (`--sources`), `regions` one frame's regions batched and its JPEG decoded in a window
+//! (`--regions`).
 
 mod model;
 mod peer;
 mod process;
+mod regions;
 mod render;
 mod replay;
 mod report;
+mod sources;
 mod targets;
 
 use std::path::PathBuf;
@@ -39,9 +43,10 @@ use replay::encode;
 use replay::render_frame;
 use replay::Accumulated;
 pub use report::{
-    BenchReport, Check, Comparison, Percentiles, PipelineRun, PreprocessFigure, Ratios, Stages,
+    BenchReport, Check, Comparison, Percentiles, PipelineRun, PreprocessFigure, Ratios,
+    RegionsFigures, RegionsTiming, SourceFigure, SourcesFigures, SourcesRun, Stages, WindowDecode,
 };
-use targets::targets;
+use targets::{region_targets, source_targets, targets};
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -66,6 +71,12 @@ pub struct BenchOptions {
     pub vs: Vec<PathBuf>,
     /// Also time every model (this one and `vs`) on tract's own kernels.
     pub vs_tract_kernels: bool,
+    /// With more than 0: also run this many replayed sources through the shared worker pool
+    /// (paced at `fps` each, 15 when `fps` is 0; overloaded; one failing), beside one alone.
+    pub sources: usize,
+    /// Also classify a 1920x1080 frame's 3x2 grid of regions, batched and one by one, and
+    /// time its JPEG decoded in a corner region's window.
+    pub regions: bool,
 }
 
 /// Why a benchmark could not run.
@@ -133,6 +144,8 @@ pub fn run(config: &Config, opts: &BenchOptions) -> Result<BenchReport, BenchErr
             ratios: None,
             profile,
             comparisons,
+            sources: None,
+            regions: None,
         });
     }
 
@@ -225,6 +238,36 @@ pub fn run(config: &Config, opts: &BenchOptions) -> Result<BenchReport, BenchErr
         model_ms.p50,
         start_to_first,
     );
+    let mut checks = checks;
+    // Peak memory of the runs above: the extra runs below load a second model (`--regions`)
+    // and decode 1920x1080 frames.
+    let rss_mb = peak_rss_mb();
+    // Several sources through the one pool, and one frame's regions.
+    let sources = if opts.sources > 0 {
+        let bench = sources::Bench {
+            config: &bare,
+            model: &model,
+            frames: &frames,
+            workers,
+        };
+        let fps = if opts.fps > 0.0 {
+            opts.fps
+        } else {
+            sources::DEFAULT_FPS
+        };
+        let figures = bench.run(opts.sources, fps, opts.frames, capacity)?;
+        checks.extend(source_targets(&figures));
+        Some(figures)
+    } else {
+        None
+    };
+    let regions = if opts.regions {
+        let figures = regions::regions(config, &model, opts)?;
+        checks.extend(region_targets(&figures));
+        Some(figures)
+    } else {
+        None
+    };
     let (e2e_ms, paced_dropped) = (paced.e2e_ms, paced.dropped);
     let (fps, frames, cpu_cores) = (main.fps, main.frames, main.cpu_cores);
     let pipeline: Vec<PipelineRun> = one.into_iter().chain([main, paced, overload]).collect();
@@ -242,7 +285,7 @@ pub fn run(config: &Config, opts: &BenchOptions) -> Result<BenchReport, BenchErr
         frames,
         dropped: paced_dropped,
         cpu_cores,
-        rss_mb: peak_rss_mb(),
+        rss_mb,
         start_to_first_inference_ms: start_to_first.as_secs_f64() * 1000.0,
         pipeline,
         checks,
@@ -250,6 +293,8 @@ pub fn run(config: &Config, opts: &BenchOptions) -> Result<BenchReport, BenchErr
         ratios: None,
         profile,
         comparisons,
+        sources,
+        regions,
     };
     if opts.peer {
         let peer = run_peer(config, &model, opts, workers)?;

@@ -65,6 +65,50 @@ pub fn render_text(r: &BenchReport) -> String {
             p.cpu_cores
         ));
     }
+    if let Some(f) = &r.sources {
+        s.push_str(&format!(
+            "  {} sources, 640x480 MJPEG, one pool of {} workers, {:.1} s per run; per source: fps, e2e p50 / p99 ms, dropped, share of equal:\n",
+            f.sources, f.workers, f.secs
+        ));
+        for run in [&f.baseline, &f.paced, &f.overload, &f.failing] {
+            s.push_str(&format!(
+                "    {:<12} {:>5.1} fps in each, {:>6.1} fps out\n",
+                run.name, run.source_fps, run.fps
+            ));
+            for p in &run.per_source {
+                s.push_str(&format!(
+                    "      {:<10} {:>6.1} fps  e2e {:>6.2} / {:>6.2}  dropped {:>4}  share {:.2}  errors {}\n",
+                    p.name, p.fps, p.e2e_ms.p50, p.e2e_ms.p99, p.dropped, p.share_of_equal, p.source_errors
+                ));
+            }
+        }
+        s.push_str(&format!(
+            "    paced e2e p50 slowest / one source {:.2}x; overload fairness (smallest / largest share) {:.2}; others' fps with one failing / without {:.3}\n",
+            f.paced_e2e_p50_ratio, f.fairness, f.failing_others_fps_ratio
+        ));
+    }
+    if let Some(f) = &r.regions {
+        s.push_str(&format!(
+            "  regions: {}x{} JPEG, {}x{} grid; batch: {}\n",
+            f.width, f.height, f.grid[0], f.grid[1], f.batch_from
+        ));
+        let timing = |name: &str, t: &super::RegionsTiming| {
+            format!(
+                "    {name:<8} batch {:>2}: model {:>7.2} ms, whole frame {:>7.2} ms (p50)\n",
+                t.batch, t.model_ms.p50, t.total_ms.p50
+            )
+        };
+        if let Some(b) = &f.batched {
+            s.push_str(&timing("batched", b));
+        }
+        s.push_str(&timing("single", &f.single));
+        for d in &f.window_decode {
+            s.push_str(&format!(
+                "    JPEG window {:?} ({}x{} px decoded): {:.2} ms vs full {:.2} ms = {:.2}x\n",
+                d.region, d.decoded[0], d.decoded[1], d.window_ms, d.full_ms, d.ratio
+            ));
+        }
+    }
     s.push_str(&format!("  peak RSS {:.1} MB\n", r.rss_mb));
     if let (Some(p), Some(x)) = (&r.peer, &r.ratios) {
         s.push_str(&format!(

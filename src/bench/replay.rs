@@ -54,23 +54,52 @@ pub(super) fn bench_frames(n: u64) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// Replays pre-encoded JPEG frames, `count` in all, at `fps` (0: as fast as workers take them).
+/// Replays pre-encoded JPEG frames, `count` in all (or for `limit` from its first frame), at
+/// `fps` (0: as fast as workers take them).
 pub(super) struct ReplaySource {
     frames: Vec<Vec<u8>>,
     left: u64,
     next: usize,
     pacer: crate::source::Pacer,
     fps: f64,
+    /// How long it delivers, from its first frame (`--sources` runs: every source as long).
+    limit: Option<(Duration, Option<Instant>)>,
+    /// Waited before the first frame: independent cameras do not deliver in step.
+    phase: Duration,
+    /// Fails this long after each opening (a camera that drops out); the capture thread then
+    /// closes it and reopens it with its back-off. The time it was last opened.
+    fail_every: Option<(Duration, Option<Instant>)>,
 }
 
 impl ReplaySource {
-    fn new(frames: &[Vec<u8>], count: u64, fps: f64) -> ReplaySource {
+    pub(super) fn new(frames: &[Vec<u8>], count: u64, fps: f64) -> ReplaySource {
         ReplaySource {
             frames: frames.to_vec(),
             left: count,
             next: 0,
             pacer: crate::source::Pacer::new(fps),
             fps,
+            limit: None,
+            phase: Duration::ZERO,
+            fail_every: None,
+        }
+    }
+
+    /// Delivers for `secs` seconds from its first frame, which comes `phase` after its first
+    /// call and is frame `first`; with `fail_every`, fails that long after each opening.
+    pub(super) fn timed(
+        frames: &[Vec<u8>],
+        fps: f64,
+        (secs, phase): (f64, Duration),
+        first: usize,
+        fail_every: Option<Duration>,
+    ) -> ReplaySource {
+        ReplaySource {
+            next: first,
+            limit: Some((Duration::from_secs_f64(secs), None)),
+            phase,
+            fail_every: fail_every.map(|d| (d, None)),
+            ..ReplaySource::new(frames, u64::MAX, fps)
         }
     }
 }
@@ -83,12 +112,32 @@ impl crate::source::FrameSource for ReplaySource {
         self.fps > 0.0
     }
     fn open(&mut self) -> Result<(), crate::source::SourceError> {
+        if let Some((_, opened)) = &mut self.fail_every {
+            *opened = Some(Instant::now());
+        }
         Ok(())
     }
     fn next_frame(
         &mut self,
         stop: &StopToken,
     ) -> Result<Option<Frame>, crate::source::SourceError> {
+        if let Some((limit, started)) = &mut self.limit {
+            if started.is_none() && stop.sleep(self.phase) {
+                return Ok(None);
+            }
+            if started.get_or_insert_with(Instant::now).elapsed() >= *limit {
+                return Ok(None);
+            }
+        }
+        if let Some((every, opened)) = &mut self.fail_every {
+            if opened.get_or_insert_with(Instant::now).elapsed() >= *every {
+                *opened = None;
+                return Err(crate::source::SourceError::Input(format!(
+                    "bench replay: this source fails every {:.1} s (as a camera that drops out)",
+                    every.as_secs_f64()
+                )));
+            }
+        }
         if self.left == 0 || self.frames.is_empty() || self.pacer.wait(stop) {
             return Ok(None);
         }

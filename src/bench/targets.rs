@@ -1,6 +1,6 @@
 //! The benchmark's targets, checked against this run's figures.
 
-use super::{Check, PipelineRun, PreprocessFigure};
+use super::{Check, PipelineRun, PreprocessFigure, RegionsFigures, SourcesFigures};
 use crate::frame::PixelFormat;
 use std::time::Duration;
 
@@ -79,4 +79,38 @@ pub(super) fn targets(
         1000.0,
     ));
     checks
+}
+
+/// `--sources`: every source's paced latency against one source alone, each source's share
+/// under overload against an equal share, and the others' throughput while one fails.
+pub(super) fn source_targets(f: &SourcesFigures) -> Vec<Check> {
+    let shares = f.overload.per_source.iter().map(|s| s.share_of_equal);
+    let lo = shares.clone().fold(f64::MAX, f64::min);
+    let hi = shares.fold(0.0, f64::max);
+    vec![
+        Check::at_most(
+            "sources paced: slowest source's e2e p50 / one source's",
+            f.paced_e2e_p50_ratio,
+            1.3,
+        ),
+        Check::at_least(
+            "sources overload 3x: smallest share / equal share",
+            if lo == f64::MAX { 0.0 } else { lo },
+            0.8,
+        ),
+        Check::at_most("sources overload 3x: largest share / equal share", hi, 1.25),
+        Check::at_most(
+            "sources, one failing every second: |others' fps / without it - 1|",
+            (f.failing_others_fps_ratio - 1.0).abs(),
+            0.05,
+        ),
+    ]
+}
+
+/// `--regions`: the six crops' model time in one batch against six runs, where batched.
+pub(super) fn region_targets(f: &RegionsFigures) -> Vec<Check> {
+    f.model_ratio
+        .map(|r| Check::at_most("regions 3x2: model time batched / one run per crop", r, 0.8))
+        .into_iter()
+        .collect()
 }

@@ -3,10 +3,12 @@
 //! A [`Frame`] carries the bytes exactly as the source produced them (raw RGB/GRAY/YUYV/NV12, a
 //! JPEG, or an encoded image file) with its size, sequence number and capture time. Sources never
 //! convert: the workers call [`decode_rgb`], so a frame that is dropped is never decoded. JPEGs are
-//! decoded at reduced scale (1/2, 1/4, 1/8) when the caller says how large the image needs to be.
+//! decoded at reduced scale (1/2, 1/4, 1/8) when the caller says how large the image needs to be,
+//! or only in the window a caller's crops need ([`jpeg_window`]).
 //! Colour conversion uses BT.601 limited range, as V4L2 cameras deliver it.
 
 mod encode;
+pub mod jpeg_window;
 pub mod rect;
 
 pub use encode::encode_jpeg;

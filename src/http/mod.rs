@@ -20,19 +20,22 @@
 //! | path | what |
 //! |---|---|
 //! | `/` | the live view page (HTML/JS served from the binary, no external resources) |
-//! | `/healthz` | `200 ok` while frames are classified; `503` and the reason otherwise |
+//! | `/healthz` | `200 ok` while frames are classified (`ok (degraded: ...)` naming the sources down); `503` and the reason otherwise |
 //! | `/metrics` | Prometheus text format: counters, stage latency histograms, sinks, process |
 //! | `/api/status` | JSON: device, source, model, health, counters and latency summaries |
-//! | `/api/live` | JSON: the latest frame's sequence number, capture time and top-k |
-//! | `/api/history?since=MS` | JSON: timeline points (top-k per ~250 ms) after `since` |
-//! | `/api/events?limit=N` | JSON: the most recent events (default 50, at most 200) |
-//! | `/frame.jpg` | the latest classified frame as JPEG |
+//! | `/api/live` | JSON: the first source's latest frame (sequence number, capture time, top-k), and `sources`: each source's health, latest frame, top-k and regions (rectangle, top-k) |
+//! | `/api/history?since=MS&source=NAME` | JSON: a source's timeline points (top-k per ~250 ms) after `since` |
+//! | `/api/events?limit=N&source=NAME` | JSON: the most recent events (default 50, at most 200), of all sources or of one |
+//! | `/frame.jpg?source=NAME` | a source's latest classified frame as JPEG |
 //! | `POST /api/reload` | re-read the configuration file (needs `token_env`); 200 and what changed, or 422 and why nothing did |
+//!
+//! `source=NAME` is optional: the first source by default (all sources for events); a name the
+//! daemon does not have is a 404 that lists the names it has.
 
 //!
 //! Layout: the config, shared state and the accept loop here; `conn` reads requests and writes
 //! responses on one connection, `request` is the parsed request, `limits` holds the bounds and the server's counters, `routes`
-//! answers each path, `respond` builds responses and reads queries and the token, `prometheus`
+//! answers each path (`sources`: `/api/live` with each source's health), `respond` builds responses and reads queries and the token, `prometheus`
 //! writes `/metrics`.
 
 mod conn;
@@ -41,6 +44,7 @@ mod prometheus;
 mod request;
 mod respond;
 mod routes;
+mod sources;
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;

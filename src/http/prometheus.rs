@@ -1,5 +1,5 @@
 //! `/metrics` in the Prometheus text format: counters, stage latency histograms, per-sink
-//! figures and the process's own.
+//! figures, the live view's per-source and per-region figures, and the process's own.
 
 use std::fmt::Write as _;
 use std::time::Instant;
@@ -138,6 +138,60 @@ fn source_metrics(o: &mut String, sources: &[std::sync::Arc<crate::metrics::Sour
     }
 }
 
+/// The families kept by the live view, per source and region: events, region
+/// classifications, and the latest best score (label `label`: its class). A source without
+/// regions has series without a `region` label; one with regions has one series per region.
+fn live_metrics(o: &mut String, sources: &[crate::live::SourceCounts]) {
+    let place = |s: &crate::live::SourceCounts, region: Option<&str>| match region {
+        None => format!("source=\"{}\"", escape(&s.name)),
+        Some(r) => format!("source=\"{}\",region=\"{}\"", escape(&s.name), escape(r)),
+    };
+    let name = "lookout_source_events_total";
+    let _ = writeln!(
+        o,
+        "# HELP {name} Events, per source (and region, for a source with regions).\n# TYPE {name} counter"
+    );
+    for s in sources {
+        if s.regions.is_empty() {
+            let _ = writeln!(o, "{name}{{{}}} {}", place(s, None), s.frame_events);
+        }
+        for r in &s.regions {
+            let _ = writeln!(o, "{name}{{{}}} {}", place(s, Some(&*r.name)), r.events);
+        }
+    }
+    let name = "lookout_region_classifications_total";
+    let _ = writeln!(
+        o,
+        "# HELP {name} Region crops classified, per source and region.\n# TYPE {name} counter"
+    );
+    for s in sources {
+        for r in &s.regions {
+            let _ = writeln!(o, "{name}{{{}}} {}", place(s, Some(&*r.name)), r.classified);
+        }
+    }
+    let name = "lookout_latest_top_score";
+    let _ = writeln!(
+        o,
+        "# HELP {name} Best score of the latest classification, per source (and region); label: its class.\n# TYPE {name} gauge"
+    );
+    for s in sources {
+        let whole = s.top.as_ref().map(|t| (None, t));
+        let regions = s
+            .regions
+            .iter()
+            .filter_map(|r| r.top.as_ref().map(|t| (Some(&*r.name), t)));
+        for (region, top) in whole.into_iter().chain(regions) {
+            let _ = writeln!(
+                o,
+                "{name}{{{},label=\"{}\"}} {}",
+                place(s, region),
+                escape(&top.label),
+                top.score
+            );
+        }
+    }
+}
+
 pub(super) fn gauge(out: &mut String, name: &str, help: &str, v: f64) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
 }
@@ -229,6 +283,7 @@ pub(super) fn prometheus(state: &State, started: Instant) -> String {
         m.input.skipped_bytes.load(Relaxed),
     );
     source_metrics(&mut o, &m.sources());
+    live_metrics(&mut o, &state.live.counts());
     counter(
         &mut o,
         "lookout_events_total",
@@ -397,6 +452,60 @@ fn link_metrics(o: &mut String, sinks: &[std::sync::Arc<crate::metrics::SinkMetr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn live_families_carry_source_and_region_labels() {
+        use crate::event::TopEntry;
+        use crate::live::{Live, LiveSource};
+        use crate::source::regions::Region;
+        let region = |name: &str, x: f64| Region {
+            name: name.into(),
+            rect: [x, 0.0, 0.5, 1.0],
+            model: "default".into(),
+        };
+        let live = Live::with_sources(&[
+            LiveSource {
+                name: "lanes".into(),
+                regions: vec![region("left", 0.0), region("right", 0.5)],
+                key: "1".into(),
+            },
+            LiveSource {
+                name: "cam".into(),
+                regions: Vec::new(),
+                key: "1".into(),
+            },
+        ]);
+        let top = |label: &str, score: f32| {
+            vec![TopEntry {
+                index: 1,
+                label: label.into(),
+                score,
+            }]
+        };
+        live.classified("lanes", Some("left"), 0, 1, "t", &top("dent", 0.75), None);
+        live.classified("cam", None, 0, 1, "t", &top("ok", 0.5), None);
+        let mut e = crate::event::Event::example();
+        e.source = "lanes".into();
+        e.region = Some("left".into());
+        live.event(&std::sync::Arc::new(e));
+        let mut out = String::new();
+        live_metrics(&mut out, &live.counts());
+        for line in [
+            "lookout_source_events_total{source=\"lanes\",region=\"left\"} 1",
+            "lookout_source_events_total{source=\"lanes\",region=\"right\"} 0",
+            "lookout_source_events_total{source=\"cam\"} 0",
+            "lookout_region_classifications_total{source=\"lanes\",region=\"left\"} 1",
+            "lookout_region_classifications_total{source=\"lanes\",region=\"right\"} 0",
+            "lookout_latest_top_score{source=\"lanes\",region=\"left\",label=\"dent\"} 0.75",
+            "lookout_latest_top_score{source=\"cam\",label=\"ok\"} 0.5",
+        ] {
+            assert!(out.lines().any(|l| l == line), "{line} in:\n{out}");
+        }
+        assert!(
+            !out.contains("region=\"right\",label"),
+            "no score before a classification"
+        );
+    }
 
     #[test]
     fn histogram_export_is_cumulative_and_complete() {

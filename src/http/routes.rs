@@ -1,4 +1,5 @@
-//! What each path answers: the page, health, status, live data, events, the frame, reload.
+//! What each path answers: the page, health, status, live data, events, the frame, reload
+//! (`?source=` picks one source of several; `sources` builds `/api/live`).
 
 use std::time::Instant;
 
@@ -57,6 +58,8 @@ pub(super) fn handle(req: &Request, shared: &Shared) -> Resp {
         )
         .with_header(header("WWW-Authenticate", "Bearer"))
     } else {
+        // `?source=NAME`: one source of several (default: the first; events: all).
+        let source = query(url, "source").filter(|s| !s.is_empty());
         match path {
             "/" | "/index.html" => text(200, "text/html; charset=utf-8", PAGE),
             "/metrics" => {
@@ -67,31 +70,40 @@ pub(super) fn handle(req: &Request, shared: &Shared) -> Resp {
                 text(200, "text/plain; version=0.0.4; charset=utf-8", body)
             }
             "/api/status" => json(&status(state, started)),
-            "/api/live" => json(&state.live.latest()),
+            "/api/live" => json(&super::sources::live(state)),
             "/api/history" => {
                 let since = query(url, "since")
                     .and_then(|s| s.parse().ok())
                     .unwrap_or(0);
-                json(&state.live.history_since(since))
+                match state.live.history_since(source.as_deref(), since) {
+                    Ok(points) => json(&points),
+                    Err(e) => unknown_source(&e),
+                }
             }
             "/api/events" => {
                 let limit = query(url, "limit")
                     .and_then(|s| s.parse().ok())
                     .unwrap_or(50usize)
                     .min(crate::live::RECENT_EVENTS);
-                let (events, total) = state.live.recent_events(limit);
-                let events: Vec<&crate::event::Event> = events.iter().map(|e| &**e).collect();
-                json(&serde_json::json!({ "total": total, "events": events }))
+                match state.live.recent_events(source.as_deref(), limit) {
+                    Ok((events, total)) => {
+                        let events: Vec<&crate::event::Event> =
+                            events.iter().map(|e| &**e).collect();
+                        json(&serde_json::json!({ "total": total, "events": events }))
+                    }
+                    Err(e) => unknown_source(&e),
+                }
             }
-            "/frame.jpg" => match state.live.jpeg() {
-                Some(Ok((seq, bytes))) => text(200, "image/jpeg", bytes.as_slice())
+            "/frame.jpg" => match state.live.jpeg(source.as_deref()) {
+                Ok(Some(Ok((seq, bytes)))) => text(200, "image/jpeg", bytes.as_slice())
                     .with_header(header("X-Frame-Seq", &seq.to_string())),
-                Some(Err(e)) => text(500, "text/plain; charset=utf-8", format!("{e}\n")),
-                None => text(
+                Ok(Some(Err(e))) => text(500, "text/plain; charset=utf-8", format!("{e}\n")),
+                Ok(None) => text(
                     404,
                     "text/plain; charset=utf-8",
                     "no frame classified yet\n",
                 ),
+                Err(e) => unknown_source(&e),
             },
             _ => text(
                 404,
@@ -100,6 +112,11 @@ pub(super) fn handle(req: &Request, shared: &Shared) -> Resp {
             ),
         }
     }
+}
+
+/// A `?source=` the daemon does not have: 404, naming the sources it has.
+fn unknown_source(e: &crate::live::UnknownSource) -> Resp {
+    text(404, "text/plain; charset=utf-8", format!("{e}\n"))
 }
 
 pub(super) fn reload(state: &State) -> Resp {

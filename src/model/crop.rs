@@ -1,5 +1,6 @@
-//! Regions of a frame classified as their own crops: the frame is decoded once at full size,
-//! each region cut out of it and given the model's preprocessing, and the crops go through the
+//! Regions of a frame classified as their own crops: the frame is decoded once at full size
+//! (a JPEG only in the window that holds every region, [`decode_jpeg_window`]: its pixels are
+//! the full decode's), each region cut out of it and given the model's preprocessing, and the crops go through the
 //! model a batch at a time when the model's batch is larger than one (set `input_shape`'s batch
 //! to the number of regions on a model whose batch dimension is open), else one run each.
 
@@ -8,13 +9,18 @@ use std::time::{Duration, Instant};
 use lookout_engine::team;
 
 use super::{ModelError, Scores, Session};
+use crate::frame::jpeg_window::{decode_jpeg_window, PixelRect};
 use crate::frame::rect::pixels;
-use crate::frame::{decode_rgb, Frame, FrameError, RgbBuf};
+use crate::frame::{decode_rgb, jpeg_data, Frame, FrameError, RgbBuf};
 use crate::model::ClassifyError;
 
 /// The `rect` (fractions of the frame) of `rgb`, copied out.
 pub fn crop(rgb: &RgbBuf, rect: [f64; 4]) -> RgbBuf {
-    let (x, y, w, h) = pixels(rect, rgb.width, rgb.height);
+    crop_pixels(rgb, pixels(rect, rgb.width, rgb.height))
+}
+
+/// The pixels `(x, y, w, h)` of `rgb` (inside it), copied out.
+pub fn crop_pixels(rgb: &RgbBuf, (x, y, w, h): PixelRect) -> RgbBuf {
     let stride = rgb.width as usize * 3;
     let mut data = Vec::with_capacity(w as usize * h as usize * 3);
     for row in y..y + h {
@@ -28,20 +34,51 @@ pub fn crop(rgb: &RgbBuf, rect: [f64; 4]) -> RgbBuf {
     }
 }
 
-/// Decodes `frame` at full size into `rgb`, for cropping regions out of it.
-pub fn decode_whole(frame: &Frame, rgb: &mut RgbBuf) -> Result<(), ClassifyError> {
-    decode_rgb(frame, None, rgb)?;
-    let (w, h) = (rgb.width, rgb.height);
-    if w == 0 || h == 0 || rgb.data.len() < w as usize * h as usize * 3 {
-        return Err(FrameError::Geometry {
-            format: frame.format.name(),
-            width: w,
-            height: h,
-            why: "a frame with regions needs pixels to crop",
+/// The crops of `rects` (fractions of the frame) of `frame`, in order: a JPEG is decoded only
+/// in the window that holds them all, another format whole; `rgb` is the decode buffer.
+pub fn decode_crops(
+    frame: &Frame,
+    rects: &[[f64; 4]],
+    rgb: &mut RgbBuf,
+) -> Result<Vec<RgbBuf>, ClassifyError> {
+    Ok(match jpeg_data(frame) {
+        Some(data) => {
+            // Only the rows and iMCU columns that hold every region are decoded.
+            let mut px = Vec::with_capacity(rects.len());
+            let at = decode_jpeg_window(
+                data,
+                |fw, fh| {
+                    px.extend(rects.iter().map(|r| pixels(*r, fw, fh)));
+                    bounds(&px)
+                },
+                rgb,
+            )?;
+            let (ww, wh) = (rgb.width, rgb.height);
+            let inside = |&(x, y, w, h): &PixelRect| {
+                x >= at.x && y >= at.y && x + w <= at.x + ww && y + h <= at.y + wh
+            };
+            if !px.iter().all(inside) {
+                return Err(FrameError::Jpeg("the decoded window misses a region".into()).into());
+            }
+            px.iter()
+                .map(|&(x, y, w, h)| crop_pixels(rgb, (x - at.x, y - at.y, w, h)))
+                .collect::<Vec<_>>()
         }
-        .into());
-    }
-    Ok(())
+        None => {
+            decode_rgb(frame, None, rgb)?;
+            let (w, h) = (rgb.width, rgb.height);
+            if w == 0 || h == 0 || rgb.data.len() < w as usize * h as usize * 3 {
+                return Err(FrameError::Geometry {
+                    format: frame.format.name(),
+                    width: w,
+                    height: h,
+                    why: "a frame with regions needs pixels to crop",
+                }
+                .into());
+            }
+            rects.iter().map(|r| crop(rgb, *r)).collect()
+        }
+    })
 }
 
 impl Session {
@@ -56,34 +93,39 @@ impl Session {
         team::invite();
         let t0 = Instant::now();
         let mut rgb = std::mem::take(&mut self.rgb);
-        let out = decode_whole(frame, &mut rgb).and_then(|()| {
-            let decode = t0.elapsed() / rects.len().max(1) as u32;
-            self.classify_crops(&rgb, rects, decode)
-        });
+        let crops = decode_crops(frame, rects, &mut rgb);
         self.rgb = rgb;
-        out
+        let crops = crops?;
+        let decode = t0.elapsed() / rects.len().max(1) as u32;
+        self.classify_crops(&crops.iter().collect::<Vec<_>>(), decode)
     }
 
-    /// Classifies each of `rects` of a frame already decoded at full size ([`decode_whole`]),
-    /// a batch at a time; `decode` is recorded as each one's share of the decode time. Several
-    /// models' sessions classify their regions of one decoded frame this way.
+    /// Classifies crops already cut out of a frame ([`decode_crops`]), a batch at a time;
+    /// `decode` is recorded as each one's share of the decode time. Several models' sessions
+    /// classify their regions of one decoded frame this way.
     pub fn classify_crops(
         &mut self,
-        rgb: &RgbBuf,
-        rects: &[[f64; 4]],
+        crops: &[&RgbBuf],
         decode: Duration,
     ) -> Result<Vec<Scores>, ClassifyError> {
-        let crops: Vec<RgbBuf> = rects.iter().map(|r| crop(rgb, *r)).collect();
         let mut out = Vec::with_capacity(crops.len());
         for chunk in crops.chunks(self.batch()) {
-            let images: Vec<&RgbBuf> = chunk.iter().collect();
-            out.extend(self.infer(&images).map_err(ModelError::Infer)?);
+            out.extend(self.infer(chunk).map_err(ModelError::Infer)?);
         }
         for s in &mut out {
             s.decode = decode;
         }
         Ok(out)
     }
+}
+
+/// The smallest rectangle holding every one of `rects` (nothing: an empty one at 0, 0).
+fn bounds(rects: &[PixelRect]) -> PixelRect {
+    let x0 = rects.iter().map(|r| r.0).min().unwrap_or(0);
+    let y0 = rects.iter().map(|r| r.1).min().unwrap_or(0);
+    let x1 = rects.iter().map(|r| r.0 + r.2).max().unwrap_or(0);
+    let y1 = rects.iter().map(|r| r.1 + r.3).max().unwrap_or(0);
+    (x0, y0, x1 - x0, y1 - y0)
 }
 
 #[cfg(test)]
@@ -109,6 +151,43 @@ mod tests {
         assert_eq!(c.data, [2, 1, 7, 3, 1, 7]);
         let all = crop(&rgb, [0.0, 0.0, 1.0, 1.0]);
         assert_eq!(all.data, rgb.data);
+    }
+
+    /// Regions of a JPEG frame (its window decoded only) score exactly as the same regions
+    /// of the frame decoded in full: the window's pixels are the full decode's, bit for bit.
+    #[test]
+    fn regions_of_a_partly_decoded_jpeg_score_as_a_full_decode() {
+        use crate::frame::PixelFormat;
+        use crate::model::{Model, ModelConfig};
+        let model = std::sync::Arc::new(Model::load(&ModelConfig::default()).expect("model"));
+        let mut session = model.session().expect("session");
+        let mut rng = crate::source::scene::SceneRng::new(9);
+        let img = crate::source::scene::render(2, &mut rng, 640, 480);
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
+            .encode_image(&img)
+            .expect("encode");
+        let mut full = RgbBuf::default();
+        crate::frame::decode_jpeg(&jpeg, None, &mut full).expect("decode");
+        let decoded = Frame::new(PixelFormat::Rgb24, full.width, full.height, full.data);
+        let jpeg = Frame::new(PixelFormat::Mjpeg, 0, 0, jpeg);
+        for rects in [
+            vec![[0.0, 0.0, 0.3, 0.3]],
+            vec![[0.55, 0.6, 0.45, 0.4], [0.7, 0.75, 0.1, 0.1]],
+            vec![[0.2, 0.1, 0.2, 0.8]],
+        ] {
+            let a = session.classify_regions(&jpeg, &rects).expect("window");
+            let b = session.classify_regions(&decoded, &rects).expect("full");
+            for (x, y) in a.iter().zip(&b) {
+                assert_eq!(x.raw, y.raw, "{rects:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_window_of_regions_bounds_them_all() {
+        assert_eq!(bounds(&[(10, 20, 5, 5), (2, 30, 4, 10)]), (2, 20, 13, 20));
+        assert_eq!(bounds(&[]), (0, 0, 0, 0));
     }
 
     #[test]

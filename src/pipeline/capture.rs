@@ -1,9 +1,11 @@
 //! The capture loop: one thread per source that owns it, numbers its frames (per source, from 0)
 //! and puts them in its lane of the shared [`FairQueue`]. A live source never waits: when its
 //! lane is full the oldest frame is dropped and counted; a finite source waits for a worker. A
-//! failed source is reopened with capped back-off; the loop ends at the stop token or the
-//! source's end, and closes its lane.
+//! failed source (or one that did not open at startup) is reopened with capped back-off, whose
+//! delays a reload may change ([`Reconnect`]); the loop ends at the stop token or the source's
+//! end, and closes its lane.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +15,40 @@ use crate::metrics::{now_ms, Metrics, SourceMetrics};
 use crate::retry::{chain, Backoff};
 use crate::source::FrameSource;
 use crate::stop::StopToken;
+
+/// The reopening back-off's first delay and cap, shared by every capture thread and set by a
+/// reload; a source takes the current values each time it starts reopening.
+#[derive(Debug)]
+pub struct Reconnect {
+    min_us: AtomicU64,
+    max_us: AtomicU64,
+}
+
+impl Reconnect {
+    pub(super) fn new((min, max): (Duration, Duration)) -> Reconnect {
+        let r = Reconnect {
+            min_us: AtomicU64::new(0),
+            max_us: AtomicU64::new(0),
+        };
+        r.set((min, max));
+        r
+    }
+
+    /// First delay and cap.
+    pub fn get(&self) -> (Duration, Duration) {
+        (
+            Duration::from_micros(self.min_us.load(Relaxed)),
+            Duration::from_micros(self.max_us.load(Relaxed)),
+        )
+    }
+
+    /// Applies to each source's next reopening (one in the middle of one goes on with its
+    /// current delays until it has reopened).
+    pub(super) fn set(&self, (min, max): (Duration, Duration)) {
+        self.min_us.store(min.as_micros() as u64, Relaxed);
+        self.max_us.store(max.as_micros() as u64, Relaxed);
+    }
+}
 
 /// One source's capture thread: what it reads, where it puts frames, what it counts.
 pub(super) struct Capture {
@@ -24,7 +60,9 @@ pub(super) struct Capture {
     pub(super) sm: Arc<SourceMetrics>,
     /// This source's stop: the daemon's, or the one a reload sets to remove the source.
     pub(super) stop: StopToken,
-    pub(super) reconnect: (Duration, Duration),
+    pub(super) reconnect: Arc<Reconnect>,
+    /// The source did not open at startup: the loop starts by reopening it.
+    pub(super) unopened: bool,
 }
 
 pub(super) fn capture_loop(c: Capture) {
@@ -36,16 +74,26 @@ pub(super) fn capture_loop(c: Capture) {
         sm,
         stop,
         reconnect,
+        unopened,
     } = c;
     let name = &sm.name;
     let mut seq = 0u64;
-    let mut backoff = Backoff::new(reconnect.0, reconnect.1);
     let beat = || {
         let now = now_ms();
         m.capture_beat.store(now, Relaxed);
         sm.capture_beat.store(now, Relaxed);
     };
-    sm.up.store(1, Relaxed);
+    if unopened {
+        sm.up.store(0, Relaxed);
+        if !reopen(&mut *source, &reconnect, &stop, &m, &sm, &beat) {
+            source.close();
+            sm.ended.store(1, Relaxed);
+            queue.close(lane);
+            return;
+        }
+    } else {
+        sm.up.store(1, Relaxed);
+    }
     'frames: while !stop.is_stopped() {
         beat();
         match source.next_frame(&stop) {
@@ -76,26 +124,8 @@ pub(super) fn capture_loop(c: Capture) {
                     chain(&e)
                 );
                 source.close();
-                loop {
-                    if stop.sleep(backoff.next_delay()) {
-                        break 'frames;
-                    }
-                    beat();
-                    match source.open() {
-                        Ok(()) => {
-                            m.reconnects.fetch_add(1, Relaxed);
-                            sm.reconnects.fetch_add(1, Relaxed);
-                            sm.up.store(1, Relaxed);
-                            backoff.reset();
-                            log::info!("Source reopened. source={name}");
-                            break;
-                        }
-                        Err(e) => {
-                            m.source_errors.fetch_add(1, Relaxed);
-                            sm.source_errors.fetch_add(1, Relaxed);
-                            log::debug!("Source still failing. source={name} error={}", chain(&e));
-                        }
-                    }
+                if !reopen(&mut *source, &reconnect, &stop, &m, &sm, &beat) {
+                    break 'frames;
                 }
             }
         }
@@ -103,4 +133,39 @@ pub(super) fn capture_loop(c: Capture) {
     source.close();
     sm.ended.store(1, Relaxed);
     queue.close(lane);
+}
+
+/// Opens `source` again and again, with back-off from `reconnect`'s current delays, until it
+/// opens (true) or `stop` is set (false).
+fn reopen(
+    source: &mut dyn FrameSource,
+    reconnect: &Reconnect,
+    stop: &StopToken,
+    m: &Metrics,
+    sm: &SourceMetrics,
+    beat: &dyn Fn(),
+) -> bool {
+    let name = &sm.name;
+    let (min, max) = reconnect.get();
+    let mut backoff = Backoff::new(min, max);
+    loop {
+        if stop.sleep(backoff.next_delay()) {
+            return false;
+        }
+        beat();
+        match source.open() {
+            Ok(()) => {
+                m.reconnects.fetch_add(1, Relaxed);
+                sm.reconnects.fetch_add(1, Relaxed);
+                sm.up.store(1, Relaxed);
+                log::info!("Source reopened. source={name}");
+                return true;
+            }
+            Err(e) => {
+                m.source_errors.fetch_add(1, Relaxed);
+                sm.source_errors.fetch_add(1, Relaxed);
+                log::debug!("Source still failing. source={name} error={}", chain(&e));
+            }
+        }
+    }
 }

@@ -1,5 +1,5 @@
 //! The dispatcher loop: one thread that turns each classified frame into events with the
-//! rules (each source and region with rule state of its own), feeds the live view, and fans each event out to its sinks' bounded queues (a full
+//! rules (each source and region with rule state of its own), feeds the live view (per source and region), and fans each event out to its sinks' bounded queues (a full
 //! queue drops the event for that sink and counts it; the dispatcher never waits for a sink).
 
 use std::collections::HashMap;
@@ -97,7 +97,15 @@ pub(super) fn dispatch_loop(
                 .captured_at
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as u64);
-            live.classified(c.seq, ms, &captured_at, &top, frame.clone());
+            live.classified(
+                &c.source,
+                c.region.as_deref(),
+                c.seq,
+                ms,
+                &captured_at,
+                &top,
+                frame.clone(),
+            );
         }
         for (rule, label, score, targets) in firings {
             let latency = c.captured.elapsed();

@@ -14,7 +14,7 @@
 //! is finished once every lane is closed and empty; the workers then end.
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use crossbeam_channel::{bounded, Receiver, Sender};
@@ -67,7 +67,8 @@ pub(crate) struct FairQueue {
     /// holds both ends); workers end on [`FairQueue::finished`].
     ready_tx: Sender<()>,
     ready_rx: Receiver<()>,
-    capacity: usize,
+    /// Frames per lane (at least 1); a reload may change it.
+    capacity: AtomicUsize,
     /// The totals beside each source's counters (drops are counted in both).
     metrics: Arc<Metrics>,
 }
@@ -84,9 +85,22 @@ impl FairQueue {
             room: Condvar::new(),
             ready_tx,
             ready_rx,
-            capacity: capacity.max(1),
+            capacity: AtomicUsize::new(capacity.max(1)),
             metrics,
         }
+    }
+
+    /// Frames each lane holds at most.
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity.load(Relaxed)
+    }
+
+    /// Sets the frames each lane holds (at least 1). A live lane over it drops its oldest
+    /// frames at its next put; a lane that is not live waits until it is under it.
+    pub(crate) fn set_capacity(&self, capacity: usize) {
+        self.capacity.store(capacity.max(1), Relaxed);
+        // Non-live sources waiting for room see the new capacity at once.
+        self.room.notify_all();
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -110,7 +124,7 @@ impl FairQueue {
             model,
             live,
             open: true,
-            frames: VecDeque::with_capacity(self.capacity),
+            frames: VecDeque::with_capacity(self.capacity()),
         };
         // A lane whose source a reload removed is taken over once it is empty.
         if let Some(i) = s.lanes.iter().position(|l| !l.open && l.frames.is_empty()) {
@@ -130,14 +144,18 @@ impl FairQueue {
             let Some(l) = s.lanes.get_mut(lane) else {
                 return false;
             };
-            if l.frames.len() < self.capacity {
+            let capacity = self.capacity();
+            if l.frames.len() < capacity {
                 l.frames.push_back(frame);
                 break;
             }
             if l.live {
-                l.frames.pop_front();
-                l.source.dropped.fetch_add(1, Relaxed);
-                self.metrics.dropped.fetch_add(1, Relaxed);
+                // More than one over when a reload made the lanes shorter.
+                while l.frames.len() >= capacity {
+                    l.frames.pop_front();
+                    l.source.dropped.fetch_add(1, Relaxed);
+                    self.metrics.dropped.fetch_add(1, Relaxed);
+                }
                 l.frames.push_back(frame);
                 break;
             }
@@ -382,5 +400,42 @@ mod tests {
         assert!(!q.finished(), "b's frame still waits");
         assert_eq!(q.take(4, true).len(), 1);
         assert!(q.finished() && q.is_empty());
+    }
+
+    #[test]
+    fn shorter_lanes_drop_a_live_lanes_oldest_at_its_next_frame() {
+        let (q, m) = queue(&[("cam", true), ("files", false)], 4);
+        put_all(&q, 0, 0..4);
+        q.set_capacity(2);
+        assert_eq!(q.capacity(), 2);
+        // The lane keeps its four until its source's next frame, then holds the newest two.
+        put_all(&q, 0, 4..5);
+        assert_eq!(m.snapshot().sources[0].dropped, 3);
+        assert_eq!(
+            names(q.take(4, false)),
+            [("cam".into(), 3), ("cam".into(), 4)]
+        );
+        q.set_capacity(0);
+        assert_eq!(q.capacity(), 1, "a lane holds at least one frame");
+    }
+
+    #[test]
+    fn longer_lanes_let_a_waiting_source_go_on() {
+        let (q, m) = queue(&[("files", false)], 1);
+        let q = Arc::new(q);
+        put_all(&q, 0, 0..1);
+        let stop = StopToken::new();
+        let (q2, st) = (Arc::clone(&q), stop.clone());
+        let putter = std::thread::spawn(move || q2.put(0, frame(1), &st));
+        std::thread::sleep(POLL * 3);
+        assert!(!putter.is_finished(), "the lane is full: the put waits");
+        q.set_capacity(2);
+        // Bounded: with room for two frames the put goes in without any take.
+        assert!(putter.join().expect("putter"));
+        assert_eq!(
+            names(q.take(2, false)),
+            [("files".into(), 0), ("files".into(), 1)]
+        );
+        assert_eq!(m.snapshot().dropped, 0);
     }
 }

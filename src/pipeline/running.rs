@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 
+use super::capture::Reconnect;
 use super::fair::FairQueue;
 use crate::metrics::{Metrics, Snapshot};
 use crate::stop::StopToken;
@@ -29,8 +30,8 @@ pub struct Running {
     pub source_name: String,
     /// The sources' names, in config order.
     pub source_names: Vec<String>,
-    /// Source reopening back-off, for sources a reload adds.
-    pub(super) reconnect: (Duration, Duration),
+    /// Source reopening back-off, shared by the capture threads (a reload sets it).
+    pub(super) reconnect: Arc<Reconnect>,
 }
 
 /// One source's capture thread, as [`Running`] keeps it.
@@ -95,6 +96,24 @@ pub(super) fn join_stages(
 impl Running {
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// Sets each source's lane capacity (`[pipeline] frame_queue`) while they run. A lane
+    /// holding more frames than the new capacity drops its oldest ones (counted) at its
+    /// source's next frame.
+    pub fn set_frame_queue(&self, frames: usize) {
+        self.queue.set_capacity(frames);
+    }
+
+    /// Sets the reopening back-off (`[pipeline] reconnect_min_secs`, `reconnect_max_secs`):
+    /// each source takes it the next time it starts reopening.
+    pub fn set_reconnect(&self, min: Duration, max: Duration) {
+        self.reconnect.set((min, max));
+    }
+
+    /// The reopening back-off in force: first delay and cap.
+    pub fn reconnect(&self) -> (Duration, Duration) {
+        self.reconnect.get()
     }
 
     /// Stops the source; the pipeline drains. Call [`Running::wait`] to join it.

@@ -7,11 +7,12 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::capture::{capture_loop, Capture};
+use super::capture::{capture_loop, Capture, Reconnect};
 use super::fair::FairQueue;
 use super::running::{Capturing, Running};
 use super::{spawn, SourcePart, StartError};
 use crate::metrics::{InputStats, Metrics, SourceMetrics};
+use crate::retry::chain;
 use crate::source::FrameSource;
 use crate::stop::StopToken;
 
@@ -22,6 +23,8 @@ pub(super) struct Opened {
     source: Box<dyn FrameSource>,
     sm: Arc<SourceMetrics>,
     lane: usize,
+    /// It did not open (startup with other sources that did): its capture thread reopens it.
+    unopened: bool,
 }
 
 impl Opened {
@@ -30,34 +33,71 @@ impl Opened {
     }
 }
 
-/// Opens every source of `parts` and gives each a lane; on the first that does not open, the
-/// ones opened are closed again and nothing is left behind.
+/// What to do when a source does not open.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum OnFailure {
+    /// Close the ones opened and return the error: nothing is left behind (one source, and a
+    /// reload's added or changed sources).
+    Refuse,
+    /// Keep going without it while at least one other opens: it gets its lane, is marked down
+    /// and its capture thread reopens it with back-off (startup with several sources). When
+    /// none opens, the first error is returned.
+    Reopen,
+}
+
+/// Opens every source of `parts` and gives each a lane. A source that does not open is
+/// handled as `on_failure` says.
 pub(super) fn open_all(
     parts: Vec<SourcePart>,
     queue: &FairQueue,
     metrics: &Metrics,
+    on_failure: OnFailure,
 ) -> Result<Vec<Opened>, StartError> {
-    let mut opened: Vec<(SourcePart, Arc<InputStats>)> = Vec::with_capacity(parts.len());
+    let mut opened: Vec<(SourcePart, Arc<InputStats>, bool)> = Vec::with_capacity(parts.len());
+    let mut first_error: Option<StartError> = None;
     for mut part in parts {
         // Before opening: the reader thread it starts counts what it rejects into these.
         let input = metrics.source_input(&part.name);
         part.source.count_into(Arc::clone(&input));
-        if let Err(e) = part.source.open() {
-            for (mut p, _) in opened {
-                p.source.close();
+        match part.source.open() {
+            Ok(()) => opened.push((part, input, false)),
+            Err(e) if on_failure == OnFailure::Reopen => {
+                log::error!(
+                    "Source did not open; starting without it and reopening it with back-off (its health is down until it opens). source={} error={}",
+                    part.name,
+                    chain(&e)
+                );
+                first_error.get_or_insert(StartError::Source {
+                    source_name: part.name.clone(),
+                    source: e,
+                });
+                opened.push((part, input, true));
             }
-            return Err(StartError::Source {
-                source_name: part.name,
-                source: e,
-            });
+            Err(e) => {
+                for (mut p, _, _) in opened {
+                    p.source.close();
+                }
+                return Err(StartError::Source {
+                    source_name: part.name,
+                    source: e,
+                });
+            }
         }
-        opened.push((part, input));
+    }
+    if let Some(e) = first_error {
+        if opened.iter().all(|(_, _, unopened)| *unopened) {
+            return Err(e);
+        }
     }
     Ok(opened
         .into_iter()
-        .map(|(part, input)| {
+        .map(|(part, input, unopened)| {
             let sm = metrics.add_counted_source(&part.name, input);
-            sm.up.store(1, Relaxed);
+            if unopened {
+                sm.source_errors.fetch_add(1, Relaxed);
+                metrics.source_errors.fetch_add(1, Relaxed);
+            }
+            sm.up.store(u64::from(!unopened), Relaxed);
             sm.ended.store(0, Relaxed);
             let lane = queue.add_lane(
                 Arc::clone(&sm),
@@ -71,6 +111,7 @@ pub(super) fn open_all(
                 source: part.source,
                 sm,
                 lane,
+                unopened,
             }
         })
         .collect())
@@ -82,12 +123,12 @@ pub(super) fn start_capture(
     queue: &Arc<FairQueue>,
     metrics: &Arc<Metrics>,
     stop: &StopToken,
-    reconnect: (Duration, Duration),
+    reconnect: &Arc<Reconnect>,
 ) -> Result<Capturing, StartError> {
     let own = stop.child();
     // A restarted source's counters were marked ended by its previous capture thread.
     o.sm.ended.store(0, Relaxed);
-    o.sm.up.store(1, Relaxed);
+    o.sm.up.store(u64::from(!o.unopened), Relaxed);
     let c = Capture {
         source: o.source,
         queue: Arc::clone(queue),
@@ -95,7 +136,8 @@ pub(super) fn start_capture(
         m: Arc::clone(metrics),
         sm: o.sm,
         stop: own.clone(),
-        reconnect,
+        reconnect: Arc::clone(reconnect),
+        unopened: o.unopened,
     };
     let thread = spawn(&format!("capture-{}", o.name), move || capture_loop(c))?;
     Ok(Capturing {
@@ -150,7 +192,7 @@ impl Running {
             .into_iter()
             .partition(|p| self.captures.iter().any(|c| same(c, p)));
         let order: Vec<String> = keep.iter().chain(&fresh).map(|p| p.name.clone()).collect();
-        let opened = open_all(fresh, &self.queue, &self.metrics)?;
+        let opened = open_all(fresh, &self.queue, &self.metrics, OnFailure::Refuse)?;
         // Stop the sources that are not kept, all at once, then wait for them.
         let (kept, gone): (Vec<Capturing>, Vec<Capturing>) = std::mem::take(&mut self.captures)
             .into_iter()
@@ -182,7 +224,7 @@ impl Running {
             if !changes.restarted.contains(&o.name) {
                 changes.added.push(o.name.clone());
             }
-            let c = start_capture(o, &self.queue, &self.metrics, &self.stop, self.reconnect)?;
+            let c = start_capture(o, &self.queue, &self.metrics, &self.stop, &self.reconnect)?;
             self.captures.push(c);
         }
         self.captures

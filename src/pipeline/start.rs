@@ -7,11 +7,12 @@ use std::sync::Arc;
 use crossbeam_channel::{bounded, RecvTimeoutError, Sender};
 use lookout_engine::team::Team;
 
+use super::capture::Reconnect;
 use super::deliver::sink_loop;
 use super::dispatch::{dispatch_loop, Scored};
 use super::fair::FairQueue;
 use super::running::{Generation, Running};
-use super::sources::{open_all, start_capture};
+use super::sources::{open_all, start_capture, OnFailure};
 use super::worker::worker_loop;
 use super::{spawn, Classified, Delivery, Downstream, Parts, StartError};
 use crate::metrics::Metrics;
@@ -42,7 +43,14 @@ pub fn start(parts: Parts, stop: StopToken) -> Result<Running, StartError> {
     });
     // Frames: capture threads -> workers, one lane per source. Outlives reloads.
     let queue = Arc::new(FairQueue::new(frame_queue, Arc::clone(&metrics)));
-    let opened = open_all(sources, &queue, &metrics)?;
+    // With several sources, one that does not open is reopened by its capture thread while
+    // the others run; a lone source that does not open is a startup error.
+    let on_failure = if sources.len() > 1 {
+        OnFailure::Reopen
+    } else {
+        OnFailure::Refuse
+    };
+    let opened = open_all(sources, &queue, &metrics, on_failure)?;
     let source_names: Vec<String> = opened.iter().map(|o| o.name().to_owned()).collect();
 
     let downstream = Downstream {
@@ -57,9 +65,10 @@ pub fn start(parts: Parts, stop: StopToken) -> Result<Running, StartError> {
     };
     let generation = start_generation(downstream, &queue, &metrics)?;
 
+    let reconnect = Arc::new(Reconnect::new(reconnect));
     let mut captures = Vec::with_capacity(opened.len());
     for o in opened {
-        captures.push(start_capture(o, &queue, &metrics, &stop, reconnect)?);
+        captures.push(start_capture(o, &queue, &metrics, &stop, &reconnect)?);
     }
 
     let (summary_done, summary) = match summary_every {

@@ -100,6 +100,7 @@ pub(super) fn worker_loop(
                         }
                     }
                     m.record_frame(FrameTimes {
+                        source: Some(Arc::clone(&source.name)),
                         queue_wait: waits.get(i).copied().unwrap_or_default(),
                         decode: sum(|s| s.decode),
                         preprocess: sum(|s| s.preprocess),
@@ -252,7 +253,8 @@ fn classify_regions(
     }
     lookout_engine::team::invite();
     let t0 = std::time::Instant::now();
-    crate::model::crop::decode_whole(frame, rgb)?;
+    let rects: Vec<[f64; 4]> = regions.iter().map(|r| r.rect).collect();
+    let crops = crate::model::crop::decode_crops(frame, &rects, rgb)?;
     let decode = t0.elapsed() / regions.len() as u32;
     let mut slots: Vec<Option<RegionScores>> = (0..regions.len()).map(|_| None).collect();
     let mut done: Vec<usize> = Vec::new();
@@ -262,8 +264,8 @@ fn classify_regions(
         }
         done.push(m);
         let mine: Vec<usize> = (0..regions.len()).filter(|&k| models[k] == m).collect();
-        let rects: Vec<[f64; 4]> = mine.iter().map(|&k| regions[k].rect).collect();
-        let scores = sessions[m].classify_crops(rgb, &rects, decode)?;
+        let images: Vec<&RgbBuf> = mine.iter().map(|&k| &crops[k]).collect();
+        let scores = sessions[m].classify_crops(&images, decode)?;
         for (&k, s) in mine.iter().zip(scores) {
             slots[k] = Some((Some(Arc::clone(&regions[k].name)), m, s));
         }
