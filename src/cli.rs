@@ -13,15 +13,93 @@ use crate::daemon::DaemonError;
 use crate::event::TopEntry;
 use crate::frame::{Frame, PixelFormat};
 use crate::model::{postprocess::top_k, Model, ModelConfig};
+use crate::models;
 use crate::retry::chain;
-use crate::rules::RuleSet;
 use crate::source::scene;
 
-/// `lookout check`: loads the model, resolves the rules, and describes what was found.
+/// `lookout check`: loads each model in use, checks the rules' labels against them, and
+/// describes what was found.
 pub fn check(config: &Config, out: &mut dyn Write) -> Result<(), DaemonError> {
-    let model = Model::load(&config.model)?;
+    let sources = config.sources();
+    let loaded = models::load(&models::uses(&config.model, &config.models, &sources))
+        .map_err(crate::daemon::load_error)?;
+    models::check_rules(&config.rules, &sources, &loaded)?;
     let sink_names: Vec<String> = config.sinks.iter().map(|s| s.name().to_owned()).collect();
-    RuleSet::build(&config.rules, &model.labels, &sink_names)?;
+    let mut lines = vec!["config ok".to_owned()];
+    let mut notes = Vec::new();
+    for (i, l) in loaded.iter().enumerate() {
+        if i > 0 {
+            lines.push(String::new());
+        }
+        let cfg = config.models.get(&*l.name).unwrap_or(&config.model);
+        lines.extend(model_lines(&l.model, cfg));
+        lines.push(format!(
+            "used by:      {} ({}): {}",
+            l.name,
+            if &*l.name == models::DEFAULT {
+                "[model]".to_owned()
+            } else {
+                format!("[models.{}]", l.name)
+            },
+            l.used_by.join(", ")
+        ));
+        let b = l.model.input.batch;
+        if b > 1 {
+            let waiting = config.pipeline.frame_queue + 1;
+            notes.push(format!(
+                "note:         model {} has a fixed batch of {b}: each run takes the frames already waiting, up to {}, \
+                 and repeats the last in the empty slots (pipeline.frame_queue = {} lets at most {waiting} wait; \
+                 a batch-1 export of the model runs a single frame {b} times cheaper)",
+                l.name,
+                waiting.min(b),
+                config.pipeline.frame_queue,
+            ));
+        }
+    }
+    for name in models::unused(&config.models, &sources) {
+        lines.push(format!(
+            "not loaded:   {name} ([models.{name}]): no source or region names it"
+        ));
+    }
+    lines.extend([
+        format!(
+            "sources:      {}",
+            sources
+                .iter()
+                .map(|s| {
+                    let what = s.source.build().describe();
+                    if what == s.name {
+                        what
+                    } else {
+                        format!("{} ({what})", s.name)
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        format!(
+            "rules:        {}",
+            if config.rules.is_empty() {
+                "none (every classification is an event)".to_owned()
+            } else {
+                config
+                    .rules
+                    .iter()
+                    .map(|r| r.name.clone())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        ),
+        format!("sinks:        {}", sink_names.join(", ")),
+    ]);
+    for line in lines.iter().chain(&notes) {
+        let _ = writeln!(out, "{line}");
+    }
+    Ok(())
+}
+
+/// What `check` says of one model (`cfg`: its table).
+fn model_lines(model: &Model, cfg: &ModelConfig) -> Vec<String> {
     let i = &model.input;
     let shown: Vec<&str> = model.labels.iter().take(10).map(String::as_str).collect();
     let more = if model.labels.len() > 10 {
@@ -30,8 +108,7 @@ pub fn check(config: &Config, out: &mut dyn Write) -> Result<(), DaemonError> {
         String::new()
     };
     let p = &model.preprocess;
-    let lines = [
-        "config ok".to_owned(),
+    [
         format!("model:        {}", model.name),
         format!(
             "input:        {:?} {:?} shape {:?} (dtype {:?})",
@@ -96,9 +173,7 @@ pub fn check(config: &Config, out: &mut dyn Write) -> Result<(), DaemonError> {
             p.scale,
             p.mean,
             p.std,
-            config
-                .model
-                .preprocess
+            cfg.preprocess
                 .preset
                 .map_or(String::new(), |s| format!(" (preset {s:?})"))
         ),
@@ -106,53 +181,8 @@ pub fn check(config: &Config, out: &mut dyn Write) -> Result<(), DaemonError> {
             "loaded in:    {:.0} ms",
             model.load_time.as_secs_f64() * 1000.0
         ),
-        format!(
-            "sources:      {}",
-            config
-                .sources()
-                .iter()
-                .map(|s| {
-                    let what = s.source.build().describe();
-                    if what == s.name {
-                        what
-                    } else {
-                        format!("{} ({what})", s.name)
-                    }
-                })
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-        format!(
-            "rules:        {}",
-            if config.rules.is_empty() {
-                "none (every classification is an event)".to_owned()
-            } else {
-                config
-                    .rules
-                    .iter()
-                    .map(|r| r.name.clone())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            }
-        ),
-        format!("sinks:        {}", sink_names.join(", ")),
-    ];
-    let mut notes = Vec::new();
-    if i.batch > 1 {
-        let waiting = config.pipeline.frame_queue + 1;
-        notes.push(format!(
-            "note:         the model has a fixed batch of {b}: each run takes the frames already waiting, up to {}, \
-             and repeats the last in the empty slots (pipeline.frame_queue = {} lets at most {waiting} wait; \
-             a batch-1 export of the model runs a single frame {b} times cheaper)",
-            waiting.min(i.batch),
-            config.pipeline.frame_queue,
-            b = i.batch,
-        ));
-    }
-    for line in lines.iter().chain(&notes) {
-        let _ = writeln!(out, "{line}");
-    }
-    Ok(())
+    ]
+    .into()
 }
 
 /// One line of `classify` output.

@@ -1,6 +1,7 @@
 //! The configuration file: parse, validate without I/O, then let each component `build()`.
 //!
-//! One TOML file holds `[source]` (or `[[sources]]`), `[model]` (+ `[model.preprocess]`), `[pipeline]`, `[[rules]]`,
+//! One TOML file holds `[source]` (or `[[sources]]`), `[model]` (+ `[model.preprocess]`, and
+//! named `[models.NAME]` tables, see [`crate::models`]), `[pipeline]`, `[[rules]]`,
 //! `[[sinks]]` and `[log]`. Every struct denies unknown keys, so a misspelt key is an error that
 //! names the file, the key path and the keys that are allowed. Validation ([`Config::validate`])
 //! is pure and reports every problem at once. Each component's config struct lives beside the
@@ -9,6 +10,7 @@
 //!
 //! Relative paths in the file are taken relative to the working directory of the daemon.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -36,9 +38,15 @@ pub struct Config {
     /// Several named sources, one capture thread each, sharing the workers.
     #[serde(default)]
     pub sources: Vec<NamedSource>,
-    /// The classifier.
+    /// The classifier: the model of every source and region that names none (its name is
+    /// "default").
     #[serde(default)]
     pub model: ModelConfig,
+    /// More classifiers, `[models.NAME]` tables with `[model]`'s keys, for the sources and
+    /// regions that name them (`model = "NAME"`). Each one in use is loaded once and shared;
+    /// one that nothing names is not loaded. Default none.
+    #[serde(default)]
+    pub models: BTreeMap<String, ModelConfig>,
     /// Workers and queues.
     #[serde(default)]
     pub pipeline: PipelineConfig,
@@ -257,8 +265,10 @@ impl Config {
                 );
             }
         }
-        crate::source::list::validate(self.source.as_ref(), &self.sources, &mut p);
+        let model_names = crate::models::names(&self.models);
+        crate::source::list::validate(self.source.as_ref(), &self.sources, &model_names, &mut p);
         self.model.validate("model", &mut p);
+        crate::models::validate(&self.models, &mut p);
         p.range("pipeline.workers", self.pipeline.workers, 0, 256);
         p.range("pipeline.frame_queue", self.pipeline.frame_queue, 1, 1024);
         p.range(

@@ -12,12 +12,13 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::health::{Report, Watch};
-use crate::http::{HttpError, Info, ReloadRequest, Server, State};
+use crate::http::{HttpError, Info, ModelInfo, ReloadRequest, Server, State};
 use crate::live::{Live, LiveSource};
 use crate::metrics::{Metrics, Snapshot};
 use crate::model::{Model, ModelError};
+use crate::models::{self, Loaded};
 use crate::notify::Notifier;
-use crate::pipeline::{self, Downstream, Parts, Running, SourcePart, StartError};
+use crate::pipeline::{self, Downstream, ModelPart, Parts, Running, SourcePart, StartError};
 use crate::rules::{RuleSet, UnknownLabel};
 use crate::sink::{Sink, SinkError};
 use crate::stop::StopToken;
@@ -30,8 +31,11 @@ pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 pub enum DaemonError {
     #[error("cannot load the model")]
     Model(#[from] ModelError),
+    /// A `[models.NAME]` model that does not load (`[model]`'s is [`DaemonError::Model`]).
+    #[error(transparent)]
+    NamedModel(Box<crate::models::LoadError>),
     #[error("invalid rule")]
-    Rule(#[from] UnknownLabel),
+    Rule(#[source] Box<UnknownLabel>),
     #[error("cannot start sink {name:?}")]
     Sink {
         name: String,
@@ -56,38 +60,56 @@ impl DaemonError {
     /// Exit code: 2 for problems in the configuration or the files it names, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
-            DaemonError::Model(_) | DaemonError::Rule(_) => 2,
+            DaemonError::Model(_) | DaemonError::NamedModel(_) | DaemonError::Rule(_) => 2,
             _ => 1,
         }
     }
 }
 
-/// Loads the model and builds rules and sinks. `extra_sinks` are added after the configured
+/// Loads the models and builds rules and sinks. `extra_sinks` are added after the configured
 /// ones (a recording sink in tests, for instance); rules without a `sinks` list reach them too.
 pub fn build(
     config: &Config,
     extra_sinks: Vec<(String, Box<dyn Sink>)>,
 ) -> Result<Parts, DaemonError> {
-    build_with_model(config, load_model(config)?, extra_sinks)
+    build_with_models(config, load_models(config)?, extra_sinks)
 }
 
-/// [`build`] with a model already loaded from `config.model` (benchmarks run several pipelines
-/// on one).
+/// [`build`] with `[model]` already loaded (benchmarks run several pipelines on one); the
+/// `[models.NAME]` that sources name are loaded here.
 pub fn build_with_model(
     config: &Config,
     model: Arc<Model>,
+    extra_sinks: Vec<(String, Box<dyn Sink>)>,
+) -> Result<Parts, DaemonError> {
+    let mut uses = models::uses(&config.model, &config.models, &config.sources());
+    let used_by = match uses.first() {
+        Some(u) if u.name == models::DEFAULT => uses.remove(0).used_by,
+        _ => Vec::new(),
+    };
+    let mut loaded = vec![Loaded {
+        name: models::DEFAULT.into(),
+        model,
+        used_by,
+    }];
+    loaded.extend(models::load(&uses).map_err(load_error)?);
+    build_with_models(config, loaded, extra_sinks)
+}
+
+fn build_with_models(
+    config: &Config,
+    loaded: Vec<Loaded>,
     extra_sinks: Vec<(String, Box<dyn Sink>)>,
 ) -> Result<Parts, DaemonError> {
     let device = config.device_id();
     let mut sinks = build_sinks(config, &device)?;
     sinks.extend(extra_sinks);
     let names: Vec<String> = sinks.iter().map(|(n, _)| n.clone()).collect();
-    let rules = RuleSet::build(&config.rules, &model.labels, &names)?;
+    let model_parts = model_parts(config, &loaded, &names)?;
     let summary = config.log.summary_secs;
     Ok(Parts {
         sources: source_parts(config),
-        model,
-        rules,
+        models: model_parts,
         sinks,
         workers: config.pipeline.worker_count(),
         assist: config.pipeline.assist,
@@ -104,6 +126,24 @@ pub fn build_with_model(
             .then(|| Live::with_sources(&live_sources(config))),
         trace_frames: false,
     })
+}
+
+/// The rules, checked against the models of what each one watches, resolved for each model
+/// (`sinks`: the sink names in order).
+fn model_parts(
+    config: &Config,
+    loaded: &[Loaded],
+    sinks: &[String],
+) -> Result<Vec<ModelPart>, DaemonError> {
+    models::check_rules(&config.rules, &config.sources(), loaded)?;
+    Ok(loaded
+        .iter()
+        .map(|l| ModelPart {
+            name: Arc::clone(&l.name),
+            model: Arc::clone(&l.model),
+            rules: RuleSet::build_for_model(&config.rules, &l.model.labels, sinks),
+        })
+        .collect())
 }
 
 /// The sources as the live view is told them: names, regions, and the entry (a changed entry
@@ -128,27 +168,55 @@ fn source_parts(config: &Config) -> Vec<SourcePart> {
         .map(|s| SourcePart {
             key: format!("{s:?}"),
             regions: s.regions(),
+            model: s.model_name().into(),
             source: s.source.build(),
             name: s.name,
         })
         .collect()
 }
 
-/// Loads `[model]` and logs what it is.
-fn load_model(config: &Config) -> Result<Arc<Model>, DaemonError> {
-    let model = Arc::new(Model::load(&config.model)?);
-    log::info!(
-        "Model loaded. model={} input={:?} layout={:?} dtype={:?} classes={} labels_from=\"{}\" quantization=\"{}\" load_ms={:.0}",
-        model.name,
-        model.input.shape(),
-        model.input.layout,
-        model.input.dtype,
-        model.classes(),
-        model.labels_from,
-        model.quantization.describe(),
-        model.load_time.as_secs_f64() * 1000.0
-    );
-    Ok(model)
+pub(crate) fn load_error(e: models::LoadError) -> DaemonError {
+    if e.name == models::DEFAULT {
+        DaemonError::Model(*e.source)
+    } else {
+        DaemonError::NamedModel(Box::new(e))
+    }
+}
+
+impl From<UnknownLabel> for DaemonError {
+    fn from(e: UnknownLabel) -> DaemonError {
+        DaemonError::Rule(Box::new(e))
+    }
+}
+
+/// Loads every model the sources and regions use, once each, and logs what each is; warns
+/// about `[models.NAME]` tables nothing uses.
+pub fn load_models(config: &Config) -> Result<Vec<Loaded>, DaemonError> {
+    let sources = config.sources();
+    for name in models::unused(&config.models, &sources) {
+        log::warn!(
+            "Model not loaded: no source or region names it. model={name} key=models.{name}"
+        );
+    }
+    let loaded =
+        models::load(&models::uses(&config.model, &config.models, &sources)).map_err(load_error)?;
+    for l in &loaded {
+        let model = &l.model;
+        log::info!(
+            "Model loaded. name={} model={} input={:?} layout={:?} dtype={:?} classes={} labels_from=\"{}\" quantization=\"{}\" load_ms={:.0} used_by={}",
+            l.name,
+            model.name,
+            model.input.shape(),
+            model.input.layout,
+            model.input.dtype,
+            model.classes(),
+            model.labels_from,
+            model.quantization.describe(),
+            model.load_time.as_secs_f64() * 1000.0,
+            l.used_by.join(",")
+        );
+    }
+    Ok(loaded)
 }
 
 /// Sinks with their names, in config order.
@@ -167,14 +235,28 @@ fn build_sinks(config: &Config, device: &str) -> Result<NamedSinks, DaemonError>
     Ok(sinks)
 }
 
-fn info(config: &Config, source: String, model: &Model) -> Info {
+/// `/api/status`'s facts; `model`, `input`, `quantization` and `labels` are the first model's
+/// (every configuration has one: each source uses a model).
+fn info(config: &Config, source: String, loaded: &[Loaded]) -> Info {
+    let first = loaded.first().map(|l| &*l.model);
     Info {
         device: config.device_id(),
         source,
-        model: model.name.clone(),
-        input: model.input.shape().to_vec(),
-        quantization: model.quantization.describe().to_string(),
-        labels: model.labels.clone(),
+        model: first.map(|m| m.name.clone()).unwrap_or_default(),
+        input: first.map(|m| m.input.shape().to_vec()).unwrap_or_default(),
+        quantization: first
+            .map(|m| m.quantization.describe().to_string())
+            .unwrap_or_default(),
+        labels: first.map(|m| m.labels.clone()).unwrap_or_default(),
+        models: loaded
+            .iter()
+            .map(|l| ModelInfo {
+                name: l.name.to_string(),
+                path: l.model.name.clone(),
+                classes: l.model.classes(),
+                used_by: l.used_by.clone(),
+            })
+            .collect(),
         version: env!("CARGO_PKG_VERSION"),
         model_card_accuracy: config
             .model
@@ -215,10 +297,10 @@ fn reload(
         return Err("running on the embedded default configuration: there is no file to re-read (start with --config FILE)".into());
     };
     let new = Config::load(path).map_err(|e| crate::retry::chain(&e))?;
-    let model = load_model(&new).map_err(|e| crate::retry::chain(&e))?;
+    // Every model of the new file is loaded (unchanged files too) before anything changes.
+    let loaded = load_models(&new).map_err(|e| crate::retry::chain(&e))?;
     let names: Vec<String> = new.sinks.iter().map(|c| c.name().to_owned()).collect();
-    let rules =
-        RuleSet::build(&new.rules, &model.labels, &names).map_err(|e| crate::retry::chain(&e))?;
+    let models = model_parts(&new, &loaded, &names).map_err(|e| crate::retry::chain(&e))?;
     let kept = restart_only_changes(current, &new);
     // Sources: unchanged ones keep capturing; added or changed ones are opened first, so one
     // that does not open refuses the reload with nothing changed. (Should a new sink fail
@@ -234,12 +316,13 @@ fn reload(
         live.set_sources(&live_sources(&new));
     }
     let device = new.device_id();
-    let (applied, sinks, rules, model, result) = match build_sinks(&new, &device) {
-        Ok(sinks) => (&new, sinks, rules, model, Ok(())),
+    let (applied, sinks, models, loaded, result) = match build_sinks(&new, &device) {
+        Ok(sinks) => (&new, sinks, models, loaded, Ok(())),
         Err(e) => {
             let why = crate::retry::chain(&e);
             log::error!("A sink of the new configuration did not start; restarting the previous configuration's sinks. error={why}");
-            let old_model = load_model(current).map_err(|e| crate::retry::chain(&e))?;
+            // The sources now are the new file's: the previous sinks and rules run with the
+            // models the new file's sources and regions name.
             let old_sinks = build_sinks(current, &current.device_id()).map_err(|e| {
                 format!(
                     "{why}; and the previous sinks did not restart either: {}",
@@ -247,15 +330,25 @@ fn reload(
                 )
             })?;
             let old_names: Vec<String> = old_sinks.iter().map(|(n, _)| n.clone()).collect();
-            let old_rules = RuleSet::build(&current.rules, &old_model.labels, &old_names)
-                .map_err(|e| crate::retry::chain(&e))?;
-            (&*current, old_sinks, old_rules, old_model, Err(why))
+            let mut old = current.clone();
+            old.model = new.model.clone();
+            old.models = new.models.clone();
+            old.sources = new.sources.clone();
+            old.source = new.source.clone();
+            let old_models =
+                model_parts(&old, &loaded, &old_names).unwrap_or_else(|_| {
+                    // The previous rules do not fit the new models: run without rules rather
+                    // than without sinks.
+                    log::error!("The previous rules do not fit the new models; running the previous sinks without rules.");
+                    old.rules.clear();
+                    model_parts(&old, &loaded, &old_names).unwrap_or_default()
+                });
+            (&*current, old_sinks, old_models, loaded, Err(why))
         }
     };
     let applied = applied.clone();
     let downstream = Downstream {
-        model: Arc::clone(&model),
-        rules,
+        models,
         sinks,
         workers: applied.pipeline.worker_count(),
         assist: applied.pipeline.assist,
@@ -271,12 +364,22 @@ fn reload(
     let (min, max) = reconnect_delays(&applied);
     running.set_reconnect(min, max);
     *info_slot.lock().unwrap_or_else(|e| e.into_inner()) =
-        info(&applied, running.source_name.clone(), &model);
+        info(&applied, running.source_name.clone(), &loaded);
     result?;
     *current = applied;
+    let described: Vec<String> = loaded
+        .iter()
+        .map(|l| {
+            if loaded.len() == 1 {
+                l.model.name.clone()
+            } else {
+                format!("{}:{}", l.name, l.model.name)
+            }
+        })
+        .collect();
     let mut msg = format!(
         "Configuration reloaded. model={} rules={} sinks={} sources: {}",
-        model.name,
+        described.join(","),
         current.rules.len(),
         names.join(","),
         changes.describe()
@@ -337,10 +440,11 @@ pub fn run(
     let hup = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGHUP, Arc::clone(&hup))
         .map_err(DaemonError::Signals)?;
-    let parts = build(config, Vec::new())?;
+    let loaded = load_models(config)?;
+    let parts = build_with_models(config, loaded.clone(), Vec::new())?;
     let live = parts.live.clone();
     let names: Vec<&str> = parts.sources.iter().map(|s| s.name.as_str()).collect();
-    let info_slot = Arc::new(Mutex::new(info(config, names.join(","), &parts.model)));
+    let info_slot = Arc::new(Mutex::new(info(config, names.join(","), &loaded)));
     let mut running = start_parts(parts, stop.clone())?;
     let health = Arc::new(Mutex::new(Report::default()));
     let (reload_tx, reload_rx) = crossbeam_channel::bounded::<ReloadRequest>(4);

@@ -51,6 +51,9 @@ pub struct Event {
     /// snapshot sink is configured.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub snapshot: Option<String>,
+    /// The `[models.NAME]` model that classified the frame (its `NAME`); absent for `[model]`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub model: Option<String>,
 }
 
 impl Event {
@@ -81,6 +84,7 @@ impl Event {
             file: None,
             truth: None,
             snapshot: None,
+            model: None,
         }
     }
 }
@@ -116,6 +120,7 @@ mod tests {
             file: None,
             truth: None,
             snapshot: None,
+            model: None,
         };
         let json = serde_json::to_string(&e).expect("serialise");
         assert!(

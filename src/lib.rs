@@ -36,6 +36,9 @@
 //!   modes) and postprocessing (softmax, top-k); input tensors as `.npy` (`npy`, for
 //!   `classify --dump-input`); the per-node profile; `crop`, a frame's regions classified as
 //!   their own crops.
+//! - [`models`]: the configuration's models, `[model]` ("default") and `[models.NAME]`: which
+//!   sources and regions use each, each one in use loaded once, rule labels checked against
+//!   the models of what each rule watches.
 //!
 //! Scores out:
 //! - [`rules`]: per-class thresholds, N-of-M frames and cooldown, per source and region,
@@ -54,9 +57,10 @@
 //!   letting each stage drain when its input disconnects.
 //! - [`stop`]: the one shutdown signal.
 //! - [`retry`]: capped back-off with jitter and the one-line error chain, for every retry.
-//! - [`metrics`]: counters and latency histograms shared by every stage, the device-link
-//!   counters a sink with its own connection (modbus) hands to the pipeline, and the input
-//!   counters (frames rejected, bytes skipped) the pipeline hands to a source's reader thread.
+//! - [`metrics`]: counters and latency histograms shared by every stage (`metrics/models`: the
+//!   model-run time per model), the device-link counters a sink with its own connection
+//!   (modbus) hands to the pipeline, and the input counters (frames rejected, bytes skipped)
+//!   the pipeline hands to a source's reader thread.
 //! - [`daemon`]: signal handling, configuration reload and the `run` entry point.
 //! - [`health`]: whether the pipeline makes progress (feeds the watchdog).
 //! - [`notify`]: systemd readiness, watchdog and stopping notifications.
@@ -91,6 +95,7 @@ pub mod live;
 pub mod memory;
 pub mod metrics;
 pub mod model;
+pub mod models;
 pub mod notify;
 pub mod pipeline;
 pub mod problems;

@@ -5,6 +5,10 @@
 //! summary, `bench`, tests). Histograms use fixed log-spaced buckets, so recording is lock-free
 //! and memory does not grow with run time.
 
+mod models;
+
+pub use models::ModelTimes;
+
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
@@ -336,6 +340,8 @@ pub struct Metrics {
     pub preprocess: Histogram,
     /// Model run.
     pub infer: Histogram,
+    /// Model run, per model (the workers record it).
+    pub models: ModelTimes,
     /// Capture -> classification done.
     pub total: Histogram,
     /// Capture -> event built by the dispatcher.

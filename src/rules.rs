@@ -170,6 +170,9 @@ struct Rule {
     regions: Option<Vec<String>>,
     /// False in a [`RuleSet::scoped`] copy for a source or region the rule does not watch.
     active: bool,
+    /// False when none of the rule's labels is a label of the model this set was built for
+    /// ([`RuleSet::build_for_model`]): the rule never fires on that model's scores.
+    fits: bool,
     labels: Vec<usize>,
     min_score: f32,
     frames: usize,
@@ -191,12 +194,16 @@ pub struct RuleSet {
 
 /// A rule names a label the model does not have (a startup error).
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "rule {rule:?} uses label {label:?}, which the model does not have; its labels are: {known}"
-)]
+#[error("{key}: rule {rule:?} uses label {label:?}, which {missing_from}; {known}")]
 pub struct UnknownLabel {
+    /// Where in the file: `rules[<i>].labels`.
+    pub key: String,
     pub rule: String,
     pub label: String,
+    /// Which models lack it: "the model does not have", or which of the models of the sources
+    /// and regions the rule watches.
+    pub missing_from: String,
+    /// The labels there are: "its labels are: ...".
     pub known: String,
 }
 
@@ -207,13 +214,34 @@ impl RuleSet {
         labels: &[String],
         sinks: &[String],
     ) -> Result<RuleSet, UnknownLabel> {
+        RuleSet::resolve(configs, labels, sinks, true)
+    }
+
+    /// The rules as they apply to the scores of one of several models (`labels`: its labels):
+    /// a rule's labels that this model lacks are left out, and a rule with none left never
+    /// fires here. Checking that each label is in some model is [`crate::models::check_rules`]'s
+    /// job.
+    pub fn build_for_model(configs: &[RuleConfig], labels: &[String], sinks: &[String]) -> RuleSet {
+        match RuleSet::resolve(configs, labels, sinks, false) {
+            Ok(set) => set,
+            Err(_) => unreachable!("a lenient build refuses no label"),
+        }
+    }
+
+    fn resolve(
+        configs: &[RuleConfig],
+        labels: &[String],
+        sinks: &[String],
+        strict: bool,
+    ) -> Result<RuleSet, UnknownLabel> {
         let mut rules = Vec::new();
         let mut sink_idx = Vec::new();
-        for cfg in configs {
+        for (n, cfg) in configs.iter().enumerate() {
             let mut idx = Vec::new();
             for l in &cfg.labels {
                 match labels.iter().position(|m| m == l) {
                     Some(i) => idx.push(i),
+                    None if !strict => {}
                     None => {
                         let mut known: Vec<&str> =
                             labels.iter().take(20).map(String::as_str).collect();
@@ -221,9 +249,11 @@ impl RuleSet {
                             known.push("...");
                         }
                         return Err(UnknownLabel {
+                            key: format!("rules[{n}].labels"),
                             rule: cfg.name.clone(),
                             label: l.clone(),
-                            known: known.join(", "),
+                            missing_from: "the model does not have".into(),
+                            known: format!("its labels are: {}", known.join(", ")),
                         });
                     }
                 }
@@ -231,7 +261,8 @@ impl RuleSet {
             rules.push(Rule {
                 sources: cfg.sources.clone(),
                 regions: cfg.regions.clone(),
-                active: true,
+                active: !idx.is_empty(),
+                fits: !idx.is_empty(),
                 labels: idx,
                 min_score: cfg.min_score,
                 frames: cfg.frames,
@@ -275,7 +306,7 @@ impl RuleSet {
                 (Some(l), Some(region)) => l.iter().any(|x| x == region),
                 (Some(_), None) => false,
             };
-            r.active = source_ok && region_ok;
+            r.active = r.fits && source_ok && region_ok;
         }
         set
     }
@@ -468,6 +499,33 @@ mod tests {
         let e = RuleSet::build(&[cfg], &labels(), &[]).expect_err("unknown label");
         assert!(
             e.to_string().contains("\"crack\"") && e.to_string().contains("scratch"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn for_one_of_several_models_a_rule_keeps_the_labels_it_has() {
+        let mut scratch = rule(1, 1, 0.0);
+        scratch.labels = vec!["scratch".into(), "blight".into()];
+        let mut blight = rule(1, 1, 0.0);
+        blight.labels = vec!["blight".into()];
+        let set = RuleSet::build_for_model(&[scratch, blight], &labels(), &[]);
+        let fired = set
+            .scoped("any", None)
+            .observe(&[0.0, 0.9, 0.1], Instant::now());
+        assert_eq!(
+            fired,
+            [Firing {
+                rule: 0,
+                label: 1,
+                score: 0.9
+            }],
+            "the rule without a label of this model never fires"
+        );
+        let e = RuleSet::build(&[rule(1, 1, 0.0)], &["x".to_owned()], &[]).expect_err("strict");
+        assert!(
+            e.to_string()
+                .starts_with("rules[0].labels: rule \"defect\""),
             "{e}"
         );
     }

@@ -201,6 +201,148 @@ fn mqtt_sink_runs_in_the_daemon_with_the_documented_payload_and_discovery() {
 }
 
 #[test]
+fn home_assistant_gets_a_device_per_source_and_entities_per_region_and_label() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let _broker = Broker::start(dir.path(), port);
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (received, sub) = subscriber(port, Arc::clone(&done));
+    wait_subscribed(&received);
+    let cfg = Config::parse(
+        &format!(
+            r#"
+            device_id = "testdev"
+            [[sources]]
+            name = "belt"
+            type = "synthetic"
+            fps = 0
+            count = 3
+            [[sources]]
+            name = "lanes"
+            type = "synthetic"
+            fps = 0
+            count = 2
+            seed = 5
+            [[sources.regions]]
+            name = "left"
+            rect = [0, 0, 0.5, 1]
+            [[sources.regions]]
+            name = "right"
+            rect = [0.5, 0, 0.5, 1]
+            [pipeline]
+            workers = 1
+            [[sinks]]
+            type = "mqtt"
+            host = "127.0.0.1"
+            port = {port}
+            homeassistant = true
+            off_delay = 7
+            [log]
+            summary_secs = 0
+            "#
+        ),
+        Origin::File("test.toml".into()),
+    )
+    .expect("valid config");
+    let memory = MemorySink::new();
+    let running = daemon::start(
+        &cfg,
+        vec![("memory".into(), Box::new(memory.clone()))],
+        StopToken::new(),
+    )
+    .expect("starts");
+    let snap = running.wait(Duration::from_secs(60));
+    assert_eq!(snap.events, 3 + 2 * 2);
+    let events = memory.events();
+    let place = |e: &lookout::event::Event| e.region.clone().unwrap_or_else(|| "frame".into());
+    let label_states = |r: &Received| {
+        r.lock()
+            .expect("lock")
+            .iter()
+            .filter(|(t, _, _)| t.contains("/label/"))
+            .count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || label_states(&received)
+            >= events.len()),
+        "one label state per event: {} of {}",
+        label_states(&received),
+        events.len()
+    );
+    let msgs = received.lock().expect("lock").clone();
+    let payload = |topic: &str| -> serde_json::Value {
+        let (_, p, _) = msgs
+            .iter()
+            .rev()
+            .find(|(t, _, _)| t == topic)
+            .unwrap_or_else(|| panic!("nothing on {topic}"));
+        serde_json::from_slice(p).expect("JSON payload")
+    };
+    // A device per source, a `top label` sensor per region (`frame` without regions).
+    for (source, region, name) in [
+        ("belt", "frame", "top label"),
+        ("lanes", "left", "left top label"),
+        ("lanes", "right", "right top label"),
+    ] {
+        let config = payload(&format!(
+            "homeassistant/sensor/lookout_testdev_{source}_{region}_top/config"
+        ));
+        assert_eq!(config["name"], name, "{config}");
+        assert_eq!(
+            config["state_topic"],
+            format!("lookout/testdev/{source}/{region}/top")
+        );
+        assert_eq!(config["availability_topic"], "lookout/testdev/status");
+        assert_eq!(
+            config["device"]["identifiers"][0],
+            format!("lookout_testdev_{source}")
+        );
+        assert_eq!(
+            config["device"]["name"],
+            format!("lookout testdev {source}")
+        );
+        assert_eq!(config["device"]["via_device"], "lookout_testdev");
+        // Its state: the label of the last event there.
+        let last = events
+            .iter()
+            .rev()
+            .find(|e| e.source == source && place(e) == region)
+            .expect("an event there");
+        let state = payload(&format!("lookout/testdev/{source}/{region}/top"));
+        assert_eq!(state["label"], last.label.as_str(), "{state}");
+    }
+    // A binary_sensor per region and label seen there, set ON by each of its events.
+    for e in &events {
+        let (source, region) = (e.source.as_str(), place(e));
+        let config = payload(&format!(
+            "homeassistant/binary_sensor/lookout_testdev_{source}_{region}_{}/config",
+            e.label
+        ));
+        let state_topic = format!("lookout/testdev/{source}/{region}/label/{}", e.label);
+        assert_eq!(config["state_topic"], state_topic.as_str());
+        assert_eq!(config["off_delay"], 7);
+        assert_eq!(config["value_template"], "{{ value_json.state }}");
+        let ons = msgs
+            .iter()
+            .filter(|(t, _, _)| *t == state_topic)
+            .map(|(_, p, _)| serde_json::from_slice::<serde_json::Value>(p).expect("JSON"))
+            .filter(|v| v["state"] == "ON")
+            .count();
+        let want = events
+            .iter()
+            .filter(|x| x.source == source && place(x) == region && x.label == e.label)
+            .count();
+        assert_eq!(ons, want, "{state_topic}");
+    }
+    // The daemon-wide sensor stays.
+    assert!(msgs
+        .iter()
+        .any(|(t, _, _)| t == "homeassistant/sensor/lookout_testdev_top/config"));
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = sub.join();
+}
+
+#[test]
 fn mqtt_over_tls_with_a_ca_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let certs = make_certs(dir.path());

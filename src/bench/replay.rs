@@ -185,6 +185,7 @@ impl Accumulated {
             key: String::new(),
             source: Box::new(ReplaySource::new(frames, count, fps)),
             regions: Vec::new(),
+            model: crate::models::DEFAULT.into(),
         }];
         let cpu0 = cpu_time();
         let t0 = Instant::now();

@@ -151,6 +151,7 @@ impl Bench<'_> {
                     s.fails.then_some(FAIL_EVERY),
                 )),
                 regions: Vec::new(),
+                model: crate::models::DEFAULT.into(),
             })
             .collect();
         let t0 = Instant::now();

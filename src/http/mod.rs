@@ -185,11 +185,27 @@ pub struct Info {
     pub input: Vec<usize>,
     pub quantization: String,
     pub labels: Vec<String>,
+    /// Every model loaded (`model`, `input`, `quantization` and `labels` above are the first
+    /// one's: `[model]` when a source or region uses it).
+    pub models: Vec<ModelInfo>,
     pub version: &'static str,
     /// The validation accuracy on the model card beside the model (`NAME.card.json`, written
     /// by `lookout train`); absent without a card.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model_card_accuracy: Option<f64>,
+}
+
+/// One loaded model, for `/api/status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelInfo {
+    /// "default" (`[model]`) or the `[models.NAME]` name.
+    pub name: String,
+    /// The model file (or the bundled model's name).
+    pub path: String,
+    /// How many labels (classes) it scores.
+    pub classes: usize,
+    /// The sources (`source`) and regions (`source.region`) it classifies.
+    pub used_by: Vec<String>,
 }
 
 /// A reload request to the daemon's main loop, with where to send the outcome.

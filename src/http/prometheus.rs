@@ -328,6 +328,16 @@ pub(super) fn prometheus(state: &State, started: Instant) -> String {
     ] {
         histogram(&mut o, name, help, "", h, true);
     }
+    for (i, (model, h)) in m.models.all().iter().enumerate() {
+        histogram(
+            &mut o,
+            "lookout_model_inference_seconds",
+            "Model run, per model (`default` is [model]).",
+            &format!("model=\"{}\"", escape(model)),
+            h,
+            i == 0,
+        );
+    }
     for (name, help, get) in [
         (
             "lookout_sink_sent_total",
@@ -451,6 +461,7 @@ mod tests {
         let region = |name: &str, x: f64| Region {
             name: name.into(),
             rect: [x, 0.0, 0.5, 1.0],
+            model: "default".into(),
         };
         let live = Live::with_sources(&[
             LiveSource {

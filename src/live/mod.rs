@@ -336,6 +336,7 @@ mod tests {
                 .map(|(i, r)| Region {
                     name: (*r).into(),
                     rect: [i as f64 * 0.5, 0.0, 0.5, 1.0],
+                    model: "default".into(),
                 })
                 .collect(),
             key: key.into(),

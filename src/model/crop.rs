@@ -4,7 +4,7 @@
 //! model a batch at a time when the model's batch is larger than one (set `input_shape`'s batch
 //! to the number of regions on a model whose batch dimension is open), else one run each.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use lookout_engine::team;
 
@@ -34,6 +34,53 @@ pub fn crop_pixels(rgb: &RgbBuf, (x, y, w, h): PixelRect) -> RgbBuf {
     }
 }
 
+/// The crops of `rects` (fractions of the frame) of `frame`, in order: a JPEG is decoded only
+/// in the window that holds them all, another format whole; `rgb` is the decode buffer.
+pub fn decode_crops(
+    frame: &Frame,
+    rects: &[[f64; 4]],
+    rgb: &mut RgbBuf,
+) -> Result<Vec<RgbBuf>, ClassifyError> {
+    Ok(match jpeg_data(frame) {
+        Some(data) => {
+            // Only the rows and iMCU columns that hold every region are decoded.
+            let mut px = Vec::with_capacity(rects.len());
+            let at = decode_jpeg_window(
+                data,
+                |fw, fh| {
+                    px.extend(rects.iter().map(|r| pixels(*r, fw, fh)));
+                    bounds(&px)
+                },
+                rgb,
+            )?;
+            let (ww, wh) = (rgb.width, rgb.height);
+            let inside = |&(x, y, w, h): &PixelRect| {
+                x >= at.x && y >= at.y && x + w <= at.x + ww && y + h <= at.y + wh
+            };
+            if !px.iter().all(inside) {
+                return Err(FrameError::Jpeg("the decoded window misses a region".into()).into());
+            }
+            px.iter()
+                .map(|&(x, y, w, h)| crop_pixels(rgb, (x - at.x, y - at.y, w, h)))
+                .collect::<Vec<_>>()
+        }
+        None => {
+            decode_rgb(frame, None, rgb)?;
+            let (w, h) = (rgb.width, rgb.height);
+            if w == 0 || h == 0 || rgb.data.len() < w as usize * h as usize * 3 {
+                return Err(FrameError::Geometry {
+                    format: frame.format.name(),
+                    width: w,
+                    height: h,
+                    why: "a frame with regions needs pixels to crop",
+                }
+                .into());
+            }
+            rects.iter().map(|r| crop(rgb, *r)).collect()
+        }
+    })
+}
+
 impl Session {
     /// Classifies each of `rects` (fractions of the frame) of `frame` as its own image; one
     /// result per rectangle, in order. The frame's decode time is shared out over them.
@@ -45,51 +92,25 @@ impl Session {
         // Idle workers (`pipeline.assist`) are invited before decoding (see `team::invite`).
         team::invite();
         let t0 = Instant::now();
-        let crops = match jpeg_data(frame) {
-            Some(data) => {
-                // Only the rows and iMCU columns that hold every region are decoded.
-                let mut px = Vec::with_capacity(rects.len());
-                let at = decode_jpeg_window(
-                    data,
-                    |fw, fh| {
-                        px.extend(rects.iter().map(|r| pixels(*r, fw, fh)));
-                        bounds(&px)
-                    },
-                    &mut self.rgb,
-                )?;
-                let (ww, wh) = (self.rgb.width, self.rgb.height);
-                let inside = |&(x, y, w, h): &PixelRect| {
-                    x >= at.x && y >= at.y && x + w <= at.x + ww && y + h <= at.y + wh
-                };
-                if !px.iter().all(inside) {
-                    return Err(
-                        FrameError::Jpeg("the decoded window misses a region".into()).into(),
-                    );
-                }
-                px.iter()
-                    .map(|&(x, y, w, h)| crop_pixels(&self.rgb, (x - at.x, y - at.y, w, h)))
-                    .collect::<Vec<_>>()
-            }
-            None => {
-                decode_rgb(frame, None, &mut self.rgb)?;
-                let (w, h) = (self.rgb.width, self.rgb.height);
-                if w == 0 || h == 0 || self.rgb.data.len() < w as usize * h as usize * 3 {
-                    return Err(FrameError::Geometry {
-                        format: frame.format.name(),
-                        width: w,
-                        height: h,
-                        why: "a frame with regions needs pixels to crop",
-                    }
-                    .into());
-                }
-                rects.iter().map(|r| crop(&self.rgb, *r)).collect()
-            }
-        };
+        let mut rgb = std::mem::take(&mut self.rgb);
+        let crops = decode_crops(frame, rects, &mut rgb);
+        self.rgb = rgb;
+        let crops = crops?;
         let decode = t0.elapsed() / rects.len().max(1) as u32;
+        self.classify_crops(&crops.iter().collect::<Vec<_>>(), decode)
+    }
+
+    /// Classifies crops already cut out of a frame ([`decode_crops`]), a batch at a time;
+    /// `decode` is recorded as each one's share of the decode time. Several models' sessions
+    /// classify their regions of one decoded frame this way.
+    pub fn classify_crops(
+        &mut self,
+        crops: &[&RgbBuf],
+        decode: Duration,
+    ) -> Result<Vec<Scores>, ClassifyError> {
         let mut out = Vec::with_capacity(crops.len());
         for chunk in crops.chunks(self.batch()) {
-            let images: Vec<&RgbBuf> = chunk.iter().collect();
-            out.extend(self.infer(&images).map_err(ModelError::Infer)?);
+            out.extend(self.infer(chunk).map_err(ModelError::Infer)?);
         }
         for s in &mut out {
             s.decode = decode;

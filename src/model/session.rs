@@ -19,6 +19,9 @@ pub enum ClassifyError {
     Frame(#[from] FrameError),
     #[error(transparent)]
     Model(#[from] ModelError),
+    /// The frame's source or region names a model the worker has no session of.
+    #[error("no model named {0:?} runs in this configuration")]
+    NoModel(String),
 }
 
 /// What one classification produced.

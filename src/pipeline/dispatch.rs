@@ -17,6 +17,15 @@ use crate::metrics::{Metrics, SinkMetrics};
 use crate::model::postprocess::top_k;
 use crate::rules::RuleSet;
 
+/// What the dispatcher needs of one model: how its scores read.
+pub(super) struct Scored {
+    /// The event's `model`: the `[models.NAME]` name, `None` for `[model]`.
+    pub(super) event_name: Option<String>,
+    pub(super) labels: Arc<[String]>,
+    /// The rules as they apply to this model's labels.
+    pub(super) rules: RuleSet,
+}
+
 #[allow(clippy::too_many_arguments)]
 pub(super) fn dispatch_loop(
     class_rx: Receiver<Classified>,
@@ -24,8 +33,7 @@ pub(super) fn dispatch_loop(
     frame_sinks: Vec<bool>,
     counters: Vec<Arc<SinkMetrics>>,
     live: Option<Arc<Live>>,
-    rules: RuleSet,
-    labels: Arc<[String]>,
+    models: Vec<Scored>,
     k: usize,
     device: String,
     several_sources: bool,
@@ -33,9 +41,19 @@ pub(super) fn dispatch_loop(
 ) {
     let all_sinks: Vec<usize> = (0..sink_txs.len()).collect();
     // Each source and region goes through rules of its own (their N-of-M windows and cooldowns
-    // are that region's), made from `rules` (never observed) when its first frame comes.
+    // are that region's), made from its model's `rules` (never observed) when its first frame
+    // comes. (A region's model is fixed within a generation.)
     let mut by_source: HashMap<(Arc<str>, Option<Arc<str>>), RuleSet> = HashMap::new();
     while let Ok(mut c) = class_rx.recv() {
+        let Some(model) = models.get(c.model) else {
+            log::error!(
+                "Classification of an unknown model dropped. model={} source={}",
+                c.model,
+                c.source
+            );
+            continue;
+        };
+        let (labels, rules) = (&model.labels, &model.rules);
         let frame: Option<Arc<Frame>> = c.frame.take().map(Arc::new);
         let top: Vec<TopEntry> = top_k(&c.probs, k)
             .into_iter()
@@ -121,6 +139,7 @@ pub(super) fn dispatch_loop(
                 file: c.origin.as_deref().map(str::to_owned),
                 truth: c.truth.as_deref().map(str::to_owned),
                 snapshot,
+                model: model.event_name.clone(),
             });
             m.events.fetch_add(1, Relaxed);
             m.event_latency.record(latency);

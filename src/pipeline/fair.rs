@@ -34,12 +34,15 @@ pub(crate) struct Taken {
     pub(crate) source: Arc<SourceMetrics>,
     /// The source's regions (empty: the whole frame is classified).
     pub(crate) regions: Arc<[Region]>,
+    /// The model of the source's whole frames (by name).
+    pub(crate) model: Arc<str>,
     pub(crate) frame: Frame,
 }
 
 struct Lane {
     source: Arc<SourceMetrics>,
     regions: Arc<[Region]>,
+    model: Arc<str>,
     live: bool,
     /// False once the source's capture thread has ended.
     open: bool,
@@ -112,11 +115,13 @@ impl FairQueue {
         source: Arc<SourceMetrics>,
         live: bool,
         regions: Arc<[Region]>,
+        model: Arc<str>,
     ) -> usize {
         let mut s = self.lock();
         let lane = Lane {
             source,
             regions,
+            model,
             live,
             open: true,
             frames: VecDeque::with_capacity(self.capacity()),
@@ -201,6 +206,7 @@ impl FairQueue {
                 out.push(Taken {
                     source: Arc::clone(&l.source),
                     regions: Arc::clone(&l.regions),
+                    model: Arc::clone(&l.model),
                     frame,
                 });
             }
@@ -253,7 +259,7 @@ mod tests {
         let m = Arc::new(Metrics::new(&[]));
         let q = FairQueue::new(capacity, Arc::clone(&m));
         for (name, live) in lanes {
-            q.add_lane(m.add_source(name), *live, Arc::from([]));
+            q.add_lane(m.add_source(name), *live, Arc::from([]), "default".into());
         }
         (q, m)
     }

@@ -61,8 +61,8 @@ pub use start::start;
 pub struct Parts {
     /// The sources, in config order (at least one).
     pub sources: Vec<SourcePart>,
-    pub model: Arc<Model>,
-    pub rules: RuleSet,
+    /// The models the sources and regions name (at least one), each with its rules.
+    pub models: Vec<ModelPart>,
     /// Sinks with their names, in config order (rule sink indices refer to this order).
     pub sinks: Vec<(String, Box<dyn Sink>)>,
     pub workers: usize,
@@ -91,6 +91,19 @@ pub struct SourcePart {
     pub key: String,
     pub source: Box<dyn FrameSource>,
     pub regions: Vec<Region>,
+    /// The name of the model of its whole frames (a [`ModelPart::name`]); its regions name
+    /// their own.
+    pub model: Arc<str>,
+}
+
+/// One model of a pipeline: every worker opens a session on it, and the frames and regions
+/// that name it are classified with it and go through the rules as they apply to its labels.
+pub struct ModelPart {
+    /// The name sources and regions give (`default`: `[model]`).
+    pub name: Arc<str>,
+    pub model: Arc<Model>,
+    /// The rules resolved against this model's labels ([`RuleSet::build_for_model`]).
+    pub rules: RuleSet,
 }
 
 /// Errors that prevent the pipeline from starting.
@@ -102,8 +115,12 @@ pub enum StartError {
         #[source]
         source: SourceError,
     },
-    #[error("cannot start a model session")]
-    Session(#[source] ModelError),
+    #[error("cannot start a session of model {model:?}")]
+    Session {
+        model: String,
+        #[source]
+        source: ModelError,
+    },
     #[error("cannot start thread {name}")]
     Thread {
         name: String,
@@ -118,6 +135,8 @@ struct Classified {
     pub(super) source: Arc<str>,
     /// The region's name; `None` for the whole frame.
     pub(super) region: Option<Arc<str>>,
+    /// The model that produced `probs`: an index into the generation's models.
+    pub(super) model: usize,
     /// The frame's number within its source.
     pub(super) seq: u64,
     pub(super) captured_at: SystemTime,
@@ -140,8 +159,8 @@ struct Delivery {
 /// Everything downstream of the frame queue: what a configuration reload replaces while the
 /// sources keep running.
 pub struct Downstream {
-    pub model: Arc<Model>,
-    pub rules: RuleSet,
+    /// As [`Parts::models`].
+    pub models: Vec<ModelPart>,
     /// Sinks with their names, in config order (rule sink indices refer to this order).
     pub sinks: Vec<(String, Box<dyn Sink>)>,
     pub workers: usize,

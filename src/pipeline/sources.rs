@@ -99,7 +99,12 @@ pub(super) fn open_all(
             }
             sm.up.store(u64::from(!unopened), Relaxed);
             sm.ended.store(0, Relaxed);
-            let lane = queue.add_lane(Arc::clone(&sm), part.source.live(), part.regions.into());
+            let lane = queue.add_lane(
+                Arc::clone(&sm),
+                part.source.live(),
+                part.regions.into(),
+                part.model,
+            );
             Opened {
                 name: part.name,
                 key: part.key,

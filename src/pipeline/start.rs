@@ -9,7 +9,7 @@ use lookout_engine::team::Team;
 
 use super::capture::Reconnect;
 use super::deliver::sink_loop;
-use super::dispatch::dispatch_loop;
+use super::dispatch::{dispatch_loop, Scored};
 use super::fair::FairQueue;
 use super::running::{Generation, Running};
 use super::sources::{open_all, start_capture, OnFailure};
@@ -23,8 +23,7 @@ use crate::stop::StopToken;
 pub fn start(parts: Parts, stop: StopToken) -> Result<Running, StartError> {
     let Parts {
         sources,
-        model,
-        rules,
+        models,
         sinks,
         workers,
         assist,
@@ -55,8 +54,7 @@ pub fn start(parts: Parts, stop: StopToken) -> Result<Running, StartError> {
     let source_names: Vec<String> = opened.iter().map(|o| o.name().to_owned()).collect();
 
     let downstream = Downstream {
-        model,
-        rules,
+        models,
         sinks,
         workers,
         assist,
@@ -107,8 +105,7 @@ pub(super) fn start_generation(
     metrics: &Arc<Metrics>,
 ) -> Result<Generation, StartError> {
     let Downstream {
-        model,
-        rules,
+        models,
         sinks,
         workers,
         assist,
@@ -117,10 +114,22 @@ pub(super) fn start_generation(
         device,
         live,
     } = d;
-    let sessions: Vec<Session> = (0..workers.max(1))
-        .map(|_| model.session())
-        .collect::<Result<_, _>>()
-        .map_err(StartError::Session)?;
+    // Each worker: one session per model, in the order of `models` (`Classified::model`).
+    let mut sessions: Vec<Vec<Session>> = Vec::with_capacity(workers.max(1));
+    for _ in 0..workers.max(1) {
+        let mut own = Vec::with_capacity(models.len());
+        for m in &models {
+            own.push(m.model.session().map_err(|source| StartError::Session {
+                model: m.name.to_string(),
+                source,
+            })?);
+        }
+        sessions.push(own);
+    }
+    let names: Arc<[Arc<str>]> = models.iter().map(|m| Arc::clone(&m.name)).collect();
+    metrics
+        .models
+        .keep(&names.iter().map(|n| &**n).collect::<Vec<_>>());
     let sink_names: Vec<String> = sinks.iter().map(|(n, _)| n.clone()).collect();
     let counters = metrics.replace_sinks(&sink_names);
     let quit = Arc::new(AtomicBool::new(false));
@@ -161,18 +170,26 @@ pub(super) fn start_generation(
         let m = Arc::clone(metrics);
         let q = Arc::clone(&quit);
         let idle = idle.clone();
+        let names = Arc::clone(&names);
         let name = format!("worker-{i}");
         stages.push((
             name.clone(),
             spawn(&name, move || {
-                worker_loop(session, member, rx, tx, m, keep_frames, idle, q)
+                worker_loop(session, names, member, rx, tx, m, keep_frames, idle, q)
             })?,
         ));
     }
     drop(class_tx);
 
     let m = Arc::clone(metrics);
-    let labels: Arc<[String]> = model.labels.clone().into();
+    let models: Vec<Scored> = models
+        .into_iter()
+        .map(|p| Scored {
+            event_name: (&*p.name != crate::models::DEFAULT).then(|| p.name.to_string()),
+            labels: p.model.labels.clone().into(),
+            rules: p.rules,
+        })
+        .collect();
     // Snapshot file names then say which source a frame came from.
     let several_sources = queue.lanes() > 1;
     stages.push((
@@ -184,8 +201,7 @@ pub(super) fn start_generation(
                 frame_sinks,
                 counters,
                 live,
-                rules,
-                labels,
+                models,
                 k,
                 device,
                 several_sources,

@@ -363,6 +363,7 @@ mod tests {
             file: None,
             truth: Some("dent".into()),
             snapshot: None,
+            model: None,
         };
         let env = event_env(&e);
         let get = |k: &str| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.as_str());

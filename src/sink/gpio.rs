@@ -504,6 +504,7 @@ mod tests {
             file: None,
             truth: None,
             snapshot: None,
+            model: None,
         };
         sink.send(&e).expect("trigger");
         std::thread::sleep(Duration::from_millis(800));

@@ -196,6 +196,7 @@ mod tests {
             file: None,
             truth: None,
             snapshot: None,
+            model: None,
         }
     }
 

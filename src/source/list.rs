@@ -29,6 +29,10 @@ pub struct NamedSource {
     /// How much neighbouring grid tiles overlap, as a fraction of a tile (0..0.5). Default 0.
     #[serde(default)]
     pub overlap: f64,
+    /// The model that classifies this source's frames (and its regions without a `model` of
+    /// their own): a `[models.NAME]` name, or "default" for `[model]`. Default "default".
+    #[serde(default)]
+    pub model: Option<String>,
     /// `type` and the keys of that source type, as in `[source]`.
     #[serde(flatten)]
     pub source: SourceConfig,
@@ -37,7 +41,12 @@ pub struct NamedSource {
 impl NamedSource {
     /// The regions classified in each frame; empty: the whole frame.
     pub fn regions(&self) -> Vec<Region> {
-        regions::resolve(&self.regions, self.grid, self.overlap)
+        regions::resolve(&self.regions, self.grid, self.overlap, self.model_name())
+    }
+
+    /// The name of the model of its whole frames and of the regions that name none.
+    pub fn model_name(&self) -> &str {
+        self.model.as_deref().unwrap_or(crate::models::DEFAULT)
     }
 }
 
@@ -53,12 +62,19 @@ pub fn resolve(single: Option<&SourceConfig>, list: &[NamedSource]) -> Vec<Named
         regions: Vec::new(),
         grid: None,
         overlap: 0.0,
+        model: None,
         source,
     }]
 }
 
-/// Validates `[source]` / `[[sources]]`: not both, every entry's keys, names valid and unique.
-pub fn validate(single: Option<&SourceConfig>, list: &[NamedSource], p: &mut Problems) {
+/// Validates `[source]` / `[[sources]]`: not both, every entry's keys, names valid and unique,
+/// each `model` (of a source or region) one of `models` (the names of the configured models).
+pub fn validate(
+    single: Option<&SourceConfig>,
+    list: &[NamedSource],
+    models: &[&str],
+    p: &mut Problems,
+) {
     if let Some(s) = single {
         if !list.is_empty() {
             p.push(
@@ -85,6 +101,25 @@ pub fn validate(single: Option<&SourceConfig>, list: &[NamedSource], p: &mut Pro
         }
         seen.push(&entry.name);
         entry.source.validate(&key, p);
+        let named = std::iter::once((key.clone(), &entry.model)).chain(
+            entry
+                .regions
+                .iter()
+                .enumerate()
+                .map(|(j, r)| (format!("{key}.regions[{j}]"), &r.model)),
+        );
+        for (k, model) in named {
+            if let Some(m) = model.as_deref().filter(|m| !models.contains(m)) {
+                p.push(
+                    format!("{k}.model"),
+                    format!(
+                        "no model named {m:?}; the models are: {} (\"default\" is `[model]`; add \
+                         a `[models.{m}]` table to name another)",
+                        models.join(", ")
+                    ),
+                );
+            }
+        }
         let frame = entry.source.frame_size();
         regions::validate(&key, &entry.regions, entry.grid, entry.overlap, frame, p);
     }
@@ -96,7 +131,7 @@ mod tests {
 
     fn problems(single: Option<&SourceConfig>, list: &[NamedSource]) -> Vec<String> {
         let mut p = Problems::default();
-        validate(single, list, &mut p);
+        validate(single, list, &["default", "leaves"], &mut p);
         p.0.iter()
             .map(|x| format!("{}: {}", x.key, x.message))
             .collect()
@@ -108,8 +143,34 @@ mod tests {
             regions: Vec::new(),
             grid: None,
             overlap: 0.0,
+            model: None,
             source: SourceConfig::default(),
         }
+    }
+
+    #[test]
+    fn models_of_sources_and_regions_must_be_configured() {
+        let mut a = named("a");
+        a.model = Some("leaves".into());
+        let mut b = named("b");
+        b.model = Some("leafs".into());
+        b.regions = vec![RegionConfig {
+            name: "left".into(),
+            rect: [0.0, 0.0, 0.5, 1.0],
+            model: Some("lefas".into()),
+        }];
+        let got = problems(None, &[a, b]);
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert!(
+            got[0].starts_with(
+                "sources[1].model: no model named \"leafs\"; the models are: default, leaves"
+            ),
+            "{got:?}"
+        );
+        assert!(
+            got[1].starts_with("sources[1].regions[0].model: no model named \"lefas\""),
+            "{got:?}"
+        );
     }
 
     #[test]

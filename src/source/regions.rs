@@ -22,13 +22,19 @@ pub struct RegionConfig {
     pub name: String,
     /// `[x, y, width, height]`, fractions of the frame's width and height (0..1).
     pub rect: [f64; 4],
+    /// The model that classifies this region: a `[models.NAME]` name, or "default" for
+    /// `[model]`. Default: its source's model.
+    #[serde(default)]
+    pub model: Option<String>,
 }
 
-/// A resolved region: its name and rectangle (fractions of the frame).
+/// A resolved region: its name, rectangle (fractions of the frame) and model's name.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Region {
     pub name: Arc<str>,
     pub rect: [f64; 4],
+    /// The name of the model that classifies it (see [`crate::models`]).
+    pub model: Arc<str>,
 }
 
 /// Most regions one source may have (each one is a model run per frame).
@@ -61,8 +67,8 @@ pub(crate) fn validate_name(key: &str, name: &str, p: &mut Problems) {
 }
 
 /// The tiles of a `cols` x `rows` grid whose neighbours overlap by `overlap` of a tile, named
-/// `r<row>c<col>` (from 0, row by row).
-pub fn grid(cols: u32, rows: u32, overlap: f64) -> Vec<Region> {
+/// `r<row>c<col>` (from 0, row by row), each classified by `model`.
+pub fn grid(cols: u32, rows: u32, overlap: f64, model: &Arc<str>) -> Vec<Region> {
     let span = |n: u32| {
         let size = 1.0 / (f64::from(n) - f64::from(n.saturating_sub(1)) * overlap);
         (size, size * (1.0 - overlap))
@@ -79,6 +85,7 @@ pub fn grid(cols: u32, rows: u32, overlap: f64) -> Vec<Region> {
                     w.min(1.0 - f64::from(c) * dx),
                     h.min(1.0 - f64::from(r) * dy),
                 ],
+                model: Arc::clone(model),
             });
         }
     }
@@ -86,16 +93,27 @@ pub fn grid(cols: u32, rows: u32, overlap: f64) -> Vec<Region> {
 }
 
 /// The regions of a source: its `regions`, then its grid's tiles. Empty: the whole frame.
-pub fn resolve(regions: &[RegionConfig], grid_: Option<[u32; 2]>, overlap: f64) -> Vec<Region> {
+/// `model`: the source's model, which the tiles and the regions without a `model` inherit.
+pub fn resolve(
+    regions: &[RegionConfig],
+    grid_: Option<[u32; 2]>,
+    overlap: f64,
+    model: &str,
+) -> Vec<Region> {
+    let model: Arc<str> = model.into();
     let mut out: Vec<Region> = regions
         .iter()
         .map(|r| Region {
             name: r.name.as_str().into(),
             rect: r.rect,
+            model: r
+                .model
+                .as_deref()
+                .map_or_else(|| Arc::clone(&model), Arc::from),
         })
         .collect();
     if let Some([cols, rows]) = grid_ {
-        out.extend(grid(cols, rows, overlap));
+        out.extend(grid(cols, rows, overlap, &model));
     }
     out
 }
@@ -153,7 +171,7 @@ pub fn validate(
                 format!("expected [cols, rows], each from 1 to {MAX_GRID}, got [{cols}, {rows}]"),
             );
         } else {
-            for tile in grid(cols, rows, overlap.clamp(0.0, 0.5)) {
+            for tile in grid(cols, rows, overlap.clamp(0.0, 0.5), &Arc::from("")) {
                 if names.contains(&&*tile.name) {
                     p.push(
                         format!("{key}.grid"),
@@ -218,6 +236,7 @@ mod tests {
         RegionConfig {
             name: name.into(),
             rect,
+            model: None,
         }
     }
 
@@ -315,8 +334,35 @@ mod tests {
     }
 
     #[test]
+    fn regions_and_tiles_take_the_sources_model_unless_they_name_one() {
+        let mut own = region("tags", [0.5, 0.0, 0.5, 1.0]);
+        own.model = Some("ocr".into());
+        let got: Vec<(String, String)> = resolve(
+            &[region("trays", [0.0, 0.0, 0.5, 1.0]), own],
+            Some([2, 1]),
+            0.0,
+            "plant",
+        )
+        .into_iter()
+        .map(|r| (r.name.to_string(), r.model.to_string()))
+        .collect();
+        let want = [
+            ("trays", "plant"),
+            ("tags", "ocr"),
+            ("r0c0", "plant"),
+            ("r0c1", "plant"),
+        ];
+        let want: Vec<(String, String)> = want
+            .iter()
+            .map(|(n, m)| (n.to_string(), m.to_string()))
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
     fn a_grid_tiles_the_frame_and_names_its_tiles() {
-        let tiles = grid(3, 2, 0.0);
+        let m: Arc<str> = Arc::from("default");
+        let tiles = grid(3, 2, 0.0, &m);
         let names: Vec<&str> = tiles.iter().map(|t| &*t.name).collect();
         assert_eq!(names, ["r0c0", "r0c1", "r0c2", "r1c0", "r1c1", "r1c2"]);
         let close = |a: [f64; 4], b: [f64; 4]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-12);
@@ -326,10 +372,10 @@ mod tests {
             tiles[4]
         );
         // Overlap 0.5 of a tile over two columns: tiles of 2/3, the second starting at 1/3.
-        let o = grid(2, 1, 0.5);
+        let o = grid(2, 1, 0.5, &m);
         assert!(close(o[0].rect, [0.0, 0.0, 2.0 / 3.0, 1.0]), "{o:?}");
         assert!(close(o[1].rect, [1.0 / 3.0, 0.0, 2.0 / 3.0, 1.0]), "{o:?}");
-        for t in grid(5, 3, 0.25) {
+        for t in grid(5, 3, 0.25, &m) {
             let [x, y, w, h] = t.rect;
             assert!(x + w <= 1.0 + EDGE && y + h <= 1.0 + EDGE, "{t:?}");
         }

@@ -22,6 +22,7 @@ pub fn event(seq: u64) -> Event {
         file: None,
         truth: None,
         snapshot: None,
+        model: None,
     }
 }
 

@@ -59,13 +59,17 @@ pub struct MqttSinkConfig {
     /// MQTT keep-alive, seconds (also how fast the broker notices a dead link). Default 30.
     #[serde(default = "default_keep_alive")]
     pub keep_alive_secs: u64,
-    /// Announce Home Assistant MQTT discovery entities. Default false.
+    /// Announce Home Assistant MQTT discovery entities: for the daemon, a `top label` sensor
+    /// and a binary_sensor per rule; for each source a device with, per region (`frame` without
+    /// regions), a `top label` sensor and a binary_sensor per label seen there (see
+    /// `docs/sources.md`). Default false.
     #[serde(default)]
     pub homeassistant: bool,
     /// Home Assistant discovery topic prefix. Default "homeassistant".
     #[serde(default = "default_discovery_prefix")]
     pub discovery_prefix: String,
-    /// Seconds after an event before Home Assistant turns a rule's binary_sensor OFF. Default 5.
+    /// Seconds after an event before Home Assistant turns a rule's or a region's label
+    /// binary_sensor OFF. Default 5.
     #[serde(default = "default_off_delay")]
     pub off_delay: u32,
 }
@@ -219,6 +223,7 @@ mod tests {
             file: None,
             truth: None,
             snapshot: None,
+            model: None,
         }
     }
 

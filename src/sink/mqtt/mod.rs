@@ -14,9 +14,10 @@
 //! broker publishes the retained last will `offline` when the connection dies. With
 //! `homeassistant = true` the sink announces Home Assistant MQTT discovery entities: one
 //! binary_sensor per rule (announced with the rule's first event, set ON on each event, turned OFF
-//! by Home Assistant after `off_delay`) and one sensor with the label/score of the latest event.
-//! The sensor is fed from events only: with rules configured it shows the last firing, not every
-//! classification.
+//! by Home Assistant after `off_delay`) and one sensor with the label/score of the latest event;
+//! and a device per source with, per region (`frame` without regions), a `top label` sensor and a
+//! binary_sensor per label seen there (see `homeassistant`). The sensors are fed from events
+//! only: with rules configured they show the last firing, not every classification.
 
 //!
 //! Layout: `config` (keys, validation, topic templates), `worker` (the connection thread),
@@ -63,6 +64,9 @@ pub(super) struct Outbound {
     pub(super) rule: Option<String>,
     pub(super) label: String,
     pub(super) score: f32,
+    /// The event's source and region, for Home Assistant's per-source entities.
+    pub(super) source: String,
+    pub(super) region: Option<String>,
 }
 
 impl MqttSink {
@@ -155,6 +159,8 @@ impl Sink for MqttSink {
             rule: event.rule.clone(),
             label: event.label.clone(),
             score: event.score,
+            source: event.source.clone(),
+            region: event.region.clone(),
         };
         let Some(tx) = self.event_tx.as_ref() else {
             return Err(SinkError::Build {

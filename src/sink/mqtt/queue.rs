@@ -77,11 +77,9 @@ impl DiskQueue {
                     let topic = String::from_utf8_lossy(&bytes[..nl]).into_owned();
                     let payload = bytes[nl + 1..].to_vec();
                     let ev: Option<Event> = serde_json::from_slice(&payload).ok();
-                    let (rule, label, score) = ev.map(|e| (e.rule, e.label, e.score)).unwrap_or((
-                        None,
-                        String::new(),
-                        0.0,
-                    ));
+                    let (rule, label, score, source, region) = ev
+                        .map(|e| (e.rule, e.label, e.score, e.source, e.region))
+                        .unwrap_or((None, String::new(), 0.0, String::new(), None));
                     out.push((
                         id,
                         Outbound {
@@ -90,6 +88,8 @@ impl DiskQueue {
                             rule,
                             label,
                             score,
+                            source,
+                            region,
                         },
                     ));
                 }
@@ -146,6 +146,8 @@ mod tests {
             rule: None,
             label: String::new(),
             score: 0.0,
+            source: String::new(),
+            region: None,
         };
         let a = q.push(&out(1));
         let _b = q.push(&out(2));

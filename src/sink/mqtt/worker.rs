@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use rumqttc::{Client, Connection, Event as MqttEvent, Outgoing, Packet, QoS};
 
-use super::homeassistant::HomeAssistant;
+use super::homeassistant::{HomeAssistant, Seen};
 use super::queue::DiskQueue;
 use super::Outbound;
 use crate::retry::{chain, Backoff};
@@ -211,7 +211,7 @@ impl Worker {
         let outstanding = self.pending.iter().filter(|p| p.sent && !p.done).count();
         let mut room = WINDOW.saturating_sub(outstanding);
         let qos = self.qos;
-        let mut extra: Vec<(String, String, f32)> = Vec::new();
+        let mut extra: Vec<Seen> = Vec::new();
         for p in self.pending.iter_mut().filter(|p| !p.sent) {
             if room == 0 {
                 break;
@@ -227,15 +227,17 @@ impl Worker {
             room -= 1;
             self.sent_order.push_back(SentKind::Event(p.id));
             if self.homeassistant.is_some() {
-                extra.push((
-                    p.out.rule.clone().unwrap_or_default(),
-                    p.out.label.clone(),
-                    p.out.score,
-                ));
+                extra.push(Seen {
+                    source: p.out.source.clone(),
+                    region: p.out.region.clone(),
+                    rule: p.out.rule.clone().unwrap_or_default(),
+                    label: p.out.label.clone(),
+                    score: p.out.score,
+                });
             }
         }
-        for (rule, label, score) in extra {
-            self.announce_event(&rule, &label, score);
+        for seen in extra {
+            self.announce_event(&seen);
         }
     }
 
@@ -266,13 +268,11 @@ impl Worker {
         }
     }
 
-    fn announce_event(&mut self, rule: &str, label: &str, score: f32) {
+    fn announce_event(&mut self, seen: &Seen) {
         let Some(ha) = self.homeassistant.as_mut() else {
             return;
         };
-        for (topic, retain, payload) in
-            ha.event(&self.device, &self.status_topic, rule, label, score)
-        {
+        for (topic, retain, payload) in ha.event(&self.device, &self.status_topic, seen) {
             self.publish_other(topic, retain, payload);
         }
     }
