@@ -428,6 +428,9 @@ fn parse_toml(text: &str, origin: &Origin) -> Result<Config, ConfigError> {
 }
 
 #[cfg(test)]
+mod models_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

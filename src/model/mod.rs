@@ -32,6 +32,10 @@ use lookout_engine::contrib;
 pub use lookout_engine::{onnx, Kernels};
 
 pub use config::{ModelConfig, OutputKind};
+
+/// The name of `[model]` among the named models (`[models.NAME]`, see [`crate::models`]): the
+/// model of every source and region that names none.
+pub const DEFAULT_NAME: &str = "default";
 pub use error::{ModelError, UnsupportedOp};
 pub use preprocess::{
     ChannelOrder, InputType, Layout, Preprocess, PreprocessConfig, Resampler, ResizeMode,

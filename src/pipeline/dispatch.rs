@@ -54,7 +54,7 @@ pub(super) fn dispatch_loop(
             continue;
         };
         let (labels, rules) = (&model.labels, &model.rules);
-        let frame: Option<Arc<Frame>> = c.frame.take().map(Arc::new);
+        let frame: Option<Arc<Frame>> = c.frame.take();
         let top: Vec<TopEntry> = top_k(&c.probs, k)
             .into_iter()
             .map(|(index, score)| TopEntry {

@@ -144,8 +144,9 @@ struct Classified {
     pub(super) origin: Option<Arc<str>>,
     pub(super) truth: Option<Arc<str>>,
     pub(super) probs: Vec<f32>,
-    /// The frame itself, kept only when a sink wants frames (snapshots).
-    pub(super) frame: Option<Frame>,
+    /// The frame itself, kept only when a sink wants frames (snapshots) or the live view
+    /// runs; one frame's regions share it.
+    pub(super) frame: Option<Arc<Frame>>,
 }
 
 /// An event on its way to one sink, dispatcher -> sink thread.

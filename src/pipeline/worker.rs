@@ -107,10 +107,11 @@ pub(super) fn worker_loop(
                         infer: sum(|s| s.infer),
                         total: frame.captured.elapsed(),
                     });
-                    let n = scored.len();
-                    let mut frame = Some(frame);
-                    for (k, (region, model, scores)) in scored.into_iter().enumerate() {
-                        let Some(f) = frame.as_ref() else { break };
+                    // Every region's result shares the one frame (moved, not copied).
+                    let frame = Arc::new(frame);
+                    let kept = keep_frames.then(|| Arc::clone(&frame));
+                    let f: &Frame = &frame;
+                    for (region, model, scores) in scored {
                         let c = Classified {
                             source: Arc::clone(&source.name),
                             region,
@@ -121,14 +122,7 @@ pub(super) fn worker_loop(
                             origin: f.origin.clone(),
                             truth: f.truth.clone(),
                             probs: scores.probs,
-                            // The last region takes the frame itself; the others a copy.
-                            frame: if !keep_frames {
-                                None
-                            } else if k + 1 == n {
-                                frame.take()
-                            } else {
-                                Some(f.clone())
-                            },
+                            frame: kept.clone(),
                         };
                         if class_tx.send(c).is_err() {
                             closed = true;

@@ -46,7 +46,7 @@ impl NamedSource {
 
     /// The name of the model of its whole frames and of the regions that name none.
     pub fn model_name(&self) -> &str {
-        self.model.as_deref().unwrap_or(crate::models::DEFAULT)
+        self.model.as_deref().unwrap_or(crate::model::DEFAULT_NAME)
     }
 }
 
