@@ -253,33 +253,6 @@ fn the_api_lists_every_source_with_regions_and_health_and_filters_by_source() {
     }
 }
 
-/// Chromium with the daemon's flags for a page dump or a screenshot; returns stdout.
-fn chromium(profile: &std::path::Path, url: &str, args: &[&str]) -> String {
-    let out = std::process::Command::new(common::chromium())
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--no-first-run",
-            "--hide-scrollbars",
-            "--window-size=1280,900",
-            "--run-all-compositor-stages-before-draw",
-            "--virtual-time-budget=4000",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(args)
-        .arg(url)
-        .output()
-        .expect("chromium runs");
-    assert!(
-        out.status.success(),
-        "chromium failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// The text of every `<text class="region-label" ...>...</text>` in `dom`.
 fn region_labels(dom: &str) -> Vec<String> {
     dom.split("class=\"region-label\"")
@@ -323,7 +296,7 @@ fn two_cameras_with_regions_render_in_headless_chromium() {
     let labels = labels_with_token(base);
     let profile = dir.path().join("profile");
 
-    let dom = chromium(&profile, &format!("{base}/?token=s3cret"), &["--dump-dom"]);
+    let dom = common::headless(&profile, &format!("{base}/?token=s3cret"), &["--dump-dom"]);
     for name in ["cam-a", "cam-b"] {
         assert!(
             dom.contains(&format!("<figure class=\"cam\" data-source=\"{name}\">")),
@@ -376,7 +349,7 @@ fn two_cameras_with_regions_render_in_headless_chromium() {
     );
 
     // One camera large: the address a click on its tile sets.
-    let dom = chromium(
+    let dom = common::headless(
         &profile,
         &format!("{base}/?token=s3cret#source=cam-b"),
         &["--dump-dom"],
@@ -400,7 +373,7 @@ fn two_cameras_with_regions_render_in_headless_chromium() {
     );
 
     let shot = dir.path().join("live-grid.png");
-    chromium(
+    common::headless(
         &profile,
         &format!("{base}/?token=s3cret"),
         &[&format!("--screenshot={}", shot.display())],

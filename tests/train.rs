@@ -435,4 +435,11 @@ fn the_status_api_carries_the_accuracy_of_the_card_beside_the_model() {
         "{status}"
     );
     assert_eq!(status["info"]["labels"][1], "Potato___healthy");
+    // The live page shows it beside the model.
+    let dom = common::headless(&dir.path().join("chromium"), &d.base, &["--dump-dom"]);
+    let shown = format!(
+        "card: {:.1}% validation accuracy",
+        100.0 * card.validation_accuracy
+    );
+    assert!(dom.contains(&shown), "{shown:?} on the page:\n{dom}");
 }

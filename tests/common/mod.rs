@@ -245,6 +245,34 @@ pub fn chromium() -> &'static str {
         .expect("chromium must be installed (scripts/test installs Debian's chromium)")
 }
 
+/// Headless Chromium on `url` with `args` (`--dump-dom`, `--screenshot=...`), its profile in
+/// `profile`, virtual time 4 s for the page's scripts to run; returns stdout.
+pub fn headless(profile: &std::path::Path, url: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new(chromium())
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--hide-scrollbars",
+            "--window-size=1280,900",
+            "--run-all-compositor-stages-before-draw",
+            "--virtual-time-budget=4000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(args)
+        .arg(url)
+        .output()
+        .expect("chromium runs");
+    assert!(
+        out.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// The Python the fixture scripts run on (LOOKOUT_PYTHON, else the checkout's .venv, both made
 /// by scripts/test from requirements.txt); fails the test, saying what to do, when it cannot
 /// import `modules` (a comma-separated import list such as "cv2, numpy").
