@@ -145,7 +145,6 @@ fn healthz_says_why_when_no_frames_arrive() {
 /// frame and scores that update, and takes a screenshot.
 #[test]
 fn the_live_view_renders_and_updates_in_headless_chromium() {
-    let chromium = common::chromium();
     let dir = tempfile::tempdir().expect("tempdir");
     let d = Daemon::start(dir.path(), SYNTHETIC, "", &[]);
     assert!(wait_until(Duration::from_secs(30), || get(
@@ -154,31 +153,8 @@ fn the_live_view_renders_and_updates_in_headless_chromium() {
     )
     .0 == 200));
     let profile = dir.path().join("profile");
-    let run = |args: &[&str]| -> String {
-        let out = std::process::Command::new(chromium)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                "--no-first-run",
-                "--hide-scrollbars",
-                "--window-size=1280,900",
-                "--run-all-compositor-stages-before-draw",
-                "--virtual-time-budget=4000",
-            ])
-            .arg(format!("--user-data-dir={}", profile.display()))
-            .args(args)
-            .arg(format!("{}/", d.base))
-            .output()
-            .expect("chromium runs");
-        assert!(
-            out.status.success(),
-            "chromium failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let page = format!("{}/", d.base);
+    let run = |args: &[&str]| common::headless(&profile, &page, args);
     let seq_of = |dom: &str| -> u64 {
         let at = dom
             .find("data-seq=\"")
