@@ -4,6 +4,10 @@
 //! Startup errors (model, labels in rules, sinks, opening the source) are returned before any
 //! frame flows; the binary prints them and exits non-zero. A second SIGINT/SIGTERM while
 //! shutting down exits at once.
+//!
+//! `reload` applies reloads and model uploads, and says what runs for `/api/status`.
+
+mod reload;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -12,13 +16,13 @@ use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::health::{Report, Watch};
-use crate::http::{HttpError, Info, ModelInfo, ReloadRequest, Server, State};
+use crate::http::{Control, HttpError, Server, State};
 use crate::live::{Live, LiveSource};
 use crate::metrics::{Metrics, Snapshot};
 use crate::model::{Model, ModelError};
 use crate::models::{self, Loaded};
 use crate::notify::Notifier;
-use crate::pipeline::{self, Downstream, ModelPart, Parts, Running, SourcePart, StartError};
+use crate::pipeline::{self, ModelPart, Parts, Running, SourcePart, StartError};
 use crate::rules::{RuleSet, UnknownLabel};
 use crate::sink::{Sink, SinkError};
 use crate::stop::StopToken;
@@ -235,164 +239,6 @@ fn build_sinks(config: &Config, device: &str) -> Result<NamedSinks, DaemonError>
     Ok(sinks)
 }
 
-/// `/api/status`'s facts; `model`, `input`, `quantization` and `labels` are the first model's
-/// (every configuration has one: each source uses a model).
-fn info(config: &Config, source: String, loaded: &[Loaded]) -> Info {
-    let first = loaded.first().map(|l| &*l.model);
-    Info {
-        device: config.device_id(),
-        source,
-        model: first.map(|m| m.name.clone()).unwrap_or_default(),
-        input: first.map(|m| m.input.shape().to_vec()).unwrap_or_default(),
-        quantization: first
-            .map(|m| m.quantization.describe().to_string())
-            .unwrap_or_default(),
-        labels: first.map(|m| m.labels.clone()).unwrap_or_default(),
-        models: loaded
-            .iter()
-            .map(|l| ModelInfo {
-                name: l.name.to_string(),
-                path: l.model.name.clone(),
-                classes: l.model.classes(),
-                used_by: l.used_by.clone(),
-            })
-            .collect(),
-        version: env!("CARGO_PKG_VERSION"),
-        model_card_accuracy: config
-            .model
-            .path
-            .as_deref()
-            .and_then(crate::train::card::read_accuracy),
-    }
-}
-
-/// Settings a reload cannot change while the cameras keep running: the HTTP server and
-/// logging. Each changed one is named. (Sources are added, removed and restarted by a reload:
-/// [`Running::update_sources`]; the frame queue and the reconnection back-off change in place.)
-fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
-    let mut changed = Vec::new();
-    if format!("{:?}", old.http) != format!("{:?}", new.http) {
-        changed.push("[http]");
-    }
-    if format!("{:?}", old.log) != format!("{:?}", new.log) {
-        changed.push("[log]");
-    }
-    changed
-}
-
-/// Re-reads and applies the configuration file (SIGHUP, `POST /api/reload`): the model, rules,
-/// sinks, workers and `[pipeline]` queue/top-k settings change; sources are added, removed or
-/// restarted as the file says (unchanged ones keep capturing). An invalid file, a model that does not load or rules that do not fit it leave everything as it
-/// was. Sinks are replaced after the old ones have delivered what they hold; should a new sink
-/// fail to start, the previous configuration's sinks are started again. Returns what was done,
-/// or why nothing was.
-fn reload(
-    running: &mut Running,
-    current: &mut Config,
-    path: Option<&Path>,
-    live: &Option<Arc<Live>>,
-    info_slot: &Mutex<Info>,
-) -> Result<String, String> {
-    let Some(path) = path else {
-        return Err("running on the embedded default configuration: there is no file to re-read (start with --config FILE)".into());
-    };
-    let new = Config::load(path).map_err(|e| crate::retry::chain(&e))?;
-    // Every model of the new file is loaded (unchanged files too) before anything changes.
-    let loaded = load_models(&new).map_err(|e| crate::retry::chain(&e))?;
-    let names: Vec<String> = new.sinks.iter().map(|c| c.name().to_owned()).collect();
-    let models = model_parts(&new, &loaded, &names).map_err(|e| crate::retry::chain(&e))?;
-    let kept = restart_only_changes(current, &new);
-    // Sources: unchanged ones keep capturing; added or changed ones are opened first, so one
-    // that does not open refuses the reload with nothing changed. (Should a new sink fail
-    // below, the previous sinks come back but the sources stay as the new file says; the next
-    // reload compares with what runs.)
-    let changes = running
-        .update_sources(source_parts(&new), SHUTDOWN_DEADLINE)
-        .map_err(|e| crate::retry::chain(&e))?;
-    // Point of no return: the old workers, dispatcher and sinks finish what they hold.
-    running.drain_downstream(SHUTDOWN_DEADLINE);
-    // Every frame of a removed source has been dispatched: the live view forgets it.
-    if let Some(live) = live {
-        live.set_sources(&live_sources(&new));
-    }
-    let device = new.device_id();
-    let (applied, sinks, models, loaded, result) = match build_sinks(&new, &device) {
-        Ok(sinks) => (&new, sinks, models, loaded, Ok(())),
-        Err(e) => {
-            let why = crate::retry::chain(&e);
-            log::error!("A sink of the new configuration did not start; restarting the previous configuration's sinks. error={why}");
-            // The sources now are the new file's: the previous sinks and rules run with the
-            // models the new file's sources and regions name.
-            let old_sinks = build_sinks(current, &current.device_id()).map_err(|e| {
-                format!(
-                    "{why}; and the previous sinks did not restart either: {}",
-                    crate::retry::chain(&e)
-                )
-            })?;
-            let old_names: Vec<String> = old_sinks.iter().map(|(n, _)| n.clone()).collect();
-            let mut old = current.clone();
-            old.model = new.model.clone();
-            old.models = new.models.clone();
-            old.sources = new.sources.clone();
-            old.source = new.source.clone();
-            let old_models =
-                model_parts(&old, &loaded, &old_names).unwrap_or_else(|_| {
-                    // The previous rules do not fit the new models: run without rules rather
-                    // than without sinks.
-                    log::error!("The previous rules do not fit the new models; running the previous sinks without rules.");
-                    old.rules.clear();
-                    model_parts(&old, &loaded, &old_names).unwrap_or_default()
-                });
-            (&*current, old_sinks, old_models, loaded, Err(why))
-        }
-    };
-    let applied = applied.clone();
-    let downstream = Downstream {
-        models,
-        sinks,
-        workers: applied.pipeline.worker_count(),
-        assist: applied.pipeline.assist,
-        sink_queue: applied.pipeline.sink_queue,
-        top_k: applied.pipeline.top_k,
-        device: applied.device_id(),
-        live: live.clone(),
-    };
-    running
-        .start_downstream(downstream)
-        .map_err(|e| crate::retry::chain(&e))?;
-    running.set_frame_queue(applied.pipeline.frame_queue);
-    let (min, max) = reconnect_delays(&applied);
-    running.set_reconnect(min, max);
-    *info_slot.lock().unwrap_or_else(|e| e.into_inner()) =
-        info(&applied, running.source_name.clone(), &loaded);
-    result?;
-    *current = applied;
-    let described: Vec<String> = loaded
-        .iter()
-        .map(|l| {
-            if loaded.len() == 1 {
-                l.model.name.clone()
-            } else {
-                format!("{}:{}", l.name, l.model.name)
-            }
-        })
-        .collect();
-    let mut msg = format!(
-        "Configuration reloaded. model={} rules={} sinks={} sources: {}",
-        described.join(","),
-        current.rules.len(),
-        names.join(","),
-        changes.describe()
-    );
-    if !kept.is_empty() {
-        msg.push_str(&format!(
-            "; not applied until a restart: {}",
-            kept.join(", ")
-        ));
-    }
-    Ok(msg)
-}
-
 /// Builds and starts the pipeline; `stop` ends it.
 pub fn start(
     config: &Config,
@@ -444,10 +290,10 @@ pub fn run(
     let parts = build_with_models(config, loaded.clone(), Vec::new())?;
     let live = parts.live.clone();
     let names: Vec<&str> = parts.sources.iter().map(|s| s.name.as_str()).collect();
-    let info_slot = Arc::new(Mutex::new(info(config, names.join(","), &loaded)));
+    let info_slot = Arc::new(Mutex::new(reload::info(config, names.join(","), &loaded)));
     let mut running = start_parts(parts, stop.clone())?;
     let health = Arc::new(Mutex::new(Report::default()));
-    let (reload_tx, reload_rx) = crossbeam_channel::bounded::<ReloadRequest>(4);
+    let (reload_tx, reload_rx) = crossbeam_channel::bounded::<Control>(4);
     let server = match &live {
         Some(live) => {
             let state = State {
@@ -497,20 +343,21 @@ pub fn run(
     // Until the source ends or a signal stops it: apply reload requests as they come.
     let mut current = config.clone();
     while !running.capture_finished() && !stop.is_stopped() {
-        let reply = match reload_rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(reply) => Some(reply),
+        let control = match reload_rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(c) => Some(c),
             Err(_) if hup.swap(false, Ordering::Relaxed) => None,
             Err(_) => continue,
         };
-        log::info!(
-            "Reloading the configuration. trigger={}",
-            if reply.is_some() {
-                "POST /api/reload"
-            } else {
-                "SIGHUP"
-            }
+        let mut past_drain = false;
+        let (result, reply) = reload::apply(
+            control,
+            &mut running,
+            &mut current,
+            path,
+            &live,
+            &info_slot,
+            &mut past_drain,
         );
-        let result = reload(&mut running, &mut current, path, &live, &info_slot);
         capture_limit_ms.store(
             capture_limit(&current).as_millis() as u64,
             Ordering::Relaxed,
@@ -520,6 +367,10 @@ pub fn run(
             Ok(msg) => {
                 m.reloads.fetch_add(1, Ordering::Relaxed);
                 log::info!("{msg}");
+            }
+            Err(why) if past_drain => {
+                m.reload_failures.fetch_add(1, Ordering::Relaxed);
+                log::error!("Reload failed after the running workers stopped. reason={why}");
             }
             Err(why) => {
                 m.reload_failures.fetch_add(1, Ordering::Relaxed);

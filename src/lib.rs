@@ -62,6 +62,8 @@
 //!   (modbus) hands to the pipeline, and the input counters (frames rejected, bytes skipped)
 //!   the pipeline hands to a source's reader thread.
 //! - [`daemon`]: signal handling, configuration reload and the `run` entry point.
+//! - [`deploy`]: a model uploaded over HTTP (`POST /api/model`) checked and installed over the
+//!   file its `path` names, the previous one kept beside it (and put back if the reload fails).
 //! - [`health`]: whether the pipeline makes progress (feeds the watchdog).
 //! - [`notify`]: systemd readiness, watchdog and stopping notifications.
 //! - [`memory`]: process-wide allocator settings (one malloc arena).
@@ -86,6 +88,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod deploy;
 pub mod event;
 pub mod frame;
 pub mod fuzz;

@@ -369,6 +369,47 @@ fn check_lists_each_model_with_its_users_and_status_lists_them_too() {
     );
 }
 
+#[test]
+fn the_card_accuracy_shown_is_the_first_loaded_models_even_when_it_is_a_named_one() {
+    let Some(assets) = common::assets() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    // The plant model through a link in a folder of the test's, with a model card beside it
+    // (as `lookout train` writes one); `[model]` is not used by any source.
+    let model = dir.path().join("plant.onnx");
+    std::os::unix::fs::symlink(assets.join("models/plant-cnn96.onnx"), &model).expect("link");
+    std::fs::write(
+        dir.path().join("plant.card.json"),
+        r#"{"validation_accuracy": 0.8125, "labels": []}"#,
+    )
+    .expect("card");
+    let plant = plant_table(&assets).replace(
+        &format!(
+            "{:?}",
+            assets.join("models/plant-cnn96.onnx").display().to_string()
+        ),
+        &format!("{:?}", model.display().to_string()),
+    );
+    assert!(plant.contains("plant.onnx\""), "{plant}");
+    let body = format!(
+        r#"
+        {plant}
+        [[sources]]
+        name = "leaves"
+        type = "synthetic"
+        fps = 5
+        model = "plant"
+        "#
+    );
+    let d = Daemon::start(dir.path(), &body, "", &[]);
+    let status = get_json(&format!("{}/api/status", d.base));
+    let info = &status["info"];
+    assert_eq!(info["models"][0]["name"], "plant", "{status}");
+    assert_eq!(info["models"][0]["card_accuracy"], 0.8125, "{status}");
+    assert_eq!(info["model_card_accuracy"], 0.8125, "{status}");
+}
+
 const TOKEN_ENV: &str = "LOOKOUT_TEST_MODELS_TOKEN";
 const TOKEN: &str = "m0dels";
 

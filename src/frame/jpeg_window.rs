@@ -221,17 +221,23 @@ impl Drop for Raw<'_> {
 /// libjpeg's fatal error: its message, unwound to the [`libjpeg`] around the call (as the
 /// `mozjpeg` wrapper does, without the panic hook).
 extern "C-unwind" fn error_exit(cinfo: &mut ffi::jpeg_common_struct) {
-    let mut buf = [0u8; 80];
+    // JMSG_LENGTH_MAX in the libjpeg-turbo that mozjpeg-sys builds (vendor/jpeglib.h): the
+    // size format_message assumes its buffer has. The binding's `&[u8; 80]` comes from older
+    // headers and is too small for it.
+    const JMSG_LENGTH_MAX: usize = 200;
+    let mut buf = [0u8; JMSG_LENGTH_MAX];
     // SAFETY: `cinfo.err` is the error manager set in `Raw::new`, alive while `cinfo` is.
     let format = unsafe { cinfo.err.as_ref() }.and_then(|e| e.format_message);
     if let Some(format) = format {
-        // SAFETY: libjpeg's format_message writes at most JMSG_LENGTH_MAX (80) bytes into the
-        // buffer it is given; the binding declares it `&[u8; 80]`, so it is passed as the
-        // pointer it is to C (`*mut`), never read through a shared reference while written.
+        // SAFETY: libjpeg's format_message writes at most JMSG_LENGTH_MAX (200) bytes, with
+        // its terminating NUL, into the buffer it is given (snprintf with that bound,
+        // jerror.c), and `buf` holds that many. The function takes a plain `char *` in C; the
+        // binding declares it `&[u8; 80]`, so it is called through the same ABI with a raw
+        // pointer to the larger buffer, which is never read through a reference while written.
         unsafe {
-            let f: unsafe extern "C-unwind" fn(&mut ffi::jpeg_common_struct, *mut [u8; 80]) =
+            let f: unsafe extern "C-unwind" fn(&mut ffi::jpeg_common_struct, *mut u8) =
                 std::mem::transmute(format);
-            f(cinfo, &mut buf);
+            f(cinfo, buf.as_mut_ptr());
         }
     }
     let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());

@@ -15,9 +15,10 @@ use tokio::net::TcpStream;
 use tokio::time::{timeout, timeout_at, Instant};
 
 use super::limits::{
-    MAX_BODY_BYTES, MAX_HEADERS, MAX_HEAD_BYTES, OVERFLOW_HEADER_TIMEOUT, WRITE_TIMEOUT,
+    MAX_BODY_BYTES, MAX_HEADERS, MAX_HEAD_BYTES, MAX_MODEL_BYTES, MODEL_UPLOAD_TIMEOUT,
+    OVERFLOW_HEADER_TIMEOUT, WRITE_TIMEOUT,
 };
-use super::request::Request;
+use super::request::{Request, UploadSlot};
 use super::respond::{text, Resp};
 use super::Shared;
 
@@ -192,15 +193,41 @@ async fn read_request(
             )));
         }
     };
-    if len > MAX_BODY_BYTES {
+    // A model upload may be large: its token is checked before its body is read, and only
+    // one is read at a time.
+    let upload = req.method == "POST" && req.path() == "/api/model";
+    if upload {
+        if let Some(refusal) = super::routes::write_refusal(&req, shared) {
+            return Err(NoRequest::Refuse(refusal));
+        }
+        req.upload = UploadSlot::take(&shared.uploading);
+        if req.upload.is_none() {
+            return Err(NoRequest::Refuse(text(
+                409,
+                "text/plain; charset=utf-8",
+                "another model upload is under way; try again when it has finished\n",
+            )));
+        }
+    }
+    let limit = if upload {
+        MAX_MODEL_BYTES
+    } else {
+        MAX_BODY_BYTES
+    };
+    if len > limit {
         c.too_large.fetch_add(1, Relaxed);
         return Err(NoRequest::Refuse(text(
             413,
             "text/plain; charset=utf-8",
-            format!("request body larger than {MAX_BODY_BYTES} bytes\n"),
+            format!("request body larger than {limit} bytes\n"),
         )));
     }
-    let body_deadline = Instant::now() + shared.header_timeout;
+    let body_deadline = Instant::now()
+        + if upload {
+            MODEL_UPLOAD_TIMEOUT
+        } else {
+            shared.header_timeout
+        };
     while buf.len() < len {
         match timeout_at(body_deadline, stream.read(&mut chunk)).await {
             Ok(Ok(0)) | Ok(Err(_)) => return Err(NoRequest::Closed),
@@ -267,6 +294,7 @@ fn parse(buf: &[u8], peer: IpAddr) -> Result<Option<(Request, usize)>, Resp> {
             body: Vec::new(),
             peer,
             keep_alive,
+            upload: None,
         },
         used,
     )))

@@ -22,6 +22,10 @@ pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 pub const MAX_HEADERS: usize = 64;
 /// Largest request body (every method); beyond it: 413.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Largest model upload (`POST /api/model`, with the token, one at a time); beyond it: 413.
+pub const MAX_MODEL_BYTES: usize = 256 * 1024 * 1024;
+/// A model upload's body must arrive within this (a 14 MB model over a slow link).
+pub const MODEL_UPLOAD_TIMEOUT: Duration = Duration::from_secs(300);
 /// Connections over `max_connections` that still get an answer: `/healthz` is served, anything
 /// else gets 503. Beyond these, a connection is closed at once.
 pub const OVERFLOW_CONNECTIONS: usize = 32;

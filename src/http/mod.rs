@@ -10,7 +10,8 @@
 //! Bounded by design: connections are tasks on a one-thread tokio runtime of the server's own
 //! (tokio is already built for the MQTT client), at most `max_connections` at a time, each
 //! request head within `header_timeout_secs` (5 s) and 16 KiB (else 408/431), each body within
-//! 64 KiB (else 413), kept-alive connections closed after `idle_timeout_secs` (15 s); the
+//! 64 KiB (else 413; a model upload, one at a time and only with the token, within 256 MiB and
+//! 5 minutes), kept-alive connections closed after `idle_timeout_secs` (15 s); the
 //! handlers run on 3 threads, `/healthz` on none (answered on the runtime, also for a few
 //! connections over the limit), so the thread count is fixed and descriptors are at most `max_connections` plus a few. The earlier
 //! tiny_http server started a thread per connection with no limit or timeout; hyper, the
@@ -28,6 +29,7 @@
 //! | `/api/events?limit=N&source=NAME` | JSON: the most recent events (default 50, at most 200), of all sources or of one |
 //! | `/frame.jpg?source=NAME` | a source's latest classified frame as JPEG |
 //! | `POST /api/reload` | re-read the configuration file (needs `token_env`); 200 and what changed, or 422 and why nothing did |
+//! | `POST /api/model?name=NAME` | the body (an ONNX file, up to 256 MiB) becomes model NAME's file (default `default`), then a reload (needs `token_env`); 200, or 422 and why, with the previous file kept or back in place ([`crate::deploy`]) |
 //!
 //! `source=NAME` is optional: the first source by default (all sources for events); a name the
 //! daemon does not have is a 404 that lists the names it has.
@@ -189,8 +191,8 @@ pub struct Info {
     /// one's: `[model]` when a source or region uses it).
     pub models: Vec<ModelInfo>,
     pub version: &'static str,
-    /// The validation accuracy on the model card beside the model (`NAME.card.json`, written
-    /// by `lookout train`); absent without a card.
+    /// The validation accuracy on the card of the first model (`NAME.card.json` beside its
+    /// file, written by `lookout train`); absent without a card.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model_card_accuracy: Option<f64>,
 }
@@ -206,10 +208,27 @@ pub struct ModelInfo {
     pub classes: usize,
     /// The sources (`source`) and regions (`source.region`) it classifies.
     pub used_by: Vec<String>,
+    /// The validation accuracy on its model card (`NAME.card.json` beside the file); absent
+    /// without a card.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub card_accuracy: Option<f64>,
 }
 
-/// A reload request to the daemon's main loop, with where to send the outcome.
-pub type ReloadRequest = crossbeam_channel::Sender<Result<String, String>>;
+/// Where the daemon's main loop sends the outcome of a request: what was done, or why nothing
+/// was.
+pub type Reply = crossbeam_channel::Sender<Result<String, String>>;
+
+/// A request to the daemon's main loop from a write endpoint.
+pub enum Control {
+    /// `POST /api/reload`: re-read the configuration file.
+    Reload(Reply),
+    /// `POST /api/model?name=NAME`: install `bytes` as model `model`'s file, then reload.
+    Deploy {
+        model: String,
+        bytes: Vec<u8>,
+        reply: Reply,
+    },
+}
 
 /// Everything the handlers read.
 pub struct State {
@@ -218,8 +237,9 @@ pub struct State {
     pub health: Arc<Mutex<Report>>,
     /// Replaced when a reload changes the model.
     pub info: Arc<Mutex<Info>>,
-    /// Where `POST /api/reload` sends its request; `None`: reloading is not offered.
-    pub reload: Option<crossbeam_channel::Sender<ReloadRequest>>,
+    /// Where `POST /api/reload` and `POST /api/model` send their requests; `None`: neither
+    /// is offered.
+    pub reload: Option<crossbeam_channel::Sender<Control>>,
 }
 
 /// What every connection reads.
@@ -232,6 +252,8 @@ pub(crate) struct Shared {
     header_timeout: Duration,
     idle_timeout: Duration,
     counters: limits::Counters,
+    /// A model upload is being read or handled (one at a time).
+    uploading: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A running server; [`Server::stop`] ends it.
@@ -288,6 +310,7 @@ impl Server {
             header_timeout: Duration::from_secs_f64(cfg.header_timeout_secs),
             idle_timeout: Duration::from_secs_f64(cfg.idle_timeout_secs),
             counters: limits::Counters::default(),
+            uploading: Arc::default(),
         });
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let thread = std::thread::Builder::new()

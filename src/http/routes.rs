@@ -8,8 +8,8 @@ use serde::Serialize;
 use super::prometheus::prometheus;
 use super::request::Request;
 use super::respond::{authorized, header, json, query, text, Resp};
-use super::Info;
 use super::State;
+use super::{Control, Info};
 use super::{Shared, PAGE};
 use crate::health::Report;
 
@@ -19,26 +19,24 @@ pub(super) fn handle(req: &Request, shared: &Shared) -> Resp {
     let url = req.url.as_str();
     let path = req.path();
     let method = req.method.as_str();
-    if path == "/api/reload" {
+    if path == "/api/reload" || path == "/api/model" {
         if method != "POST" {
-            text(405, "text/plain; charset=utf-8", "POST to reload\n")
-                .with_header(header("Allow", "POST"))
-        } else if token.is_none() {
             text(
-                403,
+                405,
                 "text/plain; charset=utf-8",
-                "reloading over HTTP needs a token: set [http] token_env (or send SIGHUP)\n",
+                if path == "/api/reload" {
+                    "POST to reload\n"
+                } else {
+                    "POST the ONNX file as the body to deploy it\n"
+                },
             )
-        } else if !authorized(req, token) {
-            shared.counters.failed_token(req.peer);
-            text(
-                401,
-                "text/plain; charset=utf-8",
-                "missing or wrong bearer token (Authorization: Bearer <token>; ?token= is not accepted here)\n",
-            )
-            .with_header(header("WWW-Authenticate", "Bearer"))
-        } else {
+            .with_header(header("Allow", "POST"))
+        } else if let Some(refusal) = write_refusal(req, shared) {
+            refusal
+        } else if path == "/api/reload" {
             reload(state)
+        } else {
+            deploy(state, req)
         }
     } else if method != "GET" && method != "HEAD" {
         text(
@@ -114,12 +112,72 @@ pub(super) fn handle(req: &Request, shared: &Shared) -> Resp {
     }
 }
 
+/// Why a write request (`POST /api/reload`, `/api/model`) is refused: no token configured
+/// (403), or a missing or wrong bearer token (401, counted); `None`: go ahead. The token is
+/// only accepted as a header here, never as `?token=`.
+pub(super) fn write_refusal(req: &Request, shared: &Shared) -> Option<Resp> {
+    let token = shared.token.as_deref();
+    if token.is_none() {
+        Some(text(
+            403,
+            "text/plain; charset=utf-8",
+            "writing over HTTP (reload, model upload) needs a token: set [http] token_env (or send SIGHUP to reload)\n",
+        ))
+    } else if !authorized(req, token) {
+        shared.counters.failed_token(req.peer);
+        Some(
+            text(
+                401,
+                "text/plain; charset=utf-8",
+                "missing or wrong bearer token (Authorization: Bearer <token>; ?token= is not accepted here)\n",
+            )
+            .with_header(header("WWW-Authenticate", "Bearer")),
+        )
+    } else {
+        None
+    }
+}
+
 /// A `?source=` the daemon does not have: 404, naming the sources it has.
 fn unknown_source(e: &crate::live::UnknownSource) -> Resp {
     text(404, "text/plain; charset=utf-8", format!("{e}\n"))
 }
 
 pub(super) fn reload(state: &State) -> Resp {
+    control(
+        state,
+        Control::Reload,
+        "reload",
+        "not reloaded; the running configuration stays",
+    )
+}
+
+/// `POST /api/model?name=NAME`: the body becomes model NAME's file, then a reload.
+fn deploy(state: &State, req: &Request) -> Resp {
+    let model = query(&req.url, "name")
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| crate::models::DEFAULT.to_owned());
+    let bytes = req.body.clone();
+    control(
+        state,
+        |reply| Control::Deploy {
+            model,
+            bytes,
+            reply,
+        },
+        "reload or model upload",
+        "model not deployed; the running model stays",
+    )
+}
+
+/// Hands a request to the daemon's main loop and answers with its outcome: 200 and what was
+/// done, 422 and why nothing was.
+fn control(
+    state: &State,
+    request: impl FnOnce(super::Reply) -> Control,
+    what: &str,
+    refused: &str,
+) -> Resp {
     let Some(tx) = &state.reload else {
         return text(
             503,
@@ -128,11 +186,11 @@ pub(super) fn reload(state: &State) -> Resp {
         );
     };
     let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
-    if tx.try_send(reply_tx).is_err() {
+    if tx.try_send(request(reply_tx)).is_err() {
         return text(
             503,
             "text/plain; charset=utf-8",
-            "a reload is already under way; try again\n",
+            format!("a {what} is already under way; try again\n"),
         );
     }
     match reply_rx.recv_timeout(std::time::Duration::from_secs(300)) {
@@ -140,7 +198,7 @@ pub(super) fn reload(state: &State) -> Resp {
         Ok(Err(why)) => text(
             422,
             "text/plain; charset=utf-8",
-            format!("not reloaded; the running configuration stays: {why}\n"),
+            format!("{refused}: {why}\n"),
         ),
         Err(_) => text(
             503,

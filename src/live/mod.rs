@@ -30,12 +30,14 @@ pub const HISTORY_STEP_MS: u64 = 250;
 /// Events kept for `/api/events` (of all sources, and of each source).
 pub const RECENT_EVENTS: usize = 200;
 
-/// One timeline point: capture time (ms since the Unix epoch) and the top-k of that frame (for
-/// a source with regions, each label's best score over the frame's regions).
+/// One timeline point: capture time (ms since the Unix epoch) and the top-k of that frame as
+/// `[label, score]` pairs (for a source with regions, each label's best score over the frame's
+/// regions, whichever model scored it). Labels, not class indices: a source's regions may use
+/// models with different label lists.
 #[derive(Debug, Clone, Serialize)]
 pub struct Point {
     pub t: u64,
-    pub top: Vec<(usize, f32)>,
+    pub top: Vec<(String, f32)>,
 }
 
 /// A source's latest classified frame, as `/api/live` returns it.

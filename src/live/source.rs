@@ -234,7 +234,11 @@ impl SourceLive {
             }
             self.history.push_back(Point {
                 t: ms,
-                top: latest.top.iter().map(|e| (e.index, e.score)).collect(),
+                top: latest
+                    .top
+                    .iter()
+                    .map(|e| (e.label.clone(), e.score))
+                    .collect(),
             });
         }
         self.latest = Some(latest);
@@ -346,16 +350,21 @@ impl RegionLive {
 }
 
 /// Merges a region's top-k into a frame's: each label keeps its best score; best first, at most
-/// `k` entries.
+/// `k` entries. Entries match by label, not index: regions of one frame may use different models,
+/// whose class indices mean different labels (an entry keeps the index in its own model).
 fn merge(into: &mut Vec<TopEntry>, more: &[TopEntry], k: usize) {
     for e in more {
-        match into.iter_mut().find(|x| x.index == e.index) {
+        match into.iter_mut().find(|x| x.label == e.label) {
             Some(x) if x.score < e.score => x.score = e.score,
             Some(_) => {}
             None => into.push(e.clone()),
         }
     }
-    into.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.index.cmp(&b.index)));
+    into.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then_with(|| a.label.cmp(&b.label))
+    });
     into.truncate(k.max(1));
 }
 
@@ -379,5 +388,25 @@ mod tests {
         let mut top = vec![entry(0, 0.6)];
         merge(&mut top, &[entry(0, 0.1)], 1);
         assert_eq!(top, vec![entry(0, 0.6)]);
+    }
+
+    #[test]
+    fn regions_of_two_models_merge_by_label_not_index() {
+        let named = |index: usize, label: &str, score: f32| TopEntry {
+            index,
+            label: label.to_owned(),
+            score,
+        };
+        // Model A: 0 = ok, 1 = scratch. Model B: 0 = blight, 1 = ok.
+        let mut top = vec![named(0, "ok", 0.7), named(1, "scratch", 0.3)];
+        merge(&mut top, &[named(0, "blight", 0.8), named(1, "ok", 0.2)], 3);
+        assert_eq!(
+            top,
+            vec![
+                named(0, "blight", 0.8),
+                named(0, "ok", 0.7),
+                named(1, "scratch", 0.3)
+            ]
+        );
     }
 }

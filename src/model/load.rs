@@ -159,8 +159,22 @@ impl Model {
             opset,
             kernels: cfg.kernels.describe(),
             load_time: started.elapsed(),
+            card_accuracy: card_accuracy(&proto.metadata_props),
         })
     }
+}
+
+/// The metadata property `lookout train` writes with the validation accuracy of its model
+/// card, so the figure travels with the file (`POST /api/model`).
+pub const CARD_ACCURACY_KEY: &str = "lookout_validation_accuracy";
+
+/// The card's validation accuracy in the model's metadata, when it holds a number in 0..1.
+fn card_accuracy(metadata: &[pb::StringStringEntryProto]) -> Option<f64> {
+    metadata
+        .iter()
+        .find(|p| p.key == CARD_ACCURACY_KEY)
+        .and_then(|p| p.value.trim().parse::<f64>().ok())
+        .filter(|a| (0.0..=1.0).contains(a))
 }
 
 fn check_operators(

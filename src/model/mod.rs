@@ -13,6 +13,7 @@ pub mod crop;
 mod error;
 pub mod labels;
 mod load;
+pub use load::CARD_ACCURACY_KEY;
 pub mod npy;
 mod output;
 
@@ -144,6 +145,9 @@ pub struct Model {
     /// Whose kernels run the convolutions, for `check` and `bench`.
     pub kernels: String,
     pub load_time: Duration,
+    /// The validation accuracy `lookout train` wrote into the model's metadata (its model
+    /// card's figure), when it has one.
+    pub card_accuracy: Option<f64>,
 }
 
 impl Model {

@@ -58,6 +58,15 @@ impl Session {
     }
 
     /// Decodes, preprocesses and classifies one frame.
+    /// Decodes `frame` to RGB as [`Session::classify_frame`] does before resizing: a JPEG at
+    /// the smallest DCT scale the model's preprocessing allows (for a caller that edits the
+    /// pixels, e.g. `lookout train`'s flipped copies, and then classifies them).
+    pub fn decode(&self, frame: &Frame, out: &mut RgbBuf) -> Result<(), FrameError> {
+        let sizer = self.pre.decode_sizer();
+        let need = move |w: u32, h: u32| sizer.min_decode_size(w, h);
+        decode_rgb(frame, Some(&need), out)
+    }
+
     pub fn classify_frame(&mut self, frame: &Frame) -> Result<Scores, ClassifyError> {
         self.classify_frames(std::slice::from_ref(frame))
             .pop()

@@ -17,7 +17,7 @@ use crate::source::FrameSource;
 use crate::stop::StopToken;
 
 /// The reopening back-off's first delay and cap, shared by every capture thread and set by a
-/// reload; a source takes the current values each time it starts reopening.
+/// reload; a reopening source looks at them each time it wakes (see `reopen`).
 #[derive(Debug)]
 pub struct Reconnect {
     min_us: AtomicU64,
@@ -42,8 +42,8 @@ impl Reconnect {
         )
     }
 
-    /// Applies to each source's next reopening (one in the middle of one goes on with its
-    /// current delays until it has reopened).
+    /// Applies to each source's reopening from its next slice of waiting on (its back-off
+    /// starts again from the new first delay).
     pub(super) fn set(&self, (min, max): (Duration, Duration)) {
         self.min_us.store(min.as_micros() as u64, Relaxed);
         self.max_us.store(max.as_micros() as u64, Relaxed);
@@ -135,8 +135,12 @@ pub(super) fn capture_loop(c: Capture) {
     queue.close(lane);
 }
 
-/// Opens `source` again and again, with back-off from `reconnect`'s current delays, until it
-/// opens (true) or `stop` is set (false).
+/// The longest one sleep of the reopening back-off lasts before the thread beats and looks at
+/// the delays again.
+const REOPEN_SLICE: Duration = Duration::from_millis(250);
+
+/// Opens `source` again and again, with back-off from `reconnect`'s delays (read again while
+/// waiting, so a reload changes them at once), until it opens (true) or `stop` is set (false).
 fn reopen(
     source: &mut dyn FrameSource,
     reconnect: &Reconnect,
@@ -146,13 +150,27 @@ fn reopen(
     beat: &dyn Fn(),
 ) -> bool {
     let name = &sm.name;
-    let (min, max) = reconnect.get();
-    let mut backoff = Backoff::new(min, max);
-    loop {
-        if stop.sleep(backoff.next_delay()) {
-            return false;
+    let mut delays = reconnect.get();
+    let mut backoff = Backoff::new(delays.0, delays.1);
+    'attempts: loop {
+        // Sleep in slices, with a heartbeat each (a thread sleeping on purpose is not stuck)
+        // and the delays read again each: a reload that shortens them takes effect within a
+        // slice instead of after a long delay set by the old ones.
+        let mut left = backoff.next_delay();
+        while !left.is_zero() {
+            let slice = left.min(REOPEN_SLICE);
+            if stop.sleep(slice) {
+                return false;
+            }
+            left -= slice;
+            beat();
+            let now = reconnect.get();
+            if now != delays {
+                delays = now;
+                backoff = Backoff::new(delays.0, delays.1);
+                continue 'attempts;
+            }
         }
-        beat();
         match source.open() {
             Ok(()) => {
                 m.reconnects.fetch_add(1, Relaxed);
@@ -167,5 +185,86 @@ fn reopen(
                 log::debug!("Source still failing. source={name} error={}", chain(&e));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::time::Instant;
+
+    use super::*;
+    use crate::frame::Frame;
+    use crate::metrics::InputStats;
+    use crate::source::SourceError;
+
+    /// A source that never opens, counting the attempts.
+    struct Broken(Arc<AtomicUsize>);
+
+    impl FrameSource for Broken {
+        fn describe(&self) -> String {
+            "broken".into()
+        }
+        fn live(&self) -> bool {
+            true
+        }
+        fn open(&mut self) -> Result<(), SourceError> {
+            self.0.fetch_add(1, Relaxed);
+            Err(SourceError::Input("never opens".into()))
+        }
+        fn next_frame(&mut self, _stop: &StopToken) -> Result<Option<Frame>, SourceError> {
+            Ok(None)
+        }
+    }
+
+    #[test]
+    fn a_reload_that_shortens_the_back_off_applies_while_a_source_waits() {
+        let opens = Arc::new(AtomicUsize::new(0));
+        let reconnect = Arc::new(Reconnect::new((
+            Duration::from_secs(3600),
+            Duration::from_secs(3600),
+        )));
+        let stop = StopToken::new();
+        let m = Arc::new(Metrics::default());
+        let sm = Arc::new(SourceMetrics::new("cam", Arc::new(InputStats::default())));
+        let beats = Arc::new(AtomicUsize::new(0));
+        let thread = {
+            let (opens, reconnect, stop, m, sm, beats) = (
+                Arc::clone(&opens),
+                Arc::clone(&reconnect),
+                stop.clone(),
+                Arc::clone(&m),
+                Arc::clone(&sm),
+                Arc::clone(&beats),
+            );
+            std::thread::spawn(move || {
+                let beat = || {
+                    beats.fetch_add(1, Relaxed);
+                };
+                reopen(&mut Broken(opens), &reconnect, &stop, &m, &sm, &beat)
+            })
+        };
+        // Waiting on the hour-long first delay: the thread still beats.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while beats.load(Relaxed) < 2 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(beats.load(Relaxed) >= 2, "no heartbeat while waiting");
+        assert_eq!(opens.load(Relaxed), 0, "opened before its delay");
+        // A reload shortens the delays: the waiting thread retries without the old hour.
+        reconnect.set((Duration::from_millis(1), Duration::from_millis(2)));
+        while opens.load(Relaxed) < 3 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(opens.load(Relaxed) >= 3, "the new delays were not applied");
+        assert!(
+            sm.source_errors.load(Relaxed) >= 2,
+            "failed opens not counted"
+        );
+        stop.stop();
+        assert!(
+            !thread.join().expect("reopen thread"),
+            "stopped, not opened"
+        );
     }
 }

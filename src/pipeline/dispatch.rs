@@ -26,6 +26,9 @@ pub(super) struct Scored {
     pub(super) rules: RuleSet,
 }
 
+/// Whose rule state: source, region (`None`: whole frames), model (an index into `models`).
+type RuleKey = (Arc<str>, Option<Arc<str>>, usize);
+
 #[allow(clippy::too_many_arguments)]
 pub(super) fn dispatch_loop(
     class_rx: Receiver<Classified>,
@@ -42,8 +45,10 @@ pub(super) fn dispatch_loop(
     let all_sinks: Vec<usize> = (0..sink_txs.len()).collect();
     // Each source and region goes through rules of its own (their N-of-M windows and cooldowns
     // are that region's), made from its model's `rules` (never observed) when its first frame
-    // comes. (A region's model is fixed within a generation.)
-    let mut by_source: HashMap<(Arc<str>, Option<Arc<str>>), RuleSet> = HashMap::new();
+    // comes. Keyed by the model too: the rules' labels are that model's class indices, so state
+    // built for one model must never see another's scores (a region's model is fixed within a
+    // generation today; the key keeps that an assumption nothing relies on).
+    let mut by_source: HashMap<RuleKey, RuleSet> = HashMap::new();
     while let Ok(mut c) = class_rx.recv() {
         let Some(model) = models.get(c.model) else {
             log::error!(
@@ -76,7 +81,7 @@ pub(super) fn dispatch_loop(
                 .collect()
         } else {
             let rules = by_source
-                .entry((Arc::clone(&c.source), c.region.clone()))
+                .entry((Arc::clone(&c.source), c.region.clone(), c.model))
                 .or_insert_with(|| rules.scoped(&c.source, c.region.as_deref()));
             let fired = rules.observe(&c.probs, c.captured);
             fired

@@ -55,7 +55,7 @@ use crate::source::{FrameSource, SourceError};
 
 pub use running::{Running, ABORT_MARGIN};
 pub use sources::SourceChanges;
-pub use start::start;
+pub use start::{start, try_sessions};
 
 /// Everything a pipeline needs, built and validated by the caller.
 pub struct Parts {

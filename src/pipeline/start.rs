@@ -14,7 +14,7 @@ use super::fair::FairQueue;
 use super::running::{Generation, Running};
 use super::sources::{open_all, start_capture, OnFailure};
 use super::worker::worker_loop;
-use super::{spawn, Classified, Delivery, Downstream, Parts, StartError};
+use super::{spawn, Classified, Delivery, Downstream, ModelPart, Parts, StartError};
 use crate::metrics::Metrics;
 use crate::model::Session;
 use crate::stop::StopToken;
@@ -98,6 +98,29 @@ pub fn start(parts: Parts, stop: StopToken) -> Result<Running, StartError> {
     })
 }
 
+/// Each worker's sessions: one per model, in the order of `models` (`Classified::model`).
+fn sessions(models: &[ModelPart], workers: usize) -> Result<Vec<Vec<Session>>, StartError> {
+    let mut sessions: Vec<Vec<Session>> = Vec::with_capacity(workers.max(1));
+    for _ in 0..workers.max(1) {
+        let mut own = Vec::with_capacity(models.len());
+        for m in models {
+            own.push(m.model.session().map_err(|source| StartError::Session {
+                model: m.name.to_string(),
+                source,
+            })?);
+        }
+        sessions.push(own);
+    }
+    Ok(sessions)
+}
+
+/// Makes (and drops) every session `workers` workers would need for `models`, so that a reload
+/// finds a model that cannot run before it stops the running workers: made while the running
+/// ones still hold theirs, they will be made again once those are gone (with more memory free).
+pub fn try_sessions(models: &[ModelPart], workers: usize) -> Result<(), StartError> {
+    sessions(models, workers).map(drop)
+}
+
 /// Starts workers, dispatcher and sinks reading `queue`.
 pub(super) fn start_generation(
     d: Downstream,
@@ -114,18 +137,7 @@ pub(super) fn start_generation(
         device,
         live,
     } = d;
-    // Each worker: one session per model, in the order of `models` (`Classified::model`).
-    let mut sessions: Vec<Vec<Session>> = Vec::with_capacity(workers.max(1));
-    for _ in 0..workers.max(1) {
-        let mut own = Vec::with_capacity(models.len());
-        for m in &models {
-            own.push(m.model.session().map_err(|source| StartError::Session {
-                model: m.name.to_string(),
-                source,
-            })?);
-        }
-        sessions.push(own);
-    }
+    let sessions = sessions(&models, workers)?;
     let names: Arc<[Arc<str>]> = models.iter().map(|m| Arc::clone(&m.name)).collect();
     metrics
         .models

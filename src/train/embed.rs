@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::frame::{decode_rgb, Frame, PixelFormat, RgbBuf};
+use crate::frame::{Frame, PixelFormat, RgbBuf};
 use crate::model::{Model, Session};
 
 use super::TrainError;
@@ -240,7 +240,9 @@ fn embed_one(
     };
     let flipped = if flip {
         let mut rgb = RgbBuf::default();
-        if let Err(e) = decode_rgb(&frame, None, &mut rgb) {
+        // Decoded as the plain embedding's frame is (a JPEG at the same reduced DCT scale), so
+        // the two copies differ only by the flip.
+        if let Err(e) = session.decode(&frame, &mut rgb) {
             return (Err(crate::retry::chain(&e)), false);
         }
         mirror(&mut rgb);

@@ -306,10 +306,12 @@ pub fn cut(proto: &pb::ModelProto, features: &Features) -> pb::ModelProto {
         .flat_map(|n| n.output.iter().cloned())
         .collect();
     graph.initializer.retain(|t| used.contains(&t.name));
-    let inits: HashSet<String> = graph.initializer.iter().map(|t| t.name.clone()).collect();
+    // Graph inputs the cut graph no longer reads go too: weights of the dropped head that an
+    // IR < 4 model lists as inputs as well as initializers (left in, they would be inputs
+    // nobody feeds), and any other input only the head read.
     graph
         .input
-        .retain(|i| !inits.contains(&i.name) || used.contains(&i.name));
+        .retain(|i| used.contains(&i.name) || i.name == features.tensor);
     graph.value_info.retain(|v| produced.contains(&v.name));
     let mut x = features.tensor.clone();
     if let Some((s, z)) = &features.quantized {
@@ -504,6 +506,30 @@ mod tests {
         let mut inits: Vec<&str> = cg.initializer.iter().map(|t| t.name.as_str()).collect();
         inits.sort();
         assert_eq!(inits, ["s", "z"]);
+    }
+
+    #[test]
+    fn weights_listed_as_inputs_of_an_old_model_go_with_the_head() {
+        // IR < 4: every initializer is a graph input as well.
+        let mut m = model(
+            vec![
+                node("Conv", "conv", &["x", "w"], "c", vec![]),
+                node("Flatten", "flat", &["c"], "f", vec![]),
+                node("Gemm", "fc", &["f", "W", "B"], "y", vec![]),
+            ],
+            &["w", "W", "B"],
+        );
+        let g = m.graph.as_mut().unwrap();
+        for name in ["w", "W", "B"] {
+            g.input.push(float_output(name, None));
+        }
+        let f = find_features(m.graph.as_ref().unwrap(), None, path()).unwrap();
+        let cut = cut(&m, &f);
+        let cg = cut.graph.as_ref().unwrap();
+        let inputs: Vec<&str> = cg.input.iter().map(|i| i.name.as_str()).collect();
+        assert_eq!(inputs, ["x", "w"]);
+        let inits: Vec<&str> = cg.initializer.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(inits, ["w"]);
     }
 
     #[test]

@@ -69,6 +69,8 @@ pub enum TrainError {
     EmptyClass { path: PathBuf },
     #[error("label folder {path}: none of its {count} images could be read (see the skipped images above)")]
     NoUsableImages { path: PathBuf, count: usize },
+    #[error("label folder {path}: only one of its {count} images could be read; each label needs at least 2 (one to train on, one to validate with): add images")]
+    OneUsableImage { path: PathBuf, count: usize },
     #[error("{path}: too few images to validate: each label needs at least 2 (found {images} images in all)")]
     TooFew { path: PathBuf, images: usize },
     #[error("cannot read backbone {path}")]
@@ -171,12 +173,23 @@ pub fn run(opts: &TrainOptions, out: &mut dyn Write) -> Result<Card, TrainError>
             }
         }
     }
+    // Each label needs two usable images: one to train on and one to validate with.
     for (c, label) in dataset.labels.iter().enumerate() {
-        if !usable.iter().any(|(_, l)| *l == c) {
-            return Err(TrainError::NoUsableImages {
-                path: opts.data.join(label),
-                count: dataset.images.iter().filter(|(_, l)| *l == c).count(),
-            });
+        let count = dataset.images.iter().filter(|(_, l)| *l == c).count();
+        match usable.iter().filter(|(_, l)| *l == c).count() {
+            0 => {
+                return Err(TrainError::NoUsableImages {
+                    path: opts.data.join(label),
+                    count,
+                })
+            }
+            1 => {
+                return Err(TrainError::OneUsableImage {
+                    path: opts.data.join(label),
+                    count,
+                })
+            }
+            _ => {}
         }
     }
     let dim = usable[0].0.plain.len();
@@ -261,6 +274,7 @@ pub fn run(opts: &TrainOptions, out: &mut dyn Write) -> Result<Card, TrainError>
         &[
             ("lookout_backbone_sha256", backbone_sha.clone()),
             ("lookout_features", features.tensor.clone()),
+            (crate::model::CARD_ACCURACY_KEY, format!("{accuracy}")),
         ],
     );
     let write = |path: &PathBuf, bytes: &[u8]| {
