@@ -24,8 +24,11 @@ fn link_photos(assets: &Path, class: &str, dir: &Path, prefix: &str, n: usize) {
     photos.sort();
     assert!(!photos.is_empty(), "no photos of {class}");
     for i in 0..n {
-        std::os::unix::fs::symlink(&photos[i % photos.len()], dir.join(format!("{prefix}_{i:03}.jpg")))
-            .expect("link photo");
+        std::os::unix::fs::symlink(
+            &photos[i % photos.len()],
+            dir.join(format!("{prefix}_{i:03}.jpg")),
+        )
+        .expect("link photo");
     }
 }
 
@@ -96,7 +99,10 @@ type = "jsonl"
 path = {jsonl:?}
 "#,
         model = assets.join("models/plant-cnn96.onnx").display().to_string(),
-        labels = assets.join("models/plant15.labels.txt").display().to_string(),
+        labels = assets
+            .join("models/plant15.labels.txt")
+            .display()
+            .to_string(),
         steady = steady.display().to_string(),
         changing = changing.display().to_string(),
         jsonl = jsonl.display().to_string(),
@@ -112,8 +118,11 @@ path = {jsonl:?}
     });
     let steady_psi = series(&text, psi_steady).expect("steady PSI");
     assert!(steady_psi < 0.1, "steady scene PSI {steady_psi}:\n{text}");
-    let mean = series(&text, "lookout_mean_top1_score{source=\"steady\",model=\"default\"}")
-        .expect("steady mean score");
+    let mean = series(
+        &text,
+        "lookout_mean_top1_score{source=\"steady\",model=\"default\"}",
+    )
+    .expect("steady mean score");
     assert!(mean > 0.5 && mean <= 1.0, "steady mean top-1 score {mean}");
 
     // The drift rule's event reaches the jsonl sink, for the changed scene only.
@@ -122,17 +131,34 @@ path = {jsonl:?}
         got = events(&jsonl);
         !got.is_empty()
     });
-    assert!(fired, "no drift event in {}:\n{}", jsonl.display(), common::log_of(dir.path()));
+    assert!(
+        fired,
+        "no drift event in {}:\n{}",
+        jsonl.display(),
+        common::log_of(dir.path())
+    );
     let e = &got[0];
     assert_eq!(
-        (e.rule.as_deref(), e.label.as_str(), e.source.as_str(), e.region.as_deref()),
+        (
+            e.rule.as_deref(),
+            e.label.as_str(),
+            e.source.as_str(),
+            e.region.as_deref()
+        ),
         (Some("scene-changed"), "drift", "changing", None),
         "{e:?}"
     );
     let f = e.drift.as_ref().expect("a drift event carries its figures");
     assert!(f.psi.is_some_and(|p| p > 0.25), "{f:?}");
-    assert_eq!((f.reference.as_str(), f.reference_frames, f.window_frames), ("frames", 20, 20));
-    assert!(f.mean_score.is_some_and(|m| (m as f32 - e.score).abs() < 1e-6), "{e:?}");
+    assert_eq!(
+        (f.reference.as_str(), f.reference_frames, f.window_frames),
+        ("frames", 20, 20)
+    );
+    assert!(
+        f.mean_score
+            .is_some_and(|m| (m as f32 - e.score).abs() < 1e-6),
+        "{e:?}"
+    );
     assert!(!e.top.is_empty(), "{e:?}");
 
     // /api/live carries the figures per source.
@@ -145,9 +171,15 @@ path = {jsonl:?}
             .clone()
     };
     let steady_live = source("steady");
-    assert_eq!(steady_live["drift"][0]["psi"].as_f64(), Some(0.0), "{steady_live}");
+    assert_eq!(
+        steady_live["drift"][0]["psi"].as_f64(),
+        Some(0.0),
+        "{steady_live}"
+    );
     assert_eq!(steady_live["drift"][0]["model"], "default");
-    assert!(source("changing")["drift"][0]["mean_score"].as_f64().is_some());
+    assert!(source("changing")["drift"][0]["mean_score"]
+        .as_f64()
+        .is_some());
 
     // The live page shows each camera's figures in its tile.
     let profile = dir.path().join("chromium");
@@ -156,7 +188,9 @@ path = {jsonl:?}
         let start = dom
             .find(&format!("data-source=\"{name}\""))
             .unwrap_or_else(|| panic!("no tile for {name} in:\n{dom}"));
-        let end = dom[start..].find("</figure>").map_or(dom.len(), |e| start + e);
+        let end = dom[start..]
+            .find("</figure>")
+            .map_or(dom.len(), |e| start + e);
         dom[start..end].to_owned()
     };
     let steady_tile = tile("steady");
@@ -204,10 +238,7 @@ fn drift_keys_are_checked_with_their_key_paths() {
             "[drift]\nwindow = 0",
             "drift.window: expected a value from 2",
         ),
-        (
-            "[drift]\nwindw = 5",
-            "unknown field `windw`",
-        ),
+        ("[drift]\nwindw = 5", "unknown field `windw`"),
     ];
     for (text, want) in cases {
         let e = err(text);

@@ -94,7 +94,8 @@ impl AlarmState {
         };
         self.streak += 1;
         let since = *self.since.get_or_insert(at);
-        let held = self.streak >= rule.frames && at.saturating_duration_since(since) >= rule.for_secs;
+        let held =
+            self.streak >= rule.frames && at.saturating_duration_since(since) >= rule.for_secs;
         let cooling = self
             .last_fired
             .is_some_and(|t| at.saturating_duration_since(t) < rule.cooldown);

@@ -140,7 +140,9 @@ mod tests {
         ];
         let mut p = Problems::default();
         validate(d.as_ref(), &rules, &sources, &mut p);
-        p.0.iter().map(|x| format!("{}: {}", x.key, x.message)).collect()
+        p.0.iter()
+            .map(|x| format!("{}: {}", x.key, x.message))
+            .collect()
     }
 
     #[test]
@@ -164,18 +166,25 @@ mod tests {
             }
         }
         let e = toml::from_str::<DriftConfig>("reference = \"hours\"").expect_err("unknown");
-        assert!(e.to_string().contains("frames") && e.to_string().contains("card"), "{e}");
+        assert!(
+            e.to_string().contains("frames") && e.to_string().contains("card"),
+            "{e}"
+        );
     }
 
     #[test]
     fn scope_picks_sources_and_regions() {
-        let d: DriftConfig = toml::from_str("sources = [\"lanes\"]\nregions = [\"left\"]").expect("parses");
+        let d: DriftConfig =
+            toml::from_str("sources = [\"lanes\"]\nregions = [\"left\"]").expect("parses");
         assert!(d.watches("lanes", Some("left")));
         assert!(!d.watches("lanes", None));
         assert!(!d.watches("cam", Some("left")));
         let all = DriftConfig::default();
         assert!(all.watches("cam", None) && all.watches("lanes", Some("left")));
-        let off = DriftConfig { enabled: false, ..DriftConfig::default() };
+        let off = DriftConfig {
+            enabled: false,
+            ..DriftConfig::default()
+        };
         assert!(!off.watches("cam", None));
     }
 }

@@ -198,12 +198,16 @@ pub struct DriftFiring {
     pub figures: Figures,
 }
 
+/// Where a tracker's classifications come from: source, region (`None`: whole frames), model.
+type Place = (Arc<str>, Option<Arc<str>>, usize);
+
 /// All trackers; owned by the dispatcher thread (one per generation: a reload starts new
 /// references).
 pub struct Monitor {
     /// Per model (the generation's model order): its name and drift setup, `None` when off.
     models: Vec<(Arc<str>, Option<ModelDrift>)>,
-    trackers: HashMap<(Arc<str>, Option<Arc<str>>, usize), Option<Tracker>>,
+    /// Per place; `None` for a place `[drift]` does not watch.
+    trackers: HashMap<Place, Option<Tracker>>,
     board: Arc<Board>,
 }
 
@@ -273,7 +277,13 @@ impl Monitor {
 }
 
 impl Tracker {
-    fn new(setup: &ModelDrift, source: &str, region: Option<&str>, model: &str, labels: usize) -> Tracker {
+    fn new(
+        setup: &ModelDrift,
+        source: &str,
+        region: Option<&str>,
+        model: &str,
+        labels: usize,
+    ) -> Tracker {
         let cfg = &setup.settings.config;
         let baseline = match &setup.card {
             Some(counts) => Baseline {
@@ -305,9 +315,13 @@ impl Tracker {
                 source: source.to_owned(),
                 region: region.map(str::to_owned),
                 model: model.to_owned(),
-                reference: if baseline.from_card { Reference::Card } else { Reference::Frames }
-                    .as_str()
-                    .to_owned(),
+                reference: if baseline.from_card {
+                    Reference::Card
+                } else {
+                    Reference::Frames
+                }
+                .as_str()
+                .to_owned(),
                 reference_frames: baseline.frames,
                 window_frames: 0,
                 psi: None,
@@ -338,8 +352,8 @@ impl Tracker {
         f.reference_frames = b.frames;
         f.window_frames = self.window.len();
         f.mean_score = self.window.mean_score();
-        f.reference_mean_score = (complete && !b.from_card && b.frames > 0)
-            .then(|| b.score_sum / b.frames as f64);
+        f.reference_mean_score =
+            (complete && !b.from_card && b.frames > 0).then(|| b.score_sum / b.frames as f64);
         f.psi = (complete && self.window.is_full())
             .then(|| stats::psi(&b.counts, self.window.counts()))
             .flatten();
@@ -376,7 +390,10 @@ mod tests {
         let s = settings("window = 4\nreference_frames = 4", "");
         let board = Arc::new(Board::default());
         let mut m = Monitor::new(
-            vec![("default".into(), Some(ModelDrift::for_model(&s, Path::new("none.onnx"), &[])))],
+            vec![(
+                "default".into(),
+                Some(ModelDrift::for_model(&s, Path::new("none.onnx"), &[])),
+            )],
             Arc::clone(&board),
         );
         let cam: Arc<str> = "cam".into();
@@ -388,7 +405,9 @@ mod tests {
         let f = board.all().remove(0);
         assert_eq!((f.reference_frames, f.window_frames), (4, 4));
         assert!(f.psi.is_some_and(|p| p.abs() < 1e-12), "{f:?}");
-        assert!(f.reference_mean_score.is_some_and(|v| (v - 0.9).abs() < 1e-6));
+        assert!(f
+            .reference_mean_score
+            .is_some_and(|v| (v - 0.9).abs() < 1e-6));
         // Then four frames of label 2 at 0.5: the window is all label 2.
         for _ in 0..4 {
             m.observe(&cam, None, 0, &probs(2, 0.5), t);
@@ -397,10 +416,16 @@ mod tests {
         // Shares: reference (0.5, 0.5, 1e-4), window (1e-4, 1e-4, 1):
         // 2 * (1e-4 - 0.5) ln(1e-4 / 0.5) + (1 - 1e-4) ln(1 / 1e-4)
         let want = 2.0 * (1e-4 - 0.5) * (1e-4f64 / 0.5).ln() + (1.0 - 1e-4) * (1.0 / 1e-4f64).ln();
-        assert!(f.psi.is_some_and(|p| (p - want).abs() < 1e-9), "{f:?} want {want}");
+        assert!(
+            f.psi.is_some_and(|p| (p - want).abs() < 1e-9),
+            "{f:?} want {want}"
+        );
         assert!(f.mean_score.is_some_and(|v| (v - 0.5).abs() < 1e-6));
         assert!(f.mean_score_drop.is_some_and(|v| (v - 0.4).abs() < 1e-6));
-        assert_eq!(f.reference_frames, 4, "the reference stays the first frames");
+        assert_eq!(
+            f.reference_frames, 4,
+            "the reference stays the first frames"
+        );
     }
 
     #[test]
@@ -420,11 +445,20 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("lookout-drift-card-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         let model = dir.join("new.onnx");
-        std::fs::write(crate::train::card::card_path(&model), serde_json::to_string(&card).expect("json"))
-            .expect("write card");
+        std::fs::write(
+            crate::train::card::card_path(&model),
+            serde_json::to_string(&card).expect("json"),
+        )
+        .expect("write card");
         let s = settings("window = 2\nreference = \"card\"", "");
         let board = Arc::new(Board::default());
-        let mut m = Monitor::new(vec![("new".into(), Some(ModelDrift::for_model(&s, &model, &labels)))], Arc::clone(&board));
+        let mut m = Monitor::new(
+            vec![(
+                "new".into(),
+                Some(ModelDrift::for_model(&s, &model, &labels)),
+            )],
+            Arc::clone(&board),
+        );
         let cam: Arc<str> = "cam".into();
         for l in [0, 1] {
             m.observe(&cam, None, 0, &probs(l, 0.8), Instant::now());
@@ -433,7 +467,10 @@ mod tests {
         assert_eq!((f.reference.as_str(), f.reference_frames), ("card", 50));
         // Reference (0.2, 0.8, 1e-4), window (0.5, 0.5, 1e-4).
         let want = 0.3 * (0.5f64 / 0.2).ln() + (-0.3) * (0.5f64 / 0.8).ln();
-        assert!(f.psi.is_some_and(|p| (p - want).abs() < 1e-9), "{f:?} want {want}");
+        assert!(
+            f.psi.is_some_and(|p| (p - want).abs() < 1e-9),
+            "{f:?} want {want}"
+        );
         assert_eq!(f.reference_mean_score, None);
         std::fs::remove_dir_all(&dir).ok();
     }
@@ -444,13 +481,23 @@ mod tests {
             "window = 2\nreference_frames = 2",
             "[[rules]]\nname = \"l\"\nlabels = [\"x\"]\n[[rules]]\nname = \"d\"\nkind = \"drift\"\nmax_psi = 0.25\ncooldown_secs = 60\nsources = [\"cam\"]",
         );
-        let mut m = Monitor::new(vec![("default".into(), Some(ModelDrift::for_model(&s, Path::new("x.onnx"), &[])))], Arc::default());
+        let mut m = Monitor::new(
+            vec![(
+                "default".into(),
+                Some(ModelDrift::for_model(&s, Path::new("x.onnx"), &[])),
+            )],
+            Arc::default(),
+        );
         let (cam, other): (Arc<str>, Arc<str>) = ("cam".into(), "other".into());
         let t = Instant::now();
         let mut fired = Vec::new();
         for l in [0, 0, 1, 1] {
             for src in [&cam, &other] {
-                fired.extend(m.observe(src, None, 0, &probs(l, 0.9), t).into_iter().map(|f| (f.rule, f.label, f.figures.source)));
+                fired.extend(
+                    m.observe(src, None, 0, &probs(l, 0.9), t)
+                        .into_iter()
+                        .map(|f| (f.rule, f.label, f.figures.source)),
+                );
             }
         }
         assert_eq!(fired, vec![(1, DRIFT, "cam".to_owned())]);

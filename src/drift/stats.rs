@@ -24,7 +24,8 @@ pub fn psi(reference: &[f64], current: &[f64]) -> Option<f64> {
         return None;
     }
     let n = reference.len().max(current.len());
-    let share = |v: &[f64], i: usize, total: f64| (v.get(i).copied().unwrap_or(0.0) / total).max(EPSILON);
+    let share =
+        |v: &[f64], i: usize, total: f64| (v.get(i).copied().unwrap_or(0.0) / total).max(EPSILON);
     Some(
         (0..n)
             .map(|i| {
@@ -115,7 +116,11 @@ mod tests {
             // (0.9-0.5) ln(1.8) + (0.1-0.5) ln(0.2)
             (&[50.0, 50.0], &[90.0, 10.0], 0.878_889_830_934_487_8),
             // (0.3-0.4) ln(0.75) + 0 + (0.4-0.3) ln(4/3): a moderate shift
-            (&[40.0, 30.0, 30.0], &[30.0, 30.0, 40.0], 0.057_536_414_490_356_23),
+            (
+                &[40.0, 30.0, 30.0],
+                &[30.0, 30.0, 40.0],
+                0.057_536_414_490_356_23,
+            ),
             // an empty reference bin is floored at EPSILON:
             // (0.5-1) ln(0.5) + (0.5-1e-4) ln(0.5/1e-4)
             (&[100.0, 0.0], &[50.0, 50.0], 4.604_318_466_668_95),
@@ -124,7 +129,10 @@ mod tests {
         ];
         for (r, c, want) in cases {
             let got = psi(r, c).expect("both sides have counts");
-            assert!((got - want).abs() < 1e-9, "psi({r:?}, {c:?}) = {got}, want {want}");
+            assert!(
+                (got - want).abs() < 1e-9,
+                "psi({r:?}, {c:?}) = {got}, want {want}"
+            );
         }
     }
 

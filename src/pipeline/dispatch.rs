@@ -27,6 +27,10 @@ pub(super) struct Scored {
     pub(super) rules: RuleSet,
 }
 
+/// What becomes an event: the rule's name (`None` without rules), the label, the score, the
+/// sinks, and a drift rule's figures.
+type Firing<'a> = (Option<String>, String, f32, &'a [usize], Option<Figures>);
+
 #[allow(clippy::too_many_arguments)]
 pub(super) fn dispatch_loop(
     class_rx: Receiver<Classified>,
@@ -71,31 +75,29 @@ pub(super) fn dispatch_loop(
                 m.truth_correct.fetch_add(1, Relaxed);
             }
         }
-        // (rule, label, score, sinks, drift figures)
-        let mut firings: Vec<(Option<String>, String, f32, &[usize], Option<Figures>)> =
-            if rules.is_empty() {
-                top.first()
-                    .map(|t| (None, t.label.clone(), t.score, all_sinks.as_slice(), None))
-                    .into_iter()
-                    .collect()
-            } else {
-                let rules = by_source
-                    .entry((Arc::clone(&c.source), c.region.clone()))
-                    .or_insert_with(|| rules.scoped(&c.source, c.region.as_deref()));
-                let fired = rules.observe(&c.probs, c.captured);
-                fired
-                    .into_iter()
-                    .map(|f| {
-                        (
-                            Some(rules.names[f.rule].clone()),
-                            labels.get(f.label).cloned().unwrap_or_default(),
-                            f.score,
-                            rules.sinks[f.rule].as_slice(),
-                            None,
-                        )
-                    })
-                    .collect()
-            };
+        let mut firings: Vec<Firing> = if rules.is_empty() {
+            top.first()
+                .map(|t| (None, t.label.clone(), t.score, all_sinks.as_slice(), None))
+                .into_iter()
+                .collect()
+        } else {
+            let rules = by_source
+                .entry((Arc::clone(&c.source), c.region.clone()))
+                .or_insert_with(|| rules.scoped(&c.source, c.region.as_deref()));
+            let fired = rules.observe(&c.probs, c.captured);
+            fired
+                .into_iter()
+                .map(|f| {
+                    (
+                        Some(rules.names[f.rule].clone()),
+                        labels.get(f.label).cloned().unwrap_or_default(),
+                        f.score,
+                        rules.sinks[f.rule].as_slice(),
+                        None,
+                    )
+                })
+                .collect()
+        };
         // Drift rules: their event's score is the window's mean top-1 score.
         for d in drift.observe(&c.source, c.region.as_ref(), c.model, &c.probs, c.captured) {
             let score = d.figures.mean_score.unwrap_or(0.0) as f32;
