@@ -53,6 +53,9 @@ pub struct Config {
     /// Scores -> events. Without rules, every classification is an event.
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
+    /// `[drift]`: drift figures per source and region (docs/drift.md). Default: off.
+    #[serde(default)]
+    pub drift: Option<crate::drift::DriftConfig>,
     /// Where events go. Default: one `log` sink.
     #[serde(default = "default_sinks")]
     pub sinks: Vec<SinkConfig>,
@@ -348,6 +351,7 @@ impl Config {
             }
             rule_names.push(&rule.name);
         }
+        crate::drift::config::validate(self.drift.as_ref(), &self.rules, &scope, &mut p);
         p
     }
 

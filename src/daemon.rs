@@ -140,12 +140,16 @@ fn model_parts(
     sinks: &[String],
 ) -> Result<Vec<ModelPart>, DaemonError> {
     models::check_rules(&config.rules, &config.sources(), loaded)?;
+    let drift = crate::drift::Settings::new(config.drift.as_ref(), &config.rules);
     Ok(loaded
         .iter()
         .map(|l| ModelPart {
             name: Arc::clone(&l.name),
             model: Arc::clone(&l.model),
             rules: RuleSet::build_for_model(&config.rules, &l.model.labels, sinks),
+            drift: drift.as_ref().map(|s| {
+                crate::drift::ModelDrift::for_model(s, Path::new(&l.model.name), &l.model.labels)
+            }),
         })
         .collect())
 }

@@ -54,6 +54,10 @@ pub struct Event {
     /// The `[models.NAME]` model that classified the frame (its `NAME`); absent for `[model]`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub model: Option<String>,
+    /// A drift rule's event (`label` `drift` or `low_confidence`): the figures that made it
+    /// fire (docs/drift.md); absent for every other event.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub drift: Option<crate::drift::Figures>,
 }
 
 impl Event {
@@ -85,6 +89,7 @@ impl Event {
             truth: None,
             snapshot: None,
             model: None,
+            drift: None,
         }
     }
 }
@@ -121,6 +126,7 @@ mod tests {
             truth: None,
             snapshot: None,
             model: None,
+            drift: None,
         };
         let json = serde_json::to_string(&e).expect("serialise");
         assert!(

@@ -43,6 +43,9 @@
 //! Scores out:
 //! - [`rules`]: per-class thresholds, N-of-M frames and cooldown, per source and region,
 //!   turning scores into events.
+//! - [`drift`]: per source and region, the label distribution of a rolling window against a
+//!   reference (the first frames or the model card) by PSI, and the mean top-1 score
+//!   (`stats`), the `[drift]` table (`config`), and `kind = "drift"` rules (`alarm`).
 //! - [`event`]: the one JSON event shared by every sink.
 //! - [`sink`]: the [`sink::Sink`] trait and the sinks (`log`, `jsonl`, `mqtt`, `webhook`,
 //!   `command`, `gpio`, `modbus`, `snapshot`, and an in-memory recording sink for tests and
@@ -89,6 +92,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod deploy;
+pub mod drift;
 pub mod event;
 pub mod frame;
 pub mod fuzz;

@@ -355,6 +355,9 @@ pub struct Metrics {
     /// One entry per configured sink, in config order; replaced on reload (a sink keeps its
     /// counters when its name stays).
     sinks: std::sync::RwLock<Vec<Arc<SinkMetrics>>>,
+    /// The latest drift figures per source and region (the dispatcher writes, `/metrics` and
+    /// `/api/live` read; see [`crate::drift::Board`]).
+    pub drift: Arc<crate::drift::Board>,
     /// Exact per-frame times, kept only when tracing was asked for ([`Metrics::tracing`]).
     trace: Option<std::sync::Mutex<Vec<FrameTimes>>>,
 }

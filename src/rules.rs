@@ -19,7 +19,14 @@ use crate::problems::Problems;
 pub struct RuleConfig {
     /// Name, unique, carried in events (`rule`).
     pub name: String,
-    /// Labels that trigger the rule (any of them). Must exist in the model's labels.
+    /// `"label"`: the rule fires on its labels' scores (the default). `"drift"`: it fires when
+    /// the `[drift]` figures of a source or region pass `max_psi` or `min_mean_score`
+    /// (see docs/drift.md); it has no `labels`.
+    #[serde(default)]
+    pub kind: RuleKind,
+    /// Labels that trigger the rule (any of them). Must exist in the model's labels. Required
+    /// for a label rule; a drift rule has none.
+    #[serde(default)]
     pub labels: Vec<String>,
     /// Probability a label needs for the frame to count as a hit, 0..1. Default 0.5.
     #[serde(default = "default_min_score")]
@@ -43,6 +50,94 @@ pub struct RuleConfig {
     /// `regions` ignores whole frames. Default: all regions and whole frames.
     #[serde(default)]
     pub regions: Option<Vec<String>>,
+    /// Drift rules: fire when the label distribution's PSI against the reference exceeds this.
+    #[serde(default)]
+    pub max_psi: Option<f64>,
+    /// Drift rules: fire when the window's mean top-1 score falls below this, 0..1.
+    #[serde(default)]
+    pub min_mean_score: Option<f32>,
+    /// Drift rules: seconds (capture time) the condition must hold, besides `frames`
+    /// consecutive classifications, before the rule fires. Default 0.
+    #[serde(default)]
+    pub for_secs: f64,
+}
+
+/// `[[rules]] kind`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleKind {
+    /// Scores of the rule's labels.
+    #[default]
+    Label,
+    /// The drift figures ([`crate::drift`]).
+    Drift,
+}
+
+/// Whether a `sources`/`regions` filter lets through the frames of `source` (its `region`,
+/// `None` for whole frames): a filter with `regions` ignores whole frames.
+pub fn in_scope(
+    sources: &Option<Vec<String>>,
+    regions: &Option<Vec<String>>,
+    source: &str,
+    region: Option<&str>,
+) -> bool {
+    let source_ok = sources
+        .as_ref()
+        .is_none_or(|l| l.iter().any(|s| s == source));
+    let region_ok = match (regions, region) {
+        (None, _) => true,
+        (Some(l), Some(region)) => l.iter().any(|x| x == region),
+        (Some(_), None) => false,
+    };
+    source_ok && region_ok
+}
+
+/// Checks a `sources`/`regions` filter under `key` against the configured sources: `sources`
+/// lists each source's name and its region names, in config order.
+pub fn validate_scope(
+    key: &str,
+    filter_sources: &Option<Vec<String>>,
+    filter_regions: &Option<Vec<String>>,
+    sources: &[(String, Vec<String>)],
+    p: &mut Problems,
+) {
+    let known: Vec<&str> = sources.iter().map(|(n, _)| n.as_str()).collect();
+    for s in filter_sources.iter().flatten() {
+        if !known.contains(&s.as_str()) {
+            p.push(
+                format!("{key}.sources"),
+                format!(
+                    "no source named {s:?}; configured sources: {}",
+                    known.join(", ")
+                ),
+            );
+        }
+    }
+    let watched = |name: &str| {
+        filter_sources
+            .as_ref()
+            .is_none_or(|l| l.iter().any(|s| s == name))
+    };
+    let regions: Vec<&str> = sources
+        .iter()
+        .filter(|(n, _)| watched(n))
+        .flat_map(|(_, r)| r.iter().map(String::as_str))
+        .collect();
+    for r in filter_regions.iter().flatten() {
+        if !regions.contains(&r.as_str()) {
+            p.push(
+                format!("{key}.regions"),
+                format!(
+                    "no region named {r:?} in the sources this rule watches; their regions: {}",
+                    if regions.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        regions.join(", ")
+                    }
+                ),
+            );
+        }
+    }
 }
 
 fn default_min_score() -> f32 {
@@ -60,54 +155,64 @@ impl RuleConfig {
     /// Checks `sources` and `regions` against the configured sources: `sources` lists each
     /// source's name and its region names, in config order.
     pub fn validate_scope(&self, key: &str, sources: &[(String, Vec<String>)], p: &mut Problems) {
-        let known: Vec<&str> = sources.iter().map(|(n, _)| n.as_str()).collect();
-        for s in self.sources.iter().flatten() {
-            if !known.contains(&s.as_str()) {
-                p.push(
-                    format!("{key}.sources"),
-                    format!(
-                        "no source named {s:?}; configured sources: {}",
-                        known.join(", ")
-                    ),
-                );
-            }
+        validate_scope(key, &self.sources, &self.regions, sources, p);
+    }
+
+    /// The keys of a `kind = "drift"` rule.
+    fn validate_drift(&self, key: &str, p: &mut Problems) {
+        if !self.labels.is_empty() {
+            p.push(
+                format!("{key}.labels"),
+                "a drift rule watches the drift figures, not labels; remove `labels`",
+            );
         }
-        let watched = |name: &str| {
-            self.sources
-                .as_ref()
-                .is_none_or(|l| l.iter().any(|s| s == name))
-        };
-        let regions: Vec<&str> = sources
-            .iter()
-            .filter(|(n, _)| watched(n))
-            .flat_map(|(_, r)| r.iter().map(String::as_str))
-            .collect();
-        for r in self.regions.iter().flatten() {
-            if !regions.contains(&r.as_str()) {
-                p.push(
-                    format!("{key}.regions"),
-                    format!(
-                        "no region named {r:?} in the sources this rule watches; their regions: {}",
-                        if regions.is_empty() {
-                            "none".to_owned()
-                        } else {
-                            regions.join(", ")
-                        }
-                    ),
-                );
-            }
+        if self.window.is_some() {
+            p.push(
+                format!("{key}.window"),
+                "a drift rule has no window of its own (`[drift] window` sets the figures'); use `frames` and `for_secs` for persistence",
+            );
         }
+        if self.max_psi.is_none() && self.min_mean_score.is_none() {
+            p.push(
+                key.to_owned(),
+                "a drift rule needs `max_psi` (e.g. 0.25) or `min_mean_score` (e.g. 0.6), or both",
+            );
+        }
+        if let Some(v) = self.max_psi {
+            p.range(&format!("{key}.max_psi"), v, 0.0, 1000.0);
+        }
+        if let Some(v) = self.min_mean_score {
+            p.range(&format!("{key}.min_mean_score"), v, 0.0, 1.0);
+        }
+        p.range(&format!("{key}.for_secs"), self.for_secs, 0.0, 31_536_000.0);
     }
 
     pub fn validate(&self, key: &str, sink_names: &[String], p: &mut Problems) {
         if self.name.trim().is_empty() {
             p.push(format!("{key}.name"), "must not be empty");
         }
-        if self.labels.is_empty() {
-            p.push(
-                format!("{key}.labels"),
-                "list at least one label, e.g. labels = [\"scratch\"]",
-            );
+        match self.kind {
+            RuleKind::Label => {
+                if self.labels.is_empty() {
+                    p.push(
+                        format!("{key}.labels"),
+                        "list at least one label, e.g. labels = [\"scratch\"] (or set kind = \"drift\")",
+                    );
+                }
+                for (field, set) in [
+                    ("max_psi", self.max_psi.is_some()),
+                    ("min_mean_score", self.min_mean_score.is_some()),
+                    ("for_secs", self.for_secs != 0.0),
+                ] {
+                    if set {
+                        p.push(
+                            format!("{key}.{field}"),
+                            "is a drift rule's key; add kind = \"drift\" (and remove `labels`) or remove it",
+                        );
+                    }
+                }
+            }
+            RuleKind::Drift => self.validate_drift(key, p),
         }
         p.range(&format!("{key}.min_score"), self.min_score, 0.0, 1.0);
         p.range(&format!("{key}.frames"), self.frames, 1, 10_000);
@@ -297,16 +402,7 @@ impl RuleSet {
         for r in &mut set.rules {
             r.history.clear();
             r.last_fired = None;
-            let source_ok = r
-                .sources
-                .as_ref()
-                .is_none_or(|l| l.iter().any(|s| s == source));
-            let region_ok = match (&r.regions, region) {
-                (None, _) => true,
-                (Some(l), Some(region)) => l.iter().any(|x| x == region),
-                (Some(_), None) => false,
-            };
-            r.active = r.fits && source_ok && region_ok;
+            r.active = r.fits && in_scope(&r.sources, &r.regions, source, region);
         }
         set
     }
@@ -354,6 +450,7 @@ mod tests {
     fn rule(frames: usize, window: usize, cooldown_secs: f64) -> RuleConfig {
         RuleConfig {
             name: "defect".into(),
+            kind: RuleKind::Label,
             labels: vec!["scratch".into(), "dent".into()],
             min_score: 0.6,
             frames,
@@ -362,6 +459,9 @@ mod tests {
             sinks: None,
             sources: None,
             regions: None,
+            max_psi: None,
+            min_mean_score: None,
+            for_secs: 0.0,
         }
     }
 

@@ -192,6 +192,45 @@ fn live_metrics(o: &mut String, sources: &[crate::live::SourceCounts]) {
     }
 }
 
+/// The drift figures, per source (and region) and model ([`crate::drift`]): a series appears
+/// once its figure is known (PSI: the reference complete and the window full).
+fn drift_metrics(o: &mut String, figures: &[crate::drift::Figures]) {
+    type Get = fn(&crate::drift::Figures) -> Option<f64>;
+    let families: [(&str, &str, Get); 3] = [
+        (
+            "lookout_drift_psi",
+            "Population stability index of the recent top-1 label distribution against the reference, per source (and region) and model; over 0.25 is a large shift.",
+            |f| f.psi,
+        ),
+        (
+            "lookout_mean_top1_score",
+            "Mean top-1 score of the recent window, per source (and region) and model.",
+            |f| f.mean_score,
+        ),
+        (
+            "lookout_drift_mean_score_drop",
+            "Reference mean top-1 score minus the recent window's, per source (and region) and model.",
+            |f| f.mean_score_drop,
+        ),
+    ];
+    for (name, help, get) in families {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for f in figures {
+            let Some(v) = get(f) else { continue };
+            let region = f
+                .region
+                .as_deref()
+                .map_or_else(String::new, |r| format!(",region=\"{}\"", escape(r)));
+            let _ = writeln!(
+                o,
+                "{name}{{source=\"{}\"{region},model=\"{}\"}} {v}",
+                escape(&f.source),
+                escape(&f.model)
+            );
+        }
+    }
+}
+
 pub(super) fn gauge(out: &mut String, name: &str, help: &str, v: f64) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
 }
@@ -284,6 +323,7 @@ pub(super) fn prometheus(state: &State, started: Instant) -> String {
     );
     source_metrics(&mut o, &m.sources());
     live_metrics(&mut o, &state.live.counts());
+    drift_metrics(&mut o, &m.drift.all());
     counter(
         &mut o,
         "lookout_events_total",
@@ -452,6 +492,36 @@ fn link_metrics(o: &mut String, sinks: &[std::sync::Arc<crate::metrics::SinkMetr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn drift_families_carry_source_region_and_model() {
+        let f = |region: Option<&str>, psi: Option<f64>| crate::drift::Figures {
+            source: "lanes".into(),
+            region: region.map(str::to_owned),
+            model: "default".into(),
+            reference: "frames".into(),
+            reference_frames: 10,
+            window_frames: 10,
+            psi,
+            mean_score: Some(0.5),
+            reference_mean_score: None,
+            mean_score_drop: None,
+        };
+        let mut out = String::new();
+        drift_metrics(&mut out, &[f(Some("left"), Some(0.3)), f(None, None)]);
+        for line in [
+            "lookout_drift_psi{source=\"lanes\",region=\"left\",model=\"default\"} 0.3",
+            "lookout_mean_top1_score{source=\"lanes\",region=\"left\",model=\"default\"} 0.5",
+            "lookout_mean_top1_score{source=\"lanes\",model=\"default\"} 0.5",
+        ] {
+            assert!(out.lines().any(|l| l == line), "{line} in:\n{out}");
+        }
+        assert!(
+            !out.contains("lookout_drift_psi{source=\"lanes\",model"),
+            "no PSI before it is known:\n{out}"
+        );
+        assert!(!out.contains("lookout_drift_mean_score_drop{"), "{out}");
+    }
 
     #[test]
     fn live_families_carry_source_and_region_labels() {

@@ -1,6 +1,6 @@
 //! `/api/live` with every source: each source's latest frame, regions and top-k from the live
 //! view, and its health from the same report `/healthz` answers with (plus the source's
-//! counters for the states the report leaves out: ended, starting).
+//! counters for the states the report leaves out: ended, starting), and its drift figures.
 
 use std::sync::atomic::Ordering::Relaxed;
 
@@ -34,6 +34,8 @@ pub(super) struct SourceState {
     /// Why the source is down (absent while it is not).
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<String>,
+    /// The drift figures of its whole frames and regions (empty without `[drift]`).
+    drift: Vec<crate::drift::Figures>,
 }
 
 /// What `/api/live` answers: the first source's latest frame at the top level (the
@@ -52,6 +54,7 @@ pub(super) fn live(state: &State) -> LiveState {
         .unwrap_or_else(|e| e.into_inner())
         .clone();
     let metrics = state.metrics.sources();
+    let drift = state.metrics.drift.all();
     let now = now_ms();
     let sources = state
         .live
@@ -75,6 +78,11 @@ pub(super) fn live(state: &State) -> LiveState {
                 (Health::Up, None)
             };
             SourceState {
+                drift: drift
+                    .iter()
+                    .filter(|f| *f.source == *view.name)
+                    .cloned()
+                    .collect(),
                 view,
                 health,
                 reason,

@@ -1,5 +1,5 @@
 //! The dispatcher loop: one thread that turns each classified frame into events with the
-//! rules (each source and region with rule state of its own), feeds the live view (per source and region), and fans each event out to its sinks' bounded queues (a full
+//! rules (each source and region with rule state of its own) and the drift monitor's rules, feeds the live view (per source and region), and fans each event out to its sinks' bounded queues (a full
 //! queue drops the event for that sink and counts it; the dispatcher never waits for a sink).
 
 use std::collections::HashMap;
@@ -10,6 +10,7 @@ use std::time::SystemTime;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use super::{Classified, Delivery};
+use crate::drift::{Figures, Monitor};
 use crate::event::{rfc3339, Event, TopEntry};
 use crate::frame::Frame;
 use crate::live::Live;
@@ -29,6 +30,10 @@ pub(super) struct Scored {
 /// Whose rule state: source, region (`None`: whole frames), model (an index into `models`).
 type RuleKey = (Arc<str>, Option<Arc<str>>, usize);
 
+/// What becomes an event: the rule's name (`None` without rules), the label, the score, the
+/// sinks, and a drift rule's figures.
+type Firing<'a> = (Option<String>, String, f32, &'a [usize], Option<Figures>);
+
 #[allow(clippy::too_many_arguments)]
 pub(super) fn dispatch_loop(
     class_rx: Receiver<Classified>,
@@ -40,6 +45,7 @@ pub(super) fn dispatch_loop(
     k: usize,
     device: String,
     several_sources: bool,
+    mut drift: Monitor,
     m: Arc<Metrics>,
 ) {
     let all_sinks: Vec<usize> = (0..sink_txs.len()).collect();
@@ -74,9 +80,9 @@ pub(super) fn dispatch_loop(
                 m.truth_correct.fetch_add(1, Relaxed);
             }
         }
-        let firings: Vec<(Option<String>, usize, f32, &[usize])> = if rules.is_empty() {
+        let mut firings: Vec<Firing> = if rules.is_empty() {
             top.first()
-                .map(|t| (None, t.index, t.score, all_sinks.as_slice()))
+                .map(|t| (None, t.label.clone(), t.score, all_sinks.as_slice(), None))
                 .into_iter()
                 .collect()
         } else {
@@ -89,13 +95,25 @@ pub(super) fn dispatch_loop(
                 .map(|f| {
                     (
                         Some(rules.names[f.rule].clone()),
-                        f.label,
+                        labels.get(f.label).cloned().unwrap_or_default(),
                         f.score,
                         rules.sinks[f.rule].as_slice(),
+                        None,
                     )
                 })
                 .collect()
         };
+        // Drift rules: their event's score is the window's mean top-1 score.
+        for d in drift.observe(&c.source, c.region.as_ref(), c.model, &c.probs, c.captured) {
+            let score = d.figures.mean_score.unwrap_or(0.0) as f32;
+            firings.push((
+                rules.names.get(d.rule).cloned(),
+                d.label.to_owned(),
+                score,
+                rules.sinks.get(d.rule).map_or(&[][..], Vec::as_slice),
+                Some(d.figures),
+            ));
+        }
         let captured_at = rfc3339(c.captured_at);
         if let Some(live) = &live {
             let ms = c
@@ -112,10 +130,9 @@ pub(super) fn dispatch_loop(
                 frame.clone(),
             );
         }
-        for (rule, label, score, targets) in firings {
+        for (rule, label_name, score, targets, figures) in firings {
             let latency = c.captured.elapsed();
             let captured_at = captured_at.clone();
-            let label_name = labels.get(label).cloned().unwrap_or_default();
             // Name the snapshot only when a snapshot sink will take the event (the dispatcher
             // is the only sender, so a queue with room now still has it below).
             let snapshot = (frame.is_some()
@@ -145,6 +162,7 @@ pub(super) fn dispatch_loop(
                 truth: c.truth.as_deref().map(str::to_owned),
                 snapshot,
                 model: model.event_name.clone(),
+                drift: figures,
             });
             m.events.fetch_add(1, Relaxed);
             m.event_latency.record(latency);

@@ -104,6 +104,8 @@ pub struct ModelPart {
     pub model: Arc<Model>,
     /// The rules resolved against this model's labels ([`RuleSet::build_for_model`]).
     pub rules: RuleSet,
+    /// Drift figures for the frames and regions it classifies; `None` without `[drift]`.
+    pub drift: Option<crate::drift::ModelDrift>,
 }
 
 /// Errors that prevent the pipeline from starting.

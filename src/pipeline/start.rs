@@ -194,6 +194,13 @@ pub(super) fn start_generation(
     drop(class_tx);
 
     let m = Arc::clone(metrics);
+    let drift = crate::drift::Monitor::new(
+        models
+            .iter()
+            .map(|p| (Arc::clone(&p.name), p.drift.clone()))
+            .collect(),
+        Arc::clone(&metrics.drift),
+    );
     let models: Vec<Scored> = models
         .into_iter()
         .map(|p| Scored {
@@ -217,6 +224,7 @@ pub(super) fn start_generation(
                 k,
                 device,
                 several_sources,
+                drift,
                 m,
             )
         })?,

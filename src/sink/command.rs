@@ -364,6 +364,7 @@ mod tests {
             truth: Some("dent".into()),
             snapshot: None,
             model: None,
+            drift: None,
         };
         let env = event_env(&e);
         let get = |k: &str| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.as_str());

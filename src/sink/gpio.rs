@@ -505,6 +505,7 @@ mod tests {
             truth: None,
             snapshot: None,
             model: None,
+            drift: None,
         };
         sink.send(&e).expect("trigger");
         std::thread::sleep(Duration::from_millis(800));

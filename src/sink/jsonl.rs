@@ -197,6 +197,7 @@ mod tests {
             truth: None,
             snapshot: None,
             model: None,
+            drift: None,
         }
     }
 

@@ -23,6 +23,7 @@ pub fn event(seq: u64) -> Event {
         truth: None,
         snapshot: None,
         model: None,
+        drift: None,
     }
 }
 

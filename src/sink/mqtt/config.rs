@@ -224,6 +224,7 @@ mod tests {
             truth: None,
             snapshot: None,
             model: None,
+            drift: None,
         }
     }
 
