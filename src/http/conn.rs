@@ -58,7 +58,7 @@ pub(super) async fn serve(mut stream: TcpStream, peer: IpAddr, shared: Arc<Share
             super::routes::healthz(&shared.state)
         } else {
             let shared = Arc::clone(&shared);
-            match tokio::task::spawn_blocking(move || super::routes::handle(&req, &shared)).await {
+            match tokio::task::spawn_blocking(move || super::routes::handle(req, &shared)).await {
                 Ok(resp) => resp,
                 Err(e) => text(
                     500,

@@ -14,7 +14,8 @@ use super::{Shared, PAGE};
 use crate::health::Report;
 
 /// The answer to `req`. Never logs the query string (it may hold the token).
-pub(super) fn handle(req: &Request, shared: &Shared) -> Resp {
+/// Takes the request: a model upload's body (up to 256 MiB) moves on to the daemon, uncopied.
+pub(super) fn handle(mut req: Request, shared: &Shared) -> Resp {
     let (state, token, started) = (&shared.state, shared.token.as_deref(), shared.started);
     let url = req.url.as_str();
     let path = req.path();
@@ -31,12 +32,12 @@ pub(super) fn handle(req: &Request, shared: &Shared) -> Resp {
                 },
             )
             .with_header(header("Allow", "POST"))
-        } else if let Some(refusal) = write_refusal(req, shared) {
+        } else if let Some(refusal) = write_refusal(&req, shared) {
             refusal
         } else if path == "/api/reload" {
             reload(state)
         } else {
-            deploy(state, req)
+            deploy(state, &mut req)
         }
     } else if method != "GET" && method != "HEAD" {
         text(
@@ -47,7 +48,7 @@ pub(super) fn handle(req: &Request, shared: &Shared) -> Resp {
         .with_header(header("Allow", "GET, HEAD"))
     } else if path == "/healthz" {
         healthz(state)
-    } else if !authorized(req, token) {
+    } else if !authorized(&req, token) {
         shared.counters.failed_token(req.peer);
         text(
             401,
@@ -153,11 +154,11 @@ pub(super) fn reload(state: &State) -> Resp {
 }
 
 /// `POST /api/model?name=NAME`: the body becomes model NAME's file, then a reload.
-fn deploy(state: &State, req: &Request) -> Resp {
+fn deploy(state: &State, req: &mut Request) -> Resp {
     let model = query(&req.url, "name")
         .filter(|n| !n.is_empty())
         .unwrap_or_else(|| crate::models::DEFAULT.to_owned());
-    let bytes = req.body.clone();
+    let bytes = std::mem::take(&mut req.body);
     control(
         state,
         |reply| Control::Deploy {
