@@ -56,6 +56,10 @@ pub struct Config {
     /// `[drift]`: drift figures per source and region (docs/drift.md). Default: off.
     #[serde(default)]
     pub drift: Option<crate::drift::DriftConfig>,
+    /// `[collect]`: frames worth labelling kept as an image-folder dataset, labelled on the
+    /// live view's `/collect` page (docs/training.md). Default: off.
+    #[serde(default)]
+    pub collect: Option<crate::collect::CollectConfig>,
     /// Where events go. Default: one `log` sink.
     #[serde(default = "default_sinks")]
     pub sinks: Vec<SinkConfig>,
@@ -352,6 +356,10 @@ impl Config {
             rule_names.push(&rule.name);
         }
         crate::drift::config::validate(self.drift.as_ref(), &self.rules, &scope, &mut p);
+        if let Some(c) = &self.collect {
+            let names: Vec<String> = scope.iter().map(|(n, _)| n.clone()).collect();
+            c.validate(&names, &mut p);
+        }
         p
     }
 

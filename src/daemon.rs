@@ -52,6 +52,8 @@ pub enum DaemonError {
     Signals(#[source] std::io::Error),
     #[error("cannot start the HTTP server")]
     Http(#[from] HttpError),
+    #[error("cannot open the [collect] dataset")]
+    Collect(#[from] crate::collect::DatasetError),
     #[error("cannot write the input tensors to {}", path.display())]
     DumpInput {
         path: std::path::PathBuf,
@@ -64,7 +66,10 @@ impl DaemonError {
     /// Exit code: 2 for problems in the configuration or the files it names, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
-            DaemonError::Model(_) | DaemonError::NamedModel(_) | DaemonError::Rule(_) => 2,
+            DaemonError::Model(_)
+            | DaemonError::NamedModel(_)
+            | DaemonError::Rule(_)
+            | DaemonError::Collect(_) => 2,
             _ => 1,
         }
     }
@@ -128,6 +133,7 @@ fn build_with_models(
             .listen
             .is_some()
             .then(|| Live::with_sources(&live_sources(config))),
+        collect: crate::collect::collecting(config.collect.as_ref(), None)?,
         trace_frames: false,
     })
 }
@@ -292,9 +298,15 @@ pub fn run(
         .map_err(DaemonError::Signals)?;
     let loaded = load_models(config)?;
     let parts = build_with_models(config, loaded.clone(), Vec::new())?;
-    let live = parts.live.clone();
     let names: Vec<&str> = parts.sources.iter().map(|s| s.name.as_str()).collect();
-    let info_slot = Arc::new(Mutex::new(reload::info(config, names.join(","), &loaded)));
+    let views = reload::Views {
+        live: parts.live.clone(),
+        info: Arc::new(Mutex::new(reload::info(config, names.join(","), &loaded))),
+        collect: Arc::new(Mutex::new(
+            parts.collect.as_ref().map(|c| Arc::clone(&c.dataset)),
+        )),
+    };
+    let live = views.live.clone();
     let mut running = start_parts(parts, stop.clone())?;
     let health = Arc::new(Mutex::new(Report::default()));
     let (reload_tx, reload_rx) = crossbeam_channel::bounded::<Control>(4);
@@ -304,8 +316,9 @@ pub fn run(
                 metrics: Arc::clone(running.metrics()),
                 live: Arc::clone(live),
                 health: Arc::clone(&health),
-                info: Arc::clone(&info_slot),
+                info: Arc::clone(&views.info),
                 reload: Some(reload_tx),
+                collect: Arc::clone(&views.collect),
             };
             match Server::start(&config.http, state) {
                 Ok(s) => s,
@@ -358,8 +371,7 @@ pub fn run(
             &mut running,
             &mut current,
             path,
-            &live,
-            &info_slot,
+            &views,
             &mut past_drain,
         );
         capture_limit_ms.store(

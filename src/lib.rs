@@ -19,7 +19,7 @@
 //! - [`frame`]: the [`frame::Frame`] type and pixel formats (RGB, GRAY, YUYV, NV12, MJPEG, encoded
 //!   files), their conversion to RGB (in the workers, never on capture), a JPEG's rows decoded as
 //!   the resize reads them, `jpeg_window` a JPEG decoded only in the window its regions need
-//!   (libjpeg-turbo's skip and crop), and JPEG encoding (snapshots, the live view).
+//!   (libjpeg-turbo's skip and crop), and JPEG encoding (snapshots, the live view); `image_file`, which files are read as images.
 //! - [`source`]: the [`source::FrameSource`] trait and the sources: `synthetic` (rendered scenes
 //!   for the bundled model, with their true label), `files` (images on disk), `pipe` (a
 //!   program's output: ffmpeg for RTSP, rpicam-vid, GStreamer), `http_mjpeg` (IP cameras) and
@@ -46,6 +46,11 @@
 //! - [`drift`]: per source and region, the label distribution of a rolling window against a
 //!   reference (the first frames or the model card) by PSI, and the mean top-1 score
 //!   (`stats`), the `[drift]` table (`config`), and `kind = "drift"` rules (`alarm`).
+//! - [`collect`]: the frames worth labelling (unsure, close, sampled per label, events) kept
+//!   as an image-folder dataset with a manifest, bounded, near duplicates dropped by a
+//!   perceptual hash (`phash`), on a thread of its own fed without blocking by the dispatcher
+//!   (`config`: `[collect]`; `dataset`: the folder, manifest, bounds, relabelling; `import`:
+//!   `lookout dataset import`). The page that labels them is `http::collect`.
 //! - [`event`]: the one JSON event shared by every sink.
 //! - [`sink`]: the [`sink::Sink`] trait and the sinks (`log`, `jsonl`, `mqtt`, `webhook`,
 //!   `command`, `gpio`, `modbus`, `snapshot`, and an in-memory recording sink for tests and
@@ -77,6 +82,9 @@
 //!   the bounds and the server's counters, `http::request` the parsed request, `http::sources`
 //!   `/api/live` with each source's health).
 //!
+//! Shared helpers:
+//! - [`digest`]: sha256 in hex (the training cache, model cards, the collect manifest).
+//!
 //! Commands and tools:
 //! - [`cli`]: the `check`, `classify` and `synth` commands' logic, testable without the binary.
 //! - [`train`]: `lookout train`, a classifier head trained on the device on a backbone's
@@ -89,9 +97,11 @@
 
 pub mod bench;
 pub mod cli;
+pub mod collect;
 pub mod config;
 pub mod daemon;
 pub mod deploy;
+pub mod digest;
 pub mod drift;
 pub mod event;
 pub mod frame;

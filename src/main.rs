@@ -166,6 +166,11 @@ enum Command {
         #[arg(long)]
         quantize: bool,
     },
+    /// The `[collect]` dataset: frames kept for labelling and training.
+    Dataset {
+        #[command(subcommand)]
+        action: DatasetCommand,
+    },
     /// List cameras (V4L2 devices) with the formats, sizes and rates they offer.
     Cameras,
     /// Render synthetic scenes to PNG files with a labels.csv (demos, training data).
@@ -180,6 +185,25 @@ enum Command {
         height: u32,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum DatasetCommand {
+    /// Copy an image folder into the dataset, to review on /collect and train on:
+    /// SRC/<label>/*.jpg as labelled, images directly in SRC under --label (unreviewed).
+    Import {
+        /// The folder to import.
+        src: PathBuf,
+        /// The dataset folder. Default: [collect] dir of --config.
+        #[arg(long, value_name = "DIR")]
+        into: Option<PathBuf>,
+        /// The daemon's configuration file, whose [collect] dir is the dataset.
+        #[arg(long, short, conflicts_with = "into")]
+        config: Option<PathBuf>,
+        /// The label of the images directly in SRC.
+        #[arg(long)]
+        label: Option<String>,
     },
 }
 
@@ -430,6 +454,50 @@ fn main() -> ExitCode {
                         | lookout::train::TrainError::Write { .. } => 1,
                         _ => 2,
                     })
+                }
+            }
+        }
+        Command::Dataset {
+            action:
+                DatasetCommand::Import {
+                    src,
+                    into,
+                    config,
+                    label,
+                },
+        } => {
+            init_logging("warn");
+            let dir = match (into, config) {
+                (Some(d), _) => d,
+                (None, Some(path)) => match Config::load(&path) {
+                    Ok(c) => match c.collect {
+                        Some(c) => c.dir,
+                        None => {
+                            eprintln!("error: {} has no [collect] table: add one with dir = \"...\", or pass --into DIR", path.display());
+                            return ExitCode::from(2);
+                        }
+                    },
+                    Err(e) => {
+                        print_error(&e);
+                        return ExitCode::from(2);
+                    }
+                },
+                (None, None) => {
+                    eprintln!("error: say where the dataset is: --into DIR, or --config FILE with a [collect] table");
+                    return ExitCode::from(2);
+                }
+            };
+            let result = lookout::collect::Dataset::open(&dir)
+                .map_err(lookout::collect::import::ImportError::from)
+                .and_then(|d| lookout::collect::import::import(&d, &src, label.as_deref()));
+            match result {
+                Ok(got) => {
+                    print!("{}", got.describe(&dir));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    print_error(&e);
+                    ExitCode::from(2)
                 }
             }
         }

@@ -14,6 +14,16 @@ use crate::live::Live;
 use crate::models::Loaded;
 use crate::pipeline::{self, Downstream, Running};
 
+/// What the HTTP server shows of the running configuration, updated by a reload.
+pub(super) struct Views {
+    /// The live view, when the HTTP server runs.
+    pub live: Option<Arc<Live>>,
+    /// `/api/status`'s facts.
+    pub info: Arc<Mutex<Info>>,
+    /// The `[collect]` dataset `/collect` shows.
+    pub collect: crate::collect::Shelf,
+}
+
 /// Applies one request of the main loop (`None`: SIGHUP): a reload, or a model upload then a
 /// reload (the previous model file put back when the reload refuses it before the running
 /// workers stop). Returns the outcome and where to send it. `past_drain`: as in [`reload`].
@@ -22,8 +32,7 @@ pub(super) fn apply(
     running: &mut Running,
     current: &mut Config,
     path: Option<&Path>,
-    live: &Option<Arc<Live>>,
-    info_slot: &Mutex<Info>,
+    views: &Views,
     past_drain: &mut bool,
 ) -> (Result<String, String>, Option<Reply>) {
     match control {
@@ -36,7 +45,7 @@ pub(super) fn apply(
                     "SIGHUP"
                 }
             );
-            let result = reload(running, current, path, live, info_slot, past_drain);
+            let result = reload(running, current, path, views, past_drain);
             let reply = match control {
                 Some(Control::Reload(reply)) => Some(reply),
                 _ => None,
@@ -56,7 +65,7 @@ pub(super) fn apply(
                 Err(e) => Err(crate::retry::chain(&e)),
                 Ok(installed) => {
                     let done = installed.describe();
-                    match reload(running, current, path, live, info_slot, past_drain) {
+                    match reload(running, current, path, views, past_drain) {
                         Ok(msg) => Ok(format!("{done} {msg}")),
                         // The new model runs: its file stays.
                         Err(why) if *past_drain => Err(format!(
@@ -147,8 +156,7 @@ pub(super) fn reload(
     running: &mut Running,
     current: &mut Config,
     path: Option<&Path>,
-    live: &Option<Arc<Live>>,
-    info_slot: &Mutex<Info>,
+    views: &Views,
     past_drain: &mut bool,
 ) -> Result<String, String> {
     let Some(path) = path else {
@@ -159,6 +167,14 @@ pub(super) fn reload(
     let loaded = load_models(&new).map_err(|e| crate::retry::chain(&e))?;
     let names: Vec<String> = new.sinks.iter().map(|c| c.name().to_owned()).collect();
     let models = model_parts(&new, &loaded, &names).map_err(|e| crate::retry::chain(&e))?;
+    // A new `[collect] dir` is opened (its manifest read) before anything changes.
+    let running_dataset = views
+        .collect
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let collect = crate::collect::collecting(new.collect.as_ref(), running_dataset.as_ref())
+        .map_err(|e| format!("[collect]: {}", crate::retry::chain(&e)))?;
     // Every worker's sessions of the new models can be made (a model whose plan cannot run
     // refuses the reload here, not after the running workers have stopped).
     pipeline::try_sessions(&models, new.pipeline.worker_count())
@@ -175,6 +191,7 @@ pub(super) fn reload(
     running.drain_downstream(SHUTDOWN_DEADLINE);
     *past_drain = true;
     // Every frame of a removed source has been dispatched: the live view forgets it.
+    let live = &views.live;
     if let Some(live) = live {
         live.set_sources(&live_sources(&new));
     }
@@ -219,7 +236,17 @@ pub(super) fn reload(
         top_k: applied.pipeline.top_k,
         device: applied.device_id(),
         live: live.clone(),
+        collect: if result.is_ok() {
+            collect
+        } else {
+            crate::collect::collecting(current.collect.as_ref(), running_dataset.as_ref())
+                .ok()
+                .flatten()
+        },
     };
+    // `/collect` shows what is collected into from now on.
+    *views.collect.lock().unwrap_or_else(|e| e.into_inner()) =
+        downstream.collect.as_ref().map(|c| Arc::clone(&c.dataset));
     // Past the drain, only starting threads can fail here (the sessions were tried above).
     // Then nothing classifies: say so; the watchdog sees frames wait with none processed, so
     // the daemon turns unhealthy and systemd restarts it.
@@ -232,7 +259,7 @@ pub(super) fn reload(
     running.set_frame_queue(applied.pipeline.frame_queue);
     let (min, max) = reconnect_delays(&applied);
     running.set_reconnect(min, max);
-    *info_slot.lock().unwrap_or_else(|e| e.into_inner()) =
+    *views.info.lock().unwrap_or_else(|e| e.into_inner()) =
         info(&applied, running.source_name.clone(), &loaded);
     result?;
     *current = applied;

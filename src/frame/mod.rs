@@ -8,6 +8,7 @@
 //! Colour conversion uses BT.601 limited range, as V4L2 cameras deliver it.
 
 mod encode;
+pub mod image_file;
 pub mod jpeg_window;
 pub mod rect;
 

@@ -29,6 +29,7 @@
 //! | `/api/events?limit=N&source=NAME` | JSON: the most recent events (default 50, at most 200), of all sources or of one |
 //! | `/frame.jpg?source=NAME` | a source's latest classified frame as JPEG |
 //! | `POST /api/reload` | re-read the configuration file (needs `token_env`); 200 and what changed, or 422 and why nothing did |
+//! | `/collect`, `/api/collect`, `/collect/image`, `POST /api/collect/label`, `/api/collect/delete` | the labelling page over the `[collect]` dataset and its API ([`collect`]; the POSTs need `token_env`) |
 //! | `POST /api/model?name=NAME` | the body (an ONNX file, up to 256 MiB) becomes model NAME's file (default `default`), then a reload (needs `token_env`); 200, or 422 and why, with the previous file kept or back in place ([`crate::deploy`]) |
 //!
 //! `source=NAME` is optional: the first source by default (all sources for events); a name the
@@ -37,9 +38,10 @@
 //!
 //! Layout: the config, shared state and the accept loop here; `conn` reads requests and writes
 //! responses on one connection, `request` is the parsed request, `limits` holds the bounds and the server's counters, `routes`
-//! answers each path (`sources`: `/api/live` with each source's health), `respond` builds responses and reads queries and the token, `prometheus`
+//! answers each path (`sources`: `/api/live` with each source's health; `collect`: the labelling page's paths), `respond` builds responses and reads queries and the token, `prometheus`
 //! writes `/metrics`.
 
+mod collect;
 mod conn;
 mod limits;
 mod prometheus;
@@ -240,6 +242,8 @@ pub struct State {
     /// Where `POST /api/reload` and `POST /api/model` send their requests; `None`: neither
     /// is offered.
     pub reload: Option<crossbeam_channel::Sender<Control>>,
+    /// The `[collect]` dataset the `/collect` page shows; `None` inside: collecting is off.
+    pub collect: crate::collect::Shelf,
 }
 
 /// What every connection reads.

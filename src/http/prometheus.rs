@@ -231,6 +231,61 @@ fn drift_metrics(o: &mut String, figures: &[crate::drift::Figures]) {
     }
 }
 
+/// `[collect]`: what the collector kept, skipped and deleted, and what the bounds hold.
+fn collect_metrics(o: &mut String, d: &crate::collect::Dataset) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let s = &d.stats;
+    let _ = writeln!(
+        o,
+        "# HELP lookout_collect_kept_total Frames kept for labelling, by why (low_score, small_margin, sample, event, import).\n# TYPE lookout_collect_kept_total counter"
+    );
+    for (why, n) in crate::collect::Why::ALL.iter().zip(&s.kept) {
+        let _ = writeln!(
+            o,
+            "lookout_collect_kept_total{{why=\"{}\"}} {}",
+            why.as_str(),
+            n.load(Relaxed)
+        );
+    }
+    for (name, help, v) in [
+        (
+            "lookout_collect_near_duplicates_total",
+            "Frames not kept: within min_distance of one kept recently at the same source and region.",
+            &s.near_duplicates,
+        ),
+        (
+            "lookout_collect_busy_total",
+            "Frames not looked at: the collector was still busy with earlier ones.",
+            &s.busy,
+        ),
+        (
+            "lookout_collect_evicted_total",
+            "Collected frames deleted by max_files or max_mb (oldest unreviewed first).",
+            &s.evicted,
+        ),
+        (
+            "lookout_collect_errors_total",
+            "Frames that could not be decoded, encoded or written.",
+            &s.errors,
+        ),
+    ] {
+        counter(o, name, help, v.load(Relaxed));
+    }
+    let (files, bytes) = d.evictable();
+    gauge(
+        o,
+        "lookout_collect_files",
+        "Collected frames not yet reviewed (what max_files bounds).",
+        files as f64,
+    );
+    gauge(
+        o,
+        "lookout_collect_bytes",
+        "Bytes of collected frames not yet reviewed (what max_mb bounds).",
+        bytes as f64,
+    );
+}
+
 pub(super) fn gauge(out: &mut String, name: &str, help: &str, v: f64) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
 }
@@ -324,6 +379,14 @@ pub(super) fn prometheus(state: &State, started: Instant) -> String {
     source_metrics(&mut o, &m.sources());
     live_metrics(&mut o, &state.live.counts());
     drift_metrics(&mut o, &m.drift.all());
+    if let Some(d) = state
+        .collect
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+    {
+        collect_metrics(&mut o, d);
+    }
     counter(
         &mut o,
         "lookout_events_total",

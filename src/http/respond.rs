@@ -76,8 +76,11 @@ pub(super) fn percent_decode(s: &str) -> String {
 /// The paths the live view page itself requests with `?token=` (a browser cannot set the
 /// Authorization header on an `<img>` or a plain page load). Everything else, and every POST,
 /// needs the header.
-const QUERY_TOKEN_PATHS: [&str; 7] = [
+const QUERY_TOKEN_PATHS: [&str; 10] = [
     "/",
+    "/collect",
+    "/api/collect",
+    "/collect/image",
     "/index.html",
     "/api/status",
     "/api/live",

@@ -39,6 +39,19 @@ pub(super) fn handle(mut req: Request, shared: &Shared) -> Resp {
         } else {
             deploy(state, &mut req)
         }
+    } else if super::collect::is_write(path) {
+        if method != "POST" {
+            text(
+                405,
+                "text/plain; charset=utf-8",
+                "POST {\"file\": ..., \"label\": ...} here\n",
+            )
+            .with_header(header("Allow", "POST"))
+        } else if let Some(refusal) = write_refusal(&req, shared) {
+            refusal
+        } else {
+            super::collect::post(state, &req)
+        }
     } else if method != "GET" && method != "HEAD" {
         text(
             405,
@@ -61,6 +74,8 @@ pub(super) fn handle(mut req: Request, shared: &Shared) -> Resp {
         let source = query(url, "source").filter(|s| !s.is_empty());
         match path {
             "/" | "/index.html" => text(200, "text/html; charset=utf-8", PAGE),
+            "/collect" => text(200, "text/html; charset=utf-8", super::collect::PAGE),
+            p if super::collect::is_collect_path(p) => super::collect::get(state, &req),
             "/metrics" => {
                 let mut body = prometheus(state, started);
                 shared
@@ -113,7 +128,7 @@ pub(super) fn handle(mut req: Request, shared: &Shared) -> Resp {
     }
 }
 
-/// Why a write request (`POST /api/reload`, `/api/model`) is refused: no token configured
+/// Why a write request (`POST /api/reload`, `/api/model`, `/api/collect/...`) is refused: no token configured
 /// (403), or a missing or wrong bearer token (401, counted); `None`: go ahead. The token is
 /// only accepted as a header here, never as `?token=`.
 pub(super) fn write_refusal(req: &Request, shared: &Shared) -> Option<Resp> {
@@ -122,7 +137,7 @@ pub(super) fn write_refusal(req: &Request, shared: &Shared) -> Option<Resp> {
         Some(text(
             403,
             "text/plain; charset=utf-8",
-            "writing over HTTP (reload, model upload) needs a token: set [http] token_env (or send SIGHUP to reload)\n",
+            "writing over HTTP (reload, model upload, labelling) needs a token: set [http] token_env (or send SIGHUP to reload)\n",
         ))
     } else if !authorized(req, token) {
         shared.counters.failed_token(req.peer);

@@ -10,6 +10,7 @@ use std::time::SystemTime;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use super::{Classified, Delivery};
+use crate::collect::{Offer, Tap};
 use crate::drift::{Figures, Monitor};
 use crate::event::{rfc3339, Event, TopEntry};
 use crate::frame::Frame;
@@ -46,6 +47,7 @@ pub(super) fn dispatch_loop(
     device: String,
     several_sources: bool,
     mut drift: Monitor,
+    mut collect: Option<Tap>,
     m: Arc<Metrics>,
 ) {
     let all_sinks: Vec<usize> = (0..sink_txs.len()).collect();
@@ -103,6 +105,20 @@ pub(super) fn dispatch_loop(
                 })
                 .collect()
         };
+        if let Some(tap) = &mut collect {
+            tap.offer(Offer {
+                source: &c.source,
+                region: c.region.as_ref(),
+                rect: c.rect,
+                model: c.model,
+                top: &top,
+                // Without rules every classification is an event: that says nothing.
+                event: !rules.is_empty() && !firings.is_empty(),
+                seq: c.seq,
+                captured_at: c.captured_at,
+                frame: frame.as_ref(),
+            });
+        }
         // Drift rules: their event's score is the window's mean top-1 score.
         for d in drift.observe(&c.source, c.region.as_ref(), c.model, &c.probs, c.captured) {
             let score = d.figures.mean_score.unwrap_or(0.0) as f32;

@@ -78,6 +78,8 @@ pub struct Parts {
     pub reconnect: (Duration, Duration),
     /// Latest frame, scores and events for the live view, when the HTTP server runs.
     pub live: Option<Arc<Live>>,
+    /// `[collect]`: the frames worth labelling kept in a dataset.
+    pub collect: Option<crate::collect::Collecting>,
     /// Keep every frame's exact stage times ([`Metrics::frame_times`]); for benchmarks.
     pub trace_frames: bool,
 }
@@ -137,6 +139,8 @@ struct Classified {
     pub(super) source: Arc<str>,
     /// The region's name; `None` for the whole frame.
     pub(super) region: Option<Arc<str>>,
+    /// The region's rectangle (fractions of the frame), for the collector's crop.
+    pub(super) rect: Option<[f64; 4]>,
     /// The model that produced `probs`: an index into the generation's models.
     pub(super) model: usize,
     /// The frame's number within its source.
@@ -146,8 +150,8 @@ struct Classified {
     pub(super) origin: Option<Arc<str>>,
     pub(super) truth: Option<Arc<str>>,
     pub(super) probs: Vec<f32>,
-    /// The frame itself, kept only when a sink wants frames (snapshots) or the live view
-    /// runs; one frame's regions share it.
+    /// The frame itself, kept only when a sink wants frames (snapshots), the live view runs or
+    /// frames are collected; one frame's regions share it.
     pub(super) frame: Option<Arc<Frame>>,
 }
 
@@ -173,6 +177,7 @@ pub struct Downstream {
     pub top_k: usize,
     pub device: String,
     pub live: Option<Arc<Live>>,
+    pub collect: Option<crate::collect::Collecting>,
 }
 
 /// Logs a recurring run-time problem at `warn` at most once per interval and at `debug`

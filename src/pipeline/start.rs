@@ -34,6 +34,7 @@ pub fn start(parts: Parts, stop: StopToken) -> Result<Running, StartError> {
         summary_every,
         reconnect,
         live,
+        collect,
         trace_frames,
     } = parts;
     let metrics = Arc::new(if trace_frames {
@@ -62,6 +63,7 @@ pub fn start(parts: Parts, stop: StopToken) -> Result<Running, StartError> {
         top_k,
         device,
         live,
+        collect,
     };
     let generation = start_generation(downstream, &queue, &metrics)?;
 
@@ -136,6 +138,7 @@ pub(super) fn start_generation(
         top_k: k,
         device,
         live,
+        collect,
     } = d;
     let sessions = sessions(&models, workers)?;
     let names: Arc<[Arc<str>]> = models.iter().map(|m| Arc::clone(&m.name)).collect();
@@ -154,7 +157,7 @@ pub(super) fn start_generation(
     let mut sink_txs: Vec<Sender<Delivery>> = Vec::new();
     let mut sink_threads = Vec::new();
     let frame_sinks: Vec<bool> = sinks.iter().map(|(_, s)| s.wants_frames()).collect();
-    let keep_frames = frame_sinks.contains(&true) || live.is_some();
+    let keep_frames = frame_sinks.contains(&true) || live.is_some() || collect.is_some();
     // Set near the join deadline (see `join_stages`): the sinks give up blocking work.
     let abort = StopToken::new();
     for ((name, mut sink), c) in sinks.into_iter().zip(counters.iter().cloned()) {
@@ -193,6 +196,21 @@ pub(super) fn start_generation(
     }
     drop(class_tx);
 
+    // The collector: fed by the dispatcher, ends when the dispatcher drops its tap.
+    let (tap, collector) = match collect {
+        Some(c) => {
+            let refs = models
+                .iter()
+                .map(|p| crate::collect::ModelRef {
+                    name: p.name.to_string(),
+                    path: p.model.name.clone(),
+                })
+                .collect();
+            let (tap, collector) = crate::collect::channel(c.cfg, c.dataset, refs);
+            (Some(tap), Some(collector))
+        }
+        None => (None, None),
+    };
     let m = Arc::clone(metrics);
     let drift = crate::drift::Monitor::new(
         models
@@ -225,10 +243,17 @@ pub(super) fn start_generation(
                 device,
                 several_sources,
                 drift,
+                tap,
                 m,
             )
         })?,
     ));
+    if let Some(collector) = collector {
+        stages.push((
+            "collect".to_owned(),
+            spawn("collect", move || collector.run())?,
+        ));
+    }
     stages.extend(sink_threads);
     Ok(Generation {
         quit,

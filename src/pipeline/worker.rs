@@ -112,9 +112,13 @@ pub(super) fn worker_loop(
                     let kept = keep_frames.then(|| Arc::clone(&frame));
                     let f: &Frame = &frame;
                     for (region, model, scores) in scored {
+                        let rect = region
+                            .as_ref()
+                            .and_then(|r| work[i].1.iter().find(|x| x.name == *r).map(|x| x.rect));
                         let c = Classified {
                             source: Arc::clone(&source.name),
                             region,
+                            rect,
                             model,
                             seq: f.seq,
                             captured_at: f.captured_at,

@@ -6,8 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::TrainError;
 
-/// Extensions read as images (compared case-insensitively).
-pub const IMAGE_EXTENSIONS: [&str; 6] = ["jpg", "jpeg", "png", "bmp", "ppm", "pgm"];
+use crate::frame::image_file::is_image_file as is_image;
 
 /// The labelled images of a data folder.
 #[derive(Debug, Clone, PartialEq)]
@@ -66,12 +65,6 @@ pub fn scan(dir: &Path) -> Result<Dataset, TrainError> {
         labels.push(label);
     }
     Ok(Dataset { labels, images })
-}
-
-fn is_image(path: &Path) -> bool {
-    path.extension()
-        .map(|e| e.to_string_lossy().to_ascii_lowercase())
-        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.as_str()))
 }
 
 /// File names ordered with their digit runs as numbers (`x_2` before `x_10`).

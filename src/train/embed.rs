@@ -11,19 +11,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::digest::sha256_hex;
 use crate::frame::{Frame, PixelFormat, RgbBuf};
 use crate::model::{Model, Session};
 
 use super::TrainError;
-
-/// The sha256 of `bytes`, in hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, bytes)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 /// One image's embeddings.
 #[derive(Debug, Clone, PartialEq)]
@@ -287,14 +279,6 @@ mod tests {
         };
         mirror(&mut rgb);
         assert_eq!(rgb.data, vec![7, 8, 9, 4, 5, 6, 1, 2, 3]);
-    }
-
-    #[test]
-    fn sha256_of_abc() {
-        assert_eq!(
-            sha256_hex(b"abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
     }
 
     #[test]

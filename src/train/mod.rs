@@ -114,7 +114,7 @@ pub fn run(opts: &TrainOptions, out: &mut dyn Write) -> Result<Card, TrainError>
         path: opts.backbone.clone(),
         source,
     })?;
-    let backbone_sha = embed::sha256_hex(&bytes);
+    let backbone_sha = crate::digest::sha256_hex(&bytes);
     let proto = graph::decode(&bytes, &opts.backbone)?;
     drop(bytes);
     let features = graph::find_features(
