@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod broker;
+pub mod cdp;
 pub mod certs;
 pub mod loopback;
 
