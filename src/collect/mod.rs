@@ -88,10 +88,13 @@ pub struct Offer<'a> {
     pub frame: Option<&'a Arc<Frame>>,
 }
 
+/// A source and region (`None`: the whole frame).
+type Place = (Arc<str>, Option<Arc<str>>);
+
 struct Job {
     item: Item,
     name: String,
-    place: (Arc<str>, Option<Arc<str>>),
+    place: Place,
     rect: Option<[f64; 4]>,
     frame: Arc<Frame>,
     model: usize,
@@ -157,7 +160,7 @@ impl Tap {
         if c.sample_every > 0 {
             let seen = self.confident.entry((o.model, best.index)).or_insert(0);
             *seen += 1;
-            if (*seen - 1) % c.sample_every == 0 {
+            if (*seen - 1).is_multiple_of(c.sample_every) {
                 return Some(Why::Sample);
             }
         }
@@ -229,7 +232,7 @@ impl Collector {
             max_files: self.cfg.max_files,
             max_bytes: self.cfg.max_bytes(),
         };
-        let mut recent: HashMap<(Arc<str>, Option<Arc<str>>), VecDeque<u64>> = HashMap::new();
+        let mut recent: HashMap<Place, VecDeque<u64>> = HashMap::new();
         let mut rgb = RgbBuf::default();
         while let Ok(mut job) = self.rx.recv() {
             let stats = &self.dataset.stats;
