@@ -2,7 +2,7 @@
 """Collect on a static scene: does `[collect]` stay quiet when nothing changes?
 
     python3 benches/collect_static.py --minutes 10 [--bin target/debug/lookout] [--fps 30]
-        [--assets DIR]
+        [--noise 6] [--assets DIR]
 
 The daemon runs the PlantVillage CNN (test assets) on a `pipe` source: ffmpeg showing one leaf
 photo at 30 fps with fresh sensor-like noise in every frame (`noise=alls=6:allf=t`, so no two
@@ -60,6 +60,7 @@ def main():
     ap.add_argument("--minutes", type=float, default=10)
     ap.add_argument("--bin", default=os.path.join(here, "..", "target", "debug", "lookout"))
     ap.add_argument("--fps", type=int, default=30)
+    ap.add_argument("--noise", type=int, default=6, help="ffmpeg noise strength per frame (alls)")
     ap.add_argument("--assets", default=os.environ.get("LOOKOUT_ASSETS", os.path.join(here, "..", "..", "shared", "assets")))
     args = ap.parse_args()
     photo = os.path.join(args.assets, "images", "plant", "Potato___healthy")
@@ -69,7 +70,7 @@ def main():
     port = free_port()
     conf = os.path.join(work, "lookout.toml")
     ffmpeg = ["ffmpeg", "-hide_banner", "-loglevel", "error", "-re", "-loop", "1", "-i", photo,
-              "-vf", f"noise=alls=6:allf=t,fps={args.fps}", "-f", "mjpeg", "-q:v", "3", "-"]
+              "-vf", f"noise=alls={args.noise}:allf=t,fps={args.fps}", "-f", "mjpeg", "-q:v", "3", "-"]
     with open(conf, "w") as f:
         f.write(f"""
 [model]
