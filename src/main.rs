@@ -161,8 +161,8 @@ enum Command {
         /// Embedding threads (0: one per core).
         #[arg(long, default_value_t = 0)]
         threads: usize,
-        /// Quantize the trained model. Not available yet (lookout has no quantizer: a separate
-        /// issue); given, train stops with an error.
+        /// Quantize the trained model. Not wired yet: given, train stops with an error that
+        /// says to run `lookout quantize` on the result.
         #[arg(long)]
         quantize: bool,
     },
