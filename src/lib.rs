@@ -91,6 +91,11 @@
 //!   features: `data` (the labelled folders, the split), `graph` (finding the feature tensor,
 //!   cutting the ONNX graph, adding the Gemm head), `embed` (the images through the engine on
 //!   all cores, the embedding cache), `logistic` (the regression), `card` (`NEW.card.json`).
+//! - [`quantize`]: `lookout quantize`, an int8 QDQ model from an fp32 one and a folder of
+//!   images: `graph` (BatchNormalization folding, the plan, the QDQ graph; `proto`, the
+//!   protobuf pieces it reads and writes), `calibrate` (the
+//!   images and their split, activation ranges on lookout's engine), `report` (agreement on
+//!   held-out images, `OUT.quant.json`).
 //! - [`bench`]: `lookout bench`, model, preprocessing and pipeline figures beside a peer baseline;
 //!   several sources through the one pool (`--sources`) and one frame's regions (`--regions`).
 //! - [`fuzz`]: entry points for fuzzing the parsers (`fuzz/`, `tests/fuzz.rs`).
@@ -116,6 +121,7 @@ pub mod models;
 pub mod notify;
 pub mod pipeline;
 pub mod problems;
+pub mod quantize;
 pub mod retry;
 pub mod rules;
 pub mod sink;

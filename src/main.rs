@@ -161,8 +161,8 @@ enum Command {
         /// Embedding threads (0: one per core).
         #[arg(long, default_value_t = 0)]
         threads: usize,
-        /// Quantize the trained model. Not available yet (lookout has no quantizer: a separate
-        /// issue); given, train stops with an error.
+        /// Quantize the trained model. Not wired yet: given, train stops with an error that
+        /// says to run `lookout quantize` on the result.
         #[arg(long)]
         quantize: bool,
     },
@@ -170,6 +170,49 @@ enum Command {
     Dataset {
         #[command(subcommand)]
         action: DatasetCommand,
+    },
+    /// Make an int8 (QDQ) model from an fp32 one, calibrated on a folder of your own images,
+    /// and report how well it agrees with the fp32 model on images held out.
+    Quantize {
+        /// The fp32 ONNX model.
+        #[arg(long, required_unless_present = "config")]
+        model: Option<PathBuf>,
+        /// Labels file for --model, one per line.
+        #[arg(long, requires = "model")]
+        labels: Option<PathBuf>,
+        /// Take the model and its preprocessing ([model]) from this configuration file.
+        #[arg(long, short, conflicts_with_all = ["model", "preset"])]
+        config: Option<PathBuf>,
+        /// The model's preprocessing preset, e.g. torchvision-imagenet (default: stretch, /255).
+        #[arg(long)]
+        preset: Option<String>,
+        /// Calibration images: DIR/*.jpg, or DIR/<label>/*.jpg (then the report has accuracy).
+        #[arg(long, value_name = "DIR")]
+        calibrate: PathBuf,
+        /// Where the int8 model goes (OUT.quant.json beside it: the report).
+        #[arg(long)]
+        out: PathBuf,
+        /// Most calibration images used.
+        #[arg(long, default_value_t = 200)]
+        images: usize,
+        /// How activation ranges are chosen.
+        #[arg(long, value_enum, default_value_t = lookout::quantize::Method::Minmax)]
+        method: lookout::quantize::Method,
+        /// For --method percentile: the share of values kept inside the range.
+        #[arg(long, default_value_t = 99.99)]
+        percentile: f64,
+        /// One weight scale per tensor instead of one per output channel.
+        #[arg(long)]
+        per_tensor: bool,
+        /// Share of each label's images held out to judge the int8 model.
+        #[arg(long, default_value_t = 0.2)]
+        holdout: f64,
+        /// Seed of the calibration/held-out split.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Leave this convolution (node or output name) in float. Repeatable.
+        #[arg(long, value_name = "NODE")]
+        keep_float: Vec<String>,
     },
     /// List cameras (V4L2 devices) with the formats, sizes and rates they offer.
     Cameras,
@@ -205,6 +248,20 @@ enum DatasetCommand {
         #[arg(long)]
         label: Option<String>,
     },
+}
+
+/// Sets `--preset NAME` on `model`; an unknown name is an error (exit 2).
+fn apply_preset(model: &mut ModelConfig, name: &str) -> Result<(), ExitCode> {
+    match serde_json::from_value(serde_json::Value::String(name.to_owned())) {
+        Ok(p) => {
+            model.preprocess.preset = Some(p);
+            Ok(())
+        }
+        Err(_) => {
+            eprintln!("error: --preset {name:?} is not a preset: torchvision-imagenet, timm, ultralytics-cls, paddle-cls or keras-mobilenet");
+            Err(ExitCode::from(2))
+        }
+    }
 }
 
 fn print_error(err: &dyn std::error::Error) {
@@ -416,12 +473,8 @@ fn main() -> ExitCode {
                 None => ModelConfig::default(),
             };
             if let Some(name) = preset {
-                match serde_json::from_value(serde_json::Value::String(name.clone())) {
-                    Ok(p) => model.preprocess.preset = Some(p),
-                    Err(_) => {
-                        eprintln!("error: --preset {name:?} is not a preset: torchvision-imagenet, timm, ultralytics-cls, paddle-cls or keras-mobilenet");
-                        return ExitCode::from(2);
-                    }
+                if let Err(code) = apply_preset(&mut model, &name) {
+                    return code;
                 }
             }
             if !(0.0..1.0).contains(&validation) || validation == 0.0 {
@@ -498,6 +551,70 @@ fn main() -> ExitCode {
                 Err(e) => {
                     print_error(&e);
                     ExitCode::from(2)
+                }
+            }
+        }
+        Command::Quantize {
+            model,
+            labels,
+            config,
+            preset,
+            calibrate,
+            out,
+            images,
+            method,
+            percentile,
+            per_tensor,
+            holdout,
+            seed,
+            keep_float,
+        } => {
+            init_logging("warn");
+            let mut model_cfg = match (config, model) {
+                (Some(path), _) => match Config::load(&path) {
+                    Ok(c) => c.model,
+                    Err(e) => {
+                        print_error(&e);
+                        return ExitCode::from(2);
+                    }
+                },
+                (None, Some(model)) => ModelConfig::for_path(model, labels),
+                (None, None) => unreachable!("clap requires --model or --config"),
+            };
+            if let Some(name) = preset {
+                if let Err(code) = apply_preset(&mut model_cfg, &name) {
+                    return code;
+                }
+            }
+            if !(holdout > 0.0 && holdout < 1.0) {
+                eprintln!("error: --holdout {holdout} must be between 0 and 1 (e.g. 0.2)");
+                return ExitCode::from(2);
+            }
+            if !(percentile > 50.0 && percentile <= 100.0) {
+                eprintln!("error: --percentile {percentile} must be above 50 and at most 100 (e.g. 99.99)");
+                return ExitCode::from(2);
+            }
+            let opts = lookout::quantize::QuantizeOptions {
+                model: model_cfg,
+                calibrate,
+                out,
+                images: images.max(1),
+                method,
+                percentile,
+                per_channel: !per_tensor,
+                holdout,
+                seed,
+                keep_float,
+            };
+            match lookout::quantize::run(&opts, &mut std::io::stdout()) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    print_error(&e);
+                    ExitCode::from(match e {
+                        lookout::quantize::QuantizeError::Write { .. }
+                        | lookout::quantize::QuantizeError::Reload(_) => 1,
+                        _ => 2,
+                    })
                 }
             }
         }

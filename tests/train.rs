@@ -409,7 +409,7 @@ fn a_backbone_without_a_classifier_asks_for_features() {
 }
 
 #[test]
-fn quantize_is_refused_until_there_is_a_quantizer() {
+fn train_quantize_is_refused_with_what_to_run_instead() {
     let dir = tempfile::tempdir().unwrap();
     let out = common::lookout_command()
         .args(["train", "--backbone", "b.onnx", "--data", "d", "--out"])
@@ -420,14 +420,14 @@ fn quantize_is_refused_until_there_is_a_quantizer() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("--quantize") && err.contains("no quantizer"),
+        err.contains("--quantize") && err.contains("lookout quantize --model NEW.onnx"),
         "{err}"
     );
     let help = common::lookout_command()
         .args(["train", "--help"])
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&help.stdout).contains("Not available yet"));
+    assert!(String::from_utf8_lossy(&help.stdout).contains("Not wired yet"));
 }
 
 #[test]

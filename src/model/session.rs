@@ -220,6 +220,28 @@ impl Session {
         Ok(view.iter().copied().collect())
     }
 
+    /// Runs the model on an input tensor as it is; returns every output, flattened, as f32
+    /// (`lookout quantize` reads a model's intermediate tensors this way).
+    pub fn run_all(&mut self, tensor: Tensor) -> Result<Vec<Vec<f32>>, ModelError> {
+        team::invite();
+        let outputs = self
+            .state
+            .run(tvec![tensor.into()])
+            .map_err(|e| ModelError::Infer(e.into()))?;
+        outputs
+            .iter()
+            .map(|o| {
+                let out = o
+                    .cast_to::<f32>()
+                    .map_err(|e| ModelError::Infer(e.into()))?;
+                let view = out
+                    .to_plain_array_view::<f32>()
+                    .map_err(|e| ModelError::Infer(e.into()))?;
+                Ok(view.iter().copied().collect())
+            })
+            .collect()
+    }
+
     /// Runs the model alone on a prepared input tensor; returns the time it took.
     pub fn run_tensor(&mut self, tensor: Tensor) -> Result<Duration, ClassifyError> {
         let t0 = Instant::now();

@@ -48,14 +48,14 @@ pub struct TrainOptions {
     pub cache: Option<PathBuf>,
     /// Embedding threads (0: one per core).
     pub threads: usize,
-    /// Hand the result to the quantizer (there is none yet: an error).
+    /// Hand the result to the quantizer (not wired yet: an error that says what to run).
     pub quantize: bool,
 }
 
 /// Why training could not run. Each names the file or folder at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
-    #[error("--quantize: lookout has no quantizer yet (a separate issue); train without it and quantize NEW.onnx with onnxruntime.quantization if needed")]
+    #[error("--quantize is not wired into train yet: train without it, then run `lookout quantize --model NEW.onnx --calibrate DATA --out NEW-int8.onnx` (with an fp32 backbone)")]
     NoQuantizer,
     #[error("cannot read training data {path}: --data must be a folder with one subfolder of images per label")]
     Data {
