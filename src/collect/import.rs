@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use super::dataset::{check_label, Dataset, DatasetError, Item, Why};
-use crate::frame::image_file::is_image_file;
+use crate::frame::image_file::{is_image_file, visible_entries};
 use crate::frame::{decode_rgb, Frame, PixelFormat, RgbBuf};
 
 /// What an import did.
@@ -67,19 +67,10 @@ pub fn import(dataset: &Dataset, src: &Path, label: Option<&str>) -> Result<Impo
         check_label(l)?;
     }
     let read = |path: &Path| {
-        let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
-            .map_err(|source| ImportError::Read {
-                path: path.to_owned(),
-                source,
-            })?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                !p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-            })
-            .collect();
-        entries.sort();
-        Ok::<_, ImportError>(entries)
+        visible_entries(path).map_err(|source| ImportError::Read {
+            path: path.to_owned(),
+            source,
+        })
     };
     let top = read(src)?;
     let flat: Vec<PathBuf> = top

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use crate::frame::image_file::is_image_file;
+use crate::frame::image_file::{is_image_file, visible_entries};
 use crate::frame::{Frame, PixelFormat};
 use crate::model::Session;
 
@@ -23,19 +23,10 @@ pub struct Image {
 /// The images of `dir`: `dir/*` and `dir/<label>/*` (hidden entries skipped), sorted.
 pub fn list(dir: &Path) -> Result<Vec<Image>, QuantizeError> {
     let read = |p: &Path| -> Result<Vec<PathBuf>, QuantizeError> {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(p)
-            .map_err(|source| QuantizeError::Read {
-                path: p.to_owned(),
-                source,
-            })?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                !p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-            })
-            .collect();
-        v.sort();
-        Ok(v)
+        visible_entries(p).map_err(|source| QuantizeError::Read {
+            path: p.to_owned(),
+            source,
+        })
     };
     let mut out = Vec::new();
     for p in read(dir)? {

@@ -289,7 +289,21 @@ impl Sink for CommandSink {
         if let Some(dir) = &self.cwd {
             cmd.current_dir(dir);
         }
-        let mut child = cmd.spawn().map_err(|source| SinkError::Io {
+        // ETXTBSY: the program file is still open for writing somewhere, most often a copy of
+        // the descriptor that a fork elsewhere in this process holds for the moment before its
+        // exec (a script just written or updated). It clears within milliseconds: retry a few
+        // times before calling the delivery failed.
+        let mut tries = 0;
+        let spawned = loop {
+            match cmd.spawn() {
+                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 10 => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => break other,
+            }
+        };
+        let mut child = spawned.map_err(|source| SinkError::Io {
             what: format!(
                 "command sink {:?} cannot start {:?}",
                 self.name, self.argv[0]

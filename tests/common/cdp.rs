@@ -21,15 +21,8 @@ impl Browser {
     /// Starts headless Chromium (its profile in `profile`) and attaches to its first page.
     pub fn start(profile: &std::path::Path) -> Browser {
         let mut child = Command::new(super::chromium())
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-dev-shm-usage",
-                "--no-first-run",
-                "--window-size=1280,900",
-                "--remote-debugging-port=0",
-            ])
+            .args(super::CHROMIUM_FLAGS)
+            .arg("--remote-debugging-port=0")
             .arg(format!("--user-data-dir={}", profile.display()))
             .arg("about:blank")
             .stdout(Stdio::null())

@@ -246,18 +246,23 @@ pub fn chromium() -> &'static str {
         .expect("chromium must be installed (scripts/test installs Debian's chromium)")
 }
 
+/// The flags every headless Chromium of the tests runs with.
+pub const CHROMIUM_FLAGS: [&str; 6] = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--no-first-run",
+    "--window-size=1280,900",
+];
+
 /// Headless Chromium on `url` with `args` (`--dump-dom`, `--screenshot=...`), its profile in
 /// `profile`, virtual time 4 s for the page's scripts to run; returns stdout.
 pub fn headless(profile: &std::path::Path, url: &str, args: &[&str]) -> String {
     let out = std::process::Command::new(chromium())
+        .args(CHROMIUM_FLAGS)
         .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--no-first-run",
             "--hide-scrollbars",
-            "--window-size=1280,900",
             "--run-all-compositor-stages-before-draw",
             "--virtual-time-budget=4000",
         ])
