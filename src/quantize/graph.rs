@@ -190,9 +190,16 @@ pub fn plan(g: &pb::GraphProto, keep: &[String]) -> Plan {
                 .get(b.as_str())
                 .is_some_and(|t| floats(t).is_some_and(|v| v.len() as i64 == w.dims[0])),
         };
-        if !bias_ok || ix.contains_key(n.input[0].as_str()) {
+        if !bias_ok {
+            plan.kept.push((
+                name,
+                "its bias is not a constant float vector of one value per filter".into(),
+            ));
+            continue;
+        }
+        if ix.contains_key(n.input[0].as_str()) {
             plan.kept
-                .push((name, "its bias or input is not of the expected kind".into()));
+                .push((name, "its input is a constant, not an activation".into()));
             continue;
         }
         let out = &n.output[0];

@@ -108,8 +108,9 @@ pub(super) fn attr_f(n: &pb::NodeProto, name: &str) -> Option<f32> {
     n.attribute.iter().find(|a| a.name == name).map(|a| a.f)
 }
 
-/// The graph's constants by name: its initializers and the values of its `Constant` nodes
-/// (exporters write a Clip's bounds and some biases that way).
+/// The graph's constants by name: its initializers, the values of its `Constant` nodes
+/// (exporters write a Clip's bounds that way) and `Identity` copies of either (PyTorch's
+/// exporter shares equal biases of different layers through one).
 pub(super) fn inits(g: &pb::GraphProto) -> HashMap<&str, &pb::TensorProto> {
     let mut m: HashMap<&str, &pb::TensorProto> =
         g.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
@@ -124,6 +125,18 @@ pub(super) fn inits(g: &pb::GraphProto) -> HashMap<&str, &pb::TensorProto> {
                 .iter()
                 .find(|a| a.name == "value")
                 .and_then(|a| a.t.as_ref()),
+        ) {
+            m.insert(out.as_str(), t);
+        }
+    }
+    for n in g
+        .node
+        .iter()
+        .filter(|n| n.op_type == "Identity" && n.domain.is_empty())
+    {
+        if let (Some(out), Some(t)) = (
+            n.output.first(),
+            n.input.first().and_then(|i| m.get(i.as_str()).copied()),
         ) {
             m.insert(out.as_str(), t);
         }

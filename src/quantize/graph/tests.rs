@@ -182,3 +182,25 @@ fn weights_and_activations_quantize_as_specified() {
     assert_eq!(activation_qparams(1.0, 2.55).1, 0);
     assert_eq!(activation_qparams(0.0, 0.0), (1.0, 0));
 }
+
+#[test]
+fn a_bias_shared_through_identity_is_a_constant_and_a_missing_one_is_named() {
+    let mut g = graph();
+    // conv1's bias through an Identity of the initializer, as PyTorch exports shared biases.
+    g.node.insert(
+        0,
+        node(
+            "Identity",
+            "id".into(),
+            vec!["b".into()],
+            vec!["b_copy".into()],
+        ),
+    );
+    g.node[1].input[2] = "b_copy".into();
+    assert_eq!(plan(&g, &[]).convs.len(), 2);
+    // A bias computed at run time keeps the Conv in float, saying why.
+    g.node[1].input[2] = "input".into();
+    let p = plan(&g, &[]);
+    assert_eq!(p.convs.len(), 1);
+    assert!(p.kept[0].1.contains("bias"), "{:?}", p.kept);
+}
