@@ -206,18 +206,10 @@ impl Session {
 
     /// Runs the model on an input tensor as it is; returns the first output, flattened, as f32.
     pub fn run_raw(&mut self, tensor: Tensor) -> Result<Vec<f32>, ModelError> {
-        team::invite();
-        let outputs = self
-            .state
-            .run(tvec![tensor.into()])
-            .map_err(|e| ModelError::Infer(e.into()))?;
-        let out = outputs[0]
-            .cast_to::<f32>()
-            .map_err(|e| ModelError::Infer(e.into()))?;
-        let view = out
-            .to_plain_array_view::<f32>()
-            .map_err(|e| ModelError::Infer(e.into()))?;
-        Ok(view.iter().copied().collect())
+        self.run_all(tensor)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| ModelError::Infer("the model gave no output".into()))
     }
 
     /// Runs the model on an input tensor as it is; returns every output, flattened, as f32
