@@ -236,12 +236,12 @@ impl Collector {
         let mut rgb = RgbBuf::default();
         while let Ok(mut job) = self.rx.recv() {
             let stats = &self.dataset.stats;
-            let (hash, data) = match self.prepare(&job, &mut rgb) {
+            let (hash, crop) = match look(&job, &mut rgb) {
                 Ok(v) => v,
                 Err(e) => {
                     stats.errors.fetch_add(1, Relaxed);
                     log::warn!(
-                        "Frame not collected: it could not be decoded or encoded. source={} frame={} error={e}",
+                        "Frame not collected: it could not be decoded. source={} frame={} error={e}",
                         job.place.0,
                         job.frame.seq
                     );
@@ -257,6 +257,23 @@ impl Collector {
                 stats.near_duplicates.fetch_add(1, Relaxed);
                 continue;
             }
+            // Only a frame that is kept is encoded: a whole JPEG frame is stored as captured,
+            // a region's crop or a raw frame (decoded whole into `rgb`) as a new JPEG.
+            let data: std::borrow::Cow<[u8]> = match (&crop, jpeg_data(&job.frame)) {
+                (None, Some(jpeg)) if job.rect.is_none() => jpeg.into(),
+                (c, _) => match encode_jpeg(c.as_ref().unwrap_or(&rgb), self.cfg.quality) {
+                    Ok(d) => d.into(),
+                    Err(e) => {
+                        stats.errors.fetch_add(1, Relaxed);
+                        log::warn!(
+                            "Frame not collected: it could not be encoded. source={} frame={} error={e}",
+                            job.place.0,
+                            job.frame.seq
+                        );
+                        continue;
+                    }
+                },
+            };
             job.item.model_sha256 = hashes.get(job.model).cloned().flatten();
             let why = job.item.why;
             match self.dataset.add(job.item, &job.name, &data, Some(bounds)) {
@@ -276,28 +293,26 @@ impl Collector {
             }
         }
     }
+}
 
-    /// The frame's hash and the JPEG to store: a whole JPEG frame as captured (hashed at a
-    /// reduced scale), anything else decoded, cropped to its region and encoded.
-    fn prepare(&self, job: &Job, rgb: &mut RgbBuf) -> Result<(u64, Vec<u8>), String> {
-        let frame = &job.frame;
-        if let (None, Some(jpeg)) = (job.rect, jpeg_data(frame)) {
-            let small = |w: u32, h: u32| (w.min(HASH_SIZE), h.min(HASH_SIZE));
-            decode_rgb(frame, Some(&small), rgb).map_err(|e| e.to_string())?;
-            return Ok((phash::dhash(rgb), jpeg.to_vec()));
-        }
-        decode_rgb(frame, None, rgb).map_err(|e| e.to_string())?;
-        let image = match job.rect {
-            Some(rect) => crate::model::crop::crop(rgb, rect),
-            None => std::mem::take(rgb),
-        };
-        let hash = phash::dhash(&image);
-        let data = encode_jpeg(&image, self.cfg.quality).map_err(|e| e.to_string())?;
-        if job.rect.is_none() {
-            *rgb = image; // keep the buffer
-        }
-        Ok((hash, data))
+/// The frame's perceptual hash, and its region's crop. A whole JPEG frame is decoded into
+/// `rgb` at a reduced scale (enough for the 9x8 hash: it is stored as captured); any other
+/// frame whole, into `rgb`, then cropped to its region.
+fn look(job: &Job, rgb: &mut RgbBuf) -> Result<(u64, Option<RgbBuf>), String> {
+    let frame = &job.frame;
+    if job.rect.is_none() && jpeg_data(frame).is_some() {
+        let small = |w: u32, h: u32| (w.min(HASH_SIZE), h.min(HASH_SIZE));
+        decode_rgb(frame, Some(&small), rgb).map_err(|e| e.to_string())?;
+        return Ok((phash::dhash(rgb), None));
     }
+    decode_rgb(frame, None, rgb).map_err(|e| e.to_string())?;
+    Ok(match job.rect {
+        Some(rect) => {
+            let crop = crate::model::crop::crop(rgb, rect);
+            (phash::dhash(&crop), Some(crop))
+        }
+        None => (phash::dhash(rgb), None),
+    })
 }
 
 /// The sha256 of a model's file, for the manifest (`None` for the bundled model's name or a
