@@ -84,6 +84,7 @@
 //!
 //! Shared helpers:
 //! - [`digest`]: sha256 in hex (the training cache, model cards, the collect manifest).
+//! - [`progress`]: the progress line of `train` and `quantize` on a terminal.
 //!
 //! Commands and tools:
 //! - [`cli`]: the `check`, `classify` and `synth` commands' logic, testable without the binary.
@@ -121,6 +122,7 @@ pub mod models;
 pub mod notify;
 pub mod pipeline;
 pub mod problems;
+pub mod progress;
 pub mod quantize;
 pub mod retry;
 pub mod rules;

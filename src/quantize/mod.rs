@@ -156,7 +156,7 @@ pub fn run(opts: &QuantizeOptions, out: &mut dyn Write) -> Result<Report, Quanti
         Instant::now(),
     )?);
     let mut probe_session = probe_model.session()?;
-    let progress = report::Progress::new("calibrating");
+    let progress = crate::progress::Progress::new("calibrating");
     let (ranges, mut skipped) = calibrate::ranges(
         &mut probe_session,
         &plan.tensors,
@@ -164,7 +164,7 @@ pub fn run(opts: &QuantizeOptions, out: &mut dyn Write) -> Result<Report, Quanti
         &calib,
         opts.method,
         opts.percentile,
-        |done, total| progress.show(done, total),
+        |done, total| progress.show(done, total, ""),
     )?;
     progress.done();
     drop(probe_session);

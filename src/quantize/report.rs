@@ -1,9 +1,8 @@
 //! The quantized model judged against the fp32 one on the held-out images: top-1 agreement,
 //! mean absolute difference of the outputs, accuracy when the images are labelled, model run
-//! times and sizes; printed as a table and written as `OUT.quant.json`. Also the progress
-//! line on stderr.
+//! times and sizes; printed as a table and written as `OUT.quant.json`.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -88,9 +87,9 @@ pub fn evaluate(
     let (mut same, mut n, mut diff, mut count) = (0usize, 0usize, 0f64, 0usize);
     let (mut labelled, mut right_a, mut right_b) = (0usize, 0usize, 0usize);
     let (mut ta, mut tb) = (Vec::new(), Vec::new());
-    let progress = Progress::new("judging");
+    let progress = crate::progress::Progress::new("judging");
     for (i, im) in held.iter().enumerate() {
-        progress.show(i, held.len());
+        progress.show(i, held.len(), "");
         let t = match input(&mut a, &im.path) {
             Ok(t) => t,
             Err(why) => {
@@ -232,38 +231,6 @@ impl Report {
         }
         for l in lines {
             let _ = writeln!(out, "{l}");
-        }
-    }
-}
-
-/// A progress line on stderr, only when stderr is a terminal.
-pub struct Progress {
-    what: &'static str,
-    tty: bool,
-}
-
-impl Progress {
-    pub fn new(what: &'static str) -> Progress {
-        Progress {
-            what,
-            tty: std::io::stderr().is_terminal(),
-        }
-    }
-    pub fn show(&self, done: usize, total: usize) {
-        if self.tty && total > 0 {
-            let width = 30;
-            let filled = done * width / total;
-            eprint!(
-                "\r{} [{}{}] {done}/{total}",
-                self.what,
-                "#".repeat(filled),
-                " ".repeat(width - filled)
-            );
-        }
-    }
-    pub fn done(&self) {
-        if self.tty {
-            eprintln!();
         }
     }
 }

@@ -5,7 +5,6 @@
 //! preprocessing) makes a second run quick. An image that cannot be read or decoded is skipped
 //! and reported, not fatal.
 
-use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -112,7 +111,7 @@ pub fn embed_all(
     for _ in 0..threads.clamp(1, files.len().max(1)) {
         sessions.push(model.session().map_err(TrainError::Model)?);
     }
-    let progress = std::io::stderr().is_terminal();
+    let progress = crate::progress::Progress::new("embedding");
     std::thread::scope(|s| {
         for mut session in sessions {
             let (next, done, cached, results) = (&next, &done, &cached, &results);
@@ -127,17 +126,24 @@ pub fn embed_all(
                 done.fetch_add(1, Ordering::Relaxed);
             });
         }
-        if progress {
+        if progress.shown() {
             loop {
                 let d = done.load(Ordering::Relaxed);
-                draw(
+                let elapsed = started.elapsed().as_secs_f64().max(1e-3);
+                let rate = d as f64 / elapsed;
+                let left = if rate > 0.0 {
+                    (files.len() - d) as f64 / rate
+                } else {
+                    0.0
+                };
+                let c = cached.load(Ordering::Relaxed);
+                progress.show(
                     d,
                     files.len(),
-                    cached.load(Ordering::Relaxed),
-                    started.elapsed(),
+                    &format!(" ({c} cached) {rate:.1} img/s, {left:.0} s left "),
                 );
                 if d >= files.len() {
-                    eprintln!();
+                    progress.done();
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(200));
@@ -155,25 +161,6 @@ pub fn embed_all(
         cached: cached.into_inner(),
         elapsed: started.elapsed(),
     })
-}
-
-fn draw(done: usize, total: usize, cached: usize, elapsed: Duration) {
-    const WIDTH: usize = 30;
-    let filled = (done * WIDTH).checked_div(total).unwrap_or(WIDTH);
-    let rate = done as f64 / elapsed.as_secs_f64().max(1e-3);
-    let left = if rate > 0.0 {
-        (total - done) as f64 / rate
-    } else {
-        0.0
-    };
-    let mut err = std::io::stderr().lock();
-    let _ = write!(
-        err,
-        "\rembedding [{}{}] {done}/{total} ({cached} cached) {rate:.1} img/s, {left:.0} s left ",
-        "#".repeat(filled),
-        " ".repeat(WIDTH - filled)
-    );
-    let _ = err.flush();
 }
 
 /// One file's embedding(s), and whether they all came from the cache.
